@@ -1,0 +1,173 @@
+"""ConPaaS settings: environment variables with embedded defaults (see DESIGN.md, running contract)."""
+
+import os
+from pathlib import Path
+
+import dj_database_url
+from django.core.management.utils import get_random_secret_key
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+
+def envbool(name: str, default: str = "False") -> bool:
+    return os.getenv(name, default).strip().lower() in {"1", "true", "yes", "on"}
+
+
+def envint(name: str, default: int) -> int:
+    return int(os.getenv(name) or default)
+
+
+CONPAAS_HOME = Path(os.getenv("CONPAAS_HOME", BASE_DIR / "var")).resolve()
+CONPAAS_HOME.mkdir(parents=True, exist_ok=True)
+
+
+def _installation_secret() -> str:
+    """One random secret per CONPAAS_HOME, so the embedded defaults are never a shared secret."""
+    path = CONPAAS_HOME / "secret_key"
+    if not path.exists():
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(get_random_secret_key())
+    return path.read_text().strip()
+
+
+SECRET_KEY = os.getenv("CONPAAS_SECRET_KEY") or _installation_secret()
+DEBUG = envbool("CONPAAS_DEBUG")
+ALLOWED_HOSTS = os.getenv("CONPAAS_ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]").split(",")
+
+# Where nodes download code versions from: the control plane's own address as nodes see it.
+# `manage.py up` sets it from --bind when it is not given.
+CONPAAS_URL = os.getenv("CONPAAS_URL", "http://127.0.0.1:8000").rstrip("/")
+CONPAAS_CLOUD = os.getenv("CONPAAS_CLOUD", "local")
+CONPAAS_ARCHIVES = CONPAAS_HOME / "archives"
+CONPAAS_NODES = CONPAAS_HOME / "nodes"
+# How long a deploy waits for the new instances to pass their health checks.
+CONPAAS_HEALTH_TIMEOUT = envint("CONPAAS_HEALTH_TIMEOUT", 60)
+CONPAAS_BOOT_TIMEOUT = envint("CONPAAS_BOOT_TIMEOUT", 300)
+CONPAAS_DRAIN_TIMEOUT = envint("CONPAAS_DRAIN_TIMEOUT", 30)
+CONPAAS_MAX_UPLOAD_MB = envint("CONPAAS_MAX_UPLOAD_MB", 100)
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "rest_framework.authtoken",
+    "drf_spectacular",
+    "django_q",
+    "services",
+    "versions",
+    "routing",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "conpaas_site.urls"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+WSGI_APPLICATION = "conpaas_site.wsgi.application"
+
+DATABASES = {
+    "default": dj_database_url.parse(
+        os.getenv("DATABASE_URL") or f"sqlite:///{CONPAAS_HOME / 'conpaas.sqlite3'}",
+        conn_max_age=60,
+    )
+}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # The web server and the task workers write concurrently: WAL lets readers go on while one
+    # writes, and IMMEDIATE transactions wait for the lock instead of failing on upgrade.
+    DATABASES["default"]["OPTIONS"] = {
+        "timeout": 30,
+        "transaction_mode": "IMMEDIATE",
+        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+    }
+    DATABASES["default"]["CONN_MAX_AGE"] = 0
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = CONPAAS_HOME / "static"
+STATIC_ROOT.mkdir(exist_ok=True)
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# Uploads bigger than this go to a temporary file; they are validated before they are stored.
+FILE_UPLOAD_MAX_MEMORY_SIZE = 4 * 2**20
+DATA_UPLOAD_MAX_MEMORY_SIZE = 4 * 2**20
+
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "rest_framework.authentication.TokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "EXCEPTION_HANDLER": "conpaas_site.api.exception_handler",
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "ConPaaS API",
+    "DESCRIPTION": "Blue-green deployment and development staging.",
+    "VERSION": "1",
+    "SERVE_INCLUDE_SCHEMA": False,
+}
+
+# django-q2 on the ORM broker of the default database; Redis when scaled out (DESIGN.md).
+Q_CLUSTER = {
+    "name": "conpaas",
+    "workers": envint("CONPAAS_WORKERS", 2),
+    "timeout": 1800,
+    "retry": 3600,
+    "max_attempts": 1,
+    "poll": 0.1,
+    "catch_up": False,
+    "ack_failures": True,
+    "save_limit": 1000,
+    "label": "Tasks",
+}
+if os.getenv("CONPAAS_REDIS_URL"):
+    Q_CLUSTER["redis"] = os.getenv("CONPAAS_REDIS_URL")
+else:
+    Q_CLUSTER["orm"] = "default"
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "loggers": {
+        "conpaas": {"handlers": ["console"], "level": os.getenv("CONPAAS_LOG_LEVEL", "INFO")},
+    },
+}

@@ -1,0 +1,53 @@
+"""Swap: exchange the versions of production and another environment, health-gated and atomic."""
+
+from django.db import transaction
+from django.utils import timezone
+
+from routing.table import health_problems, push
+from services import operations
+from services.choices import OperationKind, Outcome
+from services.models import Event
+from versions.models import PRODUCTION, Environment
+
+
+class SwapRefused(operations.OperationFailed):
+    """The swap would break production; nothing was changed."""
+
+
+def swap(service, environment_name: str, actor) -> dict:
+    with operations.holding(service, OperationKind.SWAP, actor, {"environment": environment_name}) as operation:
+        production = Environment.objects.select_related("version").get(service=service, name=PRODUCTION)
+        other = Environment.objects.select_related("version").get(service=service, name=environment_name)
+        refusal = None
+        if other.is_production:
+            refusal = "choose an environment other than production to swap with"
+        elif other.version is None:
+            refusal = f"{other.name} has no version to swap in; deploy one first"
+        elif production.version is None:
+            refusal = "production has no version yet; deploy one to production first"
+        elif problems := health_problems(service, other.version):
+            refusal = f"{other.version.label} in {other.name} is not healthy: " + "; ".join(problems)
+        if refusal:
+            Event.record(service, "swap", f"swap refused: {refusal}", Outcome.FAILED, actor, operation)
+            raise SwapRefused(refusal)
+
+        incoming, outgoing = other.version, production.version
+        with transaction.atomic():
+            now = timezone.now()
+            Environment.objects.filter(pk=production.pk).update(version=incoming, updated=now)
+            Environment.objects.filter(pk=other.pk).update(version=outgoing, updated=now)
+        try:
+            push(service)
+        except operations.OperationFailed:
+            # Put the database back as it was and make every proxy agree with it again.
+            with transaction.atomic():
+                Environment.objects.filter(pk=production.pk).update(version=outgoing)
+                Environment.objects.filter(pk=other.pk).update(version=incoming)
+            push(service)
+            raise
+        Event.record(
+            service, "swap",
+            f"swapped: production now serves {incoming.label}, {other.name} serves {outgoing.label}",
+            Outcome.SUCCEEDED, actor, operation,
+        )
+    return {PRODUCTION: incoming.pk, other.name: outgoing.pk}

@@ -1,0 +1,99 @@
+"""The routing table: what every proxy of a service should route, computed from the database."""
+
+import time
+from collections import defaultdict
+
+from django.conf import settings
+
+from services.agent import AgentClient, AgentError
+from services.choices import NodeState
+from services.operations import OperationFailed
+from versions.models import Instance, InstanceState
+
+
+def routing_for(service) -> dict:
+    instances = (
+        Instance.objects.filter(node__service=service, node__state=NodeState.RUNNING, state=InstanceState.RUNNING)
+        .select_related("node")
+        .order_by("version_id", "node_id")
+    )
+    backends = defaultdict(list)
+    for instance in instances:
+        backends[str(instance.version_id)].append(
+            {"name": instance.name, "address": instance.node.address, "port": instance.port}
+        )
+    environments = list(service.environments.all())
+    return {
+        "health_path": service.health_check_path,
+        "backends": dict(backends),
+        "routes": {
+            env.name: str(env.version_id) for env in environments if env.version_id and str(env.version_id) in backends
+        },
+        "preview_keys": {env.preview_key: env.name for env in environments if env.preview_key},
+        "drain_timeout": settings.CONPAAS_DRAIN_TIMEOUT,
+    }
+
+
+def running_proxies(service):
+    return list(service.proxy_nodes().filter(state=NodeState.RUNNING))
+
+
+def push(service) -> list[dict]:
+    """Send the routing table to every proxy; returns once each has applied it."""
+    routing = routing_for(service)
+    statuses = []
+    for proxy in running_proxies(service):
+        try:
+            statuses.append(AgentClient(proxy).put_proxy(routing))
+        except AgentError as exc:
+            raise OperationFailed(f"the router on {proxy.name} did not take the new routes: {exc}") from exc
+    return statuses
+
+
+def proxy_statuses(service) -> list[tuple[object, dict]]:
+    statuses = []
+    for proxy in running_proxies(service):
+        try:
+            statuses.append((proxy, AgentClient(proxy).get_proxy()))
+        except AgentError as exc:
+            raise OperationFailed(f"the router on {proxy.name} did not answer: {exc}") from exc
+    return statuses
+
+
+def health_problems(service, version) -> list[str]:
+    """Why `version` is not healthy on every proxy (an empty list: it is)."""
+    instances = list(
+        Instance.objects.filter(node__service=service, node__state=NodeState.RUNNING, version=version).select_related("node")
+    )
+    backend_nodes = service.backend_node_list().filter(state=NodeState.RUNNING).count()
+    running = [i for i in instances if i.state == InstanceState.RUNNING]
+    problems = []
+    if len(running) < backend_nodes or not running:
+        problems.append(f"{version.label} runs on {len(running)} of {backend_nodes} backend node(s)")
+    for proxy, status in proxy_statuses(service):
+        servers = status.get("backends", {}).get(str(version.id), {}).get("servers", {})
+        for instance in running:
+            server = servers.get(instance.name)
+            if server is None:
+                problems.append(f"the router on {proxy.name} does not know instance {instance.name}")
+            elif server.get("status") != "UP" or not str(server.get("check", "")).startswith("L7OK"):
+                detail = server.get("check") or "no check yet"
+                if server.get("check_code"):
+                    detail += f", HTTP {server['check_code']}"
+                problems.append(f"instance {instance.name} is {server.get('status', 'unknown')} ({detail})")
+    return problems
+
+
+def wait_healthy(service, version, timeout: float | None = None) -> None:
+    timeout = settings.CONPAAS_HEALTH_TIMEOUT if timeout is None else timeout
+    deadline = time.monotonic() + timeout
+    while True:
+        problems = health_problems(service, version)
+        if not problems:
+            return
+        if time.monotonic() > deadline:
+            raise OperationFailed(
+                f"{version.label} did not pass its health check (GET {service.health_check_path}) "
+                f"within {timeout} s: " + "; ".join(problems)
+            )
+        time.sleep(0.2)

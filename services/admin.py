@@ -1,0 +1,88 @@
+from django.contrib import admin
+
+from services.models import Application, Event, Node, Operation, Service
+from versions.models import Environment, Instance
+
+
+class EnvironmentInline(admin.TabularInline):
+    model = Environment
+    fields = ["name", "version", "preview_key", "updated"]
+    readonly_fields = ["updated"]
+    extra = 0
+
+
+class NodeInline(admin.TabularInline):
+    model = Node
+    fields = ["name", "is_proxy", "is_backend", "state", "address", "agent_port", "http_port", "created"]
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+    show_change_link = True
+
+
+class EventInline(admin.TabularInline):
+    model = Event
+    fields = ["created", "action", "outcome", "message", "actor"]
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+    max_num = 0
+    ordering = ["-created"]
+
+
+@admin.register(Application)
+class ApplicationAdmin(admin.ModelAdmin):
+    list_display = ["name", "owner", "created"]
+    search_fields = ["name", "owner__username"]
+
+
+@admin.register(Service)
+class ServiceAdmin(admin.ModelAdmin):
+    list_display = ["name", "owner", "runtime", "state", "url", "backend_nodes", "production_version", "created"]
+    list_filter = ["runtime", "state", "owner"]
+    search_fields = ["name", "owner__username", "application__name"]
+    readonly_fields = ["url", "version_counter", "locked_by", "created"]
+    inlines = [EnvironmentInline, NodeInline, EventInline]
+
+    @admin.display(description="production")
+    def production_version(self, service):
+        production = service.environments.filter(name="production").select_related("version").first()
+        return production.version.label if production and production.version else "—"
+
+
+class InstanceInline(admin.TabularInline):
+    model = Instance
+    fields = ["version", "port", "state", "error", "created"]
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+
+
+@admin.register(Node)
+class NodeAdmin(admin.ModelAdmin):
+    list_display = ["name", "service", "roles", "state", "address", "agent_port", "http_port", "cloud", "created"]
+    list_filter = ["state", "cloud", "is_proxy", "is_backend"]
+    search_fields = ["name", "service__name", "address", "provider_id"]
+    readonly_fields = ["name", "service", "cloud", "provider_id", "address", "agent_port", "http_port", "created"]
+    exclude = ["secret"]
+    inlines = [InstanceInline]
+
+
+@admin.register(Operation)
+class OperationAdmin(admin.ModelAdmin):
+    list_display = ["id", "kind", "service_name", "state", "progress", "owner", "created", "finished"]
+    list_filter = ["kind", "state"]
+    search_fields = ["service_name", "error", "owner__username"]
+    readonly_fields = ["service", "service_name", "owner", "kind", "params", "created", "started", "finished"]
+
+
+@admin.register(Event)
+class EventAdmin(admin.ModelAdmin):
+    list_display = ["created", "service_name", "action", "outcome", "message", "actor"]
+    list_filter = ["outcome", "action"]
+    search_fields = ["service_name", "message", "actor__username"]
+    date_hierarchy = "created"
+    readonly_fields = ["service", "service_name", "operation", "actor", "action", "message", "outcome", "created"]
+
+    def has_add_permission(self, request):
+        return False

@@ -1,0 +1,54 @@
+from django.db import models
+
+
+class Runtime(models.TextChoices):
+    PYTHON = "python", "Python (WSGI)"
+    PHP = "php", "PHP"
+    JAVA = "java", "Java (WAR)"
+    STATIC = "static", "Static files"
+
+
+# Runtimes this release can run; the others are accepted by the model for later releases.
+AVAILABLE_RUNTIMES = {Runtime.PYTHON}
+
+
+class ServiceState(models.TextChoices):
+    CREATING = "creating"
+    RUNNING = "running"
+    FAILED = "failed"
+    DELETING = "deleting"
+
+
+class NodeState(models.TextChoices):
+    BOOTING = "booting"
+    RUNNING = "running"
+    FAILED = "failed"
+    DESTROYING = "destroying"
+    DESTROYED = "destroyed"
+
+
+class Role(models.TextChoices):
+    PROXY = "proxy"
+    BACKEND = "backend"
+
+
+class OperationKind(models.TextChoices):
+    CREATE = "create"
+    DEPLOY = "deploy"
+    SWAP = "swap"
+    ROUTE = "route"
+    SCALE = "scale"
+    DELETE = "delete"
+
+
+class OperationState(models.TextChoices):
+    PENDING = "pending"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+
+
+class Outcome(models.TextChoices):
+    INFO = "info"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"

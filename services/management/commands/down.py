@@ -1,0 +1,23 @@
+"""Destroy every local node of this CONPAAS_HOME and stop what they ran."""
+
+from django.core.management.base import BaseCommand
+
+from services.choices import NodeState, Outcome
+from services.clouds import LOCAL, get_cloud
+from services.models import Event, Node
+
+
+class Command(BaseCommand):
+    help = "Destroy every local node of this CONPAAS_HOME (the data plane stops)."
+
+    def handle(self, *args, **options):
+        cloud = get_cloud(LOCAL)
+        destroyed = 0
+        for cloud_node in cloud.list_nodes():
+            cloud.destroy_node(cloud_node)
+            destroyed += 1
+            for node in Node.objects.filter(cloud=LOCAL, provider_id=cloud_node.id).exclude(state=NodeState.DESTROYED):
+                node.instances.all().delete()
+                Node.objects.filter(pk=node.pk).update(state=NodeState.DESTROYED)
+                Event.record(node.service, "node.destroy", f"destroyed node {node.name} (manage.py down)", Outcome.SUCCEEDED)
+        self.stdout.write(f"destroyed {destroyed} local node(s)")

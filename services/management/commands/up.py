@@ -1,0 +1,70 @@
+"""Run the platform in the foreground: migrations, then the web server and the task workers."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from django.conf import settings
+from django.core.management import call_command
+from django.core.management.base import BaseCommand, CommandError
+
+from services.operations import recover_interrupted
+
+
+class Command(BaseCommand):
+    help = "Apply migrations, then run the web server (gunicorn) and the task workers until SIGINT/SIGTERM."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--bind", default="127.0.0.1:8000", help="HOST:PORT for the web server")
+        parser.add_argument("--web-workers", type=int, default=2)
+
+    def handle(self, *args, bind, web_workers, **options):
+        host, _, port = bind.rpartition(":")
+        if not host or not port.isdigit():
+            raise CommandError(f"--bind takes HOST:PORT, not {bind!r}")
+        call_command("migrate", interactive=False, verbosity=0)
+        call_command("collectstatic", interactive=False, verbosity=0)
+        interrupted = recover_interrupted()
+        if interrupted:
+            self.stdout.write(f"{interrupted} operation(s) interrupted by the last stop were marked failed")
+
+        env = dict(os.environ)
+        # Nodes download code versions from here; they reach this host on the address we bind.
+        env.setdefault("CONPAAS_URL", f"http://{'127.0.0.1' if host in ('0.0.0.0', '') else host}:{port}")
+        manage = [sys.executable, str(settings.BASE_DIR / "manage.py")]
+        children = [
+            subprocess.Popen(
+                [sys.executable, "-m", "gunicorn", "conpaas_site.wsgi", "--bind", bind,
+                 "--workers", str(web_workers), "--threads", "4", "--graceful-timeout", "10",
+                 "--access-logfile", "-", "--chdir", str(settings.BASE_DIR)],
+                env=env,
+            ),
+            subprocess.Popen([*manage, "qcluster"], env=env),
+        ]
+        self.stdout.write(f"ConPaaS is up at {env['CONPAAS_URL']}/ (home {settings.CONPAAS_HOME}); Ctrl-C stops it")
+
+        stopping = False
+
+        def stop(signum, frame):
+            nonlocal stopping
+            stopping = True
+
+        signal.signal(signal.SIGINT, stop)
+        signal.signal(signal.SIGTERM, stop)
+        while not stopping and all(child.poll() is None for child in children):
+            time.sleep(0.2)
+        for child in children:
+            if child.poll() is None:
+                child.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 30
+        for child in children:
+            try:
+                child.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                child.kill()
+                child.wait()
+        if not stopping:
+            raise CommandError("a part of the control plane exited on its own; stopped the rest")
+        self.stdout.write("ConPaaS stopped; local nodes keep serving ('manage.py down' stops them)")

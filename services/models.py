@@ -1,0 +1,184 @@
+import logging
+import secrets
+
+from django.conf import settings
+from django.core.validators import RegexValidator
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+
+from services.choices import NodeState, OperationKind, OperationState, Outcome, Runtime, ServiceState
+
+log = logging.getLogger("conpaas.events")
+
+slug_validator = RegexValidator(
+    r"^[a-z][a-z0-9-]{0,38}[a-z0-9]$",
+    "Use 2 to 40 lowercase letters, digits and dashes, starting with a letter.",
+)
+
+
+class Application(models.Model):
+    """A named group of services, described by one manifest."""
+
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="applications")
+    name = models.CharField(max_length=40, validators=[slug_validator])
+    created = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["owner", "name"], name="application_unique_name")]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class ServiceQuerySet(models.QuerySet):
+    def visible_to(self, user):
+        return self if user.is_staff else self.filter(owner=user)
+
+
+class Service(models.Model):
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="services")
+    application = models.ForeignKey(
+        Application, null=True, blank=True, on_delete=models.SET_NULL, related_name="services"
+    )
+    name = models.CharField(max_length=40, validators=[slug_validator])
+    runtime = models.CharField(max_length=20, choices=Runtime.choices)
+    state = models.CharField(max_length=20, choices=ServiceState.choices, default=ServiceState.CREATING)
+    backend_nodes = models.PositiveSmallIntegerField(default=1, help_text="Desired number of backend nodes.")
+    health_check_path = models.CharField(max_length=200, default="/")
+    # Labels of uploads without one: v1, v2, … counted with an atomic UPDATE, never latest+1.
+    version_counter = models.PositiveIntegerField(default=0)
+    # The operation that holds this service; claimed with a conditional UPDATE (see locks.py).
+    locked_by = models.ForeignKey(
+        "Operation", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created = models.DateTimeField(default=timezone.now)
+
+    objects = ServiceQuerySet.as_manager()
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["owner", "name"], name="service_unique_name")]
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def live_nodes(self):
+        return self.nodes.exclude(state__in=[NodeState.DESTROYING, NodeState.DESTROYED])
+
+    def proxy_nodes(self):
+        return self.live_nodes().filter(is_proxy=True)
+
+    def backend_node_list(self):
+        return self.live_nodes().filter(is_backend=True)
+
+    @property
+    def url(self) -> str | None:
+        proxy = self.proxy_nodes().filter(state=NodeState.RUNNING).first()
+        return proxy.http_url if proxy else None
+
+
+class Node(models.Model):
+    """A machine of a service: a cloud VM, or a process group on this host (local cloud)."""
+
+    service = models.ForeignKey(Service, on_delete=models.CASCADE, related_name="nodes")
+    name = models.CharField(max_length=60, unique=True)
+    cloud = models.CharField(max_length=40)
+    provider_id = models.CharField(max_length=200, blank=True)
+    is_proxy = models.BooleanField(default=False)
+    is_backend = models.BooleanField(default=False)
+    state = models.CharField(max_length=20, choices=NodeState.choices, default=NodeState.BOOTING)
+    address = models.CharField(max_length=100, blank=True)
+    agent_port = models.PositiveIntegerField(null=True, blank=True)
+    http_port = models.PositiveIntegerField(null=True, blank=True)
+    secret = models.CharField(max_length=64, default=secrets.token_hex, editable=False)
+    error = models.TextField(blank=True)
+    created = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["created", "id"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def roles(self) -> list[str]:
+        return [role for role, has in (("proxy", self.is_proxy), ("backend", self.is_backend)) if has]
+
+    @property
+    def agent_url(self) -> str:
+        return f"http://{self.address}:{self.agent_port}"
+
+    @property
+    def http_url(self) -> str:
+        return f"http://{self.address}:{self.http_port}/"
+
+
+class Operation(models.Model):
+    """A long-running action run by a task worker; clients poll it."""
+
+    service = models.ForeignKey(Service, null=True, blank=True, on_delete=models.SET_NULL, related_name="operations")
+    service_name = models.CharField(max_length=40, blank=True)
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
+    kind = models.CharField(max_length=20, choices=OperationKind.choices)
+    params = models.JSONField(default=dict, blank=True)
+    state = models.CharField(max_length=20, choices=OperationState.choices, default=OperationState.PENDING)
+    progress = models.CharField(max_length=200, blank=True)
+    error = models.TextField(blank=True)
+    created = models.DateTimeField(default=timezone.now)
+    started = models.DateTimeField(null=True, blank=True)
+    finished = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created", "-id"]
+        indexes = [models.Index(fields=["state"], name="operation_state")]
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.service_name} #{self.pk}"
+
+    @property
+    def done(self) -> bool:
+        return self.state in (OperationState.SUCCEEDED, OperationState.FAILED)
+
+    def set_progress(self, text: str) -> None:
+        self.progress = text[:200]
+        Operation.objects.filter(pk=self.pk).update(progress=self.progress)
+
+
+class Event(models.Model):
+    """One line of a service's history: who did what, when, and how it ended."""
+
+    service = models.ForeignKey(Service, null=True, blank=True, on_delete=models.SET_NULL, related_name="events")
+    service_name = models.CharField(max_length=40, blank=True)
+    operation = models.ForeignKey(Operation, null=True, blank=True, on_delete=models.SET_NULL, related_name="events")
+    actor = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    action = models.CharField(max_length=40)
+    message = models.TextField()
+    outcome = models.CharField(max_length=20, choices=Outcome.choices, default=Outcome.INFO)
+    created = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-created", "-id"]
+        indexes = [models.Index(fields=["service", "-created"], name="event_service_created")]
+
+    def __str__(self) -> str:
+        return f"{self.service_name}: {self.message}"
+
+    @classmethod
+    def record(cls, service, action: str, message: str, outcome: str = Outcome.INFO, actor=None, operation=None):
+        if actor is None and operation is not None:
+            actor = operation.owner
+        log.info("%s %s [%s] %s", service.name if service else "-", action, outcome, message)
+        return cls.objects.create(
+            service=service,
+            service_name=service.name if service else "",
+            operation=operation,
+            actor=actor,
+            action=action,
+            message=message,
+            outcome=outcome,
+        )
+
+
+def active_operations():
+    return Operation.objects.filter(Q(state=OperationState.PENDING) | Q(state=OperationState.RUNNING))

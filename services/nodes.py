@@ -1,0 +1,111 @@
+"""Booting and destroying nodes through the cloud driver; each step writes an Event."""
+
+import secrets
+import time
+
+from django.conf import settings
+from django.db import transaction
+
+from services.agent import AgentClient, AgentError
+from services.choices import NodeState, Outcome, ServiceState
+from services.clouds import BootConfig, CloudError, create_node, find_node, get_cloud
+from services.models import Event, Node, Service
+from services.operations import OperationFailed
+
+# Where the agent and the router listen on a VM; the local cloud gives each node its own ports.
+VM_AGENT_PORT = 8470
+VM_HTTP_PORT = 80
+
+
+def boot_node(service: Service, roles: list[str], operation=None) -> Node:
+    node = Node.objects.create(
+        service=service,
+        name=f"{service.name}-{secrets.token_hex(3)}",
+        cloud=settings.CONPAAS_CLOUD,
+        is_proxy="proxy" in roles,
+        is_backend="backend" in roles,
+    )
+    Event.record(service, "node.boot", f"booting node {node.name} ({', '.join(roles)})", operation=operation)
+    try:
+        cloud = get_cloud(node.cloud)
+        cloud_node = create_node(cloud, BootConfig(node.name, node.secret, roles, settings.CONPAAS_URL))
+    except CloudError as exc:
+        fail_node(node, str(exc), operation)
+    node.provider_id = cloud_node.id
+    node.address = (cloud_node.public_ips or cloud_node.private_ips)[0]
+    node.agent_port = cloud_node.extra.get("agent_port", VM_AGENT_PORT)
+    node.http_port = cloud_node.extra.get("http_port", VM_HTTP_PORT)
+    node.save(update_fields=["provider_id", "address", "agent_port", "http_port"])
+    wait_for_agent(node, operation)
+    node.state = NodeState.RUNNING
+    node.save(update_fields=["state"])
+    Event.record(service, "node.boot", f"node {node.name} is up at {node.address}", Outcome.SUCCEEDED, operation=operation)
+    return node
+
+
+def wait_for_agent(node: Node, operation=None) -> None:
+    client = AgentClient(node)
+    deadline = time.monotonic() + settings.CONPAAS_BOOT_TIMEOUT
+    last_error = ""
+    while time.monotonic() < deadline:
+        try:
+            client.status(timeout=2)
+            return
+        except AgentError as exc:
+            last_error = str(exc)
+            if not exc.unreachable:
+                break
+        time.sleep(0.1)
+    fail_node(node, f"node {node.name} did not come up within {settings.CONPAAS_BOOT_TIMEOUT} s: {last_error}", operation)
+
+
+def fail_node(node: Node, error: str, operation=None):
+    node.state, node.error = NodeState.FAILED, error
+    node.save(update_fields=["state", "error"])
+    Event.record(node.service, "node.boot", error, Outcome.FAILED, operation=operation)
+    raise OperationFailed(error)
+
+
+def destroy_node(node: Node, operation=None) -> None:
+    Node.objects.filter(pk=node.pk).update(state=NodeState.DESTROYING)
+    try:
+        cloud = get_cloud(node.cloud)
+        cloud_node = find_node(cloud, node.provider_id) if node.provider_id else None
+        if cloud_node is not None:
+            cloud.destroy_node(cloud_node)
+    except Exception as exc:  # a cloud error leaves the node for the next attempt
+        Node.objects.filter(pk=node.pk).update(state=NodeState.FAILED, error=str(exc))
+        raise OperationFailed(f"could not destroy node {node.name}: {exc}") from exc
+    node.instances.all().delete()
+    Node.objects.filter(pk=node.pk).update(state=NodeState.DESTROYED)
+    Event.record(node.service, "node.destroy", f"destroyed node {node.name}", Outcome.SUCCEEDED, operation=operation)
+
+
+def create_service(operation) -> str:
+    """A new service starts as one node holding both roles, its router answering 503 until a deploy."""
+    from routing.table import push
+
+    service = operation.service
+    if not service.live_nodes().exists():
+        operation.set_progress("booting the first node")
+        boot_node(service, ["proxy", "backend"], operation)
+    push(service)
+    Service.objects.filter(pk=service.pk).update(state=ServiceState.RUNNING)
+    return f"service {service.name} is running at {service.url}"
+
+
+def delete_service(operation) -> str:
+    from versions.storage import delete_unreferenced_archives
+
+    service = operation.service
+    Service.objects.filter(pk=service.pk).update(state=ServiceState.DELETING)
+    for node in service.live_nodes():
+        operation.set_progress(f"destroying node {node.name}")
+        destroy_node(node, operation)
+    shas = list(service.versions.values_list("sha256", "kind"))
+    name = service.name
+    with transaction.atomic():
+        service.environments.all().delete()
+        service.delete()
+    delete_unreferenced_archives(shas)
+    return f"service {name} deleted"

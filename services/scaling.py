@@ -1,0 +1,35 @@
+"""Scaling the backend role: add nodes running every version in use, or drain and remove nodes."""
+
+from routing.table import push, wait_healthy
+from services.choices import NodeState
+from services.nodes import boot_node, destroy_node
+from services.operations import OperationFailed
+from versions.deploy import ensure_instances
+from versions.models import Instance, InstanceState
+
+
+def scale(operation) -> str:
+    service = operation.service
+    wanted = int(operation.params["nodes"])
+    environments = list(service.environments.exclude(version=None).select_related("version"))
+    while (count := service.backend_node_list().count()) < wanted:
+        operation.set_progress(f"booting backend node {count + 1} of {wanted}")
+        boot_node(service, ["backend"], operation)
+        for environment in environments:
+            ensure_instances(service, environment.version, environment, operation)
+        push(service)
+        for environment in environments:
+            wait_healthy(service, environment.version)
+    while (count := service.backend_node_list().count()) > wanted:
+        # Backend-only nodes go first, newest first; the node that also routes goes last.
+        node = service.backend_node_list().order_by("is_proxy", "-created").first()
+        if node.is_proxy:
+            raise OperationFailed("the last backend node also runs the router; a service keeps at least one")
+        operation.set_progress(f"draining node {node.name} ({count} → {wanted})")
+        Instance.objects.filter(node=node).update(state=InstanceState.STOPPING)
+        push(service)
+        destroy_node(node, operation)
+    failed = service.live_nodes().filter(state=NodeState.FAILED)
+    for node in failed:
+        destroy_node(node, operation)
+    return f"{wanted} backend node(s) running"

@@ -1,0 +1,143 @@
+import pytest
+from django_q.models import OrmQ
+
+from services.models import Event, Operation, Service
+from tests.api.conftest import client_for
+from tests.factories import ServiceFactory, UserFactory
+
+pytestmark = pytest.mark.django_db
+
+
+def test_it_issues_a_token_for_a_password():
+    UserFactory(username="carol")
+    response = client_for(UserFactory(username="x")).post(
+        "/api/v1/auth/token/", {"username": "carol", "password": "pw"}, format="json"
+    )
+    assert response.status_code == 200
+    assert len(response.json()["token"]) == 40
+
+
+def test_it_refuses_calls_without_a_token():
+    from rest_framework.test import APIClient
+
+    assert APIClient().get("/api/v1/services/").status_code == 401
+
+
+def test_it_creates_a_service_with_production_and_development(api, alice, django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks(execute=True):
+        response = api.post("/api/v1/services/", {"name": "blog", "runtime": "python"}, format="json")
+    assert response.status_code == 201, response.json()
+    body = response.json()
+    assert body["name"] == "blog" and body["state"] == "creating"
+    service = Service.objects.get(pk=body["id"])
+    assert service.owner == alice
+    environments = {e.name: e for e in service.environments.all()}
+    assert set(environments) == {"production", "development"}
+    assert environments["production"].preview_key is None
+    assert len(environments["development"].preview_key) >= 20
+    operation = Operation.objects.get(service=service)
+    assert operation.kind == "create" and operation.state == "pending"
+    assert OrmQ.objects.count() == 1, "the create operation is queued for the workers"
+    assert Event.objects.filter(service=service).exists()
+
+
+@pytest.mark.parametrize(
+    ("payload", "field"),
+    [
+        ({"name": "Bad Name", "runtime": "python"}, "name"),
+        ({"name": "x", "runtime": "python"}, "name"),
+        ({"name": "blog", "runtime": "cobol"}, "runtime"),
+        ({"name": "blog", "runtime": "php"}, "runtime"),
+        ({"runtime": "python"}, "name"),
+    ],
+)
+def test_it_refuses_a_bad_service(api, payload, field):
+    response = api.post("/api/v1/services/", payload, format="json")
+    assert response.status_code == 400
+    assert field in response.json()
+    assert not Service.objects.exists()
+
+
+def test_it_refuses_a_second_service_with_the_same_name(api, service):
+    response = api.post("/api/v1/services/", {"name": "shop", "runtime": "python"}, format="json")
+    assert response.status_code == 400
+    assert "already have a service named shop" in response.json()["name"][0]
+
+
+def test_it_lists_only_my_services(api, service, bob):
+    ServiceFactory(owner=bob, name="other")
+    names = [s["name"] for s in api.get("/api/v1/services/").json()]
+    assert names == ["shop"]
+
+
+def test_staff_see_every_service(service, bob):
+    staff = UserFactory(username="root", is_staff=True)
+    ServiceFactory(owner=bob, name="other")
+    names = sorted(s["name"] for s in client_for(staff).get("/api/v1/services/").json())
+    assert names == ["other", "shop"]
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("get", "/api/v1/services/{id}/"),
+        ("delete", "/api/v1/services/{id}/"),
+        ("get", "/api/v1/services/{id}/versions/"),
+        ("post", "/api/v1/services/{id}/versions/"),
+        ("get", "/api/v1/services/{id}/environments/"),
+        ("post", "/api/v1/services/{id}/environments/"),
+        ("patch", "/api/v1/services/{id}/environments/production/"),
+        ("post", "/api/v1/services/{id}/swap/"),
+        ("post", "/api/v1/services/{id}/scale/"),
+        ("get", "/api/v1/services/{id}/nodes/"),
+        ("get", "/api/v1/services/{id}/events/"),
+    ],
+)
+def test_another_users_service_is_not_found(service, bob, method, path):
+    response = getattr(client_for(bob), method)(path.format(id=service.pk), {}, format="json")
+    assert response.status_code == 404
+    service.refresh_from_db()
+    assert service.state == "running"
+    assert not Operation.objects.exists()
+
+
+def test_an_unknown_service_is_not_found(api):
+    assert api.get("/api/v1/services/999/").status_code == 404
+    assert api.get("/api/v1/services/999/environments/").status_code == 404
+
+
+def test_it_deletes_a_service_as_an_operation(api, service):
+    response = api.delete(f"/api/v1/services/{service.pk}/")
+    assert response.status_code == 202
+    assert response.json()["kind"] == "delete"
+    service.refresh_from_db()
+    assert service.state == "deleting"
+
+
+def test_it_starts_a_scale_operation(api, service):
+    response = api.post(f"/api/v1/services/{service.pk}/scale/", {"role": "backend", "nodes": 3}, format="json")
+    assert response.status_code == 202
+    assert response.json()["params"] == {"role": "backend", "nodes": 3}
+    service.refresh_from_db()
+    assert service.backend_nodes == 3
+
+
+@pytest.mark.parametrize(
+    "payload", [{"role": "backend", "nodes": 0}, {"role": "cache", "nodes": 1}, {"role": "proxy", "nodes": 2}, {}]
+)
+def test_it_refuses_a_bad_scale(api, service, payload):
+    response = api.post(f"/api/v1/services/{service.pk}/scale/", payload, format="json")
+    assert response.status_code == 400
+    assert not Operation.objects.exists()
+
+
+def test_operations_of_other_users_are_not_found(api, service, bob):
+    operation = Operation.objects.create(service=service, service_name="shop", owner=service.owner, kind="deploy")
+    assert api.get(f"/api/v1/operations/{operation.pk}/").status_code == 200
+    assert client_for(bob).get(f"/api/v1/operations/{operation.pk}/").status_code == 404
+
+
+def test_it_serves_the_openapi_schema(api):
+    response = api.get("/api/schema/")
+    assert response.status_code == 200
+    assert b"/api/v1/services/{id}/swap/" in response.content

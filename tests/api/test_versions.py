@@ -1,0 +1,165 @@
+import io
+import os
+
+import pytest
+
+from services.models import Operation
+from tests.apps import label_app, tar_gz_archive, zip_archive
+from tests.factories import CodeVersionFactory
+from versions.models import CodeVersion
+
+pytestmark = pytest.mark.django_db
+
+
+def upload(api, service, content: bytes, label: str = "", name: str = "app.zip"):
+    archive = io.BytesIO(content)
+    archive.name = name
+    data = {"archive": archive}
+    if label:
+        data["label"] = label
+    return api.post(f"/api/v1/services/{service.pk}/versions/", data, format="multipart")
+
+
+def test_it_stores_a_valid_version(api, service, _isolated_archives):
+    content = label_app("a")
+    response = upload(api, service, content, "v1")
+    assert response.status_code == 201, response.json()
+    body = response.json()
+    assert set(body) >= {"id", "label", "sha256", "size", "created"}
+    assert body["label"] == "v1" and body["size"] == len(content)
+    version = CodeVersion.objects.get(pk=body["id"])
+    assert version.archive_path.read_bytes() == content
+
+
+def test_it_labels_versions_in_order_when_no_label_is_given(api, service):
+    labels = [upload(api, service, label_app(str(n))).json()["label"] for n in range(3)]
+    assert labels == ["v1", "v2", "v3"]
+
+
+def test_it_stores_the_same_content_once(api, service, _isolated_archives):
+    upload(api, service, label_app("same"), "a")
+    upload(api, service, label_app("same"), "b")
+    assert CodeVersion.objects.count() == 2
+    assert len(list(_isolated_archives.iterdir())) == 1
+
+
+def test_it_accepts_a_tar_gz(api, service):
+    response = upload(api, service, tar_gz_archive({"wsgi.py": "application = None\n"}), name="app.tar.gz")
+    assert response.status_code == 201, response.json()
+    assert response.json()["kind"] == "tar.gz"
+
+
+def _zip_with_symlink() -> bytes:
+    import stat
+    import zipfile
+
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("wsgi.py", "application = None\n")
+        link = zipfile.ZipInfo("link")
+        link.external_attr = (stat.S_IFLNK | 0o777) << 16
+        archive.writestr(link, "/etc/passwd")
+    return buffer.getvalue()
+
+
+def _tar_with(kind: str) -> bytes:
+    import tarfile
+
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
+        data = b"application = None\n"
+        info = tarfile.TarInfo("wsgi.py")
+        info.size = len(data)
+        archive.addfile(info, io.BytesIO(data))
+        special = tarfile.TarInfo("special")
+        special.type = {"hardlink": tarfile.LNKTYPE, "symlink": tarfile.SYMTYPE}[kind]
+        special.linkname = "wsgi.py" if kind == "hardlink" else "/etc/passwd"
+        archive.addfile(special)
+    return buffer.getvalue()
+
+
+def _zip_bomb() -> bytes:
+    import zipfile
+
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("wsgi.py", "application = None\n")
+        archive.writestr("zeros.bin", b"\0" * (10 * 2**20))
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("content", "reason"),
+    [
+        (zip_archive({"wsgi.py": "application = None\n", "../evil.py": "x"}), "evil.py"),
+        (zip_archive({"wsgi.py": "application = None\n", "/etc/cron.d/evil": "x"}), "/etc/cron.d/evil"),
+        (tar_gz_archive({"wsgi.py": "application = None\n", "../../evil.py": "x"}), "evil.py"),
+        (_zip_with_symlink(), "link"),
+        (_tar_with("symlink"), "special"),
+        (_tar_with("hardlink"), "special"),
+        (_zip_bomb(), "expands"),
+        (b"just some text, not an archive\n", "not a zip or tar.gz"),
+        (b"", "not a zip or tar.gz"),
+        (zip_archive({"app.py": "application = None\n"}), "no WSGI entry point"),
+    ],
+    ids=["zip-traversal", "zip-absolute", "tar-traversal", "zip-symlink", "tar-symlink", "tar-hardlink",
+         "zip-bomb", "text", "empty", "no-entry-point"],
+)
+def test_it_refuses_a_bad_archive_and_stores_nothing(api, service, _isolated_archives, content, reason):
+    response = upload(api, service, content, "bad")
+    assert response.status_code == 400
+    assert reason in response.json()["detail"]
+    assert not CodeVersion.objects.exists()
+    assert list(_isolated_archives.iterdir()) == []
+
+
+def test_it_refuses_an_archive_over_the_upload_limit(api, service, settings, _isolated_archives):
+    settings.CONPAAS_MAX_UPLOAD_MB = 1
+    big = zip_archive({"wsgi.py": "application = None\n", "noise.bin": os.urandom(2 * 2**20)})
+    response = upload(api, service, big, "big")
+    assert response.status_code == 400
+    assert "limit" in response.json()["detail"]
+    assert list(_isolated_archives.iterdir()) == []
+
+
+def test_it_refuses_an_upload_without_an_archive(api, service):
+    response = api.post(f"/api/v1/services/{service.pk}/versions/", {"label": "v1"}, format="multipart")
+    assert response.status_code == 400
+    assert "archive" in response.json()["detail"]
+
+
+def test_it_refuses_a_label_twice(api, service, _isolated_archives):
+    assert upload(api, service, label_app("1"), "v1").status_code == 201
+    response = upload(api, service, label_app("2"), "v1")
+    assert response.status_code == 400
+    assert "already has a version labelled 'v1'" in response.json()["detail"]
+    assert CodeVersion.objects.count() == 1
+    assert len(list(_isolated_archives.iterdir())) == 1
+
+
+def test_it_refuses_a_bad_label(api, service):
+    response = upload(api, service, label_app(), "../x")
+    assert response.status_code == 400
+    assert not CodeVersion.objects.exists()
+
+
+def test_it_deletes_an_unused_version(api, service, _isolated_archives):
+    version_id = upload(api, service, label_app(), "v1").json()["id"]
+    assert api.delete(f"/api/v1/services/{service.pk}/versions/{version_id}/").status_code == 204
+    assert not CodeVersion.objects.exists()
+    assert list(_isolated_archives.iterdir()) == []
+
+
+def test_it_refuses_to_delete_a_version_in_use(api, service):
+    version = CodeVersionFactory(service=service)
+    service.environments.filter(name="production").update(version=version)
+    response = api.delete(f"/api/v1/services/{service.pk}/versions/{version.pk}/")
+    assert response.status_code == 409
+    assert "in use by production" in response.json()["detail"]
+    assert CodeVersion.objects.filter(pk=version.pk).exists()
+
+
+def test_an_unknown_version_is_not_found(api, service):
+    assert api.get(f"/api/v1/services/{service.pk}/versions/999/").status_code == 404
+    assert api.delete(f"/api/v1/services/{service.pk}/versions/999/").status_code == 404
+    assert not Operation.objects.exists()

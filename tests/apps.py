@@ -1,0 +1,49 @@
+"""Small apps built by tests: real archives, made in memory."""
+
+import io
+import tarfile
+import zipfile
+
+WSGI_LABEL_APP = '''\
+import os
+
+LABEL = os.environ.get("CONPAAS_VERSION", "?")
+# A file beside the code, shared by every worker process, so one /break breaks them all.
+BROKEN_FLAG = os.path.abspath(".broken")
+
+
+def application(environ, start_response):
+    if environ.get("PATH_INFO") == "/break":
+        open(BROKEN_FLAG, "w").close()
+    status = "500 Internal Server Error" if os.path.exists(BROKEN_FLAG) else "200 OK"
+    body = f"{LABEL}\\n".encode()
+    start_response(status, [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
+    return [body]
+'''
+
+
+def zip_archive(files: dict[str, str | bytes]) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, content in files.items():
+            archive.writestr(name, content)
+    return buffer.getvalue()
+
+
+def tar_gz_archive(files: dict[str, str | bytes]) -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
+        for name, content in files.items():
+            data = content.encode() if isinstance(content, str) else content
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            archive.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
+
+
+def label_app(build: str = "") -> bytes:
+    """A WSGI app answering its own label; GET /break makes every later answer a 500.
+
+    Archives with different `build` strings differ in content (and sha256), so they are
+    staged apart; the same build uploaded twice is stored once."""
+    return zip_archive({"wsgi.py": WSGI_LABEL_APP + f"# build {build}\n"})

@@ -1,0 +1,44 @@
+import factory
+from django.contrib.auth import get_user_model
+
+from services.choices import ServiceState
+from services.models import Service
+from versions.models import DEVELOPMENT, PRODUCTION, CodeVersion, Environment, new_preview_key
+
+
+class UserFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = get_user_model()
+        django_get_or_create = ["username"]
+
+    username = factory.Sequence(lambda n: f"user{n}")
+    password = factory.django.Password("pw")
+
+
+class ServiceFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Service
+        skip_postgeneration_save = True
+
+    owner = factory.SubFactory(UserFactory)
+    name = factory.Sequence(lambda n: f"svc{n}")
+    runtime = "python"
+    state = ServiceState.RUNNING
+
+    @factory.post_generation
+    def environments(service, create, extracted, **kwargs):
+        if create:
+            Environment.objects.create(service=service, name=PRODUCTION)
+            Environment.objects.create(service=service, name=DEVELOPMENT, preview_key=new_preview_key())
+
+
+class CodeVersionFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = CodeVersion
+
+    service = factory.SubFactory(ServiceFactory)
+    label = factory.Sequence(lambda n: f"v{n}")
+    sha256 = factory.Sequence(lambda n: f"{n:064x}")
+    size = 100
+    kind = "zip"
+    entry_point = "wsgi:application"

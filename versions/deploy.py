@@ -1,0 +1,115 @@
+"""Deploy a code version into an environment, and retire the instances nothing uses any more.
+
+Stage on every backend node, add the instances to the routers, wait until every router's health
+checks pass, then flip the environment's route (one map commit per proxy). The old version keeps
+serving until the flip; a version that fails its health check never receives a request.
+"""
+
+from django.conf import settings
+from django.core import signing
+from django.urls import reverse
+from django.utils import timezone
+
+from routing.table import push, wait_healthy
+from services.agent import AgentClient, AgentError
+from services.choices import NodeState, Outcome
+from services.models import Event
+from services.operations import OperationFailed
+from versions.models import CodeVersion, Environment, Instance, InstanceState
+
+ARCHIVE_SALT = "conpaas.archive"
+ARCHIVE_URL_MAX_AGE = 3600
+
+
+def archive_url(version: CodeVersion) -> str:
+    token = signing.dumps(version.pk, salt=ARCHIVE_SALT)
+    return settings.CONPAAS_URL + reverse("version-archive", args=[token])
+
+
+def version_from_token(token: str) -> CodeVersion | None:
+    try:
+        pk = signing.loads(token, salt=ARCHIVE_SALT, max_age=ARCHIVE_URL_MAX_AGE)
+    except signing.BadSignature:
+        return None
+    return CodeVersion.objects.filter(pk=pk).first()
+
+
+def instance_spec(service, version: CodeVersion, environment: Environment) -> dict:
+    return {
+        "version": str(version.pk),
+        "label": version.label,
+        "runtime": service.runtime,
+        "entry_point": version.entry_point,
+        "archive_url": archive_url(version),
+        "archive_sha256": version.sha256,
+        "env": {"CONPAAS_ENV": environment.name, "CONPAAS_SERVICE": service.name},
+    }
+
+
+def ensure_instances(service, version: CodeVersion, environment: Environment, operation=None) -> None:
+    """Run `version` on every running backend node (idempotent: a running instance is left alone)."""
+    for node in service.backend_node_list().filter(state=NodeState.RUNNING):
+        instance, created = Instance.objects.get_or_create(node=node, version=version)
+        if created or not instance.spec:
+            instance.spec = instance_spec(service, version, environment)
+        else:
+            instance.spec["archive_url"] = archive_url(version)  # the old link may have expired
+        try:
+            started = AgentClient(node).put_instance(instance.name, instance.spec)
+        except AgentError as exc:
+            instance.state, instance.error = InstanceState.FAILED, str(exc)
+            instance.save()
+            raise OperationFailed(f"{version.label} could not start on node {node.name}: {exc}") from exc
+        instance.port, instance.state, instance.error = started["port"], InstanceState.RUNNING, ""
+        instance.save()
+        if created:
+            Event.record(service, "instance.start", f"started {version.label} on {node.name}", Outcome.SUCCEEDED,
+                         operation=operation)
+
+
+def run_deploy(operation) -> str:
+    service = operation.service
+    environment = Environment.objects.filter(service=service, name=operation.params["environment"]).first()
+    version = CodeVersion.objects.filter(service=service, pk=operation.params["version"]).first()
+    if environment is None or version is None:
+        raise OperationFailed("the environment or the version was deleted before the deploy could start")
+    try:
+        operation.set_progress(f"starting {version.label} on the backend nodes")
+        ensure_instances(service, version, environment, operation)
+        operation.set_progress("adding the instances to the router")
+        push(service)
+        operation.set_progress(f"waiting for {version.label} to pass its health check")
+        wait_healthy(service, version)
+    except OperationFailed:
+        retire_unused(service, operation)
+        raise
+    previous = environment.version
+    operation.set_progress(f"routing {environment.name} to {version.label}")
+    Environment.objects.filter(pk=environment.pk).update(version=version, updated=timezone.now())
+    push(service)
+    was = f" (was {previous.label})" if previous and previous != version else ""
+    Event.record(service, "route", f"{environment.name} now serves {version.label}{was}", Outcome.SUCCEEDED,
+                 operation=operation)
+    operation.set_progress("retiring instances nothing uses")
+    retire_unused(service, operation)
+    return f"deployed {version.label} to {environment.name}"
+
+
+def retire_unused(service, operation=None) -> None:
+    """Stop the instances of versions no environment serves, after the routers have drained them."""
+    in_use = set(service.environments.exclude(version=None).values_list("version_id", flat=True))
+    stale = list(Instance.objects.filter(node__service=service).exclude(version_id__in=in_use).select_related("node", "version"))
+    if not stale:
+        return
+    Instance.objects.filter(pk__in=[i.pk for i in stale]).update(state=InstanceState.STOPPING)
+    push(service)  # the routers drain the servers before removing them
+    for instance in stale:
+        try:
+            AgentClient(instance.node).delete_instance(instance.name)
+        except AgentError as exc:
+            if not exc.unreachable and exc.status != 404:
+                raise OperationFailed(f"could not stop {instance.name}: {exc}") from exc
+        instance.delete()
+    labels = ", ".join(sorted({i.version.label for i in stale}))
+    Event.record(service, "retire", f"retired {labels}: no environment serves it", Outcome.SUCCEEDED,
+                 operation=operation)

@@ -1,0 +1,125 @@
+import re
+import secrets
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.core.validators import RegexValidator
+from django.db import models
+from django.utils import timezone
+
+from services.models import Node, Service, slug_validator
+
+PREVIEW_KEY_RE = re.compile(r"^[A-Za-z0-9_-]{4,128}$")
+preview_key_validator = RegexValidator(
+    PREVIEW_KEY_RE, "A preview key is 4 to 128 letters, digits, dashes or underscores."
+)
+label_validator = RegexValidator(
+    r"^[A-Za-z0-9][A-Za-z0-9._-]{0,39}$", "A label is up to 40 letters, digits, dots, dashes or underscores."
+)
+
+PRODUCTION = "production"
+DEVELOPMENT = "development"
+
+
+def new_preview_key() -> str:
+    return secrets.token_urlsafe(18)
+
+
+class CodeVersion(models.Model):
+    """An immutable uploaded archive, stored once per content (by sha256)."""
+
+    service = models.ForeignKey(Service, on_delete=models.CASCADE, related_name="versions")
+    label = models.CharField(max_length=40, validators=[label_validator])
+    sha256 = models.CharField(max_length=64)
+    size = models.PositiveBigIntegerField()
+    kind = models.CharField(max_length=10)  # zip | tar.gz | war
+    entry_point = models.CharField(max_length=200, blank=True)
+    uploaded_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
+    created = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["service", "label"], name="version_unique_label")]
+        ordering = ["-created", "-id"]
+
+    def __str__(self) -> str:
+        return self.label
+
+    @property
+    def archive_path(self):
+        return archive_path(self.sha256, self.kind)
+
+    def in_use(self) -> bool:
+        return self.environments.exists()
+
+
+def archive_path(sha256: str, kind: str):
+    return settings.CONPAAS_ARCHIVES / f"{sha256}.{'tar.gz' if kind == 'tar.gz' else 'zip'}"
+
+
+class Environment(models.Model):
+    """A named slot of a service pointing at the code version it serves."""
+
+    service = models.ForeignKey(Service, on_delete=models.CASCADE, related_name="environments")
+    name = models.CharField(max_length=40, validators=[slug_validator])
+    version = models.ForeignKey(
+        CodeVersion, null=True, blank=True, on_delete=models.PROTECT, related_name="environments"
+    )
+    preview_key = models.CharField(max_length=128, null=True, blank=True, validators=[preview_key_validator])
+    created = models.DateTimeField(default=timezone.now)
+    updated = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["service", "name"], name="environment_unique_name"),
+            models.UniqueConstraint(fields=["service", "preview_key"], name="environment_unique_preview_key"),
+        ]
+        ordering = ["created", "id"]
+
+    def __str__(self) -> str:
+        return f"{self.service.name}/{self.name}"
+
+    @property
+    def is_production(self) -> bool:
+        return self.name == PRODUCTION
+
+    def clean(self):
+        if self.is_production and self.preview_key:
+            raise ValidationError({"preview_key": "Production is served without a key; it has no preview key."})
+
+    @property
+    def preview_url(self) -> str | None:
+        url = self.service.url
+        if not url or self.is_production or not self.preview_key:
+            return url
+        return f"{url}?conpaas-env={self.preview_key}"
+
+
+class InstanceState(models.TextChoices):
+    STARTING = "starting"
+    RUNNING = "running"
+    STOPPING = "stopping"
+    FAILED = "failed"
+
+
+class Instance(models.Model):
+    """One running copy of one code version on one backend node."""
+
+    node = models.ForeignKey(Node, on_delete=models.CASCADE, related_name="instances")
+    version = models.ForeignKey(CodeVersion, on_delete=models.CASCADE, related_name="instances")
+    port = models.PositiveIntegerField(null=True, blank=True)
+    # What the agent was asked to run; sent again unchanged so a re-run never restarts it.
+    spec = models.JSONField(default=dict, blank=True)
+    state = models.CharField(max_length=20, choices=InstanceState.choices, default=InstanceState.STARTING)
+    error = models.TextField(blank=True)
+    created = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["node", "version"], name="instance_unique_version")]
+        ordering = ["created", "id"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def name(self) -> str:
+        return f"{self.node.name}-v{self.version_id}"

@@ -1,0 +1,86 @@
+"""Storing code versions: validated first, written once per content, never changed."""
+
+import os
+import tempfile
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.db.models import F
+
+from services.models import Event, Service
+from versions.archives import ArchiveError, Limits, inspect_archive
+from versions.models import CodeVersion, archive_path, label_validator
+
+
+class UploadRefused(Exception):
+    """The upload is refused; nothing was stored. The message is shown to the user."""
+
+
+def upload_limits() -> Limits:
+    return Limits(max_upload_bytes=settings.CONPAAS_MAX_UPLOAD_MB * 2**20)
+
+
+def store_version(service: Service, fileobj, label: str, user, filename: str = "") -> CodeVersion:
+    if label:
+        try:
+            label_validator(label)
+        except Exception as exc:
+            raise UploadRefused(" ".join(exc.messages)) from None
+        if service.versions.filter(label=label).exists():
+            raise UploadRefused(f"{service.name} already has a version labelled {label!r}")
+    try:
+        info = inspect_archive(fileobj, service.runtime, upload_limits(), filename=filename)
+    except ArchiveError as exc:
+        raise UploadRefused(str(exc)) from None
+
+    path = archive_path(info.sha256, info.kind)
+    written = _write_once(fileobj, path)
+    try:
+        with transaction.atomic():
+            if not label:
+                Service.objects.filter(pk=service.pk).update(version_counter=F("version_counter") + 1)
+                label = f"v{Service.objects.values_list('version_counter', flat=True).get(pk=service.pk)}"
+            version = CodeVersion.objects.create(
+                service=service, label=label, sha256=info.sha256, size=info.size, kind=info.kind,
+                entry_point=info.entry_point or "", uploaded_by=user,
+            )
+            Event.record(service, "upload", f"uploaded {label} ({info.size} bytes, sha256 {info.sha256[:12]})", actor=user)
+    except IntegrityError:
+        if written:
+            path.unlink(missing_ok=True)
+        raise UploadRefused(f"{service.name} already has a version labelled {label!r}") from None
+    return version
+
+
+def _write_once(fileobj, path) -> bool:
+    """Write the archive to its content address; False when the same content is already there."""
+    if path.exists():
+        return False
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fileobj.seek(0)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".upload-")
+    try:
+        with os.fdopen(fd, "wb") as out:
+            while chunk := fileobj.read(1 << 20):
+                out.write(chunk)
+        os.chmod(tmp, 0o640)
+        os.replace(tmp, path)  # atomic: a reader sees the whole archive or none
+    except BaseException:
+        os.unlink(tmp)
+        raise
+    return True
+
+
+def delete_unreferenced_archives(shas_and_kinds) -> None:
+    for sha256, kind in set(shas_and_kinds):
+        if not CodeVersion.objects.filter(sha256=sha256).exists():
+            archive_path(sha256, kind).unlink(missing_ok=True)
+
+
+def delete_version(version: CodeVersion, user) -> None:
+    service = version.service
+    sha_kind = (version.sha256, version.kind)
+    label = version.label
+    version.delete()
+    delete_unreferenced_archives([sha_kind])
+    Event.record(service, "version.delete", f"deleted version {label}", actor=user)
