@@ -46,8 +46,11 @@ def swap(service, environment_name: str, actor) -> dict:
             push(service)
             raise
         Event.record(
-            service, "swap",
+            service,
+            "swap",
             f"swapped: production now serves {incoming.label}, {other.name} serves {outgoing.label}",
-            Outcome.SUCCEEDED, actor, operation,
+            Outcome.SUCCEEDED,
+            actor,
+            operation,
         )
     return {PRODUCTION: incoming.pk, other.name: outgoing.pk}

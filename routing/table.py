@@ -8,7 +8,7 @@ from django.conf import settings
 from services.agent import AgentClient, AgentError
 from services.choices import NodeState
 from services.operations import OperationFailed
-from versions.models import Instance, InstanceState
+from versions.models import Environment, Instance, InstanceState
 
 
 def routing_for(service) -> dict:
@@ -22,7 +22,8 @@ def routing_for(service) -> dict:
         backends[str(instance.version_id)].append(
             {"name": instance.name, "address": instance.node.address, "port": instance.port}
         )
-    environments = list(service.environments.all())
+    # A fresh query: the caller's service may carry prefetched (stale) environments.
+    environments = list(Environment.objects.filter(service=service))
     return {
         "health_path": service.health_check_path,
         "backends": dict(backends),
@@ -63,7 +64,9 @@ def proxy_statuses(service) -> list[tuple[object, dict]]:
 def health_problems(service, version) -> list[str]:
     """Why `version` is not healthy on every proxy (an empty list: it is)."""
     instances = list(
-        Instance.objects.filter(node__service=service, node__state=NodeState.RUNNING, version=version).select_related("node")
+        Instance.objects.filter(node__service=service, node__state=NodeState.RUNNING, version=version).select_related(
+            "node"
+        )
     )
     backend_nodes = service.backend_node_list().filter(state=NodeState.RUNNING).count()
     running = [i for i in instances if i.state == InstanceState.RUNNING]

@@ -32,8 +32,10 @@ class AgentClient:
         data = b"" if body is None else json.dumps(body).encode()
         headers = {"Content-Type": "application/json", **signing.signed_headers(self.node.secret, method, path, data)}
         request = urllib.request.Request(
-            self.node.agent_url + path, data=data if method in ("PUT", "POST") else None,
-            method=method, headers=headers,
+            self.node.agent_url + path,
+            data=data if method in ("PUT", "POST") else None,
+            method=method,
+            headers=headers,
         )
         try:
             with urllib.request.urlopen(request, timeout=timeout or self.timeout) as response:

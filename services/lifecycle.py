@@ -28,6 +28,9 @@ def request_scale(service: Service, role: str, nodes: int, user) -> Operation:
         if role == "backend":
             Service.objects.filter(pk=service.pk).update(backend_nodes=nodes)
         return operations.start(
-            service, OperationKind.SCALE, user, {"role": role, "nodes": nodes},
+            service,
+            OperationKind.SCALE,
+            user,
+            {"role": role, "nodes": nodes},
             message=f"scale {role} to {nodes} node(s) requested",
         )

@@ -49,9 +49,7 @@ class Service(models.Model):
     # Labels of uploads without one: v1, v2, … counted with an atomic UPDATE, never latest+1.
     version_counter = models.PositiveIntegerField(default=0)
     # The operation that holds this service; claimed with a conditional UPDATE (see locks.py).
-    locked_by = models.ForeignKey(
-        "Operation", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
-    )
+    locked_by = models.ForeignKey("Operation", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     created = models.DateTimeField(default=timezone.now)
 
     objects = ServiceQuerySet.as_manager()
@@ -151,7 +149,9 @@ class Event(models.Model):
     service = models.ForeignKey(Service, null=True, blank=True, on_delete=models.SET_NULL, related_name="events")
     service_name = models.CharField(max_length=40, blank=True)
     operation = models.ForeignKey(Operation, null=True, blank=True, on_delete=models.SET_NULL, related_name="events")
-    actor = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
     action = models.CharField(max_length=40)
     message = models.TextField()
     outcome = models.CharField(max_length=20, choices=Outcome.choices, default=Outcome.INFO)

@@ -39,7 +39,9 @@ def boot_node(service: Service, roles: list[str], operation=None) -> Node:
     wait_for_agent(node, operation)
     node.state = NodeState.RUNNING
     node.save(update_fields=["state"])
-    Event.record(service, "node.boot", f"node {node.name} is up at {node.address}", Outcome.SUCCEEDED, operation=operation)
+    Event.record(
+        service, "node.boot", f"node {node.name} is up at {node.address}", Outcome.SUCCEEDED, operation=operation
+    )
     return node
 
 
@@ -56,7 +58,9 @@ def wait_for_agent(node: Node, operation=None) -> None:
             if not exc.unreachable:
                 break
         time.sleep(0.1)
-    fail_node(node, f"node {node.name} did not come up within {settings.CONPAAS_BOOT_TIMEOUT} s: {last_error}", operation)
+    fail_node(
+        node, f"node {node.name} did not come up within {settings.CONPAAS_BOOT_TIMEOUT} s: {last_error}", operation
+    )
 
 
 def fail_node(node: Node, error: str, operation=None):

@@ -95,12 +95,20 @@ def run(operation: Operation, work) -> None:
         error = ""
     if Service.objects.filter(pk=service.pk).exists():
         Event.record(
-            service, operation.kind, error or outcome_message or f"{operation.kind} finished",
-            outcome=Outcome.FAILED if error else Outcome.SUCCEEDED, operation=operation,
+            service,
+            operation.kind,
+            error or outcome_message or f"{operation.kind} finished",
+            outcome=Outcome.FAILED if error else Outcome.SUCCEEDED,
+            operation=operation,
         )
     else:
-        Event.record(None, operation.kind, outcome_message or "service deleted", operation=operation,
-                     outcome=Outcome.FAILED if error else Outcome.SUCCEEDED)
+        Event.record(
+            None,
+            operation.kind,
+            outcome_message or "service deleted",
+            operation=operation,
+            outcome=Outcome.FAILED if error else Outcome.SUCCEEDED,
+        )
     finish(operation, error)
 
 
@@ -129,11 +137,14 @@ def recover_interrupted() -> int:
     for operation in interrupted:
         operation.progress = ""
         if operation.service_id:
-            Event.record(operation.service, operation.kind, "interrupted by a control-plane restart",
-                         outcome=Outcome.FAILED, operation=operation)
+            Event.record(
+                operation.service,
+                operation.kind,
+                "interrupted by a control-plane restart",
+                outcome=Outcome.FAILED,
+                operation=operation,
+            )
         finish(operation, "interrupted by a control-plane restart")
-    for service_id in set(
-        Operation.objects.filter(state=OperationState.PENDING).values_list("service_id", flat=True)
-    ):
+    for service_id in set(Operation.objects.filter(state=OperationState.PENDING).values_list("service_id", flat=True)):
         start_next(service_id)
     return len(interrupted)

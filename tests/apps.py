@@ -4,7 +4,7 @@ import io
 import tarfile
 import zipfile
 
-WSGI_LABEL_APP = '''\
+WSGI_LABEL_APP = """\
 import os
 
 LABEL = os.environ.get("CONPAAS_VERSION", "?")
@@ -19,7 +19,7 @@ def application(environ, start_response):
     body = f"{LABEL}\\n".encode()
     start_response(status, [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
     return [body]
-'''
+"""
 
 
 def zip_archive(files: dict[str, str | bytes]) -> bytes:

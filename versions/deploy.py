@@ -63,8 +63,13 @@ def ensure_instances(service, version: CodeVersion, environment: Environment, op
         instance.port, instance.state, instance.error = started["port"], InstanceState.RUNNING, ""
         instance.save()
         if created:
-            Event.record(service, "instance.start", f"started {version.label} on {node.name}", Outcome.SUCCEEDED,
-                         operation=operation)
+            Event.record(
+                service,
+                "instance.start",
+                f"started {version.label} on {node.name}",
+                Outcome.SUCCEEDED,
+                operation=operation,
+            )
 
 
 def run_deploy(operation) -> str:
@@ -88,8 +93,9 @@ def run_deploy(operation) -> str:
     Environment.objects.filter(pk=environment.pk).update(version=version, updated=timezone.now())
     push(service)
     was = f" (was {previous.label})" if previous and previous != version else ""
-    Event.record(service, "route", f"{environment.name} now serves {version.label}{was}", Outcome.SUCCEEDED,
-                 operation=operation)
+    Event.record(
+        service, "route", f"{environment.name} now serves {version.label}{was}", Outcome.SUCCEEDED, operation=operation
+    )
     operation.set_progress("retiring instances nothing uses")
     retire_unused(service, operation)
     return f"deployed {version.label} to {environment.name}"
@@ -98,7 +104,9 @@ def run_deploy(operation) -> str:
 def retire_unused(service, operation=None) -> None:
     """Stop the instances of versions no environment serves, after the routers have drained them."""
     in_use = set(service.environments.exclude(version=None).values_list("version_id", flat=True))
-    stale = list(Instance.objects.filter(node__service=service).exclude(version_id__in=in_use).select_related("node", "version"))
+    stale = list(
+        Instance.objects.filter(node__service=service).exclude(version_id__in=in_use).select_related("node", "version")
+    )
     if not stale:
         return
     Instance.objects.filter(pk__in=[i.pk for i in stale]).update(state=InstanceState.STOPPING)
@@ -111,5 +119,6 @@ def retire_unused(service, operation=None) -> None:
                 raise OperationFailed(f"could not stop {instance.name}: {exc}") from exc
         instance.delete()
     labels = ", ".join(sorted({i.version.label for i in stale}))
-    Event.record(service, "retire", f"retired {labels}: no environment serves it", Outcome.SUCCEEDED,
-                 operation=operation)
+    Event.record(
+        service, "retire", f"retired {labels}: no environment serves it", Outcome.SUCCEEDED, operation=operation
+    )

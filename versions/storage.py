@@ -41,10 +41,17 @@ def store_version(service: Service, fileobj, label: str, user, filename: str = "
                 Service.objects.filter(pk=service.pk).update(version_counter=F("version_counter") + 1)
                 label = f"v{Service.objects.values_list('version_counter', flat=True).get(pk=service.pk)}"
             version = CodeVersion.objects.create(
-                service=service, label=label, sha256=info.sha256, size=info.size, kind=info.kind,
-                entry_point=info.entry_point or "", uploaded_by=user,
+                service=service,
+                label=label,
+                sha256=info.sha256,
+                size=info.size,
+                kind=info.kind,
+                entry_point=info.entry_point or "",
+                uploaded_by=user,
             )
-            Event.record(service, "upload", f"uploaded {label} ({info.size} bytes, sha256 {info.sha256[:12]})", actor=user)
+            Event.record(
+                service, "upload", f"uploaded {label} ({info.size} bytes, sha256 {info.sha256[:12]})", actor=user
+            )
     except IntegrityError:
         if written:
             path.unlink(missing_ok=True)

@@ -19,9 +19,7 @@ MAX_SKEW = 300  # seconds a timestamp may be away from the agent's clock
 
 def sign(secret: str, method: str, path: str, timestamp: int, body: bytes) -> str:
     """Signature of one request; ``path`` is the request target including the query string."""
-    message = "\n".join(
-        [method.upper(), path, str(int(timestamp)), hashlib.sha256(body or b"").hexdigest()]
-    )
+    message = "\n".join([method.upper(), path, str(int(timestamp)), hashlib.sha256(body or b"").hexdigest()])
     return hmac.new(secret.encode(), message.encode(), hashlib.sha256).hexdigest()
 
 

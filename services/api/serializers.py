@@ -57,8 +57,19 @@ class OperationSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Operation
-        fields = ["id", "kind", "state", "progress", "error", "service", "service_name", "params",
-                  "created", "started", "finished"]
+        fields = [
+            "id",
+            "kind",
+            "state",
+            "progress",
+            "error",
+            "service",
+            "service_name",
+            "params",
+            "created",
+            "started",
+            "finished",
+        ]
 
 
 class EventSerializer(serializers.ModelSerializer):

@@ -29,7 +29,10 @@ def accepted(operation: Operation) -> Response:
 
 
 class ServiceViewSet(
-    mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.CreateModelMixin, mixins.DestroyModelMixin,
+    mixins.ListModelMixin,
+    mixins.RetrieveModelMixin,
+    mixins.CreateModelMixin,
+    mixins.DestroyModelMixin,
     viewsets.GenericViewSet,
 ):
     serializer_class = ServiceSerializer
@@ -38,7 +41,9 @@ class ServiceViewSet(
         return Service.objects.visible_to(self.request.user).prefetch_related("environments__version", "nodes")
 
     def perform_create(self, serializer):
-        service, _ = lifecycle.create(self.request.user, serializer.validated_data["name"], serializer.validated_data["runtime"])
+        service, _ = lifecycle.create(
+            self.request.user, serializer.validated_data["name"], serializer.validated_data["runtime"]
+        )
         serializer.instance = service
 
     @extend_schema(responses={202: OperationSerializer})

@@ -83,7 +83,11 @@ class LocalNodeDriver(NodeDriver):
             # `setsid --fork` lets this process return at once without leaving a zombie behind.
             subprocess.run(
                 ["setsid", "--fork", "bash", str(BOOT_SCRIPT), str(config_path)],
-                env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=log, check=True,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                check=True,
             )
         return self._node(home)
 

@@ -26,7 +26,9 @@ def test_it_starts_a_deploy_operation(api, service):
     assert operation.kind == "deploy" and operation.params == {"environment": "development", "version": version.pk}
     state = api.get(f"/api/v1/services/{service.pk}/environments/development/").json()["state"]
     assert state == "deploying"
-    assert Environment.objects.get(service=service, name="development").version is None, "nothing changes before the deploy runs"
+    assert Environment.objects.get(service=service, name="development").version is None, (
+        "nothing changes before the deploy runs"
+    )
 
 
 def test_it_refuses_to_deploy_another_services_version(api, service):
@@ -67,7 +69,9 @@ def test_it_refuses_to_swap_while_another_operation_holds_the_service(api, servi
     assert f"busy with deploy operation #{holder.pk}" in response.json()["detail"]
 
 
-@pytest.mark.parametrize("payload", [{"name": "Bad Name"}, {"name": "production"}, {"name": "ok-name", "preview_key": "a b"}])
+@pytest.mark.parametrize(
+    "payload", [{"name": "Bad Name"}, {"name": "production"}, {"name": "ok-name", "preview_key": "a b"}]
+)
 def test_it_refuses_a_bad_environment(api, service, payload):
     response = api.post(f"/api/v1/services/{service.pk}/environments/", payload, format="json")
     assert response.status_code == 400

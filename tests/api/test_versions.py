@@ -102,8 +102,18 @@ def _zip_bomb() -> bytes:
         (b"", "not a zip or tar.gz"),
         (zip_archive({"app.py": "application = None\n"}), "no WSGI entry point"),
     ],
-    ids=["zip-traversal", "zip-absolute", "tar-traversal", "zip-symlink", "tar-symlink", "tar-hardlink",
-         "zip-bomb", "text", "empty", "no-entry-point"],
+    ids=[
+        "zip-traversal",
+        "zip-absolute",
+        "tar-traversal",
+        "zip-symlink",
+        "tar-symlink",
+        "tar-hardlink",
+        "zip-bomb",
+        "text",
+        "empty",
+        "no-entry-point",
+    ],
 )
 def test_it_refuses_a_bad_archive_and_stores_nothing(api, service, _isolated_archives, content, reason):
     response = upload(api, service, content, "bad")

@@ -40,7 +40,9 @@ class CodeVersionViewSet(viewsets.ViewSet):
             raise ValidationError(upload.errors)
         archive = upload.validated_data["archive"]
         try:
-            version = store_version(service, archive, upload.validated_data.get("label", ""), request.user, archive.name)
+            version = store_version(
+                service, archive, upload.validated_data.get("label", ""), request.user, archive.name
+            )
         except UploadRefused as exc:
             return Response({"detail": str(exc)}, status=status.HTTP_400_BAD_REQUEST)
         return Response(CodeVersionSerializer(version).data, status=status.HTTP_201_CREATED)
@@ -91,8 +93,12 @@ class EnvironmentViewSet(viewsets.ViewSet):
                 service=service, name=data["name"], preview_key=data.get("preview_key") or new_preview_key()
             )
             push(service)
-            Event.record(service, "environment", f"added environment {environment.name}", actor=request.user, operation=op)
-        return Response(EnvironmentSerializer(environment, context={"service": service}).data, status=status.HTTP_201_CREATED)
+            Event.record(
+                service, "environment", f"added environment {environment.name}", actor=request.user, operation=op
+            )
+        return Response(
+            EnvironmentSerializer(environment, context={"service": service}).data, status=status.HTTP_201_CREATED
+        )
 
     @extend_schema(request=DeploySerializer, responses={200: EnvironmentSerializer, 202: OperationSerializer})
     def partial_update(self, request, service_pk=None, name=None):
@@ -102,21 +108,26 @@ class EnvironmentViewSet(viewsets.ViewSet):
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
         if "preview_key" in data:
-            key_check = EnvironmentSerializer(environment, data={"preview_key": data["preview_key"]}, partial=True,
-                                              context={"service": service})
+            key_check = EnvironmentSerializer(
+                environment, data={"preview_key": data["preview_key"]}, partial=True, context={"service": service}
+            )
             key_check.is_valid(raise_exception=True)
             with operations.holding(service, OperationKind.ROUTE, request.user, {"environment": name}) as op:
                 Environment.objects.filter(pk=environment.pk).update(preview_key=data["preview_key"])
                 push(service)
-                Event.record(service, "environment", f"changed the preview key of {name}",
-                                        actor=request.user, operation=op)
+                Event.record(
+                    service, "environment", f"changed the preview key of {name}", actor=request.user, operation=op
+                )
             environment.refresh_from_db()
         if "version" not in data:
             return Response(EnvironmentSerializer(environment, context={"service": service}).data)
         version = service.versions.get(pk=data["version"])
         with transaction.atomic():
             operation = operations.start(
-                service, OperationKind.DEPLOY, request.user, {"environment": name, "version": version.pk},
+                service,
+                OperationKind.DEPLOY,
+                request.user,
+                {"environment": name, "version": version.pk},
                 message=f"deploy {version.label} to {name} requested",
             )
         return accepted(operation)

@@ -19,5 +19,7 @@ class Command(BaseCommand):
             for node in Node.objects.filter(cloud=LOCAL, provider_id=cloud_node.id).exclude(state=NodeState.DESTROYED):
                 node.instances.all().delete()
                 Node.objects.filter(pk=node.pk).update(state=NodeState.DESTROYED)
-                Event.record(node.service, "node.destroy", f"destroyed node {node.name} (manage.py down)", Outcome.SUCCEEDED)
+                Event.record(
+                    node.service, "node.destroy", f"destroyed node {node.name} (manage.py down)", Outcome.SUCCEEDED
+                )
         self.stdout.write(f"destroyed {destroyed} local node(s)")

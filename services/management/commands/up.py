@@ -36,9 +36,24 @@ class Command(BaseCommand):
         manage = [sys.executable, str(settings.BASE_DIR / "manage.py")]
         children = [
             subprocess.Popen(
-                [sys.executable, "-m", "gunicorn", "conpaas_site.wsgi", "--bind", bind,
-                 "--workers", str(web_workers), "--threads", "4", "--graceful-timeout", "10",
-                 "--access-logfile", "-", "--chdir", str(settings.BASE_DIR)],
+                [
+                    sys.executable,
+                    "-m",
+                    "gunicorn",
+                    "conpaas_site.wsgi",
+                    "--bind",
+                    bind,
+                    "--workers",
+                    str(web_workers),
+                    "--threads",
+                    "4",
+                    "--graceful-timeout",
+                    "10",
+                    "--access-logfile",
+                    "-",
+                    "--chdir",
+                    str(settings.BASE_DIR),
+                ],
                 env=env,
             ),
             subprocess.Popen([*manage, "qcluster"], env=env),

@@ -1,0 +1,599 @@
+"""Code versions and instances on a backend node.
+
+A code version is staged once per sha256 under ``<home>/versions/<sha256>/``: ``app/`` (the
+unpacked archive) and, when the archive has a ``requirements.txt``, ``venv/``. An instance is
+one gunicorn on a free local port, logging to ``<home>/instances/<name>/instance.log``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import json
+import logging
+import os
+import re
+import shlex
+import shutil
+import signal
+import socket
+import stat
+import subprocess
+import sys
+import sysconfig
+import tarfile
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+import zipfile
+
+log = logging.getLogger("conpaas_agent.instances")
+
+NAME_RE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+WSGI_SPEC_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*(:[A-Za-z_][A-Za-z0-9_.]*(\(\))?)?$")
+MAX_ARCHIVE_BYTES = 512 * 1024 * 1024
+MAX_UNPACKED_BYTES = 2 * 1024 * 1024 * 1024
+START_TIMEOUT = 30.0
+STOP_TIMEOUT = 20.0
+# What an instance must not inherit from the agent's environment.
+SECRET_WORDS = ("SECRET", "PASSWORD", "PASSWD", "TOKEN", "CREDENTIAL", "PRIVATE")
+DROPPED_ENV = {"PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV", "DATABASE_URL"}
+DROPPED_PREFIXES = ("CONPAAS_", "DJANGO_")
+
+
+class InstanceError(Exception):
+    """The work failed; ``status`` is the HTTP status the agent answers (400, 404, 422)."""
+
+    def __init__(self, message: str, status: int = 422):
+        super().__init__(message)
+        self.status = status
+
+
+# --- staging -----------------------------------------------------------------------------
+
+
+def download(url: str, dest: str, expected_sha256: str) -> None:
+    if not url.startswith(("http://", "https://")):
+        raise InstanceError("archive_url must be an http:// or https:// URL", 400)
+    digest = hashlib.sha256()
+    size = 0
+    try:
+        with urllib.request.urlopen(url, timeout=60) as response, open(dest, "wb") as out:
+            while True:
+                chunk = response.read(1 << 16)
+                if not chunk:
+                    break
+                size += len(chunk)
+                if size > MAX_ARCHIVE_BYTES:
+                    raise InstanceError(f"the archive is larger than {MAX_ARCHIVE_BYTES} bytes")
+                digest.update(chunk)
+                out.write(chunk)
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        raise InstanceError(f"could not download the archive: {exc}") from exc
+    if digest.hexdigest() != expected_sha256:
+        raise InstanceError(f"archive sha256 mismatch: expected {expected_sha256}, downloaded {digest.hexdigest()}")
+
+
+def _check_member_name(name: str) -> None:
+    parts = name.replace("\\", "/").split("/")
+    if name.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", name) or ".." in parts:
+        raise InstanceError(f"the archive has an unsafe path: {name!r}")
+
+
+def unpack(archive: str, dest: str) -> None:
+    """Unpack a zip or a tar(.gz) into ``dest``, refusing anything that escapes it."""
+    os.makedirs(dest, exist_ok=True)
+    if zipfile.is_zipfile(archive):
+        with zipfile.ZipFile(archive) as zf:
+            total = 0
+            for info in zf.infolist():
+                _check_member_name(info.filename)
+                mode = info.external_attr >> 16
+                if stat.S_ISLNK(mode):
+                    raise InstanceError(f"the archive has a symbolic link: {info.filename!r}")
+                total += info.file_size
+                if total > MAX_UNPACKED_BYTES:
+                    raise InstanceError("the archive unpacks to more than 2 GiB")
+            for info in zf.infolist():
+                zf.extract(info, dest)
+        return
+    try:
+        is_tar = tarfile.is_tarfile(archive)
+    except OSError:
+        is_tar = False
+    if not is_tar:
+        raise InstanceError("the archive is neither a zip nor a tar archive")
+    try:
+        with tarfile.open(archive, "r:*") as tf:
+            members = tf.getmembers()
+            total = 0
+            for member in members:
+                _check_member_name(member.name)
+                if not (member.isfile() or member.isdir()):
+                    raise InstanceError(f"the archive has a link or special file: {member.name!r}")
+                total += member.size
+                if total > MAX_UNPACKED_BYTES:
+                    raise InstanceError("the archive unpacks to more than 2 GiB")
+            if hasattr(tarfile, "data_filter"):
+                tf.extractall(dest, members=members, filter="data")
+            else:  # Python without PEP 706: the checks above are the filter
+                tf.extractall(dest, members=members)
+    except (tarfile.TarError, EOFError, OSError) as exc:
+        raise InstanceError(f"the archive is broken: {exc}") from exc
+
+
+def app_root(unpacked: str) -> str:
+    """The directory holding the code: the archive root, or its only top-level directory."""
+    if any(os.path.exists(os.path.join(unpacked, f)) for f in ("wsgi.py", "Procfile")):
+        return unpacked
+    entries = [e for e in os.listdir(unpacked) if not e.startswith(".") and e != "__MACOSX"]
+    if len(entries) == 1 and os.path.isdir(os.path.join(unpacked, entries[0])):
+        return os.path.join(unpacked, entries[0])
+    return unpacked
+
+
+def wsgi_spec(app_dir: str) -> str:
+    """The WSGI application gunicorn runs: from the Procfile ``web:`` line, else wsgi.py."""
+    procfile = os.path.join(app_dir, "Procfile")
+    if os.path.isfile(procfile):
+        with open(procfile, errors="replace") as fh:
+            for line in fh:
+                kind, sep, command = line.partition(":")
+                if not sep or kind.strip() != "web":
+                    continue
+                try:
+                    words = shlex.split(command)
+                except ValueError as exc:
+                    raise InstanceError(f"the Procfile web: line cannot be parsed: {exc}") from exc
+                if "gunicorn" in words:
+                    # gunicorn [OPTIONS] APP: the last word that looks like module[:callable].
+                    words = words[words.index("gunicorn") + 1 :]
+                    candidates = [w for w in words if not w.startswith("-") and WSGI_SPEC_RE.match(w)]
+                elif len(words) == 1 and WSGI_SPEC_RE.match(words[0]):  # web: module:callable
+                    candidates = words
+                else:
+                    candidates = []
+                if candidates:
+                    return candidates[-1]
+                raise InstanceError("the Procfile web: line names no WSGI application (module:callable)")
+    if os.path.isfile(os.path.join(app_dir, "wsgi.py")):
+        return "wsgi:application"
+    raise InstanceError("the archive has neither a wsgi.py nor a Procfile with a web: line")
+
+
+def agent_site_packages() -> list[str]:
+    """Where the agent's interpreter finds gunicorn; appended to a version's virtualenv."""
+    paths = []
+    for path in [sysconfig.get_paths().get("purelib"), sysconfig.get_paths().get("platlib"), *sys.path]:
+        if path and os.path.isdir(path) and path.rstrip("/").endswith(("site-packages", "dist-packages")):
+            if path not in paths:
+                paths.append(path)
+    return paths
+
+
+def instance_environ(extra: dict[str, str]) -> dict[str, str]:
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if key not in DROPPED_ENV
+        and not key.startswith(DROPPED_PREFIXES)
+        and not any(word in key.upper() for word in SECRET_WORDS)
+    }
+    env.update(extra)
+    return env
+
+
+def tail(path: str, lines: int = 40) -> str:
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            fh.seek(max(0, fh.tell() - 16384))
+            text = fh.read().decode(errors="replace")
+    except OSError:
+        return ""
+    return "\n".join(text.splitlines()[-lines:])
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def port_open(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+_control_socket: dict[str, bool] = {}
+
+
+def gunicorn_has_control_socket(python: str) -> bool:
+    if python not in _control_socket:
+        try:
+            help_text = subprocess.run(
+                [python, "-m", "gunicorn", "--help"], capture_output=True, text=True, timeout=60
+            ).stdout
+        except (OSError, subprocess.TimeoutExpired):
+            help_text = ""
+        _control_socket[python] = "--no-control-socket" in help_text
+    return _control_socket[python]
+
+
+def answers_http(port: int) -> bool:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+    try:
+        conn.request("GET", "/", headers={"User-Agent": "conpaas-agent-start-probe"})
+        conn.getresponse().read()
+        return True
+    except (OSError, http.client.HTTPException):
+        return False
+    finally:
+        conn.close()
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        with open(f"/proc/{pid}/status") as fh:
+            for line in fh:
+                if line.startswith("State:"):
+                    return "Z" not in line.split()[1]
+    except OSError:
+        pass
+    return True
+
+
+def children(pid: int) -> list[int]:
+    out = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as fh:
+                    fields = fh.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid and fields[0] != "Z":
+                out.append(int(entry))
+    return out
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as fh:
+            return fh.read().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+# --- instances ---------------------------------------------------------------------------
+
+
+def validate_instance(body: object) -> dict:
+    if not isinstance(body, dict):
+        raise InstanceError("the body must be a JSON object", 400)
+    unknown = set(body) - {"version", "label", "runtime", "entry_point", "archive_url", "archive_sha256", "env"}
+    if unknown:
+        raise InstanceError(f"unknown field(s): {', '.join(sorted(unknown))}", 400)
+    for field in ("version", "archive_url", "archive_sha256"):
+        if not isinstance(body.get(field), str) or not body[field]:
+            raise InstanceError(f"{field} is required (a string)", 400)
+    runtime = body.get("runtime", "python")
+    if runtime != "python":
+        raise InstanceError(f"runtime {runtime!r} is not supported by this agent (only python)", 400)
+    sha = body["archive_sha256"].lower()
+    if not SHA256_RE.match(sha):
+        raise InstanceError("archive_sha256 must be 64 hex digits", 400)
+    env = body.get("env") or {}
+    if not isinstance(env, dict) or not all(
+        isinstance(k, str) and ENV_NAME_RE.match(k) and isinstance(v, str) and "\0" not in v for k, v in env.items()
+    ):
+        raise InstanceError("env must map variable names to strings", 400)
+    entry_point = body.get("entry_point") or ""
+    if not isinstance(entry_point, str) or (entry_point and not WSGI_SPEC_RE.match(entry_point)):
+        raise InstanceError("entry_point must name a WSGI application as module:callable", 400)
+    label = body.get("label") or body["version"]
+    if not isinstance(label, str):
+        raise InstanceError("label must be a string", 400)
+    return {
+        "version": body["version"],
+        "label": label,
+        "runtime": runtime,
+        "entry_point": entry_point,
+        "archive_url": body["archive_url"],
+        "archive_sha256": sha,
+        "env": dict(env),
+    }
+
+
+class Instances:
+    """Running instances of one node, persisted by the caller through ``save``."""
+
+    def __init__(self, home: str, state: dict | None, save):
+        self.home = home
+        self.versions_dir = os.path.join(home, "versions")
+        self.instances_dir = os.path.join(home, "instances")
+        os.makedirs(self.versions_dir, mode=0o700, exist_ok=True)
+        os.makedirs(self.instances_dir, mode=0o700, exist_ok=True)
+        self._save = save
+        self._lock = threading.Lock()
+        self._name_locks: dict[str, threading.Lock] = {}
+        self._version_locks: dict[str, threading.Lock] = {}
+        self.processes: dict[str, subprocess.Popen] = {}
+        self.records: dict[str, dict] = {}
+        for name, record in (state or {}).items():
+            if self._adoptable(record):
+                self.records[name] = record
+                log.info("re-adopted instance %s (pid %s, port %s)", name, record["pid"], record["port"])
+            else:
+                log.info("instance %s (pid %s) is gone", name, record.get("pid"))
+
+    @staticmethod
+    def _adoptable(record: dict) -> bool:
+        pid, port = record.get("pid"), record.get("port")
+        if not isinstance(pid, int) or not pid_alive(pid):
+            return False
+        # Guards against a recycled pid: the process must still be our gunicorn.
+        return f"127.0.0.1:{port}" in _cmdline(pid)
+
+    def state(self) -> dict:
+        # dict() copies in one step, so a PUT in another thread cannot change it mid-iteration
+        return {name: dict(record) for name, record in dict(self.records).items()}
+
+    def _lock_for(self, table: dict, key: str) -> threading.Lock:
+        with self._lock:
+            return table.setdefault(key, threading.Lock())
+
+    def alive(self, name: str) -> bool:
+        record = self.records.get(name)
+        if record is None:
+            return False
+        process = self.processes.get(name)
+        if process is not None:
+            return process.poll() is None
+        return pid_alive(record["pid"])
+
+    def public(self, name: str) -> dict:
+        record = self.records[name]
+        return {
+            "name": name,
+            "version": record["version"],
+            "label": record["label"],
+            "port": record["port"],
+            "pid": record["pid"],
+            "state": "running" if self.alive(name) else "exited",
+        }
+
+    def all(self) -> dict[str, dict]:
+        out = {}
+        for name in sorted(dict(self.records)):
+            try:
+                out[name] = self.public(name)
+            except KeyError:  # deleted meanwhile
+                pass
+        return out
+
+    # staging
+    def stage(self, sha: str, url: str, logfile: str) -> tuple[str, str]:
+        """Stage a version once per sha256; returns (app directory, python executable)."""
+        with self._lock_for(self._version_locks, sha):
+            version_dir = os.path.join(self.versions_dir, sha)
+            unpacked = os.path.join(version_dir, "app")
+            if not os.path.isdir(unpacked):
+                os.makedirs(version_dir, mode=0o700, exist_ok=True)
+                tmp = tempfile.mkdtemp(prefix="stage-", dir=version_dir)
+                try:
+                    archive = os.path.join(tmp, "archive")
+                    download(url, archive, sha)
+                    unpack(archive, os.path.join(tmp, "app"))
+                    os.replace(os.path.join(tmp, "app"), unpacked)
+                    log.info("staged version %s", sha[:12])
+                finally:
+                    shutil.rmtree(tmp, ignore_errors=True)
+            app_dir = app_root(unpacked)
+            python = sys.executable
+            if os.path.isfile(os.path.join(app_dir, "requirements.txt")):
+                python = self._virtualenv(version_dir, app_dir, logfile)
+            return app_dir, python
+
+    def _virtualenv(self, version_dir: str, app_dir: str, logfile: str) -> str:
+        venv = os.path.join(version_dir, "venv")
+        python = os.path.join(venv, "bin", "python")
+        ready = os.path.join(venv, ".conpaas-ready")
+        if os.path.exists(ready):
+            return python
+        shutil.rmtree(venv, ignore_errors=True)
+        env = instance_environ({"PIP_DISABLE_PIP_VERSION_CHECK": "1"})
+        with open(logfile, "ab") as out:
+            out.write(b"--- creating the virtualenv and installing requirements.txt\n")
+            out.flush()
+            steps = [[sys.executable, "-m", "venv", venv]]
+            for argv in steps:
+                result = subprocess.run(argv, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=app_dir, timeout=600)
+                if result.returncode != 0:
+                    shutil.rmtree(venv, ignore_errors=True)
+                    raise InstanceError(f"creating the virtualenv failed: {tail(logfile)}")
+            # Append the agent's site-packages (gunicorn) after the venv's own: the version's
+            # requirements win over what the agent has.
+            purelib = subprocess.run(
+                [python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                capture_output=True,
+                text=True,
+                env=env,
+                timeout=60,
+            ).stdout.strip()
+            with open(os.path.join(purelib, "zz_conpaas_agent.pth"), "w") as fh:
+                fh.write("".join(f"{path}\n" for path in agent_site_packages()))
+            out.flush()
+            result = subprocess.run(
+                [python, "-m", "pip", "install", "-r", "requirements.txt"],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=env,
+                cwd=app_dir,
+                timeout=1800,
+            )
+        if result.returncode != 0:
+            shutil.rmtree(venv, ignore_errors=True)
+            raise InstanceError(f"installing requirements.txt failed: {tail(logfile)}")
+        open(ready, "w").close()
+        return python
+
+    # lifecycle
+    def put(self, name: str, body: object) -> tuple[dict, bool]:
+        """Stage and run one instance; returns (instance, created)."""
+        if not NAME_RE.match(name):
+            raise InstanceError(f"instance name must match {NAME_RE.pattern}", 400)
+        spec = validate_instance(body)
+        # The download link is not part of what runs (links expire and are re-signed): a PUT that
+        # differs only in archive_url must leave the running instance alone.
+        identity = {k: v for k, v in spec.items() if k != "archive_url"}
+        spec_hash = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
+        with self._lock_for(self._name_locks, name):
+            record = self.records.get(name)
+            if record and record.get("spec_hash") == spec_hash and self.alive(name):
+                return self.public(name), False
+            if record:
+                self._stop(name)
+            instance_dir = os.path.join(self.instances_dir, name)
+            os.makedirs(instance_dir, mode=0o700, exist_ok=True)
+            logfile = os.path.join(instance_dir, "instance.log")
+            app_dir, python = self.stage(spec["archive_sha256"], spec["archive_url"], logfile)
+            app = spec["entry_point"] or wsgi_spec(app_dir)
+            port = free_port()
+            env = instance_environ({"PORT": str(port), "CONPAAS_VERSION": spec["label"]})
+            env.update(spec["env"])
+            argv = [
+                python,
+                "-m",
+                "gunicorn",
+                "--bind",
+                f"127.0.0.1:{port}",
+                "--workers",
+                "2",
+                "--graceful-timeout",
+                "20",
+                "--chdir",
+                app_dir,
+            ]
+            if gunicorn_has_control_socket(python):
+                # Newer gunicorn opens ~/.gunicorn/gunicorn.ctl, one path for every instance.
+                argv.append("--no-control-socket")
+            argv.append(app)
+            with open(logfile, "ab") as out:
+                out.write(f"--- starting {name} (version {spec['version']}) on port {port}\n".encode())
+                out.flush()
+                # Same process group as the agent: destroying the node kills the whole group.
+                process = subprocess.Popen(
+                    argv,
+                    cwd=app_dir,
+                    env=env,
+                    stdin=subprocess.DEVNULL,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    close_fds=True,
+                )
+            deadline = time.monotonic() + START_TIMEOUT
+            # Listening is not enough: gunicorn binds before its workers import the app, so
+            # wait for an HTTP answer (any status) or for the process to exit.
+            while not (port_open(port) and answers_http(port)):
+                if process.poll() is not None:
+                    raise InstanceError(f"instance {name} exited at start (code {process.returncode}): {tail(logfile)}")
+                if time.monotonic() > deadline:
+                    self._terminate(process.pid, process)
+                    raise InstanceError(f"instance {name} did not listen within {START_TIMEOUT:.0f} s: {tail(logfile)}")
+                time.sleep(0.05)
+            self.processes[name] = process
+            self.records[name] = {
+                **spec,
+                "port": port,
+                "pid": process.pid,
+                "spec_hash": spec_hash,
+                "started": time.time(),
+            }
+            self._save()
+            log.info("started instance %s version %s on port %s (pid %s)", name, spec["version"], port, process.pid)
+            return self.public(name), True
+
+    def get(self, name: str) -> dict:
+        if name not in self.records:
+            raise InstanceError(f"no instance named {name}", 404)
+        return self.public(name)
+
+    def health(self, name: str, path: str = "/") -> dict:
+        record = self.records.get(name)
+        if record is None:
+            raise InstanceError(f"no instance named {name}", 404)
+        if not path.startswith("/"):
+            raise InstanceError("the health path must start with /", 400)
+        if not self.alive(name):
+            return {"ok": False, "status": None, "detail": "the instance process has exited"}
+        url = f"http://127.0.0.1:{record['port']}{path}"
+        try:
+            with urllib.request.urlopen(url, timeout=5) as response:
+                status = response.status
+        except urllib.error.HTTPError as exc:
+            status = exc.code
+        except (urllib.error.URLError, OSError) as exc:
+            return {"ok": False, "status": None, "detail": f"no answer: {exc}"}
+        return {"ok": status < 500, "status": status, "detail": f"GET {path} answered {status}"}
+
+    def delete(self, name: str) -> None:
+        with self._lock_for(self._name_locks, name):
+            if name in self.records:
+                self._stop(name)
+                self._save()
+
+    def _stop(self, name: str) -> None:
+        record = self.records.pop(name)
+        process = self.processes.pop(name, None)
+        self._terminate(record["pid"], process)
+        log.info("stopped instance %s (pid %s)", name, record["pid"])
+
+    @staticmethod
+    def _terminate(pid: int, process: subprocess.Popen | None) -> None:
+        """SIGTERM, then SIGKILL after STOP_TIMEOUT seconds."""
+
+        def gone() -> bool:
+            return process.poll() is not None if process is not None else not pid_alive(pid)
+
+        if gone():
+            return
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            return
+        deadline = time.monotonic() + STOP_TIMEOUT
+        resignal = time.monotonic() + 1
+        while not gone():
+            if time.monotonic() > resignal:
+                # gunicorn can fork a worker just after its master took SIGTERM; that worker
+                # never hears of it and the master waits out its graceful timeout. Tell the
+                # workers directly (they finish their current request, then exit).
+                for child in children(pid):
+                    try:
+                        os.kill(child, signal.SIGTERM)
+                    except ProcessLookupError:
+                        pass
+                resignal = time.monotonic() + 1
+            if time.monotonic() > deadline:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                if process is not None:
+                    process.wait(5)
+                return
+            time.sleep(0.05)

@@ -1,0 +1,250 @@
+"""The node agent: an HTTP daemon the control plane drives with signed requests.
+
+``python -m conpaas_agent /path/node.json`` (with ``images/`` on ``sys.path``). State lives in
+``<home>/state.json``, so a restarted agent re-adopts running instances and HAProxy.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import signal
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlsplit
+
+from . import haproxy, instances, signing
+
+log = logging.getLogger("conpaas_agent")
+
+MAX_BODY = 1024 * 1024
+ROLES = {"proxy", "backend"}
+
+
+class AgentError(Exception):
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def load_config(path: str) -> dict:
+    with open(path) as fh:
+        config = json.load(fh)
+    for field in ("name", "secret", "roles", "agent_bind", "home"):
+        if field not in config:
+            raise SystemExit(f"{path}: missing field {field!r}")
+    if not isinstance(config["roles"], list) or not set(config["roles"]) <= ROLES:
+        raise SystemExit(f"{path}: roles must be a list drawn from {sorted(ROLES)}")
+    if "proxy" in config["roles"] and "http_bind" not in config:
+        raise SystemExit(f"{path}: a proxy node needs http_bind")
+    config["home"] = os.path.abspath(config["home"])
+    return config
+
+
+def split_bind(bind: str) -> tuple[str, int]:
+    host, _, port = bind.rpartition(":")
+    return host.strip("[]") or "0.0.0.0", int(port)
+
+
+class Agent:
+    def __init__(self, config: dict):
+        self.config = config
+        self.name = config["name"]
+        self.roles = list(config["roles"])
+        self.home = config["home"]
+        self.state_path = os.path.join(self.home, "state.json")
+        self._state_lock = threading.Lock()
+        state = self._load_state()
+        self.instances = (
+            instances.Instances(self.home, state.get("instances"), self.save_state) if "backend" in self.roles else None
+        )
+        self.proxy = (
+            haproxy.Proxy(self.home, config["http_bind"], state.get("proxy"), self.save_state)
+            if "proxy" in self.roles
+            else None
+        )
+
+    def _load_state(self) -> dict:
+        try:
+            with open(self.state_path) as fh:
+                return json.load(fh)
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError) as exc:
+            log.warning("ignoring unreadable %s: %s", self.state_path, exc)
+            return {}
+
+    def save_state(self) -> None:
+        with self._state_lock:
+            state = {
+                "name": self.name,
+                "instances": self.instances.state() if self.instances else {},
+                "proxy": self.proxy.state() if self.proxy else None,
+            }
+            tmp = f"{self.state_path}.tmp"
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as fh:
+                json.dump(state, fh, indent=1, sort_keys=True)
+            os.replace(tmp, self.state_path)
+
+    def start(self) -> None:
+        if self.proxy:
+            try:
+                self.proxy.start()
+            except haproxy.HAProxyError as exc:  # the next PUT /v1/proxy tries again
+                log.error("HAProxy is not running: %s", exc)
+        self.save_state()
+
+    # routes
+    def need(self, role: str):
+        component = self.instances if role == "backend" else self.proxy
+        if component is None:
+            raise AgentError(404, f"node {self.name} has no {role} role")
+        return component
+
+    def handle(self, method: str, path: str, query: dict, body: object) -> tuple[int, object]:
+        if path == "/v1/status" and method == "GET":
+            return 200, {
+                "name": self.name,
+                "roles": self.roles,
+                "instances": self.instances.all() if self.instances else {},
+                "proxy": self.proxy.status() if self.proxy else None,
+            }
+        match = re.fullmatch(r"/v1/instances/([^/]+)", path)
+        if match:
+            manager = self.need("backend")
+            name = match.group(1)
+            if method == "PUT":
+                instance, _created = manager.put(name, body)
+                return 200, instance
+            if method == "GET":
+                instance = manager.get(name)
+                instance["health"] = manager.health(name, query.get("path", ["/"])[0])
+                return 200, instance
+            if method == "DELETE":
+                manager.delete(name)
+                return 204, None
+            raise AgentError(405, f"{method} is not allowed on {path}")
+        if path == "/v1/proxy":
+            proxy = self.need("proxy")
+            if method == "GET":
+                return 200, proxy.status()
+            if method == "PUT":
+                try:
+                    routing = haproxy.validate_routing(body)
+                except haproxy.InvalidRouting as exc:
+                    raise AgentError(400, str(exc)) from exc
+                return 200, proxy.apply(routing)
+            raise AgentError(405, f"{method} is not allowed on {path}")
+        if path == "/v1/proxy/reload":
+            proxy = self.need("proxy")
+            if method == "POST":
+                proxy.reload()
+                return 200, proxy.status()
+            raise AgentError(405, f"{method} is not allowed on {path}")
+        raise AgentError(404, f"no such resource: {path}")
+
+
+class Handler(BaseHTTPRequestHandler):
+    server_version = "conpaas-agent/1"
+    protocol_version = "HTTP/1.1"
+    agent: Agent  # set on the subclass made by serve()
+
+    def _dispatch(self) -> None:
+        started = time.monotonic()
+        status = 500
+        try:
+            length = int(self.headers.get("Content-Length") or 0)
+            if length < 0 or length > MAX_BODY:
+                self.close_connection = True
+                raise AgentError(400, "the request body is too large")
+            raw = self.rfile.read(length) if length else b""
+            if not signing.verify(
+                self.agent.config["secret"],
+                self.command,
+                self.path,
+                self.headers.get(signing.TIMESTAMP_HEADER),
+                self.headers.get(signing.SIGNATURE_HEADER),
+                raw,
+            ):
+                raise AgentError(401, "missing or invalid request signature")
+            body = None
+            if raw:
+                try:
+                    body = json.loads(raw)
+                except ValueError as exc:
+                    raise AgentError(400, f"the body is not valid JSON: {exc}") from exc
+            url = urlsplit(self.path)
+            status, payload = self.agent.handle(self.command, url.path, parse_qs(url.query), body)
+        except AgentError as exc:
+            status, payload = exc.status, {"error": exc.message}
+        except instances.InstanceError as exc:
+            status, payload = exc.status, {"error": str(exc)}
+        except haproxy.HAProxyError as exc:
+            log.error("%s %s: %s", self.command, self.path, exc)
+            status, payload = 422, {"error": str(exc)}
+        except Exception as exc:  # one JSON answer, never a traceback on the wire
+            log.exception("%s %s failed", self.command, self.path)
+            status, payload = 500, {"error": f"internal agent error: {exc.__class__.__name__}"}
+        data = b"" if payload is None else json.dumps(payload).encode()
+        self.send_response(status)
+        if data:
+            self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        if data and self.command != "HEAD":
+            self.wfile.write(data)
+        log.info("%s %s -> %s (%.0f ms)", self.command, self.path, status, (time.monotonic() - started) * 1000)
+
+    do_GET = do_PUT = do_POST = do_DELETE = _dispatch
+
+    def log_message(self, format: str, *args) -> None:  # noqa: A002 - the base class's name
+        log.debug("%s %s", self.address_string(), format % args)
+
+
+class Server(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+
+def serve(config: dict) -> None:
+    os.makedirs(config["home"], mode=0o700, exist_ok=True)
+    # The local cloud driver reads this pid: it is also the node's process group (boot.sh runs
+    # as a session leader and execs the agent).
+    with open(os.path.join(config["home"], "agent.pid"), "w") as fh:
+        fh.write(f"{os.getpid()}\n")
+    logging.basicConfig(
+        filename=os.path.join(config["home"], "agent.log"),
+        level=logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    agent = Agent(config)
+    agent.start()
+    handler = type("BoundHandler", (Handler,), {"agent": agent})
+    server = Server(split_bind(config["agent_bind"]), handler)
+
+    def stop(signum, frame):
+        # Only the agent stops: HAProxy and the instances keep serving.
+        log.info("signal %s: agent stopping", signum)
+        threading.Thread(target=server.shutdown, daemon=True).start()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    log.info("agent %s (roles %s) listening on %s", agent.name, ",".join(agent.roles), config["agent_bind"])
+    try:
+        server.serve_forever(poll_interval=0.2)
+    finally:
+        server.server_close()
+        log.info("agent stopped")
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) != 1:
+        raise SystemExit("usage: python -m conpaas_agent /path/node.json")
+    serve(load_config(argv[0]))

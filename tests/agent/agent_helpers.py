@@ -1,0 +1,278 @@
+"""Helpers for the node agent tests (imported by conftest.py and the test modules)."""
+
+import base64
+import hashlib
+import http.client
+import http.server
+import io
+import json
+import os
+import pathlib
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import zipfile
+
+REPO = pathlib.Path(__file__).resolve().parents[2]
+IMAGES = REPO / "images"
+if str(IMAGES) not in sys.path:
+    sys.path.insert(0, str(IMAGES))
+
+from conpaas_agent import signing  # noqa: E402
+
+HAPROXY = shutil.which("haproxy") or "/usr/sbin/haproxy"
+SECRET = "test-secret-" + "ab" * 16
+
+WSGI_APP = """\
+import os
+import time
+from urllib.parse import parse_qs
+
+
+def application(environ, start_response):
+    path = environ.get("PATH_INFO", "/")
+    query = parse_qs(environ.get("QUERY_STRING", ""))
+    if path == "/slow":
+        time.sleep(float(query.get("s", ["1"])[0]))
+    if path == "/env":
+        body = os.environ.get(query["name"][0], "-")
+    else:
+        body = os.environ["CONPAAS_VERSION"]
+    data = (body + "\\n").encode()
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(data)))])
+    return [data]
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_until(condition, timeout: float = 15.0, interval: float = 0.05, message: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {message}")
+        time.sleep(interval)
+
+
+def make_zip(files: dict[str, bytes | str]) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for name, content in files.items():
+            zf.writestr(name, content)
+    return buf.getvalue()
+
+
+def app_zip(extra: dict | None = None) -> bytes:
+    return make_zip({"wsgi.py": WSGI_APP, **(extra or {})})
+
+
+def make_wheel(name: str, version: str, modules: dict[str, str]) -> tuple[str, bytes]:
+    """A minimal pure-python wheel, so pip installs it with no network and no build step."""
+    dist = f"{name}-{version}.dist-info"
+    files = {path: content.encode() for path, content in modules.items()}
+    files[f"{dist}/METADATA"] = f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n".encode()
+    files[f"{dist}/WHEEL"] = b"Wheel-Version: 1.0\nGenerator: conpaas-tests\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
+    record = []
+    for path, content in files.items():
+        digest = base64.urlsafe_b64encode(hashlib.sha256(content).digest()).rstrip(b"=").decode()
+        record.append(f"{path},sha256={digest},{len(content)}")
+    record.append(f"{dist}/RECORD,,")
+    files[f"{dist}/RECORD"] = ("\n".join(record) + "\n").encode()
+    return f"{name}-{version}-py3-none-any.whl", make_zip(files)
+
+
+class ArchiveServer:
+    """A tiny http.server serving archives from a directory, addressed by file name."""
+
+    def __init__(self, root: pathlib.Path):
+        self.root = root
+        handler = type(
+            "Quiet",
+            (http.server.SimpleHTTPRequestHandler,),
+            {"log_message": lambda *a: None, "__init__": _directory_init(str(root))},
+        )
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    def add(self, name: str, data: bytes) -> tuple[str, str]:
+        (self.root / name).write_bytes(data)
+        return f"http://127.0.0.1:{self.httpd.server_port}/{name}", hashlib.sha256(data).hexdigest()
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def _directory_init(directory):
+    def __init__(self, *args, **kwargs):
+        http.server.SimpleHTTPRequestHandler.__init__(self, *args, directory=directory, **kwargs)
+
+    return __init__
+
+
+def group_members(pgid: int) -> list[int]:
+    """Live (non-zombie) processes of a process group."""
+    members = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as fh:
+                fields = fh.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        state, pgrp = fields[0], int(fields[2])
+        if pgrp == pgid and state != "Z":
+            members.append(int(entry))
+    return members
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+class Response:
+    def __init__(self, status, headers, body):
+        self.status = status
+        self.headers = headers
+        self.body = body
+
+    def json(self):
+        return json.loads(self.body) if self.body else None
+
+    def header(self, name):
+        return self.headers.get(name)
+
+    def headers_all(self, name):
+        return self.headers.get_all(name) or []
+
+
+def http_request(port, method, path, body=b"", headers=None, timeout=30) -> Response:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        conn.request(method, path, body=body, headers=headers or {})
+        resp = conn.getresponse()
+        return Response(resp.status, resp.msg, resp.read())
+    finally:
+        conn.close()
+
+
+class AgentProcess:
+    """One agent process in its own process group (as the local cloud driver runs it)."""
+
+    def __init__(self, home: pathlib.Path, roles, extra_env=None):
+        self.home = home
+        self.port = free_port()
+        self.http_port = free_port()
+        self.config_path = home / "node.json"
+        self.config = {
+            "name": "n-test",
+            "secret": SECRET,
+            "roles": roles,
+            "agent_bind": f"127.0.0.1:{self.port}",
+            "http_bind": f"127.0.0.1:{self.http_port}",
+            "home": str(home),
+        }
+        home.mkdir(parents=True, exist_ok=True)
+        self.config_path.write_text(json.dumps(self.config))
+        self.config_path.chmod(0o600)
+        self.extra_env = extra_env or {}
+        self.process = None
+        self.pgid = None
+
+    def start(self):
+        env = {**os.environ, "PYTHONPATH": str(IMAGES), "CONPAAS_HAPROXY": HAPROXY, **self.extra_env}
+        log = open(self.home / "agent.stderr", "ab")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "conpaas_agent", str(self.config_path)],
+            env=env,
+            stdout=log,
+            stderr=log,
+            process_group=self.pgid or 0,  # a restart joins the node's existing group
+        )
+        log.close()
+        if self.pgid is None:
+            self.pgid = self.process.pid
+
+        def up():
+            if self.process.poll() is not None:
+                raise AssertionError(f"agent exited: {(self.home / 'agent.stderr').read_text()[-2000:]}")
+            try:
+                return self.call("GET", "/v1/status").status == 200
+            except OSError:
+                return False
+
+        wait_until(up, 20, message="the agent to answer")
+        return self
+
+    def stop_agent_only(self):
+        """SIGTERM the agent process alone; HAProxy and instances keep running."""
+        self.process.send_signal(signal.SIGTERM)
+        self.process.wait(15)
+
+    def destroy(self):
+        """Kill the whole node (agent, HAProxy, instances), as the local driver does."""
+        if self.pgid is None:
+            return
+        try:
+            os.killpg(self.pgid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+        deadline = time.monotonic() + 15
+        while group_members(self.pgid) and time.monotonic() < deadline:
+            if self.process.poll() is None:
+                pass
+            time.sleep(0.05)
+        if group_members(self.pgid):
+            try:
+                os.killpg(self.pgid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        if self.process.poll() is None:
+            self.process.wait(5)
+
+    def call(self, method, path, body=None, secret=SECRET, timestamp=None, raw=None, headers=None) -> Response:
+        data = raw if raw is not None else (b"" if body is None else json.dumps(body).encode())
+        if secret is None:
+            signed = {}
+        elif timestamp is None:
+            signed = signing.signed_headers(secret, method, path, data)
+        else:
+            signed = {
+                signing.TIMESTAMP_HEADER: str(timestamp),
+                signing.SIGNATURE_HEADER: signing.sign(secret, method, path, timestamp, data),
+            }
+        all_headers = {"Content-Type": "application/json", **signed, **(headers or {})}
+        return http_request(self.port, method, path, data, all_headers, timeout=120)
+
+    def web(self, path="/", headers=None) -> Response:
+        """A request to the node's HAProxy frontend."""
+        return http_request(self.http_port, "GET", path, headers=headers)
+
+
+def instance_body(url, sha, label, version=None, env=None):
+    return {
+        "version": version or label,
+        "label": label,
+        "runtime": "python",
+        "entry_point": "",
+        "archive_url": url,
+        "archive_sha256": sha,
+        "env": env or {},
+    }

@@ -1,0 +1,40 @@
+"""Fixtures for the node agent tests: real agent processes, real HAProxy, real gunicorn.
+
+No Django here: the agent lives in ``images/`` and is imported from there; the helpers live in
+``agent_helpers.py`` next to this file.
+"""
+
+import pathlib
+import sys
+
+import pytest
+
+HERE = pathlib.Path(__file__).resolve().parent
+repo = HERE.parents[1]
+sys.path.insert(0, str(repo / "images"))
+sys.path.insert(0, str(HERE))
+
+from agent_helpers import AgentProcess, ArchiveServer  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def archives(tmp_path_factory):
+    """A tiny HTTP server the agents download archives from."""
+    server = ArchiveServer(tmp_path_factory.mktemp("archives"))
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def start_agent(tmp_path):
+    """Factory: start_agent(roles=[...]) -> AgentProcess; every node is destroyed afterwards."""
+    started = []
+
+    def start(roles=("proxy", "backend"), name="node", extra_env=None):
+        agent = AgentProcess(tmp_path / name, list(roles), extra_env)
+        started.append(agent)
+        return agent.start()
+
+    yield start
+    for agent in started:
+        agent.destroy()

@@ -1,0 +1,221 @@
+import io
+import os
+import tarfile
+import zipfile
+
+import pytest
+from agent_helpers import app_zip, instance_body, make_wheel, make_zip, pid_alive
+from conpaas_agent import instances
+
+# --- units: unpacking and the WSGI application -------------------------------------------
+
+
+def write(path, data):
+    path.write_bytes(data)
+    return str(path)
+
+
+def test_it_refuses_zip_members_that_escape(tmp_path):
+    for name in ("../evil.py", "/etc/evil.py", "a/../../evil.py"):
+        archive = write(tmp_path / "a.zip", make_zip({name: "x"}))
+        with pytest.raises(instances.InstanceError, match="unsafe path"):
+            instances.unpack(archive, str(tmp_path / "out"))
+    assert not (tmp_path / "evil.py").exists()
+
+
+def test_it_refuses_zip_symlinks(tmp_path):
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        info = zipfile.ZipInfo("link")
+        info.external_attr = 0o120777 << 16
+        zf.writestr(info, "/etc/passwd")
+    archive = write(tmp_path / "a.zip", buf.getvalue())
+    with pytest.raises(instances.InstanceError, match="symbolic link"):
+        instances.unpack(archive, str(tmp_path / "out"))
+
+
+def tar_bytes(members):
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tf:
+        for info, data in members:
+            tf.addfile(info, io.BytesIO(data) if data is not None else None)
+    return buf.getvalue()
+
+
+def test_it_unpacks_a_tar_gz(tmp_path):
+    info = tarfile.TarInfo("app/wsgi.py")
+    data = b"application = None\n"
+    info.size = len(data)
+    archive = write(tmp_path / "a.tgz", tar_bytes([(info, data)]))
+    instances.unpack(archive, str(tmp_path / "out"))
+    assert (tmp_path / "out" / "app" / "wsgi.py").read_bytes() == data
+    # A single top-level directory is the application root.
+    assert instances.app_root(str(tmp_path / "out")) == str(tmp_path / "out" / "app")
+
+
+def test_it_refuses_tar_links_and_escapes(tmp_path):
+    link = tarfile.TarInfo("link")
+    link.type = tarfile.SYMTYPE
+    link.linkname = "/etc/passwd"
+    archive = write(tmp_path / "a.tgz", tar_bytes([(link, None)]))
+    with pytest.raises(instances.InstanceError, match="link"):
+        instances.unpack(archive, str(tmp_path / "out"))
+    evil = tarfile.TarInfo("../evil")
+    evil.size = 1
+    archive = write(tmp_path / "b.tgz", tar_bytes([(evil, b"x")]))
+    with pytest.raises(instances.InstanceError, match="unsafe path"):
+        instances.unpack(archive, str(tmp_path / "out"))
+
+
+def test_it_refuses_what_is_no_archive(tmp_path):
+    archive = write(tmp_path / "a.bin", b"not an archive at all")
+    with pytest.raises(instances.InstanceError, match="neither a zip nor a tar"):
+        instances.unpack(archive, str(tmp_path / "out"))
+
+
+@pytest.mark.parametrize(
+    "procfile, spec",
+    [
+        ("web: gunicorn app:application\n", "app:application"),
+        ("web: gunicorn -w 4 --bind 0.0.0.0:$PORT mysite.wsgi:app\n", "mysite.wsgi:app"),
+        ("release: ./migrate\nweb: hello.main:make_app()\n", "hello.main:make_app()"),
+        ("web: site.wsgi\n", "site.wsgi"),
+    ],
+)
+def test_it_reads_the_wsgi_application_from_the_procfile(tmp_path, procfile, spec):
+    (tmp_path / "Procfile").write_text(procfile)
+    assert instances.wsgi_spec(str(tmp_path)) == spec
+
+
+def test_it_never_takes_shell_text_from_the_procfile(tmp_path):
+    (tmp_path / "Procfile").write_text("web: rm -rf / ; echo $(id)\n")
+    with pytest.raises(instances.InstanceError, match="names no WSGI application"):
+        instances.wsgi_spec(str(tmp_path))
+
+
+def test_it_defaults_to_wsgi_py(tmp_path):
+    (tmp_path / "wsgi.py").write_text("application = None\n")
+    assert instances.wsgi_spec(str(tmp_path)) == "wsgi:application"
+    os.remove(tmp_path / "wsgi.py")
+    with pytest.raises(instances.InstanceError, match="neither a wsgi.py"):
+        instances.wsgi_spec(str(tmp_path))
+
+
+def test_it_keeps_secrets_out_of_the_instance_environment(monkeypatch):
+    monkeypatch.setenv("CONPAAS_SECRET_KEY", "x")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "x")
+    monkeypatch.setenv("DATABASE_URL", "postgres://u:p@h/d")
+    monkeypatch.setenv("LANG", "C.UTF-8")
+    env = instances.instance_environ({"PORT": "1"})
+    assert "CONPAAS_SECRET_KEY" not in env and "AWS_SECRET_ACCESS_KEY" not in env and "DATABASE_URL" not in env
+    assert env["LANG"] == "C.UTF-8" and env["PORT"] == "1"
+
+
+# --- end to end: a real agent running real gunicorn ----------------------------------------
+
+
+def get(port, path="/"):
+    from agent_helpers import http_request
+
+    return http_request(port, "GET", path)
+
+
+@pytest.mark.integration
+def test_it_runs_an_instance_and_stops_it(start_agent, archives):
+    agent = start_agent(roles=["backend"])
+    url, sha = archives.add("lifecycle-v1.zip", app_zip())
+    body = instance_body(url, sha, "v1", version="12", env={"GREETING": "hi"})
+    resp = agent.call("PUT", "/v1/instances/i1", body)
+    assert resp.status == 200, resp.body
+    inst = resp.json()
+    assert inst["state"] == "running" and inst["version"] == "12"
+    port, pid = inst["port"], inst["pid"]
+    assert get(port).body == b"v1\n"
+    assert get(port, "/env?name=GREETING").body == b"hi\n"
+    assert get(port, "/env?name=PORT").body == f"{port}\n".encode()
+
+    # The same body again: the same running instance.
+    again = agent.call("PUT", "/v1/instances/i1", body).json()
+    assert (again["pid"], again["port"]) == (pid, port)
+
+    # A second instance of the same version shares the staged code (one download).
+    second = agent.call("PUT", "/v1/instances/i2", body).json()
+    assert second["port"] != port
+    assert len(os.listdir(agent.home / "versions")) == 1
+
+    shown = agent.call("GET", "/v1/instances/i1").json()
+    assert shown["health"] == {"ok": True, "status": 200, "detail": "GET / answered 200"}
+    status = agent.call("GET", "/v1/status").json()
+    assert set(status["instances"]) == {"i1", "i2"} and status["proxy"] is None
+
+    # The control plane's entry_point names the WSGI application when it is given.
+    named = agent.call("PUT", "/v1/instances/i3", {**body, "entry_point": "wsgi:application"})
+    assert named.status == 200, named.body
+    assert agent.call("PUT", "/v1/instances/i4", {**body, "entry_point": "x; rm -rf /"}).status == 400
+    assert agent.call("DELETE", "/v1/instances/i3").status == 204
+
+    # Another body restarts it.
+    changed = agent.call("PUT", "/v1/instances/i1", {**body, "env": {"GREETING": "ho"}}).json()
+    assert changed["pid"] != pid
+    assert get(changed["port"], "/env?name=GREETING").body == b"ho\n"
+    assert not pid_alive(pid)
+
+    assert agent.call("DELETE", "/v1/instances/i1").status == 204
+    assert not pid_alive(changed["pid"])
+    assert agent.call("DELETE", "/v1/instances/i1").status == 204
+    assert agent.call("GET", "/v1/instances/i1").status == 404
+
+
+@pytest.mark.integration
+def test_it_answers_422_when_the_work_fails(start_agent, archives):
+    agent = start_agent(roles=["backend"])
+    url, sha = archives.add("mismatch.zip", app_zip())
+    resp = agent.call("PUT", "/v1/instances/bad", instance_body(url, "0" * 64, "v1"))
+    assert resp.status == 422
+    assert "sha256 mismatch" in resp.json()["error"]
+
+    url, sha = archives.add("crash.zip", make_zip({"wsgi.py": "import no_such_module_at_all\n"}))
+    resp = agent.call("PUT", "/v1/instances/crash", instance_body(url, sha, "v1"))
+    assert resp.status == 422
+    assert "exited at start" in resp.json()["error"]
+    assert "no_such_module_at_all" in resp.json()["error"]  # the log tail
+
+    url, sha = archives.add("escape.zip", make_zip({"../x.py": "x"}))
+    resp = agent.call("PUT", "/v1/instances/esc", instance_body(url, sha, "v1"))
+    assert resp.status == 422 and "unsafe path" in resp.json()["error"]
+
+    resp = agent.call("PUT", "/v1/instances/x", {"version": "1"})
+    assert resp.status == 400
+    resp = agent.call("PUT", "/v1/instances/x", raw=b"{not json")
+    assert resp.status == 400
+    assert agent.call("GET", "/v1/proxy").status == 404  # no proxy role on this node
+
+
+@pytest.mark.integration
+def test_it_installs_requirements_into_a_version_virtualenv(start_agent, archives):
+    wheel_name, wheel = make_wheel("hello", "0.1", {"hello.py": "GREETING = 'hello from a wheel'\n"})
+    app = make_zip(
+        {
+            "wsgi.py": (
+                "import hello\n"
+                "def application(environ, start_response):\n"
+                "    data = hello.GREETING.encode()\n"
+                "    start_response('200 OK', [('Content-Length', str(len(data)))])\n"
+                "    return [data]\n"
+            ),
+            "requirements.txt": f"./vendor/{wheel_name}\n",
+            f"vendor/{wheel_name}": wheel,
+        }
+    )
+    url, sha = archives.add("requirements.zip", app)
+    agent = start_agent(roles=["backend"], extra_env={"PIP_NO_INDEX": "1"})
+    resp = agent.call("PUT", "/v1/instances/req", instance_body(url, sha, "v1"))
+    assert resp.status == 200, resp.body
+    assert get(resp.json()["port"]).body == b"hello from a wheel"
+    assert (agent.home / "versions" / sha / "venv" / "bin" / "python").exists()
+
+    broken = make_zip({"wsgi.py": "application = None\n", "requirements.txt": "./vendor/missing.whl\n"})
+    url, sha = archives.add("requirements-broken.zip", broken)
+    resp = agent.call("PUT", "/v1/instances/req2", instance_body(url, sha, "v1"))
+    assert resp.status == 422
+    assert "requirements.txt failed" in resp.json()["error"]

@@ -1,0 +1,260 @@
+import json
+import re
+import subprocess
+import threading
+
+import pytest
+from agent_helpers import HAPROXY, app_zip, instance_body, wait_until
+from conpaas_agent import haproxy
+
+# --- units: rendering and validation -----------------------------------------------------
+
+
+def test_it_renders_a_config_haproxy_accepts(tmp_path):
+    paths = haproxy.Paths(str(tmp_path))
+    for name in ("keys.map", "envs.map"):
+        (tmp_path / name).write_text("")
+    config = haproxy.render_config(
+        paths, "127.0.0.1:8080", 8, {"slot1": [{"name": "i1", "address": "127.0.0.1", "port": 4000}]}, "/health?x=1"
+    )
+    (tmp_path / "haproxy.cfg").write_text(config)
+    result = subprocess.run([HAPROXY, "-c", "-f", str(tmp_path / "haproxy.cfg")], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert "backend slot7" in config and "backend slot8" not in config
+    assert "server i1 127.0.0.1:4000 check inter 1s fall 2 rise 1" in config
+    assert "option httpchk GET /health?x=1" in config
+
+
+def test_it_renders_sorted_maps():
+    assert haproxy.render_map({"production": "slot1", "development": "slot0"}) == (
+        "development slot0\nproduction slot1\n"
+    )
+
+
+@pytest.mark.parametrize(
+    "body, message",
+    [
+        ({"routes": {"production": "9"}}, "not in backends"),
+        ({"backends": {"1": [{"name": "a b", "address": "127.0.0.1", "port": 1}]}}, "server name"),
+        ({"backends": {"1": [{"name": "a", "address": "127.0.0.1", "port": 0}]}}, "invalid port"),
+        ({"backends": {"1": [{"name": "a", "address": "1.2.3.4 backup", "port": 1}]}}, "invalid address"),
+        ({"preview_keys": {"bad key": "development"}}, "preview key"),
+        ({"preview_keys": {"k": "dev\nx"}}, "environment name"),
+        ({"health_path": "/ x"}, "health_path"),
+        ({"drain_timeout": -1}, "drain_timeout"),
+        ({"surprise": 1}, "unknown field"),
+    ],
+)
+def test_it_refuses_malformed_routing(body, message):
+    with pytest.raises(haproxy.InvalidRouting, match=message):
+        haproxy.validate_routing(body)
+
+
+def test_it_parses_servers_state():
+    text = "1\n# be_id be_name srv_id srv_name srv_addr srv_op_state\n4 slot0 1 i1 127.0.0.1 2\n"
+    assert haproxy.parse_servers_state(text)[("slot0", "i1")]["srv_addr"] == "127.0.0.1"
+
+
+# --- end to end: a real agent, real HAProxy, real gunicorn --------------------------------
+
+
+def runtime(agent):
+    return haproxy.RuntimeAPI(str(agent.home / "haproxy" / "admin.sock"))
+
+
+def map_version(agent, name):
+    listing = runtime(agent).execute("show map")
+    line = next(line for line in listing.splitlines() if f"/{name})" in line)
+    return int(re.search(r"curr_ver=(\d+)", line).group(1))
+
+
+def start_versions(agent, archives, labels=("v1", "v2")):
+    """One instance per label, each from its own archive; returns {label: port}."""
+    ports = {}
+    for label in labels:
+        url, sha = archives.add(f"proxy-{label}.zip", app_zip({"VERSION": label}))
+        resp = agent.call("PUT", f"/v1/instances/i-{label}", instance_body(url, sha, label))
+        assert resp.status == 200, resp.body
+        ports[label] = resp.json()["port"]
+    return ports
+
+
+def routing(ports, routes, preview_keys=None, drain_timeout=10):
+    return {
+        "health_path": "/",
+        "backends": {
+            label[1:]: [{"name": f"n-test-i{label[1:]}", "address": "127.0.0.1", "port": port}]
+            for label, port in ports.items()
+        },
+        "routes": routes,
+        "preview_keys": preview_keys or {},
+        "drain_timeout": drain_timeout,
+    }
+
+
+def served(agent, path="/", headers=None):
+    resp = agent.web(path, headers)
+    assert resp.status == 200, (resp.status, resp.body)
+    return resp.body.decode().strip()
+
+
+@pytest.mark.integration
+def test_it_routes_by_preview_key_and_swaps_atomically(start_agent, archives):
+    agent = start_agent()
+    no_version = agent.web("/")
+    assert no_version.status == 503 and b"No code version" in no_version.body
+
+    ports = start_versions(agent, archives)
+    desired = routing(ports, {"production": "1", "development": "2"}, {"k-dev": "development"})
+    resp = agent.call("PUT", "/v1/proxy", desired)
+    assert resp.status == 200, resp.body
+    status = resp.json()
+    assert status["routes"] == {"production": "1", "development": "2"}
+    # The control plane's health gate reads exactly these values.
+    server = status["backends"]["1"]["servers"]["n-test-i1"]
+    assert (server["status"], server["check"], server["check_code"]) == ("UP", "L7OK", 200)
+    worker = runtime(agent).worker_pid()
+
+    # No key: production, and nothing says which environment served it.
+    plain = agent.web("/")
+    assert plain.body == b"v1\n" and plain.header("X-Conpaas-Env") is None
+    assert plain.headers_all("Set-Cookie") == []
+    # Header.
+    preview = agent.web("/", {"X-Conpaas-Env": "k-dev"})
+    assert preview.body == b"v2\n" and preview.header("X-Conpaas-Env") == "development"
+    # Query parameter: serves the preview and sets the cookie.
+    query = agent.web("/?conpaas-env=k-dev")
+    assert query.body == b"v2\n"
+    assert query.headers_all("Set-Cookie") == ["conpaas-env=k-dev; Path=/; HttpOnly; SameSite=Lax"]
+    # The next request carries only the cookie.
+    assert served(agent, "/", {"Cookie": "conpaas-env=k-dev"}) == "v2"
+    # Header beats cookie; an unknown key is production, like no key at all.
+    assert served(agent, "/", {"X-Conpaas-Env": "nope", "Cookie": "conpaas-env=k-dev"}) == "v1"
+    unknown = agent.web("/?conpaas-env=nope")
+    assert unknown.body == b"v1\n" and unknown.header("X-Conpaas-Env") is None
+    assert unknown.headers_all("Set-Cookie") == ["conpaas-env=nope; Path=/; HttpOnly; SameSite=Lax"]
+    # conpaas-env=production clears the cookie.
+    clear = agent.web("/?conpaas-env=production", {"Cookie": "conpaas-env=k-dev"})
+    assert clear.body == b"v1\n"
+    assert clear.headers_all("Set-Cookie") == ["conpaas-env=; Path=/; HttpOnly; SameSite=Lax; Max-Age=0"]
+    # Nothing can be injected into the cookie header.
+    injected = agent.web("/?conpaas-env=k%0d%0aSet-Cookie:%20x=1")
+    assert injected.headers_all("Set-Cookie") == []
+
+    # PUT the same routing again: nothing changes, no map commit, no reload.
+    envs_ver, keys_ver = map_version(agent, "envs.map"), map_version(agent, "keys.map")
+    assert agent.call("PUT", "/v1/proxy", desired).status == 200
+    assert (map_version(agent, "envs.map"), map_version(agent, "keys.map")) == (envs_ver, keys_ver)
+
+    # Swap under load: one commit on envs.map, none on keys.map, no reload, no failed request.
+    answers, stop = [], threading.Event()
+
+    def load():
+        while not stop.is_set():
+            resp = agent.web("/")
+            answers.append((resp.status, resp.body))
+
+    loader = threading.Thread(target=load)
+    loader.start()
+    try:
+        wait_until(lambda: len(answers) > 5, message="requests before the swap")
+        swapped = routing(ports, {"production": "2", "development": "1"}, {"k-dev": "development"})
+        assert agent.call("PUT", "/v1/proxy", swapped).json()["routes"] == {"production": "2", "development": "1"}
+        swapped_at = len(answers)
+        wait_until(lambda: len(answers) > swapped_at + 5, message="requests after the swap")
+    finally:
+        stop.set()
+        loader.join(10)
+    assert {status for status, _ in answers} == {200}
+    assert answers[swapped_at + 1 :] and {body for _, body in answers[swapped_at + 1 :]} == {b"v2\n"}
+    assert map_version(agent, "envs.map") == envs_ver + 1
+    assert map_version(agent, "keys.map") == keys_ver
+    assert served(agent) == "v2"
+    flipped = agent.web("/", {"X-Conpaas-Env": "k-dev"})
+    assert flipped.body == b"v1\n" and flipped.header("X-Conpaas-Env") == "development"
+    assert runtime(agent).worker_pid() == worker
+    # The files say the same as the runtime.
+    assert (agent.home / "haproxy" / "envs.map").read_text() == "development slot0\nproduction slot1\n"
+    assert (agent.home / "haproxy" / "keys.map").read_text() == "k-dev development\n"
+
+
+@pytest.mark.integration
+def test_it_drains_then_deletes_servers_nothing_routes_to(start_agent, archives):
+    agent = start_agent()
+    ports = start_versions(agent, archives)
+    desired = routing(ports, {"production": "1", "development": "2"}, {"k-dev": "development"})
+    assert agent.call("PUT", "/v1/proxy", desired).status == 200
+
+    # A request in flight on version 2 when it is retired.
+    slow = {}
+    thread = threading.Thread(target=lambda: slow.update(resp=agent.web("/slow?s=1.5", {"X-Conpaas-Env": "k-dev"})))
+    thread.start()
+    wait_until(lambda: runtime(agent).servers()[("slot1", "n-test-i2")]["scur"] == "1", message="the slow request")
+
+    retired = routing({"v1": ports["v1"]}, {"production": "1"}, {}, drain_timeout=10)
+    resp = agent.call("PUT", "/v1/proxy", retired)
+    assert resp.status == 200, resp.body
+    thread.join(10)
+    assert slow["resp"].status == 200 and slow["resp"].body == b"v2\n"
+    servers = runtime(agent).servers()
+    assert ("slot1", "n-test-i2") not in servers and ("slot0", "n-test-i1") in servers
+    assert set(resp.json()["backends"]) == {"1"}
+    state = json.loads((agent.home / "state.json").read_text())
+    assert state["proxy"]["slots"] == {"1": "slot0"}  # slot1 is free again
+    assert served(agent, "/", {"X-Conpaas-Env": "k-dev"}) == "v1"
+    assert "n-test-i2" not in (agent.home / "haproxy" / "haproxy.cfg").read_text()
+
+
+@pytest.mark.integration
+def test_it_comes_back_identical_after_a_reload_and_an_agent_restart(start_agent, archives):
+    agent = start_agent()
+    ports = start_versions(agent, archives)
+    desired = routing(ports, {"production": "1", "development": "2"}, {"k-dev": "development"})
+    before = agent.call("PUT", "/v1/proxy", desired).json()
+    api = runtime(agent)
+    worker = api.worker_pid()
+    servers_before = set(api.servers())
+
+    reloaded = agent.call("POST", "/v1/proxy/reload")
+    assert reloaded.status == 200, reloaded.body
+    assert api.worker_pid() != worker
+    assert set(api.servers()) == servers_before
+    assert api.show_map(str(agent.home / "haproxy" / "envs.map")) == {"production": "slot0", "development": "slot1"}
+    assert served(agent) == "v1" and served(agent, "/", {"X-Conpaas-Env": "k-dev"}) == "v2"
+    assert reloaded.json()["routes"] == before["routes"]
+    # The reloaded servers keep their health state (server-state file): still UP.
+    assert all(
+        s["status"].startswith("UP") for b in reloaded.json()["backends"].values() for s in b["servers"].values()
+    )
+
+    # The agent stops: HAProxy and the instances keep serving.
+    instances_before = agent.call("GET", "/v1/status").json()["instances"]
+    master = int((agent.home / "haproxy" / "haproxy.pid").read_text().split()[0])
+    worker = api.worker_pid()
+    agent.stop_agent_only()
+    assert served(agent) == "v1"
+    # A restarted agent re-adopts both.
+    agent.start()
+    status = agent.call("GET", "/v1/status").json()
+    assert status["instances"] == instances_before
+    assert int((agent.home / "haproxy" / "haproxy.pid").read_text().split()[0]) == master
+    assert agent.call("PUT", "/v1/proxy", desired).status == 200
+    assert api.worker_pid() == worker  # no reload
+    assert served(agent, "/", {"X-Conpaas-Env": "k-dev"}) == "v2"
+    # And still stops instances it did not start itself.
+    pid = status["instances"]["i-v2"]["pid"]
+    assert agent.call("DELETE", "/v1/instances/i-v2").status == 204
+    wait_until(lambda: not __import__("agent_helpers").pid_alive(pid), 25, message="the adopted instance to stop")
+
+
+@pytest.mark.integration
+def test_it_grows_the_slots_when_they_run_out(start_agent, archives):
+    agent = start_agent()
+    ports = start_versions(agent, archives, labels=("v1",))
+    backends = {str(n): [{"name": f"s{n}", "address": "127.0.0.1", "port": ports["v1"]}] for n in range(10)}
+    resp = agent.call("PUT", "/v1/proxy", {"backends": backends, "routes": {"production": "9"}})
+    assert resp.status == 200, resp.body
+    assert resp.json()["backends"]["9"]["slot"] == "slot9"
+    assert "backend slot15" in (agent.home / "haproxy" / "haproxy.cfg").read_text()
+    assert served(agent) == "v1"
+    assert len(runtime(agent).servers()) == 10

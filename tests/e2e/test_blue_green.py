@@ -1,0 +1,121 @@
+"""The blue-green core, end to end: real control plane, real nodes, real HAProxy, real gunicorn."""
+
+import pytest
+import requests
+
+from tests.apps import label_app
+from tests.harness import wait_for
+
+pytestmark = pytest.mark.integration
+
+
+def fetch(url: str, session=None, **kwargs) -> requests.Response:
+    return (session or requests).get(url, timeout=10, **kwargs)
+
+
+def environments(api, service_id) -> dict:
+    return {env["name"]: env for env in api.get(f"/api/v1/services/{service_id}/environments/").json()}
+
+
+@pytest.fixture
+def shop(control_plane):
+    """A python service with v1 in production and v2 in development."""
+    api = control_plane.client("alice")
+    service = api.create_service("shop")
+    sid = service["id"]
+    v1 = api.upload(sid, label_app("1"), "v1").json()
+    v2 = api.upload(sid, label_app("2"), "v2", filename="v2.zip").json()
+    assert api.deploy(sid, "production", v1["id"])["state"] == "succeeded"
+    assert api.deploy(sid, "development", v2["id"])["state"] == "succeeded"
+    yield api, api.get(f"/api/v1/services/{sid}/").json(), v1, v2
+    operation = api.delete(f"/api/v1/services/{sid}/").json()
+    api.wait_operation(operation)
+
+
+def test_it_routes_production_and_previews_by_header_parameter_and_cookie(shop):
+    api, service, v1, v2 = shop
+    url = service["url"]
+    key = environments(api, service["id"])["development"]["preview_key"]
+
+    production = fetch(url)
+    assert production.text == "v1\n"
+    assert "X-Conpaas-Env" not in production.headers
+
+    by_header = fetch(url, headers={"X-Conpaas-Env": key})
+    assert by_header.text == "v2\n"
+    assert by_header.headers["X-Conpaas-Env"] == "development"
+
+    browser = requests.Session()
+    by_parameter = fetch(f"{url}?conpaas-env={key}", browser)
+    assert by_parameter.text == "v2\n"
+    cookie = by_parameter.headers["Set-Cookie"]
+    assert cookie.startswith(f"conpaas-env={key};")
+    assert "Path=/" in cookie and "HttpOnly" in cookie and "SameSite=Lax" in cookie
+    assert fetch(url, browser).text == "v2\n", "the cookie set by the parameter keeps the browser in preview"
+
+    assert fetch(url, cookies={"conpaas-env": key}).text == "v2\n"
+
+    assert fetch(url, headers={"X-Conpaas-Env": "no-such-key"}).text == "v1\n"
+    unknown = fetch(url + "?conpaas-env=no-such-key")
+    assert unknown.text == "v1\n" and "X-Conpaas-Env" not in unknown.headers
+
+    leaving = fetch(url + "?conpaas-env=production", browser)
+    assert leaving.text == "v1\n"
+    assert "Max-Age=0" in leaving.headers["Set-Cookie"]
+    assert fetch(url, browser).text == "v1\n"
+
+    preview_url = environments(api, service["id"])["development"]["preview_url"]
+    assert fetch(preview_url).text == "v2\n"
+
+
+def test_it_swaps_atomically_and_swaps_back(shop):
+    api, service, v1, v2 = shop
+    url, sid = service["url"], service["id"]
+    key = environments(api, sid)["development"]["preview_key"]
+
+    swapped = api.post(f"/api/v1/services/{sid}/swap/", json={"environment": "development"})
+    assert swapped.status_code == 200, swapped.text
+    assert swapped.json() == {"production": v2["id"], "development": v1["id"]}
+    assert fetch(url).text == "v2\n"
+    assert fetch(url, headers={"X-Conpaas-Env": key}).text == "v1\n"
+
+    back = api.post(f"/api/v1/services/{sid}/swap/", json={})
+    assert back.status_code == 200, back.text
+    assert back.json() == {"production": v1["id"], "development": v2["id"]}
+    assert fetch(url).text == "v1\n"
+    assert fetch(url, headers={"X-Conpaas-Env": key}).text == "v2\n"
+
+    history = [event["message"] for event in api.get(f"/api/v1/services/{sid}/events/").json()]
+    assert any("production now serves v2" in message for message in history)
+
+
+def test_it_refuses_to_swap_in_an_unhealthy_version(shop):
+    api, service, v1, v2 = shop
+    url, sid = service["url"], service["id"]
+    key = environments(api, sid)["development"]["preview_key"]
+
+    assert fetch(url + "break", headers={"X-Conpaas-Env": key}).status_code == 500
+    # HAProxy's health checks take the instance out; the preview then has no server left.
+    wait_for(
+        lambda: fetch(url, headers={"X-Conpaas-Env": key}).status_code == 503,
+        timeout=20,
+        message="the router to mark v2 down",
+    )
+
+    refused = api.post(f"/api/v1/services/{sid}/swap/", json={"environment": "development"})
+    assert refused.status_code == 409
+    assert "v2 in development is not healthy" in refused.json()["detail"]
+    assert fetch(url).text == "v1\n"
+    envs = environments(api, sid)
+    assert envs["production"]["version"] == v1["id"] and envs["development"]["version"] == v2["id"]
+
+
+def test_it_keeps_serving_while_the_control_plane_is_down(shop, control_plane):
+    api, service, v1, v2 = shop
+    control_plane.stop()
+    try:
+        for _ in range(20):
+            assert fetch(service["url"]).text == "v1\n"
+    finally:
+        control_plane.start()
+    assert api.get(f"/api/v1/services/{service['id']}/").status_code == 200
