@@ -61,7 +61,7 @@ def proxy_statuses(service) -> list[tuple[object, dict]]:
     return statuses
 
 
-def health_problems(service, version) -> list[str]:
+def health_problems(service, version, statuses: list | None = None) -> list[str]:
     """Why `version` is not healthy on every proxy (an empty list: it is)."""
     instances = list(
         Instance.objects.filter(node__service=service, node__state=NodeState.RUNNING, version=version).select_related(
@@ -73,7 +73,7 @@ def health_problems(service, version) -> list[str]:
     problems = []
     if len(running) < backend_nodes or not running:
         problems.append(f"{version.label} runs on {len(running)} of {backend_nodes} backend node(s)")
-    for proxy, status in proxy_statuses(service):
+    for proxy, status in proxy_statuses(service) if statuses is None else statuses:
         servers = status.get("backends", {}).get(str(version.id), {}).get("servers", {})
         for instance in running:
             server = servers.get(instance.name)
@@ -100,3 +100,13 @@ def wait_healthy(service, version, timeout: float | None = None) -> None:
                 f"within {timeout} s: " + "; ".join(problems)
             )
         time.sleep(0.2)
+
+
+def environments_health(service) -> dict[str, list[str]]:
+    """For each environment with a version: why it is unhealthy (an empty list: healthy)."""
+    environments = Environment.objects.filter(service=service).exclude(version=None).select_related("version")
+    try:
+        statuses = proxy_statuses(service)
+    except OperationFailed as exc:
+        return {env.name: [str(exc)] for env in environments}
+    return {env.name: health_problems(service, env.version, statuses) for env in environments}

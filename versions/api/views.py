@@ -1,4 +1,3 @@
-from django.db import transaction
 from django.http import FileResponse, Http404
 from drf_spectacular.utils import extend_schema
 from rest_framework import status, viewsets
@@ -6,15 +5,11 @@ from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.response import Response
 
-from routing.table import push
-from services import operations
 from services.api.serializers import OperationSerializer
 from services.api.views import accepted, visible_service
-from services.choices import OperationKind
-from services.models import Event
 from versions.api.serializers import CodeVersionSerializer, DeploySerializer, EnvironmentSerializer, UploadSerializer
 from versions.deploy import version_from_token
-from versions.models import Environment, new_preview_key
+from versions.environments import add_environment, change_preview_key, request_deploy
 from versions.storage import UploadRefused, delete_version, store_version
 
 
@@ -88,14 +83,7 @@ class EnvironmentViewSet(viewsets.ViewSet):
         serializer = EnvironmentSerializer(data=request.data, context={"service": service})
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
-        with operations.holding(service, OperationKind.ROUTE, request.user, {"environment": data["name"]}) as op:
-            environment = Environment.objects.create(
-                service=service, name=data["name"], preview_key=data.get("preview_key") or new_preview_key()
-            )
-            push(service)
-            Event.record(
-                service, "environment", f"added environment {environment.name}", actor=request.user, operation=op
-            )
+        environment = add_environment(service, data["name"], request.user, data.get("preview_key", ""))
         return Response(
             EnvironmentSerializer(environment, context={"service": service}).data, status=status.HTTP_201_CREATED
         )
@@ -112,24 +100,11 @@ class EnvironmentViewSet(viewsets.ViewSet):
                 environment, data={"preview_key": data["preview_key"]}, partial=True, context={"service": service}
             )
             key_check.is_valid(raise_exception=True)
-            with operations.holding(service, OperationKind.ROUTE, request.user, {"environment": name}) as op:
-                Environment.objects.filter(pk=environment.pk).update(preview_key=data["preview_key"])
-                push(service)
-                Event.record(
-                    service, "environment", f"changed the preview key of {name}", actor=request.user, operation=op
-                )
-            environment.refresh_from_db()
+            change_preview_key(environment, data["preview_key"], request.user)
         if "version" not in data:
             return Response(EnvironmentSerializer(environment, context={"service": service}).data)
         version = service.versions.get(pk=data["version"])
-        with transaction.atomic():
-            operation = operations.start(
-                service,
-                OperationKind.DEPLOY,
-                request.user,
-                {"environment": name, "version": version.pk},
-                message=f"deploy {version.label} to {name} requested",
-            )
+        operation = request_deploy(environment, version, request.user)
         return accepted(operation)
 
     @staticmethod
