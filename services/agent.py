@@ -71,5 +71,8 @@ class AgentClient:
     def get_proxy(self) -> dict:
         return self.call("GET", "/v1/proxy")
 
+    def proxy_metrics(self, window: int = 60) -> dict:
+        return self.call("GET", f"/v1/proxy/metrics?window={int(window)}")
+
     def reload_proxy(self) -> dict:
         return self.call("POST", "/v1/proxy/reload", {}, timeout=60)

@@ -27,6 +27,8 @@ import threading
 import time
 from dataclasses import dataclass
 
+from .metrics import LOG_FORMAT, RequestLog
+
 log = logging.getLogger("conpaas_agent.haproxy")
 
 NAME_RE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")  # version keys, server names
@@ -211,6 +213,10 @@ class Paths:
         return os.path.join(self.dir, "haproxy.pid")
 
     @property
+    def request_log(self) -> str:
+        return os.path.join(self.dir, "requests.sock")
+
+    @property
     def server_state(self) -> str:
         return os.path.join(self.dir, "server-state")
 
@@ -241,6 +247,8 @@ def render_config(
         "global",
         f"    stats socket {paths.admin_socket} mode 600 level admin expose-fd listeners",
         f"    server-state-file {paths.server_state}",
+        # One datagram per request to the agent (metrics.py); dropped when the agent is down.
+        f"    log {paths.request_log} len 1024 local0 info",
         "",
         "defaults",
         "    mode http",
@@ -256,6 +264,9 @@ def render_config(
         "",
         "frontend web",
         f"    bind {http_bind}",
+        "    log global",
+        "    option dontlognull",
+        f'    log-format "{LOG_FORMAT}"',
         # Routing key: header, else query parameter, else cookie.
         "    http-request set-var(txn.qkey) url_param(conpaas-env)",
         "    http-request set-var(txn.key) req.hdr(X-Conpaas-Env) if { req.hdr(X-Conpaas-Env) -m found }",
@@ -433,6 +444,7 @@ class Proxy:
         self.api = RuntimeAPI(self.paths.admin_socket)
         self.lock = threading.RLock()
         self.process: subprocess.Popen | None = None
+        self.request_log = RequestLog(self.paths.request_log)
 
     # state
     def state(self) -> dict:
@@ -481,6 +493,8 @@ class Proxy:
         """Adopt a running HAProxy (pidfile + admin socket), or start one."""
         with self.lock:
             self.write_files(self.routing)
+            if self.request_log.sock is None:
+                self.request_log.start()
             if self.master_pid() is not None and self.api.ping():
                 log.info("adopted running HAProxy (master pid %s)", self.master_pid())
                 self.apply(self.routing)
@@ -655,6 +669,25 @@ class Proxy:
                         self.api.shutdown_sessions(slot, name)
                     shut = True
             time.sleep(0.1)
+
+    def metrics(self, window: float = 60.0) -> dict:
+        """Per environment: request rate, p50/p95 response time, error rate, live connections."""
+        per_slot = self.request_log.summary(window)
+        live = {}
+        if self.running():
+            live = {
+                row["pxname"]: int(row.get("scur") or 0)
+                for row in self.api.show_stat()
+                if row.get("svname") == "BACKEND"
+            }
+        environments = {}
+        for env, key in self.routing["routes"].items():
+            slot = self.slots.get(key)
+            figures = per_slot.get(slot) or {
+                "requests": 0, "request_rate": 0.0, "p50_ms": None, "p95_ms": None, "error_rate": 0.0,
+            }
+            environments[env] = {"version": key, **figures, "live_connections": live.get(slot, 0)}
+        return {"window_seconds": window, "environments": environments}
 
     def status(self) -> dict:
         host, _, port = self.http_bind.rpartition(":")

@@ -141,6 +141,15 @@ class Agent:
                     raise AgentError(400, str(exc)) from exc
                 return 200, proxy.apply(routing)
             raise AgentError(405, f"{method} is not allowed on {path}")
+        if path == "/v1/proxy/metrics":
+            proxy = self.need("proxy")
+            if method == "GET":
+                try:
+                    window = min(3600.0, max(1.0, float(query.get("window", ["60"])[0])))
+                except ValueError as exc:
+                    raise AgentError(400, "window must be a number of seconds") from exc
+                return 200, proxy.metrics(window)
+            raise AgentError(405, f"{method} is not allowed on {path}")
         if path == "/v1/proxy/reload":
             proxy = self.need("proxy")
             if method == "POST":

@@ -1,10 +1,12 @@
 from django.db.models import Q
 from django.shortcuts import get_object_or_404
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
+from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
 
+from routing.metrics import service_metrics
 from routing.swap import swap
 from services import lifecycle
 from services.api.serializers import (
@@ -15,6 +17,7 @@ from services.api.serializers import (
     ServiceSerializer,
 )
 from services.models import Operation, Service
+from services.operations import OperationFailed
 from versions.api.serializers import SwapSerializer
 from versions.models import DEVELOPMENT
 
@@ -78,6 +81,19 @@ class ServiceViewSet(
         if since := request.query_params.get("since"):
             events = events.filter(pk__gt=since)
         return Response(EventSerializer(events[:500], many=True).data)
+
+    @extend_schema(parameters=[OpenApiParameter("window", int, description="seconds, 1 to 3600 (default 60)")])
+    @action(detail=True, methods=["get"])
+    def metrics(self, request, pk=None):
+        service = self.get_object()
+        try:
+            window = min(3600, max(1, int(request.query_params.get("window", 60))))
+        except ValueError:
+            raise ValidationError({"window": "a whole number of seconds"}) from None
+        try:
+            return Response(service_metrics(service, window))
+        except OperationFailed as exc:
+            return Response({"detail": str(exc)}, status=status.HTTP_503_SERVICE_UNAVAILABLE)
 
 
 class OperationViewSet(mixins.RetrieveModelMixin, mixins.ListModelMixin, viewsets.GenericViewSet):

@@ -258,3 +258,41 @@ def test_it_grows_the_slots_when_they_run_out(start_agent, archives):
     assert "backend slot15" in (agent.home / "haproxy" / "haproxy.cfg").read_text()
     assert served(agent) == "v1"
     assert len(runtime(agent).servers()) == 10
+
+
+def test_it_computes_rates_and_percentiles_from_the_request_log(tmp_path):
+    from conpaas_agent.metrics import RequestLog
+
+    request_log = RequestLog(str(tmp_path / "requests.sock"))
+    for ms in range(1, 101):  # 1..100 ms, the 100th a server error
+        request_log.record_line(f"<134>Nov 24 10:00:00 haproxy[1]: conpaas slot0 {ms} {500 if ms == 100 else 200}", 1000.0)
+    request_log.record_line("<134>haproxy[1]: some other line", 1000.0)
+    request_log.record_line("<134>haproxy[1]: conpaas slot1 7 200", 900.0)  # outside the window
+    summary = request_log.summary(window=60, now=1010.0)
+    assert set(summary) == {"slot0"}
+    assert summary["slot0"]["requests"] == 100
+    assert summary["slot0"]["p50_ms"] == 50 and summary["slot0"]["p95_ms"] == 95
+    assert summary["slot0"]["error_rate"] == 0.01
+    assert summary["slot0"]["request_rate"] == round(100 / 60, 3)
+
+
+@pytest.mark.integration
+def test_it_reports_request_metrics_per_environment(start_agent, archives):
+    agent = start_agent()
+    ports = start_versions(agent, archives)
+    desired = routing(ports, {"production": "1", "development": "2"}, {"k-dev": "development"})
+    assert agent.call("PUT", "/v1/proxy", desired).status == 200
+    for _ in range(30):
+        served(agent)
+    for _ in range(10):
+        served(agent, "/", {"X-Conpaas-Env": "k-dev"})
+
+    def counted():
+        figures = agent.call("GET", "/v1/proxy/metrics?window=60").json()["environments"]
+        return figures if figures["production"]["requests"] == 30 and figures["development"]["requests"] == 10 else None
+
+    figures = wait_until(counted, message="the request log to count every request")
+    production = figures["production"]
+    assert production["version"] == "1" and production["error_rate"] == 0.0
+    assert 0 <= production["p50_ms"] <= production["p95_ms"] < 1000
+    assert production["live_connections"] == 0

@@ -1,0 +1,101 @@
+"""Deploy failures, scaling, metrics and deletion, end to end through the REST API."""
+
+import pytest
+import requests
+
+from tests.apps import WSGI_LABEL_APP, label_app, zip_archive
+from tests.harness import wait_for
+
+pytestmark = pytest.mark.integration
+
+ALWAYS_FAILING_APP = """\
+def application(environ, start_response):
+    start_response("500 Internal Server Error", [("Content-Type", "text/plain")])
+    return [b"broken\\n"]
+"""
+
+
+@pytest.fixture
+def api(control_plane):
+    return control_plane.client("bob")
+
+
+@pytest.fixture
+def service(api):
+    service = api.create_service("ops")
+    yield service
+    api.wait_operation(api.delete(f"/api/v1/services/{service['id']}/").json())
+
+
+def test_it_fails_a_deploy_that_never_gets_healthy_and_keeps_the_old_route(api, service):
+    sid, url = service["id"], service["url"]
+    good = api.upload(sid, label_app("good"), "good").json()
+    bad = api.upload(sid, zip_archive({"wsgi.py": ALWAYS_FAILING_APP}), "bad").json()
+    assert api.deploy(sid, "production", good["id"])["state"] == "succeeded"
+
+    operation = api.deploy(sid, "production", bad["id"])
+    assert operation["state"] == "failed"
+    assert "bad did not pass its health check" in operation["error"]
+    assert requests.get(url, timeout=10).text == "good\n"
+    production = api.get(f"/api/v1/services/{sid}/environments/production/").json()
+    assert production["version"] == good["id"]
+    events = api.get(f"/api/v1/services/{sid}/events/").json()
+    assert any(e["action"] == "retire" and "bad" in e["message"] for e in events), "the failed version is stopped"
+
+
+def test_it_fails_a_deploy_whose_instance_cannot_start(api, service):
+    sid = service["id"]
+    crashing = api.upload(sid, zip_archive({"wsgi.py": "raise RuntimeError('no config')\n"}), "crash").json()
+    operation = api.deploy(sid, "development", crashing["id"])
+    assert operation["state"] == "failed"
+    assert "crash could not start" in operation["error"]
+    assert "RuntimeError: no config" in operation["error"], "the instance's own error is shown"
+    assert api.get(f"/api/v1/services/{sid}/environments/development/").json()["version"] is None
+
+
+def test_it_scales_the_backend_out_and_in(api, service):
+    sid, url = service["id"], service["url"]
+    v1 = api.upload(sid, label_app("scale"), "v1").json()
+    assert api.deploy(sid, "production", v1["id"])["state"] == "succeeded"
+
+    out = api.post(f"/api/v1/services/{sid}/scale/", json={"role": "backend", "nodes": 2})
+    assert out.status_code == 202
+    assert api.wait_operation(out.json())["state"] == "succeeded"
+    nodes = api.get(f"/api/v1/services/{sid}/nodes/").json()
+    assert sorted(node["role"] for node in nodes) == ["backend", "proxy+backend"]
+    assert all(node["state"] == "running" and node["address"] for node in nodes)
+    assert {requests.get(url, timeout=10).text for _ in range(10)} == {"v1\n"}
+
+    back = api.post(f"/api/v1/services/{sid}/scale/", json={"role": "backend", "nodes": 1})
+    assert api.wait_operation(back.json())["state"] == "succeeded"
+    assert [node["role"] for node in api.get(f"/api/v1/services/{sid}/nodes/").json()] == ["proxy+backend"]
+    assert requests.get(url, timeout=10).text == "v1\n"
+
+
+def test_it_reports_metrics_per_environment(api, service):
+    sid, url = service["id"], service["url"]
+    v1 = api.upload(sid, zip_archive({"wsgi.py": WSGI_LABEL_APP}), "v1").json()
+    assert api.deploy(sid, "production", v1["id"])["state"] == "succeeded"
+    for _ in range(25):
+        requests.get(url, timeout=10)
+
+    def counted():
+        figures = api.get(f"/api/v1/services/{sid}/metrics/").json()["environments"]
+        return figures if figures.get("production", {}).get("requests") == 25 else None
+
+    production = wait_for(counted, timeout=10, message="25 requests in the metrics")["production"]
+    assert production["error_rate"] == 0.0
+    assert production["p50_ms"] is not None and production["p50_ms"] <= production["p95_ms"]
+    assert production["request_rate"] > 0 and production["live_connections"] == 0
+
+
+def test_it_deletes_a_service_and_destroys_its_nodes(api, control_plane):
+    service = api.create_service("short-lived")
+    node_names = [node["name"] for node in service["nodes"]]
+    assert node_names and all((control_plane.home / "nodes" / name).exists() for name in node_names)
+    operation = api.wait_operation(api.delete(f"/api/v1/services/{service['id']}/").json())
+    assert operation["state"] == "succeeded"
+    assert not any((control_plane.home / "nodes" / name).exists() for name in node_names)
+    assert api.get(f"/api/v1/services/{service['id']}/").status_code == 404
+    with pytest.raises(requests.ConnectionError):
+        requests.get(service["url"], timeout=5)
