@@ -61,6 +61,7 @@ INSTALLED_APPS = [
     "services",
     "versions",
     "routing",
+    "console",
 ]
 
 MIDDLEWARE = [
@@ -75,6 +76,11 @@ MIDDLEWARE = [
 ]
 
 ROOT_URLCONF = "conpaas_site.urls"
+
+# The web console signs users in and out with django.contrib.auth (console/urls.py).
+LOGIN_URL = "console:login"
+LOGIN_REDIRECT_URL = "console:dashboard"
+LOGOUT_REDIRECT_URL = "console:login"
 
 TEMPLATES = [
     {

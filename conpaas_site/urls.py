@@ -20,4 +20,5 @@ urlpatterns = [
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
     path("internal/archives/<str:token>/", archive_download, name="version-archive"),
+    path("", include("console.urls")),
 ]

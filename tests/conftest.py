@@ -3,6 +3,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.harness import ControlPlane
+
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "images"))
 
@@ -17,3 +19,16 @@ def _isolated_archives(request, tmp_path_factory):
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # fast, tests only
     settings.CONPAAS_ARCHIVES = tmp_path_factory.mktemp("archives")
     yield settings.CONPAAS_ARCHIVES
+
+
+@pytest.fixture(scope="session")
+def control_plane(tmp_path_factory):
+    """One real control plane for every end-to-end test of the session (see tests/harness.py)."""
+    plane = ControlPlane(tmp_path_factory.mktemp("conpaas-home"))
+    plane.manage("migrate", "--noinput")
+    try:  # a start that fails half-way still leaves processes to stop
+        plane.start()
+        yield plane
+    finally:
+        plane.stop()
+        plane.manage("down", check=False)

@@ -265,7 +265,9 @@ def test_it_computes_rates_and_percentiles_from_the_request_log(tmp_path):
 
     request_log = RequestLog(str(tmp_path / "requests.sock"))
     for ms in range(1, 101):  # 1..100 ms, the 100th a server error
-        request_log.record_line(f"<134>Nov 24 10:00:00 haproxy[1]: conpaas slot0 {ms} {500 if ms == 100 else 200}", 1000.0)
+        request_log.record_line(
+            f"<134>Nov 24 10:00:00 haproxy[1]: conpaas slot0 {ms} {500 if ms == 100 else 200}", 1000.0
+        )
     request_log.record_line("<134>haproxy[1]: some other line", 1000.0)
     request_log.record_line("<134>haproxy[1]: conpaas slot1 7 200", 900.0)  # outside the window
     summary = request_log.summary(window=60, now=1010.0)

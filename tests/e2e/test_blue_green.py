@@ -20,7 +20,7 @@ def environments(api, service_id) -> dict:
 @pytest.fixture
 def shop(control_plane):
     """A python service with v1 in production and v2 in development."""
-    api = control_plane.client("alice")
+    api = control_plane.client("carol")
     service = api.create_service("shop")
     sid = service["id"]
     v1 = api.upload(sid, label_app("1"), "v1").json()

@@ -1,0 +1,451 @@
+"""The commands: each takes the parsed arguments and returns an exit code; refusals raise `CliError`."""
+
+import getpass
+import json
+import os
+import sys
+import time
+from argparse import Namespace
+from pathlib import Path
+
+from conpaas_cli import config
+from conpaas_cli.client import Client
+from conpaas_cli.errors import OK, REFUSED, USAGE, ApiError, CliError
+from conpaas_cli.output import Progress, fields, human_size, print_json, short_time, symbol, table
+
+POLL_SECONDS = 0.3  # how often an operation is polled while the CLI waits for it
+FOLLOW_SECONDS = 1.0  # how often `events --follow` asks for new events
+FINISHED = ("succeeded", "failed")
+
+
+# --- login ---------------------------------------------------------------------------------------
+
+
+def login(args: Namespace) -> int:
+    url = args.url.rstrip("/")
+    if not url.startswith(("http://", "https://")):
+        raise CliError(f"the URL must start with http:// or https:// (got {args.url!r})", USAGE)
+    if args.password_stdin and not args.username:
+        raise CliError("--password-stdin needs --username (stdin carries only the password)", USAGE)
+    username = args.username or _prompt("Username: ")
+    if os.environ.get("CONPAAS_PASSWORD"):
+        password = os.environ["CONPAAS_PASSWORD"]
+    elif args.password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        password = getpass.getpass("Password: ")
+    if not username or not password:
+        raise CliError("a username and a password are needed to log in", USAGE)
+    try:
+        answer = Client(url).post("auth/token/", json={"username": username, "password": password}, expect=(200,))
+    except ApiError as exc:
+        if exc.status == 404:
+            raise CliError(f"{url} has no ConPaaS API (POST /api/v1/auth/token/ answered 404)") from None
+        raise CliError(f"login refused: {exc}") from None
+    if not isinstance(answer, dict) or not answer.get("token"):
+        raise CliError(f"{url} answered without a token; is it a ConPaaS server?")
+    path = config.save({"url": url, "token": answer["token"], "username": username})
+    if args.json:
+        print_json({"url": url, "username": username, "config": str(path)})
+    else:
+        print(f"logged in to {url} as {username} (token stored in {path})")
+    return OK
+
+
+def _prompt(text: str) -> str:
+    print(text, end="", file=sys.stderr, flush=True)
+    line = sys.stdin.readline()
+    if not line:
+        raise CliError("no username given (use --username)", USAGE)
+    return line.strip()
+
+
+def logout(args: Namespace) -> int:
+    removed = config.remove()
+    if not args.json:
+        print("logged out" if removed else "not logged in")
+    return OK
+
+
+# --- helpers shared by the commands ----------------------------------------------------------------
+
+
+def client() -> Client:
+    stored = config.load()
+    return Client(stored["url"], stored["token"])
+
+
+def find_service(api: Client, name_or_id: str) -> dict:
+    """A service by name, or by numeric id when no service has that name."""
+    services = api.get("services/")
+    named = [service for service in services if service["name"] == name_or_id]
+    if len(named) > 1:  # staff see every user's services, and names are unique per owner only
+        ids = ", ".join(str(service["id"]) for service in named)
+        raise CliError(f"several services are named {name_or_id!r} (ids {ids}); give the id instead")
+    if named:
+        return named[0]
+    if name_or_id.isdigit():
+        for service in services:
+            if service["id"] == int(name_or_id):
+                return service
+    raise CliError(f"no service named {name_or_id!r}")
+
+
+def find_version(api: Client, service: dict, label_or_id: str) -> dict:
+    versions = api.get(f"services/{service['id']}/versions/")
+    for version in versions:
+        if version["label"] == label_or_id:
+            return version
+    if label_or_id.isdigit():
+        for version in versions:
+            if version["id"] == int(label_or_id):
+                return version
+    raise CliError(f"{service['name']} has no version {label_or_id!r}")
+
+
+def find_environment(service: dict, name: str) -> dict:
+    for environment in service["environments"]:
+        if environment["name"] == name:
+            return environment
+    known = ", ".join(environment["name"] for environment in service["environments"]) or "none"
+    raise CliError(f"{service['name']} has no environment named {name!r} (it has: {known})")
+
+
+def production_label(service: dict) -> str | None:
+    for environment in service.get("environments", []):
+        if environment["name"] == "production":
+            return environment.get("version_label")
+    return None
+
+
+def wait(api: Client, operation: dict) -> dict:
+    """Poll the operation until it ends, showing its progress on one line; the finished operation."""
+    progress = Progress()
+    try:
+        while operation["state"] not in FINISHED:
+            progress.show(_status(operation))
+            time.sleep(POLL_SECONDS)
+            operation = api.get(f"operations/{operation['id']}/")
+    except KeyboardInterrupt:
+        progress.done()
+        raise CliError(
+            f"stopped waiting; operation {operation['id']} goes on (see it with: conpaas wait {operation['id']})", 130
+        ) from None
+    progress.done()
+    return operation
+
+
+def _status(operation: dict) -> str:
+    what = f"{operation['kind']} #{operation['id']}"
+    if operation["state"] == "pending":
+        return f"{what}: queued"
+    return f"{what}: {operation.get('progress') or operation['state']}"
+
+
+def finish(api: Client, operation: dict, args: Namespace, then=None, result=None) -> int:
+    """The end of every command that starts an operation: `--no-wait`, or wait and say how it went.
+
+    `then(operation)` prints a human summary after a success; with `--json`, `result()` gives what
+    to print after a success instead of the finished operation."""
+    if args.no_wait:
+        if args.json:
+            print_json(operation)
+        else:
+            print(operation["id"])
+            print(f"{operation['kind']} started; follow it with: conpaas wait {operation['id']}", file=sys.stderr)
+        return OK
+    operation = wait(api, operation)
+    failed = operation["state"] == "failed"
+    if args.json:
+        print_json(result() if result and not failed else operation)
+    elif not failed:
+        print(f"{symbol(True)} {operation['kind']} succeeded")
+        if then:
+            then(operation)
+    if failed:
+        # The verdict is one line; an error that carries a log (an app's traceback) follows it, indented.
+        reason, *log = (operation.get("error") or "no reason given").strip().splitlines()
+        print(f"{symbol(False, sys.stderr)} {operation['kind']} failed: {reason}", file=sys.stderr)
+        for line in log:
+            print(f"  {line}", file=sys.stderr)
+        return REFUSED
+    return OK
+
+
+# --- services ------------------------------------------------------------------------------------
+
+
+def services_list(args: Namespace) -> int:
+    services = client().get("services/")
+    if args.json:
+        print_json(services)
+        return OK
+    table(
+        ["id", "name", "runtime", "state", "url", "production"],
+        [[s["id"], s["name"], s["runtime"], s["state"], s["url"], production_label(s)] for s in services],
+    )
+    return OK
+
+
+def services_create(args: Namespace) -> int:
+    api = client()
+    service = api.post("services/", json={"name": args.name, "runtime": args.runtime})
+    # The API answers with the service, not its create operation; the operation is in its first event.
+    operation = next(
+        (
+            api.get(f"operations/{event['operation']}/")
+            for event in api.get(f"services/{service['id']}/events/")
+            if event["action"] == "create" and event.get("operation")
+        ),
+        None,
+    )
+    if operation is None:  # cannot happen with this API; say what is known rather than guess
+        if args.json:
+            print_json(service)
+        else:
+            print(f"created {service['name']} (id {service['id']}, state {service['state']})")
+        return OK
+
+    def summary(_operation):
+        created = api.get(f"services/{service['id']}/")
+        print(f"{created['name']} (id {created['id']}) is {created['state']} at {created['url'] or '-'}")
+
+    return finish(api, operation, args, summary, result=lambda: api.get(f"services/{service['id']}/"))
+
+
+def services_show(args: Namespace) -> int:
+    api = client()
+    service = api.get(f"services/{find_service(api, args.service)['id']}/")
+    if args.json:
+        print_json(service)
+        return OK
+    fields(
+        [
+            ("name", service["name"]),
+            ("id", service["id"]),
+            ("runtime", service["runtime"]),
+            ("state", service["state"]),
+            ("url", service["url"]),
+            ("created", short_time(service.get("created"))),
+        ]
+    )
+    print()
+    table(
+        ["environment", "version", "preview key", "preview url"],
+        [
+            [e["name"], e.get("version_label"), e.get("preview_key"), e.get("preview_url")]
+            for e in service["environments"]
+        ],
+    )
+    print()
+    table(
+        ["node", "role", "state", "address"],
+        [[n["name"], n["role"], n["state"], n["address"]] for n in service["nodes"]],
+    )
+    return OK
+
+
+def services_delete(args: Namespace) -> int:
+    api = client()
+    service = find_service(api, args.service)
+    operation = api.delete(f"services/{service['id']}/", expect=(202,))
+    return finish(api, operation, args)
+
+
+# --- code versions -------------------------------------------------------------------------------
+
+
+def versions_list(args: Namespace) -> int:
+    api = client()
+    service = find_service(api, args.service)
+    versions = api.get(f"services/{service['id']}/versions/")
+    if args.json:
+        print_json(versions)
+        return OK
+    used_by: dict[int, list[str]] = {}
+    for environment in service["environments"]:
+        if environment.get("version") is not None:
+            used_by.setdefault(environment["version"], []).append(environment["name"])
+    table(
+        ["id", "label", "kind", "size", "sha256", "created", "environments"],
+        [
+            [
+                v["id"],
+                v["label"],
+                v.get("kind"),
+                human_size(v.get("size")),
+                (v.get("sha256") or "")[:12],
+                short_time(v.get("created")),
+                ", ".join(used_by.get(v["id"], [])),
+            ]
+            for v in versions
+        ],
+    )
+    return OK
+
+
+def versions_upload(args: Namespace) -> int:
+    path = Path(args.file)
+    try:
+        archive = path.open("rb")
+    except OSError as exc:
+        raise CliError(f"cannot read {path}: {exc.strerror}") from None
+    api = client()
+    service = find_service(api, args.service)
+    data = {"label": args.label} if args.label else {}
+    with archive:
+        version = api.post(
+            f"services/{service['id']}/versions/", files={"archive": (path.name, archive)}, data=data, expect=(201,)
+        )
+    if args.json:
+        print_json(version)
+    else:
+        print(
+            f"uploaded {version['label']} to {service['name']} "
+            f"(id {version['id']}, {human_size(version.get('size'))}, sha256 {version['sha256'][:12]})"
+        )
+    return OK
+
+
+def versions_delete(args: Namespace) -> int:
+    api = client()
+    service = find_service(api, args.service)
+    version = find_version(api, service, args.version)
+    api.delete(f"services/{service['id']}/versions/{version['id']}/", expect=(204,))
+    if args.json:
+        print_json({"deleted": version})
+    else:
+        print(f"deleted version {version['label']} (id {version['id']}) of {service['name']}")
+    return OK
+
+
+# --- deploy, swap, preview -----------------------------------------------------------------------
+
+
+def deploy(args: Namespace) -> int:
+    api = client()
+    service = find_service(api, args.service)
+    find_environment(service, args.environment)
+    version = find_version(api, service, args.version)
+    operation = api.patch(
+        f"services/{service['id']}/environments/{args.environment}/", json={"version": version["id"]}, expect=(202,)
+    )
+
+    def summary(_operation):
+        print(f"{args.environment} of {service['name']} now serves {version['label']}")
+        environment = api.get(f"services/{service['id']}/environments/{args.environment}/")
+        if args.environment != "production" and environment.get("preview_url"):
+            print(f"preview: {environment['preview_url']}")
+
+    return finish(api, operation, args, summary)
+
+
+def swap(args: Namespace) -> int:
+    api = client()
+    service = find_service(api, args.service)
+    swapped = api.post(f"services/{service['id']}/swap/", json={"environment": args.environment}, expect=(200,))
+    if args.json:
+        print_json(swapped)
+        return OK
+    # The answer holds version ids; the labels are what people know their versions by.
+    labels = {v["id"]: v["label"] for v in api.get(f"services/{service['id']}/versions/")}
+    for name in ("production", args.environment):
+        version_id = swapped.get(name)
+        label = labels.get(version_id, "nothing") if version_id is not None else "nothing"
+        suffix = f" (id {version_id})" if version_id is not None else ""
+        print(f"{name} now serves {label}{suffix}")
+    print(f"swap back: conpaas swap {service['name']} {args.environment}")
+    return OK
+
+
+def preview(args: Namespace) -> int:
+    api = client()
+    service = find_service(api, args.service)
+    environment = find_environment(service, args.environment)
+    if args.json:
+        print_json(environment)
+        return OK
+    if not environment.get("preview_url"):
+        raise CliError(f"{service['name']} has no URL yet (service state: {service['state']})")
+    if environment.get("version") is None:
+        print(f"note: {args.environment} has no code version yet; deploy one first", file=sys.stderr)
+    print(environment["preview_url"])
+    return OK
+
+
+# --- nodes, scaling, events, operations ----------------------------------------------------------
+
+
+def scale(args: Namespace) -> int:
+    api = client()
+    service = find_service(api, args.service)
+    operation = api.post(f"services/{service['id']}/scale/", json={"role": args.role, "nodes": args.nodes})
+    return finish(api, operation, args, lambda _op: print(f"{service['name']} has {args.nodes} {args.role} node(s)"))
+
+
+def nodes(args: Namespace) -> int:
+    api = client()
+    service = find_service(api, args.service)
+    found = api.get(f"services/{service['id']}/nodes/")
+    if args.json:
+        print_json(found)
+        return OK
+    table(
+        ["name", "role", "state", "address", "cloud", "created"],
+        [[n["name"], n["role"], n["state"], n["address"], n.get("cloud"), short_time(n.get("created"))] for n in found],
+    )
+    return OK
+
+
+def _event_line(event: dict) -> str:
+    return "  ".join(
+        [
+            short_time(event.get("created")),
+            f"{event['action']:<14}",
+            f"{event.get('outcome') or '-':<9}",
+            f"{event.get('actor') or 'system':<10}",
+            event.get("message") or "",
+        ]
+    ).rstrip()
+
+
+def events(args: Namespace) -> int:
+    api = client()
+    service = find_service(api, args.service)
+    path = f"services/{service['id']}/events/"
+    history = api.get(path)  # newest first
+    last = history[0]["id"] if history else 0
+    if args.limit is not None:
+        history = history[: args.limit]
+    if args.json and not args.follow:
+        print_json(history)
+        return OK
+    show = (lambda e: print(json.dumps(e, ensure_ascii=False))) if args.json else (lambda e: print(_event_line(e)))
+    for event in reversed(history):
+        show(event)
+    if not args.follow:
+        return OK
+    deadline = time.monotonic() + args.follow_seconds if args.follow_seconds is not None else None
+    sys.stdout.flush()
+    try:
+        while deadline is None or time.monotonic() < deadline:
+            time.sleep(FOLLOW_SECONDS if deadline is None else min(FOLLOW_SECONDS, max(0, deadline - time.monotonic())))
+            for event in reversed(api.get(path, params={"since": last})):
+                show(event)
+                last = max(last, event["id"])
+            sys.stdout.flush()
+    except KeyboardInterrupt:
+        pass  # Ctrl-C is how one stops following; not an error
+    return OK
+
+
+def wait_command(args: Namespace) -> int:
+    api = client()
+    try:
+        operation = api.get(f"operations/{args.operation}/")
+    except ApiError as exc:
+        if exc.status == 404:
+            raise CliError(f"no operation {args.operation}") from None
+        raise
+    args.no_wait = False
+    return finish(api, operation, args)

@@ -1,0 +1,142 @@
+"""`conpaas`: the command line. Parses arguments, runs one command, turns errors into one line and an exit code.
+
+Exit codes: 0 ok; 1 the API refused, an operation failed, or something named was not found;
+2 usage; 3 cannot reach the server, or not logged in."""
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+
+from conpaas_cli import commands
+from conpaas_cli.errors import USAGE, CliError
+
+EPILOG = """\
+SERVICE is a service name or id, VERSION a code version label or id.
+Exit codes: 0 ok, 1 refused/failed/not found, 2 usage, 3 cannot reach the server or not logged in.
+The login is stored in $XDG_CONFIG_HOME/conpaas/config.json (or $CONPAAS_CONFIG)."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    # --json is accepted before and after the command: the sub-parsers leave it unset unless given.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print the API's JSON")
+    waiting = argparse.ArgumentParser(add_help=False)
+    waiting.add_argument(
+        "--no-wait", action="store_true", help="print the operation id and return at once instead of waiting"
+    )
+
+    parser = argparse.ArgumentParser(
+        prog="conpaas",
+        description="Command-line client of ConPaaS: services, code versions, blue-green deploys.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--json", action="store_true", default=False, help="print the API's JSON (for scripts)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    def command(name, handler, help, parents=(common,), subparsers=sub):
+        p = subparsers.add_parser(name, help=help, description=help, parents=list(parents))
+        p.set_defaults(handler=handler)
+        return p
+
+    p = command("login", commands.login, "log in to a ConPaaS server and store the API token")
+    p.add_argument("url", metavar="URL", help="the server, e.g. https://paas.example.org")
+    p.add_argument("--username", "-u", help="the user name (asked for when not given)")
+    p.add_argument(
+        "--password-stdin",
+        action="store_true",
+        help="read the password from stdin (or set CONPAAS_PASSWORD); asked for otherwise",
+    )
+    command("logout", commands.logout, "forget the stored login")
+
+    services = sub.add_parser("services", help="list, create, show and delete services")
+    services.set_defaults(handler=None, group=services)
+    service_sub = services.add_subparsers(dest="action", metavar="ACTION")
+    command("list", commands.services_list, "list your services", subparsers=service_sub)
+    p = command("create", commands.services_create, "create a service", (common, waiting), service_sub)
+    p.add_argument("name", metavar="NAME")
+    p.add_argument("--runtime", default="python", help="python (the default), php, java or static")
+    p = command("show", commands.services_show, "show a service, its environments and nodes", subparsers=service_sub)
+    p.add_argument("service", metavar="SERVICE")
+    p = command("delete", commands.services_delete, "delete a service and its nodes", (common, waiting), service_sub)
+    p.add_argument("service", metavar="SERVICE")
+
+    versions = sub.add_parser("versions", help="list, upload and delete code versions")
+    versions.set_defaults(handler=None, group=versions)
+    version_sub = versions.add_subparsers(dest="action", metavar="ACTION")
+    p = command("list", commands.versions_list, "list the code versions of a service", subparsers=version_sub)
+    p.add_argument("service", metavar="SERVICE")
+    p = command(
+        "upload", commands.versions_upload, "upload a code version (zip, tar.gz or .war)", subparsers=version_sub
+    )
+    p.add_argument("service", metavar="SERVICE")
+    p.add_argument("file", metavar="FILE")
+    p.add_argument("--label", "-l", help="the version's label (default: v1, v2, …)")
+    p = command("delete", commands.versions_delete, "delete a code version no environment uses", subparsers=version_sub)
+    p.add_argument("service", metavar="SERVICE")
+    p.add_argument("version", metavar="VERSION")
+
+    p = command("deploy", commands.deploy, "deploy a code version into an environment", (common, waiting))
+    p.add_argument("service", metavar="SERVICE")
+    p.add_argument("environment", metavar="ENV", help="production, development, …")
+    p.add_argument("version", metavar="VERSION")
+
+    p = command("swap", commands.swap, "swap an environment's code version with production's (atomic)")
+    p.add_argument("service", metavar="SERVICE")
+    p.add_argument("environment", metavar="ENV", nargs="?", default="development", help="default: development")
+
+    p = command("preview", commands.preview, "print the preview URL of an environment")
+    p.add_argument("service", metavar="SERVICE")
+    p.add_argument("environment", metavar="ENV", nargs="?", default="development", help="default: development")
+
+    p = command("scale", commands.scale, "set the number of nodes of a role", (common, waiting))
+    p.add_argument("service", metavar="SERVICE")
+    p.add_argument("role", metavar="ROLE", choices=["backend", "proxy"], help="backend or proxy")
+    p.add_argument("nodes", metavar="N", type=int)
+
+    p = command("nodes", commands.nodes, "list the nodes of a service")
+    p.add_argument("service", metavar="SERVICE")
+
+    p = command("events", commands.events, "show the history of a service, oldest first")
+    p.add_argument("service", metavar="SERVICE")
+    p.add_argument("--follow", "-f", action="store_true", help="keep printing new events until Ctrl-C")
+    p.add_argument("--follow-seconds", type=float, metavar="S", help="with --follow: stop after S seconds")
+    p.add_argument("--limit", "-n", type=int, metavar="N", help="only the N most recent events")
+
+    p = command("wait", commands.wait_command, "wait for an operation started with --no-wait")
+    p.add_argument("operation", metavar="OPERATION", type=int, help="the operation id")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse exits on usage errors (2) and --help (0)
+        return exc.code if isinstance(exc.code, int) else USAGE
+    handler = getattr(args, "handler", None)
+    if handler is None:
+        (getattr(args, "group", None) or parser).print_help(sys.stderr)
+        return USAGE
+    if getattr(args, "follow_seconds", None) is not None and not args.follow:
+        print("error: --follow-seconds goes with --follow", file=sys.stderr)
+        return USAGE
+    try:
+        return handler(args)
+    except CliError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print(file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # `conpaas events x | head`: the reader left; nothing to report
+        try:  # and nothing more to write: keep the final flush at exit from failing again
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except (OSError, ValueError):
+            pass
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

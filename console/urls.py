@@ -1,0 +1,28 @@
+from django.contrib.auth import views as auth_views
+from django.urls import path
+
+from console import views
+
+app_name = "console"
+
+urlpatterns = [
+    path(
+        "login/",
+        auth_views.LoginView.as_view(template_name="console/login.html", redirect_authenticated_user=True),
+        name="login",
+    ),
+    path("logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("", views.dashboard, name="dashboard"),
+    path("services/list/", views.dashboard_services, name="dashboard-services"),
+    path("services/new/", views.service_create, name="service-create"),
+    path("services/<int:pk>/", views.service_detail, name="service"),
+    path("services/<int:pk>/overview/", views.service_overview, name="service-overview"),
+    path("services/<int:pk>/activity/", views.service_activity, name="service-activity"),
+    path("services/<int:pk>/delete/", views.service_delete, name="service-delete"),
+    path("services/<int:pk>/versions/", views.version_upload, name="version-upload"),
+    path("services/<int:pk>/versions/<int:version_pk>/delete/", views.version_delete, name="version-delete"),
+    path("services/<int:pk>/environments/", views.environment_add, name="environment-add"),
+    path("services/<int:pk>/environments/<str:name>/deploy/", views.environment_deploy, name="environment-deploy"),
+    path("services/<int:pk>/swap/", views.service_swap, name="swap"),
+    path("services/<int:pk>/swap/done/", views.swap_done, name="swap-done"),
+]

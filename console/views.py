@@ -1,0 +1,330 @@
+"""The web console: server-rendered pages that call the same domain functions as the API.
+
+Every view that takes a service id goes through `visible_service`, so another user's service is a
+404 exactly like a missing one. Actions that change anything are POST only (and CSRF-checked).
+`environments_health` asks the node agents, so each render calls it at most once per service."""
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+
+from console.forms import DeleteServiceForm, DeployForm, EnvironmentForm, ServiceForm, UploadForm
+from routing.swap import swap
+from routing.table import environments_health
+from services import lifecycle
+from services.api.views import visible_service
+from services.choices import ServiceState
+from services.models import Service, active_operations
+from services.operations import OperationFailed, ServiceBusy
+from versions.environments import add_environment, request_deploy
+from versions.models import DEVELOPMENT, PRODUCTION
+from versions.storage import UploadRefused, delete_version, store_version
+
+HISTORY_LENGTH = 30
+SETTLED_EVENT = "conpaas-settled"
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def health_of(service: Service) -> dict[str, list[str]]:
+    """Problems per environment; only a service whose nodes are up is asked (no agent, no call)."""
+    if service.state != ServiceState.RUNNING:
+        return {}
+    return environments_health(service)
+
+
+def environment_rows(service: Service, health: dict[str, list[str]]) -> list[dict]:
+    """One row per environment: the environment, its problems (None: not checked) and whether it is healthy."""
+    url = service.url  # one query, not one per environment
+    rows = []
+    for environment in service.environments.select_related("version").order_by("created", "id"):
+        environment.service = service
+        problems = health.get(environment.name) if environment.version_id else None
+        if url is None:
+            preview_url = None
+        elif environment.is_production or not environment.preview_key:
+            preview_url = url
+        else:
+            preview_url = environment.preview_url
+        rows.append(
+            {
+                "environment": environment,
+                "problems": problems,
+                "healthy": problems is not None and not problems,
+                "preview_url": preview_url,
+            }
+        )
+    return rows
+
+
+def swap_blockers(rows: list[dict], name: str) -> list[str]:
+    """Why a swap of `name` with production would be refused, for the disabled button's reason.
+
+    Display only: routing.swap.swap() checks again under the service's lock and is the authority."""
+    by_name = {row["environment"].name: row for row in rows}
+    production, other = by_name.get(PRODUCTION), by_name.get(name)
+    if other is None or production is None:
+        return ["unknown environment"]
+    if other["environment"].version is None:
+        return [f"{name} has no version to swap in; deploy one first"]
+    if production["environment"].version is None:
+        return ["production has no version yet; deploy one to production first"]
+    if other["problems"]:
+        return [f"{other['environment'].version.label} in {name} is not healthy: " + "; ".join(other["problems"])]
+    return []
+
+
+def activity_context(service: Service) -> dict:
+    operations = list(service.operations.all()[:8])
+    running = [op for op in operations if not op.done]
+    return {
+        "service": service,
+        "operations": operations,
+        "active": bool(running) or active_operations().filter(service=service).exists(),
+        "events": service.events.select_related("actor")[:HISTORY_LENGTH],
+    }
+
+
+def overview_context(service: Service) -> dict:
+    health = health_of(service)
+    rows = environment_rows(service, health)
+    for row in rows:
+        if not row["environment"].is_production:
+            row["swap_blockers"] = swap_blockers(rows, row["environment"].name)
+    versions = list(service.versions.prefetch_related("environments"))
+    return {
+        "service": service,
+        "url": next((row["preview_url"] for row in rows if row["environment"].is_production), None),
+        "rows": rows,
+        "versions": versions,
+        "nodes": service.live_nodes(),
+    }
+
+
+def render_service(request, service: Service, environment_form=None, status: int = 200) -> HttpResponse:
+    context = {
+        **overview_context(service),
+        **activity_context(service),
+        "environment_form": environment_form or EnvironmentForm(service=service),
+        "upload_form": UploadForm(),
+    }
+    return render(request, "console/service_detail.html", context, status=status)
+
+
+def back_to(service: Service, anchor: str = "") -> HttpResponse:
+    return redirect(reverse("console:service", args=[service.pk]) + (f"#{anchor}" if anchor else ""))
+
+
+def wants_json(request: HttpRequest) -> bool:
+    return "application/json" in request.headers.get("Accept", "")
+
+
+# ---------------------------------------------------------------- dashboard and services
+
+
+def dashboard_context(request) -> dict:
+    services = list(Service.objects.visible_to(request.user).select_related("owner"))
+    cards = []
+    for service in services:
+        rows = environment_rows(service, health_of(service))
+        url = next((row["preview_url"] for row in rows if row["environment"].is_production), None)
+        cards.append({"service": service, "rows": rows, "url": url})
+    busy = any(service.state in (ServiceState.CREATING, ServiceState.DELETING) for service in services)
+    busy = busy or active_operations().filter(service__in=services).exists()
+    return {"cards": cards, "active": busy}
+
+
+@login_required
+@require_GET
+def dashboard(request):
+    return render(request, "console/dashboard.html", dashboard_context(request))
+
+
+@login_required
+@require_GET
+def dashboard_services(request):
+    return render(request, "console/fragments/service_list.html", dashboard_context(request))
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def service_create(request):
+    form = ServiceForm(request.POST or None, request=request)
+    if request.method == "POST" and form.is_valid():
+        service, _ = lifecycle.create(request.user, form.cleaned_data["name"], form.cleaned_data["runtime"])
+        messages.success(request, f"Service {service.name} is being created; its nodes are starting.")
+        return back_to(service)
+    return render(request, "console/service_create.html", {"form": form}, status=400 if form.errors else 200)
+
+
+@login_required
+@require_GET
+def service_detail(request, pk: int):
+    return render_service(request, visible_service(request, pk))
+
+
+@login_required
+@require_GET
+def service_overview(request, pk: int):
+    return render(request, "console/fragments/overview.html", overview_context(visible_service(request, pk)))
+
+
+@login_required
+@require_GET
+def service_activity(request, pk: int):
+    context = activity_context(visible_service(request, pk))
+    response = render(request, "console/fragments/activity.html", context)
+    if request.GET.get("polling") and not context["active"]:
+        # The last operation just ended: the overview (state, versions, nodes, health) reloads itself.
+        response["HX-Trigger"] = SETTLED_EVENT
+    return response
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def service_delete(request, pk: int):
+    service = visible_service(request, pk)
+    form = DeleteServiceForm(request.POST or None, service=service)
+    if request.method == "POST" and form.is_valid():
+        lifecycle.request_delete(service, request.user)
+        messages.success(request, f"Service {service.name} is being deleted; its nodes are stopping.")
+        return redirect("console:dashboard")
+    return render(
+        request, "console/service_delete.html", {"service": service, "form": form}, status=400 if form.errors else 200
+    )
+
+
+# ---------------------------------------------------------------- code versions
+
+
+@login_required
+@require_POST
+def version_upload(request, pk: int):
+    """Answers JSON to the upload script (progress bar) and redirects a plain form post."""
+    service = visible_service(request, pk)
+    form = UploadForm(request.POST, request.FILES)
+    error, version = "", None
+    if not form.is_valid():
+        error = "Choose an archive to upload." if "archive" in form.errors else form.errors.as_text()
+    else:
+        archive = form.cleaned_data["archive"]
+        try:
+            version = store_version(service, archive, form.cleaned_data["label"], request.user, archive.name)
+        except UploadRefused as exc:
+            error = str(exc)
+    if wants_json(request):
+        if error:
+            return JsonResponse({"ok": False, "error": f"Upload refused: {error}"}, status=400)
+        return JsonResponse(
+            {"ok": True, "id": version.pk, "label": version.label, "message": f"Uploaded {version.label}."},
+            status=201,
+        )
+    if error:
+        messages.error(request, f"Upload refused: {error}")
+    else:
+        messages.success(request, f"Uploaded {version.label}.")
+    return back_to(service, "versions")
+
+
+@login_required
+@require_POST
+def version_delete(request, pk: int, version_pk: int):
+    service = visible_service(request, pk)
+    version = get_object_or_404(service.versions, pk=version_pk)
+    users = list(version.environments.values_list("name", flat=True))
+    if users:
+        messages.error(request, f"{version.label} is in use by {', '.join(users)}; deploy another version there first.")
+    else:
+        delete_version(version, request.user)
+        messages.success(request, f"Deleted {version.label}.")
+    return back_to(service, "versions")
+
+
+# ---------------------------------------------------------------- environments, deploy, swap
+
+
+@login_required
+@require_POST
+def environment_add(request, pk: int):
+    service = visible_service(request, pk)
+    form = EnvironmentForm(request.POST, service=service)
+    if not form.is_valid():
+        return render_service(request, service, environment_form=form, status=400)
+    try:
+        data = form.cleaned_data
+        environment = add_environment(service, data["name"], request.user, data["preview_key"])
+    except (ServiceBusy, OperationFailed) as exc:
+        form.add_error(None, str(exc))
+        return render_service(request, service, environment_form=form, status=409)
+    messages.success(request, f"Added environment {environment.name}.")
+    return back_to(service, "environments")
+
+
+@login_required
+@require_POST
+def environment_deploy(request, pk: int, name: str):
+    service = visible_service(request, pk)
+    environment = get_object_or_404(service.environments, name=name)
+    form = DeployForm(request.POST, service=service)
+    if not form.is_valid():
+        messages.error(request, f"Choose a version of {service.name} to deploy.")
+        return back_to(service, "environments")
+    version = form.cleaned_data["version"]
+    request_deploy(environment, version, request.user)
+    messages.success(request, f"Deploying {version.label} to {environment.name}; follow it under Operations.")
+    return back_to(service, "activity")
+
+
+def swap_environment(service: Service, request) -> str:
+    name = (request.POST if request.method == "POST" else request.GET).get("environment") or DEVELOPMENT
+    if name == PRODUCTION or not service.environments.filter(name=name).exists():
+        raise Http404(f"{service.name} has no environment named {name} to swap with production")
+    return name
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def service_swap(request, pk: int):
+    """GET: what the swap would change, or why it cannot happen now. POST: swap, then show the result."""
+    service = visible_service(request, pk)
+    name = swap_environment(service, request)
+    error = ""
+    if request.method == "POST":
+        try:
+            swap(service, name, request.user)
+        except (ServiceBusy, OperationFailed) as exc:  # SwapRefused is an OperationFailed
+            error = str(exc)
+        else:
+            return redirect(reverse("console:swap-done", args=[service.pk]) + f"?environment={name}")
+    rows = environment_rows(service, health_of(service))
+    by_name = {row["environment"].name: row for row in rows}
+    context = {
+        "service": service,
+        "name": name,
+        "production": by_name[PRODUCTION],
+        "other": by_name[name],
+        "blockers": swap_blockers(rows, name),
+        "error": error,
+    }
+    return render(request, "console/swap_confirm.html", context, status=409 if error else 200)
+
+
+@login_required
+@require_GET
+def swap_done(request, pk: int):
+    service = visible_service(request, pk)
+    name = swap_environment(service, request)
+    environments = {env.name: env for env in service.environments.select_related("version")}
+    context = {
+        "service": service,
+        "name": name,
+        "production": environments[PRODUCTION],
+        "other": environments[name],
+        "event": service.events.filter(action="swap").first(),
+        "url": service.url,
+    }
+    return render(request, "console/swap_done.html", context)

@@ -1,0 +1,148 @@
+"""`conpaas login` / `logout`, and the exits for not being logged in or not reaching the server."""
+
+import io
+import json
+import os
+import stat
+import subprocess
+import sys
+
+import pytest
+
+from tests.cli.conftest import PASSWORD
+from tests.harness import REPO, free_port
+
+
+def mode(path) -> int:
+    return stat.S_IMODE(os.stat(path).st_mode)
+
+
+@pytest.mark.integration
+def test_it_logs_in_and_stores_the_token_readable_by_the_owner_only(cli, alice, control_plane, tmp_path, monkeypatch):
+    monkeypatch.delenv("CONPAAS_CONFIG")
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
+    monkeypatch.setattr("sys.stdin", io.StringIO(PASSWORD + "\n"))
+
+    result = cli("login", control_plane.url + "/", "--username", "alice", "--password-stdin")
+
+    assert result.code == 0, result.err
+    path = tmp_path / "xdg" / "conpaas" / "config.json"
+    assert f"logged in to {control_plane.url} as alice" in result.out
+    assert mode(path) == 0o600
+    assert mode(path.parent) == 0o700
+    stored = json.loads(path.read_text())
+    assert stored["url"] == control_plane.url and stored["username"] == "alice" and stored["token"]
+
+    listed = cli("services", "list")
+    assert listed.code == 0, listed.err
+    assert listed.out.startswith("ID")
+
+
+@pytest.mark.integration
+def test_it_takes_the_password_from_the_environment_and_prompts_for_the_username(
+    cli, alice, control_plane, config_file, monkeypatch
+):
+    monkeypatch.setenv("CONPAAS_PASSWORD", PASSWORD)
+    monkeypatch.setattr("sys.stdin", io.StringIO("alice\n"))
+
+    result = cli("login", control_plane.url)
+
+    assert result.code == 0, result.err
+    assert "Username:" in result.err
+    assert mode(config_file) == 0o600
+
+
+@pytest.mark.integration
+def test_it_refuses_a_wrong_password(cli, alice, control_plane, config_file, monkeypatch):
+    monkeypatch.setenv("CONPAAS_PASSWORD", "not-the-password")
+
+    result = cli("login", control_plane.url, "--username", "alice")
+
+    assert result.code == 1
+    assert result.err.startswith("error: login refused: ")
+    assert len(result.err.strip().splitlines()) == 1
+    assert not config_file.exists()
+
+
+@pytest.mark.integration
+def test_it_says_not_logged_in_when_the_token_is_refused(cli, control_plane, config_file):
+    from conpaas_cli import config
+
+    config.save({"url": control_plane.url, "token": "0" * 40, "username": "alice"})
+
+    result = cli("services", "list")
+
+    assert result.code == 3
+    assert result.err == "error: not logged in (run: conpaas login URL)\n"
+
+
+def test_it_says_not_logged_in_without_a_stored_login(cli, config_file):
+    result = cli("nodes", "shop")
+
+    assert result.code == 3
+    assert result.err == "error: not logged in (run: conpaas login URL)\n"
+
+
+def test_it_exits_3_when_the_server_cannot_be_reached(cli, config_file, monkeypatch):
+    url = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    monkeypatch.setenv("CONPAAS_PASSWORD", "whatever")
+
+    login = cli("login", url, "--username", "alice")
+    assert login.code == 3
+    assert login.err == f"error: cannot reach {url}: Connection refused\n"
+
+    from conpaas_cli import config
+
+    config.save({"url": url, "token": "t", "username": "alice"})
+    listed = cli("services", "list")
+    assert listed.code == 3
+    assert listed.err == f"error: cannot reach {url}: Connection refused\n"
+
+
+def test_it_logs_out(cli, config_file):
+    from conpaas_cli import config
+
+    config.save({"url": "http://127.0.0.1:1", "token": "t", "username": "alice"})
+
+    assert cli("logout").out == "logged out\n"
+    assert not config_file.exists()
+    assert cli("logout").out == "not logged in\n"
+
+
+def test_it_exits_2_on_usage_errors(cli):
+    assert cli().code == 2
+    assert cli("services").code == 2
+    bad_role = cli("scale", "shop", "database", "2")
+    assert bad_role.code == 2 and "invalid choice" in bad_role.err
+    assert cli("login", "paas.example.org", "--username", "a").code == 2
+    assert cli("login", "http://x", "--password-stdin").code == 2
+
+
+@pytest.mark.integration
+def test_it_runs_as_a_program(alice, control_plane, tmp_path):
+    """The real entry point, in a subprocess: log in from a script, then list."""
+    env = {**os.environ, "CONPAAS_CONFIG": str(tmp_path / "config.json")}
+    env.pop("CONPAAS_PASSWORD", None)
+
+    def conpaas(*argv, stdin=""):
+        return subprocess.run(
+            [sys.executable, "-m", "conpaas_cli", *argv],
+            input=stdin,
+            env=env,
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    login = conpaas("login", control_plane.url, "-u", "alice", "--password-stdin", stdin=PASSWORD + "\n")
+    assert login.returncode == 0, login.stderr
+    assert mode(tmp_path / "config.json") == 0o600
+
+    listed = conpaas("--json", "services", "list")
+    assert listed.returncode == 0, listed.stderr
+    assert isinstance(json.loads(listed.stdout), list)
+
+    unknown = conpaas("services", "show", "no-such-service")
+    assert unknown.returncode == 1
+    assert unknown.stderr == "error: no service named 'no-such-service'\n"

@@ -1,0 +1,197 @@
+"""The console in a real browser (Debian's Chromium, headless) against a real control plane.
+
+Screenshots of the main pages at laptop and phone widths go to test-artifacts/console/."""
+
+import re
+from pathlib import Path
+
+import pytest
+import requests
+
+from tests.apps import label_app, zip_archive
+from tests.harness import REPO
+
+pytestmark = pytest.mark.integration
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+ARTIFACTS = REPO / "test-artifacts" / "console"
+LAPTOP = {"width": 1280, "height": 900}
+PHONE = {"width": 375, "height": 812}
+PASSWORD = "pw-secret-1"
+SLOW = 90_000  # ms: booting a node or deploying a version
+
+
+@pytest.fixture(scope="module")
+def browser():
+    # `./run tests` installs both; a missing one is a broken set-up, not a reason to skip.
+    from playwright import sync_api
+
+    assert Path(CHROMIUM).exists(), f"{CHROMIUM} is not installed (apt-get install chromium)"
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        yield browser
+        browser.close()
+
+
+def shot(page, name: str) -> None:
+    page.screenshot(path=str(ARTIFACTS / f"{name}-{page.viewport_size['width']}.png"), full_page=True)
+
+
+def sign_in(browser, base: str, username: str, viewport=LAPTOP):
+    from playwright.sync_api import expect
+
+    context = browser.new_context(viewport=viewport)
+    page = context.new_page()
+    page.goto(base + "/")
+    expect(page).to_have_url(re.compile(r"/login/"))
+    page.get_by_label("Username").fill(username)
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.get_by_role("heading", name="Your services")).to_be_visible()
+    return context, page
+
+
+def body_of(page) -> str:
+    return page.locator("body").inner_text().strip()
+
+
+def test_it_runs_the_blue_green_flow_in_a_browser(control_plane, browser, tmp_path):
+    from playwright.sync_api import expect
+
+    base = control_plane.url
+    control_plane.create_user("dora", PASSWORD)
+    control_plane.create_user("eve", PASSWORD)
+
+    login = browser.new_page(viewport=LAPTOP)
+    login.goto(base + "/login/")
+    shot(login, "login")
+    login.close()
+
+    context, page = sign_in(browser, base, "dora")
+    shot(page, "dashboard-empty")
+
+    # Create a service; the page follows the create operation until the node runs.
+    page.get_by_role("link", name="New service").first.click()
+    page.get_by_label("Name").fill("web")
+    page.get_by_label("Runtime").select_option("python")
+    shot(page, "service-create")
+    page.get_by_role("button", name="Create service").click()
+    expect(page.get_by_role("heading", name="web", exact=True)).to_be_visible()
+    expect(page.get_by_test_id("service-state")).to_have_text("running", timeout=SLOW)
+    production_url = page.get_by_test_id("production-url").get_attribute("href")
+    service_page = page.url
+
+    # A refused archive: the reason shows in place, nothing is stored.
+    bad = tmp_path / "bad.zip"
+    bad.write_bytes(zip_archive({"index.html": "no wsgi here"}))
+    page.get_by_label("Drop an archive here").set_input_files(str(bad))
+    page.get_by_role("button", name="Upload").click()
+    expect(page.locator("#upload-error")).to_contain_text("Upload refused:")
+    shot(page, "upload-refused")
+
+    # Two code versions, uploaded with the progress script.
+    for n in (1, 2):
+        archive = tmp_path / f"app-v{n}.zip"
+        archive.write_bytes(label_app(str(n)))
+        page.get_by_label("Drop an archive here").set_input_files(str(archive))
+        page.get_by_label("Label (optional)").fill(f"v{n}")
+        page.get_by_role("button", name="Upload").click()
+        expect(page.locator("#upload-status")).to_have_text(f"Uploaded v{n}.")
+        expect(page.locator("#upload-error")).to_be_hidden()
+    expect(page.locator("#versions tbody tr")).to_have_count(2)
+
+    # Deploy v1 to production and v2 to development; each waits for its operation to settle.
+    for environment, label in (("production", "v1"), ("development", "v2")):
+        page.get_by_label(f"Deploy a version to {environment}").select_option(label=label)
+        page.locator(f'[data-environment="{environment}"]').get_by_role("button", name="Deploy").click()
+        expect(page.get_by_test_id(f"version-{environment}")).to_have_text(label, timeout=SLOW)
+        expect(page.locator(f'[data-environment="{environment}"] .badge.ok')).to_have_text("healthy", timeout=SLOW)
+    expect(page.locator("#activity")).to_have_attribute("data-active", "false")
+    expect(page.locator("#activity .history")).to_contain_text("v2")
+    shot(page, "service")
+
+    # Production shows v1; the preview link opens v2 and its cookie keeps this browser in preview.
+    viewer = context.new_page()
+    viewer.goto(production_url)
+    assert body_of(viewer) == "v1"
+    viewer.close()
+    with context.expect_page() as opened:
+        page.get_by_test_id("open-development").click()
+    preview = opened.value
+    preview.wait_for_load_state()
+    assert body_of(preview) == "v2"
+    preview.goto(production_url)
+    assert body_of(preview) == "v2", "the preview cookie takes over"
+    preview.close()
+    assert requests.get(production_url, timeout=10).text == "v1\n"
+
+    # Swap: the confirmation says which version goes where, then the result offers swap back.
+    page.goto(service_page)
+    page.get_by_role("link", name="Swap with production…").click()
+    plan = page.get_by_role("table", name="What will change")
+    expect(plan.get_by_role("row", name="production")).to_have_text(re.compile(r"production\s*v1\s*v2"))
+    expect(plan.get_by_role("row", name="development")).to_have_text(re.compile(r"development\s*v2\s*v1"))
+    shot(page, "swap-confirm")
+    page.get_by_role("button", name="Swap now").click()
+    expect(page.get_by_test_id("swap-production")).to_have_text("v2")
+    assert requests.get(production_url, timeout=10).text == "v2\n"
+    shot(page, "swap-done")
+
+    page.get_by_role("button", name="Swap back").focus()
+    page.keyboard.press("Enter")  # the keyboard works as well as the mouse
+    expect(page.get_by_test_id("swap-production")).to_have_text("v1")
+    expect(page.get_by_test_id("swap-other")).to_have_text("v2")
+    assert requests.get(production_url, timeout=10).text == "v1\n"
+
+    page.goto(base + "/")
+    expect(page.get_by_role("link", name="web")).to_be_visible()
+    shot(page, "dashboard")
+    page.keyboard.press("Tab")
+    expect(page.get_by_role("link", name="Skip to content")).to_be_focused()
+
+    # Phone width: the same pages must stay readable.
+    phone = context.new_page()
+    phone.set_viewport_size(PHONE)
+    for name, path in (
+        ("dashboard", "/"),
+        ("service", service_page),
+        ("swap-confirm", service_page + "swap/"),
+        ("swap-done", service_page + "swap/done/?environment=development"),
+        ("service-create", "/services/new/"),
+        ("service-delete", service_page + "delete/"),
+    ):
+        phone.goto(path if path.startswith("http") else base + path)
+        assert phone.evaluate("document.documentElement.scrollWidth") <= PHONE["width"], f"{name} scrolls sideways"
+        shot(phone, name)
+    phone.close()
+    anonymous = browser.new_page(viewport=PHONE)
+    anonymous.goto(base + "/login/")
+    shot(anonymous, "login")
+    anonymous.close()
+
+    # Another user neither sees nor reaches the service.
+    other, eve = sign_in(browser, base, "eve")
+    assert "web" not in eve.get_by_role("main").inner_text()
+    assert eve.goto(service_page).status == 404
+    assert eve.goto(service_page + "swap/").status == 404
+    other.close()
+
+    # Delete, typing the name; the dashboard follows the delete operation until the service is gone.
+    page.goto(service_page)
+    page.get_by_role("link", name="Delete service…").click()
+    page.get_by_label("to confirm").fill("web")
+    shot(page, "service-delete")
+    page.get_by_role("button", name="Delete this service").click()
+    expect(page.get_by_text("You have no services yet")).to_be_visible(timeout=SLOW)
+    context.close()
