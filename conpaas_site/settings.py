@@ -157,7 +157,9 @@ Q_CLUSTER = {
     "timeout": 1800,
     "retry": 3600,
     "max_attempts": 1,
-    "poll": 0.1,
+    # How often idle workers look for new tasks in the database: a deploy starts within this,
+    # and polling less leaves more CPU to the web server on small machines.
+    "poll": 0.25,
     "catch_up": False,
     "ack_failures": True,
     "save_limit": 1000,

@@ -3,7 +3,7 @@
 from django.db import transaction
 from django.utils import timezone
 
-from routing.table import health_problems, push
+from routing.table import RouterRefused, instance_problems, push
 from services import operations
 from services.choices import OperationKind, Outcome
 from services.models import Event
@@ -25,11 +25,10 @@ def swap(service, environment_name: str, actor) -> dict:
             refusal = f"{other.name} has no version to swap in; deploy one first"
         elif production.version is None:
             refusal = "production has no version yet; deploy one to production first"
-        elif problems := health_problems(service, other.version):
+        elif problems := instance_problems(service, other.version)[1]:
             refusal = f"{other.version.label} in {other.name} is not healthy: " + "; ".join(problems)
         if refusal:
-            Event.record(service, "swap", f"swap refused: {refusal}", Outcome.FAILED, actor, operation)
-            raise SwapRefused(refusal)
+            refuse(service, refusal, actor, operation)
 
         incoming, outgoing = other.version, production.version
         with transaction.atomic():
@@ -37,13 +36,16 @@ def swap(service, environment_name: str, actor) -> dict:
             Environment.objects.filter(pk=production.pk).update(version=incoming, updated=now)
             Environment.objects.filter(pk=other.pk).update(version=outgoing, updated=now)
         try:
-            push(service)
-        except operations.OperationFailed:
+            # Each router checks the incoming version's health and commits in one step.
+            push(service, require_healthy=incoming)
+        except operations.OperationFailed as exc:
             # Put the database back as it was and make every proxy agree with it again.
             with transaction.atomic():
                 Environment.objects.filter(pk=production.pk).update(version=outgoing)
                 Environment.objects.filter(pk=other.pk).update(version=incoming)
             push(service)
+            if isinstance(exc, RouterRefused):
+                refuse(service, f"{incoming.label} in {other.name} is not healthy {exc}", actor, operation)
             raise
         Event.record(
             service,
@@ -54,3 +56,8 @@ def swap(service, environment_name: str, actor) -> dict:
             operation,
         )
     return {PRODUCTION: incoming.pk, other.name: outgoing.pk}
+
+
+def refuse(service, reason: str, actor, operation):
+    Event.record(service, "swap", f"swap refused: {reason}", Outcome.FAILED, actor, operation)
+    raise SwapRefused(reason)

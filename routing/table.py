@@ -39,14 +39,24 @@ def running_proxies(service):
     return list(service.proxy_nodes().filter(state=NodeState.RUNNING))
 
 
-def push(service) -> list[dict]:
-    """Send the routing table to every proxy; returns once each has applied it."""
+class RouterRefused(OperationFailed):
+    """A router refused a health-gated change: the version's servers are not healthy there."""
+
+
+def push(service, require_healthy=None) -> list[dict]:
+    """Send the routing table to every proxy; returns once each has applied it.
+
+    With `require_healthy` (a code version) each router applies it only if that version's
+    servers pass their health checks there, checked atomically with the commit."""
     routing = routing_for(service)
+    gate = str(require_healthy.pk) if require_healthy is not None else None
     statuses = []
     for proxy in running_proxies(service):
         try:
-            statuses.append(AgentClient(proxy).put_proxy(routing))
+            statuses.append(AgentClient(proxy).put_proxy(routing, require_healthy=gate))
         except AgentError as exc:
+            if exc.status == 409 and gate:
+                raise RouterRefused(f"on {proxy.name}: {exc.detail}") from exc
             raise OperationFailed(f"the router on {proxy.name} did not take the new routes: {exc}") from exc
     return statuses
 
@@ -61,18 +71,22 @@ def proxy_statuses(service) -> list[tuple[object, dict]]:
     return statuses
 
 
-def health_problems(service, version, statuses: list | None = None) -> list[str]:
-    """Why `version` is not healthy on every proxy (an empty list: it is)."""
-    instances = list(
-        Instance.objects.filter(node__service=service, node__state=NodeState.RUNNING, version=version).select_related(
-            "node"
-        )
+def instance_problems(service, version) -> tuple[list, list[str]]:
+    """The running instances of `version`, and why they do not cover every backend node."""
+    running = list(
+        Instance.objects.filter(
+            node__service=service, node__state=NodeState.RUNNING, version=version, state=InstanceState.RUNNING
+        ).select_related("node")
     )
     backend_nodes = service.backend_node_list().filter(state=NodeState.RUNNING).count()
-    running = [i for i in instances if i.state == InstanceState.RUNNING]
-    problems = []
     if len(running) < backend_nodes or not running:
-        problems.append(f"{version.label} runs on {len(running)} of {backend_nodes} backend node(s)")
+        return running, [f"{version.label} runs on {len(running)} of {backend_nodes} backend node(s)"]
+    return running, []
+
+
+def health_problems(service, version, statuses: list | None = None) -> list[str]:
+    """Why `version` is not healthy on every proxy (an empty list: it is)."""
+    running, problems = instance_problems(service, version)
     for proxy, status in proxy_statuses(service) if statuses is None else statuses:
         servers = status.get("backends", {}).get(str(version.id), {}).get("servers", {})
         for instance in running:

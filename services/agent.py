@@ -14,9 +14,10 @@ log = logging.getLogger("conpaas.agent")
 class AgentError(Exception):
     """An agent call failed. `status` is the HTTP status (None: no answer at all)."""
 
-    def __init__(self, message: str, status: int | None = None):
+    def __init__(self, message: str, status: int | None = None, detail: str = ""):
         super().__init__(message)
         self.status = status
+        self.detail = detail or message  # the agent's own sentence, without the node and status
 
     @property
     def unreachable(self) -> bool:
@@ -41,17 +42,19 @@ class AgentClient:
             with urllib.request.urlopen(request, timeout=timeout or self.timeout) as response:
                 payload = response.read()
         except urllib.error.HTTPError as exc:
-            raise AgentError(self._error_text(exc), exc.code) from None
+            detail = self._error_detail(exc)
+            raise AgentError(f"node {self.node.name}: {detail} (HTTP {exc.code})", exc.code, detail) from None
         except (OSError, urllib.error.URLError) as exc:
             raise AgentError(f"node {self.node.name} did not answer: {getattr(exc, 'reason', exc)}") from None
         return json.loads(payload) if payload else None
 
-    def _error_text(self, exc: urllib.error.HTTPError) -> str:
+    @staticmethod
+    def _error_detail(exc: urllib.error.HTTPError) -> str:
         try:
             detail = json.loads(exc.read()).get("error", "")
         except (ValueError, AttributeError, OSError):
             detail = ""
-        return f"node {self.node.name}: {detail or exc.reason} (HTTP {exc.code})"
+        return detail or str(exc.reason)
 
     def status(self, timeout: float | None = None) -> dict:
         return self.call("GET", "/v1/status", timeout=timeout)
@@ -65,8 +68,11 @@ class AgentClient:
     def delete_instance(self, name: str) -> None:
         self.call("DELETE", f"/v1/instances/{quote(name)}", timeout=60)
 
-    def put_proxy(self, routing: dict) -> dict:
-        return self.call("PUT", "/v1/proxy", routing, timeout=routing.get("drain_timeout", 30) + 30)
+    def put_proxy(self, routing: dict, require_healthy: str | None = None) -> dict:
+        """Apply the routing; with `require_healthy` (a backend key) the agent changes nothing
+        (HTTP 409) unless that backend's servers pass their health checks."""
+        path = "/v1/proxy" + (f"?require_healthy={quote(require_healthy)}" if require_healthy else "")
+        return self.call("PUT", path, routing, timeout=routing.get("drain_timeout", 30) + 30)
 
     def get_proxy(self) -> dict:
         return self.call("GET", "/v1/proxy")

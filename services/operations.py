@@ -115,10 +115,17 @@ def run(operation: Operation, work) -> None:
 @contextmanager
 def holding(service: Service, kind: str, owner, params: dict | None = None):
     """Hold the service for a short synchronous action (a swap), as an operation of its own."""
+    # Born running: it either takes the service at once or is removed again.
     operation = Operation.objects.create(
-        service=service, service_name=service.name, owner=owner, kind=kind, params=params or {}
+        service=service,
+        service_name=service.name,
+        owner=owner,
+        kind=kind,
+        params=params or {},
+        state=OperationState.RUNNING,
+        started=timezone.now(),
     )
-    if not claim(operation):
+    if not Service.objects.filter(pk=service.pk, locked_by__isnull=True).update(locked_by=operation):
         holder = Service.objects.filter(pk=service.pk).values_list("locked_by", flat=True).first()
         Operation.objects.filter(pk=operation.pk).delete()
         raise ServiceBusy(Operation.objects.filter(pk=holder).first() if holder else None)

@@ -325,6 +325,10 @@ def write_if_changed(path: str, content: str) -> bool:
 # --- desired routing ---------------------------------------------------------------------
 
 
+class Unhealthy(Exception):
+    """A gated change was refused: the servers it needs are not passing their health checks."""
+
+
 class InvalidRouting(ValueError):
     """The desired routing body is malformed (the agent answers 400)."""
 
@@ -563,11 +567,17 @@ class Proxy:
         log.info("reloaded HAProxy (worker %s -> %s)", old_worker, self.api.worker_pid())
 
     # convergence
-    def apply(self, routing: dict) -> dict:
-        """Converge HAProxy to ``routing`` (validated); answers once it is applied."""
+    def apply(self, routing: dict, require_healthy: str | None = None) -> dict:
+        """Converge HAProxy to ``routing`` (validated); answers once it is applied.
+
+        With ``require_healthy`` (a backend key), nothing changes unless every server of that
+        backend is up and passed its last check — checked under the same lock as the commit,
+        so a swap cannot route to a server that failed in between."""
         with self.lock:
             if not self.running():
                 self.start()
+            if require_healthy is not None:
+                self._check_healthy(routing, require_healthy)
             reload_needed = routing["health_path"] != self.routing.get("health_path", "/")
             for key in routing["backends"]:
                 if key not in self.slots:
@@ -591,9 +601,20 @@ class Proxy:
                 for server in servers
             }
             actual = self.api.servers()
+            unchanged = {
+                (self.slots.get(key), server["name"]): server
+                for key, servers in previous["backends"].items()
+                for server in servers
+            }
             added = []
             for (slot, name), server in desired.items():
                 row = actual.get((slot, name))
+                if (
+                    row is not None
+                    and unchanged.get((slot, name)) == server
+                    and not row.get("status", "").startswith("MAINT")
+                ):
+                    continue  # as the last apply left it: no runtime API round trips (a swap's fast path)
                 if row is None:
                     self.api.add_server(slot, name, server["address"], server["port"])
                     added.append((slot, name))
@@ -636,6 +657,26 @@ class Proxy:
             if previous != routing:
                 log.info("routing applied: routes=%s", routing["routes"])
             return self.status()
+
+    def _check_healthy(self, routing: dict, key: str) -> None:
+        servers = routing["backends"].get(key) or []
+        slot = self.slots.get(key)
+        if not servers or slot is None:
+            raise Unhealthy(f"backend {key} has no server on this router")
+        rows = self.api.servers()
+        problems = []
+        for server in servers:
+            row = rows.get((slot, server["name"]))
+            if row is None:
+                problems.append(f"{server['name']} is not on this router")
+            elif row.get("status") != "UP" or not (row.get("check_status") or "").startswith("L7OK"):
+                code = row.get("check_code") or ""
+                problems.append(
+                    f"{server['name']} is {row.get('status') or 'unknown'} ({row.get('check_status') or 'no check yet'}"
+                    + (f", HTTP {code})" if code else ")")
+                )
+        if problems:
+            raise Unhealthy("; ".join(problems))
 
     def _retire(self, servers: list[tuple[str, str]], drain_timeout: float) -> None:
         for slot, name in servers:
@@ -684,7 +725,11 @@ class Proxy:
         for env, key in self.routing["routes"].items():
             slot = self.slots.get(key)
             figures = per_slot.get(slot) or {
-                "requests": 0, "request_rate": 0.0, "p50_ms": None, "p95_ms": None, "error_rate": 0.0,
+                "requests": 0,
+                "request_rate": 0.0,
+                "p50_ms": None,
+                "p95_ms": None,
+                "error_rate": 0.0,
             }
             environments[env] = {"version": key, **figures, "live_connections": live.get(slot, 0)}
         return {"window_seconds": window, "environments": environments}

@@ -139,7 +139,11 @@ class Agent:
                     routing = haproxy.validate_routing(body)
                 except haproxy.InvalidRouting as exc:
                     raise AgentError(400, str(exc)) from exc
-                return 200, proxy.apply(routing)
+                gate = query.get("require_healthy", [None])[0]
+                try:
+                    return 200, proxy.apply(routing, require_healthy=gate)
+                except haproxy.Unhealthy as exc:
+                    raise AgentError(409, str(exc)) from exc
             raise AgentError(405, f"{method} is not allowed on {path}")
         if path == "/v1/proxy/metrics":
             proxy = self.need("proxy")
