@@ -190,21 +190,7 @@ def services_list(args: Namespace) -> int:
 def services_create(args: Namespace) -> int:
     api = client()
     service = api.post("services/", json={"name": args.name, "runtime": args.runtime})
-    # The API answers with the service, not its create operation; the operation is in its first event.
-    operation = next(
-        (
-            api.get(f"operations/{event['operation']}/")
-            for event in api.get(f"services/{service['id']}/events/")
-            if event["action"] == "create" and event.get("operation")
-        ),
-        None,
-    )
-    if operation is None:  # cannot happen with this API; say what is known rather than guess
-        if args.json:
-            print_json(service)
-        else:
-            print(f"created {service['name']} (id {service['id']}, state {service['state']})")
-        return OK
+    operation = service.pop("operation")  # the operation booting its first node
 
     def summary(_operation):
         created = api.get(f"services/{service['id']}/")

@@ -37,9 +37,12 @@ def store_version(service: Service, fileobj, label: str, user, filename: str = "
     written = _write_once(fileobj, path)
     try:
         with transaction.atomic():
-            if not label:
+            while not label:
+                # The next free vN: the counter moves atomically, and skips labels given by hand.
                 Service.objects.filter(pk=service.pk).update(version_counter=F("version_counter") + 1)
                 label = f"v{Service.objects.values_list('version_counter', flat=True).get(pk=service.pk)}"
+                if service.versions.filter(label=label).exists():
+                    label = ""
             version = CodeVersion.objects.create(
                 service=service,
                 label=label,

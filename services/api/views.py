@@ -43,11 +43,15 @@ class ServiceViewSet(
     def get_queryset(self):
         return Service.objects.visible_to(self.request.user).prefetch_related("environments__version", "nodes")
 
-    def perform_create(self, serializer):
-        service, _ = lifecycle.create(
-            self.request.user, serializer.validated_data["name"], serializer.validated_data["runtime"]
+    def create(self, request, *args, **kwargs):
+        serializer = self.get_serializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        service, operation = lifecycle.create(
+            request.user, serializer.validated_data["name"], serializer.validated_data["runtime"]
         )
-        serializer.instance = service
+        # The service, plus the operation that boots its first node, for clients to follow.
+        body = {**self.get_serializer(service).data, "operation": OperationSerializer(operation).data}
+        return Response(body, status=status.HTTP_201_CREATED)
 
     @extend_schema(responses={202: OperationSerializer})
     def destroy(self, request, pk=None):

@@ -29,6 +29,7 @@ def test_it_creates_a_service_with_production_and_development(api, alice, django
     assert response.status_code == 201, response.json()
     body = response.json()
     assert body["name"] == "blog" and body["state"] == "creating"
+    assert body["operation"]["kind"] == "create" and body["operation"]["state"] == "pending"
     service = Service.objects.get(pk=body["id"])
     assert service.owner == alice
     environments = {e.name: e for e in service.environments.all()}

@@ -36,6 +36,11 @@ def test_it_labels_versions_in_order_when_no_label_is_given(api, service):
     assert labels == ["v1", "v2", "v3"]
 
 
+def test_automatic_labels_skip_labels_given_by_hand(api, service):
+    assert upload(api, service, label_app("a"), "v1").status_code == 201
+    assert upload(api, service, label_app("b")).json()["label"] == "v2"
+
+
 def test_it_stores_the_same_content_once(api, service, _isolated_archives):
     upload(api, service, label_app("same"), "a")
     upload(api, service, label_app("same"), "b")
