@@ -39,6 +39,7 @@ class OperationKind(models.TextChoices):
     ROUTE = "route"
     SCALE = "scale"
     DELETE = "delete"
+    RECONCILE = "reconcile"
 
 
 class OperationState(models.TextChoices):

@@ -1,6 +1,6 @@
 """Which function runs each kind of operation."""
 
-from services import nodes, scaling
+from services import nodes, reconcile, scaling
 from services.choices import OperationKind
 from versions import deploy
 
@@ -9,4 +9,5 @@ WORK = {
     OperationKind.DEPLOY: deploy.run_deploy,
     OperationKind.SCALE: scaling.scale,
     OperationKind.DELETE: nodes.delete_service,
+    OperationKind.RECONCILE: reconcile.reconcile,
 }

@@ -1,5 +1,9 @@
 """The blue-green core, end to end: real control plane, real nodes, real HAProxy, real gunicorn."""
 
+import json
+import os
+import signal
+
 import pytest
 import requests
 
@@ -119,3 +123,19 @@ def test_it_keeps_serving_while_the_control_plane_is_down(shop, control_plane):
     finally:
         control_plane.start()
     assert api.get(f"/api/v1/services/{service['id']}/").status_code == 200
+
+
+def test_it_restarts_what_stopped_while_the_control_plane_was_down(shop, control_plane):
+    api, service, v1, v2 = shop
+    node = service["nodes"][0]["name"]
+    state = json.loads((control_plane.home / "nodes" / node / "state.json").read_text())
+    production_pid = state["instances"][f"{node}-v{v1['id']}"]["pid"]
+    control_plane.stop()
+    try:
+        os.kill(production_pid, signal.SIGTERM)  # the production instance dies with nobody watching
+        wait_for(lambda: fetch(service["url"]).status_code == 503, timeout=30, message="production to go down")
+    finally:
+        control_plane.start()
+    wait_for(lambda: fetch(service["url"]).text == "v1\n", timeout=60, message="the restart to bring v1 back")
+    events = [e["message"] for e in api.get(f"/api/v1/services/{service['id']}/events/").json()]
+    assert any(f"restarted {node}-v{v1['id']}" in message for message in events)

@@ -11,6 +11,7 @@ from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
 
 from services.operations import recover_interrupted
+from services.reconcile import reconcile_all
 
 
 class Command(BaseCommand):
@@ -29,6 +30,8 @@ class Command(BaseCommand):
         interrupted = recover_interrupted()
         if interrupted:
             self.stdout.write(f"{interrupted} operation(s) interrupted by the last stop were marked failed")
+        # The data plane went on without us: re-read what the nodes run and converge to the database.
+        reconcile_all()
 
         env = dict(os.environ)
         # Nodes download code versions from here; they reach this host on the address we bind.
