@@ -17,12 +17,14 @@ Verified against HAProxy 2.6.12:
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import re
 import signal
 import socket
 import subprocess
+import tempfile
 import threading
 import time
 from dataclasses import dataclass
@@ -184,6 +186,9 @@ def parse_servers_state(text: str) -> dict[tuple[str, str], dict[str, str]]:
 # --- rendering ---------------------------------------------------------------------------
 
 
+MAX_SOCKET_PATH = 97
+
+
 @dataclass(frozen=True)
 class Paths:
     dir: str
@@ -201,12 +206,21 @@ class Paths:
         return os.path.join(self.dir, "envs.map")
 
     @property
+    def socket_dir(self) -> str:
+        """Where the unix sockets live: beside the config, unless that path is too long for a
+        socket address (HAProxy takes at most 97 bytes); then a short private directory."""
+        if len(os.path.join(self.dir, "requests.sock").encode()) <= MAX_SOCKET_PATH:
+            return self.dir
+        digest = hashlib.sha256(os.path.abspath(self.dir).encode()).hexdigest()[:16]
+        return os.path.join(tempfile.gettempdir(), f"conpaas-{digest}")
+
+    @property
     def admin_socket(self) -> str:
-        return os.path.join(self.dir, "admin.sock")
+        return os.path.join(self.socket_dir, "admin.sock")
 
     @property
     def master_socket(self) -> str:
-        return os.path.join(self.dir, "master.sock")
+        return os.path.join(self.socket_dir, "master.sock")
 
     @property
     def pidfile(self) -> str:
@@ -214,7 +228,7 @@ class Paths:
 
     @property
     def request_log(self) -> str:
-        return os.path.join(self.dir, "requests.sock")
+        return os.path.join(self.socket_dir, "requests.sock")
 
     @property
     def server_state(self) -> str:
@@ -463,6 +477,7 @@ class Proxy:
     def write_files(self, routing: dict) -> None:
         """Config and maps for ``routing``: what a reload or a restart must come back to."""
         os.makedirs(self.paths.dir, mode=0o700, exist_ok=True)
+        os.makedirs(self.paths.socket_dir, mode=0o700, exist_ok=True)
         write_if_changed(
             self.paths.config,
             render_config(

@@ -43,14 +43,20 @@ def pid_alive(pid: int) -> bool:
         return False
 
 
-def group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+def group_has_live_member(pgid: int) -> bool:
+    """True while a process of the group runs (zombies waiting to be reaped do not count)."""
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        # fields: state ppid pgrp ...
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            return True
+    return False
 
 
 class LocalNodeDriver(NodeDriver):
@@ -115,24 +121,9 @@ class LocalNodeDriver(NodeDriver):
                 return
             deadline = time.monotonic() + wait
             while time.monotonic() < deadline:
-                if not group_alive(pgid) or not self._group_has_live_member(pgid):
+                if not group_has_live_member(pgid):
                     return
                 time.sleep(0.05)
-
-    @staticmethod
-    def _group_has_live_member(pgid: int) -> bool:
-        for entry in os.scandir("/proc"):
-            if not entry.name.isdigit():
-                continue
-            try:
-                with open(f"/proc/{entry.name}/stat") as f:
-                    fields = f.read().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            # fields: state ppid pgrp ...
-            if int(fields[2]) == pgid and fields[0] != "Z":
-                return True
-        return False
 
     @staticmethod
     def _pid(home: Path) -> int | None:
