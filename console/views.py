@@ -274,7 +274,11 @@ def environment_deploy(request, pk: int, name: str):
         messages.error(request, f"Choose a version of {service.name} to deploy.")
         return back_to(service, "environments")
     version = form.cleaned_data["version"]
-    request_deploy(environment, version, request.user)
+    try:
+        request_deploy(environment, version, request.user)
+    except ServiceBusy as exc:
+        messages.error(request, f"Not deployed: {exc}.")
+        return back_to(service, "environments")
     messages.success(request, f"Deploying {version.label} to {environment.name}; follow it under Operations.")
     return back_to(service, "activity")
 

@@ -43,7 +43,17 @@ def swap(service, environment_name: str, actor) -> dict:
             with transaction.atomic():
                 Environment.objects.filter(pk=production.pk).update(version=outgoing)
                 Environment.objects.filter(pk=other.pk).update(version=incoming)
-            push(service)
+            try:
+                push(service)
+            except operations.OperationFailed as again:
+                Event.record(
+                    service,
+                    "swap",
+                    f"could not restore the routes after a failed swap: {again}",
+                    Outcome.FAILED,
+                    actor,
+                    operation,
+                )
             if isinstance(exc, RouterRefused):
                 refuse(service, f"{incoming.label} in {other.name} is not healthy {exc}", actor, operation)
             raise

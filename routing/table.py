@@ -65,7 +65,7 @@ def proxy_statuses(service) -> list[tuple[object, dict]]:
     statuses = []
     for proxy in running_proxies(service):
         try:
-            statuses.append((proxy, AgentClient(proxy).get_proxy()))
+            statuses.append((proxy, AgentClient(proxy, timeout=5).get_proxy()))
         except AgentError as exc:
             raise OperationFailed(f"the router on {proxy.name} did not answer: {exc}") from exc
     return statuses

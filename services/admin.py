@@ -1,4 +1,5 @@
 from django.contrib import admin
+from rest_framework.authtoken.models import TokenProxy
 
 from services.models import Application, Event, Node, Operation, Service
 from versions.models import Environment, Instance
@@ -86,3 +87,8 @@ class EventAdmin(admin.ModelAdmin):
 
     def has_add_permission(self, request):
         return False
+
+
+# DRF lists every API token in clear; tokens are secrets, users get theirs from the API.
+if admin.site.is_registered(TokenProxy):
+    admin.site.unregister(TokenProxy)

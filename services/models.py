@@ -68,7 +68,7 @@ class Service(models.Model):
         return self.live_nodes().filter(is_proxy=True)
 
     def backend_node_list(self):
-        return self.live_nodes().filter(is_backend=True)
+        return self.live_nodes().filter(is_backend=True, state__in=[NodeState.BOOTING, NodeState.RUNNING])
 
     @property
     def url(self) -> str | None:

@@ -90,10 +90,14 @@ def create_service(operation) -> str:
     from routing.table import push
 
     service = operation.service
-    if not service.live_nodes().exists():
-        operation.set_progress("booting the first node")
-        boot_node(service, ["proxy", "backend"], operation)
-    push(service)
+    try:
+        if not service.live_nodes().exclude(state=NodeState.FAILED).exists():
+            operation.set_progress("booting the first node")
+            boot_node(service, ["proxy", "backend"], operation)
+        push(service)
+    except OperationFailed:
+        Service.objects.filter(pk=service.pk).update(state=ServiceState.FAILED)
+        raise
     Service.objects.filter(pk=service.pk).update(state=ServiceState.RUNNING)
     return f"service {service.name} is running at {service.url}"
 

@@ -12,7 +12,7 @@ from django.db import transaction
 from django.utils import timezone
 from django_q.tasks import async_task
 
-from services.choices import OperationState, Outcome
+from services.choices import OperationKind, OperationState, Outcome, ServiceState
 from services.models import Event, Operation, Service
 
 log = logging.getLogger("conpaas.operations")
@@ -29,8 +29,16 @@ class ServiceBusy(Exception):
         self.holder = holder
 
 
+class ServiceDeleting(ServiceBusy):
+    def __init__(self, service):
+        Exception.__init__(self, f"{service.name} is being deleted")
+        self.holder = None
+
+
 def start(service: Service, kind: str, owner, params: dict | None = None, message: str = "") -> Operation:
     """Record an operation and hand it to the workers once the caller's transaction commits."""
+    if kind != OperationKind.DELETE and Service.objects.filter(pk=service.pk, state=ServiceState.DELETING).exists():
+        raise ServiceDeleting(service)
     operation = Operation.objects.create(
         service=service, service_name=service.name, owner=owner, kind=kind, params=params or {}
     )
@@ -71,6 +79,11 @@ def finish(operation: Operation, error: str = "") -> None:
 
 
 def start_next(service_id: int | None) -> None:
+    # Operations queued behind a deletion lost their service: they end, they do not wait forever.
+    for orphan in Operation.objects.filter(service__isnull=True, state=OperationState.PENDING):
+        Operation.objects.filter(pk=orphan.pk, state=OperationState.PENDING).update(
+            state=OperationState.FAILED, error="the service was deleted", finished=timezone.now()
+        )
     pending = Operation.objects.filter(service_id=service_id, state=OperationState.PENDING).order_by("created", "id")
     if service_id is not None and (nxt := pending.first()):
         enqueue(nxt.pk)
@@ -84,37 +97,35 @@ def run(operation: Operation, work) -> None:
     if not claim(operation):
         return  # held by another operation, which starts this one when it finishes
     service = operation.service
+    error, outcome_message = "internal error (the worker stopped)", ""
     try:
         outcome_message = work(operation)
+        error = ""
     except OperationFailed as exc:
         error = str(exc)
     except Exception as exc:
         log.exception("operation %s failed unexpectedly", operation.pk)
         error = f"internal error ({type(exc).__name__}: {exc})"
-    else:
-        error = ""
-    if Service.objects.filter(pk=service.pk).exists():
-        Event.record(
-            service,
-            operation.kind,
-            error or outcome_message or f"{operation.kind} finished",
-            outcome=Outcome.FAILED if error else Outcome.SUCCEEDED,
-            operation=operation,
-        )
-    else:
-        Event.record(
-            None,
-            operation.kind,
-            outcome_message or "service deleted",
-            operation=operation,
-            outcome=Outcome.FAILED if error else Outcome.SUCCEEDED,
-        )
-    finish(operation, error)
+    finally:
+        # Whatever happened above, the service is released and the next operation starts.
+        try:
+            still_there = Service.objects.filter(pk=service.pk).exists()
+            Event.record(
+                service if still_there else None,
+                operation.kind,
+                error or outcome_message or f"{operation.kind} finished",
+                outcome=Outcome.FAILED if error else Outcome.SUCCEEDED,
+                operation=operation,
+            )
+        finally:
+            finish(operation, error)
 
 
 @contextmanager
 def holding(service: Service, kind: str, owner, params: dict | None = None):
     """Hold the service for a short synchronous action (a swap), as an operation of its own."""
+    if Service.objects.filter(pk=service.pk, state=ServiceState.DELETING).exists():
+        raise ServiceDeleting(service)
     # Born running: it either takes the service at once or is removed again.
     operation = Operation.objects.create(
         service=service,
@@ -132,7 +143,10 @@ def holding(service: Service, kind: str, owner, params: dict | None = None):
     try:
         yield operation
     except Exception as exc:
-        finish(operation, str(exc) if isinstance(exc, OperationFailed) else f"internal error ({exc})")
+        error = str(exc) if isinstance(exc, OperationFailed) else f"internal error ({exc})"
+        if not isinstance(exc, OperationFailed) or not Event.objects.filter(operation=operation).exists():
+            Event.record(service, kind, f"{kind} failed: {error}", Outcome.FAILED, owner, operation)
+        finish(operation, error)
         raise
     else:
         finish(operation)

@@ -10,7 +10,12 @@ from versions.models import Instance, InstanceState
 
 def scale(operation) -> str:
     service = operation.service
+    if operation.params.get("role") == "proxy":
+        return "one proxy node runs, as this release supports"  # the API accepts only 1 for proxy
     wanted = int(operation.params["nodes"])
+    # A node that failed to boot holds no instance and counts for nothing: remove it first.
+    for node in service.live_nodes().filter(state=NodeState.FAILED):
+        destroy_node(node, operation)
     environments = list(service.environments.exclude(version=None).select_related("version"))
     while (count := service.backend_node_list().count()) < wanted:
         operation.set_progress(f"booting backend node {count + 1} of {wanted}")
@@ -28,8 +33,5 @@ def scale(operation) -> str:
         operation.set_progress(f"draining node {node.name} ({count} → {wanted})")
         Instance.objects.filter(node=node).update(state=InstanceState.STOPPING)
         push(service)
-        destroy_node(node, operation)
-    failed = service.live_nodes().filter(state=NodeState.FAILED)
-    for node in failed:
         destroy_node(node, operation)
     return f"{wanted} backend node(s) running"

@@ -28,4 +28,5 @@ class InstanceAdmin(admin.ModelAdmin):
     list_display = ["name", "node", "version", "port", "state", "created"]
     list_filter = ["state"]
     search_fields = ["node__name", "version__label", "node__service__name"]
-    readonly_fields = ["node", "version", "port", "spec", "created"]
+    readonly_fields = ["node", "version", "port", "created"]
+    exclude = ["spec"]  # holds a signed download link

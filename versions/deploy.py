@@ -91,7 +91,16 @@ def run_deploy(operation) -> str:
     previous = environment.version
     operation.set_progress(f"routing {environment.name} to {version.label}")
     Environment.objects.filter(pk=environment.pk).update(version=version, updated=timezone.now())
-    push(service)
+    try:
+        # Each router flips only if the version is still healthy there, in the same step.
+        push(service, require_healthy=version)
+    except OperationFailed:
+        Environment.objects.filter(pk=environment.pk).update(version=previous)
+        try:
+            push(service)
+        finally:
+            retire_unused(service, operation)
+        raise
     was = f" (was {previous.label})" if previous and previous != version else ""
     Event.record(
         service, "route", f"{environment.name} now serves {version.label}{was}", Outcome.SUCCEEDED, operation=operation

@@ -13,6 +13,14 @@ PREVIEW_KEY_RE = re.compile(r"^[A-Za-z0-9_-]{4,128}$")
 preview_key_validator = RegexValidator(
     PREVIEW_KEY_RE, "A preview key is 4 to 128 letters, digits, dashes or underscores."
 )
+
+
+def not_production_key(key: str) -> None:
+    # `conpaas-env=production` means production and clears the cookie (routing contract).
+    if key.lower() == "production":
+        raise ValidationError("'production' is reserved: it selects production itself.")
+
+
 label_validator = RegexValidator(
     r"^[A-Za-z0-9][A-Za-z0-9._-]{0,39}$", "A label is up to 40 letters, digits, dots, dashes or underscores."
 )
@@ -64,7 +72,9 @@ class Environment(models.Model):
     version = models.ForeignKey(
         CodeVersion, null=True, blank=True, on_delete=models.PROTECT, related_name="environments"
     )
-    preview_key = models.CharField(max_length=128, null=True, blank=True, validators=[preview_key_validator])
+    preview_key = models.CharField(
+        max_length=128, null=True, blank=True, validators=[preview_key_validator, not_production_key]
+    )
     created = models.DateTimeField(default=timezone.now)
     updated = models.DateTimeField(default=timezone.now)
 

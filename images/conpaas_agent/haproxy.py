@@ -397,8 +397,8 @@ def validate_routing(body: object) -> dict:
     if not isinstance(preview_keys, dict):
         raise InvalidRouting("preview_keys must be an object")
     for key, env in preview_keys.items():
-        if not KEY_RE.match(key):
-            raise InvalidRouting(f"a preview key must match {KEY_RE.pattern}")
+        if not KEY_RE.match(key) or key.lower() == "production":
+            raise InvalidRouting(f"a preview key must match {KEY_RE.pattern} and not be 'production'")
         if not isinstance(env, str) or not ENV_RE.match(env):
             raise InvalidRouting(f"preview key target {env!r} must be an environment name")
     return {

@@ -84,3 +84,50 @@ def test_it_refuses_a_preview_key_for_production(api, service):
     )
     assert response.status_code == 400
     assert Environment.objects.get(service=service, name="production").preview_key is None
+
+
+def test_a_swap_whose_router_does_not_answer_is_a_clear_503_with_history(api, service):
+    import socket
+
+    from services.models import Event, Node
+    from versions.models import Instance
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        closed_port = s.getsockname()[1]
+    node = Node.objects.create(
+        service=service,
+        name="shop-n1",
+        cloud="local",
+        is_proxy=True,
+        is_backend=True,
+        state="running",
+        address="127.0.0.1",
+        agent_port=closed_port,
+        http_port=1,
+    )
+    v1, v2 = CodeVersionFactory(service=service), CodeVersionFactory(service=service)
+    for version in (v1, v2):
+        Instance.objects.create(node=node, version=version, port=2, state="running")
+    service.environments.filter(name="production").update(version=v1)
+    service.environments.filter(name="development").update(version=v2)
+
+    response = api.post(f"/api/v1/services/{service.pk}/swap/", {}, format="json")
+    assert response.status_code == 503
+    assert "did not take the new routes" in response.json()["detail"]
+    assert Environment.objects.get(service=service, name="production").version == v1, "nothing changed"
+    assert Event.objects.filter(service=service, action="swap", outcome="failed").exists()
+    service.refresh_from_db()
+    assert service.locked_by is None
+
+
+@pytest.mark.parametrize("key", ["production", "Production"])
+def test_production_is_not_a_preview_key(api, service, key):
+    added = api.post(
+        f"/api/v1/services/{service.pk}/environments/", {"name": "staging", "preview_key": key}, format="json"
+    )
+    assert added.status_code == 400
+    assert "reserved" in added.json()["preview_key"][0]
+    changed = api.patch(f"/api/v1/services/{service.pk}/environments/development/", {"preview_key": key}, format="json")
+    assert changed.status_code == 400
+    assert not Environment.objects.filter(preview_key__iexact="production").exists()

@@ -142,3 +142,40 @@ def test_it_serves_the_openapi_schema(api):
     response = api.get("/api/schema/")
     assert response.status_code == 200
     assert b"/api/v1/services/{id}/swap/" in response.content
+
+
+def test_it_refuses_new_operations_while_the_service_is_being_deleted(api, service):
+    from tests.factories import CodeVersionFactory
+
+    version = CodeVersionFactory(service=service)
+    assert api.delete(f"/api/v1/services/{service.pk}/").status_code == 202
+    deploy = api.patch(
+        f"/api/v1/services/{service.pk}/environments/production/", {"version": version.pk}, format="json"
+    )
+    assert deploy.status_code == 409
+    assert "being deleted" in deploy.json()["detail"]
+    scale = api.post(f"/api/v1/services/{service.pk}/scale/", {"role": "backend", "nodes": 2}, format="json")
+    assert scale.status_code == 409
+    swap = api.post(f"/api/v1/services/{service.pk}/swap/", {}, format="json")
+    assert swap.status_code == 409
+    assert list(Operation.objects.values_list("kind", flat=True)) == ["delete"]
+
+
+def test_operations_left_behind_by_a_deleted_service_end(service):
+    from services.operations import start_next
+
+    orphan = Operation.objects.create(service=service, service_name="shop", kind="deploy")
+    service.delete()
+    start_next(None)
+    orphan.refresh_from_db()
+    assert orphan.state == "failed" and "deleted" in orphan.error
+
+
+def test_the_admin_shows_no_api_token(service):
+    from django.test import Client
+
+    staff = UserFactory(username="root", is_staff=True, is_superuser=True)
+    client = Client()
+    client.force_login(staff)
+    assert client.get("/admin/").status_code == 200
+    assert client.get("/admin/authtoken/tokenproxy/").status_code == 404

@@ -1,7 +1,7 @@
 from rest_framework import serializers
 
 from services.models import active_operations
-from versions.models import PRODUCTION, CodeVersion, Environment, preview_key_validator
+from versions.models import PRODUCTION, CodeVersion, Environment, not_production_key, preview_key_validator
 
 
 class CodeVersionSerializer(serializers.ModelSerializer):
@@ -20,7 +20,9 @@ class EnvironmentSerializer(serializers.ModelSerializer):
     version_label = serializers.CharField(source="version.label", default=None, read_only=True)
     preview_url = serializers.CharField(read_only=True)
     state = serializers.SerializerMethodField()
-    preview_key = serializers.CharField(required=False, max_length=128, validators=[preview_key_validator])
+    preview_key = serializers.CharField(
+        required=False, max_length=128, validators=[preview_key_validator, not_production_key]
+    )
 
     class Meta:
         model = Environment
@@ -55,7 +57,9 @@ class EnvironmentSerializer(serializers.ModelSerializer):
 
 class DeploySerializer(serializers.Serializer):
     version = serializers.IntegerField(required=False)
-    preview_key = serializers.CharField(required=False, max_length=128, validators=[preview_key_validator])
+    preview_key = serializers.CharField(
+        required=False, max_length=128, validators=[preview_key_validator, not_production_key]
+    )
 
     def validate_version(self, version_id):
         service = self.context["service"]
