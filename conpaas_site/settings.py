@@ -154,8 +154,10 @@ SPECTACULAR_SETTINGS = {
 Q_CLUSTER = {
     "name": "conpaas",
     "workers": envint("CONPAAS_WORKERS", 2),
-    "timeout": 1800,
-    "retry": 3600,
+    # A worker is killed after `timeout`; operations end well before (boot, health and drain
+    # waits are bounded), and `retry` must exceed it so a task is never run twice at once.
+    "timeout": 6 * 3600,
+    "retry": 6 * 3600 + 600,
     "max_attempts": 1,
     # How often idle workers look for new tasks in the database: a deploy starts within this,
     # and polling less leaves more CPU to the web server on small machines.

@@ -1,19 +1,23 @@
 """Converging a service's nodes to the database after the control plane was away.
 
-The data plane kept serving meanwhile; this re-reads what each agent runs, starts again the
-instances that should run and do not (an instance that exited, a node that rebooted), and sends
-every router the routing table again. Safe to run any number of times."""
+The data plane kept serving meanwhile; this boots the nodes the service should have and has not
+(after 'manage.py down', or a failed boot), re-reads what each agent runs, starts again the
+instances that should run and do not, and sends every router the routing table again. Safe to
+run any number of times."""
 
-from routing.table import push
+from routing.table import push, wait_healthy
+from services import operations
 from services.agent import AgentClient, AgentError
-from services.choices import NodeState, Outcome
-from services.models import Event
-from versions.deploy import archive_url
-from versions.models import Instance, InstanceState
+from services.choices import NodeState, OperationKind, Outcome, ServiceState
+from services.models import Event, Service
+from services.nodes import boot_node, destroy_node
+from versions.deploy import archive_url, ensure_instances
+from versions.models import Environment, Instance, InstanceState
 
 
 def reconcile(operation) -> str:
     service = operation.service
+    booted = boot_missing_nodes(service, operation)
     restarted, unreachable = [], []
     for node in service.live_nodes().filter(state=NodeState.RUNNING):
         client = AgentClient(node)
@@ -52,22 +56,39 @@ def reconcile(operation) -> str:
                 Outcome.SUCCEEDED,
                 operation=operation,
             )
+    environments = list(Environment.objects.filter(service=service).exclude(version=None).select_related("version"))
+    for environment in environments:  # the new nodes' instances; a no-op where they run
+        ensure_instances(service, environment.version, environment, operation)
     push(service)
+    if booted:
+        for environment in environments:
+            wait_healthy(service, environment.version)
     parts = ["routers in step with the database"]
+    if booted:
+        parts.append(f"booted {', '.join(booted)}")
     if restarted:
         parts.append(f"restarted {', '.join(restarted)}")
     if unreachable:
         parts.append(f"unreachable: {', '.join(unreachable)}")
+    Service.objects.filter(pk=service.pk).update(state=ServiceState.RUNNING)
     return "reconciled: " + "; ".join(parts)
+
+
+def boot_missing_nodes(service, operation) -> list[str]:
+    """Nodes the service should have and has not (destroyed by 'manage.py down', or failed)."""
+    for node in service.live_nodes().filter(state=NodeState.FAILED):
+        destroy_node(node, operation)
+    booted = []
+    if not service.proxy_nodes().exists():
+        booted.append(boot_node(service, ["proxy", "backend"], operation).name)
+    while service.backend_node_list().count() < service.backend_nodes:
+        booted.append(boot_node(service, ["backend"], operation).name)
+    return booted
 
 
 def reconcile_all() -> int:
     """Queue a reconcile of every running service (at control-plane start)."""
-    from services import operations
-    from services.choices import OperationKind, ServiceState
-    from services.models import Service
-
-    services = Service.objects.filter(state=ServiceState.RUNNING)
+    services = Service.objects.filter(state__in=[ServiceState.RUNNING, ServiceState.FAILED])
     for service in services:
         operations.start(service, OperationKind.RECONCILE, None, message="reconcile after a control-plane start")
     return len(services)

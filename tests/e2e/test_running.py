@@ -6,12 +6,13 @@ import pytest
 import requests
 
 from services.clouds.local import group_has_live_member
-from tests.harness import ControlPlane
+from tests.apps import label_app
+from tests.harness import ControlPlane, wait_for
 
 pytestmark = pytest.mark.integration
 
 
-def test_down_destroys_every_local_node_and_its_processes(tmp_path):
+def test_down_destroys_every_local_node_and_up_brings_the_services_back(tmp_path):
     plane = ControlPlane(tmp_path)
     plane.manage("migrate", "--noinput")
     try:
@@ -20,7 +21,9 @@ def test_down_destroys_every_local_node_and_its_processes(tmp_path):
         service = api.create_service("tmp")
         node_dir = plane.home / "nodes" / service["nodes"][0]["name"]
         agent_group = int((node_dir / "agent.pid").read_text())
-        assert requests.get(service["url"], timeout=5).status_code == 503  # no version yet: the router answers
+        v1 = api.upload(service["id"], label_app("down"), "v1").json()
+        assert api.deploy(service["id"], "production", v1["id"])["state"] == "succeeded"
+        assert requests.get(service["url"], timeout=5).text == "v1\n"
     finally:
         plane.stop()
     result = plane.manage("down")
@@ -30,3 +33,15 @@ def test_down_destroys_every_local_node_and_its_processes(tmp_path):
     with pytest.raises(requests.ConnectionError):
         requests.get(service["url"], timeout=5)
     assert os.listdir(plane.home / "nodes") == []
+
+    plane.start()  # the database still wants the service: it is booted again and serves v1
+    try:
+        back = wait_for(
+            lambda: (s := api.get(f"/api/v1/services/{service['id']}/").json())["url"] and s,
+            timeout=60,
+            message="the service to be booted again",
+        )
+        wait_for(lambda: requests.get(back["url"], timeout=5).text == "v1\n", timeout=60, message="v1 to serve")
+    finally:
+        plane.stop()
+        plane.manage("down")
