@@ -75,15 +75,19 @@ def finish(operation: Operation, error: str = "") -> None:
             state=operation.state, error=error, finished=operation.finished, progress=operation.progress
         )
         Service.objects.filter(pk=operation.service_id, locked_by=operation).update(locked_by=None)
+    if operation.kind == OperationKind.DELETE:
+        end_orphans()
     start_next(operation.service_id)
 
 
+def end_orphans() -> None:
+    """Operations queued behind a deletion lost their service: they end, they do not wait forever."""
+    Operation.objects.filter(service__isnull=True, state=OperationState.PENDING).update(
+        state=OperationState.FAILED, error="the service was deleted", finished=timezone.now()
+    )
+
+
 def start_next(service_id: int | None) -> None:
-    # Operations queued behind a deletion lost their service: they end, they do not wait forever.
-    for orphan in Operation.objects.filter(service__isnull=True, state=OperationState.PENDING):
-        Operation.objects.filter(pk=orphan.pk, state=OperationState.PENDING).update(
-            state=OperationState.FAILED, error="the service was deleted", finished=timezone.now()
-        )
     pending = Operation.objects.filter(service_id=service_id, state=OperationState.PENDING).order_by("created", "id")
     if service_id is not None and (nxt := pending.first()):
         enqueue(nxt.pk)
@@ -124,8 +128,6 @@ def run(operation: Operation, work) -> None:
 @contextmanager
 def holding(service: Service, kind: str, owner, params: dict | None = None):
     """Hold the service for a short synchronous action (a swap), as an operation of its own."""
-    if Service.objects.filter(pk=service.pk, state=ServiceState.DELETING).exists():
-        raise ServiceDeleting(service)
     # Born running: it either takes the service at once or is removed again.
     operation = Operation.objects.create(
         service=service,
@@ -136,7 +138,11 @@ def holding(service: Service, kind: str, owner, params: dict | None = None):
         state=OperationState.RUNNING,
         started=timezone.now(),
     )
-    if not Service.objects.filter(pk=service.pk, locked_by__isnull=True).update(locked_by=operation):
+    available = Service.objects.filter(pk=service.pk, locked_by__isnull=True).exclude(state=ServiceState.DELETING)
+    if not available.update(locked_by=operation):
+        if Service.objects.filter(pk=service.pk, state=ServiceState.DELETING).exists():
+            Operation.objects.filter(pk=operation.pk).delete()
+            raise ServiceDeleting(service)
         holder = Service.objects.filter(pk=service.pk).values_list("locked_by", flat=True).first()
         Operation.objects.filter(pk=operation.pk).delete()
         raise ServiceBusy(Operation.objects.filter(pk=holder).first() if holder else None)
@@ -166,6 +172,7 @@ def recover_interrupted() -> int:
                 operation=operation,
             )
         finish(operation, "interrupted by a control-plane restart")
+    end_orphans()
     for service_id in set(Operation.objects.filter(state=OperationState.PENDING).values_list("service_id", flat=True)):
         start_next(service_id)
     return len(interrupted)

@@ -41,7 +41,10 @@ class ServiceViewSet(
     serializer_class = ServiceSerializer
 
     def get_queryset(self):
-        return Service.objects.visible_to(self.request.user).prefetch_related("environments__version", "nodes")
+        services = Service.objects.visible_to(self.request.user)
+        if self.action in ("list", "retrieve", "create"):
+            services = services.prefetch_related("environments__version", "nodes")
+        return services
 
     def create(self, request, *args, **kwargs):
         serializer = self.get_serializer(data=request.data)

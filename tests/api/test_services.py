@@ -162,11 +162,11 @@ def test_it_refuses_new_operations_while_the_service_is_being_deleted(api, servi
 
 
 def test_operations_left_behind_by_a_deleted_service_end(service):
-    from services.operations import start_next
+    from services.operations import end_orphans
 
     orphan = Operation.objects.create(service=service, service_name="shop", kind="deploy")
     service.delete()
-    start_next(None)
+    end_orphans()
     orphan.refresh_from_db()
     assert orphan.state == "failed" and "deleted" in orphan.error
 
