@@ -59,6 +59,7 @@ class Agent:
         self.home = config["home"]
         self.state_path = os.path.join(self.home, "state.json")
         self._state_lock = threading.Lock()
+        self.replay_guard = signing.ReplayGuard()
         state = self._load_state()
         self.instances = (
             instances.Instances(self.home, state.get("instances"), self.save_state) if "backend" in self.roles else None
@@ -184,8 +185,11 @@ class Handler(BaseHTTPRequestHandler):
                 self.headers.get(signing.TIMESTAMP_HEADER),
                 self.headers.get(signing.SIGNATURE_HEADER),
                 raw,
+                nonce=self.headers.get(signing.NONCE_HEADER),
             ):
                 raise AgentError(401, "missing or invalid request signature")
+            if not self.agent.replay_guard.first_use(self.headers.get(signing.NONCE_HEADER)):
+                raise AgentError(401, "missing nonce, or a request already received (replay)")
             body = None
             if raw:
                 try:

@@ -254,9 +254,11 @@ class AgentProcess:
         elif timestamp is None:
             signed = signing.signed_headers(secret, method, path, data)
         else:
+            nonce = os.urandom(8).hex()
             signed = {
                 signing.TIMESTAMP_HEADER: str(timestamp),
-                signing.SIGNATURE_HEADER: signing.sign(secret, method, path, timestamp, data),
+                signing.NONCE_HEADER: nonce,
+                signing.SIGNATURE_HEADER: signing.sign(secret, method, path, timestamp, data, nonce),
             }
         all_headers = {"Content-Type": "application/json", **signed, **(headers or {})}
         return http_request(self.port, method, path, data, all_headers, timeout=120)

@@ -37,8 +37,32 @@ def test_it_rejects_missing_or_malformed_headers():
 def test_it_signs_headers_that_verify():
     headers = signing.signed_headers("k", "POST", "/v1/proxy/reload", b"")
     assert signing.verify(
-        "k", "POST", "/v1/proxy/reload", headers["X-Conpaas-Timestamp"], headers["X-Conpaas-Signature"], b""
+        "k",
+        "POST",
+        "/v1/proxy/reload",
+        headers["X-Conpaas-Timestamp"],
+        headers["X-Conpaas-Signature"],
+        b"",
+        nonce=headers["X-Conpaas-Nonce"],
     )
+    assert not signing.verify(
+        "k",
+        "POST",
+        "/v1/proxy/reload",
+        headers["X-Conpaas-Timestamp"],
+        headers["X-Conpaas-Signature"],
+        b"",
+        nonce="another",
+    ), "the nonce is signed"
+
+
+def test_it_accepts_each_nonce_once():
+    guard = signing.ReplayGuard(keep=10)
+    assert guard.first_use("abc", now=100.0)
+    assert not guard.first_use("abc", now=105.0)
+    assert guard.first_use("def", now=105.0)
+    assert guard.first_use("abc", now=111.0), "forgotten once its timestamp can no longer be valid"
+    assert not guard.first_use("", now=111.0) and not guard.first_use(None, now=111.0)
 
 
 @pytest.mark.integration
@@ -58,6 +82,11 @@ def test_it_answers_401_to_bad_signatures_over_http(start_agent):
     headers = s.signed_headers(SECRET, "PUT", "/v1/instances/x", b'{"version": "1"}')
     tampered = agent.call("PUT", "/v1/instances/x", raw=b'{"version": "2"}', secret=None, headers=headers)
     assert tampered.status == 401
+    # The same signed request a second time: refused as a replay.
+    replayed = s.signed_headers(SECRET, "GET", "/v1/status", b"")
+    assert agent.call("GET", "/v1/status", secret=None, headers=replayed).status == 200
+    again = agent.call("GET", "/v1/status", secret=None, headers=replayed)
+    assert again.status == 401 and "replay" in again.json()["error"]
     # Every route is protected, unknown ones too.
     assert agent.call("GET", "/v1/nothing", secret=None).status == 401
     assert agent.call("GET", "/v1/nothing").status == 404
