@@ -59,6 +59,27 @@ def group_has_live_member(pgid: int) -> bool:
     return False
 
 
+def group_belongs_to(pgid: int, home: Path) -> bool:
+    """Whether process group `pgid` is this node's: agent.pid is written on the node, so it is
+    checked against what the group runs before anything is killed (never the control plane)."""
+    marker = str(home)
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat") as f:
+                if int(f.read().rsplit(")", 1)[1].split()[2]) != pgid:
+                    continue
+            with open(f"/proc/{entry.name}/cmdline", "rb") as f:
+                cmdline = f.read().decode(errors="replace")
+            cwd = os.readlink(f"/proc/{entry.name}/cwd")
+        except OSError:
+            continue
+        if marker in cmdline or cwd.startswith(marker):
+            return True
+    return False
+
+
 class LocalNodeDriver(NodeDriver):
     type = "conpaas_local"
     name = "ConPaaS local processes"
@@ -105,7 +126,7 @@ class LocalNodeDriver(NodeDriver):
     def destroy_node(self, node, timeout: float = 20.0) -> bool:
         home = self.home / node.id
         pgid = self._pid(home)
-        if pgid:
+        if pgid and group_belongs_to(pgid, home):
             self._stop_group(pgid, timeout)
         shutil.rmtree(home, ignore_errors=True)
         return True
