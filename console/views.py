@@ -12,7 +12,7 @@ from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from console.forms import DeleteServiceForm, DeployForm, EnvironmentForm, ServiceForm, UploadForm
-from routing.swap import swap
+from routing.swap import swap, swap_refusal
 from routing.table import environments_health
 from services import lifecycle
 from services.api.views import visible_service
@@ -21,7 +21,7 @@ from services.models import Service, active_operations
 from services.operations import OperationFailed, ServiceBusy
 from versions.environments import add_environment, request_deploy
 from versions.models import DEVELOPMENT, PRODUCTION
-from versions.storage import UploadRefused, delete_version, store_version
+from versions.storage import UploadRefused, VersionInUse, delete_version, store_version
 
 HISTORY_LENGTH = 30
 SETTLED_EVENT = "conpaas-settled"
@@ -69,13 +69,8 @@ def swap_blockers(rows: list[dict], name: str) -> list[str]:
     production, other = by_name.get(PRODUCTION), by_name.get(name)
     if other is None or production is None:
         return ["unknown environment"]
-    if other["environment"].version is None:
-        return [f"{name} has no version to swap in; deploy one first"]
-    if production["environment"].version is None:
-        return ["production has no version yet; deploy one to production first"]
-    if other["problems"]:
-        return [f"{other['environment'].version.label} in {name} is not healthy: " + "; ".join(other["problems"])]
-    return []
+    refusal = swap_refusal(production["environment"], other["environment"], other["problems"])
+    return [refusal] if refusal else []
 
 
 def activity_context(service: Service) -> dict:
@@ -235,11 +230,11 @@ def version_upload(request, pk: int):
 def version_delete(request, pk: int, version_pk: int):
     service = visible_service(request, pk)
     version = get_object_or_404(service.versions, pk=version_pk)
-    users = list(version.environments.values_list("name", flat=True))
-    if users:
-        messages.error(request, f"{version.label} is in use by {', '.join(users)}; deploy another version there first.")
-    else:
+    try:
         delete_version(version, request.user)
+    except VersionInUse as exc:
+        messages.error(request, f"{exc}.")
+    else:
         messages.success(request, f"Deleted {version.label}.")
     return back_to(service, "versions")
 

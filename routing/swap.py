@@ -18,16 +18,8 @@ def swap(service, environment_name: str, actor) -> dict:
     with operations.holding(service, OperationKind.SWAP, actor, {"environment": environment_name}) as operation:
         production = Environment.objects.select_related("version").get(service=service, name=PRODUCTION)
         other = Environment.objects.select_related("version").get(service=service, name=environment_name)
-        refusal = None
-        if other.is_production:
-            refusal = "choose an environment other than production to swap with"
-        elif other.version is None:
-            refusal = f"{other.name} has no version to swap in; deploy one first"
-        elif production.version is None:
-            refusal = "production has no version yet; deploy one to production first"
-        elif problems := instance_problems(service, other.version)[1]:
-            refusal = f"{other.version.label} in {other.name} is not healthy: " + "; ".join(problems)
-        if refusal:
+        problems = instance_problems(service, other.version)[1] if other.version else []
+        if refusal := swap_refusal(production, other, problems):
             refuse(service, refusal, actor, operation)
 
         incoming, outgoing = other.version, production.version
@@ -66,6 +58,20 @@ def swap(service, environment_name: str, actor) -> dict:
             operation,
         )
     return {PRODUCTION: incoming.pk, other.name: outgoing.pk}
+
+
+def swap_refusal(production, other, problems: list[str]) -> str | None:
+    """Why swapping `other` with `production` is refused (None: it is not); `problems` are the
+    incoming version's health problems. The console shows it on the disabled swap button."""
+    if other.is_production:
+        return "choose an environment other than production to swap with"
+    if other.version is None:
+        return f"{other.name} has no version to swap in; deploy one first"
+    if production.version is None:
+        return "production has no version yet; deploy one to production first"
+    if problems:
+        return f"{other.version.label} in {other.name} is not healthy: " + "; ".join(problems)
+    return None
 
 
 def refuse(service, reason: str, actor, operation):

@@ -87,7 +87,14 @@ def delete_unreferenced_archives(shas_and_kinds) -> None:
             archive_path(sha256, kind).unlink(missing_ok=True)
 
 
+class VersionInUse(Exception):
+    """The version serves an environment; it is kept."""
+
+
 def delete_version(version: CodeVersion, user) -> None:
+    users = list(version.environments.values_list("name", flat=True))
+    if users:
+        raise VersionInUse(f"{version.label} is in use by {', '.join(users)}; deploy another version there first")
     service = version.service
     sha_kind = (version.sha256, version.kind)
     label = version.label

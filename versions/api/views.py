@@ -10,7 +10,7 @@ from services.api.views import accepted, visible_service
 from versions.api.serializers import CodeVersionSerializer, DeploySerializer, EnvironmentSerializer, UploadSerializer
 from versions.deploy import version_from_token
 from versions.environments import add_environment, change_preview_key, request_deploy
-from versions.storage import UploadRefused, delete_version, store_version
+from versions.storage import UploadRefused, VersionInUse, delete_version, store_version
 
 
 class CodeVersionViewSet(viewsets.ViewSet):
@@ -44,13 +44,10 @@ class CodeVersionViewSet(viewsets.ViewSet):
 
     def destroy(self, request, service_pk=None, pk=None):
         version = self._version(request, service_pk, pk)
-        users = list(version.environments.values_list("name", flat=True))
-        if users:
-            return Response(
-                {"detail": f"{version.label} is in use by {', '.join(users)}; deploy another version there first"},
-                status=status.HTTP_409_CONFLICT,
-            )
-        delete_version(version, request.user)
+        try:
+            delete_version(version, request.user)
+        except VersionInUse as exc:
+            return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
         return Response(status=status.HTTP_204_NO_CONTENT)
 
     @staticmethod

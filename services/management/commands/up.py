@@ -36,6 +36,10 @@ class Command(BaseCommand):
         env = dict(os.environ)
         # Nodes download code versions from here; they reach this host on the address we bind.
         env.setdefault("CONPAAS_URL", f"http://{'127.0.0.1' if host in ('0.0.0.0', '') else host}:{port}")
+        allowed = env.get("CONPAAS_ALLOWED_HOSTS", ",".join(settings.ALLOWED_HOSTS)).split(",")
+        if host not in ("0.0.0.0", "::", "") and host not in allowed:
+            # Nodes fetch archives from the bound address: it must be an allowed host.
+            env["CONPAAS_ALLOWED_HOSTS"] = ",".join([*allowed, host])
         manage = [sys.executable, str(settings.BASE_DIR / "manage.py")]
         children = [
             subprocess.Popen(
