@@ -384,3 +384,20 @@ def check_loopback(url: str) -> None:
     host = urlsplit(url).hostname
     if host not in ("127.0.0.1", "localhost", "::1"):
         raise SystemExit(f"refusing to load {url}: the benchmarks only send traffic to 127.0.0.1")
+
+
+def run_benchmark(title: str, short: str, run, args, target: str) -> int:
+    """Print the machine, run `run(env, args)` on a private platform within the time limit, and
+    print the PASS/FAIL line; the exit status is 0 on PASS."""
+    say(f"== {title} ==")
+    print_machine()
+    verdict = False
+    try:
+        with time_limit(args.time_limit), platform(short, keep=args.keep) as env:
+            verdict = run(env, args)
+            env.failed = not verdict
+    except Exception as exc:  # noqa: BLE001 - a benchmark reports, it does not crash
+        say(f"error: {type(exc).__name__}: {exc}")
+        verdict = False
+    say(f"{'PASS' if verdict else 'FAIL'}: {title} (target: {target})")
+    return 0 if verdict else 1

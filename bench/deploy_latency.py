@@ -41,21 +41,9 @@ def main() -> int:
     parser.add_argument("--keep", action="store_true", help="keep the CONPAAS_HOME and node logs")
     args = parser.parse_args()
 
-    say("== deploy latency ==")
-    benchlib.print_machine()
-    verdict = False
-    try:
-        with benchlib.time_limit(args.time_limit), benchlib.platform("deploy", keep=args.keep) as env:
-            verdict = run(env, args)
-            env.failed = not verdict
-    except Exception as exc:  # noqa: BLE001 - a benchmark reports, it does not crash
-        say(f"error: {type(exc).__name__}: {exc}")
-        verdict = False
-    say(
-        f"{'PASS' if verdict else 'FAIL'}: deploy latency"
-        f" (target: median <= {args.target_median:.1f} s over >= 7 deploys)"
+    return benchlib.run_benchmark(
+        "deploy latency", "deploy", run, args, f"median <= {args.target_median:.1f} s over >= 7 deploys"
     )
-    return 0 if verdict else 1
 
 
 def run(env, args) -> bool:

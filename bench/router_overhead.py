@@ -160,21 +160,9 @@ def main() -> int:
     parser.add_argument("--keep", action="store_true", help="keep the CONPAAS_HOME and node logs")
     args = parser.parse_args()
 
-    say("== router overhead ==")
-    benchlib.print_machine()
-    verdict = False
-    try:
-        with benchlib.time_limit(args.time_limit), benchlib.platform("router", keep=args.keep) as env:
-            verdict = run(env, args)
-            env.failed = not verdict
-    except Exception as exc:  # noqa: BLE001 - a benchmark reports, it does not crash
-        say(f"error: {type(exc).__name__}: {exc}")
-        verdict = False
-    say(
-        f"{'PASS' if verdict else 'FAIL'}: router overhead"
-        f" (target: router throughput >= {args.target_ratio:.2f} x direct)"
+    return benchlib.run_benchmark(
+        "router overhead", "router", run, args, f"router throughput >= {args.target_ratio:.2f} x direct"
     )
-    return 0 if verdict else 1
 
 
 def run(env, args) -> bool:

@@ -184,22 +184,13 @@ def main() -> int:
     if args.duration < 30 or args.clients < 8 or args.swaps < 20 or args.reloads < 1:
         say("note: below the issue's minimums (30 s, 8 clients, 20 swaps, 1 reload): the verdict will be FAIL")
 
-    say("== swap under load ==")
-    benchlib.print_machine()
-    verdict = False
-    try:
-        with benchlib.time_limit(args.time_limit), benchlib.platform("swap", keep=args.keep) as env:
-            verdict = run(env, args)
-            env.failed = not verdict
-    except Exception as exc:  # noqa: BLE001 - a benchmark reports, it does not crash
-        say(f"error: {type(exc).__name__}: {exc}")
-        verdict = False
-    say(
-        f"{'PASS' if verdict else 'FAIL'}: swap under load"
-        f" (target: 0 failed, 0 stale, swap p99 <= {args.target_p99_ms:.0f} ms,"
-        f" >= 20 swaps, >= 1 reload, >= 8 clients, >= 30 s)"
+    return benchlib.run_benchmark(
+        "swap under load",
+        "swap",
+        run,
+        args,
+        f"0 failed, 0 stale, swap p99 <= {args.target_p99_ms:.0f} ms, >= 20 swaps, >= 1 reload, >= 8 clients, >= 30 s",
     )
-    return 0 if verdict else 1
 
 
 def run(env, args) -> bool:

@@ -30,6 +30,7 @@ import time
 from dataclasses import dataclass
 
 from .metrics import LOG_FORMAT, RequestLog
+from .procs import pid_alive
 
 log = logging.getLogger("conpaas_agent.haproxy")
 
@@ -416,23 +417,6 @@ EMPTY_ROUTING = {"health_path": "/", "backends": {}, "routes": {}, "preview_keys
 # --- the process and the convergence ------------------------------------------------------
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        with open(f"/proc/{pid}/status") as fh:
-            for line in fh:
-                if line.startswith("State:"):
-                    return "Z" not in line.split()[1]
-    except OSError:
-        pass
-    return True
-
-
 def wait_for(condition, timeout: float, interval: float = 0.05) -> bool:
     deadline = time.monotonic() + timeout
     while True:
@@ -494,7 +478,7 @@ class Proxy:
                 pid = int(fh.read().split()[0])
         except (OSError, ValueError, IndexError):
             return None
-        return pid if _pid_alive(pid) else None
+        return pid if pid_alive(pid) else None
 
     def running(self) -> bool:
         if self.process is not None and self.process.poll() is not None:

@@ -29,6 +29,8 @@ import urllib.error
 import urllib.request
 import zipfile
 
+from .procs import pid_alive
+
 log = logging.getLogger("conpaas_agent.instances")
 
 NAME_RE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
@@ -237,23 +239,6 @@ def answers_http(port: int) -> bool:
         return False
     finally:
         conn.close()
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        with open(f"/proc/{pid}/status") as fh:
-            for line in fh:
-                if line.startswith("State:"):
-                    return "Z" not in line.split()[1]
-    except OSError:
-        pass
-    return True
 
 
 def children(pid: int) -> list[int]:

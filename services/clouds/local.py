@@ -18,6 +18,8 @@ from pathlib import Path
 from libcloud.compute.base import Node, NodeDriver
 from libcloud.compute.types import NodeState
 
+from images.conpaas_agent.procs import pid_alive
+
 IMAGES_DIR = Path(__file__).resolve().parents[2] / "images"
 BOOT_SCRIPT = IMAGES_DIR / "boot.sh"
 
@@ -26,21 +28,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # A zombie has exited; it only waits to be reaped.
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 def group_has_live_member(pgid: int) -> bool:
