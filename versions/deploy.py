@@ -60,16 +60,17 @@ def ensure_instances(service, version: CodeVersion, environment: Environment, op
             instance.state, instance.error = InstanceState.FAILED, str(exc)
             instance.save()
             raise OperationFailed(f"{version.label} could not start on node {node.name}: {exc}") from exc
+        # The agent starts again an instance that is not running, on a new port.
+        restarted = not created and instance.port is not None and started["port"] != instance.port
         instance.port, instance.state, instance.error = started["port"], InstanceState.RUNNING, ""
         instance.save()
-        if created:
-            Event.record(
-                service,
-                "instance.start",
-                f"started {version.label} on {node.name}",
-                Outcome.SUCCEEDED,
-                operation=operation,
+        if created or restarted:
+            message = (
+                f"restarted {instance.name}: it was not running"
+                if restarted
+                else f"started {version.label} on {node.name}"
             )
+            Event.record(service, "instance.start", message, Outcome.SUCCEEDED, operation=operation)
 
 
 def run_deploy(operation) -> str:
