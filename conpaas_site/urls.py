@@ -1,24 +1,8 @@
 from django.contrib import admin
 from django.urls import include, path
-from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
-from rest_framework.authtoken.views import obtain_auth_token
-from rest_framework.routers import DefaultRouter
-
-from services.api.views import OperationViewSet, ServiceViewSet
-from versions.api.views import CodeVersionViewSet, EnvironmentViewSet, archive_download
-
-router = DefaultRouter()
-router.register("services", ServiceViewSet, basename="service")
-router.register("operations", OperationViewSet, basename="operation")
-router.register(r"services/(?P<service_pk>\d+)/versions", CodeVersionViewSet, basename="version")
-router.register(r"services/(?P<service_pk>\d+)/environments", EnvironmentViewSet, basename="environment")
 
 urlpatterns = [
     path("admin/", admin.site.urls),
-    path("api/v1/auth/token/", obtain_auth_token, name="api-token"),
-    path("api/v1/", include(router.urls)),
-    path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
-    path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
-    path("internal/archives/<str:token>/", archive_download, name="version-archive"),
+    path("", include("api.urls")),
     path("", include("console.urls")),
 ]

@@ -1,16 +1,9 @@
-"""Console forms: they render the controls; the rules stay with the API serializers and the domain."""
+"""Console forms: they render the controls; the rules stay on the models (`clean()`), which the
+workflows check and the views put back on the form with `add_error(None, error)`."""
 
 from django import forms
 
-from services.api.serializers import ServiceSerializer
 from services.choices import AVAILABLE_RUNTIMES, Runtime
-from versions.api.serializers import EnvironmentSerializer
-
-
-def _add_serializer_errors(form: forms.Form, errors: dict) -> None:
-    for field, messages in errors.items():
-        for message in messages if isinstance(messages, list) else [messages]:
-            form.add_error(field if field in form.fields else None, str(message))
 
 
 class ServiceForm(forms.Form):
@@ -22,21 +15,9 @@ class ServiceForm(forms.Form):
     # The list offers the runtimes this release runs; the serializer says why another one is refused.
     runtime = forms.ChoiceField(choices=Runtime.choices)
 
-    def __init__(self, *args, request, **kwargs):
+    def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self.request = request
         self.fields["runtime"].widget.choices = [c for c in Runtime.choices if c[0] in AVAILABLE_RUNTIMES]
-
-    def clean(self):
-        data = super().clean()
-        if self.errors:
-            return data
-        # The API's own rules (name pattern, unique per owner, available runtimes): not written twice.
-        serializer = ServiceSerializer(data=data, context={"request": self.request})
-        if not serializer.is_valid():
-            _add_serializer_errors(self, serializer.errors)
-            return data
-        return serializer.validated_data
 
 
 class DeleteServiceForm(forms.Form):
@@ -68,24 +49,6 @@ class EnvironmentForm(forms.Form):
         help_text="Leave empty for a random, unguessable key.",
         widget=forms.TextInput(attrs={"autocomplete": "off", "spellcheck": "false"}),
     )
-
-    def __init__(self, *args, service, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.service = service
-
-    def clean(self):
-        data = super().clean()
-        if self.errors:
-            return data
-        payload = {"name": data["name"]}
-        if data.get("preview_key"):
-            payload["preview_key"] = data["preview_key"]
-        serializer = EnvironmentSerializer(data=payload, context={"service": self.service})
-        if not serializer.is_valid():
-            _add_serializer_errors(self, serializer.errors)
-            return data
-        validated = serializer.validated_data
-        return {"name": validated["name"], "preview_key": validated.get("preview_key", "")}
 
 
 class DeployForm(forms.Form):

@@ -6,28 +6,34 @@ Every view that takes a service id goes through `visible_service`, so another us
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
+from django.core.exceptions import ValidationError
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from console.forms import DeleteServiceForm, DeployForm, EnvironmentForm, ServiceForm, UploadForm
-from routing.swap import swap, swap_refusal
 from routing.table import environments_health
-from services import lifecycle
-from services.api.views import visible_service
 from services.choices import ServiceState
+from services.errors import ConpaasError
 from services.models import Service, active_operations
-from services.operations import OperationFailed, ServiceBusy
-from versions.environments import add_environment, request_deploy
 from versions.models import DEVELOPMENT, PRODUCTION
 from versions.storage import UploadRefused, VersionInUse, delete_version, store_version
+from workflows import lifecycle
+from workflows.deploy import request_deploy
+from workflows.environments import add_environment
+from workflows.swap import swap, swap_refusal
 
 HISTORY_LENGTH = 30
 SETTLED_EVENT = "conpaas-settled"
 
 
 # ---------------------------------------------------------------- helpers
+
+
+def visible_service(request, pk) -> Service:
+    """The service, if the user may see it; another user's service is a 404, like a missing one."""
+    return get_object_or_404(Service.objects.visible_to(request.user), pk=pk)
 
 
 def health_of(service: Service) -> dict[str, list[str]]:
@@ -64,7 +70,7 @@ def environment_rows(service: Service, health: dict[str, list[str]]) -> list[dic
 def swap_blockers(rows: list[dict], name: str) -> list[str]:
     """Why a swap of `name` with production would be refused, for the disabled button's reason.
 
-    Display only: routing.swap.swap() checks again under the service's lock and is the authority."""
+    Display only: workflows.swap.swap() checks again under the service's lock and is the authority."""
     by_name = {row["environment"].name: row for row in rows}
     production, other = by_name.get(PRODUCTION), by_name.get(name)
     if other is None or production is None:
@@ -104,7 +110,7 @@ def render_service(request, service: Service, environment_form=None, status: int
     context = {
         **overview_context(service),
         **activity_context(service),
-        "environment_form": environment_form or EnvironmentForm(service=service),
+        "environment_form": environment_form or EnvironmentForm(),
         "upload_form": UploadForm(),
     }
     return render(request, "console/service_detail.html", context, status=status)
@@ -148,11 +154,15 @@ def dashboard_services(request):
 @login_required
 @require_http_methods(["GET", "POST"])
 def service_create(request):
-    form = ServiceForm(request.POST or None, request=request)
+    form = ServiceForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
-        service, _ = lifecycle.create(request.user, form.cleaned_data["name"], form.cleaned_data["runtime"])
-        messages.success(request, f"Service {service.name} is being created; its nodes are starting.")
-        return back_to(service)
+        try:
+            service, _ = lifecycle.create(request.user, form.cleaned_data["name"], form.cleaned_data["runtime"])
+        except ValidationError as exc:
+            form.add_error(None, exc)
+        else:
+            messages.success(request, f"Service {service.name} is being created; its nodes are starting.")
+            return back_to(service)
     return render(request, "console/service_create.html", {"form": form}, status=400 if form.errors else 200)
 
 
@@ -246,15 +256,18 @@ def version_delete(request, pk: int, version_pk: int):
 @require_POST
 def environment_add(request, pk: int):
     service = visible_service(request, pk)
-    form = EnvironmentForm(request.POST, service=service)
+    form = EnvironmentForm(request.POST)
     if not form.is_valid():
         return render_service(request, service, environment_form=form, status=400)
     try:
         data = form.cleaned_data
         environment = add_environment(service, data["name"], request.user, data["preview_key"])
-    except (ServiceBusy, OperationFailed) as exc:
+    except ValidationError as exc:
+        form.add_error(None, exc)
+        return render_service(request, service, environment_form=form, status=400)
+    except ConpaasError as exc:
         form.add_error(None, str(exc))
-        return render_service(request, service, environment_form=form, status=409)
+        return render_service(request, service, environment_form=form, status=exc.http_status)
     messages.success(request, f"Added environment {environment.name}.")
     return back_to(service, "environments")
 
@@ -271,7 +284,7 @@ def environment_deploy(request, pk: int, name: str):
     version = form.cleaned_data["version"]
     try:
         request_deploy(environment, version, request.user)
-    except ServiceBusy as exc:
+    except ConpaasError as exc:
         messages.error(request, f"Not deployed: {exc}.")
         return back_to(service, "environments")
     messages.success(request, f"Deploying {version.label} to {environment.name}; follow it under Operations.")
@@ -291,12 +304,12 @@ def service_swap(request, pk: int):
     """GET: what the swap would change, or why it cannot happen now. POST: swap, then show the result."""
     service = visible_service(request, pk)
     name = swap_environment(service, request)
-    error = ""
+    error, status = "", 200
     if request.method == "POST":
         try:
             swap(service, name, request.user)
-        except (ServiceBusy, OperationFailed) as exc:  # SwapRefused is an OperationFailed
-            error = str(exc)
+        except ConpaasError as exc:
+            error, status = str(exc), exc.http_status
         else:
             return redirect(reverse("console:swap-done", args=[service.pk]) + f"?environment={name}")
     rows = environment_rows(service, health_of(service))
@@ -309,7 +322,7 @@ def service_swap(request, pk: int):
         "blockers": swap_blockers(rows, name),
         "error": error,
     }
-    return render(request, "console/swap_confirm.html", context, status=409 if error else 200)
+    return render(request, "console/swap_confirm.html", context, status=status)
 
 
 @login_required

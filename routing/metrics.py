@@ -2,7 +2,7 @@
 
 from routing.table import running_proxies
 from services.agent import AgentClient, AgentError
-from services.operations import OperationFailed
+from services.errors import OperationFailed
 
 
 def service_metrics(service, window: int = 60) -> dict:

@@ -7,7 +7,7 @@ from django.conf import settings
 
 from services.agent import AgentClient, AgentError
 from services.choices import NodeState
-from services.operations import OperationFailed
+from services.errors import OperationFailed
 from versions.models import Environment, Instance, InstanceState
 
 

@@ -2,12 +2,21 @@ import logging
 import secrets
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.core.validators import RegexValidator
 from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
-from services.choices import NodeState, OperationKind, OperationState, Outcome, Runtime, ServiceState
+from services.choices import (
+    AVAILABLE_RUNTIMES,
+    NodeState,
+    OperationKind,
+    OperationState,
+    Outcome,
+    Runtime,
+    ServiceState,
+)
 
 log = logging.getLogger("conpaas.events")
 
@@ -60,6 +69,21 @@ class Service(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    def clean(self):
+        errors = {}
+        if self.runtime and self.runtime not in AVAILABLE_RUNTIMES:
+            available = ", ".join(sorted(AVAILABLE_RUNTIMES))
+            errors["runtime"] = f"the {self.runtime} runtime is not available yet; available: {available}"
+        same_name = Service.objects.filter(owner_id=self.owner_id, name=self.name).exclude(pk=self.pk)
+        if self.owner_id and same_name.exists():
+            errors["name"] = f"you already have a service named {self.name}"
+        if errors:
+            raise ValidationError(errors)
+
+    def validate(self) -> None:
+        """Every rule of a service, field-keyed; the uniqueness rule is clean()'s, with its own message."""
+        self.full_clean(validate_unique=False, validate_constraints=False)
 
     def live_nodes(self):
         return self.nodes.exclude(state__in=[NodeState.DESTROYING, NodeState.DESTROYED])

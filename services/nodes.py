@@ -4,13 +4,12 @@ import secrets
 import time
 
 from django.conf import settings
-from django.db import transaction
 
 from services.agent import AgentClient, AgentError
-from services.choices import NodeState, Outcome, ServiceState
+from services.choices import NodeState, Outcome
 from services.clouds import BootConfig, CloudError, create_node, find_node, get_cloud
+from services.errors import OperationFailed
 from services.models import Event, Node, Service
-from services.operations import OperationFailed
 
 # Where the agent and the router listen on a VM; the local cloud gives each node its own ports.
 VM_AGENT_PORT = 8470
@@ -83,37 +82,3 @@ def destroy_node(node: Node, operation=None) -> None:
     node.instances.all().delete()
     Node.objects.filter(pk=node.pk).update(state=NodeState.DESTROYED)
     Event.record(node.service, "node.destroy", f"destroyed node {node.name}", Outcome.SUCCEEDED, operation=operation)
-
-
-def create_service(operation) -> str:
-    """A new service starts as one node holding both roles, its router answering 503 until a deploy."""
-    from routing.table import push
-
-    service = operation.service
-    try:
-        if not service.live_nodes().exclude(state=NodeState.FAILED).exists():
-            operation.set_progress("booting the first node")
-            boot_node(service, ["proxy", "backend"], operation)
-        push(service)
-    except OperationFailed:
-        Service.objects.filter(pk=service.pk).update(state=ServiceState.FAILED)
-        raise
-    Service.objects.filter(pk=service.pk).update(state=ServiceState.RUNNING)
-    return f"service {service.name} is running at {service.url}"
-
-
-def delete_service(operation) -> str:
-    from versions.storage import delete_unreferenced_archives
-
-    service = operation.service
-    Service.objects.filter(pk=service.pk).update(state=ServiceState.DELETING)
-    for node in service.live_nodes():
-        operation.set_progress(f"destroying node {node.name}")
-        destroy_node(node, operation)
-    shas = list(service.versions.values_list("sha256", "kind"))
-    name = service.name
-    with transaction.atomic():
-        service.environments.all().delete()
-        service.delete()
-    delete_unreferenced_archives(shas)
-    return f"service {name} deleted"

@@ -8,21 +8,19 @@ its service held stays pending; whoever releases the service starts the next pen
 import logging
 from contextlib import contextmanager
 
+from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 from django_q.tasks import async_task
 
 from services.choices import OperationKind, OperationState, Outcome, ServiceState
+from services.errors import Conflict, ConpaasError
 from services.models import Event, Operation, Service
 
 log = logging.getLogger("conpaas.operations")
 
 
-class OperationFailed(Exception):
-    """The operation cannot go on; the message is shown to the user as the operation's error."""
-
-
-class ServiceBusy(Exception):
+class ServiceBusy(Conflict):
     def __init__(self, holder: Operation | None):
         what = f"{holder.kind} operation #{holder.pk}" if holder else "another operation"
         super().__init__(f"the service is busy with {what}; try again when it has finished")
@@ -48,7 +46,7 @@ def start(service: Service, kind: str, owner, params: dict | None = None, messag
 
 
 def enqueue(operation_id: int) -> None:
-    async_task("services.tasks.run_operation", operation_id, task_name=f"operation-{operation_id}")
+    async_task(settings.CONPAAS_OPERATION_TASK, operation_id, task_name=f"operation-{operation_id}")
 
 
 def claim(operation: Operation) -> bool:
@@ -105,7 +103,7 @@ def run(operation: Operation, work) -> None:
     try:
         outcome_message = work(operation)
         error = ""
-    except OperationFailed as exc:
+    except ConpaasError as exc:
         error = str(exc)
     except Exception as exc:
         log.exception("operation %s failed unexpectedly", operation.pk)
@@ -149,8 +147,8 @@ def holding(service: Service, kind: str, owner, params: dict | None = None):
     try:
         yield operation
     except Exception as exc:
-        error = str(exc) if isinstance(exc, OperationFailed) else f"internal error ({exc})"
-        if not isinstance(exc, OperationFailed) or not Event.objects.filter(operation=operation).exists():
+        error = str(exc) if isinstance(exc, ConpaasError) else f"internal error ({exc})"
+        if not isinstance(exc, ConpaasError) or not Event.objects.filter(operation=operation).exists():
             Event.record(service, kind, f"{kind} failed: {error}", Outcome.FAILED, owner, operation)
         finish(operation, error)
         raise

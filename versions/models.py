@@ -93,8 +93,20 @@ class Environment(models.Model):
         return self.name == PRODUCTION
 
     def clean(self):
+        errors = {}
+        others = Environment.objects.filter(service_id=self.service_id).exclude(pk=self.pk)
+        if self.service_id and others.filter(name=self.name).exists():
+            errors["name"] = f"{self.service.name} already has an environment named {self.name}"
         if self.is_production and self.preview_key:
-            raise ValidationError({"preview_key": "Production is served without a key; it has no preview key."})
+            errors["preview_key"] = "production is served without a key; it has no preview key"
+        elif self.preview_key and others.filter(preview_key=self.preview_key).exists():
+            errors["preview_key"] = "another environment of this service uses that preview key"
+        if errors:
+            raise ValidationError(errors)
+
+    def validate(self) -> None:
+        """Every rule of an environment, field-keyed; the uniqueness rules are clean()'s."""
+        self.full_clean(exclude=["version"], validate_unique=False, validate_constraints=False)
 
     @property
     def preview_url(self) -> str | None:

@@ -7,12 +7,13 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.db.models import F
 
+from services.errors import Conflict, ConpaasError
 from services.models import Event, Service
 from versions.archives import ArchiveError, Limits, inspect_archive
 from versions.models import CodeVersion, archive_path, label_validator
 
 
-class UploadRefused(Exception):
+class UploadRefused(ConpaasError):
     """The upload is refused; nothing was stored. The message is shown to the user."""
 
 
@@ -87,7 +88,7 @@ def delete_unreferenced_archives(shas_and_kinds) -> None:
             archive_path(sha256, kind).unlink(missing_ok=True)
 
 
-class VersionInUse(Exception):
+class VersionInUse(Conflict):
     """The version serves an environment; it is kept."""
 
 

@@ -1,6 +1,6 @@
 import pytest
 
-from services import lifecycle
+from workflows.scaling import request_scale
 from services.choices import OperationState
 from services.models import Event
 
@@ -8,7 +8,7 @@ pytestmark = pytest.mark.django_db
 
 
 def test_it_polls_the_history_while_an_operation_runs_and_stops_after(client, service, alice):
-    operation = lifecycle.request_scale(service, "backend", 2, alice)
+    operation = request_scale(service, "backend", 2, alice)
     Event.record(service, "note", "a line of history")
     fragment = client.get(f"/services/{service.pk}/activity/")
     assert b'hx-trigger="every 2s"' in fragment.content

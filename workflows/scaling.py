@@ -1,10 +1,14 @@
 """Scaling the backend role: add nodes running every version in use, or drain and remove nodes."""
 
+from django.db import transaction
+
 from routing.table import push, wait_healthy
-from services.choices import NodeState
+from services import operations
+from services.choices import NodeState, OperationKind
+from services.errors import OperationFailed
+from services.models import Operation, Service
 from services.nodes import boot_node, destroy_node
-from services.operations import OperationFailed
-from versions.deploy import ensure_instances
+from versions.instances import ensure_instances
 from versions.models import Instance, InstanceState
 
 
@@ -35,3 +39,16 @@ def scale(operation) -> str:
         push(service)
         destroy_node(node, operation)
     return f"{wanted} backend node(s) running"
+
+
+def request_scale(service: Service, role: str, nodes: int, user) -> Operation:
+    with transaction.atomic():
+        if role == "backend":
+            Service.objects.filter(pk=service.pk).update(backend_nodes=nodes)
+        return operations.start(
+            service,
+            OperationKind.SCALE,
+            user,
+            {"role": role, "nodes": nodes},
+            message=f"scale {role} to {nodes} node(s) requested",
+        )

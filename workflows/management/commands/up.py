@@ -11,7 +11,7 @@ from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
 
 from services.operations import recover_interrupted
-from services.reconcile import reconcile_all
+from workflows.reconcile import reconcile_all
 
 
 class Command(BaseCommand):

@@ -11,7 +11,7 @@ from services import operations
 from services.choices import NodeState, OperationKind, ServiceState
 from services.models import Service
 from services.nodes import boot_node, destroy_node
-from versions.deploy import ensure_instances
+from versions.instances import ensure_instances
 from versions.models import Environment
 
 

@@ -1,8 +1,10 @@
+"""The API's serializers: explicit fields, one per resource; the rules stay on the models and workflows."""
+
 from rest_framework import serializers
 
-from services.choices import AVAILABLE_RUNTIMES, Role, Runtime
-from services.models import Event, Node, Operation, Service
-from versions.models import Environment
+from services.choices import Role, Runtime
+from services.models import Event, Node, Operation, Service, active_operations
+from versions.models import CodeVersion, Environment
 
 
 class NodeSerializer(serializers.ModelSerializer):
@@ -38,18 +40,6 @@ class ServiceSerializer(serializers.ModelSerializer):
 
     def get_nodes(self, service) -> list[dict]:
         return NodeSerializer(service.live_nodes(), many=True).data
-
-    def validate_runtime(self, runtime):
-        if runtime not in AVAILABLE_RUNTIMES:
-            available = ", ".join(sorted(AVAILABLE_RUNTIMES))
-            raise serializers.ValidationError(f"the {runtime} runtime is not available yet; available: {available}")
-        return runtime
-
-    def validate_name(self, name):
-        owner = self.context["request"].user
-        if Service.objects.filter(owner=owner, name=name).exists():
-            raise serializers.ValidationError(f"you already have a service named {name}")
-        return name
 
 
 class OperationSerializer(serializers.ModelSerializer):
@@ -89,3 +79,50 @@ class ScaleSerializer(serializers.Serializer):
         if data["role"] == Role.PROXY and data["nodes"] != 1:
             raise serializers.ValidationError({"nodes": "a service runs exactly one proxy node in this release"})
         return data
+
+
+class CodeVersionSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = CodeVersion
+        fields = ["id", "label", "sha256", "size", "kind", "entry_point", "created"]
+
+
+class UploadSerializer(serializers.Serializer):
+    archive = serializers.FileField(allow_empty_file=True)
+    label = serializers.CharField(required=False, allow_blank=True, max_length=40)
+
+
+class EnvironmentSerializer(serializers.ModelSerializer):
+    version = serializers.PrimaryKeyRelatedField(read_only=True)
+    version_label = serializers.CharField(source="version.label", default=None, read_only=True)
+    preview_url = serializers.CharField(read_only=True)
+    state = serializers.SerializerMethodField()
+    preview_key = serializers.CharField(required=False, max_length=128)
+
+    class Meta:
+        model = Environment
+        fields = ["name", "version", "version_label", "preview_key", "preview_url", "state", "updated"]
+        read_only_fields = ["updated"]
+
+    def get_state(self, environment) -> str:
+        deploying = active_operations().filter(
+            service=environment.service_id, kind="deploy", params__environment=environment.name
+        )
+        if deploying.exists():
+            return "deploying"
+        return "live" if environment.version_id else "empty"
+
+
+class DeploySerializer(serializers.Serializer):
+    version = serializers.IntegerField(required=False)
+    preview_key = serializers.CharField(required=False, max_length=128)
+
+    def validate_version(self, version_id):
+        service = self.context["service"]
+        if not service.versions.filter(pk=version_id).exists():
+            raise serializers.ValidationError(f"{service.name} has no version with id {version_id}")
+        return version_id
+
+
+class SwapSerializer(serializers.Serializer):
+    environment = serializers.CharField(default="development")

@@ -6,15 +6,18 @@ from django.utils import timezone
 from routing.table import RouterRefused, instance_problems, push
 from services import operations
 from services.choices import OperationKind, Outcome
+from services.errors import Conflict, NotFound, OperationFailed
 from services.models import Event
-from versions.models import PRODUCTION, Environment
+from versions.models import DEVELOPMENT, PRODUCTION, Environment
 
 
-class SwapRefused(operations.OperationFailed):
+class SwapRefused(Conflict):
     """The swap would break production; nothing was changed."""
 
 
-def swap(service, environment_name: str, actor) -> dict:
+def swap(service, environment_name: str = DEVELOPMENT, actor=None) -> dict:
+    if not Environment.objects.filter(service=service, name=environment_name).exists():
+        raise NotFound(f"{service.name} has no environment named {environment_name}")
     with operations.holding(service, OperationKind.SWAP, actor, {"environment": environment_name}) as operation:
         production = Environment.objects.select_related("version").get(service=service, name=PRODUCTION)
         other = Environment.objects.select_related("version").get(service=service, name=environment_name)
@@ -30,14 +33,14 @@ def swap(service, environment_name: str, actor) -> dict:
         try:
             # Each router checks the incoming version's health and commits in one step.
             push(service, require_healthy=incoming)
-        except operations.OperationFailed as exc:
+        except OperationFailed as exc:
             # Put the database back as it was and make every proxy agree with it again.
             with transaction.atomic():
                 Environment.objects.filter(pk=production.pk).update(version=outgoing)
                 Environment.objects.filter(pk=other.pk).update(version=incoming)
             try:
                 push(service)
-            except operations.OperationFailed as again:
+            except OperationFailed as again:
                 Event.record(
                     service,
                     "swap",

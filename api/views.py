@@ -1,0 +1,216 @@
+"""The REST API: one viewset per resource; each action validates, then calls one workflow."""
+
+from django.db.models import Q
+from django.http import FileResponse, Http404
+from django.shortcuts import get_object_or_404
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import mixins, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.exceptions import NotFound, ValidationError
+from rest_framework.parsers import FormParser, MultiPartParser
+from rest_framework.response import Response
+
+from api.serializers import (
+    CodeVersionSerializer,
+    DeploySerializer,
+    EnvironmentSerializer,
+    EventSerializer,
+    NodeSerializer,
+    OperationSerializer,
+    ScaleSerializer,
+    ServiceSerializer,
+    SwapSerializer,
+    UploadSerializer,
+)
+from routing.metrics import service_metrics
+from services.models import Operation, Service
+from versions.instances import version_from_token
+from versions.storage import delete_version, store_version
+from workflows import lifecycle
+from workflows.deploy import request_deploy
+from workflows.environments import add_environment, change_preview_key
+from workflows.scaling import request_scale
+from workflows.swap import swap
+
+
+def visible_service(request, pk) -> Service:
+    """The service, if the user may see it; another user's service is a 404, like a missing one."""
+    return get_object_or_404(Service.objects.visible_to(request.user), pk=pk)
+
+
+def accepted(operation: Operation) -> Response:
+    return Response(OperationSerializer(operation).data, status=status.HTTP_202_ACCEPTED)
+
+
+class ServiceViewSet(
+    mixins.ListModelMixin,
+    mixins.RetrieveModelMixin,
+    mixins.CreateModelMixin,
+    mixins.DestroyModelMixin,
+    viewsets.GenericViewSet,
+):
+    serializer_class = ServiceSerializer
+
+    def get_queryset(self):
+        services = Service.objects.visible_to(self.request.user)
+        if self.action in ("list", "retrieve", "create"):
+            services = services.prefetch_related("environments__version", "nodes")
+        return services
+
+    def create(self, request, *args, **kwargs):
+        serializer = self.get_serializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        service, operation = lifecycle.create(
+            request.user, serializer.validated_data["name"], serializer.validated_data["runtime"]
+        )
+        # The service, plus the operation that boots its first node, for clients to follow.
+        body = {**self.get_serializer(service).data, "operation": OperationSerializer(operation).data}
+        return Response(body, status=status.HTTP_201_CREATED)
+
+    @extend_schema(responses={202: OperationSerializer})
+    def destroy(self, request, pk=None):
+        return accepted(lifecycle.request_delete(self.get_object(), request.user))
+
+    @extend_schema(request=ScaleSerializer, responses={202: OperationSerializer})
+    @action(detail=True, methods=["post"])
+    def scale(self, request, pk=None):
+        service = self.get_object()
+        serializer = ScaleSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        return accepted(request_scale(service, **serializer.validated_data, user=request.user))
+
+    @extend_schema(request=SwapSerializer)
+    @action(detail=True, methods=["post"])
+    def swap(self, request, pk=None):
+        service = self.get_object()
+        serializer = SwapSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        return Response(swap(service, serializer.validated_data["environment"], request.user))
+
+    @extend_schema(responses=NodeSerializer(many=True))
+    @action(detail=True, methods=["get"])
+    def nodes(self, request, pk=None):
+        return Response(NodeSerializer(self.get_object().live_nodes(), many=True).data)
+
+    @extend_schema(responses=EventSerializer(many=True))
+    @action(detail=True, methods=["get"])
+    def events(self, request, pk=None):
+        events = self.get_object().events.select_related("actor")
+        if since := request.query_params.get("since"):
+            events = events.filter(pk__gt=since)
+        return Response(EventSerializer(events[:500], many=True).data)
+
+    @extend_schema(parameters=[OpenApiParameter("window", int, description="seconds, 1 to 3600 (default 60)")])
+    @action(detail=True, methods=["get"])
+    def metrics(self, request, pk=None):
+        service = self.get_object()
+        try:
+            window = min(3600, max(1, int(request.query_params.get("window", 60))))
+        except ValueError:
+            raise ValidationError({"window": "a whole number of seconds"}) from None
+        return Response(service_metrics(service, window))
+
+
+class OperationViewSet(mixins.RetrieveModelMixin, mixins.ListModelMixin, viewsets.GenericViewSet):
+    serializer_class = OperationSerializer
+
+    def get_queryset(self):
+        user = self.request.user
+        operations = Operation.objects.all()
+        return operations if user.is_staff else operations.filter(Q(owner=user) | Q(service__owner=user))
+
+
+class CodeVersionViewSet(viewsets.ViewSet):
+    parser_classes = [MultiPartParser, FormParser]
+
+    @extend_schema(responses=CodeVersionSerializer(many=True))
+    def list(self, request, service_pk=None):
+        service = visible_service(request, service_pk)
+        return Response(CodeVersionSerializer(service.versions.all(), many=True).data)
+
+    @extend_schema(responses=CodeVersionSerializer)
+    def retrieve(self, request, service_pk=None, pk=None):
+        return Response(CodeVersionSerializer(self._version(request, service_pk, pk)).data)
+
+    @extend_schema(request=UploadSerializer, responses={201: CodeVersionSerializer})
+    def create(self, request, service_pk=None):
+        service = visible_service(request, service_pk)
+        upload = UploadSerializer(data=request.data)
+        if not upload.is_valid():
+            if "archive" in upload.errors:
+                raise ValidationError({"detail": "send the code version as a multipart file field named 'archive'"})
+            raise ValidationError(upload.errors)
+        archive = upload.validated_data["archive"]
+        version = store_version(service, archive, upload.validated_data.get("label", ""), request.user, archive.name)
+        return Response(CodeVersionSerializer(version).data, status=status.HTTP_201_CREATED)
+
+    def destroy(self, request, service_pk=None, pk=None):
+        version = self._version(request, service_pk, pk)
+        delete_version(version, request.user)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+    @staticmethod
+    def _version(request, service_pk, pk):
+        service = visible_service(request, service_pk)
+        version = service.versions.filter(pk=pk).first() if str(pk).isdigit() else None
+        if version is None:
+            raise NotFound(f"{service.name} has no version with id {pk}")
+        return version
+
+
+class EnvironmentViewSet(viewsets.ViewSet):
+    lookup_field = "name"
+    lookup_value_regex = "[^/]+"
+
+    @extend_schema(responses=EnvironmentSerializer(many=True))
+    def list(self, request, service_pk=None):
+        service = visible_service(request, service_pk)
+        environments = service.environments.select_related("version", "service")
+        return Response(EnvironmentSerializer(environments, many=True, context={"service": service}).data)
+
+    @extend_schema(responses=EnvironmentSerializer)
+    def retrieve(self, request, service_pk=None, name=None):
+        environment = self._environment(request, service_pk, name)
+        return Response(EnvironmentSerializer(environment, context={"service": environment.service}).data)
+
+    @extend_schema(request=EnvironmentSerializer, responses={201: EnvironmentSerializer})
+    def create(self, request, service_pk=None):
+        service = visible_service(request, service_pk)
+        serializer = EnvironmentSerializer(data=request.data, context={"service": service})
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        environment = add_environment(service, data["name"], request.user, data.get("preview_key", ""))
+        return Response(
+            EnvironmentSerializer(environment, context={"service": service}).data, status=status.HTTP_201_CREATED
+        )
+
+    @extend_schema(request=DeploySerializer, responses={200: EnvironmentSerializer, 202: OperationSerializer})
+    def partial_update(self, request, service_pk=None, name=None):
+        environment = self._environment(request, service_pk, name)
+        service = environment.service
+        serializer = DeploySerializer(data=request.data, context={"service": service})
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        if "preview_key" in data:
+            change_preview_key(environment, data["preview_key"], request.user)
+        if "version" not in data:
+            return Response(EnvironmentSerializer(environment, context={"service": service}).data)
+        version = service.versions.get(pk=data["version"])
+        operation = request_deploy(environment, version, request.user)
+        return accepted(operation)
+
+    @staticmethod
+    def _environment(request, service_pk, name):
+        service = visible_service(request, service_pk)
+        environment = service.environments.select_related("version", "service").filter(name=name).first()
+        if environment is None:
+            raise NotFound(f"{service.name} has no environment named {name}")
+        return environment
+
+
+def archive_download(request, token):
+    """Nodes fetch code versions here with a signed, expiring link (no user session)."""
+    version = version_from_token(token)
+    if version is None or not version.archive_path.exists():
+        raise Http404("unknown or expired archive link")
+    return FileResponse(open(version.archive_path, "rb"), content_type="application/octet-stream")

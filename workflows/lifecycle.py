@@ -1,0 +1,59 @@
+"""Creating and deleting services: the desired state is saved, the workers converge to it."""
+
+from django.db import transaction
+
+from routing.table import push
+from services import operations
+from services.choices import NodeState, OperationKind, ServiceState
+from services.errors import OperationFailed
+from services.models import Operation, Service
+from services.nodes import boot_node, destroy_node
+from versions.models import DEVELOPMENT, PRODUCTION, Environment, new_preview_key
+from versions.storage import delete_unreferenced_archives
+
+
+def create(owner, name: str, runtime: str) -> tuple[Service, Operation]:
+    service = Service(owner=owner, name=name, runtime=runtime)
+    service.validate()
+    with transaction.atomic():
+        service.save()
+        Environment.objects.create(service=service, name=PRODUCTION)
+        Environment.objects.create(service=service, name=DEVELOPMENT, preview_key=new_preview_key())
+        operation = operations.start(service, OperationKind.CREATE, owner, message=f"created {runtime} service {name}")
+    return service, operation
+
+
+def request_delete(service: Service, user) -> Operation:
+    with transaction.atomic():
+        Service.objects.filter(pk=service.pk).update(state=ServiceState.DELETING)
+        return operations.start(service, OperationKind.DELETE, user, message=f"deletion of {service.name} requested")
+
+
+def run_create(operation) -> str:
+    """A new service starts as one node holding both roles, its router answering 503 until a deploy."""
+    service = operation.service
+    try:
+        if not service.live_nodes().exclude(state=NodeState.FAILED).exists():
+            operation.set_progress("booting the first node")
+            boot_node(service, ["proxy", "backend"], operation)
+        push(service)
+    except OperationFailed:
+        Service.objects.filter(pk=service.pk).update(state=ServiceState.FAILED)
+        raise
+    Service.objects.filter(pk=service.pk).update(state=ServiceState.RUNNING)
+    return f"service {service.name} is running at {service.url}"
+
+
+def run_delete(operation) -> str:
+    service = operation.service
+    Service.objects.filter(pk=service.pk).update(state=ServiceState.DELETING)
+    for node in service.live_nodes():
+        operation.set_progress(f"destroying node {node.name}")
+        destroy_node(node, operation)
+    shas = list(service.versions.values_list("sha256", "kind"))
+    name = service.name
+    with transaction.atomic():
+        service.environments.all().delete()
+        service.delete()
+    delete_unreferenced_archives(shas)
+    return f"service {name} deleted"
