@@ -273,7 +273,7 @@ def instance_body(url, sha, label, version=None, env=None):
         "version": version or label,
         "label": label,
         "runtime": "python",
-        "entry_point": "",
+        "entry_point": "wsgi:application",
         "archive_url": url,
         "archive_sha256": sha,
         "env": env or {},

@@ -28,9 +28,7 @@ def test_it_renders_a_config_haproxy_accepts(tmp_path):
 
 
 def test_it_renders_sorted_maps():
-    assert render_map({"production": "slot1", "development": "slot0"}) == (
-        "development slot0\nproduction slot1\n"
-    )
+    assert render_map({"production": "slot1", "development": "slot0"}) == ("development slot0\nproduction slot1\n")
 
 
 @pytest.mark.parametrize(
