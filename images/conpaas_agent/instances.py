@@ -26,7 +26,7 @@ import urllib.error
 import urllib.request
 
 from .archives import ArchiveError, extract_archive, valid_entry_point
-from .procs import pid_alive
+from .procs import children, cmdline, free_port, pid_alive
 
 log = logging.getLogger("conpaas_agent.instances")
 
@@ -127,12 +127,6 @@ def tail(path: str, lines: int = 40) -> str:
     return "\n".join(text.splitlines()[-lines:])
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def port_open(port: int) -> bool:
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=0.5):
@@ -166,28 +160,6 @@ def answers_http(port: int) -> bool:
         return False
     finally:
         conn.close()
-
-
-def children(pid: int) -> list[int]:
-    out = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as fh:
-                    fields = fh.read().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[1]) == pid and fields[0] != "Z":
-                out.append(int(entry))
-    return out
-
-
-def _cmdline(pid: int) -> str:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as fh:
-            return fh.read().replace(b"\0", b" ").decode(errors="replace")
-    except OSError:
-        return ""
 
 
 # --- instances ---------------------------------------------------------------------------
@@ -260,7 +232,7 @@ class Instances:
         if not isinstance(pid, int) or not pid_alive(pid):
             return False
         # Guards against a recycled pid: the process must still be our gunicorn.
-        return f"127.0.0.1:{port}" in _cmdline(pid)
+        return f"127.0.0.1:{port}" in cmdline(pid)
 
     def state(self) -> dict:
         # dict() copies in one step, so a PUT in another thread cannot change it mid-iteration

@@ -4,8 +4,9 @@ import tarfile
 import zipfile
 
 import pytest
-from agent_helpers import app_zip, instance_body, make_wheel, make_zip, pid_alive
+from agent_helpers import app_zip, instance_body, make_wheel, make_zip
 from conpaas_agent import archives, instances
+from conpaas_agent.procs import pid_alive
 
 # --- units: unpacking and the WSGI application -------------------------------------------
 

@@ -4,10 +4,12 @@ import subprocess
 import threading
 
 import pytest
-from agent_helpers import HAPROXY, app_zip, instance_body, wait_until
+from agent_helpers import HAPROXY, app_zip, instance_body
+from conpaas_agent.procs import pid_alive
 from conpaas_agent.router.config import Paths, render_config, render_map
 from conpaas_agent.router.runtime_api import RuntimeAPI, parse_servers_state, server_healthy
 from conpaas_agent.router.validation import InvalidRouting, validate_routing
+from conpaas_agent.waiting import wait_until
 
 # --- units: rendering and validation -----------------------------------------------------
 
@@ -259,7 +261,7 @@ def test_it_comes_back_identical_after_a_reload_and_an_agent_restart(start_agent
     # And still stops instances it did not start itself.
     pid = status["instances"]["i-v2"]["pid"]
     assert agent.call("DELETE", "/v1/instances/i-v2").status == 204
-    wait_until(lambda: not __import__("agent_helpers").pid_alive(pid), 25, message="the adopted instance to stop")
+    wait_until(lambda: not pid_alive(pid), 25, message="the adopted instance to stop")
 
 
 @pytest.mark.integration
