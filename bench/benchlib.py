@@ -30,9 +30,10 @@ for entry in (str(ROOT), str(ROOT / "images")):
         sys.path.insert(0, entry)
 
 import tests.harness as harness  # noqa: E402
-from images.conpaas_agent.signing import signed_headers  # noqa: E402
+from images.conpaas_agent import client  # noqa: E402
+from images.conpaas_agent.procs import all_pids, cmdline, stat_fields  # noqa: E402
 from tests.apps import label_app  # noqa: E402,F401  (re-exported for the programs)
-from tests.harness import ControlPlane, wait_for  # noqa: E402,F401
+from tests.harness import ControlPlane  # noqa: E402
 
 # The harness finds manage.py through its REPO constant; run from this checkout whatever it says.
 if not (Path(harness.REPO) / "manage.py").exists():
@@ -159,17 +160,10 @@ CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 def _processes() -> dict[int, tuple[int, int, str]]:
     """pid -> (process group, utime+stime ticks, command line)."""
     found = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-            with open(f"/proc/{entry}/cmdline", "rb") as f:
-                command = f.read().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        found[int(entry)] = (int(fields[2]), int(fields[11]) + int(fields[12]), command)
+    for pid in all_pids():
+        fields = stat_fields(pid)
+        if fields is not None:
+            found[pid] = (int(fields[2]), int(fields[11]) + int(fields[12]), cmdline(pid))
     return found
 
 
@@ -281,24 +275,14 @@ class Platform:
 
 
 def agent_call(config: dict, method: str, path: str, body: object = None, timeout: float = 60.0) -> tuple[int, object]:
-    """One signed request to a node's agent; returns (status, decoded JSON or None)."""
+    """One signed request to a node's agent; returns (status, decoded JSON, else the text)."""
     raw = b"" if body is None else json.dumps(body).encode()
-    host, port = config["agent_bind"].rsplit(":", 1)
-    headers = signed_headers(config["secret"], method, path, raw)
-    if raw:
-        headers["Content-Type"] = "application/json"
-    connection = http.client.HTTPConnection(host, int(port), timeout=timeout)
+    reply = client.call(f"http://{config['agent_bind']}", config["secret"], method, path, raw, timeout=timeout)
     try:
-        connection.request(method, path, body=raw or None, headers=headers)
-        response = connection.getresponse()
-        data = response.read()
-    finally:
-        connection.close()
-    try:
-        payload = json.loads(data) if data else None
+        payload = reply.json()
     except ValueError:
-        payload = data.decode(errors="replace")
-    return response.status, payload
+        payload = reply.body.decode(errors="replace")
+    return reply.status, payload
 
 
 @contextlib.contextmanager

@@ -93,7 +93,7 @@ def health_problems(service, version, statuses: list | None = None) -> list[str]
             server = servers.get(instance.name)
             if server is None:
                 problems.append(f"the router on {proxy.name} does not know instance {instance.name}")
-            elif server.get("status") != "UP" or not str(server.get("check", "")).startswith("L7OK"):
+            elif not server.get("healthy"):  # the agent's verdict (router/runtime_api.py)
                 detail = server.get("check") or "no check yet"
                 if server.get("check_code"):
                     detail += f", HTTP {server['check_code']}"

@@ -1,12 +1,11 @@
 """The agent client: the only place in the control plane that speaks the agent protocol."""
 
+import http.client
 import json
 import logging
-import urllib.error
-import urllib.request
 from urllib.parse import quote
 
-from images.conpaas_agent import signing
+from images.conpaas_agent import client
 
 log = logging.getLogger("conpaas.agent")
 
@@ -31,30 +30,24 @@ class AgentClient:
 
     def call(self, method: str, path: str, body: dict | None = None, timeout: float | None = None):
         data = b"" if body is None else json.dumps(body).encode()
-        headers = {"Content-Type": "application/json", **signing.signed_headers(self.node.secret, method, path, data)}
-        request = urllib.request.Request(
-            self.node.agent_url + path,
-            data=data if method in ("PUT", "POST") else None,
-            method=method,
-            headers=headers,
-        )
         try:
-            with urllib.request.urlopen(request, timeout=timeout or self.timeout) as response:
-                payload = response.read()
-        except urllib.error.HTTPError as exc:
-            detail = self._error_detail(exc)
-            raise AgentError(f"node {self.node.name}: {detail} (HTTP {exc.code})", exc.code, detail) from None
-        except (OSError, urllib.error.URLError) as exc:
-            raise AgentError(f"node {self.node.name} did not answer: {getattr(exc, 'reason', exc)}") from None
-        return json.loads(payload) if payload else None
+            reply = client.call(
+                self.node.agent_url, self.node.secret, method, path, data, timeout=timeout or self.timeout
+            )
+        except (OSError, http.client.HTTPException) as exc:
+            raise AgentError(f"node {self.node.name} did not answer: {exc}") from None
+        if reply.status >= 400:
+            detail = self._error_detail(reply)
+            raise AgentError(f"node {self.node.name}: {detail} (HTTP {reply.status})", reply.status, detail)
+        return reply.json()
 
     @staticmethod
-    def _error_detail(exc: urllib.error.HTTPError) -> str:
+    def _error_detail(reply: client.Reply) -> str:
         try:
-            detail = json.loads(exc.read()).get("error", "")
-        except (ValueError, AttributeError, OSError):
+            detail = reply.json().get("error", "")
+        except (ValueError, AttributeError):
             detail = ""
-        return detail or str(exc.reason)
+        return detail or reply.reason
 
     def status(self, timeout: float | None = None) -> dict:
         return self.call("GET", "/v1/status", timeout=timeout)

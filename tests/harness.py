@@ -6,32 +6,16 @@ gunicorn instances). Everything started here is stopped here, by PID."""
 
 import os
 import signal
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import requests
 
+from images.conpaas_agent.procs import free_port
+from images.conpaas_agent.waiting import wait_until
+
 REPO = Path(__file__).resolve().parents[1]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_for(condition, timeout: float = 30.0, interval: float = 0.1, message: str = "condition"):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = condition()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout} s waiting for {message} (last: {last!r})")
 
 
 class ControlPlane:
@@ -70,7 +54,7 @@ class ControlPlane:
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-        wait_for(self._answers, timeout=60, message="the control plane to answer")
+        wait_until(self._answers, timeout=60, message="the control plane to answer")
 
     def _answers(self) -> bool:
         if self.process.poll() is not None:
@@ -126,13 +110,13 @@ class Api:
             current = self.get(f"/api/v1/operations/{operation['id']}/").json()
             return current if current["state"] in ("succeeded", "failed") else None
 
-        return wait_for(finished, timeout=timeout, interval=0.2, message=f"operation {operation['id']}")
+        return wait_until(finished, timeout=timeout, interval=0.2, message=f"operation {operation['id']}")
 
     def create_service(self, name: str, runtime: str = "python") -> dict:
         response = self.post("/api/v1/services/", json={"name": name, "runtime": runtime})
         assert response.status_code == 201, response.text
         service = response.json()
-        wait_for(
+        wait_until(
             lambda: self.get(f"/api/v1/services/{service['id']}/").json()["state"] == "running",
             timeout=60,
             message=f"service {name} to run",

@@ -7,9 +7,9 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.db.models import F
 
+from images.conpaas_agent.archives import ArchiveError, Limits, inspect_archive
 from services.errors import Conflict, ConpaasError
 from services.models import Event, Service
-from versions.archives import ArchiveError, Limits, inspect_archive
 from versions.models import CodeVersion, archive_path, label_validator
 
 

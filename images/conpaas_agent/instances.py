@@ -13,30 +13,26 @@ import json
 import logging
 import os
 import re
-import shlex
 import shutil
 import signal
 import socket
-import stat
 import subprocess
 import sys
 import sysconfig
-import tarfile
 import tempfile
 import threading
 import time
 import urllib.error
 import urllib.request
-import zipfile
 
-from .procs import pid_alive
+from .archives import ArchiveError, extract_archive, valid_entry_point
+from .procs import children, cmdline, free_port, pid_alive
 
 log = logging.getLogger("conpaas_agent.instances")
 
 NAME_RE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
-WSGI_SPEC_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*(:[A-Za-z_][A-Za-z0-9_.]*(\(\))?)?$")
 MAX_ARCHIVE_BYTES = 512 * 1024 * 1024
 MAX_UNPACKED_BYTES = 2 * 1024 * 1024 * 1024
 START_TIMEOUT = 30.0
@@ -80,52 +76,12 @@ def download(url: str, dest: str, expected_sha256: str) -> None:
         raise InstanceError(f"archive sha256 mismatch: expected {expected_sha256}, downloaded {digest.hexdigest()}")
 
 
-def _check_member_name(name: str) -> None:
-    parts = name.replace("\\", "/").split("/")
-    if name.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", name) or ".." in parts:
-        raise InstanceError(f"the archive has an unsafe path: {name!r}")
-
-
 def unpack(archive: str, dest: str) -> None:
-    """Unpack a zip or a tar(.gz) into ``dest``, refusing anything that escapes it."""
-    os.makedirs(dest, exist_ok=True)
-    if zipfile.is_zipfile(archive):
-        with zipfile.ZipFile(archive) as zf:
-            total = 0
-            for info in zf.infolist():
-                _check_member_name(info.filename)
-                mode = info.external_attr >> 16
-                if stat.S_ISLNK(mode):
-                    raise InstanceError(f"the archive has a symbolic link: {info.filename!r}")
-                total += info.file_size
-                if total > MAX_UNPACKED_BYTES:
-                    raise InstanceError("the archive unpacks to more than 2 GiB")
-            for info in zf.infolist():
-                zf.extract(info, dest)
-        return
+    """Unpack a zip or tar.gz into ``dest`` under the shared archive rules."""
     try:
-        is_tar = tarfile.is_tarfile(archive)
-    except OSError:
-        is_tar = False
-    if not is_tar:
-        raise InstanceError("the archive is neither a zip nor a tar archive")
-    try:
-        with tarfile.open(archive, "r:*") as tf:
-            members = tf.getmembers()
-            total = 0
-            for member in members:
-                _check_member_name(member.name)
-                if not (member.isfile() or member.isdir()):
-                    raise InstanceError(f"the archive has a link or special file: {member.name!r}")
-                total += member.size
-                if total > MAX_UNPACKED_BYTES:
-                    raise InstanceError("the archive unpacks to more than 2 GiB")
-            if hasattr(tarfile, "data_filter"):
-                tf.extractall(dest, members=members, filter="data")
-            else:  # Python without PEP 706: the checks above are the filter
-                tf.extractall(dest, members=members)
-    except (tarfile.TarError, EOFError, OSError) as exc:
-        raise InstanceError(f"the archive is broken: {exc}") from exc
+        extract_archive(archive, dest, MAX_UNPACKED_BYTES)
+    except ArchiveError as exc:
+        raise InstanceError(f"the archive is refused: {exc}") from exc
 
 
 def app_root(unpacked: str) -> str:
@@ -136,35 +92,6 @@ def app_root(unpacked: str) -> str:
     if len(entries) == 1 and os.path.isdir(os.path.join(unpacked, entries[0])):
         return os.path.join(unpacked, entries[0])
     return unpacked
-
-
-def wsgi_spec(app_dir: str) -> str:
-    """The WSGI application gunicorn runs: from the Procfile ``web:`` line, else wsgi.py."""
-    procfile = os.path.join(app_dir, "Procfile")
-    if os.path.isfile(procfile):
-        with open(procfile, errors="replace") as fh:
-            for line in fh:
-                kind, sep, command = line.partition(":")
-                if not sep or kind.strip() != "web":
-                    continue
-                try:
-                    words = shlex.split(command)
-                except ValueError as exc:
-                    raise InstanceError(f"the Procfile web: line cannot be parsed: {exc}") from exc
-                if "gunicorn" in words:
-                    # gunicorn [OPTIONS] APP: the last word that looks like module[:callable].
-                    words = words[words.index("gunicorn") + 1 :]
-                    candidates = [w for w in words if not w.startswith("-") and WSGI_SPEC_RE.match(w)]
-                elif len(words) == 1 and WSGI_SPEC_RE.match(words[0]):  # web: module:callable
-                    candidates = words
-                else:
-                    candidates = []
-                if candidates:
-                    return candidates[-1]
-                raise InstanceError("the Procfile web: line names no WSGI application (module:callable)")
-    if os.path.isfile(os.path.join(app_dir, "wsgi.py")):
-        return "wsgi:application"
-    raise InstanceError("the archive has neither a wsgi.py nor a Procfile with a web: line")
 
 
 def agent_site_packages() -> list[str]:
@@ -198,12 +125,6 @@ def tail(path: str, lines: int = 40) -> str:
     except OSError:
         return ""
     return "\n".join(text.splitlines()[-lines:])
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def port_open(port: int) -> bool:
@@ -241,28 +162,6 @@ def answers_http(port: int) -> bool:
         conn.close()
 
 
-def children(pid: int) -> list[int]:
-    out = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as fh:
-                    fields = fh.read().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[1]) == pid and fields[0] != "Z":
-                out.append(int(entry))
-    return out
-
-
-def _cmdline(pid: int) -> str:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as fh:
-            return fh.read().replace(b"\0", b" ").decode(errors="replace")
-    except OSError:
-        return ""
-
-
 # --- instances ---------------------------------------------------------------------------
 
 
@@ -286,9 +185,11 @@ def validate_instance(body: object) -> dict:
         isinstance(k, str) and ENV_NAME_RE.match(k) and isinstance(v, str) and "\0" not in v for k, v in env.items()
     ):
         raise InstanceError("env must map variable names to strings", 400)
-    entry_point = body.get("entry_point") or ""
-    if not isinstance(entry_point, str) or (entry_point and not WSGI_SPEC_RE.match(entry_point)):
-        raise InstanceError("entry_point must name a WSGI application as module:callable", 400)
+    # The control plane found the entry point when it validated the archive; the agent never
+    # guesses one, so it runs nothing the archive rulebook refused.
+    entry_point = body.get("entry_point")
+    if not isinstance(entry_point, str) or not valid_entry_point(entry_point):
+        raise InstanceError("entry_point is required: the WSGI application as module:callable", 400)
     label = body.get("label") or body["version"]
     if not isinstance(label, str):
         raise InstanceError("label must be a string", 400)
@@ -331,7 +232,7 @@ class Instances:
         if not isinstance(pid, int) or not pid_alive(pid):
             return False
         # Guards against a recycled pid: the process must still be our gunicorn.
-        return f"127.0.0.1:{port}" in _cmdline(pid)
+        return f"127.0.0.1:{port}" in cmdline(pid)
 
     def state(self) -> dict:
         # dict() copies in one step, so a PUT in another thread cannot change it mid-iteration
@@ -456,7 +357,6 @@ class Instances:
             os.makedirs(instance_dir, mode=0o700, exist_ok=True)
             logfile = os.path.join(instance_dir, "instance.log")
             app_dir, python = self.stage(spec["archive_sha256"], spec["archive_url"], logfile)
-            app = spec["entry_point"] or wsgi_spec(app_dir)
             port = free_port()
             env = instance_environ({"PORT": str(port), "CONPAAS_VERSION": spec["label"]})
             env.update(spec["env"])
@@ -476,7 +376,7 @@ class Instances:
             if gunicorn_has_control_socket(python):
                 # Newer gunicorn opens ~/.gunicorn/gunicorn.ctl, one path for every instance.
                 argv.append("--no-control-socket")
-            argv.append(app)
+            argv.append(spec["entry_point"])
             with open(logfile, "ab") as out:
                 out.write(f"--- starting {name} (version {spec['version']}) on port {port}\n".encode())
                 out.flush()

@@ -17,7 +17,10 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
-from . import haproxy, instances, signing
+from . import instances, signing
+from .router.proxy import Proxy, Unhealthy
+from .router.runtime_api import HAProxyError
+from .router.validation import InvalidRouting, validate_routing
 
 log = logging.getLogger("conpaas_agent")
 
@@ -65,7 +68,7 @@ class Agent:
             instances.Instances(self.home, state.get("instances"), self.save_state) if "backend" in self.roles else None
         )
         self.proxy = (
-            haproxy.Proxy(self.home, config["http_bind"], state.get("proxy"), self.save_state)
+            Proxy(self.home, config["http_bind"], state.get("proxy"), self.save_state)
             if "proxy" in self.roles
             else None
         )
@@ -97,7 +100,7 @@ class Agent:
         if self.proxy:
             try:
                 self.proxy.start()
-            except haproxy.HAProxyError as exc:  # the next PUT /v1/proxy tries again
+            except HAProxyError as exc:  # the next PUT /v1/proxy tries again
                 log.error("HAProxy is not running: %s", exc)
         self.save_state()
 
@@ -137,13 +140,13 @@ class Agent:
                 return 200, proxy.status()
             if method == "PUT":
                 try:
-                    routing = haproxy.validate_routing(body)
-                except haproxy.InvalidRouting as exc:
+                    routing = validate_routing(body)
+                except InvalidRouting as exc:
                     raise AgentError(400, str(exc)) from exc
                 gate = query.get("require_healthy", [None])[0]
                 try:
                     return 200, proxy.apply(routing, require_healthy=gate)
-                except haproxy.Unhealthy as exc:
+                except Unhealthy as exc:
                     raise AgentError(409, str(exc)) from exc
             raise AgentError(405, f"{method} is not allowed on {path}")
         if path == "/v1/proxy/metrics":
@@ -202,7 +205,7 @@ class Handler(BaseHTTPRequestHandler):
             status, payload = exc.status, {"error": exc.message}
         except instances.InstanceError as exc:
             status, payload = exc.status, {"error": str(exc)}
-        except haproxy.HAProxyError as exc:
+        except HAProxyError as exc:
             log.error("%s %s: %s", self.command, self.path, exc)
             status, payload = 422, {"error": str(exc)}
         except Exception as exc:  # one JSON answer, never a traceback on the wire

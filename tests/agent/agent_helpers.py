@@ -10,7 +10,6 @@ import os
 import pathlib
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -22,7 +21,9 @@ IMAGES = REPO / "images"
 if str(IMAGES) not in sys.path:
     sys.path.insert(0, str(IMAGES))
 
-from conpaas_agent import signing  # noqa: E402
+from conpaas_agent import client, signing  # noqa: E402
+from conpaas_agent.procs import free_port, group_members  # noqa: E402
+from conpaas_agent.waiting import wait_until  # noqa: E402
 
 HAPROXY = shutil.which("haproxy") or "/usr/sbin/haproxy"
 SECRET = "test-secret-" + "ab" * 16
@@ -46,23 +47,6 @@ def application(environ, start_response):
     start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(data)))])
     return [data]
 """
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_until(condition, timeout: float = 15.0, interval: float = 0.05, message: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {message}")
-        time.sleep(interval)
 
 
 def make_zip(files: dict[str, bytes | str]) -> bytes:
@@ -120,31 +104,6 @@ def _directory_init(directory):
         http.server.SimpleHTTPRequestHandler.__init__(self, *args, directory=directory, **kwargs)
 
     return __init__
-
-
-def group_members(pgid: int) -> list[int]:
-    """Live (non-zombie) processes of a process group."""
-    members = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as fh:
-                fields = fh.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        state, pgrp = fields[0], int(fields[2])
-        if pgrp == pgid and state != "Z":
-            members.append(int(entry))
-    return members
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 class Response:
@@ -249,19 +208,17 @@ class AgentProcess:
 
     def call(self, method, path, body=None, secret=SECRET, timestamp=None, raw=None, headers=None) -> Response:
         data = raw if raw is not None else (b"" if body is None else json.dumps(body).encode())
-        if secret is None:
-            signed = {}
-        elif timestamp is None:
-            signed = signing.signed_headers(secret, method, path, data)
-        else:
+        if secret is not None and timestamp is not None:  # signed at another time (the clock window)
             nonce = os.urandom(8).hex()
-            signed = {
+            headers = {
                 signing.TIMESTAMP_HEADER: str(timestamp),
                 signing.NONCE_HEADER: nonce,
                 signing.SIGNATURE_HEADER: signing.sign(secret, method, path, timestamp, data, nonce),
+                **(headers or {}),
             }
-        all_headers = {"Content-Type": "application/json", **signed, **(headers or {})}
-        return http_request(self.port, method, path, data, all_headers, timeout=120)
+            secret = None
+        reply = client.call(f"http://127.0.0.1:{self.port}", secret, method, path, data, headers, timeout=120)
+        return Response(reply.status, reply.headers, reply.body)
 
     def web(self, path="/", headers=None) -> Response:
         """A request to the node's HAProxy frontend."""
@@ -273,7 +230,7 @@ def instance_body(url, sha, label, version=None, env=None):
         "version": version or label,
         "label": label,
         "runtime": "python",
-        "entry_point": "",
+        "entry_point": "wsgi:application",
         "archive_url": url,
         "archive_sha256": sha,
         "env": env or {},

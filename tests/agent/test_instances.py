@@ -4,8 +4,9 @@ import tarfile
 import zipfile
 
 import pytest
-from agent_helpers import app_zip, instance_body, make_wheel, make_zip, pid_alive
-from conpaas_agent import instances
+from agent_helpers import app_zip, instance_body, make_wheel, make_zip
+from conpaas_agent import archives, instances
+from conpaas_agent.procs import pid_alive
 
 # --- units: unpacking and the WSGI application -------------------------------------------
 
@@ -18,7 +19,7 @@ def write(path, data):
 def test_it_refuses_zip_members_that_escape(tmp_path):
     for name in ("../evil.py", "/etc/evil.py", "a/../../evil.py"):
         archive = write(tmp_path / "a.zip", make_zip({name: "x"}))
-        with pytest.raises(instances.InstanceError, match="unsafe path"):
+        with pytest.raises(instances.InstanceError, match=r"absolute path|'\.\.' path component"):
             instances.unpack(archive, str(tmp_path / "out"))
     assert not (tmp_path / "evil.py").exists()
 
@@ -63,42 +64,47 @@ def test_it_refuses_tar_links_and_escapes(tmp_path):
     evil = tarfile.TarInfo("../evil")
     evil.size = 1
     archive = write(tmp_path / "b.tgz", tar_bytes([(evil, b"x")]))
-    with pytest.raises(instances.InstanceError, match="unsafe path"):
+    with pytest.raises(instances.InstanceError, match=r"absolute path|'\.\.' path component"):
         instances.unpack(archive, str(tmp_path / "out"))
 
 
 def test_it_refuses_what_is_no_archive(tmp_path):
     archive = write(tmp_path / "a.bin", b"not an archive at all")
-    with pytest.raises(instances.InstanceError, match="neither a zip nor a tar"):
+    with pytest.raises(instances.InstanceError, match="not a zip or tar.gz archive"):
         instances.unpack(archive, str(tmp_path / "out"))
 
 
+# --- one archive rulebook: the agent runs only an entry point the control plane found ---------
+
+
+def spec_body(entry_point):
+    return {"version": "1", "archive_url": "http://x/a.zip", "archive_sha256": "0" * 64, "entry_point": entry_point}
+
+
 @pytest.mark.parametrize(
-    "procfile, spec",
+    "procfile",
     [
-        ("web: gunicorn app:application\n", "app:application"),
-        ("web: gunicorn -w 4 --bind 0.0.0.0:$PORT mysite.wsgi:app\n", "mysite.wsgi:app"),
-        ("release: ./migrate\nweb: hello.main:make_app()\n", "hello.main:make_app()"),
-        ("web: site.wsgi\n", "site.wsgi"),
+        "web: gunicorn app:application\n",
+        "web: gunicorn -w 4 --bind 0.0.0.0:$PORT mysite.wsgi:app\n",
+        "web: site.wsgi\n",
     ],
 )
-def test_it_reads_the_wsgi_application_from_the_procfile(tmp_path, procfile, spec):
-    (tmp_path / "Procfile").write_text(procfile)
-    assert instances.wsgi_spec(str(tmp_path)) == spec
+def test_it_runs_the_entry_point_the_validator_found(procfile):
+    modules = {"app.py": "", "mysite/__init__.py": "", "mysite/wsgi.py": "", "site/__init__.py": "", "site/wsgi.py": ""}
+    info = archives.inspect_archive(io.BytesIO(make_zip({"Procfile": procfile, **modules})), "python")
+    assert instances.validate_instance(spec_body(info.entry_point))["entry_point"] == info.entry_point
 
 
-def test_it_never_takes_shell_text_from_the_procfile(tmp_path):
-    (tmp_path / "Procfile").write_text("web: rm -rf / ; echo $(id)\n")
-    with pytest.raises(instances.InstanceError, match="names no WSGI application"):
-        instances.wsgi_spec(str(tmp_path))
-
-
-def test_it_defaults_to_wsgi_py(tmp_path):
-    (tmp_path / "wsgi.py").write_text("application = None\n")
-    assert instances.wsgi_spec(str(tmp_path)) == "wsgi:application"
-    os.remove(tmp_path / "wsgi.py")
-    with pytest.raises(instances.InstanceError, match="neither a wsgi.py"):
-        instances.wsgi_spec(str(tmp_path))
+@pytest.mark.parametrize("procfile", ["web: hello.main:make_app()\n", "web: rm -rf / ; echo $(id)\n"])
+def test_it_never_runs_what_the_validator_refuses(procfile):
+    archive = io.BytesIO(make_zip({"Procfile": procfile, "hello/__init__.py": "", "hello/main.py": ""}))
+    with pytest.raises(archives.ArchiveError):
+        archives.inspect_archive(archive, "python")
+    # The agent takes no guess from the archive: without a valid entry point it refuses the spec.
+    for entry_point in ("hello.main:make_app()", "rm -rf /", "", None):
+        with pytest.raises(instances.InstanceError, match="entry_point is required") as refused:
+            instances.validate_instance(spec_body(entry_point))
+        assert refused.value.status == 400
 
 
 def test_it_keeps_secrets_out_of_the_instance_environment(monkeypatch):
@@ -148,11 +154,9 @@ def test_it_runs_an_instance_and_stops_it(start_agent, archives):
     status = agent.call("GET", "/v1/status").json()
     assert set(status["instances"]) == {"i1", "i2"} and status["proxy"] is None
 
-    # The control plane's entry_point names the WSGI application when it is given.
-    named = agent.call("PUT", "/v1/instances/i3", {**body, "entry_point": "wsgi:application"})
-    assert named.status == 200, named.body
+    # The agent runs the control plane's entry_point and guesses none.
     assert agent.call("PUT", "/v1/instances/i4", {**body, "entry_point": "x; rm -rf /"}).status == 400
-    assert agent.call("DELETE", "/v1/instances/i3").status == 204
+    assert agent.call("PUT", "/v1/instances/i4", {**body, "entry_point": ""}).status == 400
 
     # Another body restarts it.
     changed = agent.call("PUT", "/v1/instances/i1", {**body, "env": {"GREETING": "ho"}}).json()
@@ -182,7 +186,7 @@ def test_it_answers_422_when_the_work_fails(start_agent, archives):
 
     url, sha = archives.add("escape.zip", make_zip({"../x.py": "x"}))
     resp = agent.call("PUT", "/v1/instances/esc", instance_body(url, sha, "v1"))
-    assert resp.status == 422 and "unsafe path" in resp.json()["error"]
+    assert resp.status == 422 and "'..' path component" in resp.json()["error"]
 
     resp = agent.call("PUT", "/v1/instances/x", {"version": "1"})
     assert resp.status == 400

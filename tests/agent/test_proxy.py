@@ -4,17 +4,21 @@ import subprocess
 import threading
 
 import pytest
-from agent_helpers import HAPROXY, app_zip, instance_body, wait_until
-from conpaas_agent import haproxy
+from agent_helpers import HAPROXY, app_zip, instance_body
+from conpaas_agent.procs import pid_alive
+from conpaas_agent.router.config import Paths, render_config, render_map
+from conpaas_agent.router.runtime_api import RuntimeAPI, parse_servers_state, server_healthy
+from conpaas_agent.router.validation import InvalidRouting, validate_routing
+from conpaas_agent.waiting import wait_until
 
 # --- units: rendering and validation -----------------------------------------------------
 
 
 def test_it_renders_a_config_haproxy_accepts(tmp_path):
-    paths = haproxy.Paths(str(tmp_path))
+    paths = Paths(str(tmp_path))
     for name in ("keys.map", "envs.map"):
         (tmp_path / name).write_text("")
-    config = haproxy.render_config(
+    config = render_config(
         paths, "127.0.0.1:8080", 8, {"slot1": [{"name": "i1", "address": "127.0.0.1", "port": 4000}]}, "/health?x=1"
     )
     (tmp_path / "haproxy.cfg").write_text(config)
@@ -26,9 +30,7 @@ def test_it_renders_a_config_haproxy_accepts(tmp_path):
 
 
 def test_it_renders_sorted_maps():
-    assert haproxy.render_map({"production": "slot1", "development": "slot0"}) == (
-        "development slot0\nproduction slot1\n"
-    )
+    assert render_map({"production": "slot1", "development": "slot0"}) == ("development slot0\nproduction slot1\n")
 
 
 @pytest.mark.parametrize(
@@ -46,20 +48,34 @@ def test_it_renders_sorted_maps():
     ],
 )
 def test_it_refuses_malformed_routing(body, message):
-    with pytest.raises(haproxy.InvalidRouting, match=message):
-        haproxy.validate_routing(body)
+    with pytest.raises(InvalidRouting, match=message):
+        validate_routing(body)
+
+
+@pytest.mark.parametrize(
+    "row, healthy",
+    [
+        ({"status": "UP", "check_status": "L7OK"}, True),
+        ({"status": "UP", "check_status": "INI"}, False),  # up, but never checked yet
+        ({"status": "DOWN", "check_status": "L7STS"}, False),
+        ({"status": "MAINT", "check_status": "L7OK"}, False),
+        ({}, False),
+    ],
+)
+def test_it_gives_one_health_verdict_per_server(row, healthy):
+    assert server_healthy(row) is healthy
 
 
 def test_it_parses_servers_state():
     text = "1\n# be_id be_name srv_id srv_name srv_addr srv_op_state\n4 slot0 1 i1 127.0.0.1 2\n"
-    assert haproxy.parse_servers_state(text)[("slot0", "i1")]["srv_addr"] == "127.0.0.1"
+    assert parse_servers_state(text)[("slot0", "i1")]["srv_addr"] == "127.0.0.1"
 
 
 # --- end to end: a real agent, real HAProxy, real gunicorn --------------------------------
 
 
 def runtime(agent):
-    return haproxy.RuntimeAPI(str(agent.home / "haproxy" / "admin.sock"))
+    return RuntimeAPI(str(agent.home / "haproxy" / "admin.sock"))
 
 
 def map_version(agent, name):
@@ -110,8 +126,9 @@ def test_it_routes_by_preview_key_and_swaps_atomically(start_agent, archives):
     assert resp.status == 200, resp.body
     status = resp.json()
     assert status["routes"] == {"production": "1", "development": "2"}
-    # The control plane's health gate reads exactly these values.
+    # The control plane's health gate reads the agent's verdict; the raw values explain it.
     server = status["backends"]["1"]["servers"]["n-test-i1"]
+    assert server["healthy"] is True
     assert (server["status"], server["check"], server["check_code"]) == ("UP", "L7OK", 200)
     worker = runtime(agent).worker_pid()
 
@@ -244,7 +261,7 @@ def test_it_comes_back_identical_after_a_reload_and_an_agent_restart(start_agent
     # And still stops instances it did not start itself.
     pid = status["instances"]["i-v2"]["pid"]
     assert agent.call("DELETE", "/v1/instances/i-v2").status == 204
-    wait_until(lambda: not __import__("agent_helpers").pid_alive(pid), 25, message="the adopted instance to stop")
+    wait_until(lambda: not pid_alive(pid), 25, message="the adopted instance to stop")
 
 
 @pytest.mark.integration

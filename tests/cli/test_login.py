@@ -9,8 +9,9 @@ import sys
 
 import pytest
 
+from images.conpaas_agent.procs import free_port
 from tests.cli.conftest import PASSWORD
-from tests.harness import REPO, free_port
+from tests.harness import REPO
 
 
 def mode(path) -> int:

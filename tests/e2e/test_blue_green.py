@@ -7,8 +7,8 @@ import signal
 import pytest
 import requests
 
+from images.conpaas_agent.waiting import wait_until
 from tests.apps import label_app
-from tests.harness import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -100,7 +100,7 @@ def test_it_refuses_to_swap_in_an_unhealthy_version(shop):
 
     assert fetch(url + "break", headers={"X-Conpaas-Env": key}).status_code == 500
     # HAProxy's health checks take the instance out; the preview then has no server left.
-    wait_for(
+    wait_until(
         lambda: fetch(url, headers={"X-Conpaas-Env": key}).status_code == 503,
         timeout=20,
         message="the router to mark v2 down",
@@ -133,9 +133,9 @@ def test_it_restarts_what_stopped_while_the_control_plane_was_down(shop, control
     control_plane.stop()
     try:
         os.kill(production_pid, signal.SIGTERM)  # the production instance dies with nobody watching
-        wait_for(lambda: fetch(service["url"]).status_code == 503, timeout=30, message="production to go down")
+        wait_until(lambda: fetch(service["url"]).status_code == 503, timeout=30, message="production to go down")
     finally:
         control_plane.start()
-    wait_for(lambda: fetch(service["url"]).text == "v1\n", timeout=60, message="the restart to bring v1 back")
+    wait_until(lambda: fetch(service["url"]).text == "v1\n", timeout=60, message="the restart to bring v1 back")
     events = [e["message"] for e in api.get(f"/api/v1/services/{service['id']}/events/").json()]
     assert any(f"restarted {node}-v{v1['id']}" in message for message in events)

@@ -3,8 +3,8 @@
 import pytest
 import requests
 
+from images.conpaas_agent.waiting import wait_until
 from tests.apps import WSGI_LABEL_APP, label_app, zip_archive
-from tests.harness import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -83,7 +83,7 @@ def test_it_reports_metrics_per_environment(api, service):
         figures = api.get(f"/api/v1/services/{sid}/metrics/").json()["environments"]
         return figures if figures.get("production", {}).get("requests") == 25 else None
 
-    production = wait_for(counted, timeout=10, message="25 requests in the metrics")["production"]
+    production = wait_until(counted, timeout=10, message="25 requests in the metrics")["production"]
     assert production["error_rate"] == 0.0
     assert production["p50_ms"] is not None and production["p50_ms"] <= production["p95_ms"]
     assert production["request_rate"] > 0 and production["live_connections"] == 0

@@ -5,9 +5,10 @@ import os
 import pytest
 import requests
 
+from images.conpaas_agent.waiting import wait_until
 from services.clouds.local import group_has_live_member
 from tests.apps import label_app
-from tests.harness import ControlPlane, wait_for
+from tests.harness import ControlPlane
 
 pytestmark = pytest.mark.integration
 
@@ -35,12 +36,12 @@ def test_down_destroys_every_local_node_and_up_brings_the_services_back(tmp_path
         assert os.listdir(plane.home / "nodes") == []
 
         plane.start()  # the database still wants the service: it is booted again and serves v1
-        back = wait_for(
+        back = wait_until(
             lambda: (s := api.get(f"/api/v1/services/{service['id']}/").json())["url"] and s,
             timeout=60,
             message="the service to be booted again",
         )
-        wait_for(lambda: requests.get(back["url"], timeout=5).text == "v1\n", timeout=60, message="v1 to serve")
+        wait_until(lambda: requests.get(back["url"], timeout=5).text == "v1\n", timeout=60, message="v1 to serve")
     finally:  # whatever failed, stop what this test started
         plane.stop()
         plane.manage("down", check=False)

@@ -1,4 +1,4 @@
-"""Tests for versions.archives (pure Python, no Django needed).
+"""Tests for the archive rulebook, images/conpaas_agent/archives.py (pure Python, no Django needed).
 
 Run: cd /work/main && PYTHONPATH=/work/main .venv/bin/python -m pytest -p no:django \
          tests/versions/test_archives.py -q
@@ -18,7 +18,7 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
-from versions.archives import ArchiveError, ArchiveInfo, Limits, inspect_archive  # noqa: E402
+from images.conpaas_agent.archives import ArchiveError, ArchiveInfo, Limits, inspect_archive  # noqa: E402
 
 MiB = 2**20
 WSGI = b"def application(environ, start_response):\n    return []\n"

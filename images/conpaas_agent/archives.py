@@ -1,4 +1,10 @@
-"""Validation of uploaded code archives (pure Python, no Django).
+"""The archive rulebook, shared by the control plane and the agent.
+
+The control plane validates an upload with ``inspect_archive`` (and stores the entry point it
+finds); the agent unpacks a staged archive with ``extract_archive`` and runs only an entry point
+that ``valid_entry_point`` accepts. Standard library only, no sibling imports: the control plane
+imports this module as ``images.conpaas_agent.archives`` and the agent as
+``conpaas_agent.archives``.
 
 ``inspect_archive`` reads an uploaded archive once to hash it, then checks it
 thoroughly *before* anything is stored or extracted:
@@ -14,7 +20,7 @@ thoroughly *before* anything is stored or extracted:
   one file for static/php.
 
 Any refusal raises ``ArchiveError`` whose ``str()`` is one sentence meant for
-the user (the API returns it as HTTP 400).
+the user (the API returns it as HTTP 400, the agent as 422).
 """
 
 from __future__ import annotations
@@ -34,7 +40,15 @@ import zlib
 from dataclasses import dataclass
 from typing import BinaryIO
 
-__all__ = ["ArchiveError", "Limits", "ArchiveInfo", "inspect_archive", "RUNTIMES"]
+__all__ = [
+    "ArchiveError",
+    "Limits",
+    "ArchiveInfo",
+    "inspect_archive",
+    "extract_archive",
+    "valid_entry_point",
+    "RUNTIMES",
+]
 
 RUNTIMES = frozenset({"python", "java", "php", "static"})
 
@@ -630,9 +644,15 @@ def _procfile_spec(procfile: bytes) -> str | None:
     return spec
 
 
-def _validate_spec(spec: str) -> None:
+def valid_entry_point(spec: str) -> bool:
+    """Whether ``spec`` is a WSGI spec ``package.module[:callable]`` (never shell text, never a
+    call such as ``make_app()``): the agent runs only an entry point this accepts."""
     module = spec.partition(":")[0]
-    if not _SPEC_RE.match(spec) or not all(p.isidentifier() for p in module.split(".")):
+    return bool(_SPEC_RE.match(spec)) and all(p.isidentifier() for p in module.split("."))
+
+
+def _validate_spec(spec: str) -> None:
+    if not valid_entry_point(spec):
         raise ArchiveError(
             f"the Procfile web: line names {_show(spec)}, which is not a valid "
             "WSGI spec like `package.module:application`"
@@ -709,3 +729,53 @@ def inspect_archive(fileobj: BinaryIO, runtime: str, limits: Limits = Limits(), 
             fileobj.seek(0)
         except (AttributeError, OSError, ValueError):
             pass
+
+
+# --------------------------------------------------------------------------
+# extraction (the agent)
+
+
+def extract_archive(path: str, dest: str, max_expanded_bytes: int) -> None:
+    """Unpack the zip or tar.gz at ``path`` into ``dest`` under the member rules of
+    ``inspect_archive``: every member is checked before anything is written."""
+    with open(path, "rb") as f:
+        what = _sniff(f.read(512))
+    os.makedirs(dest, exist_ok=True)
+    try:
+        if what == "zip":
+            _extract_zip(path, dest, max_expanded_bytes)
+        elif what == "gzip":
+            _extract_tar_gz(path, dest, max_expanded_bytes)
+        else:
+            raise ArchiveError(f"the archive is {what or 'unknown data'}, not a zip or tar.gz archive")
+    except _READ_ERRORS as exc:
+        raise _corrupt(exc) from None
+
+
+def _extract_zip(path: str, dest: str, max_expanded_bytes: int) -> None:
+    with zipfile.ZipFile(path) as zf:
+        infos = zf.infolist()
+        for info in infos:
+            _check_name(info.orig_filename)
+            _check_mode(info.orig_filename, info.external_attr >> 16)
+        _check_expanded(sum(i.file_size for i in infos), max_expanded_bytes)
+        for info in infos:
+            zf.extract(info, dest)
+
+
+def _extract_tar_gz(path: str, dest: str, max_expanded_bytes: int) -> None:
+    with tarfile.open(path, "r:gz") as tf:
+        members = tf.getmembers()
+        for member in members:
+            _check_name(member.name)
+            _check_tar_type(member)
+        _check_expanded(sum(m.size for m in members if m.isreg()), max_expanded_bytes)
+        if hasattr(tarfile, "data_filter"):
+            tf.extractall(dest, members=members, filter="data")
+        else:  # Python without PEP 706: the checks above are the filter
+            tf.extractall(dest, members=members)
+
+
+def _check_expanded(size: int, limit: int) -> None:
+    if size > limit:
+        raise ArchiveError(f"the archive expands to {_fmt_size(size)}; the limit is {_fmt_size(limit)}")

@@ -1,0 +1,161 @@
+"""HAProxy's files: where they live (``Paths``), the config and the map files."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from dataclasses import dataclass
+
+from ..metrics import LOG_FORMAT
+
+CHECK_OPTIONS = "check inter 1s fall 2 rise 1"
+NO_VERSION_BACKEND = "conpaas_noversion"
+MAX_SOCKET_PATH = 97
+
+
+@dataclass(frozen=True)
+class Paths:
+    dir: str
+
+    @property
+    def config(self) -> str:
+        return os.path.join(self.dir, "haproxy.cfg")
+
+    @property
+    def keys_map(self) -> str:
+        return os.path.join(self.dir, "keys.map")
+
+    @property
+    def envs_map(self) -> str:
+        return os.path.join(self.dir, "envs.map")
+
+    @property
+    def socket_dir(self) -> str:
+        """Where the unix sockets live: beside the config, unless that path is too long for a
+        socket address (HAProxy takes at most 97 bytes); then a short private directory."""
+        if len(os.path.join(self.dir, "requests.sock").encode()) <= MAX_SOCKET_PATH:
+            return self.dir
+        digest = hashlib.sha256(os.path.abspath(self.dir).encode()).hexdigest()[:16]
+        return os.path.join(tempfile.gettempdir(), f"conpaas-{digest}")
+
+    @property
+    def admin_socket(self) -> str:
+        return os.path.join(self.socket_dir, "admin.sock")
+
+    @property
+    def master_socket(self) -> str:
+        return os.path.join(self.socket_dir, "master.sock")
+
+    @property
+    def pidfile(self) -> str:
+        return os.path.join(self.dir, "haproxy.pid")
+
+    @property
+    def request_log(self) -> str:
+        return os.path.join(self.socket_dir, "requests.sock")
+
+    @property
+    def server_state(self) -> str:
+        return os.path.join(self.dir, "server-state")
+
+    @property
+    def log(self) -> str:
+        return os.path.join(self.dir, "haproxy.log")
+
+
+def render_map(entries: dict[str, str]) -> str:
+    return "".join(f"{key} {value}\n" for key, value in sorted(entries.items()))
+
+
+def render_config(
+    paths: Paths,
+    http_bind: str,
+    slot_count: int,
+    slot_servers: dict[str, list[dict]],
+    health_path: str = "/",
+) -> str:
+    """The whole haproxy.cfg: one frontend, the 503 backend and ``slot_count`` slot backends.
+
+    ``slot_servers`` maps a slot name to its servers (``name``, ``address``, ``port``), so a
+    reload or a restart comes back with the servers the runtime API had added.
+    """
+    keys, envs = paths.keys_map, paths.envs_map
+    lines = [
+        "# Written by the ConPaaS agent; rewritten before every change. Do not edit.",
+        "global",
+        f"    stats socket {paths.admin_socket} mode 600 level admin expose-fd listeners",
+        f"    server-state-file {paths.server_state}",
+        # One datagram per request to the agent (metrics.py); dropped when the agent is down.
+        f"    log {paths.request_log} len 1024 local0 info",
+        "",
+        "defaults",
+        "    mode http",
+        "    timeout connect 5s",
+        "    timeout client 60s",
+        "    timeout server 60s",
+        "    timeout http-keep-alive 10s",
+        "    timeout http-request 10s",
+        "    option redispatch",
+        "    retries 3",
+        "    retry-on conn-failure empty-response",
+        "    load-server-state-from-file global",
+        "",
+        "frontend web",
+        f"    bind {http_bind}",
+        "    log global",
+        "    option dontlognull",
+        f'    log-format "{LOG_FORMAT}"',
+        # Routing key: header, else query parameter, else cookie.
+        "    http-request set-var(txn.qkey) url_param(conpaas-env)",
+        "    http-request set-var(txn.key) req.hdr(X-Conpaas-Env) if { req.hdr(X-Conpaas-Env) -m found }",
+        "    http-request set-var(txn.key) var(txn.qkey) if !{ var(txn.key) -m found } { var(txn.qkey) -m found }",
+        "    http-request set-var(txn.key) req.cook(conpaas-env) "
+        "if !{ var(txn.key) -m found } { req.cook(conpaas-env) -m found }",
+        # keys.map: preview key -> environment; envs.map: environment -> slot backend.
+        f"    http-request set-var(txn.env) var(txn.key),map({keys})",
+        f"    http-request set-var(txn.slot) var(txn.env),map({envs})",
+        # Unknown key, or an environment without a version: production, like no key at all.
+        "    http-request set-var(txn.env) str(production) if !{ var(txn.slot) -m found }",
+        f"    http-request set-var(txn.slot) var(txn.env),map({envs}) if !{{ var(txn.slot) -m found }}",
+        "    use_backend %[var(txn.slot)] if { var(txn.slot) -m found }",
+        f"    default_backend {NO_VERSION_BACKEND}",
+        "    http-response del-header X-Conpaas-Env",
+        "    http-response set-header X-Conpaas-Env %[var(txn.env)] if !{ var(txn.env) -m str production }",
+        # The query parameter sets the cookie, for any well-formed value (known or not, so
+        # the answer reveals nothing); the regex keeps anything else out of the header.
+        '    http-response add-header Set-Cookie "conpaas-env=%[var(txn.qkey)]; Path=/; HttpOnly; SameSite=Lax" '
+        "if { var(txn.qkey) -m reg ^[A-Za-z0-9_-]{1,128}$ } !{ var(txn.qkey) -m str production }",
+        '    http-response add-header Set-Cookie "conpaas-env=; Path=/; HttpOnly; SameSite=Lax; Max-Age=0" '
+        "if { var(txn.qkey) -m str production }",
+        "",
+        f"backend {NO_VERSION_BACKEND}",
+        "    http-request return status 503 content-type text/plain "
+        'string "No code version is deployed to production."',
+    ]
+    for index in range(slot_count):
+        slot = f"slot{index}"
+        lines += [
+            "",
+            f"backend {slot}",
+            "    balance roundrobin",
+            f"    option httpchk GET {health_path}",
+            "    http-check expect ! rstatus ^5",
+        ]
+        for server in sorted(slot_servers.get(slot, []), key=lambda s: s["name"]):
+            lines.append(f"    server {server['name']} {server['address']}:{server['port']} {CHECK_OPTIONS}")
+    return "\n".join(lines) + "\n"
+
+
+def write_if_changed(path: str, content: str) -> bool:
+    try:
+        with open(path) as fh:
+            if fh.read() == content:
+                return False
+    except FileNotFoundError:
+        pass
+    tmp = f"{path}.tmp"
+    with open(tmp, "w") as fh:
+        fh.write(content)
+    os.replace(tmp, path)
+    return True

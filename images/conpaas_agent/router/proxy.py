@@ -1,0 +1,382 @@
+"""The proxy role of a node: HAProxy as a process (master-worker, seamless reload) and the
+convergence of the desired routing through the runtime API, with no reload."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import threading
+import time
+
+from ..metrics import RequestLog
+from ..procs import pid_alive
+from ..waiting import wait_until
+from .config import Paths, render_config, render_map, write_if_changed
+from .runtime_api import HAProxyError, RuntimeAPI, parse_servers_state, server_healthy
+from .validation import EMPTY_ROUTING
+
+log = logging.getLogger("conpaas_agent.haproxy")
+
+INITIAL_SLOTS = 8
+
+
+class Unhealthy(Exception):
+    """A gated change was refused: the servers it needs are not passing their health checks."""
+
+
+class Proxy:
+    """The proxy role of one node.
+
+    ``state`` (persisted by the caller through ``save``) holds the last desired routing, the
+    slot of each version backend and the number of slot backends.
+    """
+
+    def __init__(self, home: str, http_bind: str, state: dict | None, save, binary: str | None = None):
+        self.paths = Paths(os.path.join(home, "haproxy"))
+        self.http_bind = http_bind
+        self.binary = binary or os.environ.get("CONPAAS_HAPROXY") or "/usr/sbin/haproxy"
+        state = state or {}
+        self.routing: dict = state.get("routing") or dict(EMPTY_ROUTING)
+        self.slots: dict[str, str] = dict(state.get("slots") or {})  # version key -> slotK
+        self.slot_count: int = int(state.get("slot_count") or INITIAL_SLOTS)
+        self._save = save
+        self.api = RuntimeAPI(self.paths.admin_socket)
+        self.lock = threading.RLock()
+        self.process: subprocess.Popen | None = None
+        self.request_log = RequestLog(self.paths.request_log)
+
+    # state
+    def state(self) -> dict:
+        return {"routing": self.routing, "slots": dict(self.slots), "slot_count": self.slot_count}
+
+    def _slot_servers(self, routing: dict) -> dict[str, list[dict]]:
+        return {self.slots[key]: servers for key, servers in routing["backends"].items() if key in self.slots}
+
+    def _envs_entries(self, routing: dict) -> dict[str, str]:
+        return {env: self.slots[key] for env, key in routing["routes"].items()}
+
+    def write_files(self, routing: dict) -> None:
+        """Config and maps for ``routing``: what a reload or a restart must come back to."""
+        os.makedirs(self.paths.dir, mode=0o700, exist_ok=True)
+        os.makedirs(self.paths.socket_dir, mode=0o700, exist_ok=True)
+        write_if_changed(
+            self.paths.config,
+            render_config(
+                self.paths, self.http_bind, self.slot_count, self._slot_servers(routing), routing["health_path"]
+            ),
+        )
+        write_if_changed(self.paths.envs_map, render_map(self._envs_entries(routing)))
+        write_if_changed(self.paths.keys_map, render_map(routing["preview_keys"]))
+
+    # process
+    def master_pid(self) -> int | None:
+        try:
+            with open(self.paths.pidfile) as fh:
+                pid = int(fh.read().split()[0])
+        except (OSError, ValueError, IndexError):
+            return None
+        return pid if pid_alive(pid) else None
+
+    def running(self) -> bool:
+        if self.process is not None and self.process.poll() is not None:
+            return False
+        return self.master_pid() is not None and self.api.ping()
+
+    def check_config(self) -> None:
+        result = subprocess.run(
+            [self.binary, "-c", "-f", self.paths.config], capture_output=True, text=True, timeout=30
+        )
+        if result.returncode != 0:
+            raise HAProxyError(f"HAProxy rejected the config: {(result.stderr or result.stdout).strip()[-800:]}")
+
+    def start(self) -> None:
+        """Adopt a running HAProxy (pidfile + admin socket), or start one."""
+        with self.lock:
+            self.write_files(self.routing)
+            if self.request_log.sock is None:
+                self.request_log.start()
+            if self.master_pid() is not None and self.api.ping():
+                log.info("adopted running HAProxy (master pid %s)", self.master_pid())
+                self.apply(self.routing)
+                return
+            self.check_config()
+            if not os.path.exists(self.paths.server_state):
+                open(self.paths.server_state, "w").close()
+            logfile = open(self.paths.log, "ab")
+            # Not a new session: HAProxy stays in the node's process group, like the instances.
+            self.process = subprocess.Popen(
+                [
+                    self.binary,
+                    "-W",
+                    "-S",
+                    f"{self.paths.master_socket},mode,600",
+                    "-f",
+                    self.paths.config,
+                    "-p",
+                    self.paths.pidfile,
+                ],
+                stdin=subprocess.DEVNULL,
+                stdout=logfile,
+                stderr=logfile,
+                close_fds=True,
+            )
+            logfile.close()
+            ok = wait_until(lambda: self.process.poll() is not None or self.api.ping(), 15)
+            if not ok or self.process.poll() is not None:
+                raise HAProxyError(f"HAProxy did not start: {self._log_tail()}")
+            log.info("started HAProxy (master pid %s) on %s", self.process.pid, self.http_bind)
+
+    def _log_tail(self, lines: int = 10) -> str:
+        try:
+            with open(self.paths.log, errors="replace") as fh:
+                return " | ".join(fh.read().splitlines()[-lines:])
+        except OSError:
+            return "no HAProxy log"
+
+    def reload(self) -> None:
+        """Save server states, rewrite the config, reload seamlessly; return once the new
+        worker answers on the admin socket."""
+        with self.lock:
+            self.write_files(self.routing)
+            self._reload()
+
+    def _reload(self) -> None:
+        self.check_config()
+        master = self.master_pid()
+        if master is None or not self.api.ping():
+            self.start()
+            return
+        old_worker = self.api.worker_pid()
+        state = self.api.show_servers_state()
+        write_if_changed(self.paths.server_state, state)
+        os.kill(master, signal.SIGUSR2)
+
+        def new_worker() -> bool:
+            try:
+                pid = self.api.worker_pid()
+            except HAProxyError:
+                return False
+            return pid is not None and pid != old_worker
+
+        if not wait_until(new_worker, 20):
+            raise HAProxyError(f"HAProxy did not reload: {self._log_tail()}")
+        log.info("reloaded HAProxy (worker %s -> %s)", old_worker, self.api.worker_pid())
+
+    # convergence
+    def apply(self, routing: dict, require_healthy: str | None = None) -> dict:
+        """Converge HAProxy to ``routing`` (validated); answers once it is applied.
+
+        With ``require_healthy`` (a backend key), nothing changes unless every server of that
+        backend is up and passed its last check — checked under the same lock as the commit,
+        so a swap cannot route to a server that failed in between."""
+        with self.lock:
+            if not self.running():
+                self.start()
+            if require_healthy is not None:
+                self._check_healthy(routing, require_healthy)
+            health_path_changed = routing["health_path"] != self.routing.get("health_path", "/")
+            slots_grew = self._assign_slots(routing)
+            previous, self.routing = self.routing, routing
+            # Files first: a reload or restart from here on comes back to the new routing.
+            self.write_files(routing)
+            self._save()
+            if health_path_changed or slots_grew:
+                self._reload()
+            desired = self._servers_by_slot(routing)
+            actual = self.api.servers()
+            added = self._converge_servers(desired, actual, last_applied=self._servers_by_slot(previous))
+            self._await_first_checks(added)
+            self._commit_maps(routing)
+            self._retire_unrouted(desired, actual, float(routing["drain_timeout"]))
+            self._release_slots(routing)
+            self._save()
+            if previous != routing:
+                log.info("routing applied: routes=%s", routing["routes"])
+            return self.status()
+
+    def _assign_slots(self, routing: dict) -> bool:
+        """Give each new version backend a free slot; True when the slots had to grow (a reload)."""
+        grew = False
+        for key in routing["backends"]:
+            if key not in self.slots:
+                used = set(self.slots.values())
+                free = [f"slot{i}" for i in range(self.slot_count) if f"slot{i}" not in used]
+                if not free:
+                    self.slot_count *= 2
+                    grew = True
+                    free = [f"slot{i}" for i in range(self.slot_count) if f"slot{i}" not in used]
+                self.slots[key] = free[0]
+        return grew
+
+    def _servers_by_slot(self, routing: dict) -> dict[tuple[str | None, str], dict]:
+        """(slot, server name) -> server, for every server of ``routing``."""
+        return {
+            (self.slots.get(key), server["name"]): server
+            for key, servers in routing["backends"].items()
+            for server in servers
+        }
+
+    def _converge_servers(self, desired: dict, actual: dict, last_applied: dict) -> list[tuple[str, str]]:
+        """Add the missing servers, move or re-enable the changed ones; returns the added ones."""
+        added = []
+        for (slot, name), server in desired.items():
+            row = actual.get((slot, name))
+            if row is None:
+                self.api.add_server(slot, name, server["address"], server["port"])
+                added.append((slot, name))
+                log.info("added server %s/%s %s:%s", slot, name, server["address"], server["port"])
+            elif last_applied.get((slot, name)) != server or _in_maintenance(row):
+                self._update_server(slot, name, server, row)
+            # else: as the last apply left it, no runtime API round trip (a swap's fast path)
+        return added
+
+    def _update_server(self, slot: str, name: str, server: dict, row: dict) -> None:
+        state = parse_servers_state(self.api.execute(f"show servers state {slot}")).get((slot, name), {})
+        if state and (state.get("srv_addr"), state.get("srv_port")) != (server["address"], str(server["port"])):
+            self.api.set_server_address(slot, name, server["address"], server["port"])
+            log.info("moved server %s/%s to %s:%s", slot, name, server["address"], server["port"])
+        if _in_maintenance(row):
+            self.api.enable_server(slot, name)
+
+    def _await_first_checks(self, added: list[tuple[str, str]]) -> None:
+        """New servers take traffic at once; give their first check a moment so a route does
+        not point at a server that has never answered (no error when it takes longer)."""
+        if added:
+            wait_until(
+                lambda: all(self.api.servers().get(s, {}).get("check_status") not in ("INI", "", None) for s in added),
+                5,
+            )
+
+    def _commit_maps(self, routing: dict) -> None:
+        """One transaction per map, only when it changes: a swap is one commit."""
+        for map_path, entries in (
+            (self.paths.envs_map, self._envs_entries(routing)),
+            (self.paths.keys_map, routing["preview_keys"]),
+        ):
+            if self.api.show_map(map_path) != entries:
+                self.api.replace_map(map_path, entries)
+                log.info("committed %s (%d entries)", os.path.basename(map_path), len(entries))
+
+    def _retire_unrouted(self, desired: dict, actual: dict, drain_timeout: float) -> None:
+        """Servers nothing routes to any more: maintenance, drain, delete."""
+        removed = [(slot, name) for (slot, name) in actual if slot.startswith("slot") and (slot, name) not in desired]
+        if removed:
+            self._retire(removed, drain_timeout)
+
+    def _release_slots(self, routing: dict) -> None:
+        """Free the slots of version backends that left the routing and have no server left."""
+        live = {slot for slot, _ in self.api.servers()}
+        for key in list(self.slots):
+            if key not in routing["backends"] and self.slots[key] not in live:
+                del self.slots[key]
+
+    def _check_healthy(self, routing: dict, key: str) -> None:
+        servers = routing["backends"].get(key) or []
+        slot = self.slots.get(key)
+        if not servers or slot is None:
+            raise Unhealthy(f"backend {key} has no server on this router")
+        rows = self.api.servers()
+        problems = []
+        for server in servers:
+            row = rows.get((slot, server["name"]))
+            if row is None:
+                problems.append(f"{server['name']} is not on this router")
+            elif not server_healthy(row):
+                code = row.get("check_code") or ""
+                problems.append(
+                    f"{server['name']} is {row.get('status') or 'unknown'} ({row.get('check_status') or 'no check yet'}"
+                    + (f", HTTP {code})" if code else ")")
+                )
+        if problems:
+            raise Unhealthy("; ".join(problems))
+
+    def _retire(self, servers: list[tuple[str, str]], drain_timeout: float) -> None:
+        for slot, name in servers:
+            self.api.disable_server(slot, name)
+            log.info("draining server %s/%s", slot, name)
+        deadline = time.monotonic() + drain_timeout
+        pending = list(servers)
+        shut = False
+        while pending:
+            rows = self.api.servers()
+            for slot, name in list(pending):
+                row = rows.get((slot, name))
+                if row is None:
+                    pending.remove((slot, name))
+                    continue
+                if row.get("scur", "0") in ("0", "") and row.get("qcur", "0") in ("0", ""):
+                    try:
+                        self.api.del_server(slot, name)
+                        pending.remove((slot, name))
+                        log.info("deleted server %s/%s", slot, name)
+                    except HAProxyError as exc:
+                        log.info("server %s/%s not deletable yet: %s", slot, name, exc)
+            if not pending:
+                break
+            if time.monotonic() >= deadline:
+                if shut:
+                    if time.monotonic() >= deadline + 10:
+                        raise HAProxyError(f"could not delete server(s) {pending} after draining")
+                else:
+                    for slot, name in pending:
+                        self.api.shutdown_sessions(slot, name)
+                    shut = True
+            time.sleep(0.1)
+
+    def metrics(self, window: float = 60.0) -> dict:
+        """Per environment: request rate, p50/p95 response time, error rate, live connections."""
+        per_slot = self.request_log.summary(window)
+        live = {}
+        if self.running():
+            live = {
+                row["pxname"]: int(row.get("scur") or 0)
+                for row in self.api.show_stat()
+                if row.get("svname") == "BACKEND"
+            }
+        environments = {}
+        for env, key in self.routing["routes"].items():
+            slot = self.slots.get(key)
+            figures = per_slot.get(slot) or {
+                "requests": 0,
+                "request_rate": 0.0,
+                "p50_ms": None,
+                "p95_ms": None,
+                "error_rate": 0.0,
+            }
+            environments[env] = {"version": key, **figures, "live_connections": live.get(slot, 0)}
+        return {"window_seconds": window, "environments": environments}
+
+    def status(self) -> dict:
+        host, _, port = self.http_bind.rpartition(":")
+        running = self.running()
+        rows = self.api.servers() if running else {}
+        backends = {}
+        for key, servers in self.routing["backends"].items():
+            slot = self.slots.get(key)
+            out = {}
+            for server in servers:
+                row = rows.get((slot, server["name"]), {})
+                code = row.get("check_code") or ""
+                out[server["name"]] = {
+                    "healthy": server_healthy(row),
+                    "status": row.get("status") or "ABSENT",
+                    "check": row.get("check_status") or None,
+                    "check_code": int(code) if code.isdigit() else None,
+                    "sessions": int(row.get("scur") or 0),
+                    "total": int(row.get("stot") or 0),
+                }
+            backends[key] = {"slot": slot, "servers": out}
+        return {
+            "http_port": int(port),
+            "running": running,
+            "health_path": self.routing["health_path"],
+            "routes": self.routing["routes"],
+            "preview_keys": self.routing["preview_keys"],
+            "backends": backends,
+        }
+
+
+def _in_maintenance(row: dict[str, str]) -> bool:
+    return row.get("status", "").startswith("MAINT")

@@ -1,0 +1,166 @@
+"""The HAProxy runtime API client: the admin stats socket, one command per connection.
+
+Verified against HAProxy 2.6.12:
+- ``add server slotK/NAME ADDR:PORT check inter 1s fall 2 rise 1`` works on a
+  ``balance roundrobin`` backend; the new server starts in maintenance with checks disabled,
+  so ``enable health`` then ``enable server`` must follow. It takes traffic (state UP) right
+  after ``enable server``, before its first check has run.
+- ``del server`` works for dynamic and for config-declared servers, but only in maintenance
+  ("Only servers in maintenance mode can be deleted."); it is refused while the server still
+  has sessions or queued requests.
+- ``prepare map FILE`` answers ``New version created: N``; ``add map @N FILE KEY VALUE`` and
+  ``commit map @N FILE`` work, and the commit switches the whole map at once.
+- SIGUSR2 to the master reloads; the new worker takes over the admin socket, so
+  ``show info``'s ``Pid`` changes once the new worker runs.
+"""
+
+from __future__ import annotations
+
+import socket
+
+from .config import CHECK_OPTIONS
+
+
+class HAProxyError(Exception):
+    """HAProxy refused a command, did not answer, or failed to start or reload."""
+
+
+class RuntimeAPI:
+    """The admin stats socket (``level admin``): one command per connection."""
+
+    def __init__(self, path: str, timeout: float = 10.0):
+        self.path = path
+        self.timeout = timeout
+
+    def execute(self, command: str) -> str:
+        if "\n" in command or "\r" in command:
+            raise HAProxyError("a runtime API command must be one line")
+        try:
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+                sock.settimeout(self.timeout)
+                sock.connect(self.path)
+                sock.sendall(command.encode() + b"\n")
+                chunks = []
+                while True:
+                    data = sock.recv(65536)
+                    if not data:
+                        break
+                    chunks.append(data)
+        except OSError as exc:
+            raise HAProxyError(f"HAProxy runtime API at {self.path} did not answer: {exc}") from exc
+        return b"".join(chunks).decode(errors="replace")
+
+    def _expect(self, command: str, ok: tuple[str, ...] = ("",)) -> str:
+        """Run a command whose answer is one of ``ok`` (prefixes; "" = empty answer)."""
+        answer = self.execute(command).strip()
+        for prefix in ok:
+            if (prefix == "" and answer == "") or (prefix and answer.startswith(prefix)):
+                return answer
+        raise HAProxyError(f"HAProxy refused '{command}': {answer or 'no answer'}")
+
+    def ping(self) -> bool:
+        try:
+            return "Pid:" in self.execute("show info")
+        except HAProxyError:
+            return False
+
+    def info(self) -> dict[str, str]:
+        out = {}
+        for line in self.execute("show info").splitlines():
+            key, sep, value = line.partition(":")
+            if sep:
+                out[key.strip()] = value.strip()
+        return out
+
+    def worker_pid(self) -> int | None:
+        pid = self.info().get("Pid")
+        return int(pid) if pid and pid.isdigit() else None
+
+    # maps
+    def show_map(self, map_path: str) -> dict[str, str]:
+        out = {}
+        for line in self.execute(f"show map {map_path}").splitlines():
+            parts = line.split()
+            if len(parts) == 3:  # "<ref> key value"
+                out[parts[1]] = parts[2]
+            elif line.strip() and not line.startswith("0x"):
+                raise HAProxyError(f"HAProxy cannot show map {map_path}: {line.strip()}")
+        return out
+
+    def replace_map(self, map_path: str, entries: dict[str, str]) -> None:
+        """One transaction: ``prepare map``, ``add map @V`` per entry, ``commit map @V``."""
+        answer = self._expect(f"prepare map {map_path}", ("New version created:",))
+        version = answer.rsplit(":", 1)[1].strip()
+        if not version.isdigit():
+            raise HAProxyError(f"HAProxy answered an unexpected map version: {answer}")
+        for key, value in entries.items():
+            self._expect(f"add map @{version} {map_path} {key} {value}")
+        self._expect(f"commit map @{version} {map_path}")
+
+    # servers
+    def add_server(self, backend: str, name: str, address: str, port: int) -> None:
+        target = f"{backend}/{name}"
+        self._expect(f"add server {target} {address}:{port} {CHECK_OPTIONS}", ("New server registered",))
+        self._expect(f"enable health {target}")
+        self._expect(f"enable server {target}")
+
+    def set_server_address(self, backend: str, name: str, address: str, port: int) -> None:
+        self._expect(
+            f"set server {backend}/{name} addr {address} port {port}",
+            ("IP changed", "no need to change", "port changed", ""),
+        )
+
+    def enable_server(self, backend: str, name: str) -> None:
+        self._expect(f"enable server {backend}/{name}")
+
+    def disable_server(self, backend: str, name: str) -> None:
+        self._expect(f"disable server {backend}/{name}")
+
+    def shutdown_sessions(self, backend: str, name: str) -> None:
+        self._expect(f"shutdown sessions server {backend}/{name}")
+
+    def del_server(self, backend: str, name: str) -> None:
+        self._expect(f"del server {backend}/{name}", ("Server deleted",))
+
+    def show_servers_state(self) -> str:
+        return self.execute("show servers state")
+
+    def show_stat(self) -> list[dict[str, str]]:
+        """``show stat`` as dicts keyed by the CSV header (pxname, svname, scur, status …)."""
+        lines = self.execute("show stat").splitlines()
+        if not lines or not lines[0].startswith("# "):
+            raise HAProxyError(f"HAProxy answered show stat unexpectedly: {lines[:1]}")
+        header = lines[0][2:].split(",")
+        return [dict(zip(header, line.split(","), strict=False)) for line in lines[1:] if line.strip()]
+
+    def servers(self) -> dict[tuple[str, str], dict[str, str]]:
+        """(backend, server) -> stat row, servers only (no FRONTEND/BACKEND rows)."""
+        return {
+            (row["pxname"], row["svname"]): row
+            for row in self.show_stat()
+            if row.get("svname") not in ("FRONTEND", "BACKEND") and row.get("type") == "2"
+        }
+
+
+def parse_servers_state(text: str) -> dict[tuple[str, str], dict[str, str]]:
+    """``show servers state`` (format version 1) -> (backend, server) -> fields."""
+    lines = [line for line in text.splitlines() if line.strip()]
+    header = next((line[2:].split() for line in lines if line.startswith("# be_id")), None)
+    if header is None:
+        return {}
+    out = {}
+    for line in lines:
+        if line.startswith("#") or line.strip() == "1":
+            continue
+        fields = dict(zip(header, line.split(), strict=False))
+        if "be_name" in fields and "srv_name" in fields:
+            out[(fields["be_name"], fields["srv_name"])] = fields
+    return out
+
+
+def server_healthy(row: dict[str, str]) -> bool:
+    """The one health verdict on a server's stat row: up, and it passed its last HTTP check.
+
+    The agent gates a swap on it and reports it in its proxy status, so the control plane
+    never re-derives it."""
+    return row.get("status") == "UP" and (row.get("check_status") or "").startswith("L7OK")
