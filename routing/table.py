@@ -1,10 +1,10 @@
 """The routing table: what every proxy of a service should route, computed from the database."""
 
-import time
 from collections import defaultdict
 
 from django.conf import settings
 
+from images.conpaas_agent.waiting import wait_until
 from services.agent import AgentClient, AgentError
 from services.choices import NodeState
 from services.errors import OperationFailed
@@ -103,17 +103,17 @@ def health_problems(service, version, statuses: list | None = None) -> list[str]
 
 def wait_healthy(service, version, timeout: float | None = None) -> None:
     timeout = settings.CONPAAS_HEALTH_TIMEOUT if timeout is None else timeout
-    deadline = time.monotonic() + timeout
-    while True:
-        problems = health_problems(service, version)
-        if not problems:
-            return
-        if time.monotonic() > deadline:
-            raise OperationFailed(
-                f"{version.label} did not pass its health check (GET {service.health_check_path}) "
-                f"within {timeout} s: " + "; ".join(problems)
-            )
-        time.sleep(0.2)
+    problems = []
+
+    def healthy() -> bool:
+        problems[:] = health_problems(service, version)
+        return not problems
+
+    if not wait_until(healthy, timeout, interval=0.2):
+        raise OperationFailed(
+            f"{version.label} did not pass its health check (GET {service.health_check_path}) "
+            f"within {timeout} s: " + "; ".join(problems)
+        )
 
 
 def environments_health(service) -> dict[str, list[str]]:

@@ -1,10 +1,10 @@
 """Booting and destroying nodes through the cloud driver; each step writes an Event."""
 
 import secrets
-import time
 
 from django.conf import settings
 
+from images.conpaas_agent.waiting import wait_until
 from services.agent import AgentClient, AgentError
 from services.choices import NodeState, Outcome
 from services.clouds import BootConfig, CloudError, create_node, find_node, get_cloud
@@ -46,17 +46,20 @@ def boot_node(service: Service, roles: list[str], operation=None) -> Node:
 
 def wait_for_agent(node: Node, operation=None) -> None:
     client = AgentClient(node)
-    deadline = time.monotonic() + settings.CONPAAS_BOOT_TIMEOUT
     last_error = ""
-    while time.monotonic() < deadline:
+
+    def answered() -> str:
+        """ "up", "refused" (an answer that is not a welcome: stop waiting), or "" (no answer yet)."""
+        nonlocal last_error
         try:
             client.status(timeout=2)
-            return
+            return "up"
         except AgentError as exc:
             last_error = str(exc)
-            if not exc.unreachable:
-                break
-        time.sleep(0.1)
+            return "" if exc.unreachable else "refused"
+
+    if wait_until(answered, settings.CONPAAS_BOOT_TIMEOUT, interval=0.1) == "up":
+        return
     fail_node(
         node, f"node {node.name} did not come up within {settings.CONPAAS_BOOT_TIMEOUT} s: {last_error}", operation
     )

@@ -9,7 +9,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -18,51 +17,27 @@ from pathlib import Path
 from libcloud.compute.base import Node, NodeDriver
 from libcloud.compute.types import NodeState
 
-from images.conpaas_agent.procs import pid_alive
+from images.conpaas_agent.procs import cmdline, free_port, group_members, pid_alive
 
 IMAGES_DIR = Path(__file__).resolve().parents[2] / "images"
 BOOT_SCRIPT = IMAGES_DIR / "boot.sh"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def group_has_live_member(pgid: int) -> bool:
     """True while a process of the group runs (zombies waiting to be reaped do not count)."""
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry.name}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        # fields: state ppid pgrp ...
-        if int(fields[2]) == pgid and fields[0] != "Z":
-            return True
-    return False
+    return bool(group_members(pgid))
 
 
 def group_belongs_to(pgid: int, home: Path) -> bool:
     """Whether process group `pgid` is this node's: agent.pid is written on the node, so it is
     checked against what the group runs before anything is killed (never the control plane)."""
     marker = str(home)
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
+    for pid in group_members(pgid):
         try:
-            with open(f"/proc/{entry.name}/stat") as f:
-                if int(f.read().rsplit(")", 1)[1].split()[2]) != pgid:
-                    continue
-            with open(f"/proc/{entry.name}/cmdline", "rb") as f:
-                cmdline = f.read().decode(errors="replace")
-            cwd = os.readlink(f"/proc/{entry.name}/cwd")
+            cwd = os.readlink(f"/proc/{pid}/cwd")
         except OSError:
             continue
-        if marker in cmdline or cwd.startswith(marker):
+        if marker in cmdline(pid) or cwd.startswith(marker):
             return True
     return False
 
