@@ -1,5 +1,6 @@
 """The API's serializers: explicit fields, one per resource; the rules stay on the models and workflows."""
 
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from services.choices import Role, Runtime
@@ -19,8 +20,8 @@ class NodeSerializer(serializers.ModelSerializer):
 
 
 class EnvironmentSummarySerializer(serializers.ModelSerializer):
-    version = serializers.PrimaryKeyRelatedField(read_only=True)
-    version_label = serializers.CharField(source="version.label", default=None, read_only=True)
+    version = serializers.PrimaryKeyRelatedField(read_only=True, allow_null=True)
+    version_label = serializers.CharField(source="version.label", default=None, read_only=True, allow_null=True)
 
     class Meta:
         model = Environment
@@ -38,12 +39,13 @@ class ServiceSerializer(serializers.ModelSerializer):
         fields = ["id", "name", "runtime", "state", "url", "environments", "nodes", "created"]
         read_only_fields = ["id", "state", "url", "environments", "nodes", "created"]
 
+    @extend_schema_field(NodeSerializer(many=True))
     def get_nodes(self, service) -> list[dict]:
         return NodeSerializer(service.live_nodes(), many=True).data
 
 
 class OperationSerializer(serializers.ModelSerializer):
-    service = serializers.PrimaryKeyRelatedField(read_only=True)
+    service = serializers.PrimaryKeyRelatedField(read_only=True, allow_null=True)
 
     class Meta:
         model = Operation
@@ -63,8 +65,8 @@ class OperationSerializer(serializers.ModelSerializer):
 
 
 class EventSerializer(serializers.ModelSerializer):
-    actor = serializers.CharField(source="actor.username", default=None, read_only=True)
-    operation = serializers.PrimaryKeyRelatedField(read_only=True)
+    actor = serializers.CharField(source="actor.username", default=None, read_only=True, allow_null=True)
+    operation = serializers.PrimaryKeyRelatedField(read_only=True, allow_null=True)
 
     class Meta:
         model = Event
@@ -93,8 +95,8 @@ class UploadSerializer(serializers.Serializer):
 
 
 class EnvironmentSerializer(serializers.ModelSerializer):
-    version = serializers.PrimaryKeyRelatedField(read_only=True)
-    version_label = serializers.CharField(source="version.label", default=None, read_only=True)
+    version = serializers.PrimaryKeyRelatedField(read_only=True, allow_null=True)
+    version_label = serializers.CharField(source="version.label", default=None, read_only=True, allow_null=True)
     preview_url = serializers.CharField(read_only=True)
     state = serializers.SerializerMethodField()
     preview_key = serializers.CharField(required=False, max_length=128)
@@ -126,3 +128,46 @@ class DeploySerializer(serializers.Serializer):
 
 class SwapSerializer(serializers.Serializer):
     environment = serializers.CharField(default="development")
+
+
+# Bodies the API answers but never reads: declared for the OpenAPI description (api/schema.py).
+
+
+class ServiceCreatedSerializer(ServiceSerializer):
+    """A new service, plus the operation that boots its first node, for clients to follow."""
+
+    operation = OperationSerializer(read_only=True)
+
+    class Meta(ServiceSerializer.Meta):
+        fields = [*ServiceSerializer.Meta.fields, "operation"]
+
+
+class EnvironmentMetricsSerializer(serializers.Serializer):
+    requests = serializers.IntegerField()
+    request_rate = serializers.FloatField(help_text="requests per second over the window")
+    error_rate = serializers.FloatField(help_text="share of 5xx answers, 0 to 1")
+    live_connections = serializers.IntegerField()
+    p50_ms = serializers.FloatField(allow_null=True, help_text="median response time; null without requests")
+    p95_ms = serializers.FloatField(allow_null=True, help_text="95th percentile response time; null without requests")
+
+
+class MetricsSerializer(serializers.Serializer):
+    window_seconds = serializers.IntegerField()
+    environments = serializers.DictField(child=EnvironmentMetricsSerializer(), help_text="by environment name")
+
+
+class TokenSerializer(serializers.Serializer):
+    token = serializers.CharField(help_text="send it as `Authorization: Token <token>`")
+
+
+class ErrorSerializer(serializers.Serializer):
+    """A refusal: one sentence for the user."""
+
+    detail = serializers.CharField()
+
+
+class ValidationErrorSerializer(serializers.Serializer):
+    """Bad input: each other key names a field and carries its messages; `detail` when no single
+    field is to blame."""
+
+    detail = serializers.CharField(required=False)

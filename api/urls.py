@@ -1,9 +1,15 @@
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
-from rest_framework.authtoken.views import obtain_auth_token
 from rest_framework.routers import DefaultRouter
 
-from api.views import CodeVersionViewSet, EnvironmentViewSet, OperationViewSet, ServiceViewSet, archive_download
+from api.views import (
+    CodeVersionViewSet,
+    EnvironmentViewSet,
+    OperationViewSet,
+    ServiceViewSet,
+    TokenView,
+    archive_download,
+)
 
 router = DefaultRouter()
 router.register("services", ServiceViewSet, basename="service")
@@ -12,7 +18,7 @@ router.register(r"services/(?P<service_pk>\d+)/versions", CodeVersionViewSet, ba
 router.register(r"services/(?P<service_pk>\d+)/environments", EnvironmentViewSet, basename="environment")
 
 urlpatterns = [
-    path("api/v1/auth/token/", obtain_auth_token, name="api-token"),
+    path("api/v1/auth/token/", TokenView.as_view(), name="api-token"),
     path("api/v1/", include(router.urls)),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),

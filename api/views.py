@@ -3,23 +3,42 @@
 from django.db.models import Q
 from django.http import FileResponse, Http404
 from django.shortcuts import get_object_or_404
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import mixins, status, viewsets
+from rest_framework.authtoken.serializers import AuthTokenSerializer
+from rest_framework.authtoken.views import ObtainAuthToken
 from rest_framework.decorators import action
 from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.response import Response
 
+from api.schema import (
+    BAD_REQUEST,
+    CONFLICT,
+    ENVIRONMENT_NAME,
+    NOT_FOUND,
+    OPERATION_ID,
+    SERVICE_ID,
+    SERVICE_PK,
+    SINCE,
+    SWAP_RESULT,
+    UNAVAILABLE,
+    VERSION_ID,
+    WINDOW,
+)
 from api.serializers import (
     CodeVersionSerializer,
     DeploySerializer,
     EnvironmentSerializer,
     EventSerializer,
+    MetricsSerializer,
     NodeSerializer,
     OperationSerializer,
     ScaleSerializer,
+    ServiceCreatedSerializer,
     ServiceSerializer,
     SwapSerializer,
+    TokenSerializer,
     UploadSerializer,
 )
 from routing.metrics import service_metrics
@@ -42,6 +61,10 @@ def accepted(operation: Operation) -> Response:
     return Response(OperationSerializer(operation).data, status=status.HTTP_202_ACCEPTED)
 
 
+@extend_schema_view(
+    retrieve=extend_schema(parameters=[SERVICE_ID], responses={200: ServiceSerializer, 404: NOT_FOUND}),
+    create=extend_schema(responses={201: ServiceCreatedSerializer, 400: BAD_REQUEST}),
+)
 class ServiceViewSet(
     mixins.ListModelMixin,
     mixins.RetrieveModelMixin,
@@ -67,11 +90,15 @@ class ServiceViewSet(
         body = {**self.get_serializer(service).data, "operation": OperationSerializer(operation).data}
         return Response(body, status=status.HTTP_201_CREATED)
 
-    @extend_schema(responses={202: OperationSerializer})
+    @extend_schema(parameters=[SERVICE_ID], responses={202: OperationSerializer, 404: NOT_FOUND, 409: CONFLICT})
     def destroy(self, request, pk=None):
         return accepted(lifecycle.request_delete(self.get_object(), request.user))
 
-    @extend_schema(request=ScaleSerializer, responses={202: OperationSerializer})
+    @extend_schema(
+        parameters=[SERVICE_ID],
+        request=ScaleSerializer,
+        responses={202: OperationSerializer, 400: BAD_REQUEST, 404: NOT_FOUND, 409: CONFLICT},
+    )
     @action(detail=True, methods=["post"])
     def scale(self, request, pk=None):
         service = self.get_object()
@@ -79,7 +106,11 @@ class ServiceViewSet(
         serializer.is_valid(raise_exception=True)
         return accepted(request_scale(service, **serializer.validated_data, user=request.user))
 
-    @extend_schema(request=SwapSerializer)
+    @extend_schema(
+        parameters=[SERVICE_ID],
+        request=SwapSerializer,
+        responses={200: SWAP_RESULT, 400: BAD_REQUEST, 404: NOT_FOUND, 409: CONFLICT, 503: UNAVAILABLE},
+    )
     @action(detail=True, methods=["post"])
     def swap(self, request, pk=None):
         service = self.get_object()
@@ -87,20 +118,29 @@ class ServiceViewSet(
         serializer.is_valid(raise_exception=True)
         return Response(swap(service, serializer.validated_data["environment"], request.user))
 
-    @extend_schema(responses=NodeSerializer(many=True))
+    @extend_schema(parameters=[SERVICE_ID], responses={200: NodeSerializer(many=True), 404: NOT_FOUND})
     @action(detail=True, methods=["get"])
     def nodes(self, request, pk=None):
         return Response(NodeSerializer(self.get_object().live_nodes(), many=True).data)
 
-    @extend_schema(responses=EventSerializer(many=True))
+    @extend_schema(
+        parameters=[SERVICE_ID, SINCE], responses={200: EventSerializer(many=True), 400: BAD_REQUEST, 404: NOT_FOUND}
+    )
     @action(detail=True, methods=["get"])
     def events(self, request, pk=None):
         events = self.get_object().events.select_related("actor")
         if since := request.query_params.get("since"):
+            try:
+                since = int(since)
+            except ValueError:
+                raise ValidationError({"since": "an event id: a whole number"}) from None
             events = events.filter(pk__gt=since)
         return Response(EventSerializer(events[:500], many=True).data)
 
-    @extend_schema(parameters=[OpenApiParameter("window", int, description="seconds, 1 to 3600 (default 60)")])
+    @extend_schema(
+        parameters=[SERVICE_ID, WINDOW],
+        responses={200: MetricsSerializer, 400: BAD_REQUEST, 404: NOT_FOUND, 503: UNAVAILABLE},
+    )
     @action(detail=True, methods=["get"])
     def metrics(self, request, pk=None):
         service = self.get_object()
@@ -111,6 +151,9 @@ class ServiceViewSet(
         return Response(service_metrics(service, window))
 
 
+@extend_schema_view(
+    retrieve=extend_schema(parameters=[OPERATION_ID], responses={200: OperationSerializer, 404: NOT_FOUND})
+)
 class OperationViewSet(mixins.RetrieveModelMixin, mixins.ListModelMixin, viewsets.GenericViewSet):
     serializer_class = OperationSerializer
 
@@ -120,19 +163,20 @@ class OperationViewSet(mixins.RetrieveModelMixin, mixins.ListModelMixin, viewset
         return operations if user.is_staff else operations.filter(Q(owner=user) | Q(service__owner=user))
 
 
+@extend_schema(parameters=[SERVICE_PK])
 class CodeVersionViewSet(viewsets.ViewSet):
     parser_classes = [MultiPartParser, FormParser]
 
-    @extend_schema(responses=CodeVersionSerializer(many=True))
+    @extend_schema(responses={200: CodeVersionSerializer(many=True), 404: NOT_FOUND})
     def list(self, request, service_pk=None):
         service = visible_service(request, service_pk)
         return Response(CodeVersionSerializer(service.versions.all(), many=True).data)
 
-    @extend_schema(responses=CodeVersionSerializer)
+    @extend_schema(parameters=[VERSION_ID], responses={200: CodeVersionSerializer, 404: NOT_FOUND})
     def retrieve(self, request, service_pk=None, pk=None):
         return Response(CodeVersionSerializer(self._version(request, service_pk, pk)).data)
 
-    @extend_schema(request=UploadSerializer, responses={201: CodeVersionSerializer})
+    @extend_schema(request=UploadSerializer, responses={201: CodeVersionSerializer, 400: BAD_REQUEST, 404: NOT_FOUND})
     def create(self, request, service_pk=None):
         service = visible_service(request, service_pk)
         upload = UploadSerializer(data=request.data)
@@ -144,6 +188,7 @@ class CodeVersionViewSet(viewsets.ViewSet):
         version = store_version(service, archive, upload.validated_data.get("label", ""), request.user, archive.name)
         return Response(CodeVersionSerializer(version).data, status=status.HTTP_201_CREATED)
 
+    @extend_schema(parameters=[VERSION_ID], responses={204: None, 404: NOT_FOUND, 409: CONFLICT})
     def destroy(self, request, service_pk=None, pk=None):
         version = self._version(request, service_pk, pk)
         delete_version(version, request.user)
@@ -158,22 +203,26 @@ class CodeVersionViewSet(viewsets.ViewSet):
         return version
 
 
+@extend_schema(parameters=[SERVICE_PK])
 class EnvironmentViewSet(viewsets.ViewSet):
     lookup_field = "name"
     lookup_value_regex = "[^/]+"
 
-    @extend_schema(responses=EnvironmentSerializer(many=True))
+    @extend_schema(responses={200: EnvironmentSerializer(many=True), 404: NOT_FOUND})
     def list(self, request, service_pk=None):
         service = visible_service(request, service_pk)
         environments = service.environments.select_related("version", "service")
         return Response(EnvironmentSerializer(environments, many=True, context={"service": service}).data)
 
-    @extend_schema(responses=EnvironmentSerializer)
+    @extend_schema(parameters=[ENVIRONMENT_NAME], responses={200: EnvironmentSerializer, 404: NOT_FOUND})
     def retrieve(self, request, service_pk=None, name=None):
         environment = self._environment(request, service_pk, name)
         return Response(EnvironmentSerializer(environment, context={"service": environment.service}).data)
 
-    @extend_schema(request=EnvironmentSerializer, responses={201: EnvironmentSerializer})
+    @extend_schema(
+        request=EnvironmentSerializer,
+        responses={201: EnvironmentSerializer, 400: BAD_REQUEST, 404: NOT_FOUND, 409: CONFLICT, 503: UNAVAILABLE},
+    )
     def create(self, request, service_pk=None):
         service = visible_service(request, service_pk)
         serializer = EnvironmentSerializer(data=request.data, context={"service": service})
@@ -184,7 +233,18 @@ class EnvironmentViewSet(viewsets.ViewSet):
             EnvironmentSerializer(environment, context={"service": service}).data, status=status.HTTP_201_CREATED
         )
 
-    @extend_schema(request=DeploySerializer, responses={200: EnvironmentSerializer, 202: OperationSerializer})
+    @extend_schema(
+        parameters=[ENVIRONMENT_NAME],
+        request=DeploySerializer,
+        responses={
+            200: OpenApiResponse(EnvironmentSerializer, description="only the preview key changed"),
+            202: OpenApiResponse(OperationSerializer, description="the deploy of `version`, to follow"),
+            400: BAD_REQUEST,
+            404: NOT_FOUND,
+            409: CONFLICT,
+            503: UNAVAILABLE,
+        },
+    )
     def partial_update(self, request, service_pk=None, name=None):
         environment = self._environment(request, service_pk, name)
         service = environment.service
@@ -206,6 +266,11 @@ class EnvironmentViewSet(viewsets.ViewSet):
         if environment is None:
             raise NotFound(f"{service.name} has no environment named {name}")
         return environment
+
+
+@extend_schema(request=AuthTokenSerializer, responses={200: TokenSerializer, 400: BAD_REQUEST}, auth=[])
+class TokenView(ObtainAuthToken):
+    """Exchange a username and password for the API token (`Authorization: Token <token>`)."""
 
 
 def archive_download(request, token):

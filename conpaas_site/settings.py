@@ -152,6 +152,18 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Blue-green deployment and development staging.",
     "VERSION": "1",
     "SERVE_INCLUDE_SCHEMA": False,
+    # Request bodies get their own components (ServiceRequest: name, runtime) apart from what is answered.
+    "COMPONENT_SPLIT_REQUEST": True,
+    # The user-facing API only: the nodes' archive download stays out (api/schema.py).
+    "PREPROCESSING_HOOKS": ["api.schema.public_api_only"],
+    # Operation ids (v1_services_list …) are derived from the path after this prefix: kept stable.
+    "SCHEMA_PATH_PREFIX": "/api",
+    # Three models have a `state`: each its own enum, by name.
+    "ENUM_NAME_OVERRIDES": {
+        "ServiceStateEnum": "services.choices.ServiceState",
+        "NodeStateEnum": "services.choices.NodeState",
+        "OperationStateEnum": "services.choices.OperationState",
+    },
 }
 
 # django-q2 on the ORM broker of the default database; Redis when scaled out (DESIGN.md).

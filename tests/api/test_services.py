@@ -179,3 +179,17 @@ def test_the_admin_shows_no_api_token(service):
     client.force_login(staff)
     assert client.get("/admin/").status_code == 200
     assert client.get("/admin/authtoken/tokenproxy/").status_code == 404
+
+
+def test_it_lists_the_events_newer_than_since(api, service):
+    first, second, third = (Event.record(service, "note", f"event {n}") for n in range(3))
+    response = api.get(f"/api/v1/services/{service.pk}/events/", {"since": first.pk})
+    assert response.status_code == 200
+    assert [event["id"] for event in response.json()] == [third.pk, second.pk], "newest first, after `since`"
+
+
+@pytest.mark.parametrize("since", ["abc", "1.5", "1e3"])
+def test_it_refuses_a_since_that_is_not_an_event_id(api, service, since):
+    response = api.get(f"/api/v1/services/{service.pk}/events/", {"since": since})
+    assert response.status_code == 400
+    assert "since" in response.json()

@@ -1,0 +1,59 @@
+"""The OpenAPI description's shared parts: typed path parameters, the error bodies, what stays out.
+
+The viewsets declare what each action reads and answers with these (api/views.py);
+tests/api/test_schema.py generates the description with warnings as errors."""
+
+from drf_spectacular.extensions import OpenApiSerializerExtension
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse
+
+from api.serializers import ErrorSerializer, ValidationErrorSerializer
+
+PATH = OpenApiParameter.PATH
+QUERY = OpenApiParameter.QUERY
+
+# Every id is an integer; an environment is named by its name.
+SERVICE_ID = OpenApiParameter("id", int, PATH, description="the service's id")
+SERVICE_PK = OpenApiParameter("service_pk", int, PATH, description="the service's id")
+VERSION_ID = OpenApiParameter("id", int, PATH, description="the code version's id")
+OPERATION_ID = OpenApiParameter("id", int, PATH, description="the operation's id")
+ENVIRONMENT_NAME = OpenApiParameter("name", str, PATH, description="the environment's name, e.g. production")
+
+SINCE = OpenApiParameter(
+    "since", int, QUERY, description="an event id: only the events newer than it (to follow the history)"
+)
+WINDOW = OpenApiParameter("window", int, QUERY, description="seconds, 1 to 3600 (default 60)")
+
+# The refusals of DESIGN.md's contract, each a JSON body with a `detail` sentence (api/errors.py).
+BAD_REQUEST = OpenApiResponse(ValidationErrorSerializer, description="bad input: the body names the field")
+NOT_FOUND = OpenApiResponse(ErrorSerializer, description="no such object, or not the user's to see")
+CONFLICT = OpenApiResponse(ErrorSerializer, description="conflicts with the current state (busy, in use, unhealthy)")
+UNAVAILABLE = OpenApiResponse(ErrorSerializer, description="a router of the service did not answer")
+
+# `POST /swap/` answers the version id each environment now serves: {production, <environment>}.
+SWAP_RESULT = OpenApiResponse(
+    {
+        "type": "object",
+        "description": "the version id each of the two environments now serves, by environment name",
+        "properties": {"production": {"type": "integer"}},
+        "required": ["production"],
+        "additionalProperties": {"type": "integer"},
+        "example": {"production": 2, "development": 1},
+    },
+    description="swapped",
+)
+
+
+class ValidationErrorExtension(OpenApiSerializerExtension):
+    """`{detail}`, or messages keyed by field name: a free-form object a serializer cannot state."""
+
+    target_class = ValidationErrorSerializer
+
+    def map_serializer(self, auto_schema, direction):
+        schema = auto_schema._map_serializer(self.target, direction, bypass_extensions=True)
+        messages = {"oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]}
+        return {**schema, "additionalProperties": messages}
+
+
+def public_api_only(endpoints):
+    """Preprocessing hook: only the user-facing API, never `/internal/` (nodes fetch archives there)."""
+    return [endpoint for endpoint in endpoints if endpoint[0].startswith("/api/v1/")]

@@ -1,0 +1,102 @@
+"""The OpenAPI description (DESIGN.md: "OpenAPI schema at /api/schema/") generates without a
+single warning, and says what the REST API contract says: integer ids, the query parameters,
+every call."""
+
+import pytest
+import yaml
+from django.core.management import call_command
+from drf_spectacular.drainage import GENERATOR_STATS
+
+CONTRACT_PATHS = {
+    "/api/v1/auth/token/": {"post"},
+    "/api/v1/services/": {"get", "post"},
+    "/api/v1/services/{id}/": {"get", "delete"},
+    "/api/v1/services/{service_pk}/versions/": {"get", "post"},
+    "/api/v1/services/{service_pk}/versions/{id}/": {"get", "delete"},
+    "/api/v1/services/{service_pk}/environments/": {"get", "post"},
+    "/api/v1/services/{service_pk}/environments/{name}/": {"get", "patch"},
+    "/api/v1/services/{id}/swap/": {"post"},
+    "/api/v1/services/{id}/scale/": {"post"},
+    "/api/v1/services/{id}/nodes/": {"get"},
+    "/api/v1/services/{id}/events/": {"get"},
+    "/api/v1/services/{id}/metrics/": {"get"},
+    "/api/v1/operations/": {"get"},
+    "/api/v1/operations/{id}/": {"get"},
+}
+HTTP_METHODS = {"get", "put", "post", "delete", "patch", "head", "options", "trace"}
+
+
+@pytest.fixture(scope="module")
+def schema(tmp_path_factory):
+    """Generated as `manage.py spectacular --fail-on-warn --validate` does: a warning or an error
+    fails it (SchemaGenerationError), and the result must be valid OpenAPI."""
+    path = tmp_path_factory.mktemp("openapi") / "schema.yml"
+    GENERATOR_STATS.reset()
+    call_command("spectacular", "--fail-on-warn", "--validate", "--file", str(path))
+    return yaml.safe_load(path.read_text())
+
+
+def operations(schema):
+    for path, item in schema["paths"].items():
+        for method, operation in item.items():
+            if method in HTTP_METHODS:
+                yield path, method, operation
+
+
+def parameter(operation, name, location):
+    found = [p for p in operation.get("parameters", []) if p["name"] == name and p["in"] == location]
+    assert found, f"{operation['operationId']} has no {location} parameter {name}"
+    return found[0]
+
+
+def test_every_call_of_the_contract_is_described(schema):
+    described = {path: {m for m in item if m in HTTP_METHODS} for path, item in schema["paths"].items()}
+    for path, methods in CONTRACT_PATHS.items():
+        assert path in described, path
+        assert methods <= described[path], (path, described[path])
+
+
+def test_the_nodes_archive_download_stays_out(schema):
+    assert not [path for path in schema["paths"] if not path.startswith("/api/v1/")]
+
+
+def test_every_id_in_a_path_is_an_integer(schema):
+    checked = 0
+    for path, method, operation in operations(schema):
+        for p in operation.get("parameters", []):
+            if p["in"] == "path":
+                expected = "string" if p["name"] == "name" else "integer"
+                assert p["schema"]["type"] == expected, (method, path, p)
+                checked += 1
+    assert checked >= 20, "every operation on one object names it"
+
+
+def test_since_and_window_are_documented_query_parameters(schema):
+    events = schema["paths"]["/api/v1/services/{id}/events/"]["get"]
+    assert parameter(events, "since", "query")["schema"]["type"] == "integer"
+    metrics = schema["paths"]["/api/v1/services/{id}/metrics/"]["get"]
+    assert parameter(metrics, "window", "query")["schema"]["type"] == "integer"
+
+
+def test_refusals_are_described_with_a_detail_body(schema):
+    components = schema["components"]["schemas"]
+    assert components["Error"]["required"] == ["detail"]
+    assert "detail" in components["ValidationError"]["properties"]
+    version = schema["paths"]["/api/v1/services/{service_pk}/versions/{id}/"]["delete"]["responses"]
+    assert set(version) == {"204", "404", "409"}
+    assert version["409"]["content"]["application/json"]["schema"]["$ref"] == "#/components/schemas/Error"
+    swap = schema["paths"]["/api/v1/services/{id}/swap/"]["post"]["responses"]
+    assert {"200", "400", "404", "409", "503"} <= set(swap)
+
+
+def test_every_operation_answers_a_described_body(schema):
+    for path, method, operation in operations(schema):
+        for code, response in operation["responses"].items():
+            if code != "204":
+                assert "content" in response, (method, path, code)
+
+
+def test_operation_ids_are_unique_and_stable(schema):
+    ids = [operation["operationId"] for _, _, operation in operations(schema)]
+    assert len(ids) == len(set(ids))
+    assert {"v1_services_list", "v1_services_versions_destroy", "v1_auth_token_create"} <= set(ids)
