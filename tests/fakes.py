@@ -151,12 +151,18 @@ class FakeAgent:
 
 
 class MemoryCloud(DummyNodeDriver):
-    """libcloud's dummy driver, starting empty and taking the boot user data like a real cloud."""
+    """libcloud's dummy driver, starting empty and taking the boot user data like a real cloud;
+    node destructions are appended to `calls` (a FakeFleet's, to see them in order with its calls)."""
 
-    def __init__(self):
+    def __init__(self, calls: list | None = None):
         super().__init__("memory")
         self.nl = []
+        self.calls = [] if calls is None else calls
         self._numbers = itertools.count(1)
+
+    def destroy_node(self, node):
+        self.calls.append((node.name, "destroy_node", None))
+        return super().destroy_node(node)
 
     def create_node(self, name, size=None, image=None, ex_userdata=None):
         n = next(self._numbers)

@@ -27,8 +27,8 @@ def fleet(db, monkeypatch, settings) -> FakeFleet:
 
 
 @pytest.fixture(autouse=True)
-def cloud(monkeypatch) -> MemoryCloud:
-    cloud = MemoryCloud()
+def cloud(monkeypatch, fleet) -> MemoryCloud:
+    cloud = MemoryCloud(fleet.calls)
     monkeypatch.setattr(clouds, "get_cloud", lambda name=None: cloud)
     return cloud
 
