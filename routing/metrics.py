@@ -1,7 +1,7 @@
 """Live metrics per environment, from the request logs of the service's routers."""
 
 from routing.table import running_proxies
-from services.agent import AgentClient, AgentError
+from services import agent
 from services.errors import OperationFailed
 
 
@@ -13,8 +13,8 @@ def service_metrics(service, window: int = 60) -> dict:
     merged: dict[str, dict] = {}
     for proxy in running_proxies(service):
         try:
-            figures = AgentClient(proxy).proxy_metrics(window)["environments"]
-        except AgentError as exc:
+            figures = agent.client_for(proxy).proxy_metrics(window)["environments"]
+        except agent.AgentError as exc:
             raise OperationFailed(f"the router on {proxy.name} did not answer: {exc}") from exc
         for env, f in figures.items():
             total = merged.setdefault(

@@ -5,7 +5,7 @@ from collections import defaultdict
 from django.conf import settings
 
 from images.conpaas_agent.waiting import wait_until
-from services.agent import AgentClient, AgentError
+from services import agent
 from services.choices import NodeState
 from services.errors import OperationFailed
 from versions.models import Environment, Instance, InstanceState
@@ -53,8 +53,8 @@ def push(service, require_healthy=None) -> list[dict]:
     statuses = []
     for proxy in running_proxies(service):
         try:
-            statuses.append(AgentClient(proxy).put_proxy(routing, require_healthy=gate))
-        except AgentError as exc:
+            statuses.append(agent.client_for(proxy).put_proxy(routing, require_healthy=gate))
+        except agent.AgentError as exc:
             if exc.status == 409 and gate:
                 raise RouterRefused(f"on {proxy.name}: {exc.detail}") from exc
             raise OperationFailed(f"the router on {proxy.name} did not take the new routes: {exc}") from exc
@@ -65,8 +65,8 @@ def proxy_statuses(service) -> list[tuple[object, dict]]:
     statuses = []
     for proxy in running_proxies(service):
         try:
-            statuses.append((proxy, AgentClient(proxy, timeout=5).get_proxy()))
-        except AgentError as exc:
+            statuses.append((proxy, agent.client_for(proxy, timeout=5).get_proxy()))
+        except agent.AgentError as exc:
             raise OperationFailed(f"the router on {proxy.name} did not answer: {exc}") from exc
     return statuses
 

@@ -75,3 +75,8 @@ class AgentClient:
 
     def reload_proxy(self) -> dict:
         return self.call("POST", "/v1/proxy/reload", {}, timeout=60)
+
+
+def client_for(node, timeout: float = 30.0) -> AgentClient:
+    """The one place the control plane gets an agent client; unit tests put the fake agent here."""
+    return AgentClient(node, timeout=timeout)

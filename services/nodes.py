@@ -5,9 +5,9 @@ import secrets
 from django.conf import settings
 
 from images.conpaas_agent.waiting import wait_until
-from services.agent import AgentClient, AgentError
+from services import agent, clouds
 from services.choices import NodeState, Outcome
-from services.clouds import BootConfig, CloudError, create_node, find_node, get_cloud
+from services.clouds import BootConfig, CloudError, create_node, find_node
 from services.errors import OperationFailed
 from services.models import Event, Node, Service
 
@@ -26,7 +26,7 @@ def boot_node(service: Service, roles: list[str], operation=None) -> Node:
     )
     Event.record(service, "node.boot", f"booting node {node.name} ({', '.join(roles)})", operation=operation)
     try:
-        cloud = get_cloud(node.cloud)
+        cloud = clouds.get_cloud(node.cloud)
         cloud_node = create_node(cloud, BootConfig(node.name, node.secret, roles, settings.CONPAAS_URL))
     except CloudError as exc:
         fail_node(node, str(exc), operation)
@@ -45,7 +45,7 @@ def boot_node(service: Service, roles: list[str], operation=None) -> Node:
 
 
 def wait_for_agent(node: Node, operation=None) -> None:
-    client = AgentClient(node)
+    client = agent.client_for(node)
     last_error = ""
 
     def answered() -> str:
@@ -54,7 +54,7 @@ def wait_for_agent(node: Node, operation=None) -> None:
         try:
             client.status(timeout=2)
             return "up"
-        except AgentError as exc:
+        except agent.AgentError as exc:
             last_error = str(exc)
             return "" if exc.unreachable else "refused"
 
@@ -75,7 +75,7 @@ def fail_node(node: Node, error: str, operation=None):
 def destroy_node(node: Node, operation=None) -> None:
     Node.objects.filter(pk=node.pk).update(state=NodeState.DESTROYING)
     try:
-        cloud = get_cloud(node.cloud)
+        cloud = clouds.get_cloud(node.cloud)
         cloud_node = find_node(cloud, node.provider_id) if node.provider_id else None
         if cloud_node is not None:
             cloud.destroy_node(cloud_node)

@@ -1,8 +1,8 @@
 import factory
 from django.contrib.auth import get_user_model
 
-from services.choices import ServiceState
-from services.models import Service
+from services.choices import NodeState, OperationKind, ServiceState
+from services.models import Node, Operation, Service
 from versions.models import DEVELOPMENT, PRODUCTION, CodeVersion, Environment, new_preview_key
 
 
@@ -42,3 +42,31 @@ class CodeVersionFactory(factory.django.DjangoModelFactory):
     size = 100
     kind = "zip"
     entry_point = "wsgi:application"
+
+
+class NodeFactory(factory.django.DjangoModelFactory):
+    """A running backend node; `is_proxy=True` for the node that also routes."""
+
+    class Meta:
+        model = Node
+
+    service = factory.SubFactory(ServiceFactory)
+    name = factory.Sequence(lambda n: f"node{n}")
+    cloud = "memory"
+    is_proxy = False
+    is_backend = True
+    state = NodeState.RUNNING
+    address = factory.Sequence(lambda n: f"10.1.{n // 250}.{n % 250 + 1}")
+    agent_port = 8470
+    http_port = 80
+
+
+class OperationFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Operation
+
+    service = factory.SubFactory(ServiceFactory)
+    service_name = factory.LazyAttribute(lambda o: o.service.name)
+    owner = factory.LazyAttribute(lambda o: o.service.owner)
+    kind = OperationKind.SCALE
+    params = factory.LazyAttribute(lambda o: {"role": "backend", "nodes": o.service.backend_nodes})

@@ -4,7 +4,7 @@ from django.conf import settings
 from django.core import signing
 from django.urls import reverse
 
-from services.agent import AgentClient, AgentError
+from services import agent
 from services.choices import NodeState, Outcome
 from services.errors import OperationFailed
 from services.models import Event
@@ -48,8 +48,8 @@ def ensure_instances(service, version: CodeVersion, environment: Environment, op
         else:
             instance.spec["archive_url"] = archive_url(version)  # the old link may have expired
         try:
-            started = AgentClient(node).put_instance(instance.name, instance.spec)
-        except AgentError as exc:
+            started = agent.client_for(node).put_instance(instance.name, instance.spec)
+        except agent.AgentError as exc:
             instance.state, instance.error = InstanceState.FAILED, str(exc)
             instance.save()
             raise OperationFailed(f"{version.label} could not start on node {node.name}: {exc}") from exc

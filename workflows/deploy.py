@@ -9,8 +9,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from routing.table import push, wait_healthy
-from services import operations
-from services.agent import AgentClient, AgentError
+from services import agent, operations
 from services.choices import OperationKind, Outcome
 from services.errors import OperationFailed
 from services.models import Event, Operation
@@ -79,8 +78,8 @@ def retire_unused(service, operation=None) -> None:
     push(service)  # the routers drain the servers before removing them
     for instance in stale:
         try:
-            AgentClient(instance.node).delete_instance(instance.name)
-        except AgentError as exc:
+            agent.client_for(instance.node).delete_instance(instance.name)
+        except agent.AgentError as exc:
             if not exc.unreachable and exc.status != 404:
                 raise OperationFailed(f"could not stop {instance.name}: {exc}") from exc
         instance.delete()

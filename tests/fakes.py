@@ -1,0 +1,179 @@
+"""In-memory stand-ins for our own seams: the node agent (`services.agent.client_for`) and a cloud.
+
+`FakeFleet` holds what every node's agent would hold (instances, the last routing applied) and
+the knobs a test turns: an instance that fails its health check, an instance whose process died,
+a node that does not answer, a router that refuses or fails the health-gated change. `calls`
+records every call in order, e.g. to check that a router drained an instance before it stopped.
+"""
+
+import copy
+import itertools
+
+from libcloud.compute.base import Node as CloudNode
+from libcloud.compute.drivers.dummy import DummyNodeDriver
+from libcloud.compute.types import NodeState
+
+from services.agent import AgentError
+
+
+class FakeFleet:
+    def __init__(self):
+        self.instances: dict[str, dict] = {}  # instance name -> what the agent of its node reports
+        self.routing: dict[str, dict] = {}  # proxy node name -> the routing it applied last
+        self.calls: list[tuple] = []  # (node name, method, argument)
+        self.unhealthy: set[str] = set()  # instance names whose health check fails
+        self.unreachable: set[str] = set()  # node names that do not answer
+        self.refusing: dict[str, int] = {}  # proxy node name -> HTTP status of a health-gated PUT
+        self._ports = itertools.count(20000)
+
+    def client(self, node, timeout: float = 30.0) -> "FakeAgent":
+        return FakeAgent(self, node)
+
+    # knobs
+    def make_unhealthy(self, name: str) -> None:
+        self.unhealthy.add(name)
+
+    def kill(self, name: str) -> None:
+        """The instance's process exited (a host restart): the next put_instance starts it again."""
+        self.instances[name]["state"] = "exited"
+
+    def refuse(self, node, status: int = 409) -> None:
+        """The router answers `status` to a health-gated change (409: "not healthy here")."""
+        self.refusing[node.name] = status
+
+    def healthy(self, name: str) -> bool:
+        instance = self.instances.get(name)
+        return instance is not None and instance["state"] == "running" and name not in self.unhealthy
+
+    def calls_to(self, method: str) -> list[tuple]:
+        return [call for call in self.calls if call[1] == method]
+
+
+class FakeAgent:
+    """The agent client's interface (services.agent.AgentClient), answering from a FakeFleet."""
+
+    def __init__(self, fleet: FakeFleet, node):
+        self.fleet, self.node = fleet, node
+
+    def _call(self, method: str, argument=None, role: str | None = None) -> None:
+        self.fleet.calls.append((self.node.name, method, copy.deepcopy(argument)))
+        if self.node.name in self.fleet.unreachable:
+            raise AgentError(f"node {self.node.name} did not answer: connection refused")
+        if role and role not in self.node.roles:
+            self._fail(404, f"node {self.node.name} has no {role} role")
+
+    def _fail(self, status: int, detail: str):
+        raise AgentError(f"node {self.node.name}: {detail} (HTTP {status})", status, detail)
+
+    def status(self, timeout: float | None = None) -> dict:
+        self._call("status")
+        mine = {k: v for k, v in self.fleet.instances.items() if v["node"] == self.node.name}
+        proxy = self._proxy_status() if self.node.is_proxy else None
+        return {"name": self.node.name, "roles": self.node.roles, "instances": mine, "proxy": proxy}
+
+    def put_instance(self, name: str, spec: dict) -> dict:
+        self._call("put_instance", name, role="backend")
+        instance = self.fleet.instances.get(name)
+        if instance is None or instance["state"] != "running":
+            instance = {"name": name, "node": self.node.name, "version": spec["version"], "label": spec["label"]}
+            instance.update(port=next(self.fleet._ports), state="running")
+            self.fleet.instances[name] = instance
+        return self._public(name)
+
+    def get_instance(self, name: str, health_path: str = "/") -> dict:
+        self._call("get_instance", name, role="backend")
+        if name not in self.fleet.instances:
+            self._fail(404, f"no instance named {name}")
+        ok = self.fleet.healthy(name)
+        return {**self._public(name), "health": {"ok": ok, "status": 200 if ok else 500, "detail": ""}}
+
+    def delete_instance(self, name: str) -> None:
+        self._call("delete_instance", name, role="backend")
+        self.fleet.instances.pop(name, None)
+
+    def put_proxy(self, routing: dict, require_healthy: str | None = None) -> dict:
+        self._call("put_proxy", {"routing": routing, "require_healthy": require_healthy}, role="proxy")
+        if require_healthy is not None:
+            if status := self.fleet.refusing.get(self.node.name):
+                self._fail(status, "the router refused the change")
+            servers = routing["backends"].get(require_healthy) or []
+            sick = [s["name"] for s in servers if not self.fleet.healthy(s["name"])]
+            if sick or not servers:
+                self._fail(409, "; ".join(f"{name} is DOWN (L7STS, HTTP 500)" for name in sick) or "no server")
+        self.fleet.routing[self.node.name] = copy.deepcopy(routing)
+        return self._proxy_status()
+
+    def get_proxy(self) -> dict:
+        self._call("get_proxy", role="proxy")
+        return self._proxy_status()
+
+    def proxy_metrics(self, window: int = 60) -> dict:
+        self._call("proxy_metrics", window, role="proxy")
+        routes = self.fleet.routing.get(self.node.name, {}).get("routes", {})
+        figures = {"requests": 0, "request_rate": 0.0, "p50_ms": None, "p95_ms": None, "error_rate": 0.0}
+        return {
+            "window_seconds": window,
+            "environments": {env: {"version": key, **figures, "live_connections": 0} for env, key in routes.items()},
+        }
+
+    def reload_proxy(self) -> dict:
+        self._call("reload_proxy", role="proxy")
+        return self._proxy_status()
+
+    def _public(self, name: str) -> dict:
+        return {k: v for k, v in self.fleet.instances[name].items() if k != "node"}
+
+    def _proxy_status(self) -> dict:
+        """The shape of the agent's Proxy.status(): the raw HAProxy fields and the verdict."""
+        routing = self.fleet.routing.get(self.node.name, {"health_path": "/", "routes": {}, "preview_keys": {}})
+        backends = {}
+        for key, servers in routing.get("backends", {}).items():
+            out = {}
+            for server in servers:
+                ok = self.fleet.healthy(server["name"])
+                out[server["name"]] = {
+                    "status": "UP" if ok else "DOWN",
+                    "check": "L7OK" if ok else "L7STS",
+                    "check_code": 200 if ok else 500,
+                    "healthy": ok,
+                    "sessions": 0,
+                    "total": 0,
+                }
+            backends[key] = {"slot": f"slot{len(backends)}", "servers": out}
+        return {
+            "http_port": self.node.http_port,
+            "running": True,
+            "health_path": routing["health_path"],
+            "routes": routing["routes"],
+            "preview_keys": routing["preview_keys"],
+            "backends": backends,
+        }
+
+
+class MemoryCloud(DummyNodeDriver):
+    """libcloud's dummy driver, starting empty and taking the boot user data like a real cloud;
+    node destructions are appended to `calls` (a FakeFleet's, to see them in order with its calls)."""
+
+    def __init__(self, calls: list | None = None):
+        super().__init__("memory")
+        self.nl = []
+        self.calls = [] if calls is None else calls
+        self._numbers = itertools.count(1)
+
+    def destroy_node(self, node):
+        self.calls.append((node.name, "destroy_node", None))
+        return super().destroy_node(node)
+
+    def create_node(self, name, size=None, image=None, ex_userdata=None):
+        n = next(self._numbers)
+        node = CloudNode(
+            id=f"mem-{n}",
+            name=name,
+            state=NodeState.RUNNING,
+            public_ips=[f"10.0.0.{n}"],
+            private_ips=[],
+            driver=self,
+            extra={"agent_port": 8470, "http_port": 80, "userdata": ex_userdata},
+        )
+        self.nl.append(node)
+        return node

@@ -1,0 +1,109 @@
+from services.choices import OperationState, Outcome
+from services.models import Event
+from tests.factories import CodeVersionFactory, NodeFactory
+from versions.models import Environment, Instance, InstanceState
+from workflows.deploy import request_deploy, retire_unused
+
+from .conftest import env_version, routes, version
+
+
+def deploy(queue, service, environment_name, new_version):
+    environment = Environment.objects.get(service=service, name=environment_name)
+    return queue.start(lambda: request_deploy(environment, new_version, service.owner))
+
+
+def test_it_deploys_on_every_backend_node_and_flips_the_route(service, proxy, fleet, queue):
+    backend = NodeFactory(service=service)
+    v3 = CodeVersionFactory(service=service, label="v3")
+
+    operation = deploy(queue, service, "production", v3)
+
+    assert operation.state == OperationState.SUCCEEDED, operation.error
+    assert {f"{proxy.name}-v{v3.pk}", f"{backend.name}-v{v3.pk}"} <= set(fleet.instances)
+    assert set(Instance.objects.filter(version=v3).values_list("state", flat=True)) == {InstanceState.RUNNING}
+    assert env_version(service, "production") == "v3"
+    assert routes(fleet, proxy) == {"production": "v3", "development": "v2"}
+    assert Event.objects.filter(
+        service=service, action="route", outcome=Outcome.SUCCEEDED, message="production now serves v3 (was v1)"
+    ).exists()
+    # v1 is served by nothing any more: retired on the routers and on the node
+    v1 = version(service, "v1")
+    assert not Instance.objects.filter(version=v1).exists()
+    assert f"{proxy.name}-v{v1.pk}" not in fleet.instances
+
+
+def test_it_fails_an_unhealthy_version_and_keeps_the_old_route(service, proxy, fleet, queue):
+    v3 = CodeVersionFactory(service=service, label="v3")
+    fleet.make_unhealthy(f"{proxy.name}-v{v3.pk}")
+
+    operation = deploy(queue, service, "production", v3)
+
+    assert operation.state == OperationState.FAILED
+    assert "v3 did not pass its health check" in operation.error
+    assert env_version(service, "production") == "v1"
+    assert routes(fleet, proxy) == {"production": "v1", "development": "v2"}
+    assert not fleet.calls_to("put_proxy")[-1][2]["require_healthy"]  # never asked to flip
+    # the new instances are retired; the old ones keep serving
+    assert not Instance.objects.filter(version=v3).exists()
+    assert f"{proxy.name}-v{v3.pk}" not in fleet.instances
+    assert fleet.healthy(f"{proxy.name}-v{version(service, 'v1').pk}")
+
+
+def test_it_rolls_back_when_a_router_refuses_the_flip(service, proxy, fleet, queue):
+    v3 = CodeVersionFactory(service=service, label="v3")
+    fleet.refuse(proxy)  # healthy when checked, refused at the flip: it failed in between
+
+    operation = deploy(queue, service, "production", v3)
+
+    assert operation.state == OperationState.FAILED
+    assert "refused" in operation.error
+    assert env_version(service, "production") == "v1"
+    gated = [call for call in fleet.calls_to("put_proxy") if call[2]["require_healthy"]]
+    assert gated[-1][2]["require_healthy"] == str(v3.pk)
+    # after the refusal the routers were told the previous routes again, without v3
+    last = fleet.calls_to("put_proxy")[-1][2]
+    assert last["require_healthy"] is None
+    assert str(v3.pk) not in last["routing"]["backends"]
+    assert routes(fleet, proxy) == {"production": "v1", "development": "v2"}
+    assert not Instance.objects.filter(version=v3).exists()
+
+
+def test_it_fails_when_a_node_cannot_start_the_version(service, proxy, fleet, queue):
+    backend = NodeFactory(service=service)
+    fleet.unreachable.add(backend.name)
+    v3 = CodeVersionFactory(service=service, label="v3")
+
+    operation = deploy(queue, service, "development", v3)
+
+    assert operation.state == OperationState.FAILED
+    assert f"v3 could not start on node {backend.name}" in operation.error
+    assert env_version(service, "development") == "v2"
+
+
+def test_it_retires_an_instance_after_the_routers_drained_it(service, proxy, fleet):
+    v0 = CodeVersionFactory(service=service, label="v0")
+    stale = Instance.objects.create(node=proxy, version=v0, state=InstanceState.RUNNING, port=1)
+    fleet.client(proxy).put_instance(stale.name, {"version": str(v0.pk), "label": "v0"})
+    fleet.calls.clear()
+
+    retire_unused(service)
+
+    methods = [(method, argument) for _, method, argument in fleet.calls]
+    assert [m for m, _ in methods] == ["put_proxy", "delete_instance"]
+    drained = methods[0][1]["routing"]
+    assert str(v0.pk) not in drained["backends"]  # marked stopping, so no longer routed
+    assert methods[1][1] == stale.name
+    assert not Instance.objects.filter(pk=stale.pk).exists()
+    assert stale.name not in fleet.instances
+    assert Event.objects.filter(service=service, action="retire", message__startswith="retired v0").exists()
+
+
+def test_it_retires_an_instance_whose_node_does_not_answer(service, proxy, fleet):
+    backend = NodeFactory(service=service)
+    v0 = CodeVersionFactory(service=service, label="v0")
+    stale = Instance.objects.create(node=backend, version=v0, state=InstanceState.RUNNING, port=1)
+    fleet.unreachable.add(backend.name)
+
+    retire_unused(service)
+
+    assert not Instance.objects.filter(pk=stale.pk).exists()
