@@ -3,6 +3,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.factories import UserFactory
 from tests.harness import ControlPlane
 
 REPO = Path(__file__).resolve().parents[1]
@@ -19,6 +20,16 @@ def _isolated_archives(request, tmp_path_factory):
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # fast, tests only
     settings.CONPAAS_ARCHIVES = tmp_path_factory.mktemp("archives")
     yield settings.CONPAAS_ARCHIVES
+
+
+@pytest.fixture
+def alice(db):
+    return UserFactory(username="alice")
+
+
+@pytest.fixture
+def bob(db):
+    return UserFactory(username="bob")
 
 
 @pytest.fixture(scope="session")

@@ -1,17 +1,7 @@
 import pytest
 from django.test import Client
 
-from tests.factories import ServiceFactory, UserFactory
-
-
-@pytest.fixture
-def alice(db):
-    return UserFactory(username="alice")
-
-
-@pytest.fixture
-def bob(db):
-    return UserFactory(username="bob")
+from tests.factories import ServiceFactory
 
 
 @pytest.fixture
