@@ -238,8 +238,8 @@ class Api:
 
 
 def drop_run_leftovers(postgres_url: str | None, redis_url: str | None, run_id: str) -> list[str]:
-    """After a test run (`./run tests`): drop the PostgreSQL databases whose names start with the
-    run's id, or test_ and the run's id (pytest-django's), and its Redis keys; return what went.
+    """After a test run (`./run tests`): drop the PostgreSQL databases named by the run's id, or
+    by it and `_…`, with or without pytest-django's `test_`, and its Redis keys; return what went.
     Normally nothing is left; this is for a run that was interrupted or crashed."""
     dropped = []
     if postgres_url:
@@ -250,8 +250,9 @@ def drop_run_leftovers(postgres_url: str | None, redis_url: str | None, run_id: 
             names = [
                 name
                 for (name,) in admin.execute(
-                    "SELECT datname FROM pg_database WHERE starts_with(datname, %s) OR starts_with(datname, %s)",
-                    (run_id, f"test_{run_id}"),
+                    "SELECT datname FROM pg_database WHERE datname IN (%s, %s)"
+                    " OR starts_with(datname, %s) OR starts_with(datname, %s)",
+                    (run_id, f"test_{run_id}", f"{run_id}_", f"test_{run_id}_"),
                 )
             ]
             for name in names:
