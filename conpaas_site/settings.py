@@ -103,10 +103,14 @@ TEMPLATES = [
 
 WSGI_APPLICATION = "conpaas_site.wsgi.application"
 
+# DATABASE_URL=postgres://user:password@host:port/name (psycopg 3) for production; SQLite by default.
 DATABASES = {
     "default": dj_database_url.parse(
         os.getenv("DATABASE_URL") or f"sqlite:///{CONPAAS_HOME / 'conpaas.sqlite3'}",
+        # Web threads and task workers keep their connection a minute, and check it before reuse:
+        # a restarted PostgreSQL costs one reconnect, not a failed request or operation.
         conn_max_age=60,
+        conn_health_checks=True,
     )
 }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
@@ -168,7 +172,8 @@ SPECTACULAR_SETTINGS = {
 
 # django-q2 on the ORM broker of the default database; Redis when scaled out (DESIGN.md).
 Q_CLUSTER = {
-    "name": "conpaas",
+    # The queue's name: installations sharing one Redis keep apart by giving each its own.
+    "name": os.getenv("CONPAAS_QUEUE_NAME") or "conpaas",
     "workers": envint("CONPAAS_WORKERS", 2),
     # A worker is killed after `timeout`; operations end well before (boot, health and drain
     # waits are bounded), and `retry` must exceed it so a task is never run twice at once.
@@ -184,6 +189,7 @@ Q_CLUSTER = {
     "label": "Tasks",
 }
 if os.getenv("CONPAAS_REDIS_URL"):
+    # redis://[:password@]host:port/db, rediss:// (TLS) or unix:///path?db=N; redis-py parses it.
     Q_CLUSTER["redis"] = os.getenv("CONPAAS_REDIS_URL")
 else:
     Q_CLUSTER["orm"] = "default"

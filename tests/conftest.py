@@ -43,3 +43,4 @@ def control_plane(tmp_path_factory):
     finally:
         plane.stop()
         plane.manage("down", check=False)
+        plane.close()

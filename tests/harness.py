@@ -2,13 +2,22 @@
 
 A real control plane (`manage.py up`: gunicorn + django-q2 workers) on a free port with its own
 CONPAAS_HOME, driven only through the REST API, with real local nodes (agents, HAProxy,
-gunicorn instances). Everything started here is stopped here, by PID."""
+gunicorn instances). Everything started here is stopped here, by PID.
 
+Its database is its own, like its home: SQLite in CONPAAS_HOME, or, when DATABASE_URL names a
+PostgreSQL server, a database created here on that server (`<name>_cp_<random>`) and dropped by
+close() (or at exit). When CONPAAS_REDIS_URL is set its task workers use that Redis as their
+broker, under a queue name of their own, so control planes sharing one Redis never take each
+other's tasks."""
+
+import atexit
 import os
+import secrets
 import signal
 import subprocess
 import sys
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import requests
 
@@ -18,21 +27,98 @@ from images.conpaas_agent.waiting import wait_until
 REPO = Path(__file__).resolve().parents[1]
 
 
+POSTGRES_ENGINES = ("django.db.backends.postgresql", "django.contrib.gis.db.backends.postgis")
+
+
+def _postgres_admin(config: dict):
+    """An autocommit connection to the maintenance database of the server `config` names."""
+    import psycopg  # only when a PostgreSQL server is used
+
+    return psycopg.connect(
+        host=config["HOST"] or None,
+        port=config["PORT"] or None,
+        user=config["USER"] or None,
+        password=config["PASSWORD"] or None,
+        dbname="postgres",
+        autocommit=True,
+    )
+
+
+def create_postgres_database(database_url: str, suffix: str) -> str:
+    """Create `<name>_<suffix>` next to the database DATABASE_URL names; return its URL."""
+    import dj_database_url
+
+    config = dj_database_url.parse(database_url)
+    name = f"{config['NAME'][: 62 - len(suffix)]}_{suffix}"
+    with _postgres_admin(config) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    return urlunsplit(urlsplit(database_url)._replace(path="/" + name))
+
+
+def drop_postgres_database(database_url: str) -> None:
+    import dj_database_url
+
+    config = dj_database_url.parse(database_url)
+    with _postgres_admin(config) as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{config["NAME"]}" WITH (FORCE)')
+
+
+def _forget_redis_queue(redis_url: str, queue: str) -> None:
+    """Delete what django-q2 kept in Redis under this queue name (the queue, cluster stats)."""
+    import redis
+
+    connection = redis.from_url(redis_url)
+    try:
+        keys = list(connection.scan_iter(match=f"django_q:{queue}:*"))
+        if keys:
+            connection.delete(*keys)
+    finally:
+        connection.close()
+
+
 class ControlPlane:
     def __init__(self, home: Path):
         self.home = home
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        # Which database and broker: what the tests run on (the environment), but this plane's own.
+        self.queue = f"conpaas-{secrets.token_hex(4)}"
+        self.database_url = None
+        self.redis_url = os.environ.get("CONPAAS_REDIS_URL") or None
         self.env = {
-            **{k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "CONPAAS_"))},
+            **{k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "CONPAAS_", "DATABASE_URL"))},
             "CONPAAS_HOME": str(home),
             "CONPAAS_URL": self.url,
             "CONPAAS_HEALTH_TIMEOUT": "20",
             "CONPAAS_DRAIN_TIMEOUT": "5",
+            "CONPAAS_QUEUE_NAME": self.queue,
             "PYTHONUNBUFFERED": "1",
         }
+        if self.redis_url:
+            self.env["CONPAAS_REDIS_URL"] = self.redis_url
+        database_url = os.environ.get("DATABASE_URL")
+        if database_url:
+            import dj_database_url
+
+            if dj_database_url.parse(database_url)["ENGINE"] in POSTGRES_ENGINES:
+                self.database_url = create_postgres_database(database_url, f"cp_{secrets.token_hex(4)}")
+                self.env["DATABASE_URL"] = self.database_url
+            # any other DATABASE_URL (SQLite): this plane keeps its SQLite in its own home
+        self._closed = False
+        atexit.register(self.close)
         self.process: subprocess.Popen | None = None
         self.log = open(home / "control-plane.log", "ab")
+
+    def close(self) -> None:
+        """Drop what this plane had outside its home: its PostgreSQL database, its Redis keys.
+        After stop() (and `manage.py down`); idempotent, and run at exit if not called."""
+        if self._closed:
+            return
+        self._closed = True
+        if self.database_url:
+            drop_postgres_database(self.database_url)
+        if self.redis_url:
+            _forget_redis_queue(self.redis_url, self.queue)
 
     def manage(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
         return subprocess.run(
@@ -133,3 +219,29 @@ class Api:
         )
         assert response.status_code == 202, response.text
         return self.wait_operation(response.json())
+
+
+def drop_run_leftovers(postgres_url: str | None, redis_url: str | None, run_id: str) -> list[str]:
+    """After a test run (`./run tests`): drop the PostgreSQL databases named by the run's id, or
+    by it and `_…`, with or without pytest-django's `test_`, and its Redis keys; return what went.
+    Normally nothing is left; this is for a run that was interrupted or crashed."""
+    dropped = []
+    if postgres_url:
+        import dj_database_url
+
+        config = dj_database_url.parse(postgres_url.rstrip("/") + "/postgres")
+        with _postgres_admin(config) as admin:
+            names = [
+                name
+                for (name,) in admin.execute(
+                    "SELECT datname FROM pg_database WHERE datname IN (%s, %s)"
+                    " OR starts_with(datname, %s) OR starts_with(datname, %s)",
+                    (run_id, f"test_{run_id}", f"{run_id}_", f"test_{run_id}_"),
+                )
+            ]
+            for name in names:
+                admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+                dropped.append(name)
+    if redis_url:
+        _forget_redis_queue(redis_url, run_id)
+    return dropped
