@@ -109,7 +109,7 @@ def test_it_runs_the_blue_green_flow_in_a_browser(control_plane, browser, tmp_pa
         page.get_by_role("button", name="Upload").click()
         expect(page.locator("#upload-status")).to_have_text(f"Uploaded v{n}.")
         expect(page.locator("#upload-error")).to_be_hidden()
-    expect(page.locator("#versions tbody tr")).to_have_count(2)
+    expect(page.locator("#versions tbody tr")).to_have_count(2, timeout=SLOW)  # the overview reloads itself
 
     # Deploy v1 to production and v2 to development; each waits for its operation to settle.
     for environment, label in (("production", "v1"), ("development", "v2")):
