@@ -29,7 +29,7 @@ import threading
 import time
 from dataclasses import dataclass
 
-from .metrics import LOG_FORMAT, RequestLog
+from .metrics import LOG_FORMAT, LOG_SAMPLE, RequestLog
 from .procs import pid_alive
 
 log = logging.getLogger("conpaas_agent.haproxy")
@@ -262,8 +262,12 @@ def render_config(
         "global",
         f"    stats socket {paths.admin_socket} mode 600 level admin expose-fd listeners",
         f"    server-state-file {paths.server_state}",
-        # One datagram per request to the agent (metrics.py); dropped when the agent is down.
-        f"    log {paths.request_log} len 1024 local0 info",
+        # One thread: on a small node HAProxy shares the cores with the instances, and a second
+        # thread costs more CPU per request (cross-thread wakeups) than it brings.
+        "    nbthread 1",
+        # One datagram per LOG_SAMPLE requests to the agent (metrics.py: percentiles; the counts
+        # come from HAProxy's counters); dropped when the agent is down.
+        f"    log {paths.request_log} len 1024 sample 1:{LOG_SAMPLE} local0 info",
         "",
         "defaults",
         "    mode http",
@@ -446,7 +450,9 @@ class Proxy:
         self.api = RuntimeAPI(self.paths.admin_socket)
         self.lock = threading.RLock()
         self.process: subprocess.Popen | None = None
-        self.request_log = RequestLog(self.paths.request_log)
+        self.request_log = RequestLog(
+            self.paths.request_log, stats=lambda: (self.api.info(), self.api.show_stat()), sample=LOG_SAMPLE
+        )
 
     # state
     def state(self) -> dict:
