@@ -1,15 +1,18 @@
 """Router overhead: throughput and latency through the service's HAProxy router versus straight
-to the gunicorn instance behind it.
+to the gunicorn instance behind it, with nginx as a peer in front of the same instance.
 
 A python service runs one small app in production. The same closed-loop load (8 keep-alive
-connections, no think time, 10 s per phase) is sent to the production URL (through HAProxy)
-and to the instance's own port (found through the backend node's agent, signed
-`GET /v1/status`). Phases alternate — direct, router, direct, router — to cancel drift; the
-figures are the means over the phases of each kind. The load generator is `wrk` when it is
-installed (a Python client may itself be the bottleneck), else a threaded Python client; the
-output says which. Target: router throughput >= 0.9 x direct.
+connections, no think time, 10 s per phase) is sent to the production URL (through HAProxy),
+to the instance's own port (found through the backend node's agent, signed `GET /v1/status`)
+and to an nginx (Debian's nginx-light, when installed) this program starts with its own config
+on free ports: one server with an access log to a file, one without, both `proxy_pass` to the
+same instance through an `upstream { keepalive 16; }`. Phases are interleaved — direct, router,
+nginx, nginx without log, then the next round in a rotated order — to cancel drift; the figures
+are the means over the phases of each kind. The load generator is `wrk` when it is installed (a
+Python client may itself be the bottleneck), else a threaded Python client; the output says which.
+Target: router/direct >= nginx (access log on)/direct, or >= --target-ratio when nginx is absent.
 
-Run: .venv/bin/python bench/router_overhead.py [--duration 10] [--connections 8] [--rounds 2] [--python]
+Run: .venv/bin/python bench/router_overhead.py [--duration 10] [--connections 8] [--rounds 3] [--python]
 """
 
 from __future__ import annotations
@@ -19,9 +22,12 @@ import http.client
 import os
 import re
 import shutil
+import signal
+import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -114,6 +120,144 @@ def python_phase(url: str, duration: float, connections: int, expected: bytes) -
     }
 
 
+# --------------------------------------------------------------------------------------------
+# the nginx peer
+
+NGINX_CONFIG = """\
+# Written by bench/router_overhead.py for one run.
+daemon off;
+master_process on;
+worker_processes auto;
+pid {dir}/nginx.pid;
+error_log {dir}/error.log warn;
+events {{ worker_connections 1024; }}
+http {{
+    client_body_temp_path {dir}/client_body;
+    proxy_temp_path {dir}/proxy;
+    fastcgi_temp_path {dir}/fastcgi;
+    uwsgi_temp_path {dir}/uwsgi;
+    scgi_temp_path {dir}/scgi;
+    upstream instance {{
+        server {upstream};
+        keepalive 16;
+    }}
+    server {{
+        listen 127.0.0.1:{port_log};
+        access_log {dir}/access.log combined;
+        location / {{
+            proxy_pass http://instance;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }}
+    }}
+    server {{
+        listen 127.0.0.1:{port_nolog};
+        access_log off;
+        location / {{
+            proxy_pass http://instance;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }}
+    }}
+}}
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def children_of(pid: int) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    if int(f.read().rsplit(")", 1)[1].split()[1]) == pid:
+                        found.append(int(entry))
+            except (OSError, ValueError, IndexError):
+                continue
+    return found
+
+
+def nginx_binary() -> str | None:
+    """Debian's nginx is /usr/sbin/nginx, which a non-root PATH may not have."""
+    return shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin:/usr/local/sbin")
+
+
+class Nginx:
+    """One nginx master (and its workers) with its own config in a temporary directory; `stop()`
+    ends exactly that master and the workers it forked, by pid."""
+
+    def __init__(self, upstream: str):
+        self.dir = Path(tempfile.mkdtemp(prefix="conpaas-bench-nginx-"))
+        self.port_log, self.port_nolog = free_port(), free_port()
+        self.config = self.dir / "nginx.conf"
+        self.config.write_text(
+            NGINX_CONFIG.format(dir=self.dir, upstream=upstream, port_log=self.port_log, port_nolog=self.port_nolog)
+        )
+        self.process: subprocess.Popen | None = None
+        self.workers: list[int] = []
+        self.binary = nginx_binary() or "nginx"
+        self.version = subprocess.run([self.binary, "-v"], capture_output=True, text=True).stderr.strip()
+
+    @property
+    def urls(self) -> tuple[str, str]:
+        return f"http://127.0.0.1:{self.port_log}/", f"http://127.0.0.1:{self.port_nolog}/"
+
+    def start(self) -> None:
+        log = open(self.dir / "stderr.log", "ab")
+        self.process = subprocess.Popen(
+            [self.binary, "-p", str(self.dir), "-e", str(self.dir / "error.log"), "-c", str(self.config)],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
+            close_fds=True,
+        )
+        log.close()
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"nginx exited at start: {(self.dir / 'error.log').read_text()[-500:]}")
+            try:
+                if all(benchlib.get_text(url, timeout=1)[0] == 200 for url in self.urls):
+                    self.workers = children_of(self.process.pid)
+                    return
+            except OSError:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError("nginx did not answer within 10 s")
+
+    def stop(self) -> None:
+        if self.process is None:
+            return
+        self.workers = sorted(set(self.workers) | set(children_of(self.process.pid)))
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGQUIT)  # graceful: the master ends its workers
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=10)
+        for pid in self.workers:  # a worker left behind by a killed master
+            try:
+                with open(f"/proc/{pid}/cmdline", "rb") as f:
+                    if f.read().startswith(b"nginx"):
+                        os.kill(pid, signal.SIGKILL)
+            except OSError:
+                continue
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def access_log_lines(self) -> int:
+        try:
+            with open(self.dir / "access.log", "rb") as f:
+                return sum(1 for _ in f)
+        except OSError:
+            return 0
+
+
 def instance_url(env, service: dict, version: dict) -> str:
     for config in env.backend_nodes(service):
         status, payload = benchlib.agent_call(config, "GET", "/v1/status")
@@ -136,9 +280,11 @@ def cpu_meter(env) -> benchlib.CpuMeter:
         except (OSError, ValueError):
             continue
     plane = os.getpgid(env.plane.process.pid) if env.plane.process else -1
+    own = os.getpgid(0)
     return benchlib.CpuMeter(
         {
             "haproxy": lambda g, c: g in groups and "haproxy" in c,
+            "nginx": lambda g, c: g == own and c.startswith("nginx"),
             "gunicorn": lambda g, c: g in groups and "gunicorn" in c,
             "agent": lambda g, c: g in groups and "conpaas_agent" in c,
             "load generator": lambda g, c: False,  # measured from this process's own and children's times
@@ -152,20 +298,46 @@ def main() -> int:
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per phase")
     parser.add_argument("--connections", type=int, default=8, help="keep-alive connections (closed loop)")
     parser.add_argument("--threads", type=int, default=2, help="wrk threads")
-    parser.add_argument("--rounds", type=int, default=2, help="direct+router pairs, alternating")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of one phase per target, interleaved")
     parser.add_argument("--warmup", type=float, default=2.0, help="seconds of unmeasured load on each target first")
     parser.add_argument("--python", action="store_true", help="use the Python client even when wrk is installed")
-    parser.add_argument("--target-ratio", type=float, default=0.9)
-    parser.add_argument("--time-limit", type=float, default=240.0, help="hard limit of the whole run, seconds")
+    parser.add_argument("--no-nginx", action="store_true", help="leave the nginx peer out")
+    parser.add_argument(
+        "--target-ratio", type=float, default=0.9, help="router/direct target when there is no nginx peer"
+    )
+    parser.add_argument("--time-limit", type=float, default=420.0, help="hard limit of the whole run, seconds")
     parser.add_argument("--keep", action="store_true", help="keep the CONPAAS_HOME and node logs")
     args = parser.parse_args()
 
-    return benchlib.run_benchmark(
-        "router overhead", "router", run, args, f"router throughput >= {args.target_ratio:.2f} x direct"
+    nginx = nginx_binary() and not args.no_nginx
+    target = (
+        "router/direct >= nginx (access log on)/direct"
+        if nginx
+        else f"router throughput >= {args.target_ratio:.2f} x direct"
     )
+    return benchlib.run_benchmark("router overhead", "router", run, args, target)
 
 
 def run(env, args) -> bool:
+    try:
+        return measure(env, args, nginx_started)
+    finally:
+        for peer in STARTED:
+            peer.stop()
+        STARTED.clear()
+
+
+STARTED: list[Nginx] = []
+
+
+def nginx_started(upstream: str) -> Nginx:
+    peer = Nginx(upstream)
+    STARTED.append(peer)  # stopped by run() whatever happens
+    peer.start()
+    return peer
+
+
+def measure(env, args, start_nginx) -> bool:
     api = env.api
     service = api.create_service("routerbench")
     sid = service["id"]
@@ -174,7 +346,19 @@ def run(env, args) -> bool:
     service = api.get(f"/api/v1/services/{sid}/").json()
     router = service["url"]
     direct = instance_url(env, service, version)
-    for url in (router, direct):
+    targets = {"direct": direct, "router": router}
+    nginx = None
+    if nginx_binary() and not args.no_nginx:
+        nginx = start_nginx(urlsplit(direct).netloc)
+        targets["nginx"], targets["nginx-nolog"] = nginx.urls
+        say(
+            f"peer: {nginx.version}, worker_processes auto, upstream keepalive 16 (HTTP/1.1) to the same instance;"
+            f" 'nginx' logs each request to a file (access_log, combined format), 'nginx-nolog' has access_log off"
+        )
+    else:
+        why = "left out (--no-nginx)" if args.no_nginx else "not installed (apt-get install nginx-light)"
+        say(f"peer: nginx {why}")
+    for url in targets.values():
         benchlib.check_loopback(url)
         answer = benchlib.get_text(url)
         assert answer == (200, "v1\n"), f"{url} answered {answer}"
@@ -184,7 +368,8 @@ def run(env, args) -> bool:
         version_line = subprocess.run(["wrk", "-v"], capture_output=True, text=True).stdout.splitlines()
         say(
             f"load generator: wrk ({(version_line or ['?'])[0].strip()}), {args.threads} threads,"
-            f" {args.connections} keep-alive connections, closed loop, {args.duration:.0f} s per phase"
+            f" {args.connections} keep-alive connections, closed loop, {args.duration:.0f} s per phase,"
+            " not pinned (wrk, HAProxy, nginx and gunicorn share every core, the same way in every phase)"
         )
 
         def phase(url: str, duration: float) -> dict:
@@ -199,27 +384,30 @@ def run(env, args) -> bool:
         def phase(url: str, duration: float) -> dict:
             return python_phase(url, duration, args.connections, b"v1\n")
 
-    say(f"router: {router}   direct: {direct}")
+    say("targets: " + "   ".join(f"{name}: {url}" for name, url in targets.items()))
     if args.warmup > 0:
-        for url in (direct, router):
+        for url in targets.values():
             phase(url, max(1.0, args.warmup))
 
     meter = cpu_meter(env)
-    results: dict[str, list[dict]] = {"direct": [], "router": []}
+    names = list(targets)
+    results: dict[str, list[dict]] = {name: [] for name in names}
     for round_ in range(1, args.rounds + 1):
-        for name, url in (("direct", direct), ("router", router)):
+        shift = (round_ - 1) % len(names)  # rotate the order: no target always follows the same one
+        for name in names[shift:] + names[:shift]:
             meter.start()
-            result = phase(url, args.duration)
+            result = phase(targets[name], args.duration)
             result["cpu"] = meter.stop()
             results[name].append(result)
             say(
-                f"round {round_} {name:6}: {result['rps']:9.1f} req/s  p50={result['p50'] * 1000:.2f} ms"
+                f"round {round_} {name:11}: {result['rps']:9.1f} req/s  p50={result['p50'] * 1000:.2f} ms"
                 f"  p99={result['p99'] * 1000:.2f} ms  requests={result['requests']}  errors={result['errors']}"
                 + (f"  ({result['socket_errors']})" if result["socket_errors"] else "")
             )
-            say(f"round {round_} {name:6}  cpu: {benchlib.cpu_line(result['cpu'])}")
+            say(f"round {round_} {name:11}  cpu: {benchlib.cpu_line(result['cpu'])}")
 
     means = {}
+    cpu_per_request = {}  # all the CPU a request costs, whoever spends it
     for name, runs in results.items():
         means[name] = {key: statistics.mean(r[key] for r in runs) for key in ("rps", "p50", "p99")}
         say(
@@ -230,21 +418,36 @@ def run(env, args) -> bool:
         say(f"{name} (mean of {len(runs)}) cpu: {benchlib.cpu_line(cpu)}")
         per_request = {
             key: statistics.mean(r["cpu"][key] / 100 * args.duration / max(1, r["requests"]) for r in runs) * 1e6
-            for key in ("haproxy", "gunicorn", "agent", "load generator")
+            for key in ("haproxy", "nginx", "gunicorn", "agent", "load generator")
         }
         say(
             f"{name} (mean of {len(runs)}) cpu per request: "
             + "  ".join(f"{key}={value:.0f} us" for key, value in per_request.items())
         )
-    ratio = means["router"]["rps"] / means["direct"]["rps"] if means["direct"]["rps"] else 0.0
+        cpu_per_request[name] = sum(per_request.values())
+    base = means["direct"]["rps"]
+    ratios = {name: (means[name]["rps"] / base if base else 0.0) for name in names if name != "direct"}
+    # The spread: each round's ratio against the direct phase of the same round.
+    for name in ratios:
+        per_round = [r["rps"] / d["rps"] for r, d in zip(results[name], results["direct"], strict=True) if d["rps"]]
+        say(
+            f"ratio {name}/direct throughput: {ratios[name]:.3f}   per round: "
+            + " ".join(f"{x:.3f}" for x in per_round)
+            + f"   added p50 latency: {(means[name]['p50'] - means['direct']['p50']) * 1000:+.2f} ms"
+        )
+    # On a CPU-bound machine throughput is inversely proportional to the CPU a request costs;
+    # unlike throughput, that barely moves when other work shares the machine.
     say(
-        f"ratio router/direct throughput: {ratio:.3f}   added p50 latency: "
-        f"{(means['router']['p50'] - means['direct']['p50']) * 1000:+.2f} ms"
+        "cpu-bound estimate of the ratios (direct's CPU per request / the target's): "
+        + "  ".join(f"{name}={cpu_per_request['direct'] / cpu_per_request[name]:.3f}" for name in ratios)
     )
     errors = sum(r["errors"] for runs in results.values() for r in runs)
     if errors:
         say(f"errors during the measured phases: {errors}")
-    return ratio >= args.target_ratio and errors == 0
+    if nginx is not None:
+        say(f"nginx access log: {nginx.access_log_lines()} lines written")
+        return ratios["router"] >= ratios["nginx"] and errors == 0
+    return ratios["router"] >= args.target_ratio and errors == 0
 
 
 if __name__ == "__main__":

@@ -1,8 +1,23 @@
-"""Request metrics of the router: HAProxy logs every request to a unix datagram socket the
-agent reads, and the agent keeps the last minutes per backend for rates and percentiles.
+"""Request metrics of the router, per backend over the last minutes.
 
-HAProxy only reports averages; percentiles need the requests themselves. If the agent is
-down, HAProxy's log datagrams are dropped and serving goes on unaffected.
+Counts come from HAProxy's own counters: every second (and on each query) the agent reads
+``show info`` and ``show stat`` on the admin socket and keeps, per backend, a running total of
+``req_tot`` (HTTP requests the backend took, retries not counted again; ``stot`` when absent)
+and ``hrsp_5xx`` (5xx answers, those HAProxy made itself included, e.g. 503 with no server up);
+the requests of a window are the difference of the totals at its two ends (to within one
+poll). A new worker (a reload or a restart: its counters start again from zero) is seen by its
+pid, and its counters add on to the totals; what an old worker serves after the last poll
+before a reload is not counted.
+
+Percentiles need the requests themselves, and HAProxy only reports averages: HAProxy logs
+one request in ``LOG_SAMPLE`` (``log … sample 1:N``) as one datagram to a unix socket the
+agent reads. Sampling keeps the per-request cost small (a datagram per request, read and
+parsed in Python, cost about as much CPU as the rest of the proxying); the percentiles of a
+1-in-N sample estimate those of all requests. If the agent is down, the datagrams are
+dropped and serving goes on unaffected.
+
+Without a stats source (``stats=None``) the counts are the sampled log lines times
+``sample``.
 """
 
 from __future__ import annotations
@@ -17,11 +32,17 @@ import time
 
 log = logging.getLogger("conpaas_agent.metrics")
 
-# What HAProxy writes for each request (after the syslog header): backend, total active time
-# in ms (Ta), HTTP status.
+# What HAProxy writes for each logged request (after the syslog header): backend, total active
+# time in ms (Ta), HTTP status.
 LOG_FORMAT = "conpaas %b %Ta %ST"
+# HAProxy logs one request in LOG_SAMPLE (render_config: `log … sample 1:LOG_SAMPLE`).
+LOG_SAMPLE = 8
 KEEP_SECONDS = 300
 MAX_SAMPLES = 200_000  # per backend: bounded memory under any load
+POLL_SECONDS = 1.0
+# A worker older than this when first seen (an agent restart adopting a running HAProxy):
+# its counters so far are not counted as requests of the current window.
+FRESH_WORKER_SECONDS = 5
 
 
 def percentile(sorted_values: list[int], fraction: float) -> float | None:
@@ -32,13 +53,82 @@ def percentile(sorted_values: list[int], fraction: float) -> float | None:
     return float(sorted_values[index])
 
 
+class Counters:
+    """Running totals (requests, 5xx) of HAProxy's per-backend counters across workers, with
+    their history: (monotonic time, requests, errors) points, one per poll."""
+
+    def __init__(self):
+        self.worker: str | None = None
+        self.last: dict[str, tuple[int, int]] = {}  # backend -> the worker's counters at the last poll
+        self.totals: dict[str, list[int]] = {}  # backend -> [requests, errors] since the agent started
+        self.history: dict[str, collections.deque] = collections.defaultdict(collections.deque)
+
+    def observe(self, info: dict[str, str], rows: list[dict[str, str]], now: float) -> None:
+        worker = info.get("Pid")
+        try:
+            uptime = int(info.get("Uptime_sec") or 0)
+        except ValueError:
+            uptime = 0
+        new_worker = worker != self.worker
+        # The first worker seen, when it has been running a while: start counting from here.
+        adopted = new_worker and self.worker is None and uptime > FRESH_WORKER_SECONDS
+        self.worker = worker
+        if new_worker:
+            self.last = {}
+        for row in rows:
+            if row.get("svname") != "BACKEND":
+                continue
+            backend = row.get("pxname", "")
+            try:
+                requests = row.get("req_tot") or row.get("stot") or 0  # req_tot: HTTP requests (2.6)
+                current = (int(requests), int(row.get("hrsp_5xx") or 0))
+            except ValueError:
+                continue
+            history = self.history[backend]
+            if backend not in self.totals:
+                base = current if adopted else (0, 0)
+                self.totals[backend] = [0, 0]
+                self.last[backend] = base
+                history.append((now, 0, 0))
+            previous = self.last.get(backend, (0, 0))
+            if current[0] < previous[0] or current[1] < previous[1]:
+                previous = (0, 0)  # counters cleared under the same pid (`clear counters`)
+            total = self.totals[backend]
+            total[0] += current[0] - previous[0]
+            total[1] += current[1] - previous[1]
+            self.last[backend] = current
+            history.append((now, total[0], total[1]))
+            # Keep one point older than KEEP_SECONDS: the start of the longest window.
+            while len(history) > 2 and history[1][0] < now - KEEP_SECONDS:
+                history.popleft()
+
+    def between(self, backend: str, since: float) -> tuple[int, int] | None:
+        """(requests, errors) from `since` to the last poll, or None if never seen."""
+        history = self.history.get(backend)
+        if not history:
+            return None
+        start = history[0]
+        for point in history:
+            if point[0] > since:
+                break
+            start = point
+        end = history[-1]
+        return end[1] - start[1], end[2] - start[2]
+
+
 class RequestLog:
-    def __init__(self, socket_path: str):
+    def __init__(self, socket_path: str, stats=None, sample: int = 1):
+        """``stats``: a callable returning (``show info`` as a dict, ``show stat`` rows), or None;
+        ``sample``: HAProxy logs one request in ``sample``."""
         self.socket_path = socket_path
+        self.stats = stats
+        self.sample = max(1, int(sample))
         self.samples: dict[str, collections.deque] = collections.defaultdict(
             lambda: collections.deque(maxlen=MAX_SAMPLES)
         )
+        self.counters = Counters()
         self.lock = threading.Lock()
+        self.poll_lock = threading.Lock()
         self.sock: socket.socket | None = None
 
     def start(self) -> None:
@@ -50,6 +140,8 @@ class RequestLog:
         self.sock.bind(self.socket_path)
         os.chmod(self.socket_path, 0o600)
         threading.Thread(target=self._receive, name="request-log", daemon=True).start()
+        if self.stats is not None:
+            threading.Thread(target=self._poll_forever, name="request-counters", daemon=True).start()
 
     def _receive(self) -> None:
         while True:
@@ -58,6 +150,28 @@ class RequestLog:
             except OSError:
                 return
             self.record_line(datagram.decode("utf-8", "replace"))
+
+    def _poll_forever(self) -> None:
+        while True:
+            self.poll()
+            time.sleep(POLL_SECONDS)
+
+    def poll(self, now: float | None = None) -> bool:
+        """Read HAProxy's counters once; False when HAProxy did not answer."""
+        if self.stats is None:
+            return False
+        with self.poll_lock:
+            try:
+                info, rows = self.stats()
+            except Exception as exc:  # noqa: BLE001 - HAProxy down or restarting: try again later
+                log.debug("no counters from HAProxy: %s", exc)
+                return False
+            self.record_counters(info, rows, now)
+            return True
+
+    def record_counters(self, info: dict[str, str], rows: list[dict[str, str]], now: float | None = None) -> None:
+        with self.lock:
+            self.counters.observe(info, rows, time.monotonic() if now is None else now)
 
     def record_line(self, line: str, now: float | None = None) -> None:
         marker = line.rfind("conpaas ")
@@ -75,23 +189,31 @@ class RequestLog:
 
     def summary(self, window: float = 60.0, now: float | None = None) -> dict[str, dict]:
         """Per backend over the last `window` seconds: requests, rate, p50/p95 ms, error rate."""
-        now = time.monotonic() if now is None else now
+        if now is None:
+            self.poll()  # counts up to this very moment
+            now = time.monotonic()
         since = now - window
         out = {}
         with self.lock:
-            for backend, samples in self.samples.items():
+            for backend in set(self.samples) | set(self.counters.history):
+                samples = self.samples.get(backend) or collections.deque()
                 while samples and samples[0][0] < now - KEEP_SECONDS:
                     samples.popleft()
                 recent = [(ms, status) for at, ms, status in samples if at >= since]
-                if not recent:
+                counted = self.counters.between(backend, since)
+                if counted is not None:
+                    requests, errors = counted
+                else:
+                    requests = len(recent) * self.sample
+                    errors = sum(1 for _, status in recent if status >= 500 or status < 0) * self.sample
+                if not requests:
                     continue
                 times = sorted(ms for ms, _ in recent if ms >= 0)
-                errors = sum(1 for _, status in recent if status >= 500 or status < 0)
                 out[backend] = {
-                    "requests": len(recent),
-                    "request_rate": round(len(recent) / window, 3),
+                    "requests": requests,
+                    "request_rate": round(requests / window, 3),
                     "p50_ms": percentile(times, 0.50),
                     "p95_ms": percentile(times, 0.95),
-                    "error_rate": round(errors / len(recent), 4),
+                    "error_rate": round(min(1.0, errors / requests), 4),
                 }
         return out

@@ -295,6 +295,57 @@ def test_it_computes_rates_and_percentiles_from_the_request_log(tmp_path):
     assert summary["slot0"]["request_rate"] == round(100 / 60, 3)
 
 
+def test_sampled_log_lines_count_for_the_requests_they_stand_for(tmp_path):
+    from conpaas_agent.metrics import RequestLog
+
+    request_log = RequestLog(str(tmp_path / "requests.sock"), sample=8)  # no counters: scale
+    for ms in (10, 20, 30, 40):
+        request_log.record_line(f"<134>haproxy[1]: conpaas slot0 {ms} {500 if ms == 40 else 200}", 1000.0)
+    summary = request_log.summary(window=60, now=1010.0)["slot0"]
+    assert summary["requests"] == 32 and summary["error_rate"] == 0.25
+    assert summary["p50_ms"] == 20 and summary["p95_ms"] == 40
+
+
+def stat_rows(**backends):
+    return [
+        {"pxname": name, "svname": "BACKEND", "req_tot": str(n), "hrsp_5xx": str(e)}
+        for name, (n, e) in backends.items()
+    ]
+
+
+def test_it_counts_requests_from_haproxy_counters_across_reloads(tmp_path):
+    from conpaas_agent.metrics import RequestLog
+
+    request_log = RequestLog(str(tmp_path / "requests.sock"), sample=8)
+    fresh = {"Pid": "100", "Uptime_sec": "0"}
+    request_log.record_counters(fresh, stat_rows(slot0=(0, 0)), 1000.0)
+    request_log.record_counters(fresh, stat_rows(slot0=(40, 2)), 1010.0)
+    request_log.record_counters(fresh, stat_rows(slot0=(100, 2), slot8=(5, 0)), 1050.0)
+    # A reload: a new worker whose counters start from zero again.
+    request_log.record_counters({"Pid": "200", "Uptime_sec": "0"}, stat_rows(slot0=(30, 3)), 1060.0)
+    request_log.record_line("<134>haproxy[1]: conpaas slot0 12 200", 1055.0)  # only for the percentiles
+    request_log.record_line("<134>haproxy[1]: conpaas slot0 30 200", 1055.0)
+    summary = request_log.summary(window=60, now=1060.0)
+    assert summary["slot0"]["requests"] == 130  # counted, not 2 sampled lines x 8
+    assert summary["slot0"]["request_rate"] == round(130 / 60, 3)
+    assert summary["slot0"]["error_rate"] == round(5 / 130, 4)
+    assert summary["slot0"]["p50_ms"] == 12 and summary["slot0"]["p95_ms"] == 30
+    assert summary["slot8"]["requests"] == 5 and summary["slot8"]["p50_ms"] is None
+    later = request_log.summary(window=15, now=1060.0)["slot0"]
+    assert later["requests"] == 30 + 60  # from the point at 1010 (the last one at or before 1045)
+
+
+def test_requests_before_the_agent_adopted_haproxy_are_not_counted(tmp_path):
+    from conpaas_agent.metrics import RequestLog
+
+    request_log = RequestLog(str(tmp_path / "requests.sock"), sample=8)
+    running = {"Pid": "100", "Uptime_sec": "3600"}
+    request_log.record_counters(running, stat_rows(slot0=(5000, 7)), 1000.0)
+    assert request_log.summary(window=60, now=1001.0) == {}
+    request_log.record_counters(running, stat_rows(slot0=(5020, 7)), 1002.0)
+    assert request_log.summary(window=60, now=1002.0)["slot0"]["requests"] == 20
+
+
 @pytest.mark.integration
 def test_it_reports_request_metrics_per_environment(start_agent, archives):
     agent = start_agent()

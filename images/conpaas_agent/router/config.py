@@ -7,7 +7,7 @@ import os
 import tempfile
 from dataclasses import dataclass
 
-from ..metrics import LOG_FORMAT
+from ..metrics import LOG_FORMAT, LOG_SAMPLE
 
 CHECK_OPTIONS = "check inter 1s fall 2 rise 1"
 NO_VERSION_BACKEND = "conpaas_noversion"
@@ -86,8 +86,12 @@ def render_config(
         "global",
         f"    stats socket {paths.admin_socket} mode 600 level admin expose-fd listeners",
         f"    server-state-file {paths.server_state}",
-        # One datagram per request to the agent (metrics.py); dropped when the agent is down.
-        f"    log {paths.request_log} len 1024 local0 info",
+        # One thread: on a small node HAProxy shares the cores with the instances, and a second
+        # thread costs more CPU per request (cross-thread wakeups) than it brings.
+        "    nbthread 1",
+        # One datagram per LOG_SAMPLE requests to the agent (metrics.py: percentiles; the counts
+        # come from HAProxy's counters); dropped when the agent is down.
+        f"    log {paths.request_log} len 1024 sample 1:{LOG_SAMPLE} local0 info",
         "",
         "defaults",
         "    mode http",

@@ -10,14 +10,14 @@ import subprocess
 import threading
 import time
 
-from ..metrics import RequestLog
+from ..metrics import LOG_SAMPLE, RequestLog
 from ..procs import pid_alive
 from ..waiting import wait_until
 from .config import Paths, render_config, render_map, write_if_changed
 from .runtime_api import HAProxyError, RuntimeAPI, parse_servers_state, server_healthy
 from .validation import EMPTY_ROUTING
 
-log = logging.getLogger("conpaas_agent.haproxy")
+log = logging.getLogger("conpaas_agent.router")
 
 INITIAL_SLOTS = 8
 
@@ -45,7 +45,9 @@ class Proxy:
         self.api = RuntimeAPI(self.paths.admin_socket)
         self.lock = threading.RLock()
         self.process: subprocess.Popen | None = None
-        self.request_log = RequestLog(self.paths.request_log)
+        self.request_log = RequestLog(
+            self.paths.request_log, stats=lambda: (self.api.info(), self.api.show_stat()), sample=LOG_SAMPLE
+        )
 
     # state
     def state(self) -> dict:
