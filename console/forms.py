@@ -12,7 +12,7 @@ class ServiceForm(forms.Form):
         help_text="2 to 40 lowercase letters, digits and dashes, starting with a letter.",
         widget=forms.TextInput(attrs={"autocomplete": "off", "spellcheck": "false", "autofocus": True}),
     )
-    # The list offers the runtimes this release runs; the serializer says why another one is refused.
+    # The list offers the runtimes this release runs; Service.clean() says why another one is refused.
     runtime = forms.ChoiceField(choices=Runtime.choices)
 
     def __init__(self, *args, **kwargs):

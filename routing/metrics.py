@@ -9,7 +9,9 @@ def service_metrics(service, window: int = 60) -> dict:
     """Request rate, p50/p95 response time, error rate and live connections per environment.
 
     With several routers, rates and connections add up; percentiles are the request-weighted
-    mean of each router's (exact with one router, an estimate beyond)."""
+    mean of each router's (exact with one router, an estimate beyond). Routers log a sample of
+    requests, so a router may count requests and have no percentile yet: it is left out of the
+    mean, and a percentile stays null until some router has one."""
     merged: dict[str, dict] = {}
     for proxy in running_proxies(service):
         try:
@@ -35,10 +37,15 @@ def service_metrics(service, window: int = 60) -> dict:
             total["live_connections"] += f["live_connections"]
     for total in merged.values():
         weights = [w for w in total.pop("_weights") if w[0]]
-        count = sum(w[0] for w in weights)
-        if count:
-            total["p50_ms"] = round(sum(w[0] * w[1] for w in weights) / count, 1)
-            total["p95_ms"] = round(sum(w[0] * w[2] for w in weights) / count, 1)
-            total["error_rate"] = round(sum(w[0] * w[3] for w in weights) / count, 4)
+        total["p50_ms"] = _weighted_mean([(w[0], w[1]) for w in weights], 1)
+        total["p95_ms"] = _weighted_mean([(w[0], w[2]) for w in weights], 1)
+        total["error_rate"] = _weighted_mean([(w[0], w[3]) for w in weights], 4) or 0.0
         total["request_rate"] = round(total["request_rate"], 3)
     return {"window_seconds": window, "environments": merged}
+
+
+def _weighted_mean(pairs: list[tuple[int, float | None]], digits: int) -> float | None:
+    """The mean of the values weighted by their request counts, over the values known (None: none is)."""
+    known = [(weight, value) for weight, value in pairs if value is not None]
+    count = sum(weight for weight, _ in known)
+    return round(sum(weight * value for weight, value in known) / count, digits) if count else None

@@ -57,7 +57,7 @@ class Service(models.Model):
     health_check_path = models.CharField(max_length=200, default="/")
     # Labels of uploads without one: v1, v2, … counted with an atomic UPDATE, never latest+1.
     version_counter = models.PositiveIntegerField(default=0)
-    # The operation that holds this service; claimed with a conditional UPDATE (see locks.py).
+    # The operation that holds this service; claimed with a conditional UPDATE (services/operations.py).
     locked_by = models.ForeignKey("Operation", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     created = models.DateTimeField(default=timezone.now)
 

@@ -9,6 +9,7 @@ import logging
 from contextlib import contextmanager
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 from django_q.tasks import async_task
@@ -147,8 +148,12 @@ def holding(service: Service, kind: str, owner, params: dict | None = None):
     try:
         yield operation
     except Exception as exc:
-        error = str(exc) if isinstance(exc, ConpaasError) else f"internal error ({exc})"
-        if not isinstance(exc, ConpaasError) or not Event.objects.filter(operation=operation).exists():
+        refused = isinstance(exc, (ConpaasError, ValidationError))  # the request's fault, said in words
+        if isinstance(exc, ValidationError):
+            error = " ".join(exc.messages)
+        else:
+            error = str(exc) if refused else f"internal error ({exc})"
+        if not refused or not Event.objects.filter(operation=operation).exists():
             Event.record(service, kind, f"{kind} failed: {error}", Outcome.FAILED, owner, operation)
         finish(operation, error)
         raise

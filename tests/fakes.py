@@ -24,6 +24,7 @@ class FakeFleet:
         self.unhealthy: set[str] = set()  # instance names whose health check fails
         self.unreachable: set[str] = set()  # node names that do not answer
         self.refusing: dict[str, int] = {}  # proxy node name -> HTTP status of a health-gated PUT
+        self.figures: dict[str, dict] = {}  # proxy node name -> environment -> its metrics figures
         self._ports = itertools.count(20000)
 
     def client(self, node, timeout: float = 30.0) -> "FakeAgent":
@@ -111,9 +112,13 @@ class FakeAgent:
         self._call("proxy_metrics", window, role="proxy")
         routes = self.fleet.routing.get(self.node.name, {}).get("routes", {})
         figures = {"requests": 0, "request_rate": 0.0, "p50_ms": None, "p95_ms": None, "error_rate": 0.0}
+        given = self.fleet.figures.get(self.node.name, {})
         return {
             "window_seconds": window,
-            "environments": {env: {"version": key, **figures, "live_connections": 0} for env, key in routes.items()},
+            "environments": {
+                env: {"version": key, **figures, "live_connections": 0, **given.get(env, {})}
+                for env, key in routes.items()
+            },
         }
 
     def reload_proxy(self) -> dict:

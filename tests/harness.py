@@ -82,7 +82,9 @@ class ControlPlane:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         # Which database and broker: what the tests run on (the environment), but this plane's own.
-        self.queue = f"conpaas-{secrets.token_hex(4)}"
+        # Under the run's own queue name (CONPAAS_QUEUE_NAME from ./run tests), so what an interrupted
+        # run leaves in Redis is found and dropped by drop_run_leftovers.
+        self.queue = f"{os.environ.get('CONPAAS_QUEUE_NAME', 'conpaas')}-{secrets.token_hex(4)}"
         self.database_url = None
         self.redis_url = os.environ.get("CONPAAS_REDIS_URL") or None
         self.env = {
@@ -244,4 +246,5 @@ def drop_run_leftovers(postgres_url: str | None, redis_url: str | None, run_id: 
                 dropped.append(name)
     if redis_url:
         _forget_redis_queue(redis_url, run_id)
+        _forget_redis_queue(redis_url, f"{run_id}-*")  # the control planes' own queues (a glob)
     return dropped

@@ -144,6 +144,6 @@ def test_operations_go_through_the_redis_broker(control_plane):
         core_signing.loads(payload, key=secret, salt=control_plane.queue, serializer=PickleSerializer)
         for payload in pushed
     ]
-    assert ("services.tasks.run_operation", (operation["id"],)) in [(t["func"], t["args"]) for t in tasks]
+    assert ("workflows.tasks.run_operation", (operation["id"],)) in [(t["func"], t["args"]) for t in tasks]
     # ... and the workers took them from there: the queue is empty, the deploy ran
     assert redis.from_url(REDIS_URL).llen(key) == 0

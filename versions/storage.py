@@ -5,7 +5,7 @@ import tempfile
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import F
+from django.db.models import F, ProtectedError
 
 from images.conpaas_agent.archives import ArchiveError, Limits, inspect_archive
 from services.errors import Conflict, ConpaasError
@@ -93,12 +93,15 @@ class VersionInUse(Conflict):
 
 
 def delete_version(version: CodeVersion, user) -> None:
-    users = list(version.environments.values_list("name", flat=True))
-    if users:
-        raise VersionInUse(f"{version.label} is in use by {', '.join(users)}; deploy another version there first")
     service = version.service
     sha_kind = (version.sha256, version.kind)
     label = version.label
-    version.delete()
+    try:
+        # The database refuses while an environment points at it (PROTECT): no window between a
+        # check and the delete for a deploy to slip into.
+        version.delete()
+    except ProtectedError:
+        users = ", ".join(version.environments.values_list("name", flat=True))
+        raise VersionInUse(f"{label} is in use by {users}; deploy another version there first") from None
     delete_unreferenced_archives([sha_kind])
     Event.record(service, "version.delete", f"deleted version {label}", actor=user)

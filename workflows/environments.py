@@ -13,6 +13,7 @@ def add_environment(service: Service, name: str, user, preview_key: str = "") ->
     environment = Environment(service=service, name=name, preview_key=preview_key or new_preview_key())
     environment.validate()
     with operations.holding(service, OperationKind.ROUTE, user, {"environment": name}) as operation:
+        environment.validate()  # again, held: another request may have taken the name meanwhile
         environment.save()
         push(service)
         Event.record(service, "environment", f"added environment {name}", actor=user, operation=operation)
@@ -24,6 +25,7 @@ def change_preview_key(environment: Environment, preview_key: str, user) -> None
     candidate = Environment(pk=environment.pk, service=service, name=environment.name, preview_key=preview_key)
     candidate.validate()
     with operations.holding(service, OperationKind.ROUTE, user, {"environment": environment.name}) as operation:
+        candidate.validate()  # again, held: another request may have taken the key meanwhile
         Environment.objects.filter(pk=environment.pk).update(preview_key=preview_key)
         push(service)
         Event.record(

@@ -1,6 +1,7 @@
 """Creating and deleting services: the desired state is saved, the workers converge to it."""
 
-from django.db import transaction
+from django.core.exceptions import ValidationError
+from django.db import IntegrityError, transaction
 
 from routing.table import push
 from services import operations
@@ -15,11 +16,16 @@ from versions.storage import delete_unreferenced_archives
 def create(owner, name: str, runtime: str) -> tuple[Service, Operation]:
     service = Service(owner=owner, name=name, runtime=runtime)
     service.validate()
-    with transaction.atomic():
-        service.save()
-        Environment.objects.create(service=service, name=PRODUCTION)
-        Environment.objects.create(service=service, name=DEVELOPMENT, preview_key=new_preview_key())
-        operation = operations.start(service, OperationKind.CREATE, owner, message=f"created {runtime} service {name}")
+    try:
+        with transaction.atomic():
+            service.save()
+            Environment.objects.create(service=service, name=PRODUCTION)
+            Environment.objects.create(service=service, name=DEVELOPMENT, preview_key=new_preview_key())
+            operation = operations.start(
+                service, OperationKind.CREATE, owner, message=f"created {runtime} service {name}"
+            )
+    except IntegrityError:  # a concurrent create took the name between the check and the save
+        raise ValidationError({"name": f"you already have a service named {name}"}) from None
     return service, operation
 
 

@@ -84,16 +84,6 @@ def unpack(archive: str, dest: str) -> None:
         raise InstanceError(f"the archive is refused: {exc}") from exc
 
 
-def app_root(unpacked: str) -> str:
-    """The directory holding the code: the archive root, or its only top-level directory."""
-    if any(os.path.exists(os.path.join(unpacked, f)) for f in ("wsgi.py", "Procfile")):
-        return unpacked
-    entries = [e for e in os.listdir(unpacked) if not e.startswith(".") and e != "__MACOSX"]
-    if len(entries) == 1 and os.path.isdir(os.path.join(unpacked, entries[0])):
-        return os.path.join(unpacked, entries[0])
-    return unpacked
-
-
 def agent_site_packages() -> list[str]:
     """Where the agent's interpreter finds gunicorn; appended to a version's virtualenv."""
     paths = []
@@ -288,7 +278,7 @@ class Instances:
                     log.info("staged version %s", sha[:12])
                 finally:
                     shutil.rmtree(tmp, ignore_errors=True)
-            app_dir = app_root(unpacked)
+            app_dir = unpacked  # the shared rulebook wants the entry point at the archive's top
             python = sys.executable
             if os.path.isfile(os.path.join(app_dir, "requirements.txt")):
                 python = self._virtualenv(version_dir, app_dir, logfile)

@@ -50,8 +50,6 @@ def test_it_unpacks_a_tar_gz(tmp_path):
     archive = write(tmp_path / "a.tgz", tar_bytes([(info, data)]))
     instances.unpack(archive, str(tmp_path / "out"))
     assert (tmp_path / "out" / "app" / "wsgi.py").read_bytes() == data
-    # A single top-level directory is the application root.
-    assert instances.app_root(str(tmp_path / "out")) == str(tmp_path / "out" / "app")
 
 
 def test_it_refuses_tar_links_and_escapes(tmp_path):

@@ -42,7 +42,7 @@ def test_it_fails_an_unhealthy_version_and_keeps_the_old_route(service, proxy, f
     assert "v3 did not pass its health check" in operation.error
     assert env_version(service, "production") == "v1"
     assert routes(fleet, proxy) == {"production": "v1", "development": "v2"}
-    assert not fleet.calls_to("put_proxy")[-1][2]["require_healthy"]  # never asked to flip
+    assert not any(call[2]["require_healthy"] for call in fleet.calls_to("put_proxy"))  # never asked to flip
     # the new instances are retired; the old ones keep serving
     assert not Instance.objects.filter(version=v3).exists()
     assert f"{proxy.name}-v{v3.pk}" not in fleet.instances
