@@ -364,6 +364,18 @@ def get_text(url: str, headers: dict | None = None, timeout: float = 5.0) -> tup
         connection.close()
 
 
+def serving(api, name: str, builds: dict[str, tuple[str, str]]) -> tuple[dict, dict[str, dict]]:
+    """A new service whose environments each serve a fresh upload, {environment: (build, label)}:
+    the service as the API shows it then, and the code version of each environment."""
+    service_id = api.create_service(name)["id"]
+    versions = {env: upload(api, service_id, build, label) for env, (build, label) in builds.items()}
+    for env, version in versions.items():
+        deploy(api, service_id, env, version)
+    service = api.get(f"/api/v1/services/{service_id}/").json()
+    check_loopback(service["url"])
+    return service, versions
+
+
 def check_loopback(url: str) -> None:
     host = urlsplit(url).hostname
     if host not in ("127.0.0.1", "localhost", "::1"):

@@ -48,13 +48,8 @@ def main() -> int:
 
 def run(env, args) -> bool:
     api = env.api
-    service = api.create_service("deploybench")
-    sid = service["id"]
-    production = benchlib.upload(api, sid, f"deploy-prod-{uuid.uuid4().hex}", "prod")
-    benchlib.deploy(api, sid, "production", production)
-    service = api.get(f"/api/v1/services/{sid}/").json()
-    url = service["url"]
-    benchlib.check_loopback(url)
+    service, _ = benchlib.serving(api, "deploybench", {"production": (f"deploy-prod-{uuid.uuid4().hex}", "prod")})
+    sid, url = service["id"], service["url"]
     key = benchlib.environments(api, sid)["development"]["preview_key"]
     assert benchlib.get_text(url) == (200, "prod\n"), benchlib.get_text(url)
     headers = {"X-Conpaas-Env": key}

@@ -339,12 +339,8 @@ def nginx_started(upstream: str) -> Nginx:
 
 def measure(env, args, start_nginx) -> bool:
     api = env.api
-    service = api.create_service("routerbench")
-    sid = service["id"]
-    version = benchlib.upload(api, sid, "router-v1", "v1")
-    benchlib.deploy(api, sid, "production", version)
-    service = api.get(f"/api/v1/services/{sid}/").json()
-    router = service["url"]
+    service, versions = benchlib.serving(api, "routerbench", {"production": ("router-v1", "v1")})
+    version, router = versions["production"], service["url"]
     direct = instance_url(env, service, version)
     targets = {"direct": direct, "router": router}
     nginx = None

@@ -195,15 +195,11 @@ def main() -> int:
 
 def run(env, args) -> bool:
     api = env.api
-    service = api.create_service("swapbench")
-    sid = service["id"]
-    v1 = benchlib.upload(api, sid, "swap-v1", "v1")
-    v2 = benchlib.upload(api, sid, "swap-v2", "v2")
-    benchlib.deploy(api, sid, "production", v1)
-    benchlib.deploy(api, sid, "development", v2)
-    service = api.get(f"/api/v1/services/{sid}/").json()
-    url = service["url"]
-    benchlib.check_loopback(url)
+    service, versions = benchlib.serving(
+        api, "swapbench", {"production": ("swap-v1", "v1"), "development": ("swap-v2", "v2")}
+    )
+    sid, url = service["id"], service["url"]
+    v1, v2 = versions["production"], versions["development"]
     key = benchlib.environments(api, sid)["development"]["preview_key"]
     labels = {v1["id"]: "v1", v2["id"]: "v2"}
     assert benchlib.get_text(url) == (200, "v1\n"), benchlib.get_text(url)
