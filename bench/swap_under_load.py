@@ -242,14 +242,19 @@ def run(env, args) -> bool:
     swap_errors: list[str] = []
     reloads: list[tuple[float, float, int, str]] = []  # (start, latency, status, detail)
 
-    def swapper(report) -> None:
-        """The swap calls, in order; report(message) hands each call's start and end over."""
-        for index, at in enumerate(swap_times):
+    def on_schedule(times: list[float]):
+        """Each of `times` (monotonic) when it comes, with its index, until the load stops."""
+        for index, at in enumerate(times):
             delay = at - time.monotonic()
             if delay > 0:
                 time.sleep(delay)
             if time.monotonic() > stop_at:
-                break
+                return
+            yield index
+
+    def swapper(report) -> None:
+        """The swap calls, in order; report(message) hands each call's start and end over."""
+        for index in on_schedule(swap_times):
             began = time.monotonic()
             report(("begin", index, began, time.time()))
             try:
@@ -306,12 +311,7 @@ def run(env, args) -> bool:
         swap_thread = threading.Thread(target=swapper, args=(receive,), name="swapper", daemon=True)
 
     def reloader() -> None:
-        for at in reload_times:
-            delay = at - time.monotonic()
-            if delay > 0:
-                time.sleep(delay)
-            if time.monotonic() > stop_at:
-                break
+        for _ in on_schedule(reload_times):
             began = time.monotonic()
             try:
                 status, payload = benchlib.agent_call(proxy, "POST", "/v1/proxy/reload", timeout=30)
