@@ -1,8 +1,8 @@
 import pytest
 
-from workflows.scaling import request_scale
 from services.choices import OperationState
 from services.models import Event
+from workflows.scaling import request_scale
 
 pytestmark = pytest.mark.django_db
 
