@@ -77,6 +77,14 @@ class Environment(models.Model):
     )
     created = models.DateTimeField(default=timezone.now)
     updated = models.DateTimeField(default=timezone.now)
+    # The last health verdict the workers saved (routing/health.py): the problems of
+    # `health_version` on the routers (an empty list: healthy), and when they were checked.
+    # None: never checked. A verdict about another version than `version` is no verdict.
+    health_problems = models.JSONField(null=True, blank=True, editable=False)
+    health_checked = models.DateTimeField(null=True, blank=True, editable=False)
+    health_version = models.ForeignKey(
+        CodeVersion, null=True, blank=True, on_delete=models.SET_NULL, related_name="+", editable=False
+    )
 
     class Meta:
         constraints = [
@@ -107,6 +115,22 @@ class Environment(models.Model):
     def validate(self) -> None:
         """Every rule of an environment, field-keyed; the uniqueness rules are clean()'s."""
         self.full_clean(exclude=["version"], validate_unique=False, validate_constraints=False)
+
+    @property
+    def stored_problems(self) -> list[str] | None:
+        """The saved health problems of the version this environment serves; None: not checked
+        (never, or only an earlier version was)."""
+        if self.version_id is None or self.health_checked is None or self.health_version_id != self.version_id:
+            return None
+        return list(self.health_problems or [])
+
+    def health_fields(self) -> dict:
+        """The saved verdict as update() keywords: a swap moves it with the version it is about."""
+        return {
+            "health_problems": self.health_problems,
+            "health_checked": self.health_checked,
+            "health_version": self.health_version_id,
+        }
 
     @property
     def preview_url(self) -> str | None:

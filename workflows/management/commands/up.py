@@ -12,6 +12,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from services.operations import recover_interrupted
 from workflows.reconcile import reconcile_all
+from workflows.tasks import schedule_health_refresh
 
 
 class Command(BaseCommand):
@@ -32,6 +33,8 @@ class Command(BaseCommand):
             self.stdout.write(f"{interrupted} operation(s) interrupted by the last stop were marked failed")
         # The data plane went on without us: re-read what the nodes run and converge to the database.
         reconcile_all()
+        # The timer that keeps the health the console shows fresh (idempotent).
+        schedule_health_refresh()
 
         env = dict(os.environ)
         # Nodes download code versions from here; they reach this host on the address we bind.
