@@ -39,7 +39,7 @@ class ServiceSerializer(serializers.ModelSerializer):
         read_only_fields = ["id", "state", "url", "environments", "nodes", "created"]
 
     def get_nodes(self, service) -> list[dict]:
-        return NodeSerializer(service.live_nodes(), many=True).data
+        return NodeSerializer(service.live_node_list(), many=True).data
 
 
 class OperationSerializer(serializers.ModelSerializer):

@@ -54,6 +54,8 @@ class ServiceViewSet(
     def get_queryset(self):
         services = Service.objects.visible_to(self.request.user)
         if self.action in ("list", "retrieve", "create"):
+            # A fixed number of queries for any number of services: `url`, `nodes` and each
+            # environment's `preview_url` read these prefetched nodes (Service.live_node_list).
             services = services.prefetch_related("environments__version", "nodes")
         return services
 
