@@ -2,9 +2,9 @@
 
 from rest_framework import serializers
 
-from services.choices import Role, Runtime
-from services.models import Event, Node, Operation, Service, active_operations
-from versions.models import CodeVersion, Environment
+from services.choices import NodeState, Role, Runtime
+from services.models import GONE, Event, Node, Operation, Service, active_operations
+from versions.models import CodeVersion, Environment, preview_url
 
 
 class NodeSerializer(serializers.ModelSerializer):
@@ -40,6 +40,72 @@ class ServiceSerializer(serializers.ModelSerializer):
 
     def get_nodes(self, service) -> list[dict]:
         return NodeSerializer(service.live_node_list(), many=True).data
+
+
+def service_list(services) -> list[dict]:
+    """ServiceSerializer's representation of every service in `services`, from three flat queries.
+
+    The list of a thousand services answers in milliseconds this way; through the serializers it
+    takes a second (a model instance and a DRF field walk per service, environment and node).
+    tests/api/test_services.py checks that both give the same answer."""
+    created = serializers.DateTimeField().to_representation
+    environments, nodes = {}, {}
+    for env in (
+        Environment.objects.filter(service__in=services)
+        .order_by("created", "id")
+        .values_list("service_id", "name", "version_id", "version__label", "preview_key")
+    ):
+        environments.setdefault(env[0], []).append(env[1:])
+    for node in (
+        Node.objects.filter(service__in=services)
+        .exclude(state__in=GONE)
+        .order_by("created", "id")
+        .values(
+            "service_id", "id", "name", "is_proxy", "is_backend", "state", "address", "cloud", "created", "http_port"
+        )
+    ):
+        nodes.setdefault(node["service_id"], []).append(node)
+    answer = []
+    for service in services.values("id", "name", "runtime", "state", "created"):
+        live = nodes.get(service["id"], [])
+        proxy = next((n for n in live if n["is_proxy"] and n["state"] == NodeState.RUNNING), None)
+        url = Node(address=proxy["address"], http_port=proxy["http_port"]).http_url if proxy else None
+        answer.append(
+            {
+                "id": service["id"],
+                "name": service["name"],
+                "runtime": service["runtime"],
+                "state": service["state"],
+                "url": url,
+                "environments": [
+                    {
+                        "name": name,
+                        "version": version,
+                        "version_label": label,
+                        "preview_key": key,
+                        "preview_url": preview_url(url, name, key),
+                    }
+                    for name, version, label, key in environments.get(service["id"], [])
+                ],
+                "nodes": [node_representation(node, created) for node in live],
+                "created": created(service["created"]),
+            }
+        )
+    return answer
+
+
+def node_representation(node: dict, created) -> dict:
+    roles = Node(is_proxy=node["is_proxy"], is_backend=node["is_backend"]).roles
+    return {
+        "id": node["id"],
+        "name": node["name"],
+        "role": "+".join(roles),
+        "roles": roles,
+        "state": node["state"],
+        "address": node["address"],
+        "cloud": node["cloud"],
+        "created": created(node["created"]),
+    }
 
 
 class OperationSerializer(serializers.ModelSerializer):

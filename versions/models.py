@@ -134,10 +134,14 @@ class Environment(models.Model):
 
     @property
     def preview_url(self) -> str | None:
-        url = self.service.url
-        if not url or self.is_production or not self.preview_key:
-            return url
-        return f"{url}?conpaas-env={self.preview_key}"
+        return preview_url(self.service.url, self.name, self.preview_key)
+
+
+def preview_url(url: str | None, name: str, preview_key: str | None) -> str | None:
+    """An environment's link: the service's URL, with the preview key unless it is production."""
+    if not url or name == PRODUCTION or not preview_key:
+        return url
+    return f"{url}?conpaas-env={preview_key}"
 
 
 class InstanceState(models.TextChoices):

@@ -218,3 +218,32 @@ def test_the_list_makes_the_same_queries_for_any_number_of_services(api, alice):
     assert first["nodes"][0]["name"] == "app-000-1"
     development = next(env for env in first["environments"] if env["name"] == "development")
     assert development["preview_url"] == f"http://127.0.0.1:8000/?conpaas-env={development['preview_key']}"
+
+
+def test_the_list_answers_what_the_service_serializer_answers(api, alice, service):
+    other = ServiceFactory(owner=alice, name="blog")
+    for n, (state, is_proxy) in enumerate(
+        [("destroyed", True), ("booting", True), ("running", True), ("running", False), ("failed", False)]
+    ):
+        Node.objects.create(
+            service=service,
+            name=f"shop-{n}",
+            cloud="local",
+            is_proxy=is_proxy,
+            is_backend=True,
+            state=state,
+            address=f"10.0.0.{n}",
+            agent_port=9,
+            http_port=8000 + n,
+        )
+    version = CodeVersionFactory(service=service, label="v3")
+    service.environments.filter(name="development").update(version=version, preview_key="readable-key")
+    service.environments.create(name="staging")
+
+    listed = api.get("/api/v1/services/").json()
+    # Each service as the serializer shows it (the retrieve call), in the list's order (by name).
+    assert listed == [api.get(f"/api/v1/services/{pk}/").json() for pk in (other.pk, service.pk)]
+    shop = listed[1]
+    assert shop["url"] == "http://10.0.0.2:8002/"
+    assert [node["name"] for node in shop["nodes"]] == ["shop-1", "shop-2", "shop-3", "shop-4"]
+    assert [env["name"] for env in shop["environments"]] == ["production", "development", "staging"]
