@@ -8,7 +8,8 @@ throwaway CONPAAS_HOME / SQLite database, with no nodes, then serves it with a r
 workers, which would try to reconcile the services) and times `--requests` sequential requests
 (default 200, after 20 unmeasured) of each page on one keep-alive connection: the dashboard, its
 htmx fragment (`/services/list/`), a name search, `GET /api/v1/services/` (every service, not
-paginated), and one service's page. Prints p50/p95/max of each. Target: p95 <= 50 ms each.
+paginated), and one service's page. Prints p50/p95/max of each, and the server's CPU time per
+request (steadier than latency on a shared machine). Target: p95 <= 50 ms each.
 
 Run: .venv/bin/python bench/control_plane.py [--services 1000] [--requests 200]
 """
@@ -96,9 +97,14 @@ def login(base: str) -> requests.Session:
     return session
 
 
-def measure(session: requests.Session, url: str, count: int, warmup: int) -> tuple[list[float], int]:
+def measure(session: requests.Session, url: str, count: int, warmup: int, meter) -> tuple[list[float], int, float]:
+    """Round trips of `count` requests (after `warmup` unmeasured), the body size, and the server's
+    CPU time per request (its processes' user+system time over the measured requests)."""
     times, size = [], 0
     for n in range(warmup + count):
+        if n == warmup:
+            meter.start()
+            began_all = time.monotonic()
         began = time.perf_counter()
         response = session.get(url, timeout=30)
         body = response.content
@@ -108,7 +114,9 @@ def measure(session: requests.Session, url: str, count: int, warmup: int) -> tup
         if n >= warmup:
             times.append(spent)
             size = len(body)
-    return times, size
+    elapsed = time.monotonic() - began_all
+    cpu = meter.stop()["server"] / 100 * elapsed / count
+    return times, size, cpu
 
 
 def main() -> int:
@@ -186,16 +194,19 @@ def main() -> int:
                 ("service page", console, f"/services/{seeded['service']}/"),
             ]
             verdict = True
-            say(f"{'page':28} {'p50':>9} {'p95':>9} {'max':>9} {'size':>10}  url")
+            # The server's CPU per request is steadier than its latency on a shared machine.
+            meter = benchlib.CpuMeter({"server": lambda pgid, command: pgid == server.pid})
+            say(f"{'page':28} {'p50':>9} {'p95':>9} {'max':>9} {'CPU/req':>9} {'size':>9}  url")
             for name, session, path in pages:
-                times, size = measure(session, base + path, args.requests, args.warmup)
+                times, size, cpu = measure(session, base + path, args.requests, args.warmup, meter)
                 p50, p95 = benchlib.percentile(times, 50), benchlib.percentile(times, 95)
                 ok = p95 * 1000 <= args.target_p95
                 verdict = verdict and ok
                 say(
                     f"{name:28} {benchlib.ms(p50):>9} {benchlib.ms(p95):>9} {benchlib.ms(max(times)):>9} "
-                    f"{size / 1024:>7.0f} KiB  {path}{'' if ok else '  <- over target'}"
+                    f"{benchlib.ms(cpu):>9} {size / 1024:>5.0f} KiB  {path}{'' if ok else '  <- over target'}"
                 )
+            say(f"load average after the run: {' '.join(open('/proc/loadavg').read().split()[:3])}")
             count = len(api.get(base + "/api/v1/services/", timeout=30).json())
             if count != args.services:
                 raise RuntimeError(f"the service list API returned {count} services, not {args.services}")

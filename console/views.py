@@ -5,12 +5,13 @@ Every view that takes a service id goes through `visible_service`, so another us
 No page asks a node agent: health is what the workers last saved on the rows (routing/health.py),
 shown with its age; only the swap itself (workflows.swap) checks live, under the service's lock."""
 
+from collections import defaultdict
+
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
-from django.db.models import Prefetch
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
@@ -20,8 +21,8 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from console.forms import DeleteServiceForm, DeployForm, EnvironmentForm, ServiceForm, UploadForm
 from services.choices import ServiceState
 from services.errors import ConpaasError
-from services.models import Service, active_operations
-from versions.models import DEVELOPMENT, PRODUCTION, Environment
+from services.models import Service, active_operations, production_urls
+from versions.models import DEVELOPMENT, PRODUCTION, Environment, preview_url
 from versions.storage import UploadRefused, VersionInUse, delete_version, store_version
 from workflows import lifecycle
 from workflows.deploy import request_deploy
@@ -30,8 +31,9 @@ from workflows.swap import swap, swap_refusal
 
 HISTORY_LENGTH = 30
 SETTLED_EVENT = "conpaas-settled"
-# Services per dashboard page: a page a person can scan, and a render that stays fast at any count.
-DASHBOARD_PAGE = 50
+# Services per dashboard page: a page a person can scan (2, 3 or 4 cards a row), and a render
+# that stays fast at any count; the search finds the others.
+DASHBOARD_PAGE = 24
 
 
 # ---------------------------------------------------------------- helpers
@@ -51,11 +53,12 @@ def age(seconds: float) -> str:
     return f"{seconds // 3600} h"
 
 
-def environment_rows(service: Service) -> list[dict]:
+def environment_rows(service: Service, environments=None, url: str | None = "") -> list[dict]:
     """One row per environment: the environment, its saved health problems (None: not checked),
-    whether it is healthy, when it was checked (and whether that is stale), its link."""
-    url = service.url  # one query (none when the caller prefetched the nodes), not one per environment
-    environments = getattr(service, "_prefetched_objects_cache", {}).get("environments")
+    whether it is healthy, when it was checked (and whether that is stale), its link.
+    A list page passes each service's environments and URL, read for the whole page at once."""
+    if url == "":
+        url = service.url  # one query, not one per environment
     if environments is None:
         environments = service.environments.select_related("version").order_by("created", "id")
     now = timezone.now()
@@ -65,12 +68,6 @@ def environment_rows(service: Service) -> list[dict]:
         problems = environment.stored_problems
         checked = environment.health_checked if problems is not None else None
         seconds = (now - checked).total_seconds() if checked else None
-        if url is None:
-            preview_url = None
-        elif environment.is_production or not environment.preview_key:
-            preview_url = url
-        else:
-            preview_url = environment.preview_url
         rows.append(
             {
                 "environment": environment,
@@ -80,7 +77,7 @@ def environment_rows(service: Service) -> list[dict]:
                 "checked_ago": age(seconds) if checked else "",
                 # Missed three timer passes: the workers are behind or stopped; say so.
                 "stale": checked is not None and seconds > 3 * settings.CONPAAS_HEALTH_REFRESH,
-                "preview_url": preview_url,
+                "preview_url": preview_url(url, environment.name, environment.preview_key),
             }
         )
     return rows
@@ -152,17 +149,20 @@ def dashboard_context(request) -> dict:
     services = Service.objects.visible_to(request.user).select_related("owner")
     if query:
         services = services.filter(name__icontains=query)
-    services = services.prefetch_related(
-        Prefetch("environments", queryset=Environment.objects.select_related("version").order_by("created", "id")),
-        "nodes",
-    )
     page = Paginator(services, DASHBOARD_PAGE).get_page(request.GET.get("page"))
+    shown = list(page)
+    # The page's environments and URLs in two queries, whatever the number of services.
+    environments = defaultdict(list)
+    for environment in (
+        Environment.objects.filter(service__in=shown).select_related("version").order_by("created", "id")
+    ):
+        environments[environment.service_id].append(environment)
+    urls = production_urls(shown)
     cards = []
-    for service in page:
-        rows = environment_rows(service)
+    for service in shown:
+        rows = environment_rows(service, environments[service.pk], urls.get(service.pk))
         url = next((row["preview_url"] for row in rows if row["environment"].is_production), None)
         cards.append({"service": service, "rows": rows, "url": url})
-    shown = [card["service"] for card in cards]
     busy = any(service.state in (ServiceState.CREATING, ServiceState.DELETING) for service in shown)
     busy = busy or active_operations().filter(service__in=shown).exists()
     return {"cards": cards, "active": busy, "page": page, "query": query, "paginated": page.paginator.num_pages > 1}

@@ -115,6 +115,17 @@ class Service(models.Model):
         return proxy.http_url if proxy else None
 
 
+def production_urls(services) -> dict[int, str]:
+    """Service.url of each of `services` (a queryset or a list) in one query: the first running proxy."""
+    urls = {}
+    proxies = Node.objects.filter(service__in=services, is_proxy=True, state=NodeState.RUNNING).order_by(
+        "created", "id"
+    )
+    for node in proxies.only("service_id", "address", "http_port"):
+        urls.setdefault(node.service_id, node.http_url)
+    return urls
+
+
 class Node(models.Model):
     """A machine of a service: a cloud VM, or a process group on this host (local cloud)."""
 

@@ -97,10 +97,11 @@ def test_the_dashboard_pages_and_finds_services(client, alice, no_agent):
     for n in range(60):
         ServiceFactory(owner=alice, name=f"app-{n:02d}")
     first = client.get("/").content.decode()
-    assert "Services 1–50 of 60" in first and "app-49" in first and "app-50" not in first
-    assert "Page 1 of 2" in first and 'href="?page=2"' in first
-    second = client.get("/?page=2").content.decode()
-    assert "app-50" in second and "app-59" in second and "app-49" not in second
+    assert "Services 1–24 of 60" in first and "app-23" in first and "app-24" not in first
+    assert "Page 1 of 3" in first and 'href="?page=2"' in first
+    last = client.get("/?page=3").content.decode()
+    assert "Services 49–60 of 60" in last and "app-48" in last and "app-59" in last and "app-47" not in last
+    assert 'href="?page=2"' in last and "Next" not in last
     found = client.get("/?q=app-5").content.decode()
     assert "Services 1–10 of 10 matching “app-5”" in found and "app-07" not in found
     assert "No service matches “nothing”" in client.get("/?q=nothing").content.decode()
