@@ -1,5 +1,6 @@
 """django-q2 entry points: thin, each safe to run twice."""
 
+import logging
 import time
 
 from django.conf import settings
@@ -19,6 +20,8 @@ WORK = {
     OperationKind.DELETE: lifecycle.run_delete,
     OperationKind.RECONCILE: reconcile.reconcile,
 }
+
+log = logging.getLogger("conpaas.health")
 
 HEALTH_SCHEDULE = "refresh health"
 # django-q2 runs a schedule at most once a minute: each run refreshes for about that minute.
@@ -40,9 +43,15 @@ def then_refresh_health(work):
         try:
             return work(operation)
         finally:
-            service = Service.objects.filter(pk=operation.service_id).first()
-            if service is not None and operation.kind != OperationKind.DELETE:
-                refresh_health(service)
+            try:
+                service = Service.objects.filter(pk=operation.service_id).first()
+                if service is not None and operation.kind != OperationKind.DELETE:
+                    refresh_health(service)
+            except Exception:
+                # The operation's own outcome stands; the timer refreshes this service later.
+                log.exception(
+                    "could not refresh the health of %s after operation %s", operation.service_name, operation.pk
+                )
 
     return run
 

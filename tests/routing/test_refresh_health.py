@@ -110,3 +110,13 @@ def test_the_schedule_is_created_once(db):
     schedule = schedule_health_refresh()
     assert Schedule.objects.filter(func="workflows.tasks.refresh_running_health").count() == 1
     assert schedule.minutes == 1 and schedule.repeats == -1
+
+
+def test_a_failed_refresh_does_not_hide_how_the_operation_ended(shop, monkeypatch):
+    operation = Operation.objects.create(service=shop, kind="deploy")
+
+    def broken(service):
+        raise RuntimeError("database gone")
+
+    monkeypatch.setattr("workflows.tasks.refresh_health", broken)
+    assert then_refresh_health(lambda op: "deployed")(operation) == "deployed"
