@@ -56,7 +56,8 @@ def age(seconds: float) -> str:
 def environment_rows(service: Service, environments=None, url: str | None = "") -> list[dict]:
     """One row per environment: the environment, its saved health problems (None: not checked),
     whether it is healthy, when it was checked (and whether that is stale), its link.
-    A list page passes each service's environments and URL, read for the whole page at once."""
+    A list page passes each service's environments and URL (None: no URL yet), read for the whole
+    page at once; left out ("") they are read here."""
     if url == "":
         url = service.url  # one query, not one per environment
     if environments is None:
