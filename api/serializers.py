@@ -73,29 +73,31 @@ def service_list(services) -> list[dict]:
     ):
         nodes.setdefault(node["service_id"], []).append(node)
     answer = []
-    for service in services.values("id", "name", "runtime", "state", "created"):
-        live = nodes.get(service["id"], [])
-        proxy = next((n for n in live if n["is_proxy"] and n["state"] == NodeState.RUNNING), None)
-        url = Node(address=proxy["address"], http_port=proxy["http_port"]).http_url if proxy else None
+    no_nodes = []
+    for pk, name, runtime, state, made in services.values_list("id", "name", "runtime", "state", "created"):
+        live = nodes.get(pk, no_nodes)
+        url = None
+        if live and (proxy := next((n for n in live if n["is_proxy"] and n["state"] == NodeState.RUNNING), None)):
+            url = Node(address=proxy["address"], http_port=proxy["http_port"]).http_url
         answer.append(
             {
-                "id": service["id"],
-                "name": service["name"],
-                "runtime": service["runtime"],
-                "state": service["state"],
+                "id": pk,
+                "name": name,
+                "runtime": runtime,
+                "state": state,
                 "url": url,
                 "environments": [
                     {
-                        "name": name,
+                        "name": env_name,
                         "version": version,
                         "version_label": label,
                         "preview_key": key,
-                        "preview_url": preview_url(url, name, key),
+                        "preview_url": preview_url(url, env_name, key),
                     }
-                    for name, version, label, key in environments.get(service["id"], [])
+                    for env_name, version, label, key in environments.get(pk, ())
                 ],
                 "nodes": [node_representation(node, created) for node in live],
-                "created": created(service["created"]),
+                "created": created(made),
             }
         )
     return answer
