@@ -1,11 +1,12 @@
 """The API's serializers: explicit fields, one per resource; the rules stay on the models and workflows."""
 
+from django.utils import timezone
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from services.choices import Role, Runtime
-from services.models import Event, Node, Operation, Service, active_operations
-from versions.models import CodeVersion, Environment
+from services.choices import NodeState, Role, Runtime
+from services.models import GONE, Event, Node, Operation, Service, active_operations
+from versions.models import CodeVersion, Environment, preview_url
 
 
 class NodeSerializer(serializers.ModelSerializer):
@@ -41,7 +42,81 @@ class ServiceSerializer(serializers.ModelSerializer):
 
     @extend_schema_field(NodeSerializer(many=True))
     def get_nodes(self, service) -> list[dict]:
-        return NodeSerializer(service.live_nodes(), many=True).data
+        return NodeSerializer(service.live_node_list(), many=True).data
+
+
+def service_list(services) -> list[dict]:
+    """ServiceSerializer's representation of every service in `services`, from three flat queries.
+
+    A thousand services take tens of milliseconds this way; through the serializers, about a
+    second (a model instance and a DRF field walk per service, environment and node).
+    tests/api/test_services.py checks that both give the same answer."""
+    zone = timezone.get_current_timezone()
+
+    def created(value) -> str:
+        # serializers.DateTimeField's format, without its per-value lookups (half the time here).
+        text = value.astimezone(zone).isoformat()
+        return text[:-6] + "Z" if text.endswith("+00:00") else text
+
+    environments, nodes = {}, {}
+    for env in (
+        Environment.objects.filter(service__in=services)
+        .order_by("created", "id")
+        .values_list("service_id", "name", "version_id", "version__label", "preview_key")
+    ):
+        environments.setdefault(env[0], []).append(env[1:])
+    for node in (
+        Node.objects.filter(service__in=services)
+        .exclude(state__in=GONE)
+        .order_by("created", "id")
+        .values(
+            "service_id", "id", "name", "is_proxy", "is_backend", "state", "address", "cloud", "created", "http_port"
+        )
+    ):
+        nodes.setdefault(node["service_id"], []).append(node)
+    answer = []
+    no_nodes = []
+    for pk, name, runtime, state, made in services.values_list("id", "name", "runtime", "state", "created"):
+        live = nodes.get(pk, no_nodes)
+        url = None
+        if live and (proxy := next((n for n in live if n["is_proxy"] and n["state"] == NodeState.RUNNING), None)):
+            url = Node(address=proxy["address"], http_port=proxy["http_port"]).http_url
+        answer.append(
+            {
+                "id": pk,
+                "name": name,
+                "runtime": runtime,
+                "state": state,
+                "url": url,
+                "environments": [
+                    {
+                        "name": env_name,
+                        "version": version,
+                        "version_label": label,
+                        "preview_key": key,
+                        "preview_url": preview_url(url, env_name, key),
+                    }
+                    for env_name, version, label, key in environments.get(pk, ())
+                ],
+                "nodes": [node_representation(node, created) for node in live],
+                "created": created(made),
+            }
+        )
+    return answer
+
+
+def node_representation(node: dict, created) -> dict:
+    roles = Node(is_proxy=node["is_proxy"], is_backend=node["is_backend"]).roles
+    return {
+        "id": node["id"],
+        "name": node["name"],
+        "role": "+".join(roles),
+        "roles": roles,
+        "state": node["state"],
+        "address": node["address"],
+        "cloud": node["cloud"],
+        "created": created(node["created"]),
+    }
 
 
 class OperationSerializer(serializers.ModelSerializer):

@@ -1,6 +1,6 @@
 """The REST API: one viewset per resource; each action validates, then calls one workflow."""
 
-from django.db.models import Q
+from django.db.models import Prefetch, Q
 from django.http import FileResponse, Http404
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_view
@@ -40,10 +40,12 @@ from api.serializers import (
     SwapSerializer,
     TokenSerializer,
     UploadSerializer,
+    service_list,
 )
 from routing.metrics import service_metrics
 from services.models import Operation, Service
 from versions.instances import version_from_token
+from versions.models import Environment
 from versions.storage import delete_version, store_version
 from workflows import lifecycle
 from workflows.deploy import request_deploy
@@ -76,9 +78,17 @@ class ServiceViewSet(
 
     def get_queryset(self):
         services = Service.objects.visible_to(self.request.user)
-        if self.action in ("list", "retrieve", "create"):
-            services = services.prefetch_related("environments__version", "nodes")
+        if self.action in ("retrieve", "create"):
+            # `url`, `nodes` and each environment's `preview_url` read these prefetched nodes
+            # (Service.live_node_list). The versions come joined: prefetching them
+            # ("environments__version") fails on SQLite past about a thousand environments.
+            environments = Environment.objects.select_related("version").order_by("created", "id")
+            services = services.prefetch_related(Prefetch("environments", queryset=environments), "nodes")
         return services
+
+    def list(self, request, *args, **kwargs):
+        # Every service, unpaginated (the contract: a JSON list), in a few flat queries.
+        return Response(service_list(self.get_queryset()))
 
     def create(self, request, *args, **kwargs):
         serializer = self.get_serializer(data=request.data)

@@ -45,6 +45,9 @@ CONPAAS_NODES = CONPAAS_HOME / "nodes"
 CONPAAS_HEALTH_TIMEOUT = envint("CONPAAS_HEALTH_TIMEOUT", 60)
 CONPAAS_BOOT_TIMEOUT = envint("CONPAAS_BOOT_TIMEOUT", 300)
 CONPAAS_DRAIN_TIMEOUT = envint("CONPAAS_DRAIN_TIMEOUT", 30)
+# How often the workers ask the routers of every running service for its health (seconds); the
+# console shows what they saved, and how long ago (workflows.tasks.refresh_running_health).
+CONPAAS_HEALTH_REFRESH = envint("CONPAAS_HEALTH_REFRESH", 20)
 CONPAAS_MAX_UPLOAD_MB = envint("CONPAAS_MAX_UPLOAD_MB", 100)
 # The task that runs an operation: named here so the lowest layer (services.operations) can
 # queue it without importing the workflows layer above it.

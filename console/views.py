@@ -2,22 +2,27 @@
 
 Every view that takes a service id goes through `visible_service`, so another user's service is a
 404 exactly like a missing one. Actions that change anything are POST only (and CSRF-checked).
-`environments_health` asks the node agents, so each render calls it at most once per service."""
+No page asks a node agent: health is what the workers last saved on the rows (routing/health.py),
+shown with its age; only the swap itself (workflows.swap) checks live, under the service's lock."""
 
+from collections import defaultdict
+
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
+from django.core.paginator import Paginator
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
+from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from console.forms import DeleteServiceForm, DeployForm, EnvironmentForm, ServiceForm, UploadForm
-from routing.table import environments_health
 from services.choices import ServiceState
 from services.errors import ConpaasError
-from services.models import Service, active_operations
-from versions.models import DEVELOPMENT, PRODUCTION
+from services.models import Service, active_operations, production_urls
+from versions.models import DEVELOPMENT, PRODUCTION, Environment, preview_url
 from versions.storage import UploadRefused, VersionInUse, delete_version, store_version
 from workflows import lifecycle
 from workflows.deploy import request_deploy
@@ -26,6 +31,9 @@ from workflows.swap import swap, swap_refusal
 
 HISTORY_LENGTH = 30
 SETTLED_EVENT = "conpaas-settled"
+# Services per dashboard page: a page a person can scan (2, 3 or 4 cards a row), and a render
+# that stays fast at any count; the search finds the others.
+DASHBOARD_PAGE = 24
 
 
 # ---------------------------------------------------------------- helpers
@@ -36,32 +44,41 @@ def visible_service(request, pk) -> Service:
     return get_object_or_404(Service.objects.visible_to(request.user), pk=pk)
 
 
-def health_of(service: Service) -> dict[str, list[str]]:
-    """Problems per environment; only a service whose nodes are up is asked (no agent, no call)."""
-    if service.state != ServiceState.RUNNING:
-        return {}
-    return environments_health(service)
+def age(seconds: float) -> str:
+    seconds = max(0, int(seconds))
+    if seconds < 120:
+        return f"{seconds} s"
+    if seconds < 7200:
+        return f"{seconds // 60} min"
+    return f"{seconds // 3600} h"
 
 
-def environment_rows(service: Service, health: dict[str, list[str]]) -> list[dict]:
-    """One row per environment: the environment, its problems (None: not checked) and whether it is healthy."""
-    url = service.url  # one query, not one per environment
+def environment_rows(service: Service, environments=None, url: str | None = "") -> list[dict]:
+    """One row per environment: the environment, its saved health problems (None: not checked),
+    whether it is healthy, when it was checked (and whether that is stale), its link.
+    A list page passes each service's environments and URL (None: no URL yet), read for the whole
+    page at once; left out ("") they are read here."""
+    if url == "":
+        url = service.url  # one query, not one per environment
+    if environments is None:
+        environments = service.environments.select_related("version").order_by("created", "id")
+    now = timezone.now()
     rows = []
-    for environment in service.environments.select_related("version").order_by("created", "id"):
+    for environment in environments:
         environment.service = service
-        problems = health.get(environment.name) if environment.version_id else None
-        if url is None:
-            preview_url = None
-        elif environment.is_production or not environment.preview_key:
-            preview_url = url
-        else:
-            preview_url = environment.preview_url
+        problems = environment.stored_problems
+        checked = environment.health_checked if problems is not None else None
+        seconds = (now - checked).total_seconds() if checked else None
         rows.append(
             {
                 "environment": environment,
                 "problems": problems,
                 "healthy": problems is not None and not problems,
-                "preview_url": preview_url,
+                "checked": checked,
+                "checked_ago": age(seconds) if checked else "",
+                # Missed three timer passes: the workers are behind or stopped; say so.
+                "stale": checked is not None and seconds > 3 * settings.CONPAAS_HEALTH_REFRESH,
+                "preview_url": preview_url(url, environment.name, environment.preview_key),
             }
         )
     return rows
@@ -91,8 +108,7 @@ def activity_context(service: Service) -> dict:
 
 
 def overview_context(service: Service) -> dict:
-    health = health_of(service)
-    rows = environment_rows(service, health)
+    rows = environment_rows(service)
     for row in rows:
         if not row["environment"].is_production:
             row["swap_blockers"] = swap_blockers(rows, row["environment"].name)
@@ -128,15 +144,29 @@ def wants_json(request: HttpRequest) -> bool:
 
 
 def dashboard_context(request) -> dict:
-    services = list(Service.objects.visible_to(request.user).select_related("owner"))
+    """One page of the user's services (by name; `q` filters by name), each with its environments
+    and saved health: a fixed number of queries whatever the number of services."""
+    query = request.GET.get("q", "").strip()
+    services = Service.objects.visible_to(request.user).select_related("owner")
+    if query:
+        services = services.filter(name__icontains=query)
+    page = Paginator(services, DASHBOARD_PAGE).get_page(request.GET.get("page"))
+    shown = list(page)
+    # The page's environments and URLs in two queries, whatever the number of services.
+    environments = defaultdict(list)
+    for environment in (
+        Environment.objects.filter(service__in=shown).select_related("version").order_by("created", "id")
+    ):
+        environments[environment.service_id].append(environment)
+    urls = production_urls(shown)
     cards = []
-    for service in services:
-        rows = environment_rows(service, health_of(service))
+    for service in shown:
+        rows = environment_rows(service, environments[service.pk], urls.get(service.pk))
         url = next((row["preview_url"] for row in rows if row["environment"].is_production), None)
         cards.append({"service": service, "rows": rows, "url": url})
-    busy = any(service.state in (ServiceState.CREATING, ServiceState.DELETING) for service in services)
-    busy = busy or active_operations().filter(service__in=services).exists()
-    return {"cards": cards, "active": busy}
+    busy = any(service.state in (ServiceState.CREATING, ServiceState.DELETING) for service in shown)
+    busy = busy or active_operations().filter(service__in=shown).exists()
+    return {"cards": cards, "active": busy, "page": page, "query": query, "paginated": page.paginator.num_pages > 1}
 
 
 @login_required
@@ -312,7 +342,7 @@ def service_swap(request, pk: int):
             error, status = str(exc), exc.http_status
         else:
             return redirect(reverse("console:swap-done", args=[service.pk]) + f"?environment={name}")
-    rows = environment_rows(service, health_of(service))
+    rows = environment_rows(service)
     by_name = {row["environment"].name: row for row in rows}
     context = {
         "service": service,

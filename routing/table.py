@@ -4,7 +4,6 @@ from collections import defaultdict
 
 from django.conf import settings
 
-from images.conpaas_agent.waiting import wait_until
 from services import agent
 from services.choices import NodeState
 from services.errors import OperationFailed
@@ -99,28 +98,3 @@ def health_problems(service, version, statuses: list | None = None) -> list[str]
                     detail += f", HTTP {server['check_code']}"
                 problems.append(f"instance {instance.name} is {server.get('status', 'unknown')} ({detail})")
     return problems
-
-
-def wait_healthy(service, version, timeout: float | None = None) -> None:
-    timeout = settings.CONPAAS_HEALTH_TIMEOUT if timeout is None else timeout
-    problems = []
-
-    def healthy() -> bool:
-        problems[:] = health_problems(service, version)
-        return not problems
-
-    if not wait_until(healthy, timeout, interval=0.2):
-        raise OperationFailed(
-            f"{version.label} did not pass its health check (GET {service.health_check_path}) "
-            f"within {timeout} s: " + "; ".join(problems)
-        )
-
-
-def environments_health(service) -> dict[str, list[str]]:
-    """For each environment with a version: why it is unhealthy (an empty list: healthy)."""
-    environments = Environment.objects.filter(service=service).exclude(version=None).select_related("version")
-    try:
-        statuses = proxy_statuses(service)
-    except OperationFailed as exc:
-        return {env.name: [str(exc)] for env in environments}
-    return {env.name: health_problems(service, env.version, statuses) for env in environments}

@@ -40,6 +40,10 @@ class Application(models.Model):
         return self.name
 
 
+# Nodes that are gone or going: not part of the service any more.
+GONE = (NodeState.DESTROYING, NodeState.DESTROYED)
+
+
 class ServiceQuerySet(models.QuerySet):
     def visible_to(self, user):
         return self if user.is_staff else self.filter(owner=user)
@@ -86,7 +90,15 @@ class Service(models.Model):
         self.full_clean(validate_unique=False, validate_constraints=False)
 
     def live_nodes(self):
-        return self.nodes.exclude(state__in=[NodeState.DESTROYING, NodeState.DESTROYED])
+        return self.nodes.exclude(state__in=GONE)
+
+    def live_node_list(self) -> list["Node"]:
+        """live_nodes() as a list, read from `nodes` prefetched by the caller when it was (a list
+        page of a thousand services asks once, not once per service)."""
+        prefetched = getattr(self, "_prefetched_objects_cache", {}).get("nodes")
+        if prefetched is None:
+            return list(self.live_nodes())
+        return [node for node in prefetched if node.state not in GONE]
 
     def proxy_nodes(self):
         return self.live_nodes().filter(is_proxy=True)
@@ -96,8 +108,22 @@ class Service(models.Model):
 
     @property
     def url(self) -> str | None:
-        proxy = self.proxy_nodes().filter(state=NodeState.RUNNING).first()
+        if "nodes" in getattr(self, "_prefetched_objects_cache", {}):
+            proxy = next((n for n in self.live_node_list() if n.is_proxy and n.state == NodeState.RUNNING), None)
+        else:
+            proxy = self.proxy_nodes().filter(state=NodeState.RUNNING).first()
         return proxy.http_url if proxy else None
+
+
+def production_urls(services) -> dict[int, str]:
+    """Service.url of each of `services` (a queryset or a list) in one query: the first running proxy."""
+    urls = {}
+    proxies = Node.objects.filter(service__in=services, is_proxy=True, state=NodeState.RUNNING).order_by(
+        "created", "id"
+    )
+    for node in proxies.only("service_id", "address", "http_port"):
+        urls.setdefault(node.service_id, node.http_url)
+    return urls
 
 
 class Node(models.Model):
@@ -116,6 +142,11 @@ class Node(models.Model):
     secret = models.CharField(max_length=64, default=secrets.token_hex, editable=False)
     error = models.TextField(blank=True)
     created = models.DateTimeField(default=timezone.now)
+    # A proxy node's router, as last asked by the workers (routing/health.py): its answer to
+    # GET /v1/proxy, or why it gave none, and when. Pages read these; they never ask the agent.
+    router_status = models.JSONField(null=True, blank=True, editable=False)
+    router_error = models.TextField(blank=True, editable=False)
+    router_checked = models.DateTimeField(null=True, blank=True, editable=False)
 
     class Meta:
         ordering = ["created", "id"]

@@ -77,6 +77,14 @@ class Environment(models.Model):
     )
     created = models.DateTimeField(default=timezone.now)
     updated = models.DateTimeField(default=timezone.now)
+    # The last health verdict the workers saved (routing/health.py): the problems of
+    # `health_version` on the routers (an empty list: healthy), and when they were checked.
+    # None: never checked. A verdict about another version than `version` is no verdict.
+    health_problems = models.JSONField(null=True, blank=True, editable=False)
+    health_checked = models.DateTimeField(null=True, blank=True, editable=False)
+    health_version = models.ForeignKey(
+        CodeVersion, null=True, blank=True, on_delete=models.SET_NULL, related_name="+", editable=False
+    )
 
     class Meta:
         constraints = [
@@ -109,11 +117,31 @@ class Environment(models.Model):
         self.full_clean(exclude=["version"], validate_unique=False, validate_constraints=False)
 
     @property
+    def stored_problems(self) -> list[str] | None:
+        """The saved health problems of the version this environment serves; None: not checked
+        (never, or only an earlier version was)."""
+        if self.version_id is None or self.health_checked is None or self.health_version_id != self.version_id:
+            return None
+        return list(self.health_problems or [])
+
+    def health_fields(self) -> dict:
+        """The saved verdict as update() keywords: a swap moves it with the version it is about."""
+        return {
+            "health_problems": self.health_problems,
+            "health_checked": self.health_checked,
+            "health_version": self.health_version_id,
+        }
+
+    @property
     def preview_url(self) -> str | None:
-        url = self.service.url
-        if not url or self.is_production or not self.preview_key:
-            return url
-        return f"{url}?conpaas-env={self.preview_key}"
+        return preview_url(self.service.url, self.name, self.preview_key)
+
+
+def preview_url(url: str | None, name: str, preview_key: str | None) -> str | None:
+    """An environment's link: the service's URL, with the preview key unless it is production."""
+    if not url or name == PRODUCTION or not preview_key:
+        return url
+    return f"{url}?conpaas-env={preview_key}"
 
 
 class InstanceState(models.TextChoices):

@@ -8,7 +8,8 @@ serving until the flip; a version that fails its health check never receives a r
 from django.db import transaction
 from django.utils import timezone
 
-from routing.table import push, wait_healthy
+from routing.health import wait_healthy
+from routing.table import push
 from services import agent, operations
 from services.choices import OperationKind, Outcome
 from services.errors import OperationFailed

@@ -6,7 +6,8 @@ environments serve (an agent starts again what stopped), and sends every router 
 table again. Safe to
 run any number of times."""
 
-from routing.table import push, wait_healthy
+from routing.health import wait_healthy
+from routing.table import push
 from services import operations
 from services.choices import NodeState, OperationKind, ServiceState
 from services.models import Service

@@ -2,7 +2,8 @@
 
 from django.db import transaction
 
-from routing.table import push, wait_healthy
+from routing.health import wait_healthy
+from routing.table import push
 from services import operations
 from services.choices import NodeState, OperationKind
 from services.errors import OperationFailed

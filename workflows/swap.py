@@ -28,16 +28,18 @@ def swap(service, environment_name: str = DEVELOPMENT, actor=None) -> dict:
         incoming, outgoing = other.version, production.version
         with transaction.atomic():
             now = timezone.now()
-            Environment.objects.filter(pk=production.pk).update(version=incoming, updated=now)
-            Environment.objects.filter(pk=other.pk).update(version=outgoing, updated=now)
+            # Each saved health verdict is about a version's servers, which a swap does not touch:
+            # it moves with its version, so the console stays right without asking the routers.
+            Environment.objects.filter(pk=production.pk).update(version=incoming, updated=now, **other.health_fields())
+            Environment.objects.filter(pk=other.pk).update(version=outgoing, updated=now, **production.health_fields())
         try:
             # Each router checks the incoming version's health and commits in one step.
             push(service, require_healthy=incoming)
         except OperationFailed as exc:
             # Put the database back as it was and make every proxy agree with it again.
             with transaction.atomic():
-                Environment.objects.filter(pk=production.pk).update(version=outgoing)
-                Environment.objects.filter(pk=other.pk).update(version=incoming)
+                Environment.objects.filter(pk=production.pk).update(version=outgoing, **production.health_fields())
+                Environment.objects.filter(pk=other.pk).update(version=incoming, **other.health_fields())
             try:
                 push(service)
             except OperationFailed as again:

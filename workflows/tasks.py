@@ -1,8 +1,14 @@
 """django-q2 entry points: thin, each safe to run twice."""
 
+import logging
+
+from django.conf import settings
+from django_q.tasks import async_task
+
+from routing.health import refresh_due, refresh_health
 from services import operations
 from services.choices import OperationKind
-from services.models import Operation
+from services.models import Operation, Service
 from workflows import deploy, lifecycle, reconcile, scaling
 
 # Which function runs each kind of operation (swaps and route changes run synchronously).
@@ -14,9 +20,44 @@ WORK = {
     OperationKind.RECONCILE: reconcile.reconcile,
 }
 
+log = logging.getLogger("conpaas.health")
+
 
 def run_operation(operation_id: int) -> None:
     operation = Operation.objects.filter(pk=operation_id).select_related("service").first()
     if operation is None or operation.done:
         return
-    operations.run(operation, WORK[operation.kind])
+    operations.run(operation, then_refresh_health(WORK[operation.kind]))
+
+
+def then_refresh_health(work):
+    """`work`, then the saved health of its service, whatever happened, before the operation ends
+    (so the console, which reloads when the operation ends, shows the health it left behind)."""
+
+    def run(operation):
+        try:
+            return work(operation)
+        finally:
+            try:
+                service = Service.objects.filter(pk=operation.service_id).first()
+                if service is not None and operation.kind != OperationKind.DELETE:
+                    refresh_health(service)
+            except Exception:
+                # The operation's own outcome stands; the timer refreshes this service later.
+                log.exception(
+                    "could not refresh the health of %s after operation %s", operation.service_name, operation.pk
+                )
+
+    return run
+
+
+def refresh_running_health() -> int:
+    """The timer's task (queued by `manage.py up` every CONPAAS_HEALTH_REFRESH seconds): refresh the
+    running services not refreshed since; one query when there is none. Returns how many."""
+    # A little slack, so a pass a moment early does not skip a service to the next one.
+    return refresh_due(max_age=max(1, settings.CONPAAS_HEALTH_REFRESH) * 0.9)
+
+
+def queue_health_refresh() -> None:
+    # Not saved as a result: one every few seconds would push the operations' results out.
+    async_task("workflows.tasks.refresh_running_health", task_name="refresh-health", save=False)

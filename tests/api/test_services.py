@@ -1,9 +1,11 @@
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django_q.models import OrmQ
 
-from services.models import Event, Operation, Service
+from services.models import Event, Node, Operation, Service
 from tests.api.conftest import client_for
-from tests.factories import ServiceFactory, UserFactory
+from tests.factories import CodeVersionFactory, ServiceFactory, UserFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -145,8 +147,6 @@ def test_it_serves_the_openapi_schema(api):
 
 
 def test_it_refuses_new_operations_while_the_service_is_being_deleted(api, service):
-    from tests.factories import CodeVersionFactory
-
     version = CodeVersionFactory(service=service)
     assert api.delete(f"/api/v1/services/{service.pk}/").status_code == 202
     deploy = api.patch(
@@ -193,3 +193,71 @@ def test_it_refuses_a_since_that_is_not_an_event_id(api, service, since):
     response = api.get(f"/api/v1/services/{service.pk}/events/", {"since": since})
     assert response.status_code == 400
     assert "since" in response.json()
+
+
+def test_the_list_makes_the_same_queries_for_any_number_of_services(api, alice):
+    from tests.factories import CodeVersionFactory
+
+    def add(count: int, start: int) -> None:
+        for n in range(start, start + count):
+            service = ServiceFactory(owner=alice, name=f"app-{n:03d}")
+            Node.objects.create(
+                service=service,
+                name=f"app-{n:03d}-1",
+                cloud="local",
+                is_proxy=True,
+                is_backend=True,
+                state="running",
+                address="127.0.0.1",
+                agent_port=9,
+                http_port=8000 + n,
+            )
+            version = CodeVersionFactory(service=service, label="v1")
+            service.environments.filter(name="production").update(version=version)
+
+    def queries() -> tuple[int, list]:
+        with CaptureQueriesContext(connection) as captured:
+            response = api.get("/api/v1/services/")
+        assert response.status_code == 200
+        return len(captured), response.json()
+
+    add(3, 0)
+    few, _ = queries()
+    add(40, 3)
+    many, body = queries()
+    assert many == few
+    assert len(body) == 43
+    first = body[0]
+    assert first["url"] == "http://127.0.0.1:8000/"
+    assert first["nodes"][0]["name"] == "app-000-1"
+    development = next(env for env in first["environments"] if env["name"] == "development")
+    assert development["preview_url"] == f"http://127.0.0.1:8000/?conpaas-env={development['preview_key']}"
+
+
+def test_the_list_answers_what_the_service_serializer_answers(api, alice, service):
+    other = ServiceFactory(owner=alice, name="blog")
+    for n, (state, is_proxy) in enumerate(
+        [("destroyed", True), ("booting", True), ("running", True), ("running", False), ("failed", False)]
+    ):
+        Node.objects.create(
+            service=service,
+            name=f"shop-{n}",
+            cloud="local",
+            is_proxy=is_proxy,
+            is_backend=True,
+            state=state,
+            address=f"10.0.0.{n}",
+            agent_port=9,
+            http_port=8000 + n,
+        )
+    version = CodeVersionFactory(service=service, label="v3")
+    service.environments.filter(name="development").update(version=version, preview_key="readable-key")
+    service.environments.create(name="staging")
+
+    listed = api.get("/api/v1/services/").json()
+    # Each service as the serializer shows it (the retrieve call), in the list's order (by name).
+    assert listed == [api.get(f"/api/v1/services/{pk}/").json() for pk in (other.pk, service.pk)]
+    shop = listed[1]
+    assert shop["url"] == "http://10.0.0.2:8002/"
+    assert [node["name"] for node in shop["nodes"]] == ["shop-1", "shop-2", "shop-3", "shop-4"]
+    assert [env["name"] for env in shop["environments"]] == ["production", "development", "staging"]

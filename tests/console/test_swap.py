@@ -1,5 +1,6 @@
 import pytest
 
+from routing.health import refresh_health
 from services.models import Node
 from tests.factories import CodeVersionFactory
 from versions.models import Instance, InstanceState
@@ -47,6 +48,7 @@ def test_it_swaps_then_offers_to_swap_back(client, service, two_versions):
 def test_it_disables_the_swap_with_the_reason_while_the_incoming_version_is_unhealthy(client, service, two_versions):
     v1, v2 = two_versions
     Instance.objects.filter(version=v2).update(state=InstanceState.FAILED)
+    refresh_health(service)  # what the workers do; the page shows what they saved
     page = client.get(f"/services/{service.pk}/swap/?environment=development").content.decode()
     assert "Swap not possible now: v2 in development is not healthy" in page
     assert 'disabled aria-describedby="swap-blocked"' in page

@@ -12,6 +12,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from services.operations import recover_interrupted
 from workflows.reconcile import reconcile_all
+from workflows.tasks import queue_health_refresh
 
 
 class Command(BaseCommand):
@@ -75,7 +76,13 @@ class Command(BaseCommand):
 
         signal.signal(signal.SIGINT, stop)
         signal.signal(signal.SIGTERM, stop)
+        # The timer that keeps the health the console shows fresh: a task every interval, run by
+        # whichever worker is free (a pass that finds nothing due is one query).
+        next_refresh = time.monotonic()
         while not stopping and all(child.poll() is None for child in children):
+            if time.monotonic() >= next_refresh:
+                queue_health_refresh()
+                next_refresh = time.monotonic() + max(1, settings.CONPAAS_HEALTH_REFRESH)
             time.sleep(0.2)
         for child in children:
             if child.poll() is None:

@@ -1,0 +1,102 @@
+"""Health, kept on rows: the workers ask the routers, pages read what they saved.
+
+`refresh_health(service)` asks each router of the service once (GET /v1/proxy), saves its answer
+(or why it gave none) on the proxy node, and saves each environment's verdict, computed by the
+one health rule (`routing.table.health_problems`). The deploy's `wait_healthy` saves the answers it
+polls anyway, so health is fresh while something deploys at no extra agent call; `refresh_due`
+is the timer's pass over running services. No page view calls an agent.
+"""
+
+import time
+from datetime import timedelta
+
+from django.conf import settings
+from django.db.models import Q
+from django.utils import timezone
+
+from images.conpaas_agent.waiting import wait_until
+from routing.table import health_problems, proxy_statuses, running_proxies
+from services import agent
+from services.choices import NodeState, ServiceState
+from services.errors import OperationFailed
+from services.models import Node, Service
+from versions.models import Environment
+
+# A router that does not answer in this long is reported as not answering; the timer moves on.
+ROUTER_TIMEOUT = 5
+
+
+def save_health(service, statuses: list[tuple], failure: str = "") -> dict[str, list[str] | None]:
+    """Save the routers' answers and, from them, each environment's verdict (None: no version).
+
+    `statuses` are (proxy node, answer) pairs; `failure`, why a router gave no answer: then every
+    environment with a version is unhealthy for that reason, as the swap would find it."""
+    now = timezone.now()
+    for proxy, status in statuses:
+        Node.objects.filter(pk=proxy.pk).update(router_status=status, router_error="", router_checked=now)
+    verdicts = {}
+    for environment in Environment.objects.filter(service=service).select_related("version"):
+        version = environment.version
+        if version is None:
+            problems = None
+        else:
+            problems = [failure] if failure else health_problems(service, version, statuses)
+        verdicts[environment.name] = problems
+        # Only if the environment still serves the version just checked (a deploy may have flipped it).
+        Environment.objects.filter(pk=environment.pk, version=version).update(
+            health_problems=problems, health_checked=now, health_version=version
+        )
+    return verdicts
+
+
+def refresh_health(service) -> dict[str, list[str] | None]:
+    """Ask every running router of `service` once and save what they said; returns the verdicts."""
+    statuses, failure = [], ""
+    for proxy in running_proxies(service):
+        try:
+            statuses.append((proxy, agent.client_for(proxy, timeout=ROUTER_TIMEOUT).get_proxy()))
+        except agent.AgentError as exc:
+            Node.objects.filter(pk=proxy.pk).update(router_error=str(exc), router_checked=timezone.now())
+            failure = failure or f"the router on {proxy.name} did not answer: {exc}"
+    return save_health(service, statuses, failure)
+
+
+def wait_healthy(service, version, timeout: float | None = None) -> None:
+    """Poll the routers until `version` passes its health checks on every one (or time out),
+    saving what they answered about once a second for the console."""
+    timeout = settings.CONPAAS_HEALTH_TIMEOUT if timeout is None else timeout
+    problems, next_save = [], 0.0
+
+    def healthy() -> bool:
+        nonlocal next_save
+        statuses = proxy_statuses(service)
+        problems[:] = health_problems(service, version, statuses)
+        if not problems or time.monotonic() >= next_save:
+            save_health(service, statuses)
+            next_save = time.monotonic() + 1.0
+        return not problems
+
+    if not wait_until(healthy, timeout, interval=0.2):
+        raise OperationFailed(
+            f"{version.label} did not pass its health check (GET {service.health_check_path}) "
+            f"within {timeout} s: " + "; ".join(problems)
+        )
+
+
+def refresh_due(max_age: float) -> int:
+    """Refresh every running service whose routers were last asked `max_age` seconds ago or more;
+    returns how many. Each service is claimed with a conditional UPDATE of its proxies'
+    `router_checked` first, so passes that overlap (two timers, a slow pass) never ask twice."""
+    now = timezone.now()
+    stale = Q(router_checked__isnull=True) | Q(router_checked__lte=now - timedelta(seconds=max_age))
+    proxies = Node.objects.filter(is_proxy=True, state=NodeState.RUNNING, service__state=ServiceState.RUNNING)
+    refreshed = 0
+    # One query when nothing is due (or nothing runs): the usual case on an idle platform.
+    for service_id in set(proxies.filter(stale).values_list("service_id", flat=True)):
+        if not proxies.filter(stale, service_id=service_id).update(router_checked=now):
+            continue  # another pass took it
+        service = Service.objects.filter(pk=service_id).first()
+        if service is not None:
+            refresh_health(service)
+            refreshed += 1
+    return refreshed
