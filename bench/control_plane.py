@@ -32,7 +32,8 @@ import benchlib  # noqa: E402
 import requests  # noqa: E402
 from benchlib import ROOT, say  # noqa: E402
 
-from tests.harness import free_port, wait_for  # noqa: E402
+from images.conpaas_agent.procs import free_port  # noqa: E402
+from images.conpaas_agent.waiting import wait_until  # noqa: E402
 
 PASSWORD = "bench-secret-1"
 
@@ -177,7 +178,7 @@ def main() -> int:
                 except requests.RequestException:
                     return False
 
-            wait_for(answers, timeout=60, message="gunicorn to answer")
+            wait_until(answers, timeout=60, message="gunicorn to answer")
             say(
                 f"server: real HTTP, gunicorn conpaas_site.wsgi, {args.web_workers} workers x 4 threads, "
                 f"SQLite (WAL); client: one keep-alive connection, sequential; {args.requests} requests "
