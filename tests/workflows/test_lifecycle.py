@@ -1,0 +1,97 @@
+"""Creating and deleting a service, and adding environments, against the fake agent and cloud."""
+
+from services import agent
+from services.choices import NodeState, OperationState, ServiceState
+from services.models import Event, Node, Service
+from versions.models import Environment
+from workflows import lifecycle
+from workflows.environments import add_environment, change_preview_key
+
+from .conftest import routes
+
+
+def test_it_creates_a_service_on_one_node_with_both_roles_and_a_router_that_knows_its_keys(alice, fleet, queue):
+    service = None
+
+    def create():
+        nonlocal service
+        service, operation = lifecycle.create(alice, "shop", "python")
+        return operation
+
+    operation = queue.start(create)
+
+    assert operation.state == OperationState.SUCCEEDED, operation.error
+    service.refresh_from_db()
+    assert service.state == ServiceState.RUNNING
+    node = Node.objects.get(service=service)
+    assert (node.is_proxy, node.is_backend, node.state) == (True, True, NodeState.RUNNING)
+    development = Environment.objects.get(service=service, name="development")
+    assert fleet.routing[node.name]["preview_keys"] == {development.preview_key: "development"}
+    assert routes(fleet, node) == {}  # nothing deployed yet: the router answers 503
+    assert service.url == node.http_url
+
+
+def test_a_create_whose_node_never_answers_fails_the_service(alice, fleet, queue, cloud, monkeypatch):
+    # The cloud starts the node but its agent never answers (the boot timeout is 1 s here).
+    monkeypatch.setattr(agent, "client_for", _unreachable_client(fleet))
+    service = None
+
+    def create():
+        nonlocal service
+        service, operation = lifecycle.create(alice, "shop", "python")
+        return operation
+
+    operation = queue.start(create)
+
+    assert operation.state == OperationState.FAILED
+    assert "did not come up" in operation.error
+    service.refresh_from_db()
+    assert service.state == ServiceState.FAILED
+    assert Node.objects.get(service=service).state == NodeState.FAILED
+    assert Event.objects.filter(service=service, action="node.boot", outcome="failed").exists()
+
+
+def _unreachable_client(fleet):
+    original = fleet.client
+
+    def client(node, timeout=30.0):
+        fleet.unreachable.add(node.name)
+        return original(node, timeout)
+
+    return client
+
+
+def test_it_deletes_a_service_its_nodes_and_its_unshared_archives(service, queue):
+    archive = service.versions.first().archive_path
+    archive.parent.mkdir(parents=True, exist_ok=True)
+    archive.write_bytes(b"zip")
+    service_id = service.pk
+
+    operation = queue.start(lambda: lifecycle.request_delete(service, service.owner))
+
+    assert operation.state == OperationState.SUCCEEDED, operation.error
+    assert not Service.objects.filter(pk=service_id).exists()
+    assert not Node.objects.filter(service_id=service_id).exists()
+    assert not archive.exists()
+    assert Event.objects.filter(service=None, action="delete", outcome="succeeded").exists()
+
+
+def test_adding_an_environment_gives_the_routers_its_preview_key(service, proxy, fleet, alice):
+    environment = add_environment(service, "staging", alice, "staging-key")
+
+    assert fleet.routing[proxy.name]["preview_keys"]["staging-key"] == "staging"
+    assert environment.preview_key == "staging-key"
+    assert Event.objects.filter(service=service, action="environment", message="added environment staging").exists()
+    service.refresh_from_db()
+    assert service.locked_by is None
+
+
+def test_changing_a_preview_key_replaces_the_old_one_on_the_routers(service, proxy, fleet, alice):
+    development = Environment.objects.get(service=service, name="development")
+    old_key = development.preview_key
+
+    change_preview_key(development, "readable-key", alice)
+
+    keys = fleet.routing[proxy.name]["preview_keys"]
+    assert keys["readable-key"] == "development"
+    assert old_key not in keys
