@@ -1,13 +1,26 @@
 """Request metrics of the router, per backend over the last minutes.
 
 Counts come from HAProxy's own counters: every second (and on each query) the agent reads
-``show info`` and ``show stat`` on the admin socket and keeps, per backend, a running total of
-``req_tot`` (HTTP requests the backend took, retries not counted again; ``stot`` when absent)
-and ``hrsp_5xx`` (5xx answers, those HAProxy made itself included, e.g. 503 with no server up);
-the requests of a window are the difference of the totals at its two ends (to within one
-poll). A new worker (a reload or a restart: its counters start again from zero) is seen by its
-pid, and its counters add on to the totals; what an old worker serves after the last poll
-before a reload is not counted.
+``show info`` and ``show stat`` in one request on the admin socket (so both answers come from
+the same worker) and keeps, per backend, a running total of ``req_tot`` (HTTP requests the
+backend took, retries not counted again; ``stot`` when absent) and ``hrsp_5xx`` (5xx answers,
+those HAProxy made itself included, e.g. 503 with no server up), with their history over
+``KEEP_SECONDS`` (the longest window the API accepts). A new worker (a reload or a restart: its
+counters start again from zero) is seen by its pid, and its counters add on to the totals; what
+an old worker serves after the last poll before a reload is not counted.
+
+The requests of a window are the difference of the totals between the first poll inside the
+window and the last poll, and the request rate divides them by the time between those two polls
+(the span actually covered: at most the window, within a poll interval of it once the history
+is that long), so neither is overstated.
+
+An error is a 5xx answer, HAProxy's own included; a request the client aborted before any
+answer (status -1 in the log) is a request, not an error. The counters and the log use that
+same definition.
+
+Slots are reused: when the proxy gives a slot to another version it calls ``restart``, and
+the slot's figures start afresh (history and samples), so a new version's metrics never include
+the retired version's traffic.
 
 Percentiles need the requests themselves, and HAProxy only reports averages: HAProxy logs
 one request in ``LOG_SAMPLE`` (``log … sample 1:N``) as one datagram to a unix socket the
@@ -37,9 +50,12 @@ log = logging.getLogger("conpaas_agent.metrics")
 LOG_FORMAT = "conpaas %b %Ta %ST"
 # HAProxy logs one request in LOG_SAMPLE (render_config: `log … sample 1:LOG_SAMPLE`).
 LOG_SAMPLE = 8
-KEEP_SECONDS = 300
+KEEP_SECONDS = 3600  # the longest window the API accepts (GET /v1/proxy/metrics?window=)
 MAX_SAMPLES = 200_000  # per backend: bounded memory under any load
 POLL_SECONDS = 1.0
+# Polls closer than this (a query polls too) replace the newest point rather than add one: at
+# most two points per MIN_POINT_GAP per backend, whatever the query rate.
+MIN_POINT_GAP = 1.0
 # A worker older than this when first seen (an agent restart adopting a running HAProxy):
 # its counters so far are not counted as requests of the current window.
 FRESH_WORKER_SECONDS = 5
@@ -97,23 +113,29 @@ class Counters:
             total[0] += current[0] - previous[0]
             total[1] += current[1] - previous[1]
             self.last[backend] = current
-            history.append((now, total[0], total[1]))
-            # Keep one point older than KEEP_SECONDS: the start of the longest window.
-            while len(history) > 2 and history[1][0] < now - KEEP_SECONDS:
+            point = (now, total[0], total[1])
+            if len(history) >= 2 and now - history[-2][0] < MIN_POINT_GAP:
+                history[-1] = point
+            else:
+                history.append(point)
+            while len(history) > 1 and history[0][0] < now - KEEP_SECONDS:
                 history.popleft()
 
-    def between(self, backend: str, since: float) -> tuple[int, int] | None:
-        """(requests, errors) from `since` to the last poll, or None if never seen."""
+    def between(self, backend: str, since: float) -> tuple[int, int, float] | None:
+        """(requests, errors, seconds covered) from the first point at or after `since` to the
+        last one, or None if never seen."""
         history = self.history.get(backend)
         if not history:
             return None
-        start = history[0]
-        for point in history:
-            if point[0] > since:
-                break
-            start = point
         end = history[-1]
-        return end[1] - start[1], end[2] - start[2]
+        start = next((point for point in history if point[0] >= since), end)
+        return end[1] - start[1], end[2] - start[2], end[0] - start[0]
+
+    def restart(self, backend: str) -> None:
+        """Forget the backend's history: its figures start from the last poll."""
+        history = self.history.get(backend)
+        if history:
+            self.history[backend] = collections.deque([history[-1]])
 
 
 class RequestLog:
@@ -127,6 +149,7 @@ class RequestLog:
             lambda: collections.deque(maxlen=MAX_SAMPLES)
         )
         self.counters = Counters()
+        self.restarted: dict[str, float] = {}  # backend -> when its figures started afresh
         self.lock = threading.Lock()
         self.poll_lock = threading.Lock()
         self.sock: socket.socket | None = None
@@ -173,6 +196,16 @@ class RequestLog:
         with self.lock:
             self.counters.observe(info, rows, time.monotonic() if now is None else now)
 
+    def restart(self, backends: list[str], now: float | None = None) -> None:
+        """The backends now serve another version: their figures start afresh, from a poll made
+        now (what the previous version served up to here is left out)."""
+        self.poll(now)
+        with self.lock:
+            for backend in backends:
+                self.counters.restart(backend)
+                self.samples.pop(backend, None)
+                self.restarted[backend] = time.monotonic() if now is None else now
+
     def record_line(self, line: str, now: float | None = None) -> None:
         marker = line.rfind("conpaas ")
         if marker < 0:
@@ -188,7 +221,8 @@ class RequestLog:
             self.samples[fields[1]].append((time.monotonic() if now is None else now, active_ms, status))
 
     def summary(self, window: float = 60.0, now: float | None = None) -> dict[str, dict]:
-        """Per backend over the last `window` seconds: requests, rate, p50/p95 ms, error rate."""
+        """Per backend over the last `window` seconds: requests, rate, p50/p95 ms (None when no
+        request of the window was sampled), error rate."""
         if now is None:
             self.poll()  # counts up to this very moment
             now = time.monotonic()
@@ -202,16 +236,17 @@ class RequestLog:
                 recent = [(ms, status) for at, ms, status in samples if at >= since]
                 counted = self.counters.between(backend, since)
                 if counted is not None:
-                    requests, errors = counted
+                    requests, errors, span = counted
                 else:
                     requests = len(recent) * self.sample
-                    errors = sum(1 for _, status in recent if status >= 500 or status < 0) * self.sample
-                if not requests:
+                    errors = sum(1 for _, status in recent if status >= 500) * self.sample
+                    span = now - max(since, self.restarted.get(backend, since))
+                if not requests or span <= 0:  # span 0: a single poll so far, no interval to count over
                     continue
                 times = sorted(ms for ms, _ in recent if ms >= 0)
                 out[backend] = {
                     "requests": requests,
-                    "request_rate": round(requests / window, 3),
+                    "request_rate": round(requests / span, 3),
                     "p50_ms": percentile(times, 0.50),
                     "p95_ms": percentile(times, 0.95),
                     "error_rate": round(min(1.0, errors / requests), 4),

@@ -1,4 +1,5 @@
 import json
+import os
 import re
 import subprocess
 import threading
@@ -319,10 +320,10 @@ def test_it_counts_requests_from_haproxy_counters_across_reloads(tmp_path):
     request_log = RequestLog(str(tmp_path / "requests.sock"), sample=8)
     fresh = {"Pid": "100", "Uptime_sec": "0"}
     request_log.record_counters(fresh, stat_rows(slot0=(0, 0)), 1000.0)
-    request_log.record_counters(fresh, stat_rows(slot0=(40, 2)), 1010.0)
+    request_log.record_counters(fresh, stat_rows(slot0=(40, 2), slot8=(0, 0)), 1010.0)
     request_log.record_counters(fresh, stat_rows(slot0=(100, 2), slot8=(5, 0)), 1050.0)
     # A reload: a new worker whose counters start from zero again.
-    request_log.record_counters({"Pid": "200", "Uptime_sec": "0"}, stat_rows(slot0=(30, 3)), 1060.0)
+    request_log.record_counters({"Pid": "200", "Uptime_sec": "0"}, stat_rows(slot0=(30, 3), slot8=(0, 0)), 1060.0)
     request_log.record_line("<134>haproxy[1]: conpaas slot0 12 200", 1055.0)  # only for the percentiles
     request_log.record_line("<134>haproxy[1]: conpaas slot0 30 200", 1055.0)
     summary = request_log.summary(window=60, now=1060.0)
@@ -330,9 +331,135 @@ def test_it_counts_requests_from_haproxy_counters_across_reloads(tmp_path):
     assert summary["slot0"]["request_rate"] == round(130 / 60, 3)
     assert summary["slot0"]["error_rate"] == round(5 / 130, 4)
     assert summary["slot0"]["p50_ms"] == 12 and summary["slot0"]["p95_ms"] == 30
+    # Requests in the window but none of them sampled: no percentiles (null), not 0.
     assert summary["slot8"]["requests"] == 5 and summary["slot8"]["p50_ms"] is None
+    assert summary["slot8"]["p95_ms"] is None
+    # Its history covers 50 s of the 60 (first seen at 1010): the rate is over those 50 s.
+    assert summary["slot8"]["request_rate"] == 0.1
     later = request_log.summary(window=15, now=1060.0)["slot0"]
-    assert later["requests"] == 30 + 60  # from the point at 1010 (the last one at or before 1045)
+    # From the first point inside the window (1050), not the last one before it (1010): the
+    # 30 requests of the last 10 s, at 3 a second.
+    assert later["requests"] == 30 and later["request_rate"] == 3.0
+
+
+def test_the_rate_is_over_the_time_the_counters_cover(tmp_path):
+    from conpaas_agent.metrics import RequestLog
+
+    request_log = RequestLog(str(tmp_path / "requests.sock"), sample=8)
+    fresh = {"Pid": "100", "Uptime_sec": "0"}
+    for second in range(31):  # the agent started 30 s ago: 2 requests a second since
+        request_log.record_counters(fresh, stat_rows(slot0=(2 * second, 0)), 1030.0 + second)
+    summary = request_log.summary(window=60, now=1060.0)["slot0"]
+    assert summary["requests"] == 60 and summary["request_rate"] == 2.0  # not 60 / 60
+    # A window that starts between two polls: from the first poll inside it.
+    summary = request_log.summary(window=9.5, now=1060.0)["slot0"]
+    assert summary["requests"] == 18 and summary["request_rate"] == 2.0
+
+
+def test_it_keeps_counter_history_for_the_longest_window_in_bounded_memory(tmp_path):
+    from conpaas_agent import metrics
+
+    request_log = metrics.RequestLog(str(tmp_path / "requests.sock"), sample=8)
+    fresh = {"Pid": "100", "Uptime_sec": "0"}
+    for minute in range(61):  # one request a second for an hour
+        request_log.record_counters(fresh, stat_rows(slot0=(60 * minute, 0)), 1000.0 + 60 * minute)
+    summary = request_log.summary(window=3600, now=4600.0)["slot0"]
+    assert summary["requests"] == 3600 and summary["request_rate"] == 1.0
+    # Polled ten times a second (queries poll too): still about one point a second.
+    for tenth in range(1, 1001):
+        request_log.record_counters(fresh, stat_rows(slot0=(3600 + tenth, 0)), 4600.0 + tenth / 10)
+    history = request_log.counters.history["slot0"]
+    assert len(history) <= 61 + 2 * 100 + 2
+    assert request_log.summary(window=100, now=4700.0)["slot0"]["request_rate"] == 10.0
+    # And never more than the longest window back.
+    for second in range(1, 2 * metrics.KEEP_SECONDS):
+        request_log.record_counters(fresh, stat_rows(slot0=(4600, 0)), 4700.0 + second)
+    assert len(history) <= metrics.KEEP_SECONDS / metrics.MIN_POINT_GAP + 2
+
+
+def test_an_aborted_request_is_not_an_error(tmp_path):
+    """One definition of an error for the counters (hrsp_5xx) and the log: a 5xx answer."""
+    from conpaas_agent.metrics import RequestLog
+
+    request_log = RequestLog(str(tmp_path / "requests.sock"), sample=8)  # no counters: the log
+    for status in (200, -1, 503, 200):  # -1: the client left before any answer
+        request_log.record_line(f"<134>haproxy[1]: conpaas slot0 10 {status}", 1000.0)
+    assert request_log.summary(window=60, now=1010.0)["slot0"]["error_rate"] == 0.25
+
+
+def test_a_reused_slot_reports_only_its_new_version(tmp_path):
+    import time
+
+    from conpaas_agent.router.proxy import Proxy
+
+    proxy = Proxy(str(tmp_path / "node"), "127.0.0.1:0", {"slots": {"1": "slot0"}}, save=lambda: None)
+    request_log = proxy.request_log
+    fresh = {"Pid": "100", "Uptime_sec": "0"}
+    now = time.monotonic()
+    request_log.record_counters(fresh, stat_rows(slot0=(0, 0)), now - 50)
+    request_log.record_counters(fresh, stat_rows(slot0=(100, 50)), now - 10)
+    request_log.record_line("<134>haproxy[1]: conpaas slot0 900 500", now - 20)
+    assert request_log.summary(window=60, now=now)["slot0"]["requests"] == 100
+
+    # Version 1 is retired (its slot freed), version 2 takes its slot.
+    del proxy.slots["1"]
+    proxy._assign_slots({"backends": {"2": [{"name": "n", "address": "127.0.0.1", "port": 1}]}})
+    assert proxy.slots == {"2": "slot0"}
+    assert request_log.summary(window=60, now=time.monotonic()) == {}
+    request_log.record_counters(fresh, stat_rows(slot0=(104, 51)), time.monotonic())
+    request_log.record_line("<134>haproxy[1]: conpaas slot0 7 200", time.monotonic())
+    summary = request_log.summary(window=60, now=time.monotonic())["slot0"]
+    assert summary["requests"] == 4 and summary["error_rate"] == 0.25
+    assert summary["p50_ms"] == 7 and summary["p95_ms"] == 7
+
+
+class FakeAdminSocket:
+    """An admin socket whose answers follow a script, one step per connection (a reload can
+    come between any two connections)."""
+
+    def __init__(self, path, steps):
+        import socketserver
+
+        self.steps, self.connections = steps, 0
+        fake = self
+
+        class Handler(socketserver.StreamRequestHandler):
+            def handle(self):
+                pid, requests = fake.steps[min(fake.connections, len(fake.steps) - 1)]
+                fake.connections += 1
+                out = []
+                for command in self.rfile.readline().decode().strip().split(";"):
+                    if command == "show info":
+                        out.append(f"Name: HAProxy\nPid: {pid}\nUptime_sec: 0\n\n")
+                    elif command == "show stat":
+                        out.append(f"# pxname,svname,req_tot,hrsp_5xx\nslot0,BACKEND,{requests},0\n\n")
+                    else:
+                        out.append("Unknown command.\n\n")
+                self.wfile.write("".join(out).encode())
+
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        self.server = socketserver.UnixStreamServer(path, Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_a_reload_between_show_info_and_show_stat_counts_nothing_twice(tmp_path):
+    from conpaas_agent.router.proxy import Proxy
+
+    proxy = Proxy(str(tmp_path / "n"), "127.0.0.1:0", None, save=lambda: None)
+    # Worker 100 at 100 requests; a reload; worker 200 serves 5, then 7 requests.
+    fake = FakeAdminSocket(proxy.paths.admin_socket, [(100, 100)] * 3 + [(200, 5), (200, 7), (200, 7)])
+    try:
+        now = 1000.0
+        while fake.connections < 6:
+            assert proxy.request_log.poll(now)
+            now += 1
+    finally:
+        fake.close()
+    assert proxy.request_log.summary(window=3600, now=now)["slot0"]["requests"] == 100 + 7
 
 
 def test_requests_before_the_agent_adopted_haproxy_are_not_counted(tmp_path):
@@ -366,3 +493,37 @@ def test_it_reports_request_metrics_per_environment(start_agent, archives):
     assert production["version"] == "1" and production["error_rate"] == 0.0
     assert 0 <= production["p50_ms"] <= production["p95_ms"] < 1000
     assert production["live_connections"] == 0
+
+
+@pytest.mark.integration
+def test_a_new_version_in_a_reused_slot_starts_with_fresh_metrics(start_agent, archives):
+    agent = start_agent()
+    ports = start_versions(agent, archives)
+    assert (
+        agent.call(
+            "PUT", "/v1/proxy", routing(ports, {"production": "1", "development": "2"}, {"k-dev": "development"})
+        ).status
+        == 200
+    )
+    for _ in range(10):
+        served(agent, "/", {"X-Conpaas-Env": "k-dev"})
+
+    def development(requests):
+        figures = agent.call("GET", "/v1/proxy/metrics?window=60").json()["environments"]["development"]
+        return figures if figures["requests"] == requests else None
+
+    wait_until(lambda: development(10), message="version 2's requests to be counted")
+    # Version 2 retired (slot1 freed), then version 3 deployed: it takes slot1.
+    assert agent.call("PUT", "/v1/proxy", routing({"v1": ports["v1"]}, {"production": "1"})).status == 200
+    ports.update(start_versions(agent, archives, labels=("v3",)))
+    del ports["v2"]
+    resp = agent.call(
+        "PUT", "/v1/proxy", routing(ports, {"production": "1", "development": "3"}, {"k-dev": "development"})
+    )
+    assert resp.status == 200 and resp.json()["backends"]["3"]["slot"] == "slot1"
+    fresh = development(0)
+    assert fresh is not None and fresh["version"] == "3" and fresh["p50_ms"] is None
+    for _ in range(3):
+        assert served(agent, "/", {"X-Conpaas-Env": "k-dev"}) == "v3"
+    figures = wait_until(lambda: development(3), message="version 3's requests to be counted")
+    assert figures["error_rate"] == 0.0

@@ -45,9 +45,7 @@ class Proxy:
         self.api = RuntimeAPI(self.paths.admin_socket)
         self.lock = threading.RLock()
         self.process: subprocess.Popen | None = None
-        self.request_log = RequestLog(
-            self.paths.request_log, stats=lambda: (self.api.info(), self.api.show_stat()), sample=LOG_SAMPLE
-        )
+        self.request_log = RequestLog(self.paths.request_log, stats=self.api.info_and_stat, sample=LOG_SAMPLE)
 
     # state
     def state(self) -> dict:
@@ -199,8 +197,12 @@ class Proxy:
             return self.status()
 
     def _assign_slots(self, routing: dict) -> bool:
-        """Give each new version backend a free slot; True when the slots had to grow (a reload)."""
+        """Give each new version backend a free slot; True when the slots had to grow (a reload).
+
+        A slot freed by a retired version is reused: its request metrics start afresh, so the
+        new version's figures never include the old version's traffic."""
         grew = False
+        assigned = []
         for key in routing["backends"]:
             if key not in self.slots:
                 used = set(self.slots.values())
@@ -210,6 +212,9 @@ class Proxy:
                     grew = True
                     free = [f"slot{i}" for i in range(self.slot_count) if f"slot{i}" not in used]
                 self.slots[key] = free[0]
+                assigned.append(free[0])
+        if assigned:
+            self.request_log.restart(assigned)
         return grew
 
     def _servers_by_slot(self, routing: dict) -> dict[tuple[str | None, str], dict]:

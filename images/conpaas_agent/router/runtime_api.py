@@ -1,4 +1,4 @@
-"""The HAProxy runtime API client: the admin stats socket, one command per connection.
+"""The HAProxy runtime API client: the admin stats socket, one request per connection.
 
 Verified against HAProxy 2.6.12:
 - ``add server slotK/NAME ADDR:PORT check inter 1s fall 2 rise 1`` works on a
@@ -26,7 +26,8 @@ class HAProxyError(Exception):
 
 
 class RuntimeAPI:
-    """The admin stats socket (``level admin``): one command per connection."""
+    """The admin stats socket (``level admin``): one request per connection (one command, or
+    several separated by ``;``)."""
 
     def __init__(self, path: str, timeout: float = 10.0):
         self.path = path
@@ -65,12 +66,7 @@ class RuntimeAPI:
             return False
 
     def info(self) -> dict[str, str]:
-        out = {}
-        for line in self.execute("show info").splitlines():
-            key, sep, value = line.partition(":")
-            if sep:
-                out[key.strip()] = value.strip()
-        return out
+        return _parse_info(self.execute("show info"))
 
     def worker_pid(self) -> int | None:
         pid = self.info().get("Pid")
@@ -127,11 +123,16 @@ class RuntimeAPI:
 
     def show_stat(self) -> list[dict[str, str]]:
         """``show stat`` as dicts keyed by the CSV header (pxname, svname, scur, status …)."""
-        lines = self.execute("show stat").splitlines()
-        if not lines or not lines[0].startswith("# "):
-            raise HAProxyError(f"HAProxy answered show stat unexpectedly: {lines[:1]}")
-        header = lines[0][2:].split(",")
-        return [dict(zip(header, line.split(","), strict=False)) for line in lines[1:] if line.strip()]
+        return _parse_stat(self.execute("show stat").splitlines())
+
+    def info_and_stat(self) -> tuple[dict[str, str], list[dict[str, str]]]:
+        """``show info`` and ``show stat`` in one request (``;``-separated commands, one
+        connection): both answers come from the same worker, even across a reload."""
+        lines = self.execute("show info;show stat").splitlines()
+        start = next((i for i, line in enumerate(lines) if line.startswith("# pxname")), None)
+        if start is None:
+            raise HAProxyError(f"HAProxy answered show info;show stat unexpectedly: {lines[:1]}")
+        return _parse_info("\n".join(lines[:start])), _parse_stat(lines[start:])
 
     def servers(self) -> dict[tuple[str, str], dict[str, str]]:
         """(backend, server) -> stat row, servers only (no FRONTEND/BACKEND rows)."""
@@ -140,6 +141,22 @@ class RuntimeAPI:
             for row in self.show_stat()
             if row.get("svname") not in ("FRONTEND", "BACKEND") and row.get("type") == "2"
         }
+
+
+def _parse_info(text: str) -> dict[str, str]:
+    out = {}
+    for line in text.splitlines():
+        key, sep, value = line.partition(":")
+        if sep:
+            out[key.strip()] = value.strip()
+    return out
+
+
+def _parse_stat(lines: list[str]) -> list[dict[str, str]]:
+    if not lines or not lines[0].startswith("# "):
+        raise HAProxyError(f"HAProxy answered show stat unexpectedly: {lines[:1]}")
+    header = lines[0][2:].split(",")
+    return [dict(zip(header, line.split(","), strict=False)) for line in lines[1:] if line.strip()]
 
 
 def parse_servers_state(text: str) -> dict[tuple[str, str], dict[str, str]]:
