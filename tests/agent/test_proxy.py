@@ -197,6 +197,24 @@ def test_it_routes_by_preview_key_and_swaps_atomically(start_agent, archives):
 
 
 @pytest.mark.integration
+def test_a_gated_change_is_refused_when_a_server_died_since_its_last_check(start_agent, archives):
+    agent = start_agent()
+    ports = start_versions(agent, archives)
+    desired = routing(ports, {"production": "1", "development": "2"}, {"k-dev": "development"})
+    assert agent.call("PUT", "/v1/proxy", desired).status == 200
+    assert served(agent, "/", {"X-Conpaas-Env": "k-dev"}) == "v2"
+
+    # v2's process stops; HAProxy's check (every second, two misses) still calls it UP for a while.
+    assert agent.call("DELETE", "/v1/instances/i-v2").status in (200, 204)
+    swapped = routing(ports, {"production": "2", "development": "1"}, {"k-dev": "development"})
+    refused = agent.call("PUT", "/v1/proxy?require_healthy=2", swapped)
+
+    assert refused.status == 409, refused.body
+    assert "n-test-i2" in refused.json()["error"]
+    assert served(agent) == "v1", "production still serves the version that answers"
+
+
+@pytest.mark.integration
 def test_it_drains_then_deletes_servers_nothing_routes_to(start_agent, archives):
     agent = start_agent()
     ports = start_versions(agent, archives)

@@ -14,6 +14,7 @@ from ..metrics import LOG_SAMPLE, RequestLog
 from ..procs import pid_alive
 from ..waiting import wait_until
 from .config import Paths, render_config, render_map, write_if_changed
+from .health import probe
 from .runtime_api import HAProxyError, RuntimeAPI, parse_servers_state, server_healthy
 from .validation import EMPTY_ROUTING
 
@@ -296,6 +297,10 @@ class Proxy:
                     f"{server['name']} is {row.get('status') or 'unknown'} ({row.get('check_status') or 'no check yet'}"
                     + (f", HTTP {code})" if code else ")")
                 )
+            # HAProxy's verdict is as old as its last check (up to a second or two): a server that
+            # died since still looks UP. One request now closes that window before the commit.
+            elif failure := probe(server["address"], server["port"], routing["health_path"]):
+                problems.append(f"{server['name']} does not answer its health check now ({failure})")
         if problems:
             raise Unhealthy("; ".join(problems))
 
