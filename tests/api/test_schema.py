@@ -100,3 +100,12 @@ def test_operation_ids_are_unique_and_stable(schema):
     ids = [operation["operationId"] for _, _, operation in operations(schema)]
     assert len(ids) == len(set(ids))
     assert {"v1_services_list", "v1_services_versions_destroy", "v1_auth_token_create"} <= set(ids)
+
+
+def test_the_docs_page_loads_swagger_ui_from_this_server_not_a_cdn(api):
+    page = api.get("/api/docs/")
+
+    assert page.status_code == 200
+    html = page.content.decode()
+    assert "/static/drf_spectacular_sidecar/swagger-ui-dist/swagger-ui-bundle.js" in html
+    assert "cdn." not in html and "https://" not in html.replace("https://swagger.io", "")
