@@ -33,7 +33,10 @@ def login(args: Namespace) -> int:
     elif args.password_stdin:
         password = sys.stdin.readline().rstrip("\r\n")
     else:
-        password = getpass.getpass("Password: ")
+        try:
+            password = getpass.getpass("Password: ")
+        except EOFError:  # no terminal and nothing on stdin (a script, </dev/null)
+            raise CliError("no password given (use --password-stdin or CONPAAS_PASSWORD)", USAGE) from None
     if not username or not password:
         raise CliError("a username and a password are needed to log in", USAGE)
     try:

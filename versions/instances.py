@@ -52,7 +52,9 @@ def ensure_instances(service, version: CodeVersion, environment: Environment, op
         except agent.AgentError as exc:
             instance.state, instance.error = InstanceState.FAILED, str(exc)
             instance.save()
-            raise OperationFailed(f"{version.label} could not start on node {node.name}: {exc}") from exc
+            # The agent's own sentence: the node is named once, and no HTTP status code for the user.
+            reason = exc.detail if exc.status else str(exc)
+            raise OperationFailed(f"{version.label} could not start on node {node.name}: {reason}") from exc
         # The agent starts again an instance that is not running, on a new port.
         restarted = not created and instance.port is not None and started["port"] != instance.port
         instance.port, instance.state, instance.error = started["port"], InstanceState.RUNNING, ""

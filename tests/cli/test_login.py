@@ -100,6 +100,19 @@ def test_it_exits_3_when_the_server_cannot_be_reached(cli, config_file, monkeypa
     assert listed.err == f"error: cannot reach {url}: Connection refused\n"
 
 
+def test_it_says_no_password_was_given_when_there_is_no_terminal(cli, config_file, monkeypatch):
+    def no_terminal(prompt):
+        raise EOFError
+
+    monkeypatch.delenv("CONPAAS_PASSWORD", raising=False)
+    monkeypatch.setattr("getpass.getpass", no_terminal)
+
+    login = cli("login", "http://127.0.0.1:1", "--username", "alice")
+
+    assert login.code == 2
+    assert login.err == "error: no password given (use --password-stdin or CONPAAS_PASSWORD)\n"
+
+
 def test_it_logs_out(cli, config_file):
     from conpaas_cli import config
 
