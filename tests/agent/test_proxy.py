@@ -57,6 +57,8 @@ def test_it_refuses_malformed_routing(body, message):
     "row, healthy",
     [
         ({"status": "UP", "check_status": "L7OK"}, True),
+        ({"status": "UP", "check_status": "* L7OK"}, True),  # a check under way: its last one passed
+        ({"status": "UP", "check_status": "* L4CON"}, False),
         ({"status": "UP", "check_status": "INI"}, False),  # up, but never checked yet
         ({"status": "DOWN", "check_status": "L7STS"}, False),
         ({"status": "MAINT", "check_status": "L7OK"}, False),

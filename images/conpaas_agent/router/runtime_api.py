@@ -180,4 +180,6 @@ def server_healthy(row: dict[str, str]) -> bool:
 
     The agent gates a swap on it and reports it in its proxy status, so the control plane
     never re-derives it."""
-    return row.get("status") == "UP" and (row.get("check_status") or "").startswith("L7OK")
+    # "* " marks a check under way; what follows is the last result (and check_code reads 0 then).
+    last_check = (row.get("check_status") or "").removeprefix("* ")
+    return row.get("status") == "UP" and last_check.startswith("L7OK")
