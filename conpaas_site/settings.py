@@ -195,6 +195,9 @@ Q_CLUSTER = {
     "ack_failures": True,
     "save_limit": 1000,
     "label": "Tasks",
+    # django-q2 logs two lines per task at INFO, and the health timer queues one every
+    # CONPAAS_HEALTH_REFRESH seconds; operations have their own log (conpaas.events) and Events.
+    "log_level": os.getenv("CONPAAS_TASK_LOG_LEVEL", "WARNING"),
 }
 if os.getenv("CONPAAS_REDIS_URL"):
     # redis://[:password@]host:port/db, rediss:// (TLS) or unix:///path?db=N; redis-py parses it.
