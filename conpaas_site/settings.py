@@ -49,6 +49,11 @@ CONPAAS_DRAIN_TIMEOUT = envint("CONPAAS_DRAIN_TIMEOUT", 30)
 # console shows what they saved, and how long ago (workflows.tasks.refresh_running_health).
 CONPAAS_HEALTH_REFRESH = envint("CONPAAS_HEALTH_REFRESH", 20)
 CONPAAS_MAX_UPLOAD_MB = envint("CONPAAS_MAX_UPLOAD_MB", 100)
+# Per-user quotas; an operator overrides them for one user in the admin (services.Quota).
+CONPAAS_QUOTA_SERVICES = envint("CONPAAS_QUOTA_SERVICES", 20)
+CONPAAS_QUOTA_NODES = envint("CONPAAS_QUOTA_NODES", 40)  # all the user's services together
+CONPAAS_QUOTA_ENVIRONMENTS = envint("CONPAAS_QUOTA_ENVIRONMENTS", 10)  # per service
+CONPAAS_QUOTA_STORAGE_MB = envint("CONPAAS_QUOTA_STORAGE_MB", 2048)  # stored archives
 # The task that runs an operation: named here so the lowest layer (services.operations) can
 # queue it without importing the workflows layer above it.
 CONPAAS_OPERATION_TASK = "workflows.tasks.run_operation"

@@ -1,9 +1,11 @@
 """The operators' admin site: every model of the platform, with list views, filters and search."""
 
 from django.contrib import admin
+from django.contrib.auth import get_user_model
+from django.contrib.auth.admin import UserAdmin
 from rest_framework.authtoken.models import TokenProxy
 
-from services.models import Application, Event, Node, Operation, Service
+from services.models import Application, Event, Node, Operation, Quota, Service
 from versions.models import CodeVersion, Environment, Instance
 
 
@@ -123,3 +125,29 @@ class InstanceAdmin(admin.ModelAdmin):
 # DRF lists every API token in clear; tokens are secrets, users get theirs from the API.
 if admin.site.is_registered(TokenProxy):
     admin.site.unregister(TokenProxy)
+
+
+class QuotaInline(admin.StackedInline):
+    """A user's quotas, on the user's own page: an empty field is the installation's default."""
+
+    model = Quota
+    can_delete = False
+    verbose_name_plural = "quotas (empty: the default from CONPAAS_QUOTA_*)"
+
+
+class QuotaUserAdmin(UserAdmin):
+    inlines = [*UserAdmin.inlines, QuotaInline]
+
+
+# Django's own user admin, with the quotas on the same page.
+User = get_user_model()
+if admin.site.is_registered(User):
+    admin.site.unregister(User)
+admin.site.register(User, QuotaUserAdmin)
+
+
+@admin.register(Quota)
+class QuotaAdmin(admin.ModelAdmin):
+    list_display = ["user", "services", "nodes", "environments", "storage_mb"]
+    search_fields = ["user__username"]
+    autocomplete_fields = ["user"]

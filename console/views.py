@@ -23,7 +23,7 @@ from services.choices import ServiceState
 from services.errors import ConpaasError
 from services.models import Service, active_operations, production_urls
 from versions.models import DEVELOPMENT, PRODUCTION, Environment, preview_url
-from versions.storage import UploadRefused, VersionInUse, delete_version, store_version
+from versions.storage import VersionInUse, delete_version, store_version
 from workflows import lifecycle
 from workflows.deploy import request_deploy
 from workflows.environments import add_environment
@@ -190,6 +190,9 @@ def service_create(request):
             service, _ = lifecycle.create(request.user, form.cleaned_data["name"], form.cleaned_data["runtime"])
         except ValidationError as exc:
             form.add_error(None, exc)
+        except ConpaasError as exc:  # a quota: said in place, with its own status
+            form.add_error(None, str(exc))
+            return render(request, "console/service_create.html", {"form": form}, status=exc.http_status)
         else:
             messages.success(request, f"Service {service.name} is being created; its nodes are starting.")
             return back_to(service)
@@ -242,18 +245,18 @@ def version_upload(request, pk: int):
     """Answers JSON to the upload script (progress bar) and redirects a plain form post."""
     service = visible_service(request, pk)
     form = UploadForm(request.POST, request.FILES)
-    error, version = "", None
+    error, version, status = "", None, 400
     if not form.is_valid():
         error = "Choose an archive to upload." if "archive" in form.errors else form.errors.as_text()
     else:
         archive = form.cleaned_data["archive"]
         try:
             version = store_version(service, archive, form.cleaned_data["label"], request.user, archive.name)
-        except UploadRefused as exc:
-            error = str(exc)
+        except ConpaasError as exc:  # a bad archive (400), a quota (403)
+            error, status = str(exc), exc.http_status
     if wants_json(request):
         if error:
-            return JsonResponse({"ok": False, "error": f"Upload refused: {error}"}, status=400)
+            return JsonResponse({"ok": False, "error": f"Upload refused: {error}"}, status=status)
         return JsonResponse(
             {"ok": True, "id": version.pk, "label": version.label, "message": f"Uploaded {version.label}."},
             status=201,

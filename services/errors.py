@@ -29,3 +29,10 @@ class OperationFailed(ConpaasError):
     trouble rather than the request's: 503."""
 
     http_status = 503
+
+
+class QuotaExceeded(ConpaasError):
+    """The owner's quota does not allow it; nothing was stored or started. Operators raise
+    quotas per user in the admin."""
+
+    http_status = 403

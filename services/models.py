@@ -237,3 +237,29 @@ class Event(models.Model):
 
 def active_operations():
     return Operation.objects.filter(Q(state=OperationState.PENDING) | Q(state=OperationState.RUNNING))
+
+
+class Quota(models.Model):
+    """One user's quotas; an empty field means the installation's default (CONPAAS_QUOTA_*).
+
+    The rules that read them are in services/quotas.py."""
+
+    user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="quota")
+    services = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Services this user may own. Empty: CONPAAS_QUOTA_SERVICES."
+    )
+    nodes = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Nodes of all the user's services together. Empty: CONPAAS_QUOTA_NODES."
+    )
+    environments = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Environments per service. Empty: CONPAAS_QUOTA_ENVIRONMENTS."
+    )
+    storage_mb = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        verbose_name="storage (MB)",
+        help_text="Stored code archives, in MB. Empty: CONPAAS_QUOTA_STORAGE_MB.",
+    )
+
+    def __str__(self) -> str:
+        return f"quotas of {self.user}"

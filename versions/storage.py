@@ -8,6 +8,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import F, ProtectedError
 
 from images.conpaas_agent.archives import ArchiveError, Limits, inspect_archive
+from services import quotas
 from services.errors import Conflict, ConpaasError
 from services.models import Event, Service
 from versions.models import CodeVersion, archive_path, label_validator
@@ -34,6 +35,7 @@ def store_version(service: Service, fileobj, label: str, user, filename: str = "
     except ArchiveError as exc:
         raise UploadRefused(str(exc)) from None
 
+    check_storage_quota(service.owner, info.sha256, info.size)  # before anything is written
     path = archive_path(info.sha256, info.kind)
     written = _write_once(fileobj, path)
     try:
@@ -61,6 +63,13 @@ def store_version(service: Service, fileobj, label: str, user, filename: str = "
             path.unlink(missing_ok=True)
         raise UploadRefused(f"{service.name} already has a version labelled {label!r}") from None
     return version
+
+
+def check_storage_quota(owner, sha256: str, size: int) -> None:
+    """The owner's archives, each content counted once (it is stored once), plus the new one
+    unless the owner already stores the same content."""
+    stored = dict(CodeVersion.objects.filter(service__owner_id=owner.pk).values_list("sha256", "size").distinct())
+    quotas.check_storage(owner, sum(stored.values()), 0 if sha256 in stored else size)
 
 
 def _write_once(fileobj, path) -> bool:

@@ -4,7 +4,7 @@ from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 
 from routing.table import push
-from services import operations
+from services import operations, quotas
 from services.choices import NodeState, OperationKind, ServiceState
 from services.errors import OperationFailed
 from services.models import Operation, Service
@@ -18,6 +18,8 @@ def create(owner, name: str, runtime: str) -> tuple[Service, Operation]:
     service.validate()
     try:
         with transaction.atomic():
+            quotas.lock(owner)
+            quotas.check_new_service(owner)
             service.save()
             Environment.objects.create(service=service, name=PRODUCTION)
             Environment.objects.create(service=service, name=DEVELOPMENT, preview_key=new_preview_key())

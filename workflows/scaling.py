@@ -4,7 +4,7 @@ from django.db import transaction
 
 from routing.health import wait_healthy
 from routing.table import push
-from services import operations
+from services import operations, quotas
 from services.choices import NodeState, OperationKind
 from services.errors import OperationFailed
 from services.models import Operation, Service
@@ -44,7 +44,12 @@ def scale(operation) -> str:
 
 def request_scale(service: Service, role: str, nodes: int, user) -> Operation:
     with transaction.atomic():
+        quotas.lock(service.owner)
         if role == "backend":
+            # The service's proxy node is also a backend node: after the scale it holds `nodes`,
+            # plus any proxy-only node.
+            proxy_only = service.live_nodes().filter(is_proxy=True, is_backend=False).count()
+            quotas.check_nodes(service.owner, service, nodes + proxy_only)
             Service.objects.filter(pk=service.pk).update(backend_nodes=nodes)
         return operations.start(
             service,
