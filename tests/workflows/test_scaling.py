@@ -1,5 +1,8 @@
+import pytest
+
 from services.choices import NodeState, OperationState
-from services.models import Node
+from services.errors import QuotaExceeded
+from services.models import Node, Operation
 from workflows.scaling import request_scale
 
 from .conftest import routes
@@ -59,3 +62,12 @@ def test_it_never_removes_the_node_that_runs_the_router(service, proxy, queue):
     assert operation.state == OperationState.FAILED
     assert "the last backend node also runs the router" in operation.error
     assert list(service.live_nodes()) == [proxy]
+
+
+def test_a_scale_past_the_nodes_quota_is_refused_before_anything_is_recorded(service, proxy, settings):
+    settings.CONPAAS_QUOTA_NODES = 2
+    with pytest.raises(QuotaExceeded, match=r"^quota exceeded: nodes \(2\)") as refused:
+        request_scale(service, "backend", 3, service.owner)
+    assert refused.value.http_status == 403
+    service.refresh_from_db()
+    assert service.backend_nodes == 1 and not Operation.objects.filter(kind="scale").exists()
