@@ -27,6 +27,7 @@ WINDOW = OpenApiParameter("window", int, QUERY, description="seconds, 1 to 3600 
 BAD_REQUEST = OpenApiResponse(ValidationErrorSerializer, description="bad input: the body names the field")
 NOT_FOUND = OpenApiResponse(ErrorSerializer, description="no such object, or not the user's to see")
 CONFLICT = OpenApiResponse(ErrorSerializer, description="conflicts with the current state (busy, in use, unhealthy)")
+QUOTA = OpenApiResponse(ErrorSerializer, description="past one of the user's quotas: names it and its value")
 UNAVAILABLE = OpenApiResponse(ErrorSerializer, description="a router of the service did not answer")
 
 # `POST /swap/` answers the version id each environment now serves: {production, <environment>}.

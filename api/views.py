@@ -18,6 +18,7 @@ from api.schema import (
     ENVIRONMENT_NAME,
     NOT_FOUND,
     OPERATION_ID,
+    QUOTA,
     SERVICE_ID,
     SERVICE_PK,
     SINCE,
@@ -65,7 +66,7 @@ def accepted(operation: Operation) -> Response:
 
 @extend_schema_view(
     retrieve=extend_schema(parameters=[SERVICE_ID], responses={200: ServiceSerializer, 404: NOT_FOUND}),
-    create=extend_schema(responses={201: ServiceCreatedSerializer, 400: BAD_REQUEST}),
+    create=extend_schema(responses={201: ServiceCreatedSerializer, 400: BAD_REQUEST, 403: QUOTA}),
 )
 class ServiceViewSet(
     mixins.ListModelMixin,
@@ -107,7 +108,7 @@ class ServiceViewSet(
     @extend_schema(
         parameters=[SERVICE_ID],
         request=ScaleSerializer,
-        responses={202: OperationSerializer, 400: BAD_REQUEST, 404: NOT_FOUND, 409: CONFLICT},
+        responses={202: OperationSerializer, 400: BAD_REQUEST, 403: QUOTA, 404: NOT_FOUND, 409: CONFLICT},
     )
     @action(detail=True, methods=["post"])
     def scale(self, request, pk=None):
@@ -186,7 +187,10 @@ class CodeVersionViewSet(viewsets.ViewSet):
     def retrieve(self, request, service_pk=None, pk=None):
         return Response(CodeVersionSerializer(self._version(request, service_pk, pk)).data)
 
-    @extend_schema(request=UploadSerializer, responses={201: CodeVersionSerializer, 400: BAD_REQUEST, 404: NOT_FOUND})
+    @extend_schema(
+        request=UploadSerializer,
+        responses={201: CodeVersionSerializer, 400: BAD_REQUEST, 403: QUOTA, 404: NOT_FOUND},
+    )
     def create(self, request, service_pk=None):
         service = visible_service(request, service_pk)
         upload = UploadSerializer(data=request.data)
@@ -231,7 +235,14 @@ class EnvironmentViewSet(viewsets.ViewSet):
 
     @extend_schema(
         request=EnvironmentSerializer,
-        responses={201: EnvironmentSerializer, 400: BAD_REQUEST, 404: NOT_FOUND, 409: CONFLICT, 503: UNAVAILABLE},
+        responses={
+            201: EnvironmentSerializer,
+            400: BAD_REQUEST,
+            403: QUOTA,
+            404: NOT_FOUND,
+            409: CONFLICT,
+            503: UNAVAILABLE,
+        },
     )
     def create(self, request, service_pk=None):
         service = visible_service(request, service_pk)

@@ -14,7 +14,6 @@ from services.choices import NodeState, ServiceState
 from services.errors import QuotaExceeded
 from services.models import GONE, Quota, Service
 
-NAMES = ("services", "nodes", "environments", "storage_mb")
 ASK = "or ask an operator to raise your quota"
 
 
