@@ -27,6 +27,9 @@ WINDOW = OpenApiParameter("window", int, QUERY, description="seconds, 1 to 3600 
 BAD_REQUEST = OpenApiResponse(ValidationErrorSerializer, description="bad input: the body names the field")
 NOT_FOUND = OpenApiResponse(ErrorSerializer, description="no such object, or not the user's to see")
 CONFLICT = OpenApiResponse(ErrorSerializer, description="conflicts with the current state (busy, in use, unhealthy)")
+TOO_LARGE = OpenApiResponse(
+    ErrorSerializer, description="the body is over CONPAAS_MAX_UPLOAD_MB: answered before it is read, or cut off"
+)
 UNAVAILABLE = OpenApiResponse(ErrorSerializer, description="a router of the service did not answer")
 
 # `POST /swap/` answers the version id each environment now serves: {production, <environment>}.

@@ -22,6 +22,7 @@ from api.schema import (
     SERVICE_PK,
     SINCE,
     SWAP_RESULT,
+    TOO_LARGE,
     UNAVAILABLE,
     VERSION_ID,
     WINDOW,
@@ -186,7 +187,10 @@ class CodeVersionViewSet(viewsets.ViewSet):
     def retrieve(self, request, service_pk=None, pk=None):
         return Response(CodeVersionSerializer(self._version(request, service_pk, pk)).data)
 
-    @extend_schema(request=UploadSerializer, responses={201: CodeVersionSerializer, 400: BAD_REQUEST, 404: NOT_FOUND})
+    @extend_schema(
+        request=UploadSerializer,
+        responses={201: CodeVersionSerializer, 400: BAD_REQUEST, 404: NOT_FOUND, 413: TOO_LARGE},
+    )
     def create(self, request, service_pk=None):
         service = visible_service(request, service_pk)
         upload = UploadSerializer(data=request.data)
