@@ -43,6 +43,7 @@ def test_the_service_page_has_a_labelled_drop_zone(client, service):
     page = client.get(f"/services/{service.pk}/").content.decode()
     assert '<label class="dropzone" for="id_archive"' in page
     assert 'aria-live="polite"' in page and 'role="alert"' in page
+    assert 'data-upload-limit-mb="100"' in page and "up to 100 MB" in page  # the script refuses bigger files
 
 
 def test_it_deletes_an_unused_version_but_not_one_in_use(client, service):
