@@ -28,6 +28,9 @@ BAD_REQUEST = OpenApiResponse(ValidationErrorSerializer, description="bad input:
 NOT_FOUND = OpenApiResponse(ErrorSerializer, description="no such object, or not the user's to see")
 CONFLICT = OpenApiResponse(ErrorSerializer, description="conflicts with the current state (busy, in use, unhealthy)")
 QUOTA = OpenApiResponse(ErrorSerializer, description="past one of the user's quotas: names it and its value")
+TOO_LARGE = OpenApiResponse(
+    ErrorSerializer, description="the body is over CONPAAS_MAX_UPLOAD_MB: answered before it is read, or cut off"
+)
 UNAVAILABLE = OpenApiResponse(ErrorSerializer, description="a router of the service did not answer")
 
 # `POST /swap/` answers the version id each environment now serves: {production, <environment>}.

@@ -23,6 +23,7 @@ from api.schema import (
     SERVICE_PK,
     SINCE,
     SWAP_RESULT,
+    TOO_LARGE,
     UNAVAILABLE,
     VERSION_ID,
     WINDOW,
@@ -189,7 +190,7 @@ class CodeVersionViewSet(viewsets.ViewSet):
 
     @extend_schema(
         request=UploadSerializer,
-        responses={201: CodeVersionSerializer, 400: BAD_REQUEST, 403: QUOTA, 404: NOT_FOUND},
+        responses={201: CodeVersionSerializer, 400: BAD_REQUEST, 403: QUOTA, 404: NOT_FOUND, 413: TOO_LARGE},
     )
     def create(self, request, service_pk=None):
         service = visible_service(request, service_pk)

@@ -128,6 +128,7 @@ def render_service(request, service: Service, environment_form=None, status: int
         **activity_context(service),
         "environment_form": environment_form or EnvironmentForm(),
         "upload_form": UploadForm(),
+        "upload_limit_mb": settings.CONPAAS_MAX_UPLOAD_MB,
     }
     return render(request, "console/service_detail.html", context, status=status)
 

@@ -44,3 +44,13 @@ def control_plane(tmp_path_factory):
         plane.stop()
         plane.manage("down", check=False)
         plane.close()
+
+
+@pytest.fixture
+def upload_temp_dir(settings, tmp_path):
+    """An upload limit of 1 MB; every uploaded file goes to a temporary file in a folder of its own, so
+    'nothing written' can be checked."""
+    settings.FILE_UPLOAD_MAX_MEMORY_SIZE = 0
+    settings.FILE_UPLOAD_TEMP_DIR = str(tmp_path)
+    settings.CONPAAS_MAX_UPLOAD_MB = 1
+    return tmp_path

@@ -2,10 +2,12 @@ import io
 import os
 
 import pytest
+from rest_framework.test import APIClient, APIRequestFactory
 
 from services.models import Operation
 from tests.apps import label_app, tar_gz_archive, zip_archive
 from tests.factories import CodeVersionFactory
+from tests.uploads import Tripwire
 from versions.models import CodeVersion
 
 pytestmark = pytest.mark.django_db
@@ -128,13 +130,84 @@ def test_it_refuses_a_bad_archive_and_stores_nothing(api, service, _isolated_arc
     assert list(_isolated_archives.iterdir()) == []
 
 
-def test_it_refuses_an_archive_over_the_upload_limit(api, service, settings, _isolated_archives):
-    settings.CONPAAS_MAX_UPLOAD_MB = 1
+def test_it_answers_a_content_length_over_the_limit_before_reading_the_body(api, service, upload_temp_dir):
+    body = Tripwire(b"--x\r\n" * 1000)
+    response = api.generic(
+        "POST",
+        f"/api/v1/services/{service.pk}/versions/",
+        CONTENT_TYPE="multipart/form-data; boundary=x",
+        CONTENT_LENGTH=str(2 * 2**20),
+        **{"wsgi.input": body},
+    )
+    assert response.status_code == 413
+    assert response.json() == {"detail": "the upload is larger than the limit of 1 MB"}
+    assert body.bytes_read == 0
+    assert not CodeVersion.objects.exists()
+
+
+def test_it_refuses_an_archive_over_the_upload_limit(api, service, upload_temp_dir, _isolated_archives):
     big = zip_archive({"wsgi.py": "application = None\n", "noise.bin": os.urandom(2 * 2**20)})
     response = upload(api, service, big, "big")
-    assert response.status_code == 400
-    assert "limit" in response.json()["detail"]
+    assert response.status_code == 413
+    assert "limit of 1 MB" in response.json()["detail"]
     assert list(_isolated_archives.iterdir()) == []
+    assert list(upload_temp_dir.iterdir()) == []
+
+
+@pytest.mark.parametrize("signed_in_with", ["token", "session"])
+def test_it_cuts_off_an_archive_that_grows_past_the_limit(
+    api, alice, service, upload_temp_dir, _isolated_archives, signed_in_with
+):
+    # The body declares less than the limit plus the multipart allowance: it is counted as it streams.
+    # With a session, DRF's CSRF check parses the body while it authenticates.
+    if signed_in_with == "session":
+        api = APIClient(enforce_csrf_checks=True)
+        api.get("/login/")
+        api.force_login(alice)
+        api.credentials(HTTP_X_CSRFTOKEN=api.cookies["csrftoken"].value)
+    response = upload(api, service, os.urandom(2**20 + 10_000), "big")
+    assert response.status_code == 413
+    assert response.json() == {"detail": "the upload is larger than the limit of 1 MB"}
+    assert not CodeVersion.objects.exists()
+    assert list(_isolated_archives.iterdir()) == []
+    assert list(upload_temp_dir.iterdir()) == []
+
+
+def test_it_takes_an_archive_just_under_the_limit(api, service, upload_temp_dir):
+    response = upload(api, service, zip_archive({"wsgi.py": "application = None\n"}), "small")
+    assert response.status_code == 201, response.json()
+
+
+def test_it_refuses_an_unsigned_upload_without_reading_it(service, upload_temp_dir, _isolated_archives):
+    archive = io.BytesIO(label_app("a"))
+    archive.name = "app.zip"
+    request = APIRequestFactory().post(f"/api/v1/services/{service.pk}/versions/", {"archive": archive})
+    body = Tripwire(request.read())
+    response = APIClient().generic(
+        "POST",
+        f"/api/v1/services/{service.pk}/versions/",
+        CONTENT_TYPE=request.META["CONTENT_TYPE"],
+        CONTENT_LENGTH=str(len(body.body.getvalue())),
+        **{"wsgi.input": body},
+    )
+    assert response.status_code == 401
+    assert body.bytes_read == 0
+    assert not CodeVersion.objects.exists()
+    assert list(upload_temp_dir.iterdir()) == []
+
+
+def test_it_refuses_a_file_from_nobody_signed_in_at_its_first_byte(alice, upload_temp_dir):
+    # The token view takes anonymous posts: a file part sent along is refused, not written.
+    alice.set_password("pw")
+    alice.save()
+    payload = io.BytesIO(os.urandom(100_000))
+    payload.name = "x.bin"
+    response = APIClient().post(
+        "/api/v1/auth/token/", {"username": "alice", "password": "pw", "file": payload}, format="multipart"
+    )
+    assert response.status_code == 403
+    assert response.json() == {"detail": "sign in before uploading files"}
+    assert list(upload_temp_dir.iterdir()) == []
 
 
 def test_it_refuses_an_upload_without_an_archive(api, service):

@@ -100,6 +100,14 @@ def test_it_runs_the_blue_green_flow_in_a_browser(control_plane, browser, tmp_pa
     expect(page.locator("#upload-error")).to_contain_text("Upload refused:")
     shot(page, "upload-refused")
 
+    # A file over the upload limit is refused by the script before it is sent (sparse: no disk used).
+    huge = tmp_path / "huge.zip"
+    with open(huge, "wb") as f:
+        f.truncate(101 * 2**20)
+    page.get_by_label("Drop an archive here").set_input_files(str(huge))
+    page.get_by_role("button", name="Upload").click()
+    expect(page.locator("#upload-error")).to_have_text("Upload refused: the upload is larger than the limit of 100 MB.")
+
     # Two code versions, uploaded with the progress script.
     for n in (1, 2):
         archive = tmp_path / f"app-v{n}.zip"

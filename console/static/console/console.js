@@ -9,6 +9,9 @@
     var status = form.querySelector("[data-upload-status]");
     var error = form.querySelector("[data-upload-error]");
     var button = form.querySelector('button[type="submit"]');
+    // The server refuses a bigger body before reading it (413), and a browser still sending may
+    // see only a closed connection: the same refusal is said here before anything is sent.
+    var limitMb = Number(form.getAttribute("data-upload-limit-mb")) || 0;
 
     function showError(text) {
       error.textContent = text;
@@ -44,6 +47,10 @@
         input.focus();
         return;
       }
+      if (limitMb && input.files[0].size > limitMb * 1048576) {
+        showError("Upload refused: the upload is larger than the limit of " + limitMb + " MB.");
+        return;
+      }
       showError("");
       var xhr = new XMLHttpRequest();
       xhr.open("POST", form.action);
@@ -65,7 +72,9 @@
           if (window.htmx) window.htmx.trigger(document.body, "conpaas-changed");
         } else {
           status.textContent = "";
-          showError(body.error || "The upload failed (HTTP " + xhr.status + ").");
+          // The console's own refusals say `error`; the early ones (413 over the limit) `detail`.
+          showError(body.error || (body.detail ? "Upload refused: " + body.detail + "." :
+            "The upload failed (HTTP " + xhr.status + ")."));
         }
       });
       xhr.addEventListener("error", function () {
