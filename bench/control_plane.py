@@ -87,13 +87,14 @@ def seed(count: int) -> dict:
 def login(base: str) -> requests.Session:
     session = requests.Session()
     session.get(base + "/login/", timeout=30)
+    token = session.cookies["conpaas_console_csrf"]
     response = session.post(
         base + "/login/",
-        data={"username": "bench", "password": PASSWORD, "csrfmiddlewaretoken": session.cookies["csrftoken"]},
+        data={"username": "bench", "password": PASSWORD, "csrfmiddlewaretoken": token},
         headers={"Referer": base + "/login/"},
         timeout=30,
     )
-    if "sessionid" not in session.cookies:
+    if "conpaas_console_session" not in session.cookies:
         raise RuntimeError(f"could not sign in: {response.status_code}")
     return session
 

@@ -100,6 +100,20 @@ LOGIN_URL = "console:login"
 LOGIN_REDIRECT_URL = "console:dashboard"
 LOGOUT_REDIRECT_URL = "console:login"
 
+# The console's cookies have names of their own, all starting with `conpaas_console_`: browsers
+# share cookies between ports of one host, so an app on a local node would otherwise receive the
+# console's session, or sign its user out by setting a `sessionid` of its own. Every router
+# strips these names from requests and refuses them in instances' Set-Cookie
+# (images/conpaas_agent/router/config.py, CONSOLE_COOKIE_PREFIX).
+SESSION_COOKIE_NAME = "conpaas_console_session"
+CSRF_COOKIE_NAME = "conpaas_console_csrf"
+LANGUAGE_COOKIE_NAME = "conpaas_console_language"
+# The console's JavaScript never reads the CSRF cookie (forms carry the token), so scripts of an
+# app on the same host cannot read it either.
+CSRF_COOKIE_HTTPONLY = True
+# Messages ride in the session: the cookie storage would add a `messages` cookie apps receive.
+MESSAGE_STORAGE = "django.contrib.messages.storage.session.SessionStorage"
+
 TEMPLATES = [
     {
         "BACKEND": "django.template.backends.django.DjangoTemplates",

@@ -37,10 +37,23 @@ MAX_ARCHIVE_BYTES = 512 * 1024 * 1024
 MAX_UNPACKED_BYTES = 2 * 1024 * 1024 * 1024
 START_TIMEOUT = 30.0
 STOP_TIMEOUT = 20.0
-# What an instance must not inherit from the agent's environment.
-SECRET_WORDS = ("SECRET", "PASSWORD", "PASSWD", "TOKEN", "CREDENTIAL", "PRIVATE")
-DROPPED_ENV = {"PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV", "DATABASE_URL"}
-DROPPED_PREFIXES = ("CONPAAS_", "DJANGO_")
+# An instance's environment is an allow-list (instance_environ): nothing of the agent's own,
+# which on the local cloud is the control plane's (`manage.py up` and whatever it was given).
+INSTANCE_PATH = "/usr/local/bin:/usr/bin:/bin"
+INSTANCE_LOCALE = "C.UTF-8"
+# What a build (the virtualenv and `pip install`, which runs the packages' build code) also
+# takes from the agent: how this node reaches a package index.
+BUILD_PASSTHROUGH_PREFIXES = ("PIP_",)
+BUILD_PASSTHROUGH = {
+    "http_proxy",
+    "https_proxy",
+    "no_proxy",
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "NO_PROXY",
+    "SSL_CERT_FILE",
+    "SSL_CERT_DIR",
+}
 
 
 class InstanceError(Exception):
@@ -94,16 +107,35 @@ def agent_site_packages() -> list[str]:
     return paths
 
 
-def instance_environ(extra: dict[str, str]) -> dict[str, str]:
+def instance_environ(home: str, extra: dict[str, str], venv: str | None = None) -> dict[str, str]:
+    """The whole environment of an instance (or a build): a fixed PATH (after the version's
+    virtualenv's ``bin``, when it has one), a UTF-8 locale, ``home`` as HOME, then ``extra``.
+    Nothing is inherited from the agent's own environment."""
     env = {
-        key: value
-        for key, value in os.environ.items()
-        if key not in DROPPED_ENV
-        and not key.startswith(DROPPED_PREFIXES)
-        and not any(word in key.upper() for word in SECRET_WORDS)
+        "PATH": f"{venv}/bin:{INSTANCE_PATH}" if venv else INSTANCE_PATH,
+        "LANG": INSTANCE_LOCALE,
+        "LC_ALL": INSTANCE_LOCALE,
+        "HOME": home,
+        "PYTHONUNBUFFERED": "1",
     }
     env.update(extra)
     return env
+
+
+def build_environ(home: str, venv: str) -> dict[str, str]:
+    """An instance's environment plus the agent's pip and proxy settings, for a build."""
+    passed = {
+        key: value
+        for key, value in os.environ.items()
+        if key in BUILD_PASSTHROUGH or key.startswith(BUILD_PASSTHROUGH_PREFIXES)
+    }
+    return instance_environ(home, {**passed, "PIP_DISABLE_PIP_VERSION_CHECK": "1"}, venv)
+
+
+def private_dir(path: str) -> str:
+    os.makedirs(path, mode=0o700, exist_ok=True)
+    os.chmod(path, 0o700)
+    return path
 
 
 def tail(path: str, lines: int = 40) -> str:
@@ -128,11 +160,11 @@ def port_open(port: int) -> bool:
 _control_socket: dict[str, bool] = {}
 
 
-def gunicorn_has_control_socket(python: str) -> bool:
+def gunicorn_has_control_socket(python: str, env: dict[str, str]) -> bool:
     if python not in _control_socket:
         try:
             help_text = subprocess.run(
-                [python, "-m", "gunicorn", "--help"], capture_output=True, text=True, timeout=60
+                [python, "-m", "gunicorn", "--help"], capture_output=True, text=True, env=env, timeout=60
             ).stdout
         except (OSError, subprocess.TimeoutExpired):
             help_text = ""
@@ -291,7 +323,16 @@ class Instances:
         if os.path.exists(ready):
             return python
         shutil.rmtree(venv, ignore_errors=True)
-        env = instance_environ({"PIP_DISABLE_PIP_VERSION_CHECK": "1"})
+        # The build's HOME (pip's cache) is the version's own, and goes with the build.
+        build_home = private_dir(os.path.join(version_dir, "build-home"))
+        try:
+            self._build_virtualenv(venv, python, app_dir, logfile, build_environ(build_home, venv))
+        finally:
+            shutil.rmtree(build_home, ignore_errors=True)
+        open(ready, "w").close()
+        return python
+
+    def _build_virtualenv(self, venv: str, python: str, app_dir: str, logfile: str, env: dict[str, str]) -> None:
         with open(logfile, "ab") as out:
             out.write(b"--- creating the virtualenv and installing requirements.txt\n")
             out.flush()
@@ -324,8 +365,6 @@ class Instances:
         if result.returncode != 0:
             shutil.rmtree(venv, ignore_errors=True)
             raise InstanceError(f"installing requirements.txt failed: {tail(logfile)}")
-        open(ready, "w").close()
-        return python
 
     # lifecycle
     def put(self, name: str, body: object) -> tuple[dict, bool]:
@@ -348,8 +387,11 @@ class Instances:
             logfile = os.path.join(instance_dir, "instance.log")
             app_dir, python = self.stage(spec["archive_sha256"], spec["archive_url"], logfile)
             port = free_port()
-            env = instance_environ({"PORT": str(port), "CONPAAS_VERSION": spec["label"]})
-            env.update(spec["env"])
+            # The control plane's env (CONPAAS_ENV, CONPAAS_SERVICE, settings, links) may not
+            # move the instance off its PORT.
+            home = private_dir(os.path.join(instance_dir, "home"))
+            venv = os.path.dirname(os.path.dirname(python)) if python != sys.executable else None
+            env = instance_environ(home, {"CONPAAS_VERSION": spec["label"], **spec["env"], "PORT": str(port)}, venv)
             argv = [
                 python,
                 "-m",
@@ -363,7 +405,7 @@ class Instances:
                 "--chdir",
                 app_dir,
             ]
-            if gunicorn_has_control_socket(python):
+            if gunicorn_has_control_socket(python, env):
                 # Newer gunicorn opens ~/.gunicorn/gunicorn.ctl, one path for every instance.
                 argv.append("--no-control-socket")
             argv.append(spec["entry_point"])

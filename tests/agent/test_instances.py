@@ -105,14 +105,31 @@ def test_it_never_runs_what_the_validator_refuses(procfile):
         assert refused.value.status == 400
 
 
-def test_it_keeps_secrets_out_of_the_instance_environment(monkeypatch):
+def test_it_gives_an_instance_an_allow_list_environment(monkeypatch):
     monkeypatch.setenv("CONPAAS_SECRET_KEY", "x")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "x")
-    monkeypatch.setenv("DATABASE_URL", "postgres://u:p@h/d")
-    monkeypatch.setenv("LANG", "C.UTF-8")
-    env = instances.instance_environ({"PORT": "1"})
-    assert "CONPAAS_SECRET_KEY" not in env and "AWS_SECRET_ACCESS_KEY" not in env and "DATABASE_URL" not in env
-    assert env["LANG"] == "C.UTF-8" and env["PORT"] == "1"
+    monkeypatch.setenv("SUPER_LEAK_API_KEY", "x")
+    monkeypatch.setenv("PATH", "/control/plane/bin:/usr/bin")
+    env = instances.instance_environ("/n/instances/i1/home", {"PORT": "1", "CONPAAS_ENV": "production"})
+    assert env == {
+        "PATH": instances.INSTANCE_PATH,
+        "LANG": "C.UTF-8",
+        "LC_ALL": "C.UTF-8",
+        "HOME": "/n/instances/i1/home",
+        "PYTHONUNBUFFERED": "1",
+        "PORT": "1",
+        "CONPAAS_ENV": "production",
+    }
+    in_venv = instances.instance_environ("/h", {}, venv="/n/versions/abc/venv")
+    assert in_venv["PATH"] == f"/n/versions/abc/venv/bin:{instances.INSTANCE_PATH}"
+
+
+def test_a_build_also_gets_the_nodes_pip_and_proxy_settings(monkeypatch):
+    monkeypatch.setenv("PIP_INDEX_URL", "https://pypi.example/simple")
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy:3128")
+    monkeypatch.setenv("SUPER_LEAK_API_KEY", "x")
+    env = instances.build_environ("/v/build-home", "/v/venv")
+    assert env["PIP_INDEX_URL"] == "https://pypi.example/simple" and env["HTTPS_PROXY"] == "http://proxy:3128"
+    assert "SUPER_LEAK_API_KEY" not in env and env["HOME"] == "/v/build-home"
 
 
 # --- end to end: a real agent running real gunicorn ----------------------------------------
@@ -166,6 +183,46 @@ def test_it_runs_an_instance_and_stops_it(start_agent, archives):
     assert not pid_alive(changed["pid"])
     assert agent.call("DELETE", "/v1/instances/i1").status == 204
     assert agent.call("GET", "/v1/instances/i1").status == 404
+
+
+ENVIRON_APP = """\
+import json
+import os
+
+
+def application(environ, start_response):
+    data = json.dumps(dict(os.environ)).encode()
+    start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(data)))])
+    return [data]
+"""
+
+
+@pytest.mark.integration
+def test_an_instance_sees_only_its_allow_listed_environment(start_agent, archives):
+    # On the local cloud the agent inherits the control plane's environment (`manage.py up`).
+    leaks = {"SUPER_LEAK_API_KEY": "x", "CONPAAS_SECRET_KEY": "x", "DATABASE_URL": "postgres://u:p@h/d"}
+    agent = start_agent(roles=["backend"], extra_env=leaks)
+    url, sha = archives.add("environ.zip", make_zip({"wsgi.py": ENVIRON_APP}))
+    env = {"CONPAAS_ENV": "production", "CONPAAS_SERVICE": "shop", "GREETING": "hi", "PORT": "1"}
+    resp = agent.call("PUT", "/v1/instances/env1", instance_body(url, sha, "v7", env=env))
+    assert resp.status == 200, resp.body
+    port = resp.json()["port"]
+    seen = get(port).json()
+    assert seen.pop("SERVER_SOFTWARE").startswith("gunicorn/")  # gunicorn's own, in its workers
+    home = str(agent.home / "instances" / "env1" / "home")
+    assert seen == {
+        "PATH": instances.INSTANCE_PATH,
+        "LANG": "C.UTF-8",
+        "LC_ALL": "C.UTF-8",
+        "HOME": home,
+        "PYTHONUNBUFFERED": "1",
+        "PORT": str(port),  # the control plane's env cannot move it
+        "CONPAAS_VERSION": "v7",
+        "CONPAAS_ENV": "production",
+        "CONPAAS_SERVICE": "shop",
+        "GREETING": "hi",
+    }
+    assert os.stat(home).st_mode & 0o777 == 0o700
 
 
 @pytest.mark.integration

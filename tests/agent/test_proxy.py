@@ -5,9 +5,9 @@ import subprocess
 import threading
 
 import pytest
-from agent_helpers import HAPROXY, app_zip, instance_body
+from agent_helpers import HAPROXY, app_zip, instance_body, make_zip
 from conpaas_agent.procs import pid_alive
-from conpaas_agent.router.config import Paths, render_config, render_map
+from conpaas_agent.router.config import CONSOLE_COOKIE_PASSES, Paths, render_config, render_map
 from conpaas_agent.router.runtime_api import RuntimeAPI, parse_servers_state, server_healthy
 from conpaas_agent.router.validation import InvalidRouting, validate_routing
 from conpaas_agent.waiting import wait_until
@@ -196,6 +196,72 @@ def test_it_routes_by_preview_key_and_swaps_atomically(start_agent, archives):
     # The files say the same as the runtime.
     assert (agent.home / "haproxy" / "envs.map").read_text() == "development slot0\nproduction slot1\n"
     assert (agent.home / "haproxy" / "keys.map").read_text() == "k-dev development\n"
+
+
+COOKIE_APP = """\
+import json
+import os
+
+
+def application(environ, start_response):
+    data = json.dumps({"version": os.environ["CONPAAS_VERSION"], "cookie": environ.get("HTTP_COOKIE")}).encode()
+    start_response("200 OK", [
+        ("Content-Type", "application/json"),
+        ("Content-Length", str(len(data))),
+        ("Set-Cookie", "sessionid=app; Path=/"),
+        ("Set-Cookie", "conpaas_console_session=evil; Path=/"),
+        ("Set-Cookie", "=conpaas_console_csrf=evil"),
+        ("Set-Cookie", " conpaas_console_language=evil"),
+        ("Set-Cookie", "theme=dark"),
+    ])
+    return [data]
+"""
+
+
+@pytest.mark.integration
+def test_the_consoles_cookies_never_reach_an_instance_nor_come_from_one(start_agent, archives):
+    agent = start_agent()
+    ports = {}
+    for label in ("v1", "v2"):
+        url, sha = archives.add(f"cookies-{label}.zip", make_zip({"wsgi.py": COOKIE_APP}))
+        resp = agent.call("PUT", f"/v1/instances/i-{label}", instance_body(url, sha, label))
+        assert resp.status == 200, resp.body
+        ports[label] = resp.json()["port"]
+    desired = routing(ports, {"production": "1", "development": "2"}, {"k-dev": "development"})
+    assert agent.call("PUT", "/v1/proxy", desired).status == 200
+
+    def received(cookie, path="/"):
+        resp = agent.web(path, {"Cookie": cookie} if cookie is not None else None)
+        assert resp.status == 200, (resp.status, resp.body)
+        return resp.json()["version"], resp.json()["cookie"]
+
+    console = "conpaas_console_session=s3cret; conpaas_console_csrf=t0ken"
+    assert received(console) == ("v1", None), "nothing left: no Cookie header at all"
+    assert received(f"a=1; {console}; b=2") == ("v1", "a=1; b=2")
+    assert received(f"{console}; a=1") == ("v1", "a=1")
+    assert received(f"a=1;{console.replace('; ', ';')}") == ("v1", "a=1")
+    # A name that merely contains the prefix, and a value that does, are the app's.
+    assert received("xconpaas_console_a=1; a=conpaas_console_b") == ("v1", "xconpaas_console_a=1; a=conpaas_console_b")
+    assert received(None) == ("v1", None)
+    # The routing cookie still routes, and reaches the app as before.
+    assert received(f"conpaas-env=k-dev; {console}") == ("v2", "conpaas-env=k-dev")
+    assert received(f"{console}; conpaas-env=k-dev; sessionid=app") == ("v2", "conpaas-env=k-dev; sessionid=app")
+    # More console cookies than the passes remove: the whole header goes, never a console cookie.
+    many = "; ".join(f"conpaas_console_c{n}=x; k{n}=y" for n in range(2 * CONSOLE_COOKIE_PASSES + 1))
+    assert received(many) == ("v1", None)
+
+    # The app's own cookies pass; a console cookie it sets becomes an expired harmless one.
+    resp = agent.web("/?conpaas-env=k-dev")
+    assert resp.json()["version"] == "v2"
+    refused = "conpaas-refused=console-cookie; Path=/; Max-Age=0"
+    assert resp.headers_all("Set-Cookie") == [
+        "sessionid=app; Path=/",
+        refused,
+        refused,
+        refused,
+        "theme=dark",
+        "conpaas-env=k-dev; Path=/; HttpOnly; SameSite=Lax",
+    ]
 
 
 @pytest.mark.integration

@@ -12,6 +12,12 @@ from ..metrics import LOG_FORMAT, LOG_SAMPLE
 CHECK_OPTIONS = "check inter 1s fall 2 rise 1"
 NO_VERSION_BACKEND = "conpaas_noversion"
 MAX_SOCKET_PATH = 97
+# The console's cookies (conpaas_site/settings.py) all start with this: the router keeps them
+# from instances in both directions, since browsers share cookies across ports of one host.
+CONSOLE_COOKIE_PREFIX = "conpaas_console_"
+# How many console cookies one request may carry before the router drops its Cookie header
+# whole (a browser holds one per name and path; the console sets two).
+CONSOLE_COOKIE_PASSES = 4
 
 
 @dataclass(frozen=True)
@@ -68,6 +74,34 @@ def render_map(entries: dict[str, str]) -> str:
     return "".join(f"{key} {value}\n" for key, value in sorted(entries.items()))
 
 
+def console_cookie_rules() -> list[str]:
+    """Frontend rules that keep the console's cookies and the instances apart.
+
+    HAProxy 2.6 deletes headers by name only, so each ``replace-header`` pass rewrites the
+    Cookie header without one console cookie (the first one, then the last one after a
+    separator); what is still there after the passes costs the whole header. An instance's
+    ``Set-Cookie`` of a console cookie (also a nameless one, ``=conpaas_console_…``, which some
+    browsers send back as that name) becomes an expired harmless cookie: one header cannot be
+    deleted alone either, and an empty one would still be a header.
+    """
+    prefix = CONSOLE_COOKIE_PREFIX
+    present = f"{{ req.hdr(Cookie) -m sub {prefix} }}"
+    first = f"'^[[:blank:]]*{prefix}[^;]*;?[[:blank:]]*(.*)$' '\\1'"
+    later = f"'^(.*[^[:blank:];])[[:blank:]]*;[[:blank:]]*{prefix}[^;]*(.*)$' '\\1\\2'"
+    rules = []
+    for _ in range(CONSOLE_COOKIE_PASSES):
+        rules.append(f"    http-request replace-header Cookie {first} if {present}")
+        rules.append(f"    http-request replace-header Cookie {later} if {present}")
+    return [
+        *rules,
+        f"    http-request del-header Cookie if {{ req.fhdr(Cookie) -m reg '(^|;)[[:blank:]]*{prefix}' }}",
+        "    http-request del-header Cookie "
+        "if { req.fhdr_cnt(Cookie) eq 1 } { req.fhdr(Cookie) -m reg '^[[:blank:];]*$' }",
+        f"    http-response replace-header Set-Cookie '^[[:blank:]]*=?[[:blank:]]*{prefix}.*$' "
+        "'conpaas-refused=console-cookie; Path=/; Max-Age=0'",
+    ]
+
+
 def render_config(
     paths: Paths,
     http_bind: str,
@@ -122,6 +156,7 @@ def render_config(
         # Unknown key, or an environment without a version: production, like no key at all.
         "    http-request set-var(txn.env) str(production) if !{ var(txn.slot) -m found }",
         f"    http-request set-var(txn.slot) var(txn.env),map({envs}) if !{{ var(txn.slot) -m found }}",
+        *console_cookie_rules(),
         "    use_backend %[var(txn.slot)] if { var(txn.slot) -m found }",
         f"    default_backend {NO_VERSION_BACKEND}",
         "    http-response del-header X-Conpaas-Env",
