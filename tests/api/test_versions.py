@@ -2,6 +2,7 @@ import io
 import os
 
 import pytest
+from django.conf import settings
 from rest_framework.test import APIClient, APIRequestFactory
 
 from services.models import Operation
@@ -164,7 +165,7 @@ def test_it_cuts_off_an_archive_that_grows_past_the_limit(
         api = APIClient(enforce_csrf_checks=True)
         api.get("/login/")
         api.force_login(alice)
-        api.credentials(HTTP_X_CSRFTOKEN=api.cookies["csrftoken"].value)
+        api.credentials(HTTP_X_CSRFTOKEN=api.cookies[settings.CSRF_COOKIE_NAME].value)
     response = upload(api, service, os.urandom(2**20 + 10_000), "big")
     assert response.status_code == 413
     assert response.json() == {"detail": "the upload is larger than the limit of 1 MB"}

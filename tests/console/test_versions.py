@@ -1,6 +1,7 @@
 import os
 
 import pytest
+from django.conf import settings
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
 
@@ -87,7 +88,7 @@ def test_it_cuts_off_an_archive_that_grows_past_the_limit(
     browser = signed_in_browser(alice) if csrf_checked else client
     data = {"archive": SimpleUploadedFile("app.zip", os.urandom(2**20 + 10_000))}
     if csrf_checked:
-        data["csrfmiddlewaretoken"] = browser.cookies["csrftoken"].value
+        data["csrfmiddlewaretoken"] = browser.cookies[settings.CSRF_COOKIE_NAME].value
     response = browser.post(f"/services/{service.pk}/versions/", data, **JSON)
     assert response.status_code == 413
     assert response.json() == {"detail": "the upload is larger than the limit of 1 MB"}
@@ -99,7 +100,7 @@ def test_it_cuts_off_an_archive_that_grows_past_the_limit(
 def test_it_writes_nothing_of_a_file_from_nobody_signed_in(service, upload_temp_dir):
     browser = signed_in_browser(None)
     data = {
-        "csrfmiddlewaretoken": browser.cookies["csrftoken"].value,
+        "csrfmiddlewaretoken": browser.cookies[settings.CSRF_COOKIE_NAME].value,
         "archive": SimpleUploadedFile("app.zip", label_app("1")),
     }
     response = browser.post(f"/services/{service.pk}/versions/", data, **JSON)
