@@ -4,8 +4,8 @@ from django.utils import timezone
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from services.choices import NodeState, Role, Runtime
-from services.models import GONE, Event, Node, Operation, Service, active_operations
+from services.choices import Role, Runtime
+from services.models import GONE, Event, Node, Operation, Service, active_operations, production_urls
 from versions.models import CodeVersion, Environment, preview_url
 
 
@@ -46,7 +46,7 @@ class ServiceSerializer(serializers.ModelSerializer):
 
 
 def service_list(services) -> list[dict]:
-    """ServiceSerializer's representation of every service in `services`, from three flat queries.
+    """ServiceSerializer's representation of every service in `services`, from four flat queries.
 
     A thousand services take tens of milliseconds this way; through the serializers, about a
     second (a model instance and a DRF field walk per service, environment and node).
@@ -69,18 +69,15 @@ def service_list(services) -> list[dict]:
         Node.objects.filter(service__in=services)
         .exclude(state__in=GONE)
         .order_by("created", "id")
-        .values(
-            "service_id", "id", "name", "is_proxy", "is_backend", "state", "address", "cloud", "created", "http_port"
-        )
+        .values("service_id", "id", "name", "is_proxy", "is_backend", "state", "address", "cloud", "created")
     ):
         nodes.setdefault(node["service_id"], []).append(node)
+    urls = production_urls(services)
     answer = []
     no_nodes = []
     for pk, name, runtime, state, made in services.values_list("id", "name", "runtime", "state", "created"):
         live = nodes.get(pk, no_nodes)
-        url = None
-        if live and (proxy := next((n for n in live if n["is_proxy"] and n["state"] == NodeState.RUNNING), None)):
-            url = Node(address=proxy["address"], http_port=proxy["http_port"]).http_url
+        url = urls.get(pk)
         answer.append(
             {
                 "id": pk,
