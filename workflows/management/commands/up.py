@@ -61,6 +61,8 @@ class Command(BaseCommand):
                     "-",
                     "--chdir",
                     str(settings.BASE_DIR),
+                    # No control socket in the invoking user's home: nothing of ours lives outside CONPAAS_HOME.
+                    "--no-control-socket",
                 ],
                 env=env,
             ),
