@@ -1,6 +1,5 @@
 """Instances: what a backend node is asked to run for a code version, and asking it to run it."""
 
-from django.conf import settings
 from django.core import signing
 from django.urls import reverse
 

@@ -100,9 +100,7 @@ class LocalNodeDriver(NodeDriver):
         if self.isolation is None:
             home = self.home / name
             home.mkdir(parents=True, exist_ok=False)
-            config.update(
-                home=str(home), agent_bind=f"127.0.0.1:{free_port()}", http_bind=f"127.0.0.1:{free_port()}"
-            )
+            config.update(home=str(home), agent_bind=f"127.0.0.1:{free_port()}", http_bind=f"127.0.0.1:{free_port()}")
             launch, python, owner = ["setsid", "--fork"], sys.executable, None
             boot_script = BOOT_SCRIPT
         else:
@@ -110,7 +108,9 @@ class LocalNodeDriver(NodeDriver):
             control = urlsplit(config["control_url"])
             control_ip = socket.gethostbyname(control.hostname or "127.0.0.1")
             control_port = control.port or (443 if control.scheme == "https" else 80)
-            slot = self.isolation.allocate(name, str(config.get("group") or name), (control_ip, control_port), IMAGES_DIR)
+            slot = self.isolation.allocate(
+                name, str(config.get("group") or name), (control_ip, control_port), IMAGES_DIR
+            )
             home, address = self.isolation.home(slot), self.isolation.network.address(slot.number)
             config.update(
                 home=str(home),
