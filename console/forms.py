@@ -75,7 +75,7 @@ class FirstAccountForm(UserCreationForm):
     code = forms.CharField(
         label="One-time code",
         max_length=40,
-        help_text="Printed by `manage.py up` (and `./run up`) at start, while no account exists.",
+        help_text="Printed by manage.py up (and ./run up) at start, while no account exists.",
         widget=forms.TextInput(attrs={"autocomplete": "off", "spellcheck": "false"}),
     )
 

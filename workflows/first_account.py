@@ -109,11 +109,11 @@ def admission(meta: dict, code: str = "") -> str:
     if not code_path().exists():
         raise FirstAccountRefused(
             "The first account can be made only from the machine ConPaaS runs on, or with the one-time code "
-            "`manage.py up` prints at start; none is active now: restart it to get one."
+            "manage.py up prints at start; none is active now: restart it to get one."
         )
     raise FirstAccountRefused(
         "The first account can be made only from the machine ConPaaS runs on, or with the one-time code "
-        "`manage.py up` printed at start. "
+        "manage.py up printed at start. "
         + ("That code is wrong." if code.strip() else "This request comes from elsewhere and brings no code.")
     )
 
