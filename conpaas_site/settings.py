@@ -2,9 +2,11 @@
 
 import ipaddress
 import os
+import re
 from pathlib import Path
 
 import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
 from django.core.management.utils import get_random_secret_key
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -40,6 +42,21 @@ ALLOWED_HOSTS = os.getenv("CONPAAS_ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]").
 # `manage.py up` sets it from --bind when it is not given.
 CONPAAS_URL = os.getenv("CONPAAS_URL", "http://127.0.0.1:8000").rstrip("/")
 CONPAAS_CLOUD = os.getenv("CONPAAS_CLOUD", "local")
+
+
+def _apps_domain(value: str) -> str:
+    """CONPAAS_APPS_DOMAIN, checked at start: a bad one would only show later as broken links."""
+    domain = value.strip().strip(".").lower()
+    label = r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?"
+    # Room for the service's own label (63) and its dot within a host name's 253 characters.
+    if domain and (len(domain) > 253 - 64 or not re.fullmatch(rf"{label}(\.{label})*", domain)):
+        raise ImproperlyConfigured(f"CONPAAS_APPS_DOMAIN is not a DNS domain name: {value!r}")
+    return domain
+
+
+# Empty: a service's URL is its router's address. Set (with a wildcard DNS record for it): each
+# service gets a host name of its own, <service>-<owner>.<domain> (services.models.host_label).
+CONPAAS_APPS_DOMAIN = _apps_domain(os.getenv("CONPAAS_APPS_DOMAIN", ""))
 CONPAAS_ARCHIVES = CONPAAS_HOME / "archives"
 CONPAAS_NODES = CONPAAS_HOME / "nodes"
 # The local cloud isolates each node (its own Unix user, network namespace and cgroups) when

@@ -2,6 +2,8 @@
 workflows check and the views put back on the form with `add_error(None, error)`."""
 
 from django import forms
+from django.contrib.auth.forms import UserCreationForm
+from django.contrib.auth.password_validation import password_validators_help_texts
 
 from services.choices import AVAILABLE_RUNTIMES, Runtime
 
@@ -63,3 +65,28 @@ class UploadForm(forms.Form):
     archive = forms.FileField(allow_empty_file=True, label="Archive")
     # Checked by versions.storage.store_version, which names the reason when it refuses one.
     label = forms.CharField(required=False, max_length=40, label="Label (optional)")
+
+
+class FirstAccountForm(UserCreationForm):
+    """The first account: a username, an optional email, a password checked by Django's password
+    validators (AUTH_PASSWORD_VALIDATORS); from elsewhere than this machine, the one-time code too.
+    workflows.first_account decides who may make it and makes it."""
+
+    code = forms.CharField(
+        label="One-time code",
+        max_length=40,
+        help_text="Printed by manage.py up (and ./run up) at start, while no account exists.",
+        widget=forms.TextInput(attrs={"autocomplete": "off", "spellcheck": "false"}),
+    )
+
+    class Meta(UserCreationForm.Meta):
+        fields = ("username", "email")
+
+    def __init__(self, *args, needs_code: bool, **kwargs):
+        super().__init__(*args, **kwargs)
+        if not needs_code:
+            del self.fields["code"]
+        self.fields["username"].widget.attrs.update(autofocus=True, spellcheck="false")
+        self.fields["email"].help_text = "Optional."
+        # Django's own help is HTML; _field.html shows plain text.
+        self.fields["password1"].help_text = " ".join(password_validators_help_texts())

@@ -9,6 +9,8 @@ from collections import defaultdict
 
 from django.conf import settings
 from django.contrib import messages
+from django.contrib.auth import login
+from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
@@ -18,13 +20,13 @@ from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from console.forms import DeleteServiceForm, DeployForm, EnvironmentForm, ServiceForm, UploadForm
+from console.forms import DeleteServiceForm, DeployForm, EnvironmentForm, FirstAccountForm, ServiceForm, UploadForm
 from services.choices import ServiceState
 from services.errors import ConpaasError
 from services.models import Service, active_operations, production_urls
 from versions.models import DEVELOPMENT, PRODUCTION, Environment, preview_url
 from versions.storage import VersionInUse, delete_version, store_version
-from workflows import lifecycle
+from workflows import first_account, lifecycle
 from workflows.deploy import request_deploy
 from workflows.environments import add_environment
 from workflows.swap import swap, swap_refusal
@@ -139,6 +141,52 @@ def back_to(service: Service, anchor: str = "") -> HttpResponse:
 
 def wants_json(request: HttpRequest) -> bool:
     return "application/json" in request.headers.get("Accept", "")
+
+
+# ---------------------------------------------------------------- signing in, the first account
+
+
+class LoginView(auth_views.LoginView):
+    """Django's sign-in page; while no account exists, the page that makes the first one instead."""
+
+    template_name = "console/login.html"
+    redirect_authenticated_user = True
+
+    def dispatch(self, request, *args, **kwargs):
+        if first_account.is_open():
+            return redirect("console:first-account")
+        return super().dispatch(request, *args, **kwargs)
+
+
+@require_http_methods(["GET", "POST"])
+def first_account_create(request):
+    """Make the first account, a staff superuser, then sign it in. Gone (to the sign-in page) once
+    any account exists; refused (403, nothing stored) from elsewhere than this machine without
+    the one-time code `manage.py up` printed."""
+    if not first_account.is_open():
+        first_account.discard_code()  # made by `createsuperuser` meanwhile: the code dies with the page
+        return redirect("console:login")
+    local = first_account.is_local(request.META)
+    form = FirstAccountForm(request.POST or None, needs_code=not local)
+    context = {"form": form, "local": local, "refusal": ""}
+    if request.method == "GET":
+        return render(request, "console/first_account.html", context)
+    code = request.POST.get("code", "")
+    try:
+        first_account.admission(request.META, code)  # refused before the rest of the form is even read
+        if not form.is_valid():
+            return render(request, "console/first_account.html", context, status=400)
+        data = form.cleaned_data
+        user = first_account.create(data["username"], data["email"], data["password1"], request.META, code)
+    except first_account.FirstAccountRefused as exc:
+        context.update(refusal=str(exc), form=FirstAccountForm(needs_code=not local))
+        return render(request, "console/first_account.html", context, status=exc.http_status)
+    except first_account.FirstAccountExists as exc:
+        messages.info(request, str(exc))
+        return redirect("console:login")
+    login(request, user)
+    messages.success(request, f"Welcome, {user.get_username()}: your account is staff, and may use the admin site.")
+    return redirect("console:dashboard")
 
 
 # ---------------------------------------------------------------- dashboard and services

@@ -1,4 +1,6 @@
+import hashlib
 import logging
+import re
 import secrets
 
 from django.conf import settings
@@ -112,7 +114,42 @@ class Service(models.Model):
             proxy = next((n for n in self.live_node_list() if n.is_proxy and n.state == NodeState.RUNNING), None)
         else:
             proxy = self.proxy_nodes().filter(state=NodeState.RUNNING).first()
-        return proxy.http_url if proxy else None
+        return self.url_through(proxy) if proxy else None
+
+    def url_through(self, proxy: "Node") -> str:
+        """The service's URL served by `proxy`: the one rule behind every URL the API, the console
+        and the CLI show. With CONPAAS_APPS_DOMAIN, a host name of the service's own (host_label)
+        on the router's port, so that browsers keep the cookies of the console and of each app
+        apart; without it, the router's own address."""
+        domain = settings.CONPAAS_APPS_DOMAIN
+        if not domain:
+            return proxy.http_url
+        return f"http://{host_label(self.name, self.owner.username)}.{domain}:{proxy.http_port}/"
+
+
+# A DNS label: at most 63 of a-z, 0-9 and "-" (RFC 1035).
+DNS_LABEL_LENGTH = 63
+READABLE_OWNER = re.compile(r"[a-z0-9]+")
+# The shape of an owner part made from a digest; a username of that shape gets a digest too, so
+# that a readable owner part never equals a digested one.
+DIGESTED_OWNER = re.compile(r"[a-z0-9]*x[0-9a-f]{10}")
+
+
+def host_label(service_name: str, username: str) -> str:
+    """`<service>-<owner>`, a DNS label of its own for each service (README, Settings).
+
+    The owner part never holds a dash, so the last dash splits service from owner, and service
+    names are slugs (slug_validator). A username of lower-case letters and digits is the owner part
+    as it is when the label stays within 63 characters; any other (capitals, dots, @, other
+    alphabets, too long, or shaped like a digest) becomes its letters and digits lower-cased,
+    cut to fit, then `x` and 10 hex digits of the SHA-256 of the exact username. Two users or two
+    services therefore never share a host name, hence never their cookies."""
+    room = DNS_LABEL_LENGTH - len(service_name) - 1
+    if READABLE_OWNER.fullmatch(username) and not DIGESTED_OWNER.fullmatch(username) and len(username) <= room:
+        return f"{service_name}-{username}"
+    digest = hashlib.sha256(username.encode()).hexdigest()[:10]
+    letters = re.sub(r"[^a-z0-9]", "", username.lower())[: room - 1 - len(digest)]
+    return f"{service_name}-{letters}x{digest}"
 
 
 def production_urls(services) -> dict[int, str]:
@@ -121,8 +158,11 @@ def production_urls(services) -> dict[int, str]:
     proxies = Node.objects.filter(service__in=services, is_proxy=True, state=NodeState.RUNNING).order_by(
         "created", "id"
     )
-    for node in proxies.only("service_id", "address", "http_port"):
-        urls.setdefault(node.service_id, node.http_url)
+    proxies = proxies.select_related("service__owner").only(
+        "service__name", "service__owner__username", "address", "http_port"
+    )
+    for node in proxies:
+        urls.setdefault(node.service_id, node.service.url_through(node))
     return urls
 
 

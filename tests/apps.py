@@ -47,3 +47,22 @@ def label_app(build: str = "") -> bytes:
     Archives with different `build` strings differ in content (and sha256), so they are
     staged apart; the same build uploaded twice is stored once."""
     return zip_archive({"wsgi.py": WSGI_LABEL_APP + f"# build {build}\n"})
+
+
+WSGI_COOKIE_ECHO_APP = """\
+def application(environ, start_response):
+    body = ("cookie: " + environ.get("HTTP_COOKIE", "")).encode()
+    start_response("200 OK", [
+        ("Content-Type", "text/plain"),
+        ("Content-Length", str(len(body))),
+        # Its own session, under the name Django apps use, and one under the console's name.
+        ("Set-Cookie", "sessionid=from-the-app; Path=/"),
+        ("Set-Cookie", "conpaas_console_session=from-the-app; Path=/"),
+    ])
+    return [body]
+"""
+
+
+def cookie_echo_app() -> bytes:
+    """A WSGI app answering the Cookie header it received, and setting cookies of its own."""
+    return zip_archive({"wsgi.py": WSGI_COOKIE_ECHO_APP})

@@ -1,4 +1,5 @@
-"""The console in a real browser (Debian's Chromium, headless) against a real control plane.
+"""The console in a real browser (Debian's Chromium, headless) against a real control plane, and
+the console's cookies kept from the apps it runs.
 
 Screenshots of the main pages at laptop and phone widths go to test-artifacts/console/."""
 
@@ -8,7 +9,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.apps import label_app, zip_archive
+from tests.apps import cookie_echo_app, label_app, zip_archive
 from tests.harness import REPO
 
 pytestmark = pytest.mark.integration
@@ -203,3 +204,43 @@ def test_it_runs_the_blue_green_flow_in_a_browser(control_plane, browser, tmp_pa
     page.get_by_role("button", name="Delete this service").click()
     expect(page.get_by_text("You have no services yet")).to_be_visible(timeout=SLOW)
     context.close()
+
+
+def test_it_keeps_the_console_cookies_from_an_app_opened_in_the_same_browser(control_plane, browser):
+    """Browsers share cookies between the ports of one host: the routers strip the console's
+    cookies from what reaches an app and refuse them in its Set-Cookie
+    (images/conpaas_agent/router/config.py, console_cookie_rules)."""
+    from playwright.sync_api import expect
+
+    api = control_plane.client("gus", PASSWORD)
+    service = api.create_service("cookies")
+    try:
+        version = api.upload(service["id"], cookie_echo_app(), "echo").json()
+        assert api.deploy(service["id"], "production", version["id"])["state"] == "succeeded"
+        production_url = api.get(f"/api/v1/services/{service['id']}/").json()["url"]
+
+        context, console = sign_in(browser, control_plane.url, "gus")
+        signed_in = {c["name"]: c["value"] for c in context.cookies(control_plane.url)}
+        assert set(signed_in) == {"conpaas_console_session", "conpaas_console_csrf"}
+        # Else this test proves nothing: the browser would not offer the app the console's cookies.
+        offered = {c["name"] for c in context.cookies(production_url)}
+        assert offered == set(signed_in), f"{production_url} is not on the console's host"
+
+        app = context.new_page()
+        app.goto(production_url)
+        first = body_of(app)
+        app.reload()  # now with the cookie the app set itself
+        second = body_of(app)
+        app.close()
+        assert first.startswith("cookie:") and "conpaas_console_" not in first, first
+        assert second == "cookie: sessionid=from-the-app", "the app sees its own cookie, and only it"
+
+        after = {c["name"]: c["value"] for c in context.cookies(control_plane.url)}
+        assert after["sessionid"] == "from-the-app"
+        assert {name: after[name] for name in signed_in} == signed_in, "the app replaced a console cookie"
+        console.goto(control_plane.url + "/")
+        expect(console.get_by_role("heading", name="Your services")).to_be_visible()
+        expect(console.get_by_role("link", name="cookies")).to_be_visible()
+        context.close()
+    finally:
+        api.wait_operation(api.delete(f"/api/v1/services/{service['id']}/").json())

@@ -12,6 +12,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from services.clouds import describe as describe_nodes
 from services.operations import recover_interrupted
+from workflows import first_account
 from workflows.reconcile import reconcile_all
 from workflows.tasks import queue_health_refresh
 
@@ -34,6 +35,9 @@ class Command(BaseCommand):
             self.stdout.write(f"{interrupted} operation(s) interrupted by the last stop were marked failed")
         # The data plane went on without us: re-read what the nodes run and converge to the database.
         reconcile_all()
+        # While no user exists, the console offers to make the first account (workflows/first_account.py);
+        # the code for doing so from elsewhere exists before the web server answers.
+        code = first_account.issue_code()
 
         env = dict(os.environ)
         # Nodes download code versions from here; they reach this host on the address we bind.
@@ -71,6 +75,11 @@ class Command(BaseCommand):
         ]
         self.stdout.write(f"ConPaaS is up at {env['CONPAAS_URL']}/ (home {settings.CONPAAS_HOME}); Ctrl-C stops it")
         self.stdout.write(describe_nodes())
+        if code:
+            self.stdout.write(
+                f"No account exists yet: open {env['CONPAAS_URL']}/ in a browser on this machine to make the first "
+                f"one, or from elsewhere with this one-time code: {code}"
+            )
 
         stopping = False
 
