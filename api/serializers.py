@@ -13,12 +13,13 @@ class ApiTokenSerializer(serializers.ModelSerializer):
     """One of the user's tokens, without the secret: `prefix` is its first characters."""
 
     prefix = serializers.CharField(read_only=True, help_text="the token's first characters, to tell tokens apart")
-    last_used = serializers.DateTimeField(read_only=True, help_text="to the minute; null: never used")
     current = serializers.SerializerMethodField(help_text="the token this request was sent with")
 
     class Meta:
         model = ApiToken
         fields = ["id", "prefix", "created", "expiry", "last_used", "current"]
+        read_only_fields = fields
+        extra_kwargs = {"last_used": {"help_text": "to the minute; null: never used"}}
 
     def get_current(self, token) -> bool:
         return getattr(self.context.get("request"), "auth", None) == token
