@@ -177,6 +177,9 @@ AXES_LOCKOUT_CALLABLE = "conpaas_site.signin.lockout_response"
 AXES_CLIENT_IP_CALLABLE = "conpaas_site.signin.client_address"
 # Failed attempts are what the lockout needs; a row per successful sign-in would only grow.
 AXES_DISABLE_ACCESS_LOG = True
+# Masked in the failed attempts' stored form data (shown in the admin) and in axes' log lines;
+# axes masks `password` itself.
+AXES_SENSITIVE_PARAMETERS = ["username", "ip_address", "csrfmiddlewaretoken"]
 
 # API tokens (django-rest-knox): stored as a SHA-512 digest, never in clear, each expiring
 # CONPAAS_TOKEN_TTL_DAYS after it was issued; revoked by `conpaas logout`, by the user (API,

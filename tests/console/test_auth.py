@@ -116,3 +116,16 @@ def test_one_lockout_counts_the_failures_of_every_sign_in_form(lockout):
     APIClient().post("/api/v1/auth/token/", {"username": "carol", "password": "wrong"}, format="json")
 
     assert_locked_out_page(console_sign_in("carol", "pw", "10.0.9.9"), lockout)
+
+
+def test_a_failed_sign_in_is_kept_without_its_password_or_csrf_token(lockout):
+    from axes.models import AccessAttempt
+
+    client = Client(enforce_csrf_checks=True)
+    token = str(client.get("/login/").context["csrf_token"])
+    client.post("/login/", {"username": "carol", "password": "secret-guess-1", "csrfmiddlewaretoken": token})
+
+    attempt = AccessAttempt.objects.get()
+    assert attempt.failures_since_start == 1
+    assert "secret-guess-1" not in attempt.post_data and token not in attempt.post_data
+    assert "password=********************" in attempt.post_data
