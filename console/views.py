@@ -185,7 +185,9 @@ def first_account_create(request):
     except first_account.FirstAccountExists as exc:
         messages.info(request, str(exc))
         return redirect("console:login")
-    login(request, user)
+    login(
+        request, user, backend="django.contrib.auth.backends.ModelBackend"
+    )  # two backends since axes: name the one that checked it
     messages.success(request, f"Welcome, {user.get_username()}: your account is staff, and may use the admin site.")
     return redirect("console:dashboard")
 

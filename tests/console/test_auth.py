@@ -121,6 +121,7 @@ def test_one_lockout_counts_the_failures_of_every_sign_in_form(lockout):
 def test_a_failed_sign_in_is_kept_without_its_password_or_csrf_token(lockout):
     from axes.models import AccessAttempt
 
+    UserFactory(username="dora")  # with no account at all, /login/ offers the first one instead
     client = Client(enforce_csrf_checks=True)
     token = str(client.get("/login/").context["csrf_token"])
     client.post("/login/", {"username": "carol", "password": "secret-guess-1", "csrfmiddlewaretoken": token})
