@@ -3,6 +3,7 @@
 The viewsets declare what each action reads and answers with these (api/views.py);
 tests/api/test_schema.py generates the description with warnings as errors."""
 
+from drf_spectacular.contrib.knox_auth_token import KnoxTokenScheme
 from drf_spectacular.extensions import OpenApiSerializerExtension
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse
 
@@ -16,10 +17,14 @@ SERVICE_ID = OpenApiParameter("id", int, PATH, description="the service's id")
 SERVICE_PK = OpenApiParameter("service_pk", int, PATH, description="the service's id")
 VERSION_ID = OpenApiParameter("id", int, PATH, description="the code version's id")
 OPERATION_ID = OpenApiParameter("id", int, PATH, description="the operation's id")
+TOKEN_ID = OpenApiParameter("id", int, PATH, description="the API token's id (from the list of your tokens)")
 ENVIRONMENT_NAME = OpenApiParameter("name", str, PATH, description="the environment's name, e.g. production")
 
 SINCE = OpenApiParameter(
     "since", int, QUERY, description="an event id: only the events newer than it (to follow the history)"
+)
+RETRY_AFTER = OpenApiParameter(
+    "Retry-After", int, OpenApiParameter.HEADER, response=[429], description="seconds until the lockout ends"
 )
 WINDOW = OpenApiParameter("window", int, QUERY, description="seconds, 1 to 3600 (default 60)")
 
@@ -30,6 +35,11 @@ CONFLICT = OpenApiResponse(ErrorSerializer, description="conflicts with the curr
 QUOTA = OpenApiResponse(ErrorSerializer, description="past one of the user's quotas: names it and its value")
 TOO_LARGE = OpenApiResponse(
     ErrorSerializer, description="the body is over CONPAAS_MAX_UPLOAD_MB: answered before it is read, or cut off"
+)
+THROTTLED = OpenApiResponse(
+    ErrorSerializer,
+    description="too many failed sign-ins for this account or from this address: refused, the right password "
+    "too, until the time the `Retry-After` header gives in seconds (CONPAAS_LOGIN_FAILURES, CONPAAS_LOGIN_COOLOFF)",
 )
 UNAVAILABLE = OpenApiResponse(ErrorSerializer, description="a router of the service did not answer")
 
@@ -45,6 +55,13 @@ SWAP_RESULT = OpenApiResponse(
     },
     description="swapped",
 )
+
+
+class TokenScheme(KnoxTokenScheme):
+    """`Authorization: Token <key>`: knox's scheme, for our subclass that notes each token's last use."""
+
+    target_class = "api.authentication.TokenAuthentication"
+    name = "tokenAuth"
 
 
 class ValidationErrorExtension(OpenApiSerializerExtension):

@@ -5,8 +5,24 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from services.choices import Role, Runtime
-from services.models import GONE, Event, Node, Operation, Service, active_operations, production_urls
+from services.models import GONE, ApiToken, Event, Node, Operation, Service, active_operations, production_urls
 from versions.models import CodeVersion, Environment, preview_url
+
+
+class ApiTokenSerializer(serializers.ModelSerializer):
+    """One of the user's tokens, without the secret: `prefix` is its first characters."""
+
+    prefix = serializers.CharField(read_only=True, help_text="the token's first characters, to tell tokens apart")
+    current = serializers.SerializerMethodField(help_text="the token this request was sent with")
+
+    class Meta:
+        model = ApiToken
+        fields = ["id", "prefix", "created", "expiry", "last_used", "current"]
+        read_only_fields = fields
+        extra_kwargs = {"last_used": {"help_text": "to the minute; null: never used"}}
+
+    def get_current(self, token) -> bool:
+        return getattr(self.context.get("request"), "auth", None) == token
 
 
 class NodeSerializer(serializers.ModelSerializer):
@@ -228,8 +244,14 @@ class MetricsSerializer(serializers.Serializer):
     environments = serializers.DictField(child=EnvironmentMetricsSerializer(), help_text="by environment name")
 
 
+class SignInSerializer(serializers.Serializer):
+    username = serializers.CharField()
+    password = serializers.CharField(style={"input_type": "password"}, trim_whitespace=False)
+
+
 class TokenSerializer(serializers.Serializer):
-    token = serializers.CharField(help_text="send it as `Authorization: Token <token>`")
+    token = serializers.CharField(help_text="send it as `Authorization: Token <token>`; shown this once only")
+    expiry = serializers.DateTimeField(help_text="when it stops working (CONPAAS_TOKEN_TTL_DAYS after now)")
 
 
 class ErrorSerializer(serializers.Serializer):

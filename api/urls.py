@@ -3,6 +3,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.routers import DefaultRouter
 
 from api.views import (
+    ApiTokenViewSet,
     CodeVersionViewSet,
     EnvironmentViewSet,
     OperationViewSet,
@@ -14,6 +15,7 @@ from api.views import (
 router = DefaultRouter()
 router.register("services", ServiceViewSet, basename="service")
 router.register("operations", OperationViewSet, basename="operation")
+router.register("auth/tokens", ApiTokenViewSet, basename="token")
 router.register(r"services/(?P<service_pk>\d+)/versions", CodeVersionViewSet, basename="version")
 router.register(r"services/(?P<service_pk>\d+)/environments", EnvironmentViewSet, basename="environment")
 

@@ -1,16 +1,18 @@
 """The REST API: one viewset per resource; each action validates, then calls one workflow."""
 
+from django.contrib.auth import authenticate
+from django.contrib.auth.signals import user_logged_in
 from django.db.models import Prefetch, Q
 from django.http import FileResponse, Http404
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import mixins, status, viewsets
-from rest_framework.authtoken.serializers import AuthTokenSerializer
-from rest_framework.authtoken.views import ObtainAuthToken
 from rest_framework.decorators import action
 from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.parsers import FormParser, MultiPartParser
+from rest_framework.permissions import AllowAny, IsAuthenticated
 from rest_framework.response import Response
+from rest_framework.views import APIView
 
 from api.schema import (
     BAD_REQUEST,
@@ -19,16 +21,20 @@ from api.schema import (
     NOT_FOUND,
     OPERATION_ID,
     QUOTA,
+    RETRY_AFTER,
     SERVICE_ID,
     SERVICE_PK,
     SINCE,
     SWAP_RESULT,
+    THROTTLED,
+    TOKEN_ID,
     TOO_LARGE,
     UNAVAILABLE,
     VERSION_ID,
     WINDOW,
 )
 from api.serializers import (
+    ApiTokenSerializer,
     CodeVersionSerializer,
     DeploySerializer,
     EnvironmentSerializer,
@@ -39,13 +45,15 @@ from api.serializers import (
     ScaleSerializer,
     ServiceCreatedSerializer,
     ServiceSerializer,
+    SignInSerializer,
     SwapSerializer,
     TokenSerializer,
     UploadSerializer,
     service_list,
 )
 from routing.metrics import service_metrics
-from services.models import Operation, Service
+from services import tokens
+from services.models import ApiToken, Operation, Service
 from versions.instances import version_from_token
 from versions.models import Environment
 from versions.storage import delete_version, store_version
@@ -290,9 +298,54 @@ class EnvironmentViewSet(viewsets.ViewSet):
         return environment
 
 
-@extend_schema(request=AuthTokenSerializer, responses={200: TokenSerializer, 400: BAD_REQUEST}, auth=[])
-class TokenView(ObtainAuthToken):
-    """Exchange a username and password for the API token (`Authorization: Token <token>`)."""
+class TokenView(APIView):
+    """POST: a username and password for a new API token. DELETE: revoke the token the request is
+    sent with (`conpaas logout`).
+
+    Sign-ins go through django.contrib.auth.authenticate with the underlying HttpRequest, where
+    django-axes counts failures and AxesMiddleware answers a lockout (429, Retry-After), as it does
+    for the console's and the admin's sign-in forms."""
+
+    def get_permissions(self):
+        return [AllowAny()] if self.request.method == "POST" else [IsAuthenticated()]
+
+    @extend_schema(
+        request=SignInSerializer,
+        parameters=[RETRY_AFTER],
+        responses={200: TokenSerializer, 400: BAD_REQUEST, 429: THROTTLED},
+        auth=[],
+    )
+    def post(self, request):
+        credentials = SignInSerializer(data=request.data)
+        credentials.is_valid(raise_exception=True)
+        user = authenticate(request._request, **credentials.validated_data)
+        if user is None:
+            raise ValidationError({"detail": "unable to sign in with that username and password"})
+        # What a console sign-in sends too: last_login, and axes forgives this account's failures.
+        user_logged_in.send(sender=type(user), request=request._request, user=user)
+        token, key = tokens.issue(user)
+        return Response({"token": key, "expiry": token.expiry})
+
+    @extend_schema(request=None, responses={204: None, 400: BAD_REQUEST})
+    def delete(self, request):
+        if not isinstance(request.auth, ApiToken):
+            raise ValidationError({"detail": "this request was not sent with a token: there is none to revoke"})
+        tokens.revoke(request.user, request.auth.pk)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+@extend_schema_view(destroy=extend_schema(parameters=[TOKEN_ID], responses={204: None, 404: NOT_FOUND}))
+class ApiTokenViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
+    """The user's own API tokens that have not expired (never the secret); revoke one by its id."""
+
+    serializer_class = ApiTokenSerializer
+
+    def get_queryset(self):
+        return tokens.live_tokens(self.request.user)
+
+    def destroy(self, request, pk=None):
+        tokens.revoke(request.user, pk)
+        return Response(status=status.HTTP_204_NO_CONTENT)
 
 
 def archive_download(request, token):

@@ -44,13 +44,13 @@ def seed(count: int) -> dict:
 
     from django.contrib.auth import get_user_model
     from django.utils import timezone
-    from rest_framework.authtoken.models import Token
 
+    from services import tokens
     from services.models import Service
     from versions.models import DEVELOPMENT, PRODUCTION, CodeVersion, Environment, new_preview_key
 
     user = get_user_model().objects.create_user("bench", password=PASSWORD)
-    token = Token.objects.create(user=user).key
+    _token, token = tokens.issue(user)
     now = timezone.now()
     services = Service.objects.bulk_create(
         Service(owner=user, name=f"svc-{n:04d}", runtime="python", state="running") for n in range(count)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from conpaas_cli import config
 from conpaas_cli.client import Client
-from conpaas_cli.errors import OK, REFUSED, USAGE, ApiError, CliError
+from conpaas_cli.errors import OK, REFUSED, USAGE, ApiError, CliError, NotLoggedIn
 from conpaas_cli.output import Progress, fields, human_size, print_json, short_time, symbol, table
 
 POLL_SECONDS = 0.3  # how often an operation is polled while the CLI waits for it
@@ -64,9 +64,74 @@ def _prompt(text: str) -> str:
 
 
 def logout(args: Namespace) -> int:
+    """Revoke the stored token on the server, then forget it here, even when the server cannot be reached."""
+    try:
+        stored = config.load()
+    except CliError:  # no login, or a file that cannot be read: no token to revoke
+        stored = None
+    revoked = dead = False
+    problem = None
+    if stored:
+        try:
+            Client(stored["url"], stored["token"]).delete("auth/token/", expect=(204,))
+            revoked = True
+        except NotLoggedIn:  # the server no longer takes it: nothing left to revoke
+            dead = True
+        except CliError as exc:
+            problem = exc
     removed = config.remove()
-    if not args.json:
+    if problem:
+        raise CliError(
+            f"{problem}; logged out here, but the token is not revoked: it works until it expires",
+            problem.exit_code,
+        )
+    if args.json:
+        print_json({"logged_out": removed, "revoked": revoked})
+    elif revoked:
+        print("logged out (token revoked)")
+    elif dead:
+        print("logged out (the token had already expired or been revoked)")
+    else:
         print("logged out" if removed else "not logged in")
+    return OK
+
+
+# --- API tokens ------------------------------------------------------------------------------------
+
+
+def tokens_list(args: Namespace) -> int:
+    found = client().get("auth/tokens/")
+    if args.json:
+        print_json(found)
+        return OK
+    table(
+        ["id", "token", "created", "expires", "last used", "current"],
+        [
+            [
+                t["id"],
+                f"{t['prefix']}…",
+                short_time(t.get("created")),
+                short_time(t.get("expiry")),
+                short_time(t.get("last_used")),
+                "this login" if t.get("current") else "",
+            ]
+            for t in found
+        ],
+    )
+    return OK
+
+
+def tokens_revoke(args: Namespace) -> int:
+    api = client()
+    current = [t["id"] for t in api.get("auth/tokens/") if t.get("current")]
+    api.delete(f"auth/tokens/{args.token}/", expect=(204,))
+    ours = args.token in current
+    if ours:  # this login's own token is dead now: keep no file that only says "not logged in"
+        config.remove()
+    if args.json:
+        print_json({"revoked": args.token, "logged_out": ours})
+    else:
+        print(f"revoked token {args.token}" + (", the one this login used: logged out" if ours else ""))
     return OK
 
 

@@ -48,7 +48,13 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="read the password from stdin (or set CONPAAS_PASSWORD); asked for otherwise",
     )
-    command("logout", commands.logout, "forget the stored login")
+    command("logout", commands.logout, "revoke the stored token on the server and forget the login")
+
+    tokens = command("tokens", commands.tokens_list, "list your API tokens (the one this login uses is marked)")
+    token_sub = tokens.add_subparsers(dest="action", metavar="ACTION")
+    command("list", commands.tokens_list, "list your API tokens", subparsers=token_sub)
+    p = command("revoke", commands.tokens_revoke, "revoke one of your API tokens", subparsers=token_sub)
+    p.add_argument("token", metavar="ID", type=int, help="the token's id (see: conpaas tokens)")
 
     services = sub.add_parser("services", help="list, create, show and delete services")
     services.set_defaults(handler=None, group=services)

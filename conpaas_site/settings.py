@@ -3,6 +3,7 @@
 import ipaddress
 import os
 import re
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
@@ -95,7 +96,8 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "rest_framework",
-    "rest_framework.authtoken",
+    "knox",
+    "axes",
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "django_q",
@@ -118,6 +120,9 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last, as django-axes asks: turns a sign-in refused by a lockout into the 429 of
+    # conpaas_site.signin.lockout_response, on the token endpoint, the console and the admin alike.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "conpaas_site.urls"
@@ -180,6 +185,44 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     }
     DATABASES["default"]["CONN_MAX_AGE"] = 0
 
+# Sign-in throttling (django-axes) on every password sign-in: the API's token endpoint, the
+# console and the admin. CONPAAS_LOGIN_FAILURES wrong passwords for one account (from anywhere)
+# or from one address (for any accounts) within CONPAAS_LOGIN_COOLOFF seconds lock that account or
+# address until CONPAAS_LOGIN_COOLOFF seconds after the last of them: answered 429 with Retry-After,
+# the right password included. Locked-out tries are not counted, so they do not extend the lock.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",  # first: refuses a locked-out sign-in before any password check
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = envint("CONPAAS_LOGIN_FAILURES", 10)
+AXES_COOLOFF_TIME = timedelta(seconds=envint("CONPAAS_LOGIN_COOLOFF", 900))
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]  # each on its own: per account, and per address
+AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = False
+AXES_RESET_ON_SUCCESS = True  # only that account's failures from that address (conpaas_site.signin)
+AXES_HANDLER = "conpaas_site.signin.SigninAttempts"
+AXES_LOCKOUT_CALLABLE = "conpaas_site.signin.lockout_response"
+# The address is the connection's (REMOTE_ADDR): gunicorn serves clients directly, and a
+# forwarded-for header is the client's to write.
+AXES_CLIENT_IP_CALLABLE = "conpaas_site.signin.client_address"
+# Failed attempts are what the lockout needs; a row per successful sign-in would only grow.
+AXES_DISABLE_ACCESS_LOG = True
+# Masked in the failed attempts' stored form data (shown in the admin) and in axes' log lines;
+# axes masks `password` itself.
+AXES_SENSITIVE_PARAMETERS = ["username", "ip_address", "csrfmiddlewaretoken"]
+
+# API tokens (django-rest-knox): stored as a SHA-512 digest, never in clear, each expiring
+# CONPAAS_TOKEN_TTL_DAYS after it was issued; revoked by `conpaas logout`, by the user (API,
+# CLI, console) and by any change of the user's password (services.tokens).
+CONPAAS_TOKEN_TTL_DAYS = envint("CONPAAS_TOKEN_TTL_DAYS", 30)
+KNOX_TOKEN_MODEL = "services.ApiToken"  # knox's own, plus an integer id and the time of last use
+# knox's migrations would create the table of its default model, which nothing uses once it is
+# replaced, and which blocks `flush` on PostgreSQL (it references the users' table).
+MIGRATION_MODULES = {"knox": None}
+REST_KNOX = {
+    "TOKEN_TTL": timedelta(days=CONPAAS_TOKEN_TTL_DAYS),
+    "AUTH_HEADER_PREFIX": "Token",  # DESIGN.md: `Authorization: Token <key>`
+}
+
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
@@ -208,7 +251,7 @@ FILE_UPLOAD_HANDLERS = [
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework.authentication.TokenAuthentication",
+        "api.authentication.TokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],

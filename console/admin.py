@@ -3,9 +3,8 @@
 from django.contrib import admin
 from django.contrib.auth import get_user_model
 from django.contrib.auth.admin import UserAdmin
-from rest_framework.authtoken.models import TokenProxy
 
-from services.models import Application, Event, Node, Operation, Quota, Service
+from services.models import ApiToken, Application, Event, Node, Operation, Quota, Service
 from versions.models import CodeVersion, Environment, Instance
 
 
@@ -122,9 +121,21 @@ class InstanceAdmin(admin.ModelAdmin):
     exclude = ["spec"]  # holds a signed download link
 
 
-# DRF lists every API token in clear; tokens are secrets, users get theirs from the API.
-if admin.site.is_registered(TokenProxy):
-    admin.site.unregister(TokenProxy)
+@admin.register(ApiToken)
+class ApiTokenAdmin(admin.ModelAdmin):
+    """Operators see and revoke (delete) API tokens; the database has no token to show, only a
+    digest, which stays off the page too. Tokens are issued to their users only (the API)."""
+
+    list_display = ["prefix", "user", "created", "expiry", "last_used"]
+    search_fields = ["user__username"]
+    fields = ["user", "prefix", "created", "expiry", "last_used"]
+    readonly_fields = fields
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
 
 
 class QuotaInline(admin.StackedInline):

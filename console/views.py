@@ -21,6 +21,7 @@ from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from console.forms import DeleteServiceForm, DeployForm, EnvironmentForm, FirstAccountForm, ServiceForm, UploadForm
+from services import tokens
 from services.choices import ServiceState
 from services.errors import ConpaasError
 from services.models import Service, active_operations, production_urls
@@ -184,7 +185,9 @@ def first_account_create(request):
     except first_account.FirstAccountExists as exc:
         messages.info(request, str(exc))
         return redirect("console:login")
-    login(request, user)
+    login(
+        request, user, backend="django.contrib.auth.backends.ModelBackend"
+    )  # two backends since axes: name the one that checked it
     messages.success(request, f"Welcome, {user.get_username()}: your account is staff, and may use the admin site.")
     return redirect("console:dashboard")
 
@@ -422,3 +425,24 @@ def swap_done(request, pk: int):
         "url": service.url,
     }
     return render(request, "console/swap_done.html", context)
+
+
+# ---------------------------------------------------------------- API tokens
+
+
+@login_required
+@require_GET
+def token_list(request):
+    """The user's API tokens (what `conpaas login` and the API issued), without their secrets."""
+    return render(request, "console/tokens.html", {"tokens": tokens.live_tokens(request.user)})
+
+
+@login_required
+@require_POST
+def token_revoke(request, token_pk: int):
+    try:
+        token = tokens.revoke(request.user, token_pk)
+    except ConpaasError as exc:  # not the user's, or already gone: 404
+        raise Http404(str(exc)) from None
+    messages.success(request, f"Revoked the token starting {token.prefix}; it no longer signs anything in.")
+    return redirect("console:tokens")

@@ -9,6 +9,8 @@ from django.core.validators import RegexValidator
 from django.db import models
 from django.db.models import Q
 from django.utils import timezone
+from knox.models import AbstractAuthToken
+from knox.settings import CONSTANTS
 
 from services.choices import (
     AVAILABLE_RUNTIMES,
@@ -303,3 +305,36 @@ class Quota(models.Model):
 
     def __str__(self) -> str:
         return f"quotas of {self.user}"
+
+
+class ApiToken(AbstractAuthToken):
+    """An API token: django-rest-knox's model (KNOX_TOKEN_MODEL), with an integer id users name it
+    by and the time of its last use. The database keeps the token's SHA-512 `digest` and its first
+    characters (`token_key`, knox's lookup index), never the token: it is shown once, when issued.
+
+    The rules (issue, list, revoke, revoke on a password change) are in services/tokens.py."""
+
+    digest = models.CharField(max_length=CONSTANTS.DIGEST_LENGTH, unique=True)  # knox's primary key, here unique
+    last_used = models.DateTimeField(null=True, blank=True)
+
+    # Characters of the token shown to its owner to tell their tokens apart (of 64 random hex digits).
+    PREFIX_LENGTH = 8
+    # How stale `last_used` may get: one write a minute per token, not one per API call.
+    LAST_USE_RESOLUTION = 60
+
+    class Meta:
+        verbose_name = "API token"
+        ordering = ["-created", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.prefix}… of {self.user}"
+
+    @property
+    def prefix(self) -> str:
+        return self.token_key[: self.PREFIX_LENGTH]
+
+    def record_use(self) -> None:
+        now = timezone.now()
+        if self.last_used is None or (now - self.last_used).total_seconds() >= self.LAST_USE_RESOLUTION:
+            self.last_used = now
+            ApiToken.objects.filter(pk=self.pk).update(last_used=now)

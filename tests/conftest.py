@@ -65,3 +65,24 @@ def upload_temp_dir(settings, tmp_path):
     settings.FILE_UPLOAD_TEMP_DIR = str(tmp_path)
     settings.CONPAAS_MAX_UPLOAD_MB = 1
     return tmp_path
+
+
+@pytest.fixture
+def lockout(settings):
+    """Sign-in lockouts after 3 failures (django-axes, conpaas_site/signin.py), a 10-minute
+    cool-off, and a way to let it pass: the failures are moved 10 minutes back."""
+    from datetime import timedelta
+
+    from axes.models import AccessAttempt
+    from django.db.models import F
+
+    class Lockout:
+        limit = 3
+        cool_off = timedelta(minutes=10)
+
+        def pass_cool_off(self):
+            AccessAttempt.objects.update(attempt_time=F("attempt_time") - self.cool_off)
+
+    settings.AXES_FAILURE_LIMIT = Lockout.limit
+    settings.AXES_COOLOFF_TIME = Lockout.cool_off
+    return Lockout()

@@ -163,9 +163,12 @@ class ControlPlane:
             self.process.wait()
 
     def create_user(self, username: str, password: str = "pw-secret-1", staff: bool = False) -> None:
+        # The password is set only when it differs: a new password revokes the user's API tokens,
+        # and other fixtures may still hold one of them.
         code = (
             "from django.contrib.auth import get_user_model; U = get_user_model(); "
-            f"u, _ = U.objects.get_or_create(username={username!r}); u.set_password({password!r}); "
+            f"u, _ = U.objects.get_or_create(username={username!r}); "
+            f"u.check_password({password!r}) or u.set_password({password!r}); "
             f"u.is_staff = u.is_superuser = {staff!r}; u.save()"
         )
         self.manage("shell", "-c", code)

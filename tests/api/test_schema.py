@@ -22,6 +22,8 @@ CONTRACT_PATHS = {
     "/api/v1/services/{id}/metrics/": {"get"},
     "/api/v1/operations/": {"get"},
     "/api/v1/operations/{id}/": {"get"},
+    "/api/v1/auth/tokens/": {"get"},
+    "/api/v1/auth/tokens/{id}/": {"delete"},
 }
 HTTP_METHODS = {"get", "put", "post", "delete", "patch", "head", "options", "trace"}
 
@@ -109,3 +111,15 @@ def test_the_docs_page_loads_swagger_ui_from_this_server_not_a_cdn(api):
     html = page.content.decode()
     assert "/static/drf_spectacular_sidecar/swagger-ui-dist/swagger-ui-bundle.js" in html
     assert "cdn." not in html and "https://" not in html.replace("https://swagger.io", "")
+
+
+def test_the_token_endpoint_declares_its_lockout_and_its_revocation(schema):
+    token = schema["paths"]["/api/v1/auth/token/"]
+    locked = token["post"]["responses"]["429"]
+    assert locked["headers"]["Retry-After"]["schema"]["type"] == "integer"
+    assert locked["content"]["application/json"]["schema"]["$ref"] == "#/components/schemas/Error"
+    assert set(token["delete"]["responses"]) == {"204", "400"}
+    listed = schema["components"]["schemas"]["ApiToken"]["properties"]
+    assert set(listed) == {"id", "prefix", "created", "expiry", "last_used", "current"}
+    assert listed["last_used"]["nullable"] and listed["expiry"]["readOnly"]
+    assert schema["components"]["securitySchemes"]["tokenAuth"]["name"] == "Authorization"

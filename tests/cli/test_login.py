@@ -113,14 +113,32 @@ def test_it_says_no_password_was_given_when_there_is_no_terminal(cli, config_fil
     assert login.err == "error: no password given (use --password-stdin or CONPAAS_PASSWORD)\n"
 
 
-def test_it_logs_out(cli, config_file):
+def test_it_logs_out_here_when_the_server_cannot_be_reached_and_says_the_token_lives_on(cli, config_file):
     from conpaas_cli import config
 
-    config.save({"url": "http://127.0.0.1:1", "token": "t", "username": "alice"})
+    url = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    config.save({"url": url, "token": "t", "username": "alice"})
 
-    assert cli("logout").out == "logged out\n"
+    result = cli("logout")
+
+    assert result.code == 3
+    assert result.err == (
+        f"error: cannot reach {url}: Connection refused; "
+        "logged out here, but the token is not revoked: it works until it expires\n"
+    )
     assert not config_file.exists()
-    assert cli("logout").out == "not logged in\n"
+    again = cli("logout")
+    assert (again.code, again.out) == (0, "not logged in\n")
+
+
+def test_it_logs_out_of_a_login_file_it_cannot_read(cli, config_file):
+    config_file.parent.mkdir(parents=True)
+    config_file.write_text("{not json")
+
+    result = cli("logout")
+
+    assert (result.code, result.out) == (0, "logged out\n")
+    assert not config_file.exists()
 
 
 def test_it_exits_2_on_usage_errors(cli):

@@ -53,3 +53,80 @@ def test_it_names_its_cookies_so_that_routers_keep_them_from_apps():
     # An app's own `sessionid` on the same host no longer signs the console's user out.
     client.cookies["sessionid"] = "set-by-an-app"
     assert client.get("/").status_code == 200
+
+
+def console_sign_in(username, password, address="10.0.0.1"):
+    return Client().post("/login/", {"username": username, "password": password}, REMOTE_ADDR=address)
+
+
+def admin_sign_in(username, password, address="10.0.0.1"):
+    return Client().post(
+        "/admin/login/?next=/admin/",
+        {"username": username, "password": password, "next": "/admin/"},
+        REMOTE_ADDR=address,
+    )
+
+
+def assert_locked_out_page(response, lockout):
+    assert response.status_code == 429
+    assert 0 < int(response["Retry-After"]) <= lockout.cool_off.total_seconds()
+    html = response.content.decode()
+    assert '<div class="error" role="alert"><p>Sign-in refused: too many failed sign-ins for this account' in html
+    assert "conpaas_console_session" not in response.cookies
+
+
+@pytest.mark.parametrize("sign_in", [console_sign_in, admin_sign_in], ids=["console", "admin"])
+def test_it_locks_an_account_out_after_n_wrong_passwords(sign_in, lockout):
+    UserFactory(username="carol", is_staff=True)
+
+    answers = [sign_in("carol", "wrong", f"10.0.1.{n}").status_code for n in range(lockout.limit)]
+
+    assert answers == [200] * (lockout.limit - 1) + [429]  # the form again, in place; then the lockout
+    assert_locked_out_page(sign_in("carol", "pw", "10.0.2.1"), lockout)
+
+
+@pytest.mark.parametrize("sign_in", [console_sign_in, admin_sign_in], ids=["console", "admin"])
+def test_it_locks_an_address_out_after_n_wrong_passwords(sign_in, lockout):
+    UserFactory(username="carol", is_staff=True)
+    for n in range(lockout.limit):
+        sign_in(f"nobody{n}", "wrong", "10.0.3.1")
+
+    assert_locked_out_page(sign_in("carol", "pw", "10.0.3.1"), lockout)
+    assert sign_in("carol", "pw", "10.0.3.2").status_code == 302  # from elsewhere: signed in
+
+
+@pytest.mark.parametrize("sign_in", [console_sign_in, admin_sign_in], ids=["console", "admin"])
+def test_it_signs_in_again_after_the_cool_off(sign_in, lockout):
+    UserFactory(username="carol", is_staff=True)
+    for _ in range(lockout.limit):
+        sign_in("carol", "wrong")
+    assert sign_in("carol", "pw").status_code == 429
+
+    lockout.pass_cool_off()
+
+    assert sign_in("carol", "pw").status_code == 302
+
+
+def test_one_lockout_counts_the_failures_of_every_sign_in_form(lockout):
+    from rest_framework.test import APIClient
+
+    UserFactory(username="carol", is_staff=True)
+    console_sign_in("carol", "wrong")
+    admin_sign_in("carol", "wrong")
+    APIClient().post("/api/v1/auth/token/", {"username": "carol", "password": "wrong"}, format="json")
+
+    assert_locked_out_page(console_sign_in("carol", "pw", "10.0.9.9"), lockout)
+
+
+def test_a_failed_sign_in_is_kept_without_its_password_or_csrf_token(lockout):
+    from axes.models import AccessAttempt
+
+    UserFactory(username="dora")  # with no account at all, /login/ offers the first one instead
+    client = Client(enforce_csrf_checks=True)
+    token = str(client.get("/login/").context["csrf_token"])
+    client.post("/login/", {"username": "carol", "password": "secret-guess-1", "csrfmiddlewaretoken": token})
+
+    attempt = AccessAttempt.objects.get()
+    assert attempt.failures_since_start == 1
+    assert "secret-guess-1" not in attempt.post_data and token not in attempt.post_data
+    assert "password=********************" in attempt.post_data
