@@ -185,9 +185,8 @@ def first_account_create(request):
     except first_account.FirstAccountExists as exc:
         messages.info(request, str(exc))
         return redirect("console:login")
-    login(
-        request, user, backend="django.contrib.auth.backends.ModelBackend"
-    )  # two backends since axes: name the one that checked it
+    # Two backends since axes: name the one that made the account.
+    login(request, user, backend="django.contrib.auth.backends.ModelBackend")
     messages.success(request, f"Welcome, {user.get_username()}: your account is staff, and may use the admin site.")
     return redirect("console:dashboard")
 
