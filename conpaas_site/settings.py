@@ -1,5 +1,6 @@
 """ConPaaS settings: environment variables with embedded defaults (see DESIGN.md, running contract)."""
 
+import ipaddress
 import os
 import re
 from datetime import timedelta
@@ -59,6 +60,17 @@ def _apps_domain(value: str) -> str:
 CONPAAS_APPS_DOMAIN = _apps_domain(os.getenv("CONPAAS_APPS_DOMAIN", ""))
 CONPAAS_ARCHIVES = CONPAAS_HOME / "archives"
 CONPAAS_NODES = CONPAAS_HOME / "nodes"
+# The local cloud isolates each node (its own Unix user, network namespace and cgroups) when
+# the platform runs as root: "auto" (isolate when possible, else say why once at start-up),
+# "required" (refuse to boot nodes that cannot be isolated) or "off". See README, "Isolation".
+CONPAAS_LOCAL_ISOLATION = os.getenv("CONPAAS_LOCAL_ISOLATION", "auto")
+CONPAAS_LOCAL_NODE_ROOT = Path(os.getenv("CONPAAS_LOCAL_NODE_ROOT", "/var/lib/conpaas/nodes"))
+CONPAAS_LOCAL_NETWORK = os.getenv("CONPAAS_LOCAL_NETWORK", "10.77.0.0/16")
+# Isolated nodes reach the control plane at their bridge's gateway (it forwards to CONPAAS_URL).
+ALLOWED_HOSTS.append(str(ipaddress.ip_network(CONPAAS_LOCAL_NETWORK).network_address + 1))
+CONPAAS_LOCAL_CPU_SHARES = envint("CONPAAS_LOCAL_CPU_SHARES", 512)  # the platform's processes have 1024
+CONPAAS_LOCAL_MEMORY_MB = envint("CONPAAS_LOCAL_MEMORY_MB", 2048)
+CONPAAS_LOCAL_PIDS = envint("CONPAAS_LOCAL_PIDS", 1024)
 # How long a deploy waits for the new instances to pass their health checks.
 CONPAAS_HEALTH_TIMEOUT = envint("CONPAAS_HEALTH_TIMEOUT", 60)
 CONPAAS_BOOT_TIMEOUT = envint("CONPAAS_BOOT_TIMEOUT", 300)

@@ -27,7 +27,9 @@ def boot_node(service: Service, roles: list[str], operation=None) -> Node:
     Event.record(service, "node.boot", f"booting node {node.name} ({', '.join(roles)})", operation=operation)
     try:
         cloud = clouds.get_cloud(node.cloud)
-        cloud_node = create_node(cloud, BootConfig(node.name, node.secret, roles, settings.CONPAAS_URL))
+        cloud_node = create_node(
+            cloud, BootConfig(node.name, node.secret, roles, settings.CONPAAS_URL, group=f"service-{service.pk}")
+        )
     except CloudError as exc:
         fail_node(node, str(exc), operation)
     node.provider_id = cloud_node.id

@@ -66,3 +66,49 @@ def application(environ, start_response):
 def cookie_echo_app() -> bytes:
     """A WSGI app answering the Cookie header it received, and setting cookies of its own."""
     return zip_archive({"wsgi.py": WSGI_COOKIE_ECHO_APP})
+
+
+WSGI_PROBE_APP = """\
+import json
+import os
+import socket
+from urllib.parse import parse_qs
+
+
+def attempt(action, target):
+    if action == "read":
+        with open(target, "rb") as fh:
+            return fh.read(16).hex()
+    if action == "list":
+        return sorted(os.listdir(target))[:5]
+    if action == "connect":
+        host, port = target.rsplit(":", 1)
+        with socket.create_connection((host, int(port)), timeout=2):
+            return "connected"
+    if action == "signal":
+        os.kill(int(target), 0)
+        return "may signal"
+    if action == "whoami":
+        with open("/proc/self/cgroup") as fh:
+            cgroups = fh.read()
+        return {"uid": os.getuid(), "nice": os.getpriority(os.PRIO_PROCESS, 0), "cgroups": cgroups,
+                "environ": sorted(os.environ)}
+    raise ValueError(action)
+
+
+def application(environ, start_response):
+    query = {k: v[0] for k, v in parse_qs(environ.get("QUERY_STRING", "")).items()}
+    try:
+        result = {"ok": True, "result": attempt(query.get("action"), query.get("target", ""))}
+    except Exception as exc:
+        result = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
+    body = json.dumps(result).encode()
+    start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
+    return [body]
+"""
+
+
+def probe_app() -> bytes:
+    """A WSGI app that tries what it is told (read a file, list a folder, connect, signal a
+    process) and answers whether it could: tenant code probing its walls."""
+    return zip_archive({"wsgi.py": WSGI_PROBE_APP})

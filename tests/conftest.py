@@ -10,6 +10,17 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "images"))
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _local_nodes_network():
+    """Isolated local nodes share a bridge that `manage.py down` leaves up (a deleted node's
+    address must answer nothing rather than be routed off the machine): the run removes it at
+    the end, unless an installation outside the tests still has nodes on it."""
+    yield
+    from services.clouds import LOCAL, get_cloud
+
+    get_cloud(LOCAL).ex_remove_network()
+
+
 @pytest.fixture(autouse=True)
 def _isolated_archives(request, tmp_path_factory):
     """Unit tests store archives in a fresh folder, so 'nothing stored' can be checked."""

@@ -1,6 +1,5 @@
 """Instances: what a backend node is asked to run for a code version, and asking it to run it."""
 
-from django.conf import settings
 from django.core import signing
 from django.urls import reverse
 
@@ -15,8 +14,9 @@ ARCHIVE_URL_MAX_AGE = 3600
 
 
 def archive_url(version: CodeVersion) -> str:
+    """A signed path: each node joins it to the control plane's URL as that node reaches it."""
     token = signing.dumps(version.pk, salt=ARCHIVE_SALT)
-    return settings.CONPAAS_URL + reverse("version-archive", args=[token])
+    return reverse("version-archive", args=[token])
 
 
 def version_from_token(token: str) -> CodeVersion | None:

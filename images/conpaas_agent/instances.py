@@ -23,6 +23,7 @@ import tempfile
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 
 from .archives import ArchiveError, extract_archive, valid_entry_point
@@ -149,9 +150,9 @@ def tail(path: str, lines: int = 40) -> str:
     return "\n".join(text.splitlines()[-lines:])
 
 
-def port_open(port: int) -> bool:
+def port_open(host: str, port: int) -> bool:
     try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+        with socket.create_connection((host, port), timeout=0.5):
             return True
     except OSError:
         return False
@@ -172,8 +173,8 @@ def gunicorn_has_control_socket(python: str, env: dict[str, str]) -> bool:
     return _control_socket[python]
 
 
-def answers_http(port: int) -> bool:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+def answers_http(host: str, port: int) -> bool:
+    conn = http.client.HTTPConnection(host, port, timeout=2)
     try:
         conn.request("GET", "/", headers={"User-Agent": "conpaas-agent-start-probe"})
         conn.getresponse().read()
@@ -227,10 +228,19 @@ def validate_instance(body: object) -> dict:
 
 
 class Instances:
-    """Running instances of one node, persisted by the caller through ``save``."""
+    """Running instances of one node, persisted by the caller through ``save``.
 
-    def __init__(self, home: str, state: dict | None, save):
+    Instances listen on ``host``, the node's address (the router may be another node); they run
+    at CPU priority ``nice`` below the agent and the router, so a busy app cannot starve them.
+    A relative archive_url is a path of ``control_url``, the control plane as this node sees it."""
+
+    def __init__(
+        self, home: str, state: dict | None, save, host: str = "127.0.0.1", control_url: str = "", nice: int = 10
+    ):
         self.home = home
+        self.host = host
+        self.control_url = control_url
+        self.nice = nice
         self.versions_dir = os.path.join(home, "versions")
         self.instances_dir = os.path.join(home, "instances")
         os.makedirs(self.versions_dir, mode=0o700, exist_ok=True)
@@ -248,13 +258,12 @@ class Instances:
             else:
                 log.info("instance %s (pid %s) is gone", name, record.get("pid"))
 
-    @staticmethod
-    def _adoptable(record: dict) -> bool:
+    def _adoptable(self, record: dict) -> bool:
         pid, port = record.get("pid"), record.get("port")
         if not isinstance(pid, int) or not pid_alive(pid):
             return False
         # Guards against a recycled pid: the process must still be our gunicorn.
-        return f"127.0.0.1:{port}" in cmdline(pid)
+        return f"{self.host}:{port}" in cmdline(pid)
 
     def state(self) -> dict:
         # dict() copies in one step, so a PUT in another thread cannot change it mid-iteration
@@ -355,7 +364,7 @@ class Instances:
                 fh.write("".join(f"{path}\n" for path in agent_site_packages()))
             out.flush()
             result = subprocess.run(
-                [python, "-m", "pip", "install", "-r", "requirements.txt"],
+                ["nice", "-n", str(self.nice), python, "-m", "pip", "install", "-r", "requirements.txt"],
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 env=env,
@@ -385,19 +394,23 @@ class Instances:
             instance_dir = os.path.join(self.instances_dir, name)
             os.makedirs(instance_dir, mode=0o700, exist_ok=True)
             logfile = os.path.join(instance_dir, "instance.log")
-            app_dir, python = self.stage(spec["archive_sha256"], spec["archive_url"], logfile)
-            port = free_port()
+            archive_url = urllib.parse.urljoin(self.control_url, spec["archive_url"])
+            app_dir, python = self.stage(spec["archive_sha256"], archive_url, logfile)
+            port = free_port(self.host)
             # The control plane's env (CONPAAS_ENV, CONPAAS_SERVICE, settings, links) may not
             # move the instance off its PORT.
             home = private_dir(os.path.join(instance_dir, "home"))
             venv = os.path.dirname(os.path.dirname(python)) if python != sys.executable else None
             env = instance_environ(home, {"CONPAAS_VERSION": spec["label"], **spec["env"], "PORT": str(port)}, venv)
             argv = [
+                "nice",
+                "-n",
+                str(self.nice),
                 python,
                 "-m",
                 "gunicorn",
                 "--bind",
-                f"127.0.0.1:{port}",
+                f"{self.host}:{port}",
                 "--workers",
                 "2",
                 "--graceful-timeout",
@@ -425,7 +438,7 @@ class Instances:
             deadline = time.monotonic() + START_TIMEOUT
             # Listening is not enough: gunicorn binds before its workers import the app, so
             # wait for an HTTP answer (any status) or for the process to exit.
-            while not (port_open(port) and answers_http(port)):
+            while not (port_open(self.host, port) and answers_http(self.host, port)):
                 if process.poll() is not None:
                     raise InstanceError(f"instance {name} exited at start (code {process.returncode}): {tail(logfile)}")
                 if time.monotonic() > deadline:
@@ -457,7 +470,7 @@ class Instances:
             raise InstanceError("the health path must start with /", 400)
         if not self.alive(name):
             return {"ok": False, "status": None, "detail": "the instance process has exited"}
-        url = f"http://127.0.0.1:{record['port']}{path}"
+        url = f"http://{self.host}:{record['port']}{path}"
         try:
             with urllib.request.urlopen(url, timeout=5) as response:
                 status = response.status

@@ -54,6 +54,13 @@ def split_bind(bind: str) -> tuple[str, int]:
     return host.strip("[]") or "0.0.0.0", int(port)
 
 
+def instance_host(config: dict) -> str:
+    """Where instances listen: the node's address, the one its agent is bound to (loopback when
+    the agent listens on every address: the router is then on this node)."""
+    host, _ = split_bind(config["agent_bind"])
+    return "127.0.0.1" if host in ("0.0.0.0", "") else host
+
+
 class Agent:
     def __init__(self, config: dict):
         self.config = config
@@ -65,7 +72,15 @@ class Agent:
         self.replay_guard = signing.ReplayGuard()
         state = self._load_state()
         self.instances = (
-            instances.Instances(self.home, state.get("instances"), self.save_state) if "backend" in self.roles else None
+            instances.Instances(
+                self.home,
+                state.get("instances"),
+                self.save_state,
+                host=instance_host(config),
+                control_url=config.get("control_url", ""),
+            )
+            if "backend" in self.roles
+            else None
         )
         self.proxy = (
             Proxy(self.home, config["http_bind"], state.get("proxy"), self.save_state)

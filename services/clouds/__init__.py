@@ -13,6 +13,8 @@ from libcloud.compute.base import Node as CloudNode
 from libcloud.compute.base import NodeDriver
 from libcloud.compute.providers import DRIVERS, get_driver, set_driver
 
+from services.clouds.isolation import Limits
+
 LOCAL = "local"
 LOCAL_PROVIDER = "conpaas_local"
 
@@ -34,18 +36,53 @@ class BootConfig:
     secret: str
     roles: list[str]
     control_url: str
+    group: str = ""  # the nodes that may reach each other on every port (a service's)
 
     def to_userdata(self) -> str:
         return json.dumps(
-            {"name": self.name, "secret": self.secret, "roles": self.roles, "control_url": self.control_url}
+            {
+                "name": self.name,
+                "secret": self.secret,
+                "roles": self.roles,
+                "control_url": self.control_url,
+                "group": self.group,
+            }
         )
 
 
 def get_cloud(name: str | None = None) -> NodeDriver:
     name = name or settings.CONPAAS_CLOUD
     if name == LOCAL:
-        return get_driver(LOCAL_PROVIDER)(str(settings.CONPAAS_NODES))
+        return get_driver(LOCAL_PROVIDER)(
+            str(settings.CONPAAS_NODES),
+            ex_isolation=settings.CONPAAS_LOCAL_ISOLATION,
+            ex_node_root=str(settings.CONPAAS_LOCAL_NODE_ROOT),
+            ex_network=settings.CONPAAS_LOCAL_NETWORK,
+            ex_limits=Limits(
+                cpu_shares=settings.CONPAAS_LOCAL_CPU_SHARES,
+                memory_mb=settings.CONPAAS_LOCAL_MEMORY_MB,
+                pids=settings.CONPAAS_LOCAL_PIDS,
+            ),
+        )
     raise CloudError(f"cloud {name!r} is not configured; this installation knows: {LOCAL!r}")
+
+
+def describe(name: str | None = None) -> str:
+    """One sentence on how this installation's nodes are run, for `manage.py up` to say once."""
+    name = name or settings.CONPAAS_CLOUD
+    if name != LOCAL:
+        return f"nodes are VMs of the {name!r} cloud"
+    cloud = get_cloud(name)
+    if cloud.isolation is not None:
+        return (
+            f"local nodes are isolated: a Unix user, a network namespace on {cloud.isolation.network.net} "
+            f"and cgroups each, homes under {cloud.isolation.node_root}"
+        )
+    return (
+        f"local nodes are NOT isolated ({cloud.shared_reason}): they run as this platform's own user on "
+        "127.0.0.1, so tenant code can read the platform's files and reach other tenants; run as root "
+        "for isolation (see README, 'Isolation')"
+    )
 
 
 def create_node(cloud: NodeDriver, config: BootConfig) -> CloudNode:

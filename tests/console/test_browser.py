@@ -5,10 +5,12 @@ Screenshots of the main pages at laptop and phone widths go to test-artifacts/co
 
 import re
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 import requests
 
+from images.conpaas_agent.procs import free_port
 from tests.apps import cookie_echo_app, label_app, zip_archive
 from tests.harness import REPO
 
@@ -222,12 +224,26 @@ def test_it_keeps_the_console_cookies_from_an_app_opened_in_the_same_browser(con
         context, console = sign_in(browser, control_plane.url, "gus")
         signed_in = {c["name"]: c["value"] for c in context.cookies(control_plane.url)}
         assert set(signed_in) == {"conpaas_console_session", "conpaas_console_csrf"}
+        # The worst case: the app on the console's host (browsers scope cookies by host, not port),
+        # as on a machine whose nodes share its address. Isolated nodes have addresses of their
+        # own, so the browser's requests to a port of the console's host go to the router as sent,
+        # cookies included, and its answers come back, Set-Cookie included.
+        app_url = f"http://127.0.0.1:{free_port()}/"
+
+        def to_router(route):
+            target = production_url.rstrip("/") + urlsplit(route.request.url).path
+            route.fulfill(response=route.fetch(url=target, headers=route.request.all_headers()))
+
+        if urlsplit(production_url).hostname != "127.0.0.1":
+            context.route(app_url + "**", to_router)
+        else:
+            app_url = production_url
         # Else this test proves nothing: the browser would not offer the app the console's cookies.
-        offered = {c["name"] for c in context.cookies(production_url)}
-        assert offered == set(signed_in), f"{production_url} is not on the console's host"
+        offered = {c["name"] for c in context.cookies(app_url)}
+        assert offered == set(signed_in), f"{app_url} is not on the console's host"
 
         app = context.new_page()
-        app.goto(production_url)
+        app.goto(app_url)
         first = body_of(app)
         app.reload()  # now with the cookie the app set itself
         second = body_of(app)

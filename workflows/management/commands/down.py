@@ -10,7 +10,14 @@ from services.models import Event, Node
 class Command(BaseCommand):
     help = "Destroy every local node of this CONPAAS_HOME (the data plane stops)."
 
-    def handle(self, *args, **options):
+    def add_arguments(self, parser):
+        parser.add_argument(
+            "--network",
+            action="store_true",
+            help="also remove the isolated nodes' bridge when no installation on this machine has a node left",
+        )
+
+    def handle(self, *args, network=False, **options):
         cloud = get_cloud(LOCAL)
         destroyed = 0
         for cloud_node in cloud.list_nodes():
@@ -23,3 +30,5 @@ class Command(BaseCommand):
                     node.service, "node.destroy", f"destroyed node {node.name} (manage.py down)", Outcome.SUCCEEDED
                 )
         self.stdout.write(f"destroyed {destroyed} local node(s)")
+        if network and cloud.ex_remove_network():
+            self.stdout.write("removed the local nodes' network (no installation has a node left)")

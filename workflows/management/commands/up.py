@@ -10,6 +10,7 @@ from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
 
+from services.clouds import describe as describe_nodes
 from services.operations import recover_interrupted
 from workflows import first_account
 from workflows.reconcile import reconcile_all
@@ -73,6 +74,7 @@ class Command(BaseCommand):
             subprocess.Popen([*manage, "qcluster"], env=env),
         ]
         self.stdout.write(f"ConPaaS is up at {env['CONPAAS_URL']}/ (home {settings.CONPAAS_HOME}); Ctrl-C stops it")
+        self.stdout.write(describe_nodes())
         if code:
             self.stdout.write(
                 f"No account exists yet: open {env['CONPAAS_URL']}/ in a browser on this machine to make the first "

@@ -1,0 +1,456 @@
+"""Local nodes isolated like small machines: a Unix user, a network namespace and cgroups each.
+
+The local driver uses this when the platform runs as root with the tools for it. A node then
+  - runs as its own Unix user (`cpn<slot>`), with its home 0700 under a machine-wide root
+    (NODE_ROOT) and its own copy of the agent image, like a VM's disk;
+  - lives in its own network namespace, on a bridge (`conpaas0`, 10.77.0.0/16 by default) with an
+    address of its own and no route anywhere else; the control plane reaches it over that bridge,
+    as it reaches a VM over a cloud network;
+  - has a firewall of its own, set by root inside its namespace, that the node cannot change: it
+    accepts connections from its service's other nodes (its security group), from the host, and
+    on its router's public port; it may open connections to its group, to other nodes' routers,
+    and to the control plane's port at the bridge's gateway, which the host forwards to the
+    control plane;
+  - is held in cgroups (cpu weight, memory, processes) under the control plane's own.
+
+Network namespaces, bridges and users are machine-wide, while several installations (a
+developer's `./run up` and a test run) may share the machine: slots are handed out from a
+registry under /run, under one lock, and each records the installation that holds it.
+"""
+
+import fcntl
+import ipaddress
+import json
+import os
+import pwd
+import shutil
+import signal
+import subprocess
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from images.conpaas_agent.procs import pid_alive
+
+REGISTRY = Path("/run/conpaas-local")
+BRIDGE = "conpaas0"
+CONTROLLERS = ("cpu", "memory", "pids")
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+TOOLS = ("ip", "nft", "useradd", "userdel", "setpriv", "setsid")
+AGENT_PORT = 8470
+HTTP_PORT = 80
+
+# Joins the cgroups named by its arguments, then execs the rest: a fixed script, the paths and
+# the command are arguments, so nothing is ever interpolated into shell text.
+JOIN_CGROUPS = 'for f; do [ "$f" = -- ] && break; echo $$ > "$f"; shift; done; shift; exec "$@"'
+
+
+class IsolationError(Exception):
+    """A node's user, namespace or cgroups could not be set up or removed."""
+
+
+@dataclass(frozen=True)
+class Limits:
+    cpu_shares: int = 512
+    memory_mb: int = 2048
+    pids: int = 1024
+
+
+def unavailable_reason(node_root: Path) -> str:
+    """Why nodes cannot be isolated on this machine ('' when they can)."""
+    if os.geteuid() != 0:
+        return "the platform does not run as root"
+    missing = [tool for tool in TOOLS if shutil.which(tool) is None]
+    if missing:
+        return f"missing tools: {', '.join(missing)}"
+    if not Path("/usr/bin/python3").exists():
+        return "no /usr/bin/python3 for the nodes' agents"
+    for parent in [*reversed(node_root.parents)]:
+        if parent.exists() and not os.stat(parent).st_mode & 0o001:
+            return f"{parent} cannot be crossed by other users (chmod o+x, or set CONPAAS_LOCAL_NODE_ROOT)"
+    return ""
+
+
+def run(*argv: str, input: str | None = None, check: bool = True) -> subprocess.CompletedProcess:
+    result = subprocess.run(argv, input=input, capture_output=True, text=True, timeout=30)
+    if check and result.returncode != 0:
+        raise IsolationError(f"{' '.join(argv[:4])}… failed: {result.stderr.strip() or result.returncode}")
+    return result
+
+
+@contextmanager
+def registry_lock():
+    REGISTRY.mkdir(mode=0o700, parents=True, exist_ok=True)
+    (REGISTRY / "slots").mkdir(mode=0o700, exist_ok=True)
+    with open(REGISTRY / "lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
+class Network:
+    """The bridge and the address plan: slot n of the network is the node at address base + n."""
+
+    def __init__(self, cidr: str):
+        self.net = ipaddress.ip_network(cidr)
+        self.gateway = str(self.net.network_address + 1)
+
+    def address(self, slot: int) -> str:
+        return str(self.net.network_address + slot)
+
+    @property
+    def slots(self) -> range:
+        return range(2, self.net.num_addresses - 1)
+
+    def ensure_bridge(self) -> None:
+        if Path(f"/sys/class/net/{BRIDGE}").exists():
+            return
+        run("ip", "link", "add", BRIDGE, "type", "bridge")
+        run("ip", "addr", "add", f"{self.gateway}/{self.net.prefixlen}", "dev", BRIDGE)
+        run("ip", "link", "set", BRIDGE, "up")
+        # The control plane usually listens on loopback: the gateway's DNAT to it needs this.
+        Path(f"/proc/sys/net/ipv4/conf/{BRIDGE}/route_localnet").write_text("1")
+
+    def remove_bridge(self) -> None:
+        run("nft", "delete", "table", "ip", "conpaas_local", check=False)
+        if Path(f"/sys/class/net/{BRIDGE}").exists():
+            run("ip", "link", "del", BRIDGE, check=False)
+
+    def forward_control_planes(self, targets: set[tuple[str, int]]) -> None:
+        """gateway:port -> host:port for every installation's control plane, in one atomic step."""
+        rules = "\n".join(
+            f'    iifname "{BRIDGE}" ip daddr {self.gateway} tcp dport {port} dnat to {host}:{port}'
+            for host, port in sorted(targets)
+        )
+        run(
+            "nft",
+            "-f",
+            "-",
+            input=(
+                "table ip conpaas_local {}\ndelete table ip conpaas_local\n"
+                "table ip conpaas_local {\n  chain prerouting {\n"
+                "    type nat hook prerouting priority dstnat; policy accept;\n"
+                f"{rules}\n  }}\n}}\n"
+            ),
+        )
+
+
+@dataclass
+class Slot:
+    number: int
+    installation: str  # the nodes directory of the installation holding it
+    node: str
+    group: str
+    control: tuple[str, int]
+
+    @property
+    def netns(self) -> str:
+        return f"conpaas-n{self.number}"
+
+    @property
+    def user(self) -> str:
+        return f"cpn{self.number}"
+
+    @property
+    def veth(self) -> str:
+        return f"cpv{self.number}"
+
+    @property
+    def path(self) -> Path:
+        return REGISTRY / "slots" / str(self.number)
+
+    def save(self) -> None:
+        record = {
+            "installation": self.installation,
+            "node": self.node,
+            "group": self.group,
+            "control": list(self.control),
+        }
+        self.path.write_text(json.dumps(record))
+
+    @classmethod
+    def load(cls, number: int) -> "Slot | None":
+        try:
+            record = json.loads((REGISTRY / "slots" / str(number)).read_text())
+        except (OSError, ValueError):
+            return None
+        return cls(number, record["installation"], record["node"], record["group"], tuple(record["control"]))
+
+    def stale(self) -> bool:
+        """Held by a node whose record in its installation is gone (a crash, a deleted test home):
+        the record is a link to the node's home, made under the lock when the slot is taken."""
+        return not (Path(self.installation) / self.node).exists()
+
+
+def all_slots() -> list[Slot]:
+    slots = []
+    for path in (REGISTRY / "slots").iterdir():
+        if path.name.isdigit() and (slot := Slot.load(int(path.name))):
+            slots.append(slot)
+    return slots
+
+
+def cgroup_parent(controller: str) -> Path:
+    """Where node cgroups go in `controller`: under this process's own cgroup, so whatever limits the
+    platform also limits its nodes."""
+    own = "/"
+    for line in Path("/proc/self/cgroup").read_text().splitlines():
+        _, names, path = line.split(":", 2)
+        if controller in names.split(","):
+            own = path
+    return CGROUP_ROOT / controller / own.lstrip("/")
+
+
+class Isolation:
+    def __init__(self, installation: Path, node_root: Path, cidr: str, limits: Limits):
+        self.installation = str(installation)
+        self.node_root = node_root
+        self.network = Network(cidr)
+        self.limits = limits
+
+    # --- creating ---------------------------------------------------------------------------
+
+    def allocate(self, node: str, group: str, control: tuple[str, int], image: Path) -> Slot:
+        """Take a free slot and set up its namespace, user, cgroups and home (under the registry
+        lock); the installation's record of the node becomes a link to that home."""
+        with registry_lock():
+            held = {slot.number: slot for slot in all_slots()}
+            for slot in held.values():
+                if slot.stale():
+                    self._teardown(slot)
+                    del held[slot.number]
+            number = self._next_free(held)
+            slot = Slot(number, self.installation, node, group, control)
+            slot.save()
+            try:
+                self.network.ensure_bridge()
+                self._namespace(slot)
+                self._user(slot)
+                self._cgroups(slot)
+                self._home(slot, image)
+                (Path(self.installation) / node).symlink_to(self.home(slot), target_is_directory=True)
+                self._converge_firewalls(group)
+                self.network.forward_control_planes({s.control for s in [*held.values(), slot]})
+            except Exception:
+                self._teardown(slot)
+                raise
+            return slot
+
+    def _next_free(self, held: dict) -> int:
+        """The first free slot after the last one handed out: an address just given up is not
+        given again at once, so a deleted service's URL does not reach the next service."""
+        counter = REGISTRY / "last"
+        try:
+            last = int(counter.read_text())
+        except (OSError, ValueError):
+            last = 0
+        slots = self.network.slots
+        order = [n for n in slots if n > last] + [n for n in slots if n <= last]
+        number = next((n for n in order if n not in held), None)
+        if number is None:
+            raise IsolationError(f"no free address left in {self.network.net}")
+        counter.write_text(str(number))
+        return number
+
+    def _namespace(self, slot: Slot) -> None:
+        ns, veth, peer = slot.netns, slot.veth, f"cpp{slot.number}"
+        run("ip", "netns", "add", ns)
+        run("ip", "link", "add", veth, "type", "veth", "peer", "name", peer)
+        run("ip", "link", "set", veth, "master", BRIDGE, "up")
+        run("ip", "link", "set", peer, "netns", ns)
+        inside = ("ip", "netns", "exec", ns)
+        run(*inside, "ip", "link", "set", peer, "name", "eth0")
+        prefix = self.network.net.prefixlen
+        run(*inside, "ip", "addr", "add", f"{self.network.address(slot.number)}/{prefix}", "dev", "eth0")
+        run(*inside, "ip", "link", "set", "eth0", "up")
+        run(*inside, "ip", "link", "set", "lo", "up")
+        # The router listens on port 80, as on a VM, without root.
+        run(*inside, "sysctl", "-q", "-w", "net.ipv4.ip_unprivileged_port_start=0")
+
+    def _user(self, slot: Slot) -> None:
+        run("userdel", slot.user, check=False)  # a leftover of a crashed run of this slot
+        home = self.home(slot)
+        run(
+            "useradd", "--system", "--user-group", "--no-create-home",
+            "--home-dir", str(home), "--shell", "/usr/sbin/nologin", slot.user,
+        )  # fmt: skip
+
+    def _cgroups(self, slot: Slot) -> None:
+        values = {
+            "cpu": {"cpu.shares": self.limits.cpu_shares},
+            "memory": {"memory.limit_in_bytes": self.limits.memory_mb * 1024 * 1024},
+            "pids": {"pids.max": self.limits.pids},
+        }
+        for controller in CONTROLLERS:
+            path = self.cgroup(slot, controller)
+            if path is None:
+                continue
+            path.mkdir(parents=True, exist_ok=True)
+            for name, value in values[controller].items():
+                (path / name).write_text(str(value))
+
+    def cgroup(self, slot: Slot, controller: str) -> Path | None:
+        parent = cgroup_parent(controller)
+        return parent / "conpaas" / slot.netns if parent.is_dir() else None
+
+    def home(self, slot: Slot) -> Path:
+        return self.node_root / f"n{slot.number}"
+
+    def _home(self, slot: Slot, image: Path) -> None:
+        """The node's home, 0700 and its user's, with a copy of the agent image (root's: the
+        agent's code is not the tenant's to change)."""
+        user = pwd.getpwnam(slot.user)
+        self.node_root.mkdir(mode=0o711, parents=True, exist_ok=True)
+        os.chmod(self.node_root, 0o711)
+        home = self.home(slot)
+        shutil.rmtree(home, ignore_errors=True)
+        home.mkdir(mode=0o700)
+        shutil.copytree(image, home / "image", ignore=shutil.ignore_patterns("__pycache__"))
+        os.chown(home, user.pw_uid, user.pw_gid)
+
+    def owner(self, slot: Slot) -> tuple[int, int]:
+        user = pwd.getpwnam(slot.user)
+        return user.pw_uid, user.pw_gid
+
+    def launch_argv(self, slot: Slot, command: list[str]) -> list[str]:
+        """`command` as the node's user, in its namespace and cgroups, in a session of its own."""
+        procs = [str(p / "cgroup.procs") for c in CONTROLLERS if (p := self.cgroup(slot, c))]
+        user = pwd.getpwnam(slot.user)
+        return [
+            "sh", "-c", JOIN_CGROUPS, "sh", *procs, "--",
+            "setsid", "--fork", "ip", "netns", "exec", slot.netns,
+            "setpriv", f"--reuid={user.pw_uid}", f"--regid={user.pw_gid}", "--clear-groups",
+            "--no-new-privs", "--inh-caps=-all", "--bounding-set=-all",
+            *command,
+        ]  # fmt: skip
+
+    # --- firewalls --------------------------------------------------------------------------
+
+    def _converge_firewalls(self, group: str) -> None:
+        """Rewrite the firewall of every node of `group` (its members changed)."""
+        members = [s for s in all_slots() if s.installation == self.installation and s.group == group]
+        peers = [self.network.address(s.number) for s in members]
+        for slot in members:
+            self._firewall(slot, peers)
+
+    def _firewall(self, slot: Slot, peers: list[str]) -> None:
+        gateway, net = self.network.gateway, self.network.net
+        _, control_port = slot.control
+        peer_set = f"elements = {{ {', '.join(peers)} }}" if peers else ""
+        ruleset = f"""table inet conpaas {{}}
+delete table inet conpaas
+table inet conpaas {{
+  set peers {{ type ipv4_addr; {peer_set} }}
+  chain input {{
+    type filter hook input priority filter; policy drop;
+    iif lo accept
+    ct state established,related accept
+    ip saddr {gateway} accept
+    ip saddr @peers accept
+    tcp dport {HTTP_PORT} accept
+  }}
+  chain output {{
+    type filter hook output priority filter; policy drop;
+    oif lo accept
+    ct state established,related accept
+    ip daddr @peers accept
+    ip daddr {gateway} tcp dport {control_port} accept
+    ip daddr {net} tcp dport {HTTP_PORT} accept
+  }}
+}}
+"""
+        run("ip", "netns", "exec", slot.netns, "nft", "-f", "-", input=ruleset)
+
+    # --- destroying -------------------------------------------------------------------------
+
+    def release(self, node: str) -> None:
+        with registry_lock():
+            mine = [s for s in all_slots() if s.installation == self.installation and s.node == node]
+            for slot in mine:
+                self._teardown(slot)
+                self._converge_firewalls(slot.group)
+            self.network.forward_control_planes({s.control for s in all_slots()})
+
+    def remove_network_if_unused(self) -> bool:
+        """Remove the bridge and the nodes' cgroup folder once no installation has a node. Not on
+        each node's release: while the bridge is up, a deleted node's address answers nothing,
+        where without it the address would be routed off this machine."""
+        with registry_lock():
+            for slot in all_slots():
+                if not slot.stale():
+                    return False
+                self._teardown(slot)
+            self.network.remove_bridge()
+            for controller in CONTROLLERS:
+                try:
+                    (cgroup_parent(controller) / "conpaas").rmdir()
+                except OSError:
+                    pass  # not there
+            return True
+
+    def stop_processes(self, slot: Slot, timeout: float = 20.0) -> None:
+        """Every process of the node (its cgroup, its user), SIGTERM then SIGKILL: by pid, nothing else."""
+        for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 5.0)):
+            pids = self.pids(slot)
+            for pid in pids:
+                try:
+                    os.kill(pid, sig)
+                except ProcessLookupError:
+                    pass
+            deadline = time.monotonic() + wait
+            while pids and time.monotonic() < deadline:
+                pids = [pid for pid in self.pids(slot) if pid_alive(pid)]
+                time.sleep(0.05)
+            if not pids:
+                return
+
+    def pids(self, slot: Slot) -> list[int]:
+        found: set[int] = set()
+        for controller in CONTROLLERS:
+            path = self.cgroup(slot, controller)
+            try:
+                found.update(int(p) for p in (path / "cgroup.procs").read_text().split()) if path else None
+            except OSError:
+                pass
+        try:
+            uid = pwd.getpwnam(slot.user).pw_uid
+        except KeyError:
+            return sorted(found)
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit():
+                try:
+                    if entry.stat().st_uid == uid:
+                        found.add(int(entry.name))
+                except OSError:
+                    pass
+        return sorted(found)
+
+    def _teardown(self, slot: Slot) -> None:
+        self.stop_processes(slot)
+        for controller in CONTROLLERS:
+            path = self.cgroup(slot, controller)
+            if path and path.exists():
+                deadline = time.monotonic() + 5
+                while True:
+                    try:
+                        path.rmdir()
+                        break
+                    except OSError:
+                        if time.monotonic() > deadline:
+                            raise
+                        time.sleep(0.05)
+        shutil.rmtree(self.home(slot), ignore_errors=True)
+        link = Path(slot.installation) / slot.node
+        if link.is_symlink():
+            link.unlink()
+        run("userdel", slot.user, check=False)
+        run("ip", "netns", "del", slot.netns, check=False)  # takes the veth pair with it
+        run("ip", "link", "del", slot.veth, check=False)
+        slot.path.unlink(missing_ok=True)
+
+    def slot_of(self, node: str) -> Slot | None:
+        with registry_lock():
+            return next(
+                (s for s in all_slots() if s.installation == self.installation and s.node == node),
+                None,
+            )

@@ -1,0 +1,95 @@
+"""Tenant isolation on the local cloud, as root: a probe app deployed by one user tries every
+read, connection and signal that would reach the platform or another tenant, and is refused."""
+
+import json
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+import requests
+
+from services.clouds.isolation import AGENT_PORT, unavailable_reason
+from tests.apps import label_app, probe_app
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(
+        bool(unavailable_reason(Path("/var/lib/conpaas/nodes"))),
+        reason="local nodes are not isolated here: " + (unavailable_reason(Path("/var/lib/conpaas/nodes")) or ""),
+    ),
+]
+
+
+@pytest.fixture(scope="module")
+def tenants(control_plane):
+    """Mallory's probe and Bob's ordinary app, each in production."""
+    mallory, bob = control_plane.client("mallory"), control_plane.client("bob-tenant")
+    probe = mallory.create_service("probe")
+    victim = bob.create_service("victim")
+    for api, service, archive in ((mallory, probe, probe_app()), (bob, victim, label_app("victim"))):
+        version = api.upload(service["id"], archive, "v1").json()
+        assert api.deploy(service["id"], "production", version["id"])["state"] == "succeeded"
+    yield mallory.get(f"/api/v1/services/{probe['id']}/").json(), bob.get(f"/api/v1/services/{victim['id']}/").json()
+    for api, service in ((mallory, probe), (bob, victim)):
+        api.wait_operation(api.delete(f"/api/v1/services/{service['id']}/").json())
+
+
+def attempt(probe: dict, action: str, target: str = "") -> dict:
+    response = requests.get(probe["url"], params={"action": action, "target": target}, timeout=15)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def refused(probe: dict, action: str, target: str) -> str:
+    outcome = attempt(probe, action, target)
+    assert not outcome["ok"], f"tenant code could {action} {target}: {outcome}"
+    return outcome["error"]
+
+
+def node_of(control_plane, service: dict) -> tuple[Path, dict]:
+    node = service["nodes"][0]
+    home = control_plane.home / "nodes" / node["name"]
+    return home, json.loads((home / "node.json").read_text())
+
+
+def test_tenant_code_runs_as_its_own_user_at_a_lower_priority_in_its_nodes_cgroups(tenants):
+    probe, _ = tenants
+    me = attempt(probe, "whoami")["result"]
+    assert me["uid"] != 0
+    assert me["nice"] >= 10, "instances run below the router and the platform"
+    assert "conpaas/conpaas-n" in me["cgroups"]
+    assert not [name for name in me["environ"] if "SECRET" in name or name.startswith(("DJANGO", "DATABASE"))]
+
+
+def test_tenant_code_cannot_read_or_signal_the_platform(tenants, control_plane):
+    probe, _ = tenants
+    home = control_plane.home
+    assert "PermissionError" in refused(probe, "read", str(home / "secret_key"))
+    assert "PermissionError" in refused(probe, "list", str(home))
+    assert "PermissionError" in refused(probe, "read", f"/proc/{control_plane.process.pid}/environ")
+    assert "PermissionError" in refused(probe, "signal", str(control_plane.process.pid))
+    # The platform's loopback is not the node's: its web server and this machine's PostgreSQL
+    # cannot be reached there, nor through the gateway except on the control plane's port.
+    port = urlsplit(control_plane.url).port
+    refused(probe, "connect", f"127.0.0.1:{port}")
+    refused(probe, "connect", "10.77.0.1:5432")
+    refused(probe, "connect", "10.77.0.1:22")
+    assert attempt(probe, "connect", f"10.77.0.1:{port}")["ok"], "the control plane's API is public, as on a cloud"
+
+
+def test_tenant_code_cannot_reach_another_tenant_except_through_its_router(tenants, control_plane):
+    probe, victim = tenants
+    victim_home, victim_config = node_of(control_plane, victim)
+    address = victim_config["agent_bind"].rsplit(":", 1)[0]
+    state = json.loads((victim_home / "state.json").read_text())
+    instance = next(iter(state["instances"].values()))
+    real_home = Path(victim_config["home"])
+
+    assert "PermissionError" in refused(probe, "read", str(real_home / "node.json"))
+    assert "PermissionError" in refused(probe, "list", str(real_home))
+    assert "PermissionError" in refused(probe, "read", str(victim_home / "node.json"))
+    assert "PermissionError" in refused(probe, "signal", (victim_home / "agent.pid").read_text().strip())
+    assert "PermissionError" in refused(probe, "signal", str(instance["pid"]))
+    refused(probe, "connect", f"{address}:{instance['port']}")
+    refused(probe, "connect", f"{address}:{AGENT_PORT}")
+    assert attempt(probe, "connect", f"{address}:80")["ok"], "another service's router is public"
