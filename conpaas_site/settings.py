@@ -68,6 +68,9 @@ CONPAAS_LOCAL_NODE_ROOT = Path(os.getenv("CONPAAS_LOCAL_NODE_ROOT", "/var/lib/co
 CONPAAS_LOCAL_NETWORK = os.getenv("CONPAAS_LOCAL_NETWORK", "10.77.0.0/16")
 # Isolated nodes reach the control plane at their bridge's gateway (it forwards to CONPAAS_URL).
 ALLOWED_HOSTS.append(str(ipaddress.ip_network(CONPAAS_LOCAL_NETWORK).network_address + 1))
+# Routers reachable from other machines at this host name or address, each on a port of its own
+# (empty: from this machine only). See README, "Isolation".
+CONPAAS_LOCAL_PUBLISH = os.getenv("CONPAAS_LOCAL_PUBLISH", "")
 CONPAAS_LOCAL_CPU_SHARES = envint("CONPAAS_LOCAL_CPU_SHARES", 512)  # the platform's processes have 1024
 CONPAAS_LOCAL_MEMORY_MB = envint("CONPAAS_LOCAL_MEMORY_MB", 2048)
 CONPAAS_LOCAL_PIDS = envint("CONPAAS_LOCAL_PIDS", 1024)
