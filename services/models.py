@@ -231,6 +231,9 @@ class Operation(models.Model):
     created = models.DateTimeField(default=timezone.now)
     started = models.DateTimeField(null=True, blank=True)
     finished = models.DateTimeField(null=True, blank=True)
+    # While running: until when its worker is known alive; the worker renews it, and an operation
+    # whose lease runs out is failed (services.operations.expire_leases).
+    lease_expires = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created", "-id"]
