@@ -5,7 +5,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("services", "0006_drf_tokens_to_api_tokens"),
+        ("services", "0007_node_public_router"),
     ]
 
     operations = [
