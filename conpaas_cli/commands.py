@@ -4,6 +4,7 @@ import getpass
 import itertools
 import json
 import os
+import shlex
 import sys
 import time
 from argparse import Namespace
@@ -356,7 +357,7 @@ def versions_upload(args: Namespace) -> int:
 
 def _packing(progress: Progress, shown: str):
     def show(files: int, done: int, total: int) -> None:
-        progress.tick(f"packing {shown}: {files} files, {human_size(done)} of {human_size(total)}")
+        progress.tick(f"packing {shown}: {_files(files)}, {human_size(done)} of {human_size(total)}")
 
     return show
 
@@ -367,9 +368,13 @@ def _say_what_is_sent(progress: Progress, code: Code) -> None:
     elif code.tree:
         left_out = f"; {code.tree.left_out} left out by {IGNORE_FILE}" if code.tree.left_out else ""
         progress.note(
-            f"packed {len(code.tree.files)} files ({human_size(code.tree.size)}) "
+            f"packed {_files(len(code.tree.files))} ({human_size(code.tree.size)}) "
             f"into {code.filename} ({human_size(code.size)}){left_out}"
         )
+
+
+def _files(count: int) -> str:
+    return "1 file" if count == 1 else f"{count} files"
 
 
 def _upload(api: Client, service: dict, code: Code, label: str | None, progress: Progress) -> dict:
@@ -458,7 +463,7 @@ def push(args: Namespace) -> int:
     except CliError as exc:
         raise CliError(
             f"{exc}; {version['label']} is uploaded, deploy it with: "
-            f"conpaas deploy {service['name']} {args.env} {version['label']}",
+            + shlex.join(["conpaas", "deploy", service["name"], args.env, version["label"]]),
             exc.exit_code,
         ) from None
 

@@ -157,6 +157,15 @@ def test_a_negation_does_not_take_back_a_file_of_a_folder_left_out(tmp_path):
     assert packed_files(tmp_path) == ["app.py"]
 
 
+def test_files_of_a_folder_can_be_taken_back_when_its_content_is_left_out_rather_than_itself(tmp_path):
+    tree(
+        tmp_path,
+        {"app.py": "", "vendor/keep.py": "", "vendor/drop.py": "", ".conpaasignore": "vendor/*\n!vendor/keep.py\n"},
+    )
+
+    assert packed_files(tmp_path) == ["app.py", "vendor/keep.py"]
+
+
 def test_it_always_leaves_out_git(tmp_path):
     tree(tmp_path, {"app.py": "", ".git/config": "[core]", "sub/.git": "gitdir: ../.git/modules/sub", "sub/a": ""})
 
