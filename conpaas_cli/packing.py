@@ -384,10 +384,12 @@ def open_code(path: Path, on_progress: PackProgress | None = None) -> Iterator[C
 @contextmanager
 def _open_upload(path: str | Path, shown: str) -> Iterator[BinaryIO]:
     try:
-        file = open(path, "rb")
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # a FIFO named by mistake is refused, not waited on
     except OSError as exc:
         raise CliError(f"cannot read {shown}: {_reason(exc)}") from None
-    with file:
+    with os.fdopen(fd, "rb") as file:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise CliError(f"{shown} is neither a file nor a directory")
         yield file
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from conpaas_cli.client import MultipartBody
+from conpaas_cli.errors import CliError
 from conpaas_cli.packing import IgnoreRules, PackError, git_label, open_code, scan
 from images.conpaas_agent.archives import inspect_archive
 
@@ -353,6 +354,11 @@ def test_a_file_is_uploaded_as_it_is(tmp_path):
 
     with open_code(archive) as code:
         assert (code.filename, code.tree, code.file.read()) == ("site.zip", None, b"PK zip bytes")
+
+    os.mkfifo(tmp_path / "pipe")
+    with pytest.raises(CliError) as refused, open_code(tmp_path / "pipe"):
+        pass
+    assert str(refused.value) == f"{tmp_path}/pipe is neither a file nor a directory"
 
 
 # --- labels ----------------------------------------------------------------------------------------

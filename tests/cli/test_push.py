@@ -189,10 +189,10 @@ def test_it_says_the_version_is_uploaded_when_the_environment_is_refused(cli, lo
     assert result.code == 1
     last = result.err.splitlines()[-1]
     assert last.startswith("error: name: ")
-    assert last.endswith("; bad-env is uploaded, deploy it with: conpaas deploy cli-push Not A Name bad-env")
-    assert "Not A Name" not in [
-        e["name"] for e in logged_in.get(f"/api/v1/services/{service['id']}/environments/").json()
-    ]
+    assert last.endswith("; bad-env is uploaded, deploy it with: conpaas deploy cli-push 'Not A Name' bad-env")
+    names = [e["name"] for e in logged_in.get(f"/api/v1/services/{service['id']}/environments/").json()]
+    assert "Not A Name" not in names
+    assert "bad-env" in versions(logged_in, service)
 
 
 def test_it_exits_1_when_the_deploy_fails(cli, logged_in, service, tmp_path):
