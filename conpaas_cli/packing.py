@@ -319,15 +319,19 @@ def pack(tree: Tree, out: BinaryIO, on_progress: PackProgress | None = None) -> 
 
 
 @contextmanager
-def _open_file(path: str, where: str) -> Iterator[BinaryIO]:
-    # No link is followed and no FIFO waited on, should the file have been swapped since the scan.
+def _open_file(path: str | Path, shown: str, packed: bool = True) -> Iterator[BinaryIO]:
+    """A regular file, opened without waiting on a FIFO; when `packed`, a file found by the scan,
+    opened without following a link, should it have been swapped for one since."""
+    flags = os.O_RDONLY | os.O_NONBLOCK | (os.O_NOFOLLOW if packed else 0)
+    hint = f" (add it to {IGNORE_FILE} to leave it out)" if packed else ""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        fd = os.open(path, flags)
     except OSError as exc:
-        raise PackError(f"cannot read {where}: {_reason(exc)} (add it to {IGNORE_FILE} to leave it out)") from None
+        raise PackError(f"cannot read {shown}: {_reason(exc)}{hint}") from None
     with os.fdopen(fd, "rb") as file:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise PackError(f"{where} changed while it was packed: it is no longer a file")
+            changed = " any more (did it change while packed?)" if packed else ""
+            raise PackError(f"{shown} is neither a file nor a directory{changed}")
         yield file
 
 
@@ -363,7 +367,7 @@ def open_code(path: Path, on_progress: PackProgress | None = None) -> Iterator[C
     """The archive for `path`: the file itself, or the directory packed into a temporary file
     that is gone when the block ends (a directory holding only a .war gives that .war)."""
     if not path.is_dir():
-        with _open_upload(path, str(path)) as file:
+        with _open_file(path, str(path), packed=False) as file:
             yield _code(file, path.name)
         return
     tree = scan(path)
@@ -373,24 +377,12 @@ def open_code(path: Path, on_progress: PackProgress | None = None) -> Iterator[C
         raise PackError(f"{path} has no files to pack{left_out}")
     if len(files) == 1 and files[0].name.lower().endswith(".war"):
         war = files[0]
-        with _open_upload(war.source, os.path.join(tree.shown, war.name)) as file:
+        with _open_file(war.source, os.path.join(tree.shown, war.name)) as file:
             yield _code(file, os.path.basename(war.name), tree, war.name)
         return
     with tempfile.TemporaryFile(prefix="conpaas-push-") as archive:
         pack(tree, archive, on_progress)
         yield _code(archive, f"{_archive_stem(path)}.tar.gz", tree)
-
-
-@contextmanager
-def _open_upload(path: str | Path, shown: str) -> Iterator[BinaryIO]:
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # a FIFO named by mistake is refused, not waited on
-    except OSError as exc:
-        raise CliError(f"cannot read {shown}: {_reason(exc)}") from None
-    with os.fdopen(fd, "rb") as file:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise CliError(f"{shown} is neither a file nor a directory")
-        yield file
 
 
 def _code(file: BinaryIO, filename: str, tree: Tree | None = None, war: str | None = None) -> Code:
