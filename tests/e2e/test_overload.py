@@ -7,22 +7,12 @@ import pytest
 from images.conpaas_agent.instances import WORKERS
 from images.conpaas_agent.router.config import BUSY_MESSAGE, QUEUE_TIMEOUT
 from images.conpaas_agent.waiting import wait_until
-from tests.apps import zip_archive
+from tests.apps import waiting_app
 from tests.load import OpenLoop, tally
 
 pytestmark = pytest.mark.integration
 
-REQUEST_SECONDS = 0.05
-# Bound by its workers: each request waits 50 ms, as if on a database.
-SLEEPY_APP = f"""\
-import time
-
-
-def application(environ, start_response):
-    time.sleep({REQUEST_SECONDS})
-    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "3")])
-    return [b"ok\\n"]
-"""
+REQUEST_SECONDS = 0.05  # each request waits 50 ms, as if on a database
 
 
 @pytest.fixture
@@ -39,7 +29,7 @@ def service(api):
 
 def test_scaling_out_at_four_times_one_nodes_capacity_succeeds(api, service):
     sid = service["id"]
-    version = api.upload(sid, zip_archive({"wsgi.py": SLEEPY_APP}), "v1").json()
+    version = api.upload(sid, waiting_app(REQUEST_SECONDS), "v1").json()
     assert api.deploy(sid, "production", version["id"])["state"] == "succeeded"
     capacity = WORKERS / REQUEST_SECONDS  # one node: 40 requests a second
     rate = 3.75 * capacity  # 150 a second, as in the report of the failure
