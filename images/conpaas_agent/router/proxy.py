@@ -261,7 +261,7 @@ class Proxy:
         if state and (state.get("srv_addr"), state.get("srv_port")) != (server["address"], str(server["port"])):
             self.api.set_server_address(slot, name, server["address"], server["port"])
             log.info("moved server %s/%s to %s:%s", slot, name, server["address"], server["port"])
-        if (row.get("slim") or None) != (str(server["maxconn"]) if server.get("maxconn") else None):
+        if (row.get("slim") or "0") != str(server.get("maxconn") or 0):  # "" or 0: no limit
             self.api.set_server_maxconn(slot, name, server.get("maxconn"))
             log.info("server %s/%s takes %s requests at once", slot, name, server.get("maxconn") or "any number of")
         if _in_maintenance(row):

@@ -137,12 +137,12 @@ class RuntimeAPI:
         """``show stat`` as dicts keyed by the CSV header (pxname, svname, scur, status …)."""
         return _parse_stat(self.execute("show stat").splitlines())
 
-    def info_and_stat(self, slots: list[str] = ()) -> tuple[dict[str, str], list[dict[str, str]]]:
+    def info_and_stat(self, slots: list[str] | None = None) -> tuple[dict[str, str], list[dict[str, str]]]:
         """``show info``, ``show stat`` and each slot's queue-timeout counter in one request
         (``;``-separated commands, one connection): every answer comes from the same worker,
         even across a reload. The counter is added to the slot's BACKEND row as
         ``queue_timeouts``."""
-        counters = {QUEUE_TIMEOUTS_VAR.format(slot=slot): slot for slot in slots}
+        counters = {QUEUE_TIMEOUTS_VAR.format(slot=slot): slot for slot in slots or []}
         command = ";".join(["show info", "show stat", *(f"get var {name}" for name in counters)])
         lines = self.execute(command).splitlines()
         start = next((i for i, line in enumerate(lines) if line.startswith("# pxname")), None)
