@@ -46,7 +46,8 @@ class EnvironmentSummarySerializer(serializers.ModelSerializer):
 
 
 class ServiceSerializer(serializers.ModelSerializer):
-    url = serializers.CharField(read_only=True)
+    # None until the service's router runs.
+    url = serializers.CharField(read_only=True, allow_null=True)
     environments = EnvironmentSummarySerializer(many=True, read_only=True)
     nodes = serializers.SerializerMethodField()
     runtime = serializers.ChoiceField(choices=Runtime.choices)
@@ -185,9 +186,10 @@ class UploadSerializer(serializers.Serializer):
 class EnvironmentSerializer(serializers.ModelSerializer):
     version = serializers.PrimaryKeyRelatedField(read_only=True, allow_null=True)
     version_label = serializers.CharField(source="version.label", default=None, read_only=True, allow_null=True)
-    preview_url = serializers.CharField(read_only=True)
+    preview_url = serializers.CharField(read_only=True, allow_null=True)
     state = serializers.SerializerMethodField()
-    preview_key = serializers.CharField(required=False, max_length=128)
+    # Production has none (null); a new environment without one gets a random one.
+    preview_key = serializers.CharField(required=False, allow_null=True, max_length=128)
 
     class Meta:
         model = Environment
