@@ -15,6 +15,8 @@ import hashlib
 
 import pytest
 import schemathesis
+from django.core.signals import request_finished, request_started
+from django.db import close_old_connections
 from hypothesis import HealthCheck, settings
 from rest_framework.authtoken.models import Token
 from schemathesis.core.parameters import ParameterLocation
@@ -79,6 +81,12 @@ def world(db, monkeypatch, settings, request):
     push(shop)
     Operation.objects.create(service=shop, service_name="shop", owner=alice, kind="deploy", state="succeeded")
     CodeVersionFactory(service=ServiceFactory(owner=UserFactory(username="bob"), name="other"), label="b1")
+
+    # The site is called as a WSGI server calls it, and the end of each request would close the
+    # database connection, and the test's transaction with it: kept open as Django's test client does.
+    for signal in (request_started, request_finished):
+        signal.disconnect(close_old_connections)
+        request.addfinalizer(lambda signal=signal: signal.connect(close_old_connections))
 
     report: FuzzReport = request.config.stash.setdefault(FUZZ_REPORT, FuzzReport())
     answers: list[int] = []
