@@ -209,11 +209,14 @@ class DeploySerializer(serializers.Serializer):
     version = serializers.IntegerField(required=False)
     preview_key = serializers.CharField(required=False, max_length=128)
 
-    def validate_version(self, version_id):
+    def validate_version(self, version_id) -> CodeVersion:
+        """The code version itself: the deploy is asked for this one (workflows.deploy checks, locked,
+        that it is still there)."""
         service = self.context["service"]
-        if not service.versions.filter(pk=version_id).exists():
+        version = service.versions.filter(pk=version_id).first()
+        if version is None:
             raise serializers.ValidationError(f"{service.name} has no version with id {version_id}")
-        return version_id
+        return version
 
 
 class SwapSerializer(serializers.Serializer):

@@ -149,7 +149,7 @@ class ServiceViewSet(
     @action(detail=True, methods=["get"])
     def events(self, request, pk=None):
         events = self.get_object().events.select_related("actor")
-        if since := request.query_params.get("since"):
+        if (since := request.query_params.get("since")) is not None:  # `since=` too is a bad id
             try:
                 since = int(since)
             except ValueError:
@@ -285,9 +285,7 @@ class EnvironmentViewSet(viewsets.ViewSet):
             change_preview_key(environment, data["preview_key"], request.user)
         if "version" not in data:
             return Response(EnvironmentSerializer(environment, context={"service": service}).data)
-        version = service.versions.get(pk=data["version"])
-        operation = request_deploy(environment, version, request.user)
-        return accepted(operation)
+        return accepted(request_deploy(environment, data["version"], request.user))
 
     @staticmethod
     def _environment(request, service_pk, name):

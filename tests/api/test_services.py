@@ -169,7 +169,7 @@ def test_it_lists_the_events_newer_than_since(api, service):
     assert [event["id"] for event in response.json()] == [third.pk, second.pk], "newest first, after `since`"
 
 
-@pytest.mark.parametrize("since", ["abc", "1.5", "1e3"])
+@pytest.mark.parametrize("since", ["abc", "1.5", "1e3", ""])
 def test_it_refuses_a_since_that_is_not_an_event_id(api, service, since):
     response = api.get(f"/api/v1/services/{service.pk}/events/", {"since": since})
     assert response.status_code == 400
