@@ -42,6 +42,7 @@ THROTTLED = OpenApiResponse(
     "too, until the time the `Retry-After` header gives in seconds (CONPAAS_LOGIN_FAILURES, CONPAAS_LOGIN_COOLOFF)",
 )
 UNAVAILABLE = OpenApiResponse(ErrorSerializer, description="a router of the service did not answer")
+UNSUPPORTED = OpenApiResponse(ErrorSerializer, description="the body is not in a media type this call reads")
 
 # `POST /swap/` answers the version id each environment now serves: {production, <environment>}.
 SWAP_RESULT = OpenApiResponse(

@@ -123,3 +123,10 @@ def test_the_token_endpoint_declares_its_lockout_and_its_revocation(schema):
     assert set(listed) == {"id", "prefix", "created", "expiry", "last_used", "current"}
     assert listed["last_used"]["nullable"] and listed["expiry"]["readOnly"]
     assert schema["components"]["securitySchemes"]["tokenAuth"]["name"] == "Authorization"
+
+
+def test_every_call_that_reads_a_body_declares_the_415_for_one_it_cannot_read(schema):
+    with_body = [(method, path, op) for path, method, op in operations(schema) if "requestBody" in op]
+    assert len(with_body) == 7
+    for method, path, operation in with_body:
+        assert "415" in operation["responses"], (method, path)
