@@ -26,6 +26,7 @@ class FuzzReport:
 
     def __init__(self):
         self.cases = 0
+        self.operations: set[str] = set()
 
 
 FUZZ_REPORT = pytest.StashKey[FuzzReport]()
@@ -34,4 +35,6 @@ FUZZ_REPORT = pytest.StashKey[FuzzReport]()
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
     report = config.stash.get(FUZZ_REPORT, None)
     if report is not None:
-        terminalreporter.write_line(f"schemathesis: {report.cases} cases run over the OpenAPI description")
+        terminalreporter.write_line(
+            f"schemathesis: {report.cases} cases run over {len(report.operations)} operations of the API description"
+        )
