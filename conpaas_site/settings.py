@@ -284,6 +284,7 @@ SPECTACULAR_SETTINGS = {
     "COMPONENT_SPLIT_REQUEST": True,
     # The user-facing API only: the nodes' archive download stays out (api/schema.py).
     "PREPROCESSING_HOOKS": ["api.schema.public_api_only"],
+    "POSTPROCESSING_HOOKS": ["drf_spectacular.hooks.postprocess_schema_enums", "api.schema.declare_unauthorized"],
     # Operation ids (v1_services_list …) are derived from the path after this prefix: kept stable.
     "SCHEMA_PATH_PREFIX": "/api",
     # Three models have a `state`: each its own enum, by name.

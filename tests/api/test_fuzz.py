@@ -14,20 +14,21 @@ project's modules). The number of cases run is printed in the terminal summary
 
 import hashlib
 
+import knox.crypto
 import pytest
 import schemathesis
 from django.core.signals import request_finished, request_started
 from django.db import close_old_connections
+from django.db.models import Q
 from hypothesis import HealthCheck, settings
-from rest_framework.authtoken.models import Token
 from schemathesis.core.parameters import ParameterLocation
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 from schemathesis.transport.serialization import Binary
 
 from conpaas_site.wsgi import application
 from routing.table import push
-from services import agent, clouds, operations
-from services.models import Operation, Service
+from services import agent, clouds, operations, tokens
+from services.models import ApiToken, Operation, Service
 from tests.api.conftest import FUZZ_REPORT, FuzzReport
 from tests.apps import label_app
 from tests.factories import CodeVersionFactory, NodeFactory, ServiceFactory, UserFactory
@@ -38,7 +39,9 @@ from versions.models import CodeVersion, Environment
 schema = schemathesis.openapi.from_wsgi("/api/schema/", application)
 
 PASSWORD = "fuzz-pw"  # alice's, so that the token call has a real answer to find too
-TOKEN = "f0" * 20  # alice's API token, the same in every test's database
+# Alice's API token, the same in every test's database (keep_signed_in): schemathesis puts it on
+# the cases while it makes them, before the test's fixtures run.
+TOKEN = "f0" * 32
 
 
 @schema.auth()
@@ -80,7 +83,9 @@ def world(db, monkeypatch, settings, request):
     CodeVersionFactory(service=shop, label="v3")
     push(shop)
     Operation.objects.create(service=shop, service_name="shop", owner=alice, kind="deploy", state="succeeded")
-    CodeVersionFactory(service=ServiceFactory(owner=UserFactory(username="bob"), name="other"), label="b1")
+    bob = UserFactory(username="bob")
+    CodeVersionFactory(service=ServiceFactory(owner=bob, name="other"), label="b1")
+    tokens.issue(bob)
 
     # The site is called as a WSGI server calls it, and the end of each request would close the
     # database connection, and the test's transaction with it: kept open as Django's test client does.
@@ -90,8 +95,7 @@ def world(db, monkeypatch, settings, request):
 
     report: FuzzReport = request.config.stash.setdefault(FUZZ_REPORT, FuzzReport())
     answers: list[int] = []
-    Token.objects.create(user=alice, key=TOKEN)
-    yield {"answers": answers, "report": report}
+    yield {"answers": answers, "report": report, "alice": alice}
     # Queued operations (a deploy, a scale, a deletion) stay queued: nothing runs them here.
     assert not cloud.nl, "no node was booted"
     assert len(fleet.calls_to("put_instance")) == 2, "no instance was started but the fixture's two"
@@ -99,23 +103,38 @@ def world(db, monkeypatch, settings, request):
     assert any(status < 300 for status in answers), f"no case succeeded: {sorted(set(answers))}"
 
 
-def existing(path: str, name: str, service_id=None) -> list:
-    """What a parameter may name: objects in the database (anyone's: another user's is a 404), those
-    of the service the case names first."""
+def keep_signed_in(user) -> None:
+    """Issue `user`'s token TOKEN, unless it is there: a case may have revoked it."""
+    if not ApiToken.objects.filter(digest=knox.crypto.hash_token(TOKEN)).exists():
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(knox.crypto, "create_token_string", lambda: TOKEN)  # knox draws a random one
+            tokens.issue(user)
+
+
+def existing(path: str, name: str, service_id=None) -> tuple[list, list]:
+    """The objects a parameter may name: alice's (or those of the service the case names first),
+    and other users' (a 404 for her)."""
+    if service_id not in Service.objects.values_list("pk", flat=True):
+        service_id = None  # the case names no service that exists (maybe not a number the database holds)
     if name == "service_pk" or path.startswith("/api/v1/services/{id}/"):
-        return list(Service.objects.order_by("pk").values_list("pk", flat=True))
-    if path.startswith("/api/v1/operations/"):
-        return list(Operation.objects.order_by("pk").values_list("pk", flat=True))
-    services = existing(path, "service_pk")
-    of_service = {"service_id": service_id} if service_id in services else {}
-    if name == "name":
-        return sorted(set(Environment.objects.filter(**of_service).values_list("name", flat=True)))
-    return list(CodeVersion.objects.filter(**of_service).order_by("pk").values_list("pk", flat=True))
+        objects, mine = Service.objects.all(), Q(owner__username="alice")
+    elif path.startswith("/api/v1/operations/"):
+        objects, mine = Operation.objects.all(), Q(owner__username="alice")
+    elif path.startswith("/api/v1/auth/tokens/"):
+        objects, mine = ApiToken.objects.all(), Q(user__username="alice")
+    elif name == "name":
+        names = Environment.objects.filter(service_id=service_id).values_list("name", flat=True)
+        return sorted(names) if service_id else [], []
+    else:
+        objects = CodeVersion.objects.all()
+        mine = Q(service_id=service_id) if service_id else Q(service__owner__username="alice")
+    ids = objects.order_by("pk").values_list("pk", flat=True)
+    return list(ids.filter(mine)), list(ids.exclude(mine))
 
 
-def pick(value, candidates: list):
-    """Two generated values in three become an existing object, chosen by the value itself (so the
-    run stays reproducible); the third is left as generated."""
+def pick(value, objects: tuple[list, list]):
+    """Most generated values become one of alice's objects, some another user's, chosen by the value
+    itself (so the run stays reproducible); one in six is left as generated."""
     if isinstance(value, str) and value.isdigit():
         index = int(value)
     elif isinstance(value, int) and not isinstance(value, bool):
@@ -124,9 +143,9 @@ def pick(value, candidates: list):
         index = len(value)
     else:
         return value
-    if not candidates or index % 3 == 0:
-        return value
-    return candidates[index % len(candidates)]
+    mine, theirs = objects
+    candidates = theirs if index % 6 == 5 else mine if index % 6 else []
+    return candidates[index % len(candidates)] if candidates else value
 
 
 def aim(case) -> None:
@@ -144,7 +163,7 @@ def aim(case) -> None:
     if path == "/api/v1/auth/token/" and isinstance(body.get("username"), str) and len(body["username"]) % 2:
         body.update(username="alice", password=PASSWORD)
     archive = getattr(body.get("archive"), "data", None)  # generated files come as Binary(bytes)
-    if path.endswith("/versions/") and isinstance(archive, bytes) and len(archive) % 2:
+    if path.endswith("/versions/") and isinstance(archive, bytes) and len(archive) % 3:
         body["archive"] = Binary(label_app(hashlib.sha256(archive).hexdigest()))
 
 
@@ -159,6 +178,7 @@ def aim(case) -> None:
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow, HealthCheck.filter_too_much],
 )
 def test_no_operation_answers_a_server_error_or_outside_its_description(case, world):
+    keep_signed_in(world["alice"])
     aim(case)
     world["report"].cases += 1
     world["report"].operations.add(case.operation.label)
