@@ -282,10 +282,10 @@ def test_it_never_removes_a_version_an_instance_is_starting_from(tmp_path, archi
     answering, go_on = threading.Event(), threading.Event()
     real_answers_http = instances.answers_http
 
-    def held_answers_http(port):  # the second instance's gunicorn runs, not yet answering
+    def held_answers_http(*address):  # the second instance's gunicorn runs, not yet answering
         answering.set()
         go_on.wait(30)
-        return real_answers_http(port)
+        return real_answers_http(*address)
 
     second = []
     thread = threading.Thread(target=lambda: second.append(manager.put("i2", instance_body(url, sha, "v1"))))
