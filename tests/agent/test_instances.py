@@ -287,6 +287,14 @@ def test_it_never_removes_a_version_an_instance_is_starting_from(tmp_path, archi
         go_on.wait(30)
         return real_answers_http(*address)
 
+    started = []  # every gunicorn this test starts, to stop by pid even if a start goes wrong
+    real_popen = instances.subprocess.Popen
+
+    def popen(*args, **kwargs):
+        started.append(real_popen(*args, **kwargs))
+        return started[-1]
+
+    monkeypatch.setattr(instances.subprocess, "Popen", popen)
     second = []
     thread = threading.Thread(target=lambda: second.append(manager.put("i2", instance_body(url, sha, "v1"))))
     try:
@@ -308,8 +316,10 @@ def test_it_never_removes_a_version_an_instance_is_starting_from(tmp_path, archi
     finally:
         go_on.set()
         thread.join(60) if thread.is_alive() else None
-        for name in list(manager.records):  # stops what this test started, by pid
+        for name in list(manager.records):
             manager.delete(name)
+        for process in started:
+            instances.Instances._terminate(process.pid, process)
 
 
 @pytest.mark.integration
