@@ -9,7 +9,7 @@ from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import NotFound, ValidationError
-from rest_framework.parsers import FormParser, MultiPartParser
+from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
 from rest_framework.permissions import AllowAny, IsAuthenticated
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -327,6 +327,10 @@ class TokenView(APIView):
     Sign-ins go through django.contrib.auth.authenticate with the underlying HttpRequest, where
     django-axes counts failures and AxesMiddleware answers a lockout (429, Retry-After), as it does
     for the console's and the admin's sign-in forms."""
+
+    # A sign-in form as well as JSON, as most clients send one; never multipart: an anonymous
+    # request may not make the server store a file.
+    parser_classes = [JSONParser, FormParser]
 
     def get_permissions(self):
         return [AllowAny()] if self.request.method == "POST" else [IsAuthenticated()]

@@ -198,7 +198,7 @@ def test_it_refuses_an_unsigned_upload_without_reading_it(service, upload_temp_d
 
 
 def test_it_writes_nothing_of_a_file_sent_to_the_token_call(alice, upload_temp_dir):
-    # The token view takes anonymous posts, in JSON only: a multipart body is not even parsed.
+    # The token view takes anonymous posts, in JSON or a urlencoded form: a multipart body is not even parsed.
     # (A console form that parses one refuses its file at the first byte: tests/console/test_versions.py.)
     alice.set_password("pw")
     alice.save()
@@ -301,3 +301,13 @@ def test_an_unknown_version_is_not_found(api, service):
     assert api.get(f"/api/v1/services/{service.pk}/versions/999/").status_code == 404
     assert api.delete(f"/api/v1/services/{service.pk}/versions/999/").status_code == 404
     assert not Operation.objects.exists()
+
+
+def test_it_signs_in_with_a_urlencoded_form_too(alice):
+    alice.set_password("pw")
+    alice.save()
+    form = "application/x-www-form-urlencoded"
+    response = APIClient().post("/api/v1/auth/token/", "username=alice&password=pw", content_type=form)
+    assert response.status_code == 200 and response.json()["token"]
+    refused = APIClient().post("/api/v1/auth/token/", "username=alice&password=", content_type=form)
+    assert refused.status_code == 400 and "password" in refused.json()
