@@ -215,6 +215,7 @@ def test_static_serves_files_with_caching_headers(start_agent, archives):
             "assets/app.js": "console.log(2)",
             "photo-20240101.jpg": "not a hash",
             ".env": "SECRET=1",
+            "404.html": "<p>lost</p>",
         }
     )
     inst, _ = put(agent, archives, "s1", site, "static")
@@ -233,7 +234,7 @@ def test_static_serves_files_with_caching_headers(start_agent, archives):
     assert get(port, "/docs/").body == b"<h1>docs</h1>"
     for path in ("/missing", "/assets/", "/.env", "/assets/app.0000aaaa.js"):
         missing = get(port, path)
-        assert missing.status == 404, path
+        assert missing.status == 404 and missing.body == b"<p>lost</p>", path
         assert "immutable" not in (missing.header("Cache-Control") or ""), "a 404 is never cached for a year"
     assert get(port, "/", headers={"If-None-Match": home.header("ETag")}).status == 304
     assert_adopted_after_an_agent_restart(agent, "s1", port)
