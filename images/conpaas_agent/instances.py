@@ -112,6 +112,13 @@ def validate_instance(body: object) -> dict:
     }
 
 
+def descendants(pid: int) -> list[int]:
+    found = []
+    for child in children(pid):
+        found += [child, *descendants(child)]
+    return found
+
+
 def recipe_of(record: dict) -> Recipe:
     return RECIPES[record.get("runtime", "python")]
 
@@ -365,8 +372,8 @@ class Instances:
                         pass
                 resignal = time.monotonic() + 1
             if time.monotonic() > deadline:
-                # Workers outlive a killed master (nginx's do): they go with it.
-                for doomed in [pid, *children(pid)]:
+                # Workers outlive a killed master (nginx's, php-fpm's do): they go with it.
+                for doomed in [pid, *descendants(pid)]:
                     try:
                         os.kill(doomed, signal.SIGKILL)
                     except ProcessLookupError:

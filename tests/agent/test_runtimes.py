@@ -2,14 +2,16 @@
 
 import json
 import os
+import signal
 import time
 import uuid
 
 import pytest
 from agent_helpers import http_request, instance_body, make_zip
 from conpaas_agent import archives, instances
-from conpaas_agent.procs import children, cmdline, pid_alive
+from conpaas_agent.procs import cmdline, pid_alive
 from conpaas_agent.runtimes import RECIPES, base, php
+from conpaas_agent.waiting import wait_until
 
 from tests.apps import java_label_war, static_label_site
 
@@ -105,8 +107,8 @@ def put(agent, archives_server, name, archive, runtime, label="v1", **fields):
 
 
 def group_of(pids):
-    """The instance's processes and their children (nginx and php-fpm workers)."""
-    return {p for pid in pids for p in [pid, *children(pid)]}
+    """The instance's processes and theirs (nginx's workers, php-fpm under its keeper, its workers)."""
+    return {p for pid in pids for p in [pid, *instances.descendants(pid)]}
 
 
 def assert_adopted_after_an_agent_restart(agent, name, port):
@@ -169,7 +171,7 @@ def test_php_runs_a_front_controller_behind_nginx_and_keeps_its_data(start_agent
     status = agent.call("GET", "/v1/status").json()["instances"]["p1"]
     assert status["runtime"] == "php"
     processes = group_of(agent_state_pids(agent, "p1"))
-    assert len(processes) >= 4  # php-fpm and its worker, nginx and its worker
+    assert len(processes) >= 5  # php-fpm's keeper, php-fpm and its worker, nginx and its worker
     assert agent.call("DELETE", "/v1/instances/p1").status == 204
     assert not any(pid_alive(pid) for pid in processes)
 
@@ -193,6 +195,22 @@ def agent_state_pids(agent, name):
 def agent_log_files(agent, name):
     """The runtime's log allow-list, as the agent reads it from its state."""
     return instances.Instances(str(agent.home), agent_state(agent), lambda: None).log_files(name)
+
+
+@pytest.mark.integration
+def test_destroying_the_nodes_process_group_stops_php_fpm_too(start_agent, archives):
+    # php-fpm leaves the group (setsid); its keeper stays, and takes it along.
+    agent = start_agent(roles=["backend"])
+    put(agent, archives, "p2", php_site(), "php", max_upload_mb=1)
+    processes = group_of(agent_state_pids(agent, "p2"))
+    assert any("php-fpm: master process" in cmdline(pid) for pid in processes)
+    try:
+        agent.destroy()  # the local cloud's way: SIGTERM to the node's process group, then SIGKILL
+        wait_until(lambda: not any(pid_alive(pid) for pid in processes), 10, message="php-fpm to stop")
+    finally:  # what escaped the group, should it: this test started it
+        for pid in processes:
+            if pid_alive(pid):
+                os.kill(pid, signal.SIGKILL)
 
 
 @pytest.mark.integration

@@ -12,6 +12,7 @@ import os
 import re
 import shutil
 import signal
+import sys
 
 from ..archives import content_root
 from .base import (
@@ -35,6 +36,8 @@ _DENY_RE = re.compile(r"^\s*(deny\s+from\s+all|require\s+all\s+denied)\s*(#.*)?$
 _SCOPED_RE = re.compile(r"^\s*<(/?)(files|filesmatch|limit|limitexcept|location|locationmatch)\b", re.IGNORECASE)
 _FOLDER_RE = re.compile(r"^[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*$")
 MAX_HTACCESS_BYTES = 64 * 1024
+# php-fpm leaves the node's process group (it calls setsid()): it runs under a keeper that stays.
+KEEPER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "keeper.py")
 
 
 def php_fpm() -> str:
@@ -82,7 +85,8 @@ def denied_locations(site: str) -> str:
 class Php(Recipe):
     name = "php"
     fields = frozenset({"max_upload_mb"})
-    # php-fpm first (nginx hands it requests), nginx second; stopped in reverse, each gracefully.
+    # php-fpm (its keeper, which passes the signal on) first, nginx second: nginx hands php-fpm
+    # the requests. Stopped in reverse, each gracefully.
     stop_signals = (signal.SIGQUIT, signal.SIGQUIT)
     logs = ("instance.log", "access.log", "error.log", "php-fpm.log")
 
@@ -105,7 +109,8 @@ class Php(Recipe):
         root = as_root()
         user = "user = root\ngroup = root\n" if root else ""
         config = write_config(run.path("php-fpm.conf"), render("php-fpm.conf", values, {"user": user}))
-        run.spawn([fpm, "--nodaemonize", "--fpm-config", config, *(["--allow-to-run-as-root"] if root else [])])
+        fpm_argv = [fpm, "--nodaemonize", "--fpm-config", config, *(["--allow-to-run-as-root"] if root else [])]
+        run.spawn([sys.executable, KEEPER, *fpm_argv])
         start_nginx(
             run,
             self.name,
