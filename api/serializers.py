@@ -54,12 +54,27 @@ class ServiceSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Service
-        fields = ["id", "name", "runtime", "state", "url", "environments", "nodes", "created"]
+        fields = ["id", "name", "runtime", "java_heap_mb", "state", "url", "environments", "nodes", "created"]
         read_only_fields = ["id", "state", "url", "environments", "nodes", "created"]
 
     @extend_schema_field(NodeSerializer(many=True))
     def get_nodes(self, service) -> list[dict]:
         return NodeSerializer(service.live_node_list(), many=True).data
+
+
+class ServiceUpdateSerializer(serializers.ModelSerializer):
+    """What may change on a service once it exists: its settings, never its name or runtime."""
+
+    class Meta:
+        model = Service
+        fields = ["java_heap_mb"]
+        extra_kwargs = {"java_heap_mb": {"required": True}}
+
+    def to_internal_value(self, data):
+        fixed = sorted(set(data) - set(self.fields)) if isinstance(data, dict) else []
+        if fixed:  # said first: a missing java_heap_mb is not what is wrong with {"name": …}
+            raise serializers.ValidationError({name: ["cannot be changed"] for name in fixed})
+        return super().to_internal_value(data)
 
 
 def service_list(services) -> list[dict]:
@@ -92,7 +107,8 @@ def service_list(services) -> list[dict]:
     urls = production_urls(services)
     answer = []
     no_nodes = []
-    for pk, name, runtime, state, made in services.values_list("id", "name", "runtime", "state", "created"):
+    rows = services.values_list("id", "name", "runtime", "java_heap_mb", "state", "created")
+    for pk, name, runtime, java_heap_mb, state, made in rows:
         live = nodes.get(pk, no_nodes)
         url = urls.get(pk)
         answer.append(
@@ -100,6 +116,7 @@ def service_list(services) -> list[dict]:
                 "id": pk,
                 "name": name,
                 "runtime": runtime,
+                "java_heap_mb": java_heap_mb,
                 "state": state,
                 "url": url,
                 "environments": [

@@ -46,6 +46,7 @@ from api.serializers import (
     ScaleSerializer,
     ServiceCreatedSerializer,
     ServiceSerializer,
+    ServiceUpdateSerializer,
     SignInSerializer,
     SwapSerializer,
     TokenSerializer,
@@ -77,6 +78,11 @@ def accepted(operation: Operation) -> Response:
 @extend_schema_view(
     retrieve=extend_schema(parameters=[SERVICE_ID], responses={200: ServiceSerializer, 404: NOT_FOUND}),
     create=extend_schema(responses={201: ServiceCreatedSerializer, 400: BAD_REQUEST, 403: QUOTA, 415: UNSUPPORTED}),
+    partial_update=extend_schema(
+        parameters=[SERVICE_ID],
+        request=ServiceUpdateSerializer,
+        responses={200: ServiceSerializer, 400: BAD_REQUEST, 404: NOT_FOUND, 415: UNSUPPORTED},
+    ),
 )
 class ServiceViewSet(
     mixins.ListModelMixin,
@@ -104,12 +110,17 @@ class ServiceViewSet(
     def create(self, request, *args, **kwargs):
         serializer = self.get_serializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        service, operation = lifecycle.create(
-            request.user, serializer.validated_data["name"], serializer.validated_data["runtime"]
-        )
+        service, operation = lifecycle.create(request.user, **serializer.validated_data)
         # The service, plus the operation that boots its first node, for clients to follow.
         body = {**self.get_serializer(service).data, "operation": OperationSerializer(operation).data}
         return Response(body, status=status.HTTP_201_CREATED)
+
+    def partial_update(self, request, pk=None):
+        service = self.get_object()
+        serializer = ServiceUpdateSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        lifecycle.update(service, request.user, **serializer.validated_data)
+        return Response(self.get_serializer(self.get_queryset().get(pk=service.pk)).data)
 
     @extend_schema(parameters=[SERVICE_ID], responses={202: OperationSerializer, 404: NOT_FOUND, 409: CONFLICT})
     def destroy(self, request, pk=None):

@@ -5,7 +5,7 @@ from django import forms
 from django.contrib.auth.forms import UserCreationForm
 from django.contrib.auth.password_validation import password_validators_help_texts
 
-from services.choices import AVAILABLE_RUNTIMES, Runtime
+from services.choices import Runtime
 
 
 class ServiceForm(forms.Form):
@@ -14,12 +14,7 @@ class ServiceForm(forms.Form):
         help_text="2 to 40 lowercase letters, digits and dashes, starting with a letter.",
         widget=forms.TextInput(attrs={"autocomplete": "off", "spellcheck": "false", "autofocus": True}),
     )
-    # The list offers the runtimes this release runs; Service.clean() says why another one is refused.
     runtime = forms.ChoiceField(choices=Runtime.choices)
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.fields["runtime"].widget.choices = [c for c in Runtime.choices if c[0] in AVAILABLE_RUNTIMES]
 
 
 class DeleteServiceForm(forms.Form):

@@ -22,18 +22,22 @@ if [ "${CONPAAS_LOCAL:-0}" != 1 ]; then
     # The agent itself needs python3 to read the roles below.
     command -v python3 >/dev/null 2>&1 || apt-get install -y -q python3
     ROLES=$(python3 -c 'import json, sys; print(" ".join(json.load(open(sys.argv[1]))["roles"]))' "$CONFIG")
+    RUNTIME=$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1])).get("runtime", "python"))' "$CONFIG")
     PACKAGES=$(packages_of python)   # the agent runs on python3; backend = python runtime
     for role in $ROLES; do
         case $role in
             proxy) PACKAGES="$PACKAGES $(packages_of proxy)" ;;
+            backend)
+                case $RUNTIME in
+                    php | static | java) PACKAGES="$PACKAGES $(packages_of "$RUNTIME")" ;;
+                esac ;;
         esac
     done
     # shellcheck disable=SC2086 # word splitting wanted: a list of package names
     apt-get install -y -q --no-install-recommends $PACKAGES
-    # The agent runs its own HAProxy; the distribution's service must not hold a port.
-    if command -v systemctl >/dev/null 2>&1 && systemctl list-unit-files haproxy.service >/dev/null 2>&1; then
-        systemctl disable --now haproxy.service >/dev/null 2>&1 || true
-    fi
+    # The agent runs its own HAProxy, nginx, php-fpm and Tomcat: the distribution's services must
+    # not hold a port.
+    sh "$IMAGES/stop-services.sh" haproxy nginx 'php*-fpm' tomcat10
 fi
 
 export PYTHONPATH="$IMAGES${PYTHONPATH:+:$PYTHONPATH}"

@@ -8,10 +8,6 @@ class Runtime(models.TextChoices):
     STATIC = "static", "Static files"
 
 
-# Runtimes this release can run; the others are accepted by the model for later releases.
-AVAILABLE_RUNTIMES = {Runtime.PYTHON}
-
-
 class ServiceState(models.TextChoices):
     CREATING = "creating"
     RUNNING = "running"

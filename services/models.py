@@ -5,15 +5,15 @@ import secrets
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.core.validators import RegexValidator
+from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
 from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 from knox.models import AbstractAuthToken
 from knox.settings import CONSTANTS
 
+from images.conpaas_agent.runtimes.java import MAX_HEAP_MB, MIN_HEAP_MB
 from services.choices import (
-    AVAILABLE_RUNTIMES,
     NodeState,
     OperationKind,
     OperationState,
@@ -44,6 +44,9 @@ class Application(models.Model):
         return self.name
 
 
+# A small machine's share for one Tomcat: a node holds a few instances (two versions at least).
+JAVA_HEAP_MB = 256
+
 # Nodes that are gone or going: not part of the service any more.
 GONE = (NodeState.DESTROYING, NodeState.DESTROYED)
 
@@ -63,6 +66,12 @@ class Service(models.Model):
     state = models.CharField(max_length=20, choices=ServiceState.choices, default=ServiceState.CREATING)
     backend_nodes = models.PositiveSmallIntegerField(default=1, help_text="Desired number of backend nodes.")
     health_check_path = models.CharField(max_length=200, default="/")
+    # The JVM's heap of each instance of a java service; the agent's recipe takes the same range.
+    java_heap_mb = models.PositiveIntegerField(
+        default=JAVA_HEAP_MB,
+        validators=[MinValueValidator(MIN_HEAP_MB), MaxValueValidator(MAX_HEAP_MB)],
+        help_text="Java services: the heap (-Xmx) of each instance, in MB.",
+    )
     # Labels of uploads without one: v1, v2, … counted with an atomic UPDATE, never latest+1.
     version_counter = models.PositiveIntegerField(default=0)
     # The operation that holds this service; claimed with a conditional UPDATE (services/operations.py).
@@ -80,9 +89,8 @@ class Service(models.Model):
 
     def clean(self):
         errors = {}
-        if self.runtime and self.runtime not in AVAILABLE_RUNTIMES:
-            available = ", ".join(sorted(AVAILABLE_RUNTIMES))
-            errors["runtime"] = f"the {self.runtime} runtime is not available yet; available: {available}"
+        if self.runtime != Runtime.JAVA and self.java_heap_mb != JAVA_HEAP_MB:
+            errors["java_heap_mb"] = f"only java services run a JVM; a {self.runtime} service has no heap to set"
         same_name = Service.objects.filter(owner_id=self.owner_id, name=self.name).exclude(pk=self.pk)
         if self.owner_id and same_name.exists():
             errors["name"] = f"you already have a service named {self.name}"

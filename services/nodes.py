@@ -28,7 +28,15 @@ def boot_node(service: Service, roles: list[str], operation=None) -> Node:
     try:
         cloud = clouds.get_cloud(node.cloud)
         cloud_node = create_node(
-            cloud, BootConfig(node.name, node.secret, roles, settings.CONPAAS_URL, group=f"service-{service.pk}")
+            cloud,
+            BootConfig(
+                node.name,
+                node.secret,
+                roles,
+                settings.CONPAAS_URL,
+                group=f"service-{service.pk}",
+                runtime=service.runtime,
+            ),
         )
     except CloudError as exc:
         fail_node(node, str(exc), operation)

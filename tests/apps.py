@@ -129,3 +129,53 @@ def probe_app() -> bytes:
     """A WSGI app that tries what it is told (read a file, list a folder, connect, signal a
     process) and answers whether it could: tenant code probing its walls."""
     return zip_archive({"wsgi.py": WSGI_PROBE_APP})
+
+
+PHP_LABEL_APP = """\
+<?php
+// A front controller answering its own label; GET /break makes every later answer a 500.
+$broken = __DIR__ . '/.broken';
+if (parse_url($_SERVER['REQUEST_URI'], PHP_URL_PATH) === '/break') {
+    touch($broken);
+}
+header('Content-Type: text/plain');
+if (file_exists($broken)) {
+    http_response_code(500);
+}
+echo getenv('CONPAAS_VERSION'), "\\n";
+"""
+
+JSP_LABEL_PAGE = (
+    '<%@ page contentType="text/plain; charset=UTF-8" session="false" %><%= System.getenv("CONPAAS_VERSION") + "\\n" %>'
+)
+WEB_XML = (
+    '<?xml version="1.0" encoding="UTF-8"?>\n'
+    '<web-app xmlns="https://jakarta.ee/xml/ns/jakartaee" version="6.0"></web-app>\n'
+)
+
+
+def php_label_app(build: str = "") -> bytes:
+    """The PHP twin of label_app: index.php answers the version's label, /break breaks it."""
+    return zip_archive({"index.php": PHP_LABEL_APP + f"// build {build}\n"})
+
+
+def java_label_war(build: str = "", pages: dict[str, str | bytes] | None = None) -> bytes:
+    """A WAR (a zip with WEB-INF/) whose index.jsp answers the version's label; no servlet class,
+    so nothing to compile before the test: Tomcat compiles the page."""
+    return zip_archive({"WEB-INF/web.xml": WEB_XML, "index.jsp": JSP_LABEL_PAGE, "build.txt": build, **(pages or {})})
+
+
+def static_label_site(label: str) -> bytes:
+    """A static site whose index.html is its label (a static site cannot read its environment)."""
+    return tar_gz_archive({"site/index.html": f"{label}\n", "site/app.3f2a1b9c.js": f"// {label}\n"})
+
+
+def label_archive(runtime: str, label: str) -> tuple[bytes, str]:
+    """(archive, file name) of a site of `runtime` whose / answers `label` and a newline."""
+    if runtime == "python":
+        return label_app(label), "app.zip"
+    if runtime == "php":
+        return php_label_app(label), "site.zip"
+    if runtime == "java":
+        return java_label_war(label), "ROOT.war"
+    return static_label_site(label), "site.tar.gz"

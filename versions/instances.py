@@ -1,10 +1,11 @@
 """Instances: what a backend node is asked to run for a code version, and asking it to run it."""
 
+from django.conf import settings
 from django.core import signing
 from django.urls import reverse
 
 from services import agent
-from services.choices import NodeState, Outcome
+from services.choices import NodeState, Outcome, Runtime
 from services.errors import OperationFailed
 from services.models import Event
 from versions.models import CodeVersion, Environment, Instance, InstanceState
@@ -32,11 +33,22 @@ def instance_spec(service, version: CodeVersion, environment: Environment) -> di
         "version": str(version.pk),
         "label": version.label,
         "runtime": service.runtime,
-        "entry_point": version.entry_point,
         "archive_url": archive_url(version),
         "archive_sha256": version.sha256,
         "env": {"CONPAAS_ENV": environment.name, "CONPAAS_SERVICE": service.name},
+        **runtime_fields(service, version),
     }
+
+
+def runtime_fields(service, version: CodeVersion) -> dict:
+    """The fields of the spec that only one runtime takes (the agent's recipe refuses others)."""
+    if service.runtime == Runtime.PYTHON:
+        return {"entry_point": version.entry_point}  # found by the archive rulebook at upload
+    if service.runtime == Runtime.PHP:
+        return {"max_upload_mb": settings.CONPAAS_MAX_UPLOAD_MB}  # a site takes what the platform does
+    if service.runtime == Runtime.JAVA:
+        return {"heap_mb": service.java_heap_mb}
+    return {}
 
 
 def ensure_instances(service, version: CodeVersion, environment: Environment, operation=None) -> None:

@@ -7,14 +7,16 @@ from routing.table import push
 from services import operations, quotas
 from services.choices import NodeState, OperationKind, ServiceState
 from services.errors import OperationFailed
-from services.models import Operation, Service
+from services.models import Event, Operation, Service
 from services.nodes import boot_node, destroy_node
 from versions.models import DEVELOPMENT, PRODUCTION, Environment, new_preview_key
 from versions.storage import delete_unreferenced_archives
 
 
-def create(owner, name: str, runtime: str) -> tuple[Service, Operation]:
+def create(owner, name: str, runtime: str, java_heap_mb: int | None = None) -> tuple[Service, Operation]:
     service = Service(owner=owner, name=name, runtime=runtime)
+    if java_heap_mb is not None:
+        service.java_heap_mb = java_heap_mb
     service.validate()
     try:
         with transaction.atomic():
@@ -29,6 +31,20 @@ def create(owner, name: str, runtime: str) -> tuple[Service, Operation]:
     except IntegrityError:  # a concurrent create took the name between the check and the save
         raise ValidationError({"name": f"you already have a service named {name}"}) from None
     return service, operation
+
+
+def update(service: Service, user, java_heap_mb: int) -> Service:
+    """Change a service's settings. The JVM heap is read when an instance starts: instances started
+    from now on (a deploy of another version, a new node) have it; running ones keep theirs, since
+    restarting a Tomcat in place would fail the requests it serves meanwhile."""
+    previous = service.java_heap_mb
+    service.java_heap_mb = java_heap_mb
+    service.validate()
+    if java_heap_mb != previous:
+        Service.objects.filter(pk=service.pk).update(java_heap_mb=java_heap_mb)
+        message = f"java heap set to {java_heap_mb} MB (was {previous} MB); instances started from now on have it"
+        Event.record(service, "service.update", message, actor=user)
+    return service
 
 
 def request_delete(service: Service, user) -> Operation:

@@ -17,7 +17,7 @@ thoroughly *before* anything is stored or extracted:
   expansion ratio (compression bombs).  Actual decompression is counted, so
   lying headers do not help;
 * runtime rules: a ``.war`` for java, a WSGI entry point for python, at least
-  one file for static/php.
+  one file for static, a PHP or HTML file for php.
 
 Any refusal raises ``ArchiveError`` whose ``str()`` is one sentence meant for
 the user (the API returns it as HTTP 400, the agent as 422).
@@ -47,6 +47,7 @@ __all__ = [
     "inspect_archive",
     "extract_archive",
     "valid_entry_point",
+    "content_root",
     "RUNTIMES",
 ]
 
@@ -64,6 +65,10 @@ _GZIP_WBITS = 16 + zlib.MAX_WBITS
 _SPEC_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*(:[A-Za-z_][A-Za-z0-9_]*)?$")
 _PROCFILE_LINE_RE = re.compile(r"^([A-Za-z0-9_-]+)\s*:\s*(.*)$")
 _DRIVE_RE = re.compile(r"^[A-Za-z]:")
+# What makes a php archive a site: a page nginx hands to PHP, or one it serves as it is.
+_PHP_SITE_SUFFIXES = (".php", ".html", ".htm")
+# Folders archivers add beside the one the user packed (macOS's Finder): not part of a site.
+_ARCHIVER_LITTER = frozenset({"__MACOSX"})
 _NO_ENTRY_POINT = (
     "no WSGI entry point: add wsgi.py exposing `application` at the top of the archive, or a Procfile with a web: line"
 )
@@ -718,6 +723,10 @@ def inspect_archive(fileobj: BinaryIO, runtime: str, limits: Limits = Limits(), 
             entry_point = _python_entry_point(entries, procfile)
         elif not any(entries.values()):
             raise ArchiveError("the archive contains no files")
+        elif runtime == "php" and not any(
+            is_file and name.lower().endswith(_PHP_SITE_SUFFIXES) for name, is_file in entries.items()
+        ):
+            raise ArchiveError("the archive has no .php or .html file: a PHP site needs at least one, e.g. index.php")
 
         return ArchiveInfo(
             kind=kind, sha256=sha256, size=size, expanded_size=expanded, members=members, entry_point=entry_point
@@ -774,6 +783,16 @@ def _extract_tar_gz(path: str, dest: str, max_expanded_bytes: int) -> None:
             tf.extractall(dest, members=members, filter="data")
         else:  # Python without PEP 706: the checks above are the filter
             tf.extractall(dest, members=members)
+
+
+def content_root(app_dir: str) -> str:
+    """Where a php or static site starts in its unpacked archive: the one folder the archive
+    holds when it holds nothing else (``zip -r site.zip site/``), else the archive's top.
+    A WSGI entry point and a WAR's WEB-INF/ are always at the top (see above)."""
+    names = [n for n in os.listdir(app_dir) if n not in _ARCHIVER_LITTER]
+    if len(names) == 1 and os.path.isdir(os.path.join(app_dir, names[0])):
+        return os.path.join(app_dir, names[0])
+    return app_dir
 
 
 def _check_expanded(size: int, limit: int) -> None:

@@ -37,6 +37,7 @@ class BootConfig:
     roles: list[str]
     control_url: str
     group: str = ""  # the nodes that may reach each other on every port (a service's)
+    runtime: str = "python"  # which runtime's packages a VM installs (images/recipes/<runtime>.txt)
 
     def to_userdata(self) -> str:
         return json.dumps(
@@ -46,6 +47,7 @@ class BootConfig:
                 "roles": self.roles,
                 "control_url": self.control_url,
                 "group": self.group,
+                "runtime": self.runtime,
             }
         )
 

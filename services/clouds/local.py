@@ -25,8 +25,8 @@ from urllib.parse import urlsplit, urlunsplit
 from libcloud.compute.base import Node, NodeDriver
 from libcloud.compute.types import NodeState
 
-from images.conpaas_agent.instances import BUILD_PASSTHROUGH, BUILD_PASSTHROUGH_PREFIXES
 from images.conpaas_agent.procs import cmdline, free_port, group_members, pid_alive
+from images.conpaas_agent.runtimes.base import BUILD_PASSTHROUGH, BUILD_PASSTHROUGH_PREFIXES
 from services.clouds import CloudError
 from services.clouds.isolation import AGENT_PORT, HTTP_PORT, Isolation, Limits, unavailable_reason
 

@@ -227,15 +227,19 @@ class AgentProcess:
         return http_request(self.http_port, "GET", path, headers=headers)
 
 
-def instance_body(url, sha, label, version=None, env=None):
+def instance_body(url, sha, label, version=None, env=None, runtime="python", **fields):
+    """An instance spec; a python one names the test apps' WSGI entry point, the others take
+    their runtime's own fields (max_upload_mb, heap_mb)."""
+    if runtime == "python":
+        fields.setdefault("entry_point", "wsgi:application")
     return {
         "version": version or label,
         "label": label,
-        "runtime": "python",
-        "entry_point": "wsgi:application",
+        "runtime": runtime,
         "archive_url": url,
         "archive_sha256": sha,
         "env": env or {},
+        **fields,
     }
 
 

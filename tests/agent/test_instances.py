@@ -8,6 +8,7 @@ import pytest
 from agent_helpers import app_zip, instance_body, make_wheel, make_zip
 from conpaas_agent import archives, instances
 from conpaas_agent.procs import pid_alive
+from conpaas_agent.runtimes import base
 
 # --- units: unpacking and the WSGI application -------------------------------------------
 
@@ -110,9 +111,9 @@ def test_it_gives_an_instance_an_allow_list_environment(monkeypatch):
     monkeypatch.setenv("CONPAAS_SECRET_KEY", "x")
     monkeypatch.setenv("SUPER_LEAK_API_KEY", "x")
     monkeypatch.setenv("PATH", "/control/plane/bin:/usr/bin")
-    env = instances.instance_environ("/n/instances/i1/home", {"PORT": "1", "CONPAAS_ENV": "production"})
+    env = base.instance_environ("/n/instances/i1/home", {"PORT": "1", "CONPAAS_ENV": "production"})
     assert env == {
-        "PATH": instances.INSTANCE_PATH,
+        "PATH": base.INSTANCE_PATH,
         "LANG": "C.UTF-8",
         "LC_ALL": "C.UTF-8",
         "HOME": "/n/instances/i1/home",
@@ -120,15 +121,15 @@ def test_it_gives_an_instance_an_allow_list_environment(monkeypatch):
         "PORT": "1",
         "CONPAAS_ENV": "production",
     }
-    in_venv = instances.instance_environ("/h", {}, venv="/n/versions/abc/venv")
-    assert in_venv["PATH"] == f"/n/versions/abc/venv/bin:{instances.INSTANCE_PATH}"
+    in_venv = base.instance_environ("/h", {}, venv="/n/versions/abc/venv")
+    assert in_venv["PATH"] == f"/n/versions/abc/venv/bin:{base.INSTANCE_PATH}"
 
 
 def test_a_build_also_gets_the_nodes_pip_and_proxy_settings(monkeypatch):
     monkeypatch.setenv("PIP_INDEX_URL", "https://pypi.example/simple")
     monkeypatch.setenv("HTTPS_PROXY", "http://proxy:3128")
     monkeypatch.setenv("SUPER_LEAK_API_KEY", "x")
-    env = instances.build_environ("/v/build-home", "/v/venv")
+    env = base.build_environ("/v/build-home", "/v/venv")
     assert env["PIP_INDEX_URL"] == "https://pypi.example/simple" and env["HTTPS_PROXY"] == "http://proxy:3128"
     assert "SUPER_LEAK_API_KEY" not in env and env["HOME"] == "/v/build-home"
 
@@ -212,7 +213,7 @@ def test_an_instance_sees_only_its_allow_listed_environment(start_agent, archive
     assert seen.pop("SERVER_SOFTWARE").startswith("gunicorn/")  # gunicorn's own, in its workers
     home = str(agent.home / "instances" / "env1" / "home")
     assert seen == {
-        "PATH": instances.INSTANCE_PATH,
+        "PATH": base.INSTANCE_PATH,
         "LANG": "C.UTF-8",
         "LC_ALL": "C.UTF-8",
         "HOME": home,

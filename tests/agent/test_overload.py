@@ -9,8 +9,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from agent_helpers import instance_body, make_zip, runtime
-from conpaas_agent.instances import WORKERS
 from conpaas_agent.router.config import BUSY_MESSAGE, DOWN_MESSAGE, QUEUE_TIMEOUT
+from conpaas_agent.runtimes.python import WORKERS
 from conpaas_agent.waiting import wait_until
 
 from tests.load import OpenLoop, tally

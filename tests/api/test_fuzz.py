@@ -59,7 +59,8 @@ class AliceToken:
 @pytest.fixture
 def world(db, monkeypatch, settings, request):
     """Alice's running service `shop` (v1 in production, v2 in development, v3 unused, on one node
-    holding both roles), her finished operation, and Bob's service she may not see."""
+    holding both roles), her java service `jvm`, her finished operation, and Bob's service she may
+    not see."""
     settings.CONPAAS_QUOTA_SERVICES = 3
     settings.CONPAAS_QUOTA_NODES = 3
     settings.CONPAAS_QUOTA_ENVIRONMENTS = 4
@@ -82,6 +83,7 @@ def world(db, monkeypatch, settings, request):
         Environment.objects.filter(pk=environment.pk).update(version=version)
     CodeVersionFactory(service=shop, label="v3")
     push(shop)
+    ServiceFactory(owner=alice, name="jvm", runtime="java")  # the one kind whose heap may be set
     Operation.objects.create(service=shop, service_name="shop", owner=alice, kind="deploy", state="succeeded")
     bob = UserFactory(username="bob")
     CodeVersionFactory(service=ServiceFactory(owner=bob, name="other"), label="b1")
@@ -117,7 +119,8 @@ def existing(path: str, name: str, service_id=None) -> tuple[list, list]:
     if service_id not in Service.objects.values_list("pk", flat=True):
         service_id = None  # the case names no service that exists (maybe not a number the database holds)
     if name == "service_pk" or path.startswith("/api/v1/services/{id}/"):
-        objects, mine = Service.objects.all(), Q(owner__username="alice")
+        # `jvm` only where aim() sends a heap to set: a python app is what the other cases upload.
+        objects, mine = Service.objects.all(), Q(owner__username="alice") & ~Q(name="jvm")
     elif path.startswith("/api/v1/operations/"):
         objects, mine = Operation.objects.all(), Q(owner__username="alice")
     elif path.startswith("/api/v1/auth/tokens/"):
@@ -160,6 +163,11 @@ def aim(case) -> None:
         return  # a body meant to be refused stays as generated
     if path.endswith("/environments/{name}/") and "version" in body:
         body["version"] = pick(body["version"], existing("", "version", parameters.get("service_pk")))
+    heap = body.get("java_heap_mb")
+    if path == "/api/v1/services/{id}/" and isinstance(heap, int) and not isinstance(heap, bool) and heap % 3:
+        # Only a java service has a heap to set, and within its bounds.
+        parameters["id"] = Service.objects.get(name="jvm").pk
+        body["java_heap_mb"] = 64 + heap % 1000
     if path == "/api/v1/auth/token/" and isinstance(body.get("username"), str) and len(body["username"]) % 2:
         body.update(username="alice", password=PASSWORD)
     archive = getattr(body.get("archive"), "data", None)  # generated files come as Binary(bytes)

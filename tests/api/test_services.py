@@ -41,7 +41,8 @@ def test_it_creates_a_service_with_production_and_development(api, alice, django
         ({"name": "Bad Name", "runtime": "python"}, "name"),
         ({"name": "x", "runtime": "python"}, "name"),
         ({"name": "blog", "runtime": "cobol"}, "runtime"),
-        ({"name": "blog", "runtime": "php"}, "runtime"),
+        ({"name": "blog", "runtime": "java", "java_heap_mb": 16}, "java_heap_mb"),
+        ({"name": "blog", "runtime": "python", "java_heap_mb": 512}, "java_heap_mb"),
         ({"runtime": "python"}, "name"),
     ],
 )

@@ -42,11 +42,11 @@ def test_it_creates_waits_for_and_deletes_a_service(cli, logged_in):
     assert all(s["name"] != "cli-tmp" for s in logged_in.get("/api/v1/services/").json())
 
 
-def test_it_refuses_an_unavailable_runtime(cli, logged_in):
-    result = cli("services", "create", "cli-php", "--runtime", "php")
+def test_it_refuses_an_unknown_runtime(cli, logged_in):
+    result = cli("services", "create", "cli-cobol", "--runtime", "cobol")
 
     assert result.code == 1
-    assert result.err.startswith("error: runtime: the php runtime is not available yet")
+    assert result.err.startswith('error: runtime: "cobol" is not a valid choice')
 
 
 def test_it_lists_services_in_a_table_and_as_json(cli, logged_in, service):

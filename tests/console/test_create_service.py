@@ -24,7 +24,7 @@ def test_it_creates_a_service_through_the_domain_function(client, alice):
     ("payload", "message"),
     [
         ({"name": "Bad Name", "runtime": "python"}, "lowercase letters"),
-        ({"name": "blog", "runtime": "php"}, "not available yet"),
+        ({"name": "blog", "runtime": "cobol"}, "Select a valid choice"),
         ({"name": "", "runtime": "python"}, "required"),
     ],
 )

@@ -8,7 +8,7 @@ import pytest
 import requests
 
 from images.conpaas_agent.waiting import wait_until
-from tests.apps import label_app
+from tests.apps import label_archive
 
 pytestmark = pytest.mark.integration
 
@@ -22,13 +22,18 @@ def environments(api, service_id) -> dict:
 
 
 @pytest.fixture
-def shop(control_plane):
-    """A python service with v1 in production and v2 in development."""
+def shop(control_plane, request):
+    """A service with v1 in production and v2 in development, each answering its label: python,
+    or the runtime a test asks for (`@pytest.mark.parametrize("shop", RUNTIMES, indirect=True)`)."""
+    runtime = getattr(request, "param", "python")
     api = control_plane.client("carol")
-    service = api.create_service("shop")
+    service = api.create_service("shop", runtime)
     sid = service["id"]
-    v1 = api.upload(sid, label_app("1"), "v1").json()
-    v2 = api.upload(sid, label_app("2"), "v2", filename="v2.zip").json()
+    (archive1, name1), (archive2, name2) = label_archive(runtime, "v1"), label_archive(runtime, "v2")
+    v1 = api.upload(sid, archive1, "v1", filename=name1)
+    v2 = api.upload(sid, archive2, "v2", filename=name2)
+    assert v1.status_code == v2.status_code == 201, (v1.text, v2.text)
+    v1, v2 = v1.json(), v2.json()
     assert api.deploy(sid, "production", v1["id"])["state"] == "succeeded"
     assert api.deploy(sid, "development", v2["id"])["state"] == "succeeded"
     yield api, api.get(f"/api/v1/services/{sid}/").json(), v1, v2
@@ -72,6 +77,8 @@ def test_it_routes_production_and_previews_by_header_parameter_and_cookie(shop):
     assert fetch(preview_url).text == "v2\n"
 
 
+# Every runtime is routed and swapped by the same code: only what runs behind a server differs.
+@pytest.mark.parametrize("shop", ["python", "php", "java", "static"], indirect=True)
 def test_it_swaps_atomically_and_swaps_back(shop):
     api, service, v1, v2 = shop
     url, sid = service["url"], service["id"]

@@ -4,8 +4,8 @@ import time
 
 import pytest
 
-from images.conpaas_agent.instances import WORKERS
 from images.conpaas_agent.router.config import BUSY_MESSAGE, QUEUE_TIMEOUT
+from images.conpaas_agent.runtimes.python import WORKERS
 from images.conpaas_agent.waiting import wait_until
 from tests.apps import waiting_app
 from tests.load import OpenLoop, tally

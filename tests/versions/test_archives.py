@@ -385,6 +385,24 @@ def test_it_refuses_static_with_no_files():
     assert refused(empty_tgz, "php") == "the archive contains no files"
 
 
+def test_a_php_site_needs_a_php_or_html_file():
+    assert inspect(make_zip({"site/index.PHP": b"<?php echo 1;"}), "php").kind == "zip"
+    assert inspect(make_tar({"about.html": b"<p>hi</p>"}), "php").kind == "tar.gz"
+    msg = refused(make_zip({"notes.txt": b"hi", "style.css": b""}), "php")
+    assert msg == "the archive has no .php or .html file: a PHP site needs at least one, e.g. index.php"
+
+
+def test_a_site_in_one_folder_starts_in_that_folder(tmp_path):
+    from images.conpaas_agent.archives import content_root
+
+    (tmp_path / "one" / "site").mkdir(parents=True)
+    (tmp_path / "one" / "__MACOSX").mkdir()  # what the Finder adds beside it
+    assert content_root(str(tmp_path / "one")) == str(tmp_path / "one" / "site")
+    (tmp_path / "two" / "site").mkdir(parents=True)
+    (tmp_path / "two" / "index.html").write_text("hi")
+    assert content_root(str(tmp_path / "two")) == str(tmp_path / "two")
+
+
 def test_it_rejects_an_unknown_runtime_as_a_programming_error():
     with pytest.raises(ValueError):
         inspect(make_zip({"a": b"b"}), "cobol")

@@ -1,0 +1,13 @@
+"""The runtimes an agent runs, one recipe each (``base.Recipe``): a fifth runtime is a new module
+here, its templates in ``images/templates/``, its Debian packages in ``images/recipes/`` and one
+entry below."""
+
+from __future__ import annotations
+
+from .base import Recipe
+from .java import Java
+from .php import Php
+from .python import Python
+from .static import Static
+
+RECIPES: dict[str, Recipe] = {recipe.name: recipe for recipe in (Python(), Php(), Static(), Java())}

@@ -1,0 +1,241 @@
+"""What every runtime recipe shares: the error type, an instance's environment, the run context,
+starting a process, rendering a config template, and the readiness probe.
+
+Standard library only, like the whole agent.
+"""
+
+from __future__ import annotations
+
+import http.client
+import os
+import re
+import signal
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+
+# Per-instance configuration files are rendered from these (nginx, php-fpm, Tomcat).
+TEMPLATES = Path(__file__).resolve().parents[2] / "templates"
+
+# An instance's environment is an allow-list (instance_environ): nothing of the agent's own,
+# which on the local cloud is the control plane's (`manage.py up` and whatever it was given).
+INSTANCE_PATH = "/usr/local/bin:/usr/bin:/bin"
+INSTANCE_LOCALE = "C.UTF-8"
+# What a build (the virtualenv and `pip install`, which runs the packages' build code) also
+# takes from the agent: how this node reaches a package index.
+BUILD_PASSTHROUGH_PREFIXES = ("PIP_",)
+BUILD_PASSTHROUGH = {
+    "http_proxy",
+    "https_proxy",
+    "no_proxy",
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "NO_PROXY",
+    "SSL_CERT_FILE",
+    "SSL_CERT_DIR",
+}
+_TOKEN_RE = re.compile(r"\{\{([a-z_]+)\}\}")
+# Characters no config language we write can take inside a quoted value without escaping
+# (nginx expands `$` even in quotes; `;`, braces, quotes, `&`, `<` end or break the value).
+_UNQUOTABLE_RE = re.compile(r"[\"'\\$;{}&<>\x00-\x1f]")
+
+
+class InstanceError(Exception):
+    """The work failed; ``status`` is the HTTP status the agent answers (400, 404, 422)."""
+
+    def __init__(self, message: str, status: int = 422):
+        super().__init__(message)
+        self.status = status
+
+
+def instance_environ(home: str, extra: dict[str, str], venv: str | None = None) -> dict[str, str]:
+    """The whole environment of an instance (or a build): a fixed PATH (after the version's
+    virtualenv's ``bin``, when it has one), a UTF-8 locale, ``home`` as HOME, then ``extra``.
+    Nothing is inherited from the agent's own environment."""
+    env = {
+        "PATH": f"{venv}/bin:{INSTANCE_PATH}" if venv else INSTANCE_PATH,
+        "LANG": INSTANCE_LOCALE,
+        "LC_ALL": INSTANCE_LOCALE,
+        "HOME": home,
+        "PYTHONUNBUFFERED": "1",
+    }
+    env.update(extra)
+    return env
+
+
+def build_environ(home: str, venv: str) -> dict[str, str]:
+    """An instance's environment plus the agent's pip and proxy settings, for a build."""
+    passed = {
+        key: value
+        for key, value in os.environ.items()
+        if key in BUILD_PASSTHROUGH or key.startswith(BUILD_PASSTHROUGH_PREFIXES)
+    }
+    return instance_environ(home, {**passed, "PIP_DISABLE_PIP_VERSION_CHECK": "1"}, venv)
+
+
+def private_dir(path: str) -> str:
+    os.makedirs(path, mode=0o700, exist_ok=True)
+    os.chmod(path, 0o700)
+    return path
+
+
+def tail(path: str, lines: int = 40) -> str:
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            fh.seek(max(0, fh.tell() - 16384))
+            text = fh.read().decode(errors="replace")
+    except OSError:
+        return ""
+    return "\n".join(text.splitlines()[-lines:])
+
+
+def answers_http(host: str, port: int) -> bool:
+    conn = http.client.HTTPConnection(host, port, timeout=2)
+    try:
+        conn.request("GET", "/", headers={"User-Agent": "conpaas-agent-start-probe"})
+        conn.getresponse().read()
+        return True
+    except (OSError, http.client.HTTPException):
+        return False
+    finally:
+        conn.close()
+
+
+def int_field(body: dict, name: str, low: int, high: int) -> int:
+    """A required whole number of the spec: the control plane sends it, the agent never guesses."""
+    value = body.get(name)
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise InstanceError(f"{name} is required: a whole number from {low} to {high}", 400)
+    return value
+
+
+def render(template: str, values: dict[str, object], blocks: dict[str, str] | None = None) -> str:
+    """``images/templates/<template>`` with each ``{{name}}`` replaced by ``values[name]``, or by
+    ``blocks[name]``: config text the agent built itself from templates and checked names.
+
+    Values are paths the agent made and numbers: one that a config file could not hold inside
+    quotes is refused rather than escaped, so nothing an archive names can bend a config."""
+    text = (TEMPLATES / template).read_text()
+    for name, value in values.items():
+        if _UNQUOTABLE_RE.search(str(value)):
+            raise InstanceError(f"{name} {str(value)!r} holds a character {template} cannot hold")
+    every = {**{k: str(v) for k, v in values.items()}, **(blocks or {})}
+
+    def value(match: re.Match) -> str:
+        if match.group(1) not in every:
+            raise KeyError(f"{template} needs {match.group(1)}")
+        return every[match.group(1)]
+
+    return _TOKEN_RE.sub(value, text)
+
+
+def as_root() -> bool:
+    """The agent runs as root only when the platform does with isolation off (README, Isolation);
+    web servers then need to be told to keep their workers as root too, not nobody/www-data,
+    which could not read the instance's 0700 directory."""
+    return os.geteuid() == 0
+
+
+def write_config(path: str, text: str) -> str:
+    with open(path, "w") as fh:
+        fh.write(text)
+    return path
+
+
+@dataclass
+class Run:
+    """One start of one instance: what the manager prepared, and the processes the recipe spawned."""
+
+    name: str
+    spec: dict
+    dir: str  # instances/<name>/, kept across restarts and redeploys of the same version
+    app: str  # the staged, unpacked archive (shared by the version's instances on this node)
+    host: str
+    port: int
+    env: dict[str, str]
+    nice: int
+    logfile: str
+    build: dict = field(default_factory=dict)  # what the recipe's build() made for this version
+    processes: list[subprocess.Popen] = field(default_factory=list)
+    log_offset: int = 0  # where this start's lines begin in the instance log
+
+    def path(self, *parts: str) -> str:
+        return os.path.join(self.dir, *parts)
+
+    def log_since_start(self) -> str:
+        try:
+            with open(self.logfile, "rb") as fh:
+                fh.seek(self.log_offset)
+                return fh.read().decode(errors="replace")
+        except OSError:
+            return ""
+
+    def spawn(self, argv: list[str], cwd: str | None = None) -> subprocess.Popen:
+        """Start one process of the instance, below the agent's CPU priority, its output to the
+        instance log. It stays in the agent's process group: destroying the node kills it."""
+        with open(self.logfile, "ab") as out:
+            process = subprocess.Popen(
+                ["nice", "-n", str(self.nice), *argv],
+                cwd=cwd or self.dir,
+                env=self.env,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                close_fds=True,
+            )
+        self.processes.append(process)
+        return process
+
+
+class Recipe:
+    """How one runtime runs an instance. A new runtime is a subclass, its templates, its Debian
+    packages (``images/recipes/<name>.txt``) and one line in ``RECIPES``.
+
+    The manager (``instances.Instances``) stages the archive, then calls ``build`` once per
+    version, ``start`` per instance, and polls ``ready``; it records the pids and stops them in
+    the reverse order of their start, each with its entry of ``stop_signals``."""
+
+    name = ""
+    # Fields of the instance spec this runtime takes besides the common ones (validate()).
+    fields: frozenset[str] = frozenset()
+    start_timeout = 30.0
+    # One per process start() spawns, in that order: the signal that stops it gracefully.
+    stop_signals: tuple[signal.Signals, ...] = (signal.SIGTERM,)
+    # Send the stop signal to the processes' children too, every second while they linger.
+    resignal_children = False
+    # How many requests an instance serves at once: the agent reports it with the instance and
+    # the router makes it the server's connection limit (maxconn), so excess requests wait in
+    # HAProxy's queue, not in the instance's listen backlog where health checks would wait too.
+    concurrency = 1
+    # The files the runtime writes in the instance directory: the allow-list of readable logs.
+    logs: tuple[str, ...] = ("instance.log",)
+
+    def validate(self, body: dict) -> dict:
+        """The runtime's own fields of the spec, checked, with defaults (InstanceError 400)."""
+        return {}
+
+    def build(self, version_dir: str, app: str, logfile: str, nice: int) -> dict:
+        """Once per version on this node, under the version's lock (a virtualenv)."""
+        return {}
+
+    def start(self, run: Run) -> None:
+        """Write the instance's configs and spawn its processes with ``run.spawn``."""
+        raise NotImplementedError
+
+    def ready(self, run: Run) -> bool:
+        """Whether the instance serves: it answers an HTTP request (any status)."""
+        return answers_http(run.host, run.port)
+
+    def marker(self, run: Run) -> str:
+        """A string in the command line of each of its processes: a restarted agent adopts a pid
+        only when it still runs this instance (pids are recycled)."""
+        return run.dir + os.sep
+
+
+def installed(path: str, what: str, runtime: str) -> str:
+    if not os.path.exists(path):
+        raise InstanceError(
+            f"{what} is not installed on this node ({path}): install the packages of images/recipes/{runtime}.txt"
+        )
+    return path
