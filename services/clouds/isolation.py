@@ -98,6 +98,16 @@ class Network:
     def address(self, slot: int) -> str:
         return str(self.net.network_address + slot)
 
+    def slot_at(self, address: str) -> int:
+        """The slot whose node has `address` (IsolationError: no node's address)."""
+        try:
+            number = int(ipaddress.ip_address(address)) - int(self.net.network_address)
+        except ValueError:
+            number = -1
+        if number not in self.slots:
+            raise IsolationError(f"{address} is not a node address of {self.net}")
+        return number
+
     @property
     def slots(self) -> range:
         return range(2, self.net.num_addresses - 1)
@@ -210,16 +220,22 @@ class Isolation:
 
     # --- creating ---------------------------------------------------------------------------
 
-    def allocate(self, node: str, group: str, control: tuple[str, int], image: Path) -> Slot:
-        """Take a free slot and set up its namespace, user, cgroups and home (under the registry
+    def allocate(
+        self, node: str, group: str, control: tuple[str, int], image: Path, address: str | None = None
+    ) -> Slot:
+        """Take a free slot (the one at `address` when given: a router replaced keeps its
+        service's URL) and set up its namespace, user, cgroups and home (under the registry
         lock); the installation's record of the node becomes a link to that home."""
         with registry_lock():
             held = {slot.number: slot for slot in all_slots()}
-            for slot in held.values():
+            for slot in list(held.values()):
                 if slot.stale():
                     self._teardown(slot)
                     del held[slot.number]
-            number = self._next_free(held)
+            if address is None:
+                number = self._next_free(held)
+            elif (number := self.network.slot_at(address)) in held:
+                raise IsolationError(f"{address} is held by another node ({held[number].node})")
             slot = Slot(number, self.installation, node, group, control)
             slot.save()
             try:
@@ -312,13 +328,14 @@ class Isolation:
         user = pwd.getpwnam(slot.user)
         return user.pw_uid, user.pw_gid
 
-    def launch_argv(self, slot: Slot, command: list[str]) -> list[str]:
-        """`command` as the node's user, in its namespace and cgroups, in a session of its own."""
+    def launch_argv(self, slot: Slot, command: list[str], detach: list[str]) -> list[str]:
+        """`command` as the node's user, in its namespace and cgroups; `detach` (the local
+        driver's: a session of its own, in the background) runs in the cgroups, as root."""
         procs = [str(p / "cgroup.procs") for c in CONTROLLERS if (p := self.cgroup(slot, c))]
         user = pwd.getpwnam(slot.user)
         return [
             "sh", "-c", JOIN_CGROUPS, "sh", *procs, "--",
-            "setsid", "--fork", "ip", "netns", "exec", slot.netns,
+            *detach, "ip", "netns", "exec", slot.netns,
             "setpriv", f"--reuid={user.pw_uid}", f"--regid={user.pw_gid}", "--clear-groups",
             "--no-new-privs", "--inh-caps=-all", "--bounding-set=-all",
             *command,
