@@ -14,7 +14,7 @@ from services.clouds import describe as describe_nodes
 from services.operations import recover_interrupted
 from workflows import first_account
 from workflows.reconcile import reconcile_all
-from workflows.tasks import queue_health_refresh
+from workflows.tasks import queue_heal_check, queue_health_refresh
 
 
 class Command(BaseCommand):
@@ -91,11 +91,15 @@ class Command(BaseCommand):
         signal.signal(signal.SIGTERM, stop)
         # The timer that keeps the health the console shows fresh: a task every interval, run by
         # whichever worker is free (a pass that finds nothing due is one query).
-        next_refresh = time.monotonic()
+        # The self-healing timer likewise (workflows/healing.py); CONPAAS_HEAL_INTERVAL=0 turns it off.
+        next_refresh = next_heal = time.monotonic()
         while not stopping and all(child.poll() is None for child in children):
             if time.monotonic() >= next_refresh:
                 queue_health_refresh()
                 next_refresh = time.monotonic() + max(1, settings.CONPAAS_HEALTH_REFRESH)
+            if settings.CONPAAS_HEAL_INTERVAL > 0 and time.monotonic() >= next_heal:
+                queue_heal_check()
+                next_heal = time.monotonic() + settings.CONPAAS_HEAL_INTERVAL
             time.sleep(0.2)
         for child in children:
             if child.poll() is None:
