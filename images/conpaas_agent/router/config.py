@@ -134,6 +134,9 @@ def render_config(
         "    timeout server 60s",
         "    timeout http-keep-alive 10s",
         "    timeout http-request 10s",
+        # A request whose server failed (refused the connection, or closed it unanswered: killed)
+        # is tried again on another server; once sent, only if it cannot change anything (the
+        # frontend's disable-l7-retry), since the server may have acted on it before it died.
         "    option redispatch",
         "    retries 3",
         "    retry-on conn-failure empty-response",
@@ -157,6 +160,7 @@ def render_config(
         "    http-request set-var(txn.env) str(production) if !{ var(txn.slot) -m found }",
         f"    http-request set-var(txn.slot) var(txn.env),map({envs}) if !{{ var(txn.slot) -m found }}",
         *console_cookie_rules(),
+        "    http-request disable-l7-retry unless { method GET HEAD OPTIONS }",
         "    use_backend %[var(txn.slot)] if { var(txn.slot) -m found }",
         f"    default_backend {NO_VERSION_BACKEND}",
         "    http-response del-header X-Conpaas-Env",
