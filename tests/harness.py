@@ -11,6 +11,7 @@ broker, under a queue name of their own, so control planes sharing one Redis nev
 other's tasks."""
 
 import atexit
+import contextlib
 import os
 import secrets
 import signal
@@ -21,8 +22,9 @@ from urllib.parse import urlsplit, urlunsplit
 
 import requests
 
-from images.conpaas_agent.procs import free_port
+from images.conpaas_agent.procs import free_port, group_members, pid_alive
 from images.conpaas_agent.waiting import wait_until
+from services.clouds.local import LocalNodeDriver
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -161,6 +163,33 @@ class ControlPlane:
         except subprocess.TimeoutExpired:
             os.killpg(self.process.pid, signal.SIGKILL)  # the group this harness started
             self.process.wait()
+
+    def node_pids(self, node_name: str) -> list[int]:
+        """Every live process of one of this plane's local nodes: its cgroups' and its user's
+        when nodes are isolated, else its process group's."""
+        isolation = LocalNodeDriver(str(self.home / "nodes")).isolation
+        if isolation is not None:
+            slot = isolation.slot_of(node_name)
+            return [pid for pid in isolation.pids(slot) if pid_alive(pid)] if slot else []
+        try:
+            return group_members(int((self.home / "nodes" / node_name / "agent.pid").read_text()))
+        except (OSError, ValueError):
+            return []
+
+    def kill_node(self, node_name: str) -> int:
+        """kill -9 every process of the node, by pid, until none is left; returns how many."""
+        killed = set()
+
+        def gone() -> bool:
+            pids = self.node_pids(node_name)
+            for pid in pids:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+                killed.add(pid)
+            return not pids
+
+        wait_until(gone, timeout=10, interval=0.05, message=f"every process of {node_name} to die")
+        return len(killed)
 
     def create_user(self, username: str, password: str = "pw-secret-1", staff: bool = False) -> None:
         # The password is set only when it differs: a new password revokes the user's API tokens,
