@@ -1,15 +1,17 @@
 """Shared pieces of the benchmarks: the machine line, a private platform, signed agent calls.
 
-Everything here talks to 127.0.0.1 only. The platform is a real control plane (`manage.py up`,
-see tests/harness.py) in a temporary CONPAAS_HOME; `platform()` stops everything it started
-(ControlPlane.stop(), then `manage.py down`) whatever happens, and keeps the node logs of a
-failed run under `<home>/evidence/` (`manage.py down` removes the node directories).
+Everything here talks to this machine only: 127.0.0.1, and isolated local nodes on its own
+bridge. The platform is a real control plane (`manage.py up`, see tests/harness.py) in a
+temporary CONPAAS_HOME; `platform()` stops everything it started (ControlPlane.stop(), then
+`manage.py down`) whatever happens, and keeps the node logs of a failed run under
+`<home>/evidence/` (`manage.py down` removes the node directories).
 """
 
 from __future__ import annotations
 
 import contextlib
 import http.client
+import ipaddress
 import json
 import os
 import platform as pyplatform
@@ -32,6 +34,7 @@ for entry in (str(ROOT), str(ROOT / "images")):
 import tests.harness as harness  # noqa: E402
 from images.conpaas_agent import client  # noqa: E402
 from images.conpaas_agent.procs import all_pids, cmdline, stat_fields  # noqa: E402
+from services.clouds.isolation import BRIDGE  # noqa: E402
 from tests.apps import label_app  # noqa: E402,F401  (re-exported for the programs)
 from tests.harness import ControlPlane  # noqa: E402
 
@@ -377,9 +380,21 @@ def serving(api, name: str, builds: dict[str, tuple[str, str]]) -> tuple[dict, d
 
 
 def check_loopback(url: str) -> None:
+    """Refuse to load anything off this machine: loopback, or an isolated local node's address
+    on this machine's own bridge (services/clouds/isolation.py)."""
     host = urlsplit(url).hostname
-    if host not in ("127.0.0.1", "localhost", "::1"):
-        raise SystemExit(f"refusing to load {url}: the benchmarks only send traffic to 127.0.0.1")
+    if host in ("127.0.0.1", "localhost", "::1") or on_local_bridge(host or ""):
+        return
+    raise SystemExit(f"refusing to load {url}: the benchmarks only send traffic to this machine")
+
+
+def on_local_bridge(host: str) -> bool:
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    network = ipaddress.ip_network(os.environ.get("CONPAAS_LOCAL_NETWORK", "10.77.0.0/16"))
+    return address in network and Path(f"/sys/class/net/{BRIDGE}").exists()
 
 
 def run_benchmark(title: str, short: str, run, args, target: str) -> int:

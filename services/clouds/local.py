@@ -15,6 +15,7 @@ import fcntl
 import json
 import math
 import os
+import re
 import shutil
 import signal
 import socket
@@ -46,6 +47,8 @@ DELAYED = 'sleep "$0" && exec "$@"'
 REFUSE, EXIT = "refuse", "exit"
 DEAD_AGENT = 'echo "injected failure (CONPAAS_LOCAL_FAIL_RATE): the agent exits at once" >&2; exit 1'
 CREATIONS = ".creations"  # the count of node creations, under the nodes directory
+# The agent's line per request it answered (server.py): no news of why a node died, left out of its tail.
+AGENT_ACCESS_LINE = re.compile(r" INFO conpaas_agent: [A-Z]+ \S+ -> \d{3} \(\d+ ms\)$")
 # What an agent may inherit from the platform's environment: the router binary it is told to
 # use and the build settings it passes to pip; nothing else (no secret of the platform's).
 AGENT_PASSTHROUGH = {"CONPAAS_HAPROXY", *BUILD_PASSTHROUGH}
@@ -268,7 +271,7 @@ class LocalNodeDriver(NodeDriver):
                     text = f.read().decode(errors="replace")
             except OSError:
                 continue
-            kept = [line for line in text.splitlines() if line.strip()][-lines:]
+            kept = [line for line in text.splitlines() if line.strip() and not AGENT_ACCESS_LINE.search(line)][-lines:]
             found += [f"{name}: {printable(line)[:300]}" for line in kept]
         return found
 

@@ -67,6 +67,22 @@ def test_it_does_not_kill_a_group_a_forged_pid_file_names(tmp_path):
         bystander.wait()
 
 
+def test_a_nodes_log_tail_names_its_files_and_leaves_out_the_agents_request_lines(tmp_path):
+    home = make_node_dir(tmp_path, "n1")
+    (home / "boot.log").write_text("Traceback (most recent call last):\n  OSError: no \x1b[31mhaproxy\n")
+    (home / "agent.log").write_text(
+        "2026-01-01 10:00:00,000 INFO conpaas_agent: agent n1 (roles backend) listening on 127.0.0.1:1\n"
+        "2026-01-01 10:00:01,000 INFO conpaas_agent: GET /v1/status -> 200 (0 ms)\n"
+    )
+    driver = LocalNodeDriver(str(tmp_path))
+
+    assert driver.ex_log_tail(Node("n1", "n1", None, [], [], driver), lines=5) == [
+        "boot.log: Traceback (most recent call last):",
+        "boot.log:   OSError: no ?[31mhaproxy",
+        "agent.log: 2026-01-01 10:00:00,000 INFO conpaas_agent: agent n1 (roles backend) listening on 127.0.0.1:1",
+    ]
+
+
 # --- booting for real: fault injection, a dead agent noticed, a router's address kept ------------
 
 
