@@ -210,6 +210,22 @@ class ControlPlane:
         return Api(self.url, token)
 
 
+@contextlib.contextmanager
+def running_plane(home: Path, **env: str):
+    """A control plane of its own in `home`, `env` added to its environment, up for the block;
+    then it is stopped, its nodes destroyed and what it had outside its home dropped."""
+    plane = ControlPlane(home)
+    plane.env.update(env)
+    plane.manage("migrate", "--noinput")
+    try:  # a start that fails half-way still leaves processes to stop
+        plane.start()
+        yield plane
+    finally:
+        plane.stop()
+        plane.manage("down", check=False)
+        plane.close()
+
+
 class Api:
     """A REST client for one user; paths are the contract's literal URLs."""
 

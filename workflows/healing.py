@@ -15,8 +15,9 @@ by one is looked at again next time.
   routing, destroys it and boots its replacement, a router at its address and port so that the
   service keeps its URL (workflows/reconcile.py).
 - An instance whose process died is started again, and a router whose HAProxy died.
-- Nodes missing (a replacement whose boot failed) are booted; after a heal that failed the next
-  one waits RETRY_FAILED seconds, so a failing cloud is not asked in a loop.
+- Nodes missing (a replacement whose boot failed) are booted, and a node left booting by an
+  operation whose worker died is replaced; after a heal that failed the next one waits
+  RETRY_FAILED seconds, so a failing cloud is not asked in a loop.
 Every step is an event; the heal operation's last one says how long healing took since the
 check noticed it.
 """
@@ -74,6 +75,10 @@ def check(service: Service) -> Operation | None:
 def diagnose(service: Service) -> tuple[list[str], dict[Node, str]]:
     """What needs healing, in words, and the dead nodes with why."""
     view, findings, dead = CloudView(), [], {}
+    # Nothing boots a node of a service no operation holds (a check) or that this heal holds.
+    for node in service.live_nodes().filter(state=NodeState.BOOTING):
+        dead[node] = "it was left booting by an operation that ended"
+        findings.append(f"node {node.name} is dead: {dead[node]}")
     for node in service.live_nodes().filter(state=NodeState.RUNNING):
         why, status = check_agent(node, view)
         if why:

@@ -11,7 +11,7 @@ import requests
 from images.conpaas_agent.waiting import wait_until
 from services.clouds.local import LocalNodeDriver
 from tests.apps import label_app
-from tests.harness import ControlPlane
+from tests.harness import running_plane
 
 pytestmark = pytest.mark.integration
 
@@ -53,16 +53,10 @@ def shop(control_plane):
 def failing_plane(tmp_path_factory):
     """A control plane whose local cloud fails every other node creation: the first is refused,
     the third starts an agent that exits at once (CONPAAS_LOCAL_FAIL_RATE=0.5)."""
-    plane = ControlPlane(tmp_path_factory.mktemp("failing-cloud"))
-    plane.env.update(CONPAAS_LOCAL_FAIL_RATE="0.5", CONPAAS_BOOT_BACKOFF="0.2", CONPAAS_HEAL_INTERVAL="0")
-    plane.manage("migrate", "--noinput")
-    try:
-        plane.start()
+    home = tmp_path_factory.mktemp("failing-cloud")
+    settings = {"CONPAAS_LOCAL_FAIL_RATE": "0.5", "CONPAAS_BOOT_BACKOFF": "0.2", "CONPAAS_HEAL_INTERVAL": "0"}
+    with running_plane(home, **settings) as plane:
         yield plane
-    finally:
-        plane.stop()
-        plane.manage("down", check=False)
-        plane.close()
 
 
 def test_node_creation_is_retried_after_both_kinds_of_failure(failing_plane):

@@ -6,7 +6,8 @@ from django.utils import timezone
 
 from services import operations
 from services.choices import NodeState, OperationKind, OperationState
-from services.models import Event, Node, Operation
+from services.models import Event, Node, Operation, Service
+from tests.factories import NodeFactory
 from versions.models import Instance
 from workflows import healing
 from workflows.scaling import request_scale
@@ -146,6 +147,17 @@ def test_a_silent_agent_has_a_grace_while_its_cloud_says_the_node_runs(service, 
 
     assert operation.state == OperationState.SUCCEEDED, operation.error
     assert Node.objects.get(pk=quiet.pk).error.startswith("its agent has not answered for 60 s")
+
+
+def test_a_node_left_booting_by_an_operation_that_ended_is_replaced(service, proxy, fleet, cloud, queue):
+    Service.objects.filter(pk=service.pk).update(backend_nodes=2)
+    orphan = NodeFactory(service=service, state=NodeState.BOOTING)
+
+    operation = check(queue, service)
+
+    assert operation.state == OperationState.SUCCEEDED, operation.error
+    assert Node.objects.get(pk=orphan.pk).state == NodeState.DESTROYED
+    assert service.backend_node_list().filter(state=NodeState.RUNNING).count() == 2
 
 
 def test_nothing_is_started_when_every_node_is_well(service, proxy, fleet, queue):
