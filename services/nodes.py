@@ -18,7 +18,7 @@ from django.utils import timezone
 from images.conpaas_agent.waiting import wait_until
 from services import agent, clouds
 from services.choices import NodeState, Outcome
-from services.clouds import BootConfig, CloudError, create_node, find_node
+from services.clouds import BootConfig, CloudError, RouterPlace, create_node, find_node
 from services.errors import OperationFailed
 from services.models import Event, Node, Service
 
@@ -53,10 +53,10 @@ class Backoff:
         return min(self.cap, self.first * 2 ** (failed - 1))
 
 
-def boot_node(service: Service, roles: list[str], operation=None, router_at: tuple[str, int] | None = None) -> Node:
+def boot_node(service: Service, roles: list[str], operation=None, router_at: RouterPlace | None = None) -> Node:
     """A new running node with `roles`, or OperationFailed once every attempt failed.
 
-    `router_at` (address, HTTP port) replaces a dead router where it was, when the cloud can."""
+    `router_at` replaces a dead router where it was, when the cloud can."""
     backoff = Backoff.from_settings()
     for attempt in range(1, backoff.attempts + 1):
         node = Node.objects.create(
@@ -89,7 +89,7 @@ def boot_node(service: Service, roles: list[str], operation=None, router_at: tup
     raise AssertionError("unreachable: the last attempt returns or raises")
 
 
-def boot_attempt(node: Node, router_at: tuple[str, int] | None) -> None:
+def boot_attempt(node: Node, router_at: RouterPlace | None) -> None:
     config = BootConfig(node.name, node.secret, node.roles, settings.CONPAAS_URL, group=f"service-{node.service_id}")
     try:
         cloud = clouds.get_cloud(node.cloud)
@@ -100,7 +100,10 @@ def boot_attempt(node: Node, router_at: tuple[str, int] | None) -> None:
     node.address = (cloud_node.public_ips or cloud_node.private_ips)[0]
     node.agent_port = cloud_node.extra.get("agent_port", VM_AGENT_PORT)
     node.http_port = cloud_node.extra.get("http_port", VM_HTTP_PORT)
-    node.save(update_fields=["provider_id", "address", "agent_port", "http_port"])
+    # Where users reach the router when it is not the node's own address (a published local router).
+    node.public_address = cloud_node.extra.get("public_address", "")
+    node.public_port = cloud_node.extra.get("public_http_port")
+    node.save(update_fields=["provider_id", "address", "agent_port", "http_port", "public_address", "public_port"])
     wait_for_agent(node, cloud, cloud_node)
     node.state = NodeState.RUNNING
     node.save(update_fields=["state"])

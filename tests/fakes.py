@@ -182,7 +182,9 @@ class MemoryCloud(DummyNodeDriver):
         self.calls.append((node.name, "destroy_node", None))
         return super().destroy_node(node)
 
-    def create_node(self, name, size=None, image=None, ex_userdata=None, ex_address=None, ex_http_port=None):
+    def create_node(
+        self, name, size=None, image=None, ex_userdata=None, ex_address=None, ex_http_port=None, ex_public_port=None
+    ):
         if self.refusing:
             self.refusing -= 1
             raise RuntimeError("InstanceLimitExceeded: try again later")  # libcloud raises many types

@@ -11,12 +11,12 @@ broker, under a queue name of their own, so control planes sharing one Redis nev
 other's tasks."""
 
 import atexit
-import contextlib
 import os
 import secrets
 import signal
 import subprocess
 import sys
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -76,6 +76,22 @@ def _forget_redis_queue(redis_url: str, queue: str) -> None:
             connection.delete(*keys)
     finally:
         connection.close()
+
+
+def child_pids(pid: int) -> list[int]:
+    """The live processes that `pid` started (Linux: /proc/PID/task/*/children)."""
+    pids = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            pids += [int(child) for child in (task / "children").read_text().split()]
+        except FileNotFoundError:
+            pass  # that thread, or the process, has just ended
+    return pids
+
+
+def descendants(pid: int) -> list[int]:
+    children = child_pids(pid)
+    return children + [grandchild for child in children for grandchild in descendants(child)]
 
 
 class ControlPlane:
@@ -161,8 +177,24 @@ class ControlPlane:
         try:
             self.process.wait(timeout=40)
         except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)  # the group this harness started
+            # The group this harness started, and the ones `manage.py up` started its parts in.
+            for group in [*child_pids(self.process.pid), self.process.pid]:
+                try:
+                    os.killpg(group, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
             self.process.wait()
+
+    def part(self, word: str) -> int | None:
+        """The PID of the child of `manage.py up` whose command line holds `word` (qcluster, gunicorn)."""
+        for pid in child_pids(self.process.pid):
+            try:
+                # Split on spaces too: a process may have rewritten its title (setproctitle).
+                if word in Path(f"/proc/{pid}/cmdline").read_bytes().decode().replace("\0", " ").split():
+                    return pid
+            except FileNotFoundError:
+                pass
+        return None
 
     def node_pids(self, node_name: str) -> list[int]:
         """Every live process of one of this plane's local nodes: its cgroups' and its user's
@@ -183,7 +215,7 @@ class ControlPlane:
         def gone() -> bool:
             pids = self.node_pids(node_name)
             for pid in pids:
-                with contextlib.suppress(ProcessLookupError):
+                with suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
                 killed.add(pid)
             return not pids
@@ -210,14 +242,15 @@ class ControlPlane:
         return Api(self.url, token)
 
 
-@contextlib.contextmanager
-def running_plane(home: Path, **env: str):
-    """A control plane of its own in `home`, `env` added to its environment, up for the block;
-    then it is stopped, its nodes destroyed and what it had outside its home dropped."""
+@contextmanager
+def running_control_plane(home: Path, **env: str):
+    """A control plane of its own in `home`, `env` added to its environment, started; after:
+    stopped, its nodes destroyed, its database dropped, even when the start fails half-way (it
+    still leaves processes to stop)."""
     plane = ControlPlane(home)
     plane.env.update(env)
     plane.manage("migrate", "--noinput")
-    try:  # a start that fails half-way still leaves processes to stop
+    try:
         plane.start()
         yield plane
     finally:

@@ -10,6 +10,7 @@ from routing.health import wait_healthy
 from routing.table import push
 from services import operations
 from services.choices import NodeState, OperationKind, ServiceState
+from services.clouds import RouterPlace
 from services.models import Event, Service
 from services.nodes import boot_node, destroy_node, remove_from_cloud
 from versions.instances import ensure_instances
@@ -53,11 +54,11 @@ def boot_missing_nodes(service, operation) -> list[str]:
         router_at = None
         if dead_router is not None:
             remove_from_cloud(dead_router)
-            router_at = (dead_router.address, dead_router.http_port)
+            router_at = RouterPlace(dead_router.address, dead_router.http_port, dead_router.public_port)
             Event.record(
                 service,
                 "node.boot",
-                f"replacing router node {dead_router.name} at {dead_router.address}:{dead_router.http_port}, "
+                f"replacing router node {dead_router.name} where it was ({dead_router.http_url}), "
                 "so that the service keeps its URL",
                 operation=operation,
             )

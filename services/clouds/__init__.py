@@ -59,6 +59,7 @@ def get_cloud(name: str | None = None) -> NodeDriver:
             ex_isolation=settings.CONPAAS_LOCAL_ISOLATION,
             ex_node_root=str(settings.CONPAAS_LOCAL_NODE_ROOT),
             ex_network=settings.CONPAAS_LOCAL_NETWORK,
+            ex_publish=settings.CONPAAS_LOCAL_PUBLISH,
             ex_limits=Limits(
                 cpu_shares=settings.CONPAAS_LOCAL_CPU_SHARES,
                 memory_mb=settings.CONPAAS_LOCAL_MEMORY_MB,
@@ -88,13 +89,26 @@ def describe(name: str | None = None) -> str:
     )
 
 
-def create_node(cloud: NodeDriver, config: BootConfig, router_at: tuple[str, int] | None = None) -> CloudNode:
-    """Create a node; `router_at` (address, HTTP port) asks a cloud that can keep addresses
-    (`ex_keeps_addresses`, the local one) to put the node's router there: a dead router's
-    replacement keeps its service's URL."""
+@dataclass(frozen=True)
+class RouterPlace:
+    """Where a dead node's router was: its address and port, and the host port it was published
+    at (CONPAAS_LOCAL_PUBLISH), so that its replacement keeps the service's URL."""
+
+    address: str
+    http_port: int
+    public_port: int | None = None
+
+
+def create_node(cloud: NodeDriver, config: BootConfig, router_at: RouterPlace | None = None) -> CloudNode:
+    """Create a node; `router_at` asks a cloud that can keep addresses (`ex_keeps_addresses`, the
+    local one) to put the node's router there."""
     keep = {}
     if router_at and getattr(cloud, "ex_keeps_addresses", False):
-        keep = {"ex_address": router_at[0], "ex_http_port": router_at[1]}
+        keep = {
+            "ex_address": router_at.address,
+            "ex_http_port": router_at.http_port,
+            "ex_public_port": router_at.public_port,
+        }
     try:
         return cloud.create_node(name=config.name, size=None, image=None, ex_userdata=config.to_userdata(), **keep)
     except Exception as exc:  # libcloud raises many types; the node is failed whatever the type

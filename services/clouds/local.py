@@ -117,7 +117,7 @@ class LocalNodeDriver(NodeDriver):
     name = "ConPaaS local processes"
     website = "https://github.com/conpaas"
     features = {"create_node": []}
-    ex_keeps_addresses = True  # create_node takes ex_address / ex_http_port
+    ex_keeps_addresses = True  # create_node takes ex_address, ex_http_port and ex_public_port
 
     def __init__(
         self,
@@ -127,6 +127,7 @@ class LocalNodeDriver(NodeDriver):
         ex_node_root: str = "/var/lib/conpaas/nodes",
         ex_network: str = "10.77.0.0/16",
         ex_limits: Limits | None = None,
+        ex_publish: str = "",
         ex_fail_rate: float = 0.0,
         ex_boot_delay: float = 0.0,
         **kwargs,
@@ -136,6 +137,7 @@ class LocalNodeDriver(NodeDriver):
         super().__init__(key=key)
         self.fail_rate, self.boot_delay = ex_fail_rate, ex_boot_delay
         self.isolation: Isolation | None = None
+        self.publish = ex_publish  # the host name or address other machines reach routers at
         self.shared_reason = isolation_problem(ex_isolation, Path(ex_node_root))
         if not self.shared_reason:
             self.isolation = Isolation(self.home, Path(ex_node_root), ex_network, ex_limits or Limits())
@@ -149,11 +151,13 @@ class LocalNodeDriver(NodeDriver):
         ex_userdata: str = "",
         ex_address: str | None = None,
         ex_http_port: int | None = None,
+        ex_public_port: int | None = None,
         **kwargs,
     ):
-        """Boot a node; `ex_address` (isolated) or `ex_http_port` (shared) ask for the router
-        address of a node being replaced, so that its service keeps its URL. Whatever fails on
-        the way leaves nothing behind (home, slot, user, namespace, processes)."""
+        """Boot a node. A router replacing a dead one keeps its service's URL: `ex_address` asks
+        for its address (isolated), `ex_http_port` for its port (shared), `ex_public_port` for
+        its published host port (isolated, CONPAAS_LOCAL_PUBLISH). Whatever fails on the way
+        leaves nothing behind (home, slot, user, namespace, processes)."""
         config = json.loads(ex_userdata)
         fault = self._injected_fault()
         if self.isolation is None:
@@ -166,9 +170,10 @@ class LocalNodeDriver(NodeDriver):
             control = urlsplit(config["control_url"])
             control_ip = socket.gethostbyname(control.hostname or "127.0.0.1")
             control_port = control.port or (443 if control.scheme == "https" else 80)
+            group, publish = str(config.get("group") or name), bool(self.publish) and "proxy" in config["roles"]
             try:
                 slot = self.isolation.allocate(
-                    name, str(config.get("group") or name), (control_ip, control_port), IMAGES_DIR, address=ex_address
+                    name, group, (control_ip, control_port), IMAGES_DIR, publish, ex_address, ex_public_port
                 )
             except IsolationError as exc:
                 raise CloudError(str(exc)) from exc
@@ -178,6 +183,8 @@ class LocalNodeDriver(NodeDriver):
             if self.isolation is None:
                 http_port = ex_http_port or free_port()
                 config.update(home=str(home), agent_bind=f"127.0.0.1:{free_port()}", http_bind=f"127.0.0.1:{http_port}")
+                if self.publish:  # the router on every address of this host, at the same port
+                    config.update(http_bind=f"0.0.0.0:{http_port}", public_http=f"{self.publish}:{http_port}")
                 python, owner, boot_script = sys.executable, None, BOOT_SCRIPT
 
                 def launch(command: list[str]) -> list[str]:
@@ -191,6 +198,8 @@ class LocalNodeDriver(NodeDriver):
                     # The control plane as this node sees it: the bridge's gateway forwards its port.
                     control_url=urlunsplit(control._replace(netloc=f"{self.isolation.network.gateway}:{control_port}")),
                 )
+                if slot.published:
+                    config["public_http"] = f"{self.publish}:{slot.published}"
                 python, owner, boot_script = "/usr/bin/python3", self.isolation.owner(slot), home / "image" / "boot.sh"
 
                 def launch(command: list[str]) -> list[str]:
@@ -328,6 +337,10 @@ class LocalNodeDriver(NodeDriver):
             state = NodeState.STOPPED  # its agent exited: the node is dead
         agent_host, agent_port = config["agent_bind"].rsplit(":", 1)
         _, http_port = config["http_bind"].rsplit(":", 1)
+        extra = {"agent_port": int(agent_port), "http_port": int(http_port), "pid": pid, "home": str(home)}
+        if config.get("public_http"):
+            public_host, public_port = config["public_http"].rsplit(":", 1)
+            extra.update(public_address=public_host, public_http_port=int(public_port))
         return Node(
             id=home.name,
             name=home.name,
@@ -335,5 +348,5 @@ class LocalNodeDriver(NodeDriver):
             public_ips=[agent_host],
             private_ips=[agent_host],
             driver=self,
-            extra={"agent_port": int(agent_port), "http_port": int(http_port), "pid": pid, "home": str(home)},
+            extra=extra,
         )

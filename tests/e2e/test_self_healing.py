@@ -11,7 +11,7 @@ import requests
 from images.conpaas_agent.waiting import wait_until
 from services.clouds.local import LocalNodeDriver
 from tests.apps import label_app
-from tests.harness import running_plane
+from tests.harness import running_control_plane
 
 pytestmark = pytest.mark.integration
 
@@ -55,7 +55,7 @@ def failing_plane(tmp_path_factory):
     the third starts an agent that exits at once (CONPAAS_LOCAL_FAIL_RATE=0.5)."""
     home = tmp_path_factory.mktemp("failing-cloud")
     settings = {"CONPAAS_LOCAL_FAIL_RATE": "0.5", "CONPAAS_BOOT_BACKOFF": "0.2", "CONPAAS_HEAL_INTERVAL": "0"}
-    with running_plane(home, **settings) as plane:
+    with running_control_plane(home, **settings) as plane:
         yield plane
 
 

@@ -172,16 +172,21 @@ def test_a_router_keeps_its_port_and_a_taken_one_is_refused_without_leftovers(tm
 
 
 @pytest.mark.integration
-def test_an_isolated_router_keeps_its_address_and_a_held_one_is_refused(tmp_path):
+def test_an_isolated_router_keeps_its_address_and_published_port_and_a_held_one_is_refused(tmp_path):
     if unavailable_reason(NODE_ROOT):
         pytest.skip(f"local nodes are not isolated here: {unavailable_reason(NODE_ROOT)}")
-    with driver_at(tmp_path / "nodes", ex_isolation="auto") as driver:
-        first = driver.create_node("r1", ex_userdata=config("r1"))
-        address = first.public_ips[0]
+    with driver_at(tmp_path / "nodes", ex_isolation="auto", ex_publish="192.0.2.1") as driver:
+        first = driver.create_node("r1", ex_userdata=config("r1", ["proxy"]))
+        address, published = first.public_ips[0], first.extra["public_http_port"]
         driver.destroy_node(first)
 
-        again = driver.create_node("r2", ex_userdata=config("r2"), ex_address=address)
-        assert again.public_ips[0] == address
+        again = driver.create_node(
+            "r2", ex_userdata=config("r2", ["proxy"]), ex_address=address, ex_public_port=published
+        )
+        assert (again.public_ips[0], again.extra["public_http_port"]) == (address, published)
         with pytest.raises(CloudError, match=f"{address} is held by another node"):
             driver.create_node("r3", ex_userdata=config("r3"), ex_address=address)
-        assert driver.isolation.slot_of("r3") is None and not (tmp_path / "nodes" / "r3").exists()
+        with pytest.raises(CloudError, match=f"port {published} is published for another node"):
+            driver.create_node("r4", ex_userdata=config("r4", ["proxy"]), ex_public_port=published)
+        assert not any(driver.isolation.slot_of(name) for name in ("r3", "r4"))
+        assert {path.name for path in (tmp_path / "nodes").iterdir()} == {"r2"}
