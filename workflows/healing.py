@@ -62,6 +62,8 @@ def check(service: Service) -> Operation | None:
     findings, _ = diagnose(service)
     if not findings or active_operations().filter(service=service, kind=OperationKind.HEAL).exists():
         return None
+    if Service.objects.filter(pk=service.pk, locked_by__isnull=False).exists():
+        return None  # an operation took it meanwhile: what was seen may be its work in progress
     last = Operation.objects.filter(service=service, kind=OperationKind.HEAL).first()
     if (
         last

@@ -171,7 +171,9 @@ def test_healing_waits_for_the_operation_that_holds_the_service(service, proxy, 
     with queue.capture_on_commit(execute=True):
         with operations.holding(service, OperationKind.SWAP, service.owner):
             assert healing.check_due(max_age=0) == 0, "a held service is looked at next time"
-            operation = healing.check(service)
+            assert healing.check(service) is None
+            # A heal started just before the swap took the service waits for it.
+            operation = operations.start(service, OperationKind.HEAL, None)
             queue.run()
             operation.refresh_from_db()
             assert operation.state == OperationState.PENDING and not fleet.healthy(stopped.name)
