@@ -1,10 +1,9 @@
 """Shared pieces of the benchmarks: the machine line, a private platform, signed agent calls.
 
-Everything here talks to this machine only: 127.0.0.1, and isolated local nodes on its own
-bridge. The platform is a real control plane (`manage.py up`, see tests/harness.py) in a
-temporary CONPAAS_HOME; `platform()` stops everything it started (ControlPlane.stop(), then
-`manage.py down`) whatever happens, and keeps the node logs of a failed run under
-`<home>/evidence/` (`manage.py down` removes the node directories).
+Everything here talks to 127.0.0.1 only. The platform is a real control plane (`manage.py up`,
+see tests/harness.py) in a temporary CONPAAS_HOME; `platform()` stops everything it started
+(ControlPlane.stop(), then `manage.py down`) whatever happens, and keeps the node logs of a
+failed run under `<home>/evidence/` (`manage.py down` removes the node directories).
 """
 
 from __future__ import annotations
@@ -34,7 +33,6 @@ for entry in (str(ROOT), str(ROOT / "images")):
 import tests.harness as harness  # noqa: E402
 from images.conpaas_agent import client  # noqa: E402
 from images.conpaas_agent.procs import all_pids, cmdline, stat_fields  # noqa: E402
-from services.clouds.isolation import BRIDGE  # noqa: E402
 from tests.apps import label_app  # noqa: E402,F401  (re-exported for the programs)
 from tests.harness import ControlPlane  # noqa: E402
 
@@ -289,11 +287,13 @@ def agent_call(config: dict, method: str, path: str, body: object = None, timeou
 
 
 @contextlib.contextmanager
-def platform(name: str, keep: bool = False):
-    """Start a private platform; on the way out stop everything it started."""
+def platform(name: str, keep: bool = False, settings: dict[str, str] | None = None):
+    """Start a private platform (`settings`: more environment variables for its control plane);
+    on the way out stop everything it started."""
     home = Path(tempfile.mkdtemp(prefix=f"conpaas-bench-{name}-"))
     env = Platform(home)
-    say(f"platform: CONPAAS_HOME={home}")
+    env.plane.env.update(settings or {})
+    say(f"platform: CONPAAS_HOME={home}" + "".join(f"  {k}={v}" for k, v in (settings or {}).items()))
     try:
         env.plane.manage("migrate", "--noinput")
         started = time.monotonic()
@@ -380,31 +380,26 @@ def serving(api, name: str, builds: dict[str, tuple[str, str]]) -> tuple[dict, d
 
 
 def check_loopback(url: str) -> None:
-    """Refuse to load anything off this machine: loopback, or an isolated local node's address
-    on this machine's own bridge (services/clouds/isolation.py)."""
+    """Traffic stays on this machine: 127.0.0.1, or an isolated local node's own address on this
+    machine's bridge (README, Isolation)."""
     host = urlsplit(url).hostname
-    if host in ("127.0.0.1", "localhost", "::1") or on_local_bridge(host or ""):
+    if host in ("127.0.0.1", "localhost", "::1"):
         return
+    network = ipaddress.ip_network(os.environ.get("CONPAAS_LOCAL_NETWORK", "10.77.0.0/16"))
+    with contextlib.suppress(ValueError):
+        if ipaddress.ip_address(host) in network and Path("/sys/class/net/conpaas0").exists():
+            return
     raise SystemExit(f"refusing to load {url}: the benchmarks only send traffic to this machine")
 
 
-def on_local_bridge(host: str) -> bool:
-    try:
-        address = ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    network = ipaddress.ip_network(os.environ.get("CONPAAS_LOCAL_NETWORK", "10.77.0.0/16"))
-    return address in network and Path(f"/sys/class/net/{BRIDGE}").exists()
-
-
-def run_benchmark(title: str, short: str, run, args, target: str) -> int:
-    """Print the machine, run `run(env, args)` on a private platform within the time limit, and
-    print the PASS/FAIL line; the exit status is 0 on PASS."""
+def run_benchmark(title: str, short: str, run, args, target: str, settings: dict[str, str] | None = None) -> int:
+    """Print the machine, run `run(env, args)` on a private platform (`settings`: see platform())
+    within the time limit, and print the PASS/FAIL line; the exit status is 0 on PASS."""
     say(f"== {title} ==")
     print_machine()
     verdict = False
     try:
-        with time_limit(args.time_limit), platform(short, keep=args.keep) as env:
+        with time_limit(args.time_limit), platform(short, keep=args.keep, settings=settings) as env:
             verdict = run(env, args)
             env.failed = not verdict
     except Exception as exc:  # noqa: BLE001 - a benchmark reports, it does not crash

@@ -6,7 +6,8 @@ from services.errors import OperationFailed
 
 
 def service_metrics(service, window: int = 60) -> dict:
-    """Request rate, p50/p95 response time, error rate and live connections per environment.
+    """Request rate, p50/p95 response time, error rate, queue timeouts (requests a router answered
+    503 because no instance was free in time) and live connections per environment.
 
     With several routers, rates and connections add up; percentiles are the request-weighted
     mean of each router's (exact with one router, an estimate beyond). Routers log a sample of
@@ -26,6 +27,7 @@ def service_metrics(service, window: int = 60) -> dict:
                     "request_rate": 0.0,
                     "error_rate": 0.0,
                     "live_connections": 0,
+                    "queue_timeouts": 0,
                     "p50_ms": None,
                     "p95_ms": None,
                     "_weights": [],
@@ -35,6 +37,7 @@ def service_metrics(service, window: int = 60) -> dict:
             total["requests"] += f["requests"]
             total["request_rate"] += f["request_rate"]
             total["live_connections"] += f["live_connections"]
+            total["queue_timeouts"] += f.get("queue_timeouts", 0)  # an agent from before it counted them
     for total in merged.values():
         weights = [w for w in total.pop("_weights") if w[0]]
         total["p50_ms"] = _weighted_mean([(w[0], w[1]) for w in weights], 1)

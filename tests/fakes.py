@@ -27,6 +27,7 @@ class FakeFleet:
         self.refusing: dict[str, int] = {}  # proxy node name -> HTTP status of a health-gated PUT
         self.figures: dict[str, dict] = {}  # proxy node name -> environment -> its metrics figures
         self.routers_down: set[str] = set()  # proxy node names whose HAProxy died (a PUT starts it)
+        self.concurrency = 2  # what put_instance reports a new instance serves at once
         self._ports = itertools.count(20000)
 
     def client(self, node, timeout: float = 30.0) -> "FakeAgent":
@@ -79,7 +80,7 @@ class FakeAgent:
         instance = self.fleet.instances.get(name)
         if instance is None or instance["state"] != "running":
             instance = {"name": name, "node": self.node.name, "version": spec["version"], "label": spec["label"]}
-            instance.update(port=next(self.fleet._ports), state="running")
+            instance.update(port=next(self.fleet._ports), concurrency=self.fleet.concurrency, state="running")
             self.fleet.instances[name] = instance
         return self._public(name)
 
@@ -114,7 +115,14 @@ class FakeAgent:
     def proxy_metrics(self, window: int = 60) -> dict:
         self._call("proxy_metrics", window, role="proxy")
         routes = self.fleet.routing.get(self.node.name, {}).get("routes", {})
-        figures = {"requests": 0, "request_rate": 0.0, "p50_ms": None, "p95_ms": None, "error_rate": 0.0}
+        figures = {
+            "requests": 0,
+            "request_rate": 0.0,
+            "p50_ms": None,
+            "p95_ms": None,
+            "error_rate": 0.0,
+            "queue_timeouts": 0,
+        }
         given = self.fleet.figures.get(self.node.name, {})
         return {
             "window_seconds": window,
