@@ -9,7 +9,10 @@ from dataclasses import dataclass
 
 from ..metrics import LOG_FORMAT, LOG_SAMPLE
 
-CHECK_OPTIONS = "check inter 1s fall 2 rise 1"
+# Besides the checks, two connections refused or timed out in a row take a server down at once
+# (it comes back at its next passing check): a killed instance refuses at once and, with its
+# maxconn never reached, would otherwise draw every retry of its requests until its checks fail.
+CHECK_OPTIONS = "check inter 1s fall 2 rise 1 observe layer4 error-limit 2 on-error mark-down"
 # With each server's maxconn at its instance's concurrency, a check waits behind at most the
 # requests the instance's workers are serving (measured under 4x overload, 2 workers, 50 ms
 # requests: 70-90 ms, against 1 s timeouts without maxconn). So an app whose requests take up
