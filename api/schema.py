@@ -42,6 +42,7 @@ THROTTLED = OpenApiResponse(
     "too, until the time the `Retry-After` header gives in seconds (CONPAAS_LOGIN_FAILURES, CONPAAS_LOGIN_COOLOFF)",
 )
 UNAVAILABLE = OpenApiResponse(ErrorSerializer, description="a router of the service did not answer")
+UNSUPPORTED = OpenApiResponse(ErrorSerializer, description="the body is not in a media type this call reads")
 
 # `POST /swap/` answers the version id each environment now serves: {production, <environment>}.
 SWAP_RESULT = OpenApiResponse(
@@ -78,3 +79,17 @@ class ValidationErrorExtension(OpenApiSerializerExtension):
 def public_api_only(endpoints):
     """Preprocessing hook: only the user-facing API, never `/internal/` (nodes fetch archives there)."""
     return [endpoint for endpoint in endpoints if endpoint[0].startswith("/api/v1/")]
+
+
+def declare_unauthorized(result, generator, request, public):
+    """Postprocessing hook: every call that needs a signed-in user may answer 401 (no token, a
+    wrong, expired or revoked one), with the API's `{detail}` body."""
+    unauthorized = {
+        "description": "not signed in: no token, or one that is wrong, expired or revoked",
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+    }
+    for item in result["paths"].values():
+        for operation in item.values():
+            if isinstance(operation, dict) and operation.get("security"):
+                operation["responses"].setdefault("401", unauthorized)
+    return result

@@ -46,7 +46,8 @@ class EnvironmentSummarySerializer(serializers.ModelSerializer):
 
 
 class ServiceSerializer(serializers.ModelSerializer):
-    url = serializers.CharField(read_only=True)
+    # None until the service's router runs.
+    url = serializers.CharField(read_only=True, allow_null=True)
     environments = EnvironmentSummarySerializer(many=True, read_only=True)
     nodes = serializers.SerializerMethodField()
     runtime = serializers.ChoiceField(choices=Runtime.choices)
@@ -185,9 +186,10 @@ class UploadSerializer(serializers.Serializer):
 class EnvironmentSerializer(serializers.ModelSerializer):
     version = serializers.PrimaryKeyRelatedField(read_only=True, allow_null=True)
     version_label = serializers.CharField(source="version.label", default=None, read_only=True, allow_null=True)
-    preview_url = serializers.CharField(read_only=True)
+    preview_url = serializers.CharField(read_only=True, allow_null=True)
     state = serializers.SerializerMethodField()
-    preview_key = serializers.CharField(required=False, max_length=128)
+    # Production has none (null); a new environment without one gets a random one.
+    preview_key = serializers.CharField(required=False, allow_null=True, max_length=128)
 
     class Meta:
         model = Environment
@@ -207,11 +209,14 @@ class DeploySerializer(serializers.Serializer):
     version = serializers.IntegerField(required=False)
     preview_key = serializers.CharField(required=False, max_length=128)
 
-    def validate_version(self, version_id):
+    def validate_version(self, version_id) -> CodeVersion:
+        """The code version itself: the deploy is asked for this one (workflows.deploy checks, locked,
+        that it is still there)."""
         service = self.context["service"]
-        if not service.versions.filter(pk=version_id).exists():
+        version = service.versions.filter(pk=version_id).first()
+        if version is None:
             raise serializers.ValidationError(f"{service.name} has no version with id {version_id}")
-        return version_id
+        return version
 
 
 class SwapSerializer(serializers.Serializer):

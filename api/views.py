@@ -9,7 +9,7 @@ from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import NotFound, ValidationError
-from rest_framework.parsers import FormParser, MultiPartParser
+from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
 from rest_framework.permissions import AllowAny, IsAuthenticated
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -30,6 +30,7 @@ from api.schema import (
     TOKEN_ID,
     TOO_LARGE,
     UNAVAILABLE,
+    UNSUPPORTED,
     VERSION_ID,
     WINDOW,
 )
@@ -75,7 +76,7 @@ def accepted(operation: Operation) -> Response:
 
 @extend_schema_view(
     retrieve=extend_schema(parameters=[SERVICE_ID], responses={200: ServiceSerializer, 404: NOT_FOUND}),
-    create=extend_schema(responses={201: ServiceCreatedSerializer, 400: BAD_REQUEST, 403: QUOTA}),
+    create=extend_schema(responses={201: ServiceCreatedSerializer, 400: BAD_REQUEST, 403: QUOTA, 415: UNSUPPORTED}),
 )
 class ServiceViewSet(
     mixins.ListModelMixin,
@@ -117,7 +118,14 @@ class ServiceViewSet(
     @extend_schema(
         parameters=[SERVICE_ID],
         request=ScaleSerializer,
-        responses={202: OperationSerializer, 400: BAD_REQUEST, 403: QUOTA, 404: NOT_FOUND, 409: CONFLICT},
+        responses={
+            202: OperationSerializer,
+            400: BAD_REQUEST,
+            403: QUOTA,
+            404: NOT_FOUND,
+            409: CONFLICT,
+            415: UNSUPPORTED,
+        },
     )
     @action(detail=True, methods=["post"])
     def scale(self, request, pk=None):
@@ -129,7 +137,14 @@ class ServiceViewSet(
     @extend_schema(
         parameters=[SERVICE_ID],
         request=SwapSerializer,
-        responses={200: SWAP_RESULT, 400: BAD_REQUEST, 404: NOT_FOUND, 409: CONFLICT, 503: UNAVAILABLE},
+        responses={
+            200: SWAP_RESULT,
+            400: BAD_REQUEST,
+            404: NOT_FOUND,
+            409: CONFLICT,
+            415: UNSUPPORTED,
+            503: UNAVAILABLE,
+        },
     )
     @action(detail=True, methods=["post"])
     def swap(self, request, pk=None):
@@ -149,7 +164,7 @@ class ServiceViewSet(
     @action(detail=True, methods=["get"])
     def events(self, request, pk=None):
         events = self.get_object().events.select_related("actor")
-        if since := request.query_params.get("since"):
+        if (since := request.query_params.get("since")) is not None:  # `since=` too is a bad id
             try:
                 since = int(since)
             except ValueError:
@@ -198,7 +213,14 @@ class CodeVersionViewSet(viewsets.ViewSet):
 
     @extend_schema(
         request=UploadSerializer,
-        responses={201: CodeVersionSerializer, 400: BAD_REQUEST, 403: QUOTA, 404: NOT_FOUND, 413: TOO_LARGE},
+        responses={
+            201: CodeVersionSerializer,
+            400: BAD_REQUEST,
+            403: QUOTA,
+            404: NOT_FOUND,
+            413: TOO_LARGE,
+            415: UNSUPPORTED,
+        },
     )
     def create(self, request, service_pk=None):
         service = visible_service(request, service_pk)
@@ -250,6 +272,7 @@ class EnvironmentViewSet(viewsets.ViewSet):
             403: QUOTA,
             404: NOT_FOUND,
             409: CONFLICT,
+            415: UNSUPPORTED,
             503: UNAVAILABLE,
         },
     )
@@ -272,6 +295,7 @@ class EnvironmentViewSet(viewsets.ViewSet):
             400: BAD_REQUEST,
             404: NOT_FOUND,
             409: CONFLICT,
+            415: UNSUPPORTED,
             503: UNAVAILABLE,
         },
     )
@@ -285,9 +309,7 @@ class EnvironmentViewSet(viewsets.ViewSet):
             change_preview_key(environment, data["preview_key"], request.user)
         if "version" not in data:
             return Response(EnvironmentSerializer(environment, context={"service": service}).data)
-        version = service.versions.get(pk=data["version"])
-        operation = request_deploy(environment, version, request.user)
-        return accepted(operation)
+        return accepted(request_deploy(environment, data["version"], request.user))
 
     @staticmethod
     def _environment(request, service_pk, name):
@@ -306,13 +328,17 @@ class TokenView(APIView):
     django-axes counts failures and AxesMiddleware answers a lockout (429, Retry-After), as it does
     for the console's and the admin's sign-in forms."""
 
+    # A sign-in form as well as JSON, as most clients send one; never multipart: an anonymous
+    # request may not make the server store a file.
+    parser_classes = [JSONParser, FormParser]
+
     def get_permissions(self):
         return [AllowAny()] if self.request.method == "POST" else [IsAuthenticated()]
 
     @extend_schema(
         request=SignInSerializer,
         parameters=[RETRY_AFTER],
-        responses={200: TokenSerializer, 400: BAD_REQUEST, 429: THROTTLED},
+        responses={200: TokenSerializer, 400: BAD_REQUEST, 415: UNSUPPORTED, 429: THROTTLED},
         auth=[],
     )
     def post(self, request):

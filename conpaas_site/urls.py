@@ -6,3 +6,6 @@ urlpatterns = [
     path("", include("api.urls")),
     path("", include("console.urls")),
 ]
+
+# A path under /api/ that matches no route is answered in JSON, as the API's other 404s are.
+handler404 = "api.errors.not_found"

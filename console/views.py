@@ -26,7 +26,7 @@ from services.choices import ServiceState
 from services.errors import ConpaasError
 from services.models import Service, active_operations, production_urls
 from versions.models import DEVELOPMENT, PRODUCTION, Environment, preview_url
-from versions.storage import VersionInUse, delete_version, store_version
+from versions.storage import delete_version, store_version
 from workflows import first_account, lifecycle
 from workflows.deploy import request_deploy
 from workflows.environments import add_environment
@@ -326,7 +326,7 @@ def version_delete(request, pk: int, version_pk: int):
     version = get_object_or_404(service.versions, pk=version_pk)
     try:
         delete_version(version, request.user)
-    except VersionInUse as exc:
+    except ConpaasError as exc:  # in use (409), or deleted meanwhile (404)
         messages.error(request, f"{exc}.")
     else:
         messages.success(request, f"Deleted {version.label}.")

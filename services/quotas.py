@@ -25,8 +25,9 @@ def limit(user, name: str) -> int:
 
 def lock(user) -> None:
     """Called in the transaction that checks and writes: serializes one user's quota checks with
-    their writes (a row lock on PostgreSQL; SQLite has one writer at a time), so two concurrent
-    requests cannot both take the last place."""
+    their writes (a lock on the user's row on PostgreSQL; on SQLite every transaction is IMMEDIATE,
+    settings.py, so one writes at a time from its start), so two concurrent requests cannot both
+    take the last place. tests/api/test_races.py races them on both."""
     get_user_model().objects.select_for_update().filter(pk=user.pk).exists()
 
 

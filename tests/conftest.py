@@ -79,3 +79,15 @@ def lockout(settings):
     settings.AXES_FAILURE_LIMIT = Lockout.limit
     settings.AXES_COOLOFF_TIME = Lockout.cool_off
     return Lockout()
+
+
+@pytest.fixture(scope="session")
+def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix, tmp_path_factory):
+    """SQLite tests run on a file, as the platform does (WAL, one writer at a time), not on Django's
+    shared in-memory database, whose table locks fail a concurrent request at once instead of
+    waiting: the race tests (tests/api/test_races.py) need the real thing."""
+    from django.conf import settings
+
+    database = settings.DATABASES["default"]
+    if database["ENGINE"] == "django.db.backends.sqlite3":
+        database.setdefault("TEST", {})["NAME"] = str(tmp_path_factory.mktemp("database") / "test.sqlite3")

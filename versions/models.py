@@ -155,7 +155,9 @@ class Instance(models.Model):
     """One running copy of one code version on one backend node."""
 
     node = models.ForeignKey(Node, on_delete=models.CASCADE, related_name="instances")
-    version = models.ForeignKey(CodeVersion, on_delete=models.CASCADE, related_name="instances")
+    # A version is not deleted while it runs somewhere (its process would be orphaned on the node);
+    # deleting its service deletes both, through the nodes.
+    version = models.ForeignKey(CodeVersion, on_delete=models.RESTRICT, related_name="instances")
     port = models.PositiveIntegerField(null=True, blank=True)
     # How many requests it serves at once, as its agent reports: the router queues the rest.
     concurrency = models.PositiveIntegerField(null=True, blank=True)

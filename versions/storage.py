@@ -5,12 +5,13 @@ import tempfile
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import F, ProtectedError
+from django.db.models import F, ProtectedError, RestrictedError
 
 from images.conpaas_agent.archives import ArchiveError, Limits, inspect_archive
 from services import quotas
-from services.errors import Conflict, ConpaasError
-from services.models import Event, Service
+from services.choices import OperationKind
+from services.errors import Conflict, ConpaasError, NotFound, QuotaExceeded
+from services.models import Event, Service, active_operations
 from versions.models import CodeVersion, archive_path, label_validator
 
 
@@ -36,10 +37,12 @@ def store_version(service: Service, fileobj, label: str, user, filename: str = "
         raise UploadRefused(str(exc)) from None
 
     check_storage_quota(service.owner, info.sha256, info.size)  # before anything is written
-    path = archive_path(info.sha256, info.kind)
-    written = _write_once(fileobj, path)
+    written = _write_once(fileobj, archive_path(info.sha256, info.kind))
     try:
         with transaction.atomic():
+            quotas.lock(service.owner)
+            # Again, the owner's quotas locked: a concurrent upload may have taken the room meanwhile.
+            check_storage_quota(service.owner, info.sha256, info.size)
             while not label:
                 # The next free vN: the counter moves atomically, and skips labels given by hand.
                 Service.objects.filter(pk=service.pk).update(version_counter=F("version_counter") + 1)
@@ -58,9 +61,11 @@ def store_version(service: Service, fileobj, label: str, user, filename: str = "
             Event.record(
                 service, "upload", f"uploaded {label} ({info.size} bytes, sha256 {info.sha256[:12]})", actor=user
             )
-    except IntegrityError:
-        if written:
-            path.unlink(missing_ok=True)
+    except (IntegrityError, QuotaExceeded) as exc:
+        if written:  # unless a concurrent upload of the same content has used it meanwhile
+            delete_unreferenced_archives([(info.sha256, info.kind)])
+        if isinstance(exc, QuotaExceeded):
+            raise
         raise UploadRefused(f"{service.name} already has a version labelled {label!r}") from None
     return version
 
@@ -98,7 +103,7 @@ def delete_unreferenced_archives(shas_and_kinds) -> None:
 
 
 class VersionInUse(Conflict):
-    """The version serves an environment; it is kept."""
+    """The version serves an environment, is being deployed, or still runs on a node; it is kept."""
 
 
 def delete_version(version: CodeVersion, user) -> None:
@@ -106,11 +111,34 @@ def delete_version(version: CodeVersion, user) -> None:
     sha_kind = (version.sha256, version.kind)
     label = version.label
     try:
-        # The database refuses while an environment points at it (PROTECT): no window between a
-        # check and the delete for a deploy to slip into.
-        version.delete()
+        with transaction.atomic():
+            # Taken in the same order as request_deploy (workflows/deploy.py): a deploy asked for
+            # meanwhile either sees the version gone or is seen here.
+            if not lock_version(version):
+                raise NotFound(f"{service.name} has no version with id {version.pk}")
+            deploying = active_operations().filter(
+                service=service, kind=OperationKind.DEPLOY, params__version=version.pk
+            )
+            if operation := deploying.order_by("pk").first():
+                raise VersionInUse(
+                    f"{label} is being deployed by operation #{operation.pk}; try again when it has finished"
+                )
+            # Django refuses while an environment points at it (PROTECT) or an instance runs it
+            # (RESTRICT): checked here, under the lock, for what a deploy already did.
+            version.delete()
     except ProtectedError:
         users = ", ".join(version.environments.values_list("name", flat=True))
         raise VersionInUse(f"{label} is in use by {users}; deploy another version there first") from None
+    except RestrictedError:
+        nodes = ", ".join(sorted(set(version.instances.values_list("node__name", flat=True))))
+        raise VersionInUse(
+            f"{label} still runs on {nodes} (its retirement did not finish); the next deploy retires it"
+        ) from None
     delete_unreferenced_archives([sha_kind])
     Event.record(service, "version.delete", f"deleted version {label}", actor=user)
+
+
+def lock_version(version: CodeVersion) -> bool:
+    """In a transaction: lock the version's row (PostgreSQL; SQLite's IMMEDIATE transactions have
+    one writer at a time) until it ends. False when it no longer exists."""
+    return CodeVersion.objects.select_for_update().filter(pk=version.pk).exists()

@@ -12,14 +12,19 @@ from routing.health import wait_healthy
 from routing.table import push
 from services import agent, operations
 from services.choices import OperationKind, Outcome
-from services.errors import OperationFailed
+from services.errors import NotFound, OperationFailed
 from services.models import Event, Operation
 from versions.instances import ensure_instances
 from versions.models import CodeVersion, Environment, Instance, InstanceState
+from versions.storage import lock_version
 
 
 def request_deploy(environment: Environment, version: CodeVersion, user) -> Operation:
     with transaction.atomic():
+        # The version's row, locked as delete_version locks it: either this deploy is recorded
+        # first (and the delete refused), or the version is already gone.
+        if not lock_version(version):
+            raise NotFound(f"{environment.service.name} has no version {version.label} any more")
         return operations.start(
             environment.service,
             OperationKind.DEPLOY,

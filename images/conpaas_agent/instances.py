@@ -3,10 +3,13 @@
 A code version is staged once per sha256 under ``<home>/versions/<sha256>/``: ``app/`` (the
 unpacked archive) and, when the archive has a ``requirements.txt``, ``venv/``. An instance is
 one gunicorn on a free local port, logging to ``<home>/instances/<name>/instance.log``.
+A staged version that no instance runs or is starting from any more is removed from the disk
+when an instance is deleted, or its start fails (``collect_unused``): no call of its own is needed.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import http.client
 import json
@@ -254,6 +257,7 @@ class Instances:
         self._lock = threading.Lock()
         self._name_locks: dict[str, threading.Lock] = {}
         self._version_locks: dict[str, threading.Lock] = {}
+        self._starting: dict[str, int] = {}  # sha256 -> PUTs staging or starting an instance of it
         self.processes: dict[str, subprocess.Popen] = {}
         self.records: dict[str, dict] = {}
         for name, record in (state or {}).items():
@@ -382,12 +386,68 @@ class Instances:
             shutil.rmtree(venv, ignore_errors=True)
             raise InstanceError(f"installing requirements.txt failed: {tail(logfile)}")
 
+    @contextlib.contextmanager
+    def _starting_from(self, sha: str):
+        """Marks a version as one an instance is starting from, so it is never collected meanwhile;
+        a start that fails leaves nothing staged that no instance uses."""
+        with self._lock:
+            self._starting[sha] = self._starting.get(sha, 0) + 1
+        try:
+            yield
+        except BaseException:
+            self._stop_starting(sha)
+            self.collect_unused([sha])
+            raise
+        self._stop_starting(sha)
+
+    def _stop_starting(self, sha: str) -> None:
+        with self._lock:
+            self._starting[sha] -= 1
+            if not self._starting[sha]:
+                del self._starting[sha]
+
+    def collect_unused(self, shas: list[str] | None = None) -> list[str]:
+        """Remove each staged version (unpacked code and virtualenv) that no instance runs or is
+        starting from, among ``shas`` (default: all); returns the removed ones. An instance whose
+        process exited still holds its version: it may be started again.
+
+        Runs when an instance is deleted, not after each start: after a restart of the node the
+        control plane starts its versions again one by one, and each would take the next's."""
+        with self._lock:
+            in_use = self._in_use()
+        candidates = [
+            sha
+            for sha in (os.listdir(self.versions_dir) if shas is None else shas)
+            if SHA256_RE.match(sha) and sha not in in_use and os.path.isdir(os.path.join(self.versions_dir, sha))
+        ]
+        removed = []
+        for sha in sorted(candidates):
+            # Under the version's lock nobody stages it; a PUT that begins meanwhile counts itself
+            # as starting first, so it is either seen below or stages the version again afterwards.
+            with self._lock_for(self._version_locks, sha):
+                with self._lock:
+                    if sha in self._in_use():
+                        continue
+                shutil.rmtree(os.path.join(self.versions_dir, sha), ignore_errors=True)
+            removed.append(sha)
+            log.info("removed version %s: no instance uses it", sha[:12])
+        return removed
+
+    def _in_use(self) -> set[str]:
+        """Called holding ``self._lock``."""
+        running = {record.get("archive_sha256") for record in list(self.records.values())}
+        return running | set(self._starting)
+
     # lifecycle
     def put(self, name: str, body: object) -> tuple[dict, bool]:
         """Stage and run one instance; returns (instance, created)."""
         if not NAME_RE.match(name):
             raise InstanceError(f"instance name must match {NAME_RE.pattern}", 400)
         spec = validate_instance(body)
+        with self._starting_from(spec["archive_sha256"]):
+            return self._put(name, spec)
+
+    def _put(self, name: str, spec: dict) -> tuple[dict, bool]:
         # The download link is not part of what runs (links expire and are re-signed): a PUT that
         # differs only in archive_url must leave the running instance alone.
         identity = {k: v for k, v in spec.items() if k != "archive_url"}
@@ -493,6 +553,7 @@ class Instances:
             if name in self.records:
                 self._stop(name)
                 self._save()
+        self.collect_unused()
 
     def _stop(self, name: str) -> None:
         record = self.records.pop(name)

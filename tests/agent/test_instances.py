@@ -1,6 +1,7 @@
 import io
 import os
 import tarfile
+import threading
 import zipfile
 
 import pytest
@@ -251,6 +252,77 @@ def test_it_answers_422_when_the_work_fails(start_agent, archives):
 
 
 @pytest.mark.integration
+def test_it_removes_a_version_from_the_disk_when_no_instance_uses_it(start_agent, archives):
+    agent = start_agent(roles=["backend"])
+    url_a, sha_a = archives.add("unused-a.zip", app_zip({"build.txt": "a"}))
+    url_b, sha_b = archives.add("unused-b.zip", app_zip({"build.txt": "b"}))
+    for name, url, sha in (("a1", url_a, sha_a), ("a2", url_a, sha_a), ("b1", url_b, sha_b)):
+        assert agent.call("PUT", f"/v1/instances/{name}", instance_body(url, sha, name)).status == 200
+    staged = agent.home / "versions"
+    assert sorted(os.listdir(staged)) == sorted([sha_a, sha_b])
+
+    assert agent.call("DELETE", "/v1/instances/a1").status == 204
+    assert (staged / sha_a / "app" / "wsgi.py").exists(), "a2 still runs it"
+
+    assert agent.call("DELETE", "/v1/instances/a2").status == 204
+    assert os.listdir(staged) == [sha_b]
+    assert get(agent.call("GET", "/v1/instances/b1").json()["port"]).body == b"b1\n"
+
+    # A version whose instance failed to start is not left behind either.
+    url, sha = archives.add("unused-crash.zip", make_zip({"wsgi.py": "import no_such_module_at_all\n"}))
+    assert agent.call("PUT", "/v1/instances/crash", instance_body(url, sha, "v1")).status == 422
+    assert os.listdir(staged) == [sha_b]
+
+
+@pytest.mark.integration
+def test_it_never_removes_a_version_an_instance_is_starting_from(tmp_path, archives, monkeypatch):
+    """In the agent's own process, so the second start can be held while the first instance goes."""
+    url, sha = archives.add("starting.zip", app_zip({"build.txt": "starting"}))
+    manager = instances.Instances(str(tmp_path), None, save=lambda: None)
+    answering, go_on = threading.Event(), threading.Event()
+    real_answers_http = instances.answers_http
+
+    def held_answers_http(*address):  # the second instance's gunicorn runs, not yet answering
+        answering.set()
+        go_on.wait(30)
+        return real_answers_http(*address)
+
+    started = []  # every gunicorn this test starts, to stop by pid even if a start goes wrong
+    real_popen = instances.subprocess.Popen
+
+    def popen(*args, **kwargs):
+        started.append(real_popen(*args, **kwargs))
+        return started[-1]
+
+    monkeypatch.setattr(instances.subprocess, "Popen", popen)
+    second = []
+    thread = threading.Thread(target=lambda: second.append(manager.put("i2", instance_body(url, sha, "v1"))))
+    try:
+        manager.put("i1", instance_body(url, sha, "v1"))
+        monkeypatch.setattr(instances, "answers_http", held_answers_http)
+        thread.start()
+        assert answering.wait(30)
+
+        manager.delete("i1")  # the last instance running the version: i2 is only starting from it
+
+        assert (tmp_path / "versions" / sha / "app" / "wsgi.py").exists()
+        go_on.set()
+        thread.join(60)
+        instance, created = second[0]
+        assert created and instance["state"] == "running"
+        assert get(instance["port"]).body == b"v1\n"
+        manager.delete("i2")
+        assert os.listdir(tmp_path / "versions") == []
+    finally:
+        go_on.set()
+        thread.join(60) if thread.is_alive() else None
+        for name in list(manager.records):
+            manager.delete(name)
+        for process in started:
+            instances.Instances._terminate(process.pid, process)
+
+
+@pytest.mark.integration
 def test_it_installs_requirements_into_a_version_virtualenv(start_agent, archives):
     wheel_name, wheel = make_wheel("hello", "0.1", {"hello.py": "GREETING = 'hello from a wheel'\n"})
     app = make_zip(
@@ -272,6 +344,8 @@ def test_it_installs_requirements_into_a_version_virtualenv(start_agent, archive
     assert resp.status == 200, resp.body
     assert get(resp.json()["port"]).body == b"hello from a wheel"
     assert (agent.home / "versions" / sha / "venv" / "bin" / "python").exists()
+    assert agent.call("DELETE", "/v1/instances/req").status == 204
+    assert not (agent.home / "versions" / sha).exists(), "the version's code and virtualenv go with its last instance"
 
     broken = make_zip({"wsgi.py": "application = None\n", "requirements.txt": "./vendor/missing.whl\n"})
     url, sha = archives.add("requirements-broken.zip", broken)

@@ -85,7 +85,7 @@ def test_refusals_are_described_with_a_detail_body(schema):
     assert components["Error"]["required"] == ["detail"]
     assert "detail" in components["ValidationError"]["properties"]
     version = schema["paths"]["/api/v1/services/{service_pk}/versions/{id}/"]["delete"]["responses"]
-    assert set(version) == {"204", "404", "409"}
+    assert set(version) == {"204", "401", "404", "409"}
     assert version["409"]["content"]["application/json"]["schema"]["$ref"] == "#/components/schemas/Error"
     swap = schema["paths"]["/api/v1/services/{id}/swap/"]["post"]["responses"]
     assert {"200", "400", "404", "409", "503"} <= set(swap)
@@ -118,8 +118,25 @@ def test_the_token_endpoint_declares_its_lockout_and_its_revocation(schema):
     locked = token["post"]["responses"]["429"]
     assert locked["headers"]["Retry-After"]["schema"]["type"] == "integer"
     assert locked["content"]["application/json"]["schema"]["$ref"] == "#/components/schemas/Error"
-    assert set(token["delete"]["responses"]) == {"204", "400"}
+    assert set(token["delete"]["responses"]) == {"204", "400", "401"}
     listed = schema["components"]["schemas"]["ApiToken"]["properties"]
     assert set(listed) == {"id", "prefix", "created", "expiry", "last_used", "current"}
     assert listed["last_used"]["nullable"] and listed["expiry"]["readOnly"]
     assert schema["components"]["securitySchemes"]["tokenAuth"]["name"] == "Authorization"
+
+
+def test_every_call_that_reads_a_body_declares_the_415_for_one_it_cannot_read(schema):
+    with_body = [(method, path, op) for path, method, op in operations(schema) if "requestBody" in op]
+    assert len(with_body) == 7
+    for method, path, operation in with_body:
+        assert "415" in operation["responses"], (method, path)
+
+
+def test_every_call_that_needs_a_signed_in_user_declares_the_401(schema):
+    for path, method, operation in operations(schema):
+        if operation.get("security"):
+            refused = operation["responses"]["401"]
+            assert refused["content"]["application/json"]["schema"]["$ref"] == "#/components/schemas/Error"
+        else:
+            assert (method, path) == ("post", "/api/v1/auth/token/")
+            assert "401" not in operation["responses"]

@@ -169,7 +169,7 @@ def test_it_lists_the_events_newer_than_since(api, service):
     assert [event["id"] for event in response.json()] == [third.pk, second.pk], "newest first, after `since`"
 
 
-@pytest.mark.parametrize("since", ["abc", "1.5", "1e3"])
+@pytest.mark.parametrize("since", ["abc", "1.5", "1e3", ""])
 def test_it_refuses_a_since_that_is_not_an_event_id(api, service, since):
     response = api.get(f"/api/v1/services/{service.pk}/events/", {"since": since})
     assert response.status_code == 400
@@ -243,3 +243,32 @@ def test_the_list_answers_what_the_service_serializer_answers(api, alice, servic
     assert shop["url"] == "http://10.0.0.2:8002/"
     assert [node["name"] for node in shop["nodes"]] == ["shop-1", "shop-2", "shop-3", "shop-4"]
     assert [env["name"] for env in shop["environments"]] == ["production", "development", "staging"]
+
+
+@pytest.mark.parametrize("path", ["/api/v1/services/abc/", "/api/v1/nothing/", "/api/v1/services/1.5/nodes/"])
+def test_a_path_of_the_api_that_matches_nothing_is_a_json_404(api, path):
+    response = api.get(path)
+    assert response.status_code == 404
+    assert response["Content-Type"] == "application/json"
+    assert response.json() == {"detail": "Not found."}
+
+
+def test_a_console_path_that_matches_nothing_is_still_a_page(api):
+    response = api.get("/no-such-page/")
+    assert response.status_code == 404
+    assert response["Content-Type"].startswith("text/html")
+
+
+@pytest.mark.parametrize(
+    "body",
+    [{"data": {"environment": ""}, "format": "multipart"}, {"data": "environment=", "content_type": "text/plain"}],
+)
+def test_it_refuses_a_body_that_is_not_json(api, service, body):
+    # In a form an empty field reads as a missing one: `environment=` would have swapped development.
+    response = api.post(f"/api/v1/services/{service.pk}/swap/", **body)
+    assert response.status_code == 415
+    assert "Unsupported media type" in response.json()["detail"]
+    created = api.post("/api/v1/services/", {"name": "blog", "runtime": "python"}, format="multipart")
+    assert created.status_code == 415
+    assert not Service.objects.filter(name="blog").exists()
+    assert not Operation.objects.exists() and not Event.objects.filter(action="swap").exists()

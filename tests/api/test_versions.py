@@ -5,11 +5,11 @@ import pytest
 from django.conf import settings
 from rest_framework.test import APIClient, APIRequestFactory
 
-from services.models import Operation
+from services.models import Event, Operation
 from tests.apps import label_app, tar_gz_archive, zip_archive
-from tests.factories import CodeVersionFactory
+from tests.factories import CodeVersionFactory, NodeFactory, OperationFactory
 from tests.uploads import Tripwire
-from versions.models import CodeVersion
+from versions.models import CodeVersion, Instance
 
 pytestmark = pytest.mark.django_db
 
@@ -197,8 +197,9 @@ def test_it_refuses_an_unsigned_upload_without_reading_it(service, upload_temp_d
     assert list(upload_temp_dir.iterdir()) == []
 
 
-def test_it_refuses_a_file_from_nobody_signed_in_at_its_first_byte(alice, upload_temp_dir):
-    # The token view takes anonymous posts: a file part sent along is refused, not written.
+def test_it_writes_nothing_of_a_file_sent_to_the_token_call(alice, upload_temp_dir):
+    # The token view takes anonymous posts, in JSON or a urlencoded form: a multipart body is not even parsed.
+    # (A console form that parses one refuses its file at the first byte: tests/console/test_versions.py.)
     alice.set_password("pw")
     alice.save()
     payload = io.BytesIO(os.urandom(100_000))
@@ -206,8 +207,7 @@ def test_it_refuses_a_file_from_nobody_signed_in_at_its_first_byte(alice, upload
     response = APIClient().post(
         "/api/v1/auth/token/", {"username": "alice", "password": "pw", "file": payload}, format="multipart"
     )
-    assert response.status_code == 403
-    assert response.json() == {"detail": "sign in before uploading files"}
+    assert response.status_code == 415
     assert list(upload_temp_dir.iterdir()) == []
 
 
@@ -248,7 +248,66 @@ def test_it_refuses_to_delete_a_version_in_use(api, service):
     assert CodeVersion.objects.filter(pk=version.pk).exists()
 
 
+@pytest.mark.parametrize("state", ["pending", "running"])
+def test_it_refuses_to_delete_a_version_a_deploy_is_bringing_in(api, service, state):
+    version = CodeVersionFactory(service=service, label="v7")
+    params = {"environment": "production", "version": version.pk}
+    operation = OperationFactory(service=service, kind="deploy", params=params, state=state)
+
+    response = api.delete(f"/api/v1/services/{service.pk}/versions/{version.pk}/")
+
+    assert response.status_code == 409
+    assert response.json()["detail"] == (
+        f"v7 is being deployed by operation #{operation.pk}; try again when it has finished"
+    )
+    assert CodeVersion.objects.filter(pk=version.pk).exists()
+    assert not Event.objects.filter(action="version.delete").exists()
+
+
+def test_a_version_whose_deploy_has_ended_can_be_deleted(api, service, _isolated_archives):
+    version = CodeVersionFactory(service=service, label="v7")
+    OperationFactory(
+        service=service, kind="deploy", params={"environment": "production", "version": version.pk}, state="failed"
+    )
+    OperationFactory(service=service, kind="deploy", params={"environment": "production", "version": 10**6})
+
+    assert api.delete(f"/api/v1/services/{service.pk}/versions/{version.pk}/").status_code == 204
+    assert not CodeVersion.objects.filter(pk=version.pk).exists()
+
+
+def test_it_refuses_to_delete_a_version_that_still_runs_on_a_node(api, service):
+    version = CodeVersionFactory(service=service, label="v7")
+    node = NodeFactory(service=service, name="shop-1")
+    Instance.objects.create(node=node, version=version, port=20000)
+
+    response = api.delete(f"/api/v1/services/{service.pk}/versions/{version.pk}/")
+
+    assert response.status_code == 409
+    assert response.json()["detail"].startswith("v7 still runs on shop-1")
+    assert Instance.objects.filter(version=version).exists()
+
+
+def test_deleting_a_service_deletes_its_versions_and_their_instances(service):
+    version = CodeVersionFactory(service=service, label="v7")
+    Instance.objects.create(node=NodeFactory(service=service), version=version, port=20000)
+
+    service.environments.all().delete()
+    service.delete()
+
+    assert not CodeVersion.objects.exists() and not Instance.objects.exists()
+
+
 def test_an_unknown_version_is_not_found(api, service):
     assert api.get(f"/api/v1/services/{service.pk}/versions/999/").status_code == 404
     assert api.delete(f"/api/v1/services/{service.pk}/versions/999/").status_code == 404
     assert not Operation.objects.exists()
+
+
+def test_it_signs_in_with_a_urlencoded_form_too(alice):
+    alice.set_password("pw")
+    alice.save()
+    form = "application/x-www-form-urlencoded"
+    response = APIClient().post("/api/v1/auth/token/", "username=alice&password=pw", content_type=form)
+    assert response.status_code == 200 and response.json()["token"]
+    refused = APIClient().post("/api/v1/auth/token/", "username=alice&password=", content_type=form)
+    assert refused.status_code == 400 and "password" in refused.json()

@@ -6,7 +6,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
 
 from tests.apps import label_app, zip_archive
-from tests.factories import CodeVersionFactory
+from tests.factories import CodeVersionFactory, OperationFactory
 from tests.uploads import Tripwire
 
 pytestmark = pytest.mark.django_db
@@ -55,6 +55,15 @@ def test_it_deletes_an_unused_version_but_not_one_in_use(client, service):
     client.post(f"/services/{service.pk}/versions/{unused.pk}/delete/")
     assert list(service.versions.values_list("label", flat=True)) == ["v1"]
     assert client.get(f"/services/{service.pk}/versions/{used.pk}/delete/").status_code == 405
+
+
+def test_it_says_why_a_version_being_deployed_is_not_deleted(client, service):
+    version = CodeVersionFactory(service=service, label="v3")
+    params = {"environment": "production", "version": version.pk}
+    operation = OperationFactory(service=service, kind="deploy", params=params, state="running")
+    response = client.post(f"/services/{service.pk}/versions/{version.pk}/delete/", follow=True)
+    assert f"v3 is being deployed by operation #{operation.pk}".encode() in response.content
+    assert service.versions.filter(pk=version.pk).exists()
 
 
 def test_it_answers_a_content_length_over_the_limit_before_reading_the_body(client, service, upload_temp_dir):
