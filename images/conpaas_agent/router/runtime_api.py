@@ -6,7 +6,8 @@ Verified against HAProxy 2.6.12:
   starts in maintenance with checks disabled, so ``enable health`` then ``enable server`` must
   follow. It takes traffic (state UP) right after ``enable server``, before its first check has
   run (2.6 has no ``init-state``), unless ``set server … health down`` follows in the same
-  request: then it is DOWN until a check passes. ``set server … health down`` while still in maintenance is undone by ``enable server``.
+  request: then it is DOWN until a check passes. ``set server … health down`` while still in
+  maintenance is undone by ``enable server``.
 - ``http-after-response set-var(proc.X)`` counts, and ``get var proc.X`` answers
   ``proc.X: type=sint value=<N>`` (``Variable not found.`` before the first count).
 - ``del server`` works for dynamic and for config-declared servers, but only in maintenance
