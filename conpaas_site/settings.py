@@ -21,6 +21,10 @@ def envint(name: str, default: int) -> int:
     return int(os.getenv(name) or default)
 
 
+def envfloat(name: str, default: float) -> float:
+    return float(os.getenv(name) or default)
+
+
 CONPAAS_HOME = Path(os.getenv("CONPAAS_HOME", BASE_DIR / "var")).resolve()
 CONPAAS_HOME.mkdir(parents=True, exist_ok=True)
 
@@ -74,13 +78,28 @@ CONPAAS_LOCAL_PUBLISH = os.getenv("CONPAAS_LOCAL_PUBLISH", "")
 CONPAAS_LOCAL_CPU_SHARES = envint("CONPAAS_LOCAL_CPU_SHARES", 512)  # the platform's processes have 1024
 CONPAAS_LOCAL_MEMORY_MB = envint("CONPAAS_LOCAL_MEMORY_MB", 2048)
 CONPAAS_LOCAL_PIDS = envint("CONPAAS_LOCAL_PIDS", 1024)
+# Fault injection in the local cloud (README, Settings): the fraction of node creations that
+# fail, and seconds added to every boot, so tests and users can watch the retries work.
+CONPAAS_LOCAL_FAIL_RATE = envfloat("CONPAAS_LOCAL_FAIL_RATE", 0)
+if not 0 <= CONPAAS_LOCAL_FAIL_RATE <= 1:
+    raise ImproperlyConfigured(f"CONPAAS_LOCAL_FAIL_RATE is a fraction from 0 to 1, not {CONPAAS_LOCAL_FAIL_RATE}")
+CONPAAS_LOCAL_BOOT_DELAY = envfloat("CONPAAS_LOCAL_BOOT_DELAY", 0)
 # How long a deploy waits for the new instances to pass their health checks.
 CONPAAS_HEALTH_TIMEOUT = envint("CONPAAS_HEALTH_TIMEOUT", 60)
 CONPAAS_BOOT_TIMEOUT = envint("CONPAAS_BOOT_TIMEOUT", 300)
+# A node creation that fails is tried again, CONPAAS_BOOT_ATTEMPTS times in all, waiting
+# CONPAAS_BOOT_BACKOFF seconds after the first failure and twice as long after each next one.
+CONPAAS_BOOT_ATTEMPTS = envint("CONPAAS_BOOT_ATTEMPTS", 3)
+CONPAAS_BOOT_BACKOFF = envfloat("CONPAAS_BOOT_BACKOFF", 2)
 CONPAAS_DRAIN_TIMEOUT = envint("CONPAAS_DRAIN_TIMEOUT", 30)
 # How often the workers ask the routers of every running service for its health (seconds); the
 # console shows what they saved, and how long ago (workflows.tasks.refresh_running_health).
 CONPAAS_HEALTH_REFRESH = envint("CONPAAS_HEALTH_REFRESH", 20)
+# Self-healing (workflows/healing.py): how often the workers check every running node's agent
+# (seconds; 0 turns it off), and how long an agent may not answer, while its cloud still says
+# the node runs, before the node counts as dead and is replaced.
+CONPAAS_HEAL_INTERVAL = envint("CONPAAS_HEAL_INTERVAL", 5)
+CONPAAS_HEAL_GRACE = envint("CONPAAS_HEAL_GRACE", 60)
 CONPAAS_MAX_UPLOAD_MB = envint("CONPAAS_MAX_UPLOAD_MB", 100)
 # Per-user quotas; an operator overrides them for one user in the admin (services.Quota).
 CONPAAS_QUOTA_SERVICES = envint("CONPAAS_QUOTA_SERVICES", 20)

@@ -36,6 +36,7 @@ class OperationKind(models.TextChoices):
     SCALE = "scale"
     DELETE = "delete"
     RECONCILE = "reconcile"
+    HEAL = "heal"
 
 
 class OperationState(models.TextChoices):

@@ -76,6 +76,8 @@ class Service(models.Model):
     version_counter = models.PositiveIntegerField(default=0)
     # The operation that holds this service; claimed with a conditional UPDATE (services/operations.py).
     locked_by = models.ForeignKey("Operation", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    # When the workers last checked this service's nodes (self-healing, workflows/healing.py).
+    nodes_checked = models.DateTimeField(null=True, blank=True, editable=False)
     created = models.DateTimeField(default=timezone.now)
 
     objects = ServiceQuerySet.as_manager()
@@ -199,6 +201,9 @@ class Node(models.Model):
     router_status = models.JSONField(null=True, blank=True, editable=False)
     router_error = models.TextField(blank=True, editable=False)
     router_checked = models.DateTimeField(null=True, blank=True, editable=False)
+    # Self-healing (workflows/healing.py): since when this node's agent has not answered (None:
+    # it answered when last asked).
+    unreachable_since = models.DateTimeField(null=True, blank=True, editable=False)
 
     class Meta:
         ordering = ["created", "id"]

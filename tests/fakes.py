@@ -2,8 +2,9 @@
 
 `FakeFleet` holds what every node's agent would hold (instances, the last routing applied) and
 the knobs a test turns: an instance that fails its health check, an instance whose process died,
-a node that does not answer, a router that refuses or fails the health-gated change. `calls`
-records every call in order, e.g. to check that a router drained an instance before it stopped.
+a node that does not answer, a router that refuses or fails the health-gated change, a router
+whose HAProxy died. `calls` records every call in order, e.g. to check that a router drained an
+instance before it stopped.
 """
 
 import copy
@@ -25,6 +26,7 @@ class FakeFleet:
         self.unreachable: set[str] = set()  # node names that do not answer
         self.refusing: dict[str, int] = {}  # proxy node name -> HTTP status of a health-gated PUT
         self.figures: dict[str, dict] = {}  # proxy node name -> environment -> its metrics figures
+        self.routers_down: set[str] = set()  # proxy node names whose HAProxy died (a PUT starts it)
         self.concurrency = 2  # what put_instance reports a new instance serves at once
         self._ports = itertools.count(20000)
 
@@ -103,6 +105,7 @@ class FakeAgent:
             if sick or not servers:
                 self._fail(409, "; ".join(f"{name} is DOWN (L7STS, HTTP 500)" for name in sick) or "no server")
         self.fleet.routing[self.node.name] = copy.deepcopy(routing)
+        self.fleet.routers_down.discard(self.node.name)
         return self._proxy_status()
 
     def get_proxy(self) -> dict:
@@ -155,7 +158,7 @@ class FakeAgent:
             backends[key] = {"slot": f"slot{len(backends)}", "servers": out}
         return {
             "http_port": self.node.http_port,
-            "running": True,
+            "running": self.node.name not in self.fleet.routers_down,
             "health_path": routing["health_path"],
             "routes": routing["routes"],
             "preview_keys": routing["preview_keys"],
@@ -165,28 +168,54 @@ class FakeAgent:
 
 class MemoryCloud(DummyNodeDriver):
     """libcloud's dummy driver, starting empty and taking the boot user data like a real cloud;
-    node destructions are appended to `calls` (a FakeFleet's, to see them in order with its calls)."""
+    node destructions are appended to `calls` (a FakeFleet's, to see them in order with its calls).
 
-    def __init__(self, calls: list | None = None):
+    Knobs: `refusing` creations to refuse next, `dying` nodes to create that stop at once (their
+    agent, in the fleet's `unreachable`, never answers), `stop(name)` a running node, and
+    `log_lines`, what any node's log ends with. It keeps a router's address when asked, as the
+    local cloud does."""
+
+    ex_keeps_addresses = True
+
+    def __init__(self, calls: list | None = None, unreachable: set | None = None):
         super().__init__("memory")
         self.nl = []
         self.calls = [] if calls is None else calls
+        self.unreachable = set() if unreachable is None else unreachable
+        self.refusing = self.dying = 0
+        self.log_lines: list[str] = []
         self._numbers = itertools.count(1)
 
     def destroy_node(self, node):
         self.calls.append((node.name, "destroy_node", None))
         return super().destroy_node(node)
 
-    def create_node(self, name, size=None, image=None, ex_userdata=None):
+    def create_node(
+        self, name, size=None, image=None, ex_userdata=None, ex_address=None, ex_http_port=None, ex_public_port=None
+    ):
+        if self.refusing:
+            self.refusing -= 1
+            raise RuntimeError("InstanceLimitExceeded: try again later")  # libcloud raises many types
         n = next(self._numbers)
         node = CloudNode(
             id=f"mem-{n}",
             name=name,
             state=NodeState.RUNNING,
-            public_ips=[f"10.0.0.{n}"],
+            public_ips=[ex_address or f"10.0.0.{n}"],
             private_ips=[],
             driver=self,
-            extra={"agent_port": 8470, "http_port": 80, "userdata": ex_userdata},
+            extra={"agent_port": 8470, "http_port": ex_http_port or 80, "userdata": ex_userdata},
         )
         self.nl.append(node)
+        if self.dying:
+            self.dying -= 1
+            self.stop(name)
         return node
+
+    def stop(self, name: str) -> None:
+        """The node's machine stopped (its agent exited): the cloud says so, the agent is silent."""
+        next(node for node in self.nl if node.name == name).state = NodeState.STOPPED
+        self.unreachable.add(name)
+
+    def ex_log_tail(self, node, lines: int = 10) -> list[str]:
+        return self.log_lines[-lines:]

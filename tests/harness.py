@@ -16,14 +16,15 @@ import secrets
 import signal
 import subprocess
 import sys
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import requests
 
-from images.conpaas_agent.procs import free_port
+from images.conpaas_agent.procs import free_port, group_members, pid_alive
 from images.conpaas_agent.waiting import wait_until
+from services.clouds.local import LocalNodeDriver
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -195,6 +196,33 @@ class ControlPlane:
                 pass
         return None
 
+    def node_pids(self, node_name: str) -> list[int]:
+        """Every live process of one of this plane's local nodes: its cgroups' and its user's
+        when nodes are isolated, else its process group's."""
+        isolation = LocalNodeDriver(str(self.home / "nodes")).isolation
+        if isolation is not None:
+            slot = isolation.slot_of(node_name)
+            return [pid for pid in isolation.pids(slot) if pid_alive(pid)] if slot else []
+        try:
+            return group_members(int((self.home / "nodes" / node_name / "agent.pid").read_text()))
+        except (OSError, ValueError):
+            return []
+
+    def kill_node(self, node_name: str) -> int:
+        """kill -9 every process of the node, by pid, until none is left; returns how many."""
+        killed = set()
+
+        def gone() -> bool:
+            pids = self.node_pids(node_name)
+            for pid in pids:
+                with suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+                killed.add(pid)
+            return not pids
+
+        wait_until(gone, timeout=10, interval=0.05, message=f"every process of {node_name} to die")
+        return len(killed)
+
     def create_user(self, username: str, password: str = "pw-secret-1", staff: bool = False) -> None:
         # The password is set only when it differs: a new password revokes the user's API tokens,
         # and other fixtures may still hold one of them.
@@ -215,10 +243,12 @@ class ControlPlane:
 
 
 @contextmanager
-def running_control_plane(home: Path):
-    """A control plane of its own in `home`, started; after: stopped, its nodes destroyed, its
-    database dropped, even when the start fails half-way (it still leaves processes to stop)."""
+def running_control_plane(home: Path, **env: str):
+    """A control plane of its own in `home`, `env` added to its environment, started; after:
+    stopped, its nodes destroyed, its database dropped, even when the start fails half-way (it
+    still leaves processes to stop)."""
     plane = ControlPlane(home)
+    plane.env.update(env)
     plane.manage("migrate", "--noinput")
     try:
         plane.start()

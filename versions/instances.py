@@ -1,5 +1,7 @@
 """Instances: what a backend node is asked to run for a code version, and asking it to run it."""
 
+import time
+
 from django.conf import settings
 from django.core import signing
 from django.urls import reverse
@@ -51,14 +53,17 @@ def runtime_fields(service, version: CodeVersion) -> dict:
     return {}
 
 
-def ensure_instances(service, version: CodeVersion, environment: Environment, operation=None) -> None:
-    """Run `version` on every running backend node (idempotent: a running instance is left alone)."""
+def ensure_instances(service, version: CodeVersion, environment: Environment, operation=None) -> int:
+    """Run `version` on every running backend node (idempotent: a running instance is left alone);
+    returns how many instances were started or started again."""
+    started_count = 0
     for node in service.backend_node_list().filter(state=NodeState.RUNNING):
         instance, created = Instance.objects.get_or_create(node=node, version=version)
         if created or not instance.spec:
             instance.spec = instance_spec(service, version, environment)
         else:
             instance.spec["archive_url"] = archive_url(version)  # the old link may have expired
+        began = time.monotonic()
         try:
             started = agent.client_for(node).put_instance(instance.name, instance.spec)
         except agent.AgentError as exc:
@@ -74,8 +79,10 @@ def ensure_instances(service, version: CodeVersion, environment: Environment, op
         instance.save()
         if created or restarted:
             message = (
-                f"restarted {instance.name}: it was not running"
+                f"restarted {instance.name}: it was not running (in {time.monotonic() - began:.1f} s)"
                 if restarted
                 else f"started {version.label} on {node.name}"
             )
             Event.record(service, "instance.start", message, Outcome.SUCCEEDED, operation=operation)
+            started_count += 1
+    return started_count

@@ -9,7 +9,7 @@ from routing.health import refresh_due, refresh_health
 from services import operations
 from services.choices import OperationKind
 from services.models import Operation, Service
-from workflows import deploy, lifecycle, reconcile, scaling
+from workflows import deploy, healing, lifecycle, reconcile, scaling
 
 # Which function runs each kind of operation (swaps and route changes run synchronously).
 WORK = {
@@ -18,6 +18,7 @@ WORK = {
     OperationKind.SCALE: scaling.scale,
     OperationKind.DELETE: lifecycle.run_delete,
     OperationKind.RECONCILE: reconcile.reconcile,
+    OperationKind.HEAL: healing.heal,
 }
 
 log = logging.getLogger("conpaas.health")
@@ -61,3 +62,13 @@ def refresh_running_health() -> int:
 def queue_health_refresh() -> None:
     # Not saved as a result: one every few seconds would push the operations' results out.
     async_task("workflows.tasks.refresh_running_health", task_name="refresh-health", save=False)
+
+
+def check_running_nodes() -> int:
+    """The self-healing timer's task (queued by `manage.py up` every CONPAAS_HEAL_INTERVAL
+    seconds): check the running services not checked since; returns how many heals it started."""
+    return healing.check_due(max_age=max(1, settings.CONPAAS_HEAL_INTERVAL) * 0.9)
+
+
+def queue_heal_check() -> None:
+    async_task("workflows.tasks.check_running_nodes", task_name="check-nodes", save=False)

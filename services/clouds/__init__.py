@@ -12,6 +12,7 @@ from django.conf import settings
 from libcloud.compute.base import Node as CloudNode
 from libcloud.compute.base import NodeDriver
 from libcloud.compute.providers import DRIVERS, get_driver, set_driver
+from libcloud.compute.types import NodeState
 
 from services.clouds.isolation import Limits
 
@@ -66,6 +67,8 @@ def get_cloud(name: str | None = None) -> NodeDriver:
                 memory_mb=settings.CONPAAS_LOCAL_MEMORY_MB,
                 pids=settings.CONPAAS_LOCAL_PIDS,
             ),
+            ex_fail_rate=settings.CONPAAS_LOCAL_FAIL_RATE,
+            ex_boot_delay=settings.CONPAAS_LOCAL_BOOT_DELAY,
         )
     raise CloudError(f"cloud {name!r} is not configured; this installation knows: {LOCAL!r}")
 
@@ -88,12 +91,63 @@ def describe(name: str | None = None) -> str:
     )
 
 
-def create_node(cloud: NodeDriver, config: BootConfig) -> CloudNode:
+@dataclass(frozen=True)
+class RouterPlace:
+    """Where a dead node's router was: its address and port, and the host port it was published
+    at (CONPAAS_LOCAL_PUBLISH), so that its replacement keeps the service's URL."""
+
+    address: str
+    http_port: int
+    public_port: int | None = None
+
+
+def create_node(cloud: NodeDriver, config: BootConfig, router_at: RouterPlace | None = None) -> CloudNode:
+    """Create a node; `router_at` asks a cloud that can keep addresses (`ex_keeps_addresses`, the
+    local one) to put the node's router there."""
+    keep = {}
+    if router_at and getattr(cloud, "ex_keeps_addresses", False):
+        keep = {
+            "ex_address": router_at.address,
+            "ex_http_port": router_at.http_port,
+            "ex_public_port": router_at.public_port,
+        }
     try:
-        return cloud.create_node(name=config.name, size=None, image=None, ex_userdata=config.to_userdata())
+        return cloud.create_node(name=config.name, size=None, image=None, ex_userdata=config.to_userdata(), **keep)
     except Exception as exc:  # libcloud raises many types; the node is failed whatever the type
         raise CloudError(f"the cloud could not create node {config.name}: {exc}") from exc
 
 
-def find_node(cloud: NodeDriver, provider_id: str) -> CloudNode | None:
-    return next((n for n in cloud.list_nodes() if n.id == provider_id), None)
+def find_node(cloud: NodeDriver, provider_id: str, name: str = "") -> CloudNode | None:
+    """The cloud's node by its id, or by its name when the id is unknown (a creation that failed
+    half-way may still have made the machine)."""
+    if provider_id:
+        return next((n for n in cloud.list_nodes() if n.id == provider_id), None)
+    return next((n for n in cloud.list_nodes() if name and n.name == name), None)
+
+
+# What a cloud says of a node that can no longer run its agent.
+DEAD_STATES = {
+    NodeState.STOPPED: "stopped",
+    NodeState.STOPPING: "stopping",
+    NodeState.TERMINATED: "terminated",
+    NodeState.ERROR: "in error",
+}
+
+
+def death(cloud_node: CloudNode | None) -> str:
+    """Why the cloud says this node is dead ('' when it does not): it stopped (the local cloud
+    knows the moment the node's agent exits), or the cloud no longer has it."""
+    if cloud_node is None:
+        return "the cloud no longer has it"
+    if cloud_node.state in DEAD_STATES:
+        return f"the cloud reports it {DEAD_STATES[cloud_node.state]}"
+    return ""
+
+
+def log_tail(cloud: NodeDriver, cloud_node: CloudNode, lines: int = 10) -> list[str]:
+    """The node's last log lines, when its cloud can tell (the local one: boot.log, agent.log)."""
+    tail = getattr(cloud, "ex_log_tail", None)
+    try:
+        return tail(cloud_node, lines) if tail else []
+    except Exception:  # only a hint in an event: its absence is no error
+        return []

@@ -103,6 +103,16 @@ class Network:
     def address(self, slot: int) -> str:
         return str(self.net.network_address + slot)
 
+    def slot_at(self, address: str) -> int:
+        """The slot whose node has `address` (IsolationError: no node's address)."""
+        try:
+            number = int(ipaddress.ip_address(address)) - int(self.net.network_address)
+        except ValueError:
+            number = -1
+        if number not in self.slots:
+            raise IsolationError(f"{address} is not a node address of {self.net}")
+        return number
+
     @property
     def slots(self) -> range:
         return range(2, self.net.num_addresses - 1)
@@ -249,20 +259,36 @@ class Isolation:
 
     # --- creating ---------------------------------------------------------------------------
 
-    def allocate(self, node: str, group: str, control: tuple[str, int], image: Path, publish: bool = False) -> Slot:
+    def allocate(
+        self,
+        node: str,
+        group: str,
+        control: tuple[str, int],
+        image: Path,
+        publish: bool = False,
+        address: str | None = None,
+        published: int | None = None,
+    ) -> Slot:
         """Take a free slot and set up its namespace, user, cgroups and home (under the registry
-        lock); the installation's record of the node becomes a link to that home."""
+        lock), with a host port forwarded to its router when `publish`; the installation's
+        record of the node becomes a link to that home. A router replaced keeps its service's
+        URL: `address` asks for the slot at that address, `published` for that host port."""
         with registry_lock():
             held = {slot.number: slot for slot in all_slots()}
-            for slot in held.values():
+            for slot in list(held.values()):
                 if slot.stale():
                     self._teardown(slot)
                     del held[slot.number]
-            number = self._next_free(held)
+            if address is None:
+                number = self._next_free(held)
+            elif (number := self.network.slot_at(address)) in held:
+                raise IsolationError(f"{address} is held by another node ({held[number].node})")
             slot = Slot(number, self.installation, node, group, control)
             if publish:
                 taken = {s.published for s in held.values()}
-                slot.published = next(p for p in iter(free_port_any, None) if p not in taken)
+                if published is not None and published in taken:
+                    raise IsolationError(f"port {published} is published for another node")
+                slot.published = published or next(p for p in iter(free_port_any, None) if p not in taken)
             slot.save()
             try:
                 self.network.ensure_bridge()
@@ -357,13 +383,14 @@ class Isolation:
         user = pwd.getpwnam(slot.user)
         return user.pw_uid, user.pw_gid
 
-    def launch_argv(self, slot: Slot, command: list[str]) -> list[str]:
-        """`command` as the node's user, in its namespace and cgroups, in a session of its own."""
+    def launch_argv(self, slot: Slot, command: list[str], detach: list[str]) -> list[str]:
+        """`command` as the node's user, in its namespace and cgroups; `detach` (the local
+        driver's: a session of its own, in the background) runs in the cgroups, as root."""
         procs = [str(p / "cgroup.procs") for c in CONTROLLERS if (p := self.cgroup(slot, c))]
         user = pwd.getpwnam(slot.user)
         return [
             "sh", "-c", JOIN_CGROUPS, "sh", *procs, "--",
-            "setsid", "--fork", "ip", "netns", "exec", slot.netns,
+            *detach, "ip", "netns", "exec", slot.netns,
             "setpriv", f"--reuid={user.pw_uid}", f"--regid={user.pw_gid}", "--clear-groups",
             "--no-new-privs", "--inh-caps=-all", "--bounding-set=-all",
             *command,

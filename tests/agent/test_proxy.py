@@ -1,3 +1,4 @@
+import http.server
 import json
 import os
 import re
@@ -5,9 +6,9 @@ import subprocess
 import threading
 
 import pytest
-from agent_helpers import HAPROXY, app_zip, instance_body, make_zip, runtime
+from agent_helpers import HAPROXY, app_zip, http_request, instance_body, make_zip, runtime
 from conpaas_agent.procs import pid_alive
-from conpaas_agent.router.config import CONSOLE_COOKIE_PASSES, Paths, render_config, render_map
+from conpaas_agent.router.config import CHECK_OPTIONS, CONSOLE_COOKIE_PASSES, Paths, render_config, render_map
 from conpaas_agent.router.runtime_api import parse_servers_state, server_healthy
 from conpaas_agent.router.validation import InvalidRouting, validate_routing
 from conpaas_agent.waiting import wait_until
@@ -28,8 +29,8 @@ def test_it_renders_a_config_haproxy_accepts(tmp_path):
     result = subprocess.run([HAPROXY, "-c", "-f", str(tmp_path / "haproxy.cfg")], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert "backend slot7" in config and "backend slot8" not in config
-    assert "server i1 127.0.0.1:4000 check inter 1s fall 2 rise 1\n" in config
-    assert "server i2 127.0.0.1:4001 check inter 1s fall 2 rise 1 maxconn 2\n" in config
+    assert f"server i1 127.0.0.1:4000 {CHECK_OPTIONS}\n" in config
+    assert f"server i2 127.0.0.1:4001 {CHECK_OPTIONS} maxconn 2\n" in config
     assert "option httpchk GET /health?x=1" in config
 
 
@@ -282,6 +283,121 @@ def test_a_gated_change_is_refused_when_a_server_died_since_its_last_check(start
     assert refused.status == 409, refused.body
     assert "n-test-i2" in refused.json()["error"]
     assert served(agent) == "v1", "production still serves the version that answers"
+
+
+class DyingServer(http.server.BaseHTTPRequestHandler):
+    """Passes its health check, and closes every other request unanswered, as a process killed
+    while serving it does; counts them in `dropped`."""
+
+    dropped: list[str] = []
+
+    def do_GET(self):
+        if self.path != "/health":
+            self.dropped.append(self.command)
+            self.close_connection = True
+            return
+        self.send_response(200)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    do_POST = do_DELETE = do_GET
+
+    def log_message(self, *args):
+        pass
+
+
+class SteadyServer(DyingServer):
+    def do_GET(self):
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        self.send_response(200)
+        self.send_header("Content-Length", "7")
+        self.end_headers()
+        self.wfile.write(b"steady\n")
+
+    do_POST = do_DELETE = do_GET
+
+
+@pytest.mark.integration
+def test_a_request_a_dying_server_drops_is_retried_on_another_only_if_it_changes_nothing(start_agent):
+    agent = start_agent(roles=("proxy",))
+    DyingServer.dropped.clear()
+    servers = [http.server.ThreadingHTTPServer(("127.0.0.1", 0), kind) for kind in (DyingServer, SteadyServer)]
+    for server in servers:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        desired = {
+            **routing({}, {"production": "1"}),
+            "health_path": "/health",
+            "backends": {
+                "1": [
+                    {"name": f"n-test-{i}", "address": "127.0.0.1", "port": server.server_port, "maxconn": 2}
+                    for i, server in enumerate(servers)
+                ]
+            },
+        }
+        assert agent.call("PUT", "/v1/proxy", desired).status == 200
+
+        gets = [agent.web("/") for _ in range(10)]
+        assert [(r.status, r.body) for r in gets] == [(200, b"steady\n")] * 10, "each retried on the steady server"
+        assert DyingServer.dropped.count("GET") > 0, "the dying server took its share"
+        changes = [http_request(agent.http_port, method, "/") for method in ("POST", "DELETE") * 5]
+        assert {r.status for r in changes} == {200, 502}, "a request that may change something is not sent twice"
+        statuses = [r.status for r in changes]
+        assert len(DyingServer.dropped) - DyingServer.dropped.count("GET") == statuses.count(502)
+    finally:
+        for server in servers:
+            server.shutdown()
+            server.server_close()
+
+
+class QuietServer(http.server.ThreadingHTTPServer):
+    def handle_error(self, request, client_address):
+        pass  # the router's checks close their connections abruptly
+
+
+@pytest.mark.integration
+def test_a_server_that_dies_under_load_costs_no_request(start_agent):
+    agent = start_agent(roles=("proxy",))
+    servers = [QuietServer(("127.0.0.1", 0), SteadyServer) for _ in range(2)]
+    for server in servers:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+    desired = {
+        **routing({}, {"production": "1"}),
+        "backends": {
+            "1": [
+                {"name": f"n-test-{i}", "address": "127.0.0.1", "port": server.server_port, "maxconn": 2}
+                for i, server in enumerate(servers)
+            ]
+        },
+    }
+    answers, stop = [], threading.Event()
+
+    def load():
+        while not stop.is_set():
+            try:
+                answers.append(agent.web("/").status)
+            except OSError as exc:
+                answers.append(repr(exc))
+
+    clients = [threading.Thread(target=load) for _ in range(4)]
+    try:
+        assert agent.call("PUT", "/v1/proxy", desired).status == 200
+        for client in clients:
+            client.start()
+        wait_until(lambda: len(answers) > 100, message="requests before the kill")
+        servers[1].shutdown()
+        servers[1].server_close()  # refuses connections from now on, as a killed instance's port does
+        killed_at = len(answers)
+        wait_until(lambda: len(answers) > killed_at + 500, message="requests after the kill")
+    finally:
+        stop.set()
+        for client in clients:
+            if client.is_alive():
+                client.join(15)
+        for server in servers:
+            server.shutdown()
+            server.server_close()
+    assert set(answers) == {200}, f"{len(answers) - answers.count(200)} of {len(answers)} failed"
 
 
 @pytest.mark.integration

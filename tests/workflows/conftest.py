@@ -6,7 +6,7 @@ runs what was recorded, as a worker would, until nothing is left."""
 import pytest
 
 from routing.table import push
-from services import agent, clouds, operations
+from services import agent, clouds, nodes, operations
 from services.models import Service
 from tests.factories import CodeVersionFactory, NodeFactory, ServiceFactory
 from tests.fakes import FakeFleet, MemoryCloud
@@ -28,9 +28,17 @@ def fleet(db, monkeypatch, settings) -> FakeFleet:
 
 @pytest.fixture(autouse=True)
 def cloud(monkeypatch, fleet) -> MemoryCloud:
-    cloud = MemoryCloud(fleet.calls)
+    cloud = MemoryCloud(fleet.calls, fleet.unreachable)
     monkeypatch.setattr(clouds, "get_cloud", lambda name=None: cloud)
     return cloud
+
+
+@pytest.fixture(autouse=True)
+def pauses(monkeypatch) -> list[float]:
+    """The pauses between boot attempts, recorded instead of slept."""
+    pauses = []
+    monkeypatch.setattr(nodes, "pause", pauses.append)
+    return pauses
 
 
 class Queue(list):

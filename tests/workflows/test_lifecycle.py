@@ -31,8 +31,11 @@ def test_it_creates_a_service_on_one_node_with_both_roles_and_a_router_that_know
     assert service.url == node.http_url
 
 
-def test_a_create_whose_node_never_answers_fails_the_service(alice, fleet, queue, cloud, monkeypatch):
-    # The cloud starts the node but its agent never answers (the boot timeout is 1 s here).
+def test_a_create_whose_node_never_answers_fails_the_service_after_every_attempt(
+    alice, fleet, queue, cloud, monkeypatch, settings, pauses
+):
+    # The cloud starts each node but its agent never answers (one look each: no boot timeout).
+    settings.CONPAAS_BOOT_TIMEOUT = 0
     monkeypatch.setattr(agent, "client_for", _unreachable_client(fleet))
     service = None
 
@@ -44,11 +47,13 @@ def test_a_create_whose_node_never_answers_fails_the_service(alice, fleet, queue
     operation = queue.start(create)
 
     assert operation.state == OperationState.FAILED
-    assert "did not come up" in operation.error
+    assert "did not come up within 0 s" in operation.error and "(gave up after 3 attempts)" in operation.error
     service.refresh_from_db()
     assert service.state == ServiceState.FAILED
-    assert Node.objects.get(service=service).state == NodeState.FAILED
-    assert Event.objects.filter(service=service, action="node.boot", outcome="failed").exists()
+    assert list(Node.objects.filter(service=service).values_list("state", flat=True)) == [NodeState.DESTROYED] * 3
+    assert cloud.list_nodes() == [], "each failed attempt's node is destroyed"
+    assert pauses == [2, 4]
+    assert Event.objects.filter(service=service, action="node.boot", outcome="failed").count() == 3
 
 
 def _unreachable_client(fleet):

@@ -9,7 +9,10 @@ from dataclasses import dataclass
 
 from ..metrics import LOG_FORMAT, LOG_SAMPLE
 
-CHECK_OPTIONS = "check inter 1s fall 2 rise 1"
+# Besides the checks, two connections refused or timed out in a row take a server down at once
+# (it comes back at its next passing check): a killed instance refuses at once and, with its
+# maxconn never reached, would otherwise draw every retry of its requests until its checks fail.
+CHECK_OPTIONS = "check inter 1s fall 2 rise 1 observe layer4 error-limit 2 on-error mark-down"
 # With each server's maxconn at its instance's concurrency, a check waits behind at most the
 # requests the instance's workers are serving (measured under 4x overload, 2 workers, 50 ms
 # requests: 70-90 ms, against 1 s timeouts without maxconn). So an app whose requests take up
@@ -177,6 +180,9 @@ def render_config(
         "    timeout http-request 10s",
         f"    timeout queue {QUEUE_TIMEOUT}s",
         f"    timeout check {CHECK_TIMEOUT}s",
+        # A request whose server failed (refused the connection, or closed it unanswered: killed)
+        # is tried again on another server; once sent, only if it cannot change anything (the
+        # frontend's disable-l7-retry), since the server may have acted on it before it died.
         "    option redispatch",
         "    retries 3",
         "    retry-on conn-failure empty-response",
@@ -200,6 +206,7 @@ def render_config(
         "    http-request set-var(txn.env) str(production) if !{ var(txn.slot) -m found }",
         f"    http-request set-var(txn.slot) var(txn.env),map({envs}) if !{{ var(txn.slot) -m found }}",
         *console_cookie_rules(),
+        "    http-request disable-l7-retry unless { method GET HEAD OPTIONS }",
         "    use_backend %[var(txn.slot)] if { var(txn.slot) -m found }",
         f"    default_backend {NO_VERSION_BACKEND}",
         "    http-response del-header X-Conpaas-Env",

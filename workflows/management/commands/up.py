@@ -16,7 +16,7 @@ from services.clouds import describe as describe_nodes
 from services.operations import expire_leases, recover_interrupted, resume_pending
 from workflows import first_account
 from workflows.reconcile import reconcile_all
-from workflows.tasks import queue_health_refresh
+from workflows.tasks import queue_heal_check, queue_health_refresh
 
 log = logging.getLogger("conpaas.up")
 # A part that dies more often than this in a minute is not going to run (a port taken, a broken
@@ -124,9 +124,11 @@ class Command(BaseCommand):
                     f"first one, or from elsewhere with this one-time code: {code}"
                 )
             # The timers: the health the console shows (a task every interval, run by whichever
-            # worker is free; a pass that finds nothing due is one query), and the running
-            # operations' leases (checked here, so that an operation whose workers all died ends).
-            next_refresh = next_lease_check = time.monotonic()
+            # worker is free; a pass that finds nothing due is one query), self-healing's checks of
+            # the nodes likewise (workflows/healing.py; CONPAAS_HEAL_INTERVAL=0 turns it off), and
+            # the running operations' leases (checked here, so that an operation whose workers all
+            # died ends).
+            next_refresh = next_heal = next_lease_check = time.monotonic()
             resume = False
             while not stopping:
                 for part in parts:
@@ -146,6 +148,9 @@ class Command(BaseCommand):
                     if now >= next_refresh:
                         next_refresh = now + max(1, settings.CONPAAS_HEALTH_REFRESH)
                         queue_health_refresh()
+                    if settings.CONPAAS_HEAL_INTERVAL > 0 and now >= next_heal:
+                        next_heal = now + settings.CONPAAS_HEAL_INTERVAL
+                        queue_heal_check()
                 except DatabaseError:
                     log.exception("the database failed a timer's query; trying again at the next tick")
                 time.sleep(0.2)

@@ -1,0 +1,149 @@
+"""Self-healing: dead nodes replaced, stopped instances and routers started again.
+
+Every CONPAAS_HEAL_INTERVAL seconds `manage.py up` queues a check (workflows.tasks): the agent of
+every running node of every running service is asked how it is, each service claimed with a
+conditional UPDATE first, so passes that overlap never check it twice. What a check finds is
+healed by a `heal` operation of that service, held like any operation (services/operations.py):
+healing never races a deploy, a swap or a scale, it waits for them, and a service being changed
+by one is looked at again next time.
+
+- A node is dead when its agent does not answer and its cloud says it stopped or is gone (the
+  local cloud knows the moment the agent exits), or when its agent has not answered for
+  CONPAAS_HEAL_GRACE seconds. The routers' health checks have taken its instances out of
+  rotation within seconds already (requests that cannot change anything were retried on another
+  server: images/conpaas_agent/router/config.py); healing marks it failed, drops it from the
+  routing, destroys it and boots its replacement, a router at its address and port so that the
+  service keeps its URL (workflows/reconcile.py).
+- An instance whose process died is started again, and a router whose HAProxy died.
+- Nodes missing (a replacement whose boot failed) are booted, and a node left booting by an
+  operation whose worker died is replaced; after a heal that failed the next one waits
+  RETRY_FAILED seconds, so a failing cloud is not asked in a loop.
+Every step is an event; the heal operation's last one says how long healing took since the
+check noticed it.
+"""
+
+from datetime import timedelta
+
+from django.db.models import Q
+from django.utils import timezone
+
+from routing.health import wait_healthy
+from routing.table import push
+from services import operations
+from services.choices import NodeState, OperationKind, OperationState, Outcome, ServiceState
+from services.errors import OperationFailed
+from services.models import Event, Node, Operation, Service, active_operations
+from services.nodes import CloudView, check_agent
+from versions.models import Instance, InstanceState
+from workflows.reconcile import boot_missing_nodes, converge_instances
+
+RETRY_FAILED = 60  # seconds after a failed heal before the next one
+
+
+def check_due(max_age: float) -> int:
+    """Check every running service whose nodes were last checked `max_age` seconds ago or more;
+    returns how many heal operations were started."""
+    now = timezone.now()
+    stale = Q(nodes_checked__isnull=True) | Q(nodes_checked__lte=now - timedelta(seconds=max_age))
+    running = Service.objects.filter(state=ServiceState.RUNNING, locked_by__isnull=True)
+    started = 0
+    # One query when nothing is due: the usual case on an idle platform.
+    for service_id in running.filter(stale).values_list("pk", flat=True):
+        if not running.filter(stale, pk=service_id).update(nodes_checked=now):
+            continue  # another pass took it, or an operation holds it now
+        service = Service.objects.filter(pk=service_id).first()
+        if service is not None and check(service) is not None:
+            started += 1
+    return started
+
+
+def check(service: Service) -> Operation | None:
+    """Look at the service's nodes; start a heal operation when something needs one."""
+    findings, _ = diagnose(service)
+    if not findings or active_operations().filter(service=service, kind=OperationKind.HEAL).exists():
+        return None
+    if Service.objects.filter(pk=service.pk, locked_by__isnull=False).exists():
+        return None  # an operation took it meanwhile: what was seen may be its work in progress
+    last = Operation.objects.filter(service=service, kind=OperationKind.HEAL).first()
+    if (
+        last
+        and last.state == OperationState.FAILED
+        and last.finished > timezone.now() - timedelta(seconds=RETRY_FAILED)
+    ):
+        return None
+    return operations.start(service, OperationKind.HEAL, None, message="healing: " + "; ".join(findings))
+
+
+def diagnose(service: Service) -> tuple[list[str], dict[Node, str]]:
+    """What needs healing, in words, and the dead nodes with why."""
+    view, findings, dead = CloudView(), [], {}
+    # Nothing boots a node of a service no operation holds (a check) or that this heal holds.
+    for node in service.live_nodes().filter(state=NodeState.BOOTING):
+        dead[node] = "it was left booting by an operation that ended"
+        findings.append(f"node {node.name} is dead: {dead[node]}")
+    for node in service.live_nodes().filter(state=NodeState.RUNNING):
+        why, status = check_agent(node, view)
+        if why:
+            dead[node] = why
+            findings.append(f"node {node.name} is dead: {why}")
+        elif status is not None:
+            findings += stopped(node, status)
+    failed = service.live_nodes().filter(state=NodeState.FAILED).count()
+    if failed:
+        findings.append(f"{failed} failed node(s) to replace")
+    elif not service.proxy_nodes().exists():
+        findings.append("no router node")
+    elif (backends := service.backend_node_list().count()) < service.backend_nodes:
+        findings.append(f"{backends} of {service.backend_nodes} backend node(s)")
+    return findings, dead
+
+
+def stopped(node: Node, status: dict) -> list[str]:
+    """What the agent of a live node reports stopped: instances it should run, its router."""
+    reported = status.get("instances") or {}
+    found = [
+        f"instance {instance.name} is not running"
+        for instance in Instance.objects.filter(node=node, state=InstanceState.RUNNING).select_related("node")
+        if (reported.get(instance.name) or {}).get("state") != "running"
+    ]
+    if node.is_proxy and status.get("proxy") is not None and not status["proxy"].get("running"):
+        found.append(f"the router on {node.name} is not running")
+    return found
+
+
+def heal(operation) -> str:
+    """The heal operation: what `diagnose` finds now (things may have changed since the check), healed."""
+    service = operation.service
+    findings, dead = diagnose(service)
+    if not findings:
+        return "nothing to heal: every node answered and runs what it should"
+    for node, why in dead.items():
+        Node.objects.filter(pk=node.pk).update(state=NodeState.FAILED, error=why)
+        Event.record(service, "heal", f"node {node.name} is dead: {why}", Outcome.FAILED, operation=operation)
+    if dead:
+        operation.set_progress("taking the dead nodes out of the routers")
+        push(service)
+    failed = list(service.live_nodes().filter(state=NodeState.FAILED).values_list("name", flat=True))
+    operation.set_progress("replacing what is missing")
+    booted = boot_missing_nodes(service, operation)
+    environments, started = converge_instances(service, operation)
+    unhealthy = []
+    if booted or started:
+        operation.set_progress("waiting for the health checks")
+        for environment in environments:
+            try:
+                wait_healthy(service, environment.version)
+            except OperationFailed as exc:  # the app's own failure: healing did what it could
+                unhealthy.append(str(exc))
+    took = (timezone.now() - operation.created).total_seconds()
+    done = []
+    if failed:
+        done.append(f"replaced {', '.join(failed)} by {', '.join(booted)}")
+    elif booted:
+        done.append(f"booted {', '.join(booted)}")
+    if started:
+        done.append(f"started {started} instance(s)")
+    summary = f"healed in {took:.1f} s since it was noticed: " + ("; ".join(done) or "routers told")
+    if unhealthy:
+        summary += "; still unhealthy: " + "; ".join(unhealthy)
+    return summary
