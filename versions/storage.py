@@ -24,6 +24,8 @@ def upload_limits() -> Limits:
 
 
 def store_version(service: Service, fileobj, label: str, user, filename: str = "") -> CodeVersion:
+    if service.is_data:
+        raise UploadRefused(f"a {service.runtime} service has no code versions: load a dump into it instead")
     if label:
         try:
             label_validator(label)

@@ -9,7 +9,7 @@ from routing.health import refresh_due, refresh_health
 from services import operations
 from services.choices import OperationKind
 from services.models import Operation, Service
-from workflows import deploy, healing, lifecycle, reconcile, scaling
+from workflows import databases, deploy, healing, lifecycle, reconcile, scaling
 
 # Which function runs each kind of operation (swaps and route changes run synchronously).
 WORK = {
@@ -19,6 +19,7 @@ WORK = {
     OperationKind.DELETE: lifecycle.run_delete,
     OperationKind.RECONCILE: reconcile.reconcile,
     OperationKind.HEAL: healing.heal,
+    OperationKind.LOAD: databases.run_load,
 }
 
 log = logging.getLogger("conpaas.health")
