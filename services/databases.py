@@ -136,6 +136,8 @@ class Server:
     host: str
     port: int
     password: str
+    user: str = PG_USER
+    database: str = PG_DATABASE
 
     @classmethod
     def of(cls, service: Service) -> "Server":
@@ -163,22 +165,21 @@ class Server:
 UNIT = {"sql": "rows", "custom": "", "resp": "keys", "pairs": "keys"}
 
 
-def load(service: Service, path: str, fmt: str, report: Callable[[str, dict], None]) -> dict:
-    """Load the dump at `path` into the service's server; `report(text, counters)` is called
-    every PROGRESS_EVERY seconds and at the end. Returns the final counters; OperationFailed
-    with the client's own words when the database refused the dump."""
-    server = Server.of(service)
+def load(server: Server, path: str, fmt: str, report: Callable[[str, dict], None]) -> dict:
+    """Load the dump at `path` into `server`; `report(text, counters)` is called every
+    PROGRESS_EVERY seconds and at the end. Returns the final counters; OperationFailed with the
+    client's own words when the database refused the dump."""
     argv = server.loader_argv(fmt)
     if fmt in ("sql", "custom"):
-        argv += ["-U", PG_USER, "-d", PG_DATABASE]
+        argv += ["-U", server.user, "-d", server.database]
     total = os.path.getsize(path)
     unit = UNIT[fmt]
-    counters = {"bytes_read": 0, "bytes_total": total, "items": 0}
+    counters = {"bytes_read": 0, "bytes_total": total, "items": 0, "unit": unit}
     rows = SqlRows() if fmt == "sql" else None
 
     def say() -> None:
         counted = f", {counters['items']:,} {unit} loaded" if unit else ""
-        report(f"{counters['bytes_read']:,} of {total:,} bytes read{counted}", dict(counters, unit=unit))
+        report(f"{counters['bytes_read']:,} of {total:,} bytes read{counted}", dict(counters))
 
     with tempfile.TemporaryFile() as output:
         process = subprocess.Popen(
@@ -208,10 +209,14 @@ def load(service: Service, path: str, fmt: str, report: Callable[[str, dict], No
                     chunk, count = pairs_to_resp([rest])
                     counters["items"] += count
                     process.stdin.write(chunk)
-            process.stdin.close()
         except BrokenPipeError:
             pass  # the client stopped reading: it failed, and says why below
         finally:
+            # Closed whatever happened: a client still waiting for its input would never end.
+            try:
+                process.stdin.close()
+            except BrokenPipeError:
+                pass
             code = process.wait()
         output.seek(0)
         said = output.read()

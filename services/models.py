@@ -304,7 +304,7 @@ class Operation(models.Model):
         self.progress = text[:200]
         Operation.objects.filter(pk=self.pk).update(progress=self.progress)
 
-    def set_counters(self, text: str, **counters: int) -> None:
+    def set_counters(self, text: str, counters: dict) -> None:
         self.progress, self.counters = text[:200], counters
         Operation.objects.filter(pk=self.pk).update(progress=self.progress, counters=counters)
 

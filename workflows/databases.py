@@ -6,7 +6,7 @@ from django.conf import settings
 
 from services import operations
 from services.choices import OperationKind, ServiceState
-from services.databases import DumpRefused, dump_format, load, remove_dump, start_server, store_dump
+from services.databases import DumpRefused, Server, dump_format, load, remove_dump, start_server, store_dump
 from services.errors import Conflict
 from services.models import Operation, Service
 from services.nodes import boot_node
@@ -55,7 +55,7 @@ def run_load(operation) -> str:
     try:
         if not os.path.exists(path):
             raise DumpRefused("the dump is gone (already loaded by an earlier run of this operation?)")
-        counters = load(operation.service, path, operation.params["format"], operation.set_counters)
+        counters = load(Server.of(operation.service), path, operation.params["format"], operation.set_counters)
     finally:
         remove_dump(path)
     unit = counters.get("unit") or ""
