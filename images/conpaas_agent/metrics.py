@@ -14,6 +14,13 @@ window and the last poll, and the request rate divides them by the time between 
 (the span actually covered: at most the window, within a poll interval of it once the history
 is that long), so neither is overstated.
 
+Under a router queue (a connection limit per server) ``req_tot`` counts a request when it
+leaves the queue for a server, so two more figures say what load the service is under:
+the arrival rate, from the backend's ``stot`` (every request that reached the backend, queued or
+not), and the served rate, answers that instances gave (HAProxy's own 502/503/504 and aborted
+requests left out), from the sampled log lines, which are written when a request ends. The
+autoscaler divides the one by the other to size a service (workflows/autoscale.py).
+
 An error is a 5xx answer, HAProxy's own included; a request the client aborted before any
 answer (status -1 in the log) is a request, not an error. The counters and the log use that
 same definition.
@@ -59,6 +66,8 @@ MIN_POINT_GAP = 1.0
 # A worker older than this when first seen (an agent restart adopting a running HAProxy):
 # its counters so far are not counted as requests of the current window.
 FRESH_WORKER_SECONDS = 5
+# Answers HAProxy makes itself (no server, a queue or connect timeout): not served by an instance.
+HAPROXY_FAILURES = (502, 503, 504)
 
 
 def percentile(sorted_values: list[int], fraction: float) -> float | None:
@@ -70,13 +79,13 @@ def percentile(sorted_values: list[int], fraction: float) -> float | None:
 
 
 class Counters:
-    """Running totals (requests, 5xx) of HAProxy's per-backend counters across workers, with
-    their history: (monotonic time, requests, errors) points, one per poll."""
+    """Running totals (requests, 5xx, arrivals) of HAProxy's per-backend counters across workers,
+    with their history: (monotonic time, requests, errors, arrivals) points, one per poll."""
 
     def __init__(self):
         self.worker: str | None = None
-        self.last: dict[str, tuple[int, int]] = {}  # backend -> the worker's counters at the last poll
-        self.totals: dict[str, list[int]] = {}  # backend -> [requests, errors] since the agent started
+        self.last: dict[str, tuple[int, int, int]] = {}  # backend -> the worker's counters at the last poll
+        self.totals: dict[str, list[int]] = {}  # backend -> [requests, errors, arrivals] since the agent started
         self.history: dict[str, collections.deque] = collections.defaultdict(collections.deque)
 
     def observe(self, info: dict[str, str], rows: list[dict[str, str]], now: float) -> None:
@@ -96,24 +105,25 @@ class Counters:
                 continue
             backend = row.get("pxname", "")
             try:
-                requests = row.get("req_tot") or row.get("stot") or 0  # req_tot: HTTP requests (2.6)
-                current = (int(requests), int(row.get("hrsp_5xx") or 0))
+                requests = int(row.get("req_tot") or row.get("stot") or 0)  # req_tot: HTTP requests (2.6)
+                # stot: streams that reached the backend, those waiting in its queue included.
+                current = (requests, int(row.get("hrsp_5xx") or 0), int(row.get("stot") or requests))
             except ValueError:
                 continue
             history = self.history[backend]
             if backend not in self.totals:
-                base = current if adopted else (0, 0)
-                self.totals[backend] = [0, 0]
+                base = current if adopted else (0, 0, 0)
+                self.totals[backend] = [0, 0, 0]
                 self.last[backend] = base
-                history.append((now, 0, 0))
-            previous = self.last.get(backend, (0, 0))
-            if current[0] < previous[0] or current[1] < previous[1]:
-                previous = (0, 0)  # counters cleared under the same pid (`clear counters`)
+                history.append((now, 0, 0, 0))
+            previous = self.last.get(backend, (0, 0, 0))
+            if any(now_ < before for now_, before in zip(current, previous, strict=True)):
+                previous = (0, 0, 0)  # counters cleared under the same pid (`clear counters`)
             total = self.totals[backend]
-            total[0] += current[0] - previous[0]
-            total[1] += current[1] - previous[1]
+            for index, value in enumerate(current):
+                total[index] += value - previous[index]
             self.last[backend] = current
-            point = (now, total[0], total[1])
+            point = (now, *total)
             if len(history) >= 2 and now - history[-2][0] < MIN_POINT_GAP:
                 history[-1] = point
             else:
@@ -121,15 +131,15 @@ class Counters:
             while len(history) > 1 and history[0][0] < now - KEEP_SECONDS:
                 history.popleft()
 
-    def between(self, backend: str, since: float) -> tuple[int, int, float] | None:
-        """(requests, errors, seconds covered) from the first point at or after `since` to the
-        last one, or None if never seen."""
+    def between(self, backend: str, since: float) -> tuple[int, int, int, float] | None:
+        """(requests, errors, arrivals, seconds covered) from the first point at or after `since`
+        to the last one, or None if never seen."""
         history = self.history.get(backend)
         if not history:
             return None
         end = history[-1]
         start = next((point for point in history if point[0] >= since), end)
-        return end[1] - start[1], end[2] - start[2], end[0] - start[0]
+        return end[1] - start[1], end[2] - start[2], end[3] - start[3], end[0] - start[0]
 
     def restart(self, backend: str) -> None:
         """Forget the backend's history: its figures start from the last poll."""
@@ -234,21 +244,25 @@ class RequestLog:
                 while samples and samples[0][0] < now - KEEP_SECONDS:
                     samples.popleft()
                 recent = [(ms, status) for at, ms, status in samples if at >= since]
+                logged_span = now - max(since, self.restarted.get(backend, since))
                 counted = self.counters.between(backend, since)
                 if counted is not None:
-                    requests, errors, span = counted
+                    requests, errors, arrivals, span = counted
                 else:
-                    requests = len(recent) * self.sample
+                    requests = arrivals = len(recent) * self.sample
                     errors = sum(1 for _, status in recent if status >= 500) * self.sample
-                    span = now - max(since, self.restarted.get(backend, since))
-                if not requests or span <= 0:  # span 0: a single poll so far, no interval to count over
+                    span = logged_span
+                if not (requests or arrivals) or span <= 0:  # span 0: a single poll, no interval to count over
                     continue
                 times = sorted(ms for ms, _ in recent if ms >= 0)
+                served = sum(1 for _, status in recent if status >= 0 and status not in HAPROXY_FAILURES)
                 out[backend] = {
                     "requests": requests,
                     "request_rate": round(requests / span, 3),
+                    "arrival_rate": round(max(arrivals, requests) / span, 3),
+                    "served_rate": round(served * self.sample / logged_span, 3) if logged_span > 0 else None,
                     "p50_ms": percentile(times, 0.50),
                     "p95_ms": percentile(times, 0.95),
-                    "error_rate": round(min(1.0, errors / requests), 4),
+                    "error_rate": round(min(1.0, errors / max(requests, 1)), 4),
                 }
         return out

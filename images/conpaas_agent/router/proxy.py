@@ -353,6 +353,8 @@ class Proxy:
             figures = per_slot.get(slot) or {
                 "requests": 0,
                 "request_rate": 0.0,
+                "arrival_rate": 0.0,
+                "served_rate": 0.0,
                 "p50_ms": None,
                 "p95_ms": None,
                 "error_rate": 0.0,
