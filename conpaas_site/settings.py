@@ -78,6 +78,9 @@ CONPAAS_DRAIN_TIMEOUT = envint("CONPAAS_DRAIN_TIMEOUT", 30)
 # How often the workers ask the routers of every running service for its health (seconds); the
 # console shows what they saved, and how long ago (workflows.tasks.refresh_running_health).
 CONPAAS_HEALTH_REFRESH = envint("CONPAAS_HEALTH_REFRESH", 20)
+# How often the workers save each running service's metrics (routing/metrics.py) and, where it
+# is on, let the autoscaler decide (workflows/autoscale.py).
+CONPAAS_METRICS_INTERVAL = envint("CONPAAS_METRICS_INTERVAL", 5)
 CONPAAS_MAX_UPLOAD_MB = envint("CONPAAS_MAX_UPLOAD_MB", 100)
 # Per-user quotas; an operator overrides them for one user in the admin (services.Quota).
 CONPAAS_QUOTA_SERVICES = envint("CONPAAS_QUOTA_SERVICES", 20)

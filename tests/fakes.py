@@ -111,7 +111,15 @@ class FakeAgent:
     def proxy_metrics(self, window: int = 60) -> dict:
         self._call("proxy_metrics", window, role="proxy")
         routes = self.fleet.routing.get(self.node.name, {}).get("routes", {})
-        figures = {"requests": 0, "request_rate": 0.0, "p50_ms": None, "p95_ms": None, "error_rate": 0.0}
+        figures = {
+            "requests": 0,
+            "request_rate": 0.0,
+            "arrival_rate": 0.0,
+            "served_rate": 0.0,
+            "p50_ms": None,
+            "p95_ms": None,
+            "error_rate": 0.0,
+        }
         given = self.fleet.figures.get(self.node.name, {})
         return {
             "window_seconds": window,
