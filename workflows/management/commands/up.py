@@ -14,7 +14,7 @@ from services.clouds import describe as describe_nodes
 from services.operations import recover_interrupted
 from workflows import first_account
 from workflows.reconcile import reconcile_all
-from workflows.tasks import queue_health_refresh
+from workflows.tasks import queue_health_refresh, queue_metrics_sample
 
 
 class Command(BaseCommand):
@@ -91,11 +91,15 @@ class Command(BaseCommand):
         signal.signal(signal.SIGTERM, stop)
         # The timer that keeps the health the console shows fresh: a task every interval, run by
         # whichever worker is free (a pass that finds nothing due is one query).
-        next_refresh = time.monotonic()
+        # The metrics timer likewise: each pass samples, autoscales and expires the history.
+        next_refresh = next_sample = time.monotonic()
         while not stopping and all(child.poll() is None for child in children):
             if time.monotonic() >= next_refresh:
                 queue_health_refresh()
                 next_refresh = time.monotonic() + max(1, settings.CONPAAS_HEALTH_REFRESH)
+            if time.monotonic() >= next_sample:
+                queue_metrics_sample()
+                next_sample = time.monotonic() + max(1, settings.CONPAAS_METRICS_INTERVAL)
             time.sleep(0.2)
         for child in children:
             if child.poll() is None:
