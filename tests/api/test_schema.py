@@ -20,6 +20,7 @@ CONTRACT_PATHS = {
     "/api/v1/services/{id}/nodes/": {"get"},
     "/api/v1/services/{id}/events/": {"get"},
     "/api/v1/services/{id}/metrics/": {"get"},
+    "/api/v1/services/{id}/autoscaling/": {"get", "put"},
     "/api/v1/operations/": {"get"},
     "/api/v1/operations/{id}/": {"get"},
     "/api/v1/auth/tokens/": {"get"},
