@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import http.client
+import ipaddress
 import json
 import os
 import platform as pyplatform
@@ -377,9 +378,17 @@ def serving(api, name: str, builds: dict[str, tuple[str, str]]) -> tuple[dict, d
 
 
 def check_loopback(url: str) -> None:
+    """Only this machine: loopback, or the bridge of isolated local nodes (CONPAAS_LOCAL_NETWORK)."""
     host = urlsplit(url).hostname
-    if host not in ("127.0.0.1", "localhost", "::1"):
-        raise SystemExit(f"refusing to load {url}: the benchmarks only send traffic to 127.0.0.1")
+    if host in ("127.0.0.1", "localhost", "::1"):
+        return
+    network = ipaddress.ip_network(os.environ.get("CONPAAS_LOCAL_NETWORK", "10.77.0.0/16"))
+    try:
+        local = ipaddress.ip_address(host) in network
+    except ValueError:
+        local = False
+    if not local:
+        raise SystemExit(f"refusing to load {url}: the benchmarks only send traffic to this machine's nodes")
 
 
 def run_benchmark(title: str, short: str, run, args, target: str) -> int:

@@ -8,11 +8,11 @@ the API, the console and the CLI change a policy.
 
 The rule, in short:
 - Scale out when the p95 of the last WINDOW seconds misses the target, as soon as two samples
-  taken since the last scaling say so. When the service is saturated (its instances answer
-  fewer requests than arrive), a node's capacity is what they answer divided by the nodes; the
-  service then gets the fewest nodes that serve the arrivals at UTILISATION of that capacity in
-  one step. Without a measured capacity it grows by one node at a time. A service whose
-  instances answer more than arrives is draining a backlog: it waits.
+  taken since the last scaling say so. In the samples where the service is saturated (its
+  instances answer fewer requests than arrive), a node's capacity is what they answer divided
+  by the nodes; the service then gets in one step the fewest nodes that serve the window's peak
+  arrival rate at UTILISATION of that capacity. Without a measured capacity it grows by one node
+  at a time. A service whose instances answer more than arrives is draining a backlog: it waits.
 - Scale in only when the p95 of the whole cool-down is under IN_FRACTION of the target, no
   scaling happened during the cool-down, and the peak arrival rate of the cool-down fits on
   fewer nodes at UTILISATION of the measured capacity (without one: one node fewer).
@@ -107,13 +107,18 @@ def decide(policy: Policy, samples: list[Sample], nodes: int, now: float, last_s
     if p95 is not None and p95 > target:
         if served is not None and served > DRAINING * arrivals:
             return hold(f"over the target of {target} ms while a backlog drains", figures)
-        if served is not None and 0 < served < SATURATED * arrivals:
-            capacity = served / nodes  # saturated: what the nodes answer is all they can
+        # Samples in which the nodes answered less than arrived: what they answered is all they can.
+        saturated = [s for s in recent if s.served_rate and s.served_rate < SATURATED * s.arrival_rate]
+        if saturated:
+            figures["served_rate"] = round(sum(s.served_rate for s in saturated) / len(saturated), 1)
+            capacity = figures["served_rate"] / nodes
+        # Size for the load as it is now: just after a step up the window still holds calmer samples.
+        demand = figures["arrival_rate"] = round(max(s.arrival_rate for s in recent), 1)
         figures["node_capacity"] = _round(capacity)
         if nodes >= policy.max_nodes:
             reason = f"over the target of {target} ms at the maximum of {policy.max_nodes} node(s)"
             return Decision(LIMITED, nodes, reason, figures, capacity)
-        wanted = nodes + 1 if capacity is None else math.ceil(arrivals / (capacity * UTILISATION))
+        wanted = nodes + 1 if capacity is None else math.ceil(demand / (capacity * UTILISATION))
         wanted = min(policy.max_nodes, max(nodes + 1, wanted))
         return Decision(OUT, wanted, f"over the target of {target} ms", figures, capacity)
 

@@ -45,6 +45,17 @@ def test_a_saturated_service_gets_the_fewest_nodes_that_serve_what_arrives_in_on
     assert decision.reason == "over the target of 250 ms"
 
 
+def test_just_after_a_step_up_it_sizes_by_the_saturated_samples_and_the_load_as_it_is_now():
+    calm = samples(10, 60.0, 20.0, end=NOW - 10)
+    stepped = samples(10, 2000.0, 160.0, 40.0)
+
+    decision = decide(POLICY, calm + stepped, nodes=1, now=NOW, last_scaled=None)
+
+    assert (decision.action, decision.nodes) == (OUT, 5), "not 1 node's 20 calm requests a second"
+    assert (decision.figures["arrival_rate"], decision.figures["served_rate"]) == (160.0, 40.0)
+    assert decision.node_capacity == 40.0
+
+
 def test_it_scales_out_no_further_than_the_maximum_and_then_says_it_is_limited():
     policy = Policy(250, 1, 4, 30)
     assert decide(policy, samples(20, 900.0, 160.0, 40.0), 1, NOW, None).nodes == 4
