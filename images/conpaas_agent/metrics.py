@@ -70,6 +70,18 @@ FRESH_WORKER_SECONDS = 5
 HAPROXY_FAILURES = (502, 503, 504)
 
 
+# The figures of an environment that served nothing in the window.
+NO_REQUESTS = {
+    "requests": 0,
+    "request_rate": 0.0,
+    "arrival_rate": 0.0,
+    "served_rate": 0.0,
+    "p50_ms": None,
+    "p95_ms": None,
+    "error_rate": 0.0,
+}
+
+
 def percentile(sorted_values: list[int], fraction: float) -> float | None:
     if not sorted_values:
         return None
