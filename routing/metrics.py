@@ -157,6 +157,9 @@ def sample_due(now: datetime | None = None) -> list[Service]:
         except OperationFailed as exc:
             log.warning("no metrics for %s: %s", service.name, exc)
             continue
+        except Exception:  # one service's trouble never stops the others' sampling
+            log.exception("sampling the metrics of %s failed", service.name)
+            continue
         sampled.append(service)
     return sampled
 

@@ -264,6 +264,8 @@ def evaluate(service: Service, now: datetime | None = None) -> Decision | None:
 def evaluate_all(services, now: datetime | None = None) -> int:
     """`evaluate` each of `services` that has autoscaling on; returns how many decided to scale."""
     scaled = 0
+    if not services:
+        return 0
     enabled = set(Autoscaling.objects.filter(service__in=services, enabled=True).values_list("service_id", flat=True))
     for service in services:
         if service.pk not in enabled:

@@ -4,9 +4,14 @@ averages after an hour and dropped after a day (routing/metrics.py), so rows sta
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from django.utils.module_loading import import_string
 
 from routing.metrics import MINUTE_KEEP, RAW_KEEP, max_points, roll_up, sample_due, series
 from routing.models import MetricPoint, Resolution
+from tests.factories import ServiceFactory
+from workflows import tasks
 
 pytestmark = pytest.mark.django_db
 
@@ -120,3 +125,29 @@ def test_a_series_is_the_kept_points_of_the_window_oldest_first(shop):
         "production": 1,
         "development": 1,
     }
+
+
+def test_the_timers_pass_samples_decides_and_rolls_up(shop, fleet):
+    fleet.figures["shop-1"] = {"production": figures(10, 50.0)}
+
+    assert tasks.sample_metrics() == 1
+
+    assert MetricPoint.objects.filter(service=shop, environment="production", requests=10).exists()
+
+
+def test_the_timers_pass_is_three_queries_when_nothing_runs(db, fleet):
+    ServiceFactory(name="idle")  # no router runs
+    with CaptureQueriesContext(connection) as queries:
+        assert tasks.sample_metrics() == 0
+    assert len(queries) == 3, [q["sql"] for q in queries]
+    assert fleet.calls == []
+
+
+def test_the_timer_queues_the_metrics_task_by_its_name(monkeypatch):
+    queued = []
+    monkeypatch.setattr(tasks, "async_task", lambda func, **options: queued.append((func, options)))
+
+    tasks.queue_metrics_sample()
+
+    assert queued == [("workflows.tasks.sample_metrics", {"task_name": "sample-metrics", "save": False})]
+    assert import_string(queued[0][0]) is tasks.sample_metrics
