@@ -2,9 +2,11 @@
 each refusal shown on its field with nothing stored."""
 
 import pytest
+from django.test import Client
 
+from routing.models import MetricPoint
 from services.models import Event
-from tests.factories import ServiceFactory
+from tests.factories import ServiceFactory, UserFactory
 from workflows.models import Autoscaling
 
 pytestmark = pytest.mark.django_db
@@ -72,3 +74,16 @@ def test_another_users_service_is_not_found(client, bob):
 
     assert client.post(f"/services/{foreign.pk}/autoscaling/", FORM).status_code == 404
     assert not Autoscaling.objects.exists()
+
+
+def test_operators_see_policies_and_kept_metrics_in_the_admin(service):
+    Autoscaling.objects.create(service=service, enabled=True, node_capacity=38.5)
+    MetricPoint.objects.create(service=service, environment="production", time="2026-01-05T12:00:00Z", requests=9)
+    operator = Client()
+    operator.force_login(UserFactory(username="root", is_staff=True, is_superuser=True))
+
+    policies = operator.get("/admin/workflows/autoscaling/").content.decode()
+    assert "shop" in policies and "38.5" in policies
+    points = operator.get("/admin/routing/metricpoint/")
+    assert points.status_code == 200 and "production" in points.content.decode()
+    assert operator.get("/admin/routing/metricpoint/add/").status_code == 403, "the workers write them"
