@@ -48,6 +48,8 @@ DRAINING = 1.1  # answering over this share of the arrivals: a backlog is being 
 
 # A decision's action; LIMITED: over the target at the maximum, an event when it begins.
 OUT, IN, HOLD, LIMITED = "out", "in", "hold", "limited"
+# What a user sets (the API, the console, the CLI); the rest of the row is the autoscaler's.
+POLICY_FIELDS = ("enabled", "target_p95_ms", "min_nodes", "max_nodes", "cooldown_s")
 
 
 @dataclass(frozen=True)
@@ -186,14 +188,16 @@ def describe(decision: Decision, nodes: int) -> str:
 def configure(service: Service, user, **values) -> Autoscaling:
     """Change the service's policy: the fields given, the others kept (or their defaults).
     Raises ValidationError keyed by field; saves nothing then."""
-    policy = Autoscaling.objects.filter(service=service).first() or Autoscaling(service=service)
-    for name in ("enabled", "target_p95_ms", "min_nodes", "max_nodes", "cooldown_s"):
-        if name in values:
-            setattr(policy, name, values[name])
-    policy.validate()
-    policy.updated = timezone.now()
     with transaction.atomic():
-        policy.save()
+        # Locked, so two changes at once apply one after the other; a refusal rolls the new row back.
+        policy, _ = Autoscaling.objects.select_for_update().get_or_create(service=service)
+        for name in POLICY_FIELDS:
+            if name in values:
+                setattr(policy, name, values[name])
+        policy.validate()
+        policy.updated = timezone.now()
+        # Not the autoscaler's own fields: it may have just saved a decision.
+        policy.save(update_fields=[*POLICY_FIELDS, "updated"])
         if policy.enabled:
             message = (
                 f"autoscaling on: p95 target {policy.target_p95_ms} ms, {policy.min_nodes} to "
