@@ -149,7 +149,7 @@ def metrics_context(request, service: Service) -> dict:
     names = list(service.environments.order_by("created", "id").values_list("name", flat=True))
     name = request.GET.get("env") if request.GET.get("env") in names else PRODUCTION
     now = timezone.now()
-    kept = series(service, window, now).get(name, [])
+    kept = series(service, window, now, environment=name).get(name, [])
     policy = Autoscaling.objects.filter(service=service, enabled=True).first()
     target = policy.target_p95_ms if policy and name == PRODUCTION else None
     return {

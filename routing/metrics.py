@@ -227,11 +227,16 @@ def average(points) -> dict:
     }
 
 
-def series(service, window: int, now: datetime | None = None) -> dict[str, list[MetricPoint]]:
-    """The kept points of each environment over the last `window` seconds, oldest first: minute
-    averages beyond the last hour, raw points within it."""
+def series(
+    service, window: int, now: datetime | None = None, environment: str | None = None
+) -> dict[str, list[MetricPoint]]:
+    """The kept points of each environment (or of one) over the last `window` seconds, oldest
+    first: minute averages beyond the last hour, raw points within it."""
     since = (now or timezone.now()) - timedelta(seconds=window)
+    points = MetricPoint.objects.filter(service=service, time__gt=since)
+    if environment is not None:
+        points = points.filter(environment=environment)
     found: dict[str, list[MetricPoint]] = {}
-    for point in MetricPoint.objects.filter(service=service, time__gt=since).order_by("time", "id"):
+    for point in points.order_by("time", "id"):
         found.setdefault(point.environment, []).append(point)
     return found
