@@ -7,11 +7,11 @@ after each metrics sample and carries its decision out through the one scaling w
 the API, the console and the CLI change a policy.
 
 The rule, in short:
-- Scale out when the p95 of the last WINDOW seconds misses the target, as soon as two samples
-  taken since the last scaling say so. In the samples where the service is saturated (its
-  instances answer fewer requests than arrive), a node's capacity is what they answer divided
-  by the nodes; the service then gets in one step the fewest nodes that serve the window's peak
-  arrival rate at UTILISATION of that capacity. Without a measured capacity it grows by one node
+- Scale out when the p95 of the last WINDOW seconds misses the target and so do the last two
+  samples taken since the last scaling. In the samples where the service is saturated (its
+  instances answer fewer requests than arrive), a node's capacity is the most they answered
+  divided by the nodes; the service then gets in one step the fewest nodes that serve the
+  window's peak arrival rate at UTILISATION of that capacity. Without a measured capacity it grows by one node
   at a time. A service whose instances answer more than arrives is draining a backlog: it waits.
 - Scale in only when the p95 of the whole cool-down is under IN_FRACTION of the target, no
   scaling happened during the cool-down, and the peak arrival rate of the cool-down fits on
@@ -109,10 +109,13 @@ def decide(policy: Policy, samples: list[Sample], nodes: int, now: float, last_s
     if p95 is not None and p95 > target:
         if served is not None and served > DRAINING * arrivals:
             return hold(f"over the target of {target} ms while a backlog drains", figures)
+        # Confirmed by the latest samples: the first one after a step up still holds calmer seconds.
+        if not all(s.p95_ms is not None and s.p95_ms > target for s in recent[-MIN_SAMPLES:]):
+            return hold(f"over the target of {target} ms in the window; waiting for the next sample", figures)
         # Samples in which the nodes answered less than arrived: what they answered is all they can.
         saturated = [s for s in recent if s.served_rate and s.served_rate < SATURATED * s.arrival_rate]
         if saturated:
-            figures["served_rate"] = round(sum(s.served_rate for s in saturated) / len(saturated), 1)
+            figures["served_rate"] = round(max(s.served_rate for s in saturated), 1)
             capacity = figures["served_rate"] / nodes
         # Size for the load as it is now: just after a step up the window still holds calmer samples.
         demand = figures["arrival_rate"] = round(max(s.arrival_rate for s in recent), 1)

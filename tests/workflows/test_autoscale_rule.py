@@ -75,6 +75,20 @@ def test_without_a_measured_capacity_it_adds_one_node_at_a_time():
     assert (no_served.action, no_served.nodes) == (OUT, 3), "older routers say nothing of what is served"
 
 
+def test_a_miss_is_confirmed_by_the_last_two_samples():
+    calm = samples(15, 60.0, 20.0, end=NOW - 5)
+    first = [Sample(NOW, 300, 60.0, 24.0, 2000.0)]  # a step up 2 s before this sample ended
+
+    waiting = decide(POLICY, calm + first, nodes=1, now=NOW, last_scaled=None)
+    assert (waiting.action, waiting.nodes) == ("hold", 1)
+    assert waiting.reason == "over the target of 250 ms in the window; waiting for the next sample"
+
+    second = [Sample(NOW + 5, 750, 150.0, 38.0, 4000.0)]
+    decision = decide(POLICY, calm + first + second, nodes=1, now=NOW + 5, last_scaled=None)
+    assert (decision.action, decision.nodes) == (OUT, 5)  # 150 / (38 × 0.8): the most a node answered
+    assert decision.node_capacity == 38.0
+
+
 def test_a_backlog_that_drains_is_waited_for():
     # Just scaled out: the nodes answer more than arrives while the queue empties.
     decision = decide(POLICY, samples(20, 2000.0, 160.0, 200.0), nodes=5, now=NOW, last_scaled=NOW - 15)
