@@ -245,6 +245,9 @@ class EnvironmentMetricsSerializer(serializers.Serializer):
     )
     error_rate = serializers.FloatField(help_text="share of 5xx answers, 0 to 1")
     live_connections = serializers.IntegerField()
+    queue_timeouts = serializers.IntegerField(
+        help_text="requests answered 503 because no instance was free within the router's queue timeout"
+    )
     p50_ms = serializers.FloatField(allow_null=True, help_text="median response time; null without requests")
     p95_ms = serializers.FloatField(allow_null=True, help_text="95th percentile response time; null without requests")
 

@@ -1,6 +1,9 @@
 """The only module that speaks HTTP: the REST API of DESIGN.md, with its errors turned into `CliError`."""
 
-from typing import Any
+import os
+import secrets
+from collections.abc import Callable, Iterator
+from typing import Any, BinaryIO
 
 import requests
 
@@ -84,6 +87,75 @@ class Client:
 
     def delete(self, path: str, expect: tuple[int, ...] = (202, 204), **kwargs) -> Any:
         return self.request("DELETE", path, expect=expect, **kwargs)
+
+    def upload(
+        self,
+        path: str,
+        archive: BinaryIO,
+        filename: str,
+        fields: dict[str, str],
+        on_progress: Callable[[int, int], None] | None = None,
+    ) -> Any:
+        """POST `archive` as the multipart file field `archive`, read from its file while it is sent."""
+        body = MultipartBody(fields, "archive", filename, archive, on_progress)
+        return self.post(path, data=body, headers={"Content-Type": body.content_type}, expect=(201,))
+
+
+class MultipartBody:
+    """A multipart/form-data body whose file part is read from disk as it is sent, never held in
+    memory, with its length known up front (so the server can refuse an upload over its limit
+    before it arrives). `on_progress(sent, size)` follows the file's bytes."""
+
+    def __init__(
+        self,
+        fields: dict[str, str],
+        name: str,
+        filename: str,
+        file: BinaryIO,
+        on_progress: Callable[[int, int], None] | None = None,
+    ):
+        boundary = secrets.token_hex(16)
+        self.content_type = f"multipart/form-data; boundary={boundary}"
+        parts = [
+            f'--{boundary}\r\nContent-Disposition: form-data; name="{key}"\r\n\r\n{value}\r\n'
+            for key, value in fields.items()
+        ]
+        safe_name = "".join("_" if char in '"\\\r\n' else char for char in filename)
+        parts.append(
+            f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"; filename="{safe_name}"\r\n'
+            "Content-Type: application/octet-stream\r\n\r\n"
+        )
+        self.head = "".join(parts).encode()
+        self.tail = f"\r\n--{boundary}--\r\n".encode()
+        self.file = file
+        self.size = os.fstat(file.fileno()).st_size - file.tell()
+        self.length = len(self.head) + self.size + len(self.tail)
+        self.sent = 0
+        self.on_progress = on_progress
+        self._pending = self.head + (self.tail if self.size == 0 else b"")
+
+    def __len__(self) -> int:
+        return self.length
+
+    def read(self, size: int = -1) -> bytes:
+        if size is None or size < 0:
+            size = self.length
+        if not self._pending and self.sent < self.size:
+            chunk = self.file.read(min(size, self.size - self.sent))
+            if not chunk:
+                raise CliError("the archive became shorter while it was sent; nothing was stored")
+            self.sent += len(chunk)
+            if self.on_progress:
+                self.on_progress(self.sent, self.size)
+            if self.sent == self.size:
+                self._pending = self.tail
+            return chunk
+        chunk, self._pending = self._pending[:size], self._pending[size:]
+        return chunk
+
+    def __iter__(self) -> Iterator[bytes]:
+        while chunk := self.read(2**16):
+            yield chunk
 
 
 def _reason(exc: requests.ConnectionError) -> str:

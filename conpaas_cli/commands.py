@@ -1,8 +1,10 @@
 """The commands: each takes the parsed arguments and returns an exit code; refusals raise `CliError`."""
 
 import getpass
+import itertools
 import json
 import os
+import shlex
 import sys
 import time
 from argparse import Namespace
@@ -12,6 +14,7 @@ from conpaas_cli import config
 from conpaas_cli.client import Client
 from conpaas_cli.errors import OK, REFUSED, USAGE, ApiError, CliError, NotLoggedIn
 from conpaas_cli.output import Progress, fields, human_size, print_json, short_time, symbol, table
+from conpaas_cli.packing import IGNORE_FILE, Code, git_label, open_code, time_label
 
 POLL_SECONDS = 0.3  # how often an operation is polled while the CLI waits for it
 FOLLOW_SECONDS = 1.0  # how often `events --follow` asks for new events
@@ -339,26 +342,63 @@ def versions_list(args: Namespace) -> int:
 
 
 def versions_upload(args: Namespace) -> int:
-    path = Path(args.file)
-    try:
-        archive = path.open("rb")
-    except OSError as exc:
-        raise CliError(f"cannot read {path}: {exc.strerror}") from None
     api = client()
     service = find_service(api, args.service)
-    data = {"label": args.label} if args.label else {}
-    with archive:
-        version = api.post(
-            f"services/{service['id']}/versions/", files={"archive": (path.name, archive)}, data=data, expect=(201,)
-        )
+    progress = Progress()
+    with open_code(Path(args.file), _packing(progress, args.file)) as code:
+        _say_what_is_sent(progress, code)
+        version = _upload(api, service, code, args.label, progress)
     if args.json:
         print_json(version)
     else:
-        print(
-            f"uploaded {version['label']} to {service['name']} "
-            f"(id {version['id']}, {human_size(version.get('size'))}, sha256 {version['sha256'][:12]})"
-        )
+        print(_uploaded(service, version))
     return OK
+
+
+def _packing(progress: Progress, shown: str):
+    def show(files: int, done: int, total: int) -> None:
+        progress.tick(f"packing {shown}: {_files(files)}, {human_size(done)} of {human_size(total)}")
+
+    return show
+
+
+def _say_what_is_sent(progress: Progress, code: Code) -> None:
+    if code.war:
+        progress.note(f"{code.tree.shown} holds only {code.war}: uploading it as it is")
+    elif code.tree:
+        left_out = f"; {code.tree.left_out} left out by {IGNORE_FILE}" if code.tree.left_out else ""
+        progress.note(
+            f"packed {_files(len(code.tree.files))} ({human_size(code.tree.size)}) "
+            f"into {code.filename} ({human_size(code.size)}){left_out}"
+        )
+
+
+def _files(count: int) -> str:
+    return "1 file" if count == 1 else f"{count} files"
+
+
+def _upload(api: Client, service: dict, code: Code, label: str | None, progress: Progress) -> dict:
+    def show(sent: int, size: int) -> None:
+        progress.tick(f"uploading {code.filename}: {human_size(sent)} of {human_size(size)} ({sent * 100 // size}%)")
+
+    try:
+        return api.upload(
+            f"services/{service['id']}/versions/", code.file, code.filename, {"label": label} if label else {}, show
+        )
+    except ApiError as exc:
+        if exc.status != 413:
+            raise
+        hint = f"; leave out what the app does not need with {IGNORE_FILE}" if code.tree and not code.war else ""
+        raise CliError(f"{exc} ({code.filename} is {human_size(code.size)}){hint}") from None
+    finally:
+        progress.done()
+
+
+def _uploaded(service: dict, version: dict) -> str:
+    return (
+        f"uploaded {version['label']} to {service['name']} "
+        f"(id {version['id']}, {human_size(version.get('size'))}, sha256 {version['sha256'][:12]})"
+    )
 
 
 def versions_delete(args: Namespace) -> int:
@@ -384,14 +424,82 @@ def deploy(args: Namespace) -> int:
     operation = api.patch(
         f"services/{service['id']}/environments/{args.environment}/", json={"version": version["id"]}, expect=(202,)
     )
+    return finish(api, operation, args, lambda _op: _deployed(api, service, args.environment, version["label"]))
 
-    def summary(_operation):
-        print(f"{args.environment} of {service['name']} now serves {version['label']}")
-        environment = api.get(f"services/{service['id']}/environments/{args.environment}/")
-        if args.environment != "production" and environment.get("preview_url"):
-            print(f"preview: {environment['preview_url']}")
 
-    return finish(api, operation, args, summary)
+def _deployed(api: Client, service: dict, environment: str, label: str) -> None:
+    """What a deploy that succeeded says: the environment's version and where to see it."""
+    print(f"{environment} of {service['name']} now serves {label}")
+    if environment == "production":
+        if service.get("url"):
+            print(f"url: {service['url']}")
+        return
+    preview_url = api.get(f"services/{service['id']}/environments/{environment}/").get("preview_url")
+    if preview_url:
+        print(f"preview: {preview_url}")
+
+
+def push(args: Namespace) -> int:
+    """Pack DIR (or take an archive file), upload it as a code version and deploy it into ENV."""
+    source = Path(args.dir)
+    api = client()
+    service = find_service(api, args.service)
+    progress = Progress()
+    with open_code(source, _packing(progress, args.dir)) as code:
+        _say_what_is_sent(progress, code)
+        label, version = _push_label(api, service, code, args.label, source)
+        if version:
+            progress.note(f"{label} (id {version['id']}) has this content already: deploying it")
+        else:
+            version = _upload(api, service, code, label, progress)
+            progress.note(_uploaded(service, version))
+    try:
+        if args.env not in [environment["name"] for environment in service["environments"]]:
+            api.post(f"services/{service['id']}/environments/", json={"name": args.env}, expect=(201,))
+            progress.note(f"created environment {args.env}")
+        operation = api.patch(
+            f"services/{service['id']}/environments/{args.env}/", json={"version": version["id"]}, expect=(202,)
+        )
+    except CliError as exc:
+        raise CliError(
+            f"{exc}; {version['label']} is uploaded, deploy it with: "
+            + shlex.join(["conpaas", "deploy", service["name"], args.env, version["label"]]),
+            exc.exit_code,
+        ) from None
+
+    def result() -> dict:
+        environment = api.get(f"services/{service['id']}/environments/{args.env}/")
+        return {"version": version, "environment": environment}
+
+    return finish(api, operation, args, lambda _op: _deployed(api, service, args.env, version["label"]), result)
+
+
+def _push_label(api: Client, service: dict, code: Code, wanted: str | None, source: Path) -> tuple[str, dict | None]:
+    """The label to upload under, or a version that already holds this very archive to deploy instead.
+
+    A label given with --label is used as it is (a version with that label and this content is
+    deployed again; with other content, refused). Otherwise any version with this content is
+    deployed again; else the label is the git commit of a clean checkout, or the time, with -2,
+    -3 … when taken."""
+    versions = api.get(f"services/{service['id']}/versions/")
+    labelled = {version["label"]: version for version in versions}
+    if wanted:
+        taken = labelled.get(wanted)
+        if taken is not None and taken["sha256"] != code.sha256:
+            raise CliError(
+                f"{service['name']} already has a version labelled {wanted!r}, with other content; "
+                "choose another --label"
+            )
+        return wanted, taken
+    same = [version for version in versions if version["sha256"] == code.sha256]
+    if same:
+        newest = max(same, key=lambda version: version["id"])
+        return newest["label"], newest
+    base = (git_label(source) if source.is_dir() else None) or time_label()
+    for n in itertools.count(1):
+        label = base if n == 1 else f"{base}-{n}"
+        if label not in labelled:
+            return label, None
 
 
 def swap(args: Namespace) -> int:

@@ -74,10 +74,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("list", commands.versions_list, "list the code versions of a service", subparsers=version_sub)
     p.add_argument("service", metavar="SERVICE")
     p = command(
-        "upload", commands.versions_upload, "upload a code version (zip, tar.gz or .war)", subparsers=version_sub
+        "upload",
+        commands.versions_upload,
+        "upload a code version: a zip, tar.gz or .war, or a directory packed into a tar.gz",
+        subparsers=version_sub,
     )
     p.add_argument("service", metavar="SERVICE")
-    p.add_argument("file", metavar="FILE")
+    p.add_argument("file", metavar="PATH", help="an archive file, or a directory to pack (see: conpaas push --help)")
     p.add_argument("--label", "-l", help="the version's label (default: v1, v2, …)")
     p = command("delete", commands.versions_delete, "delete a code version no environment uses", subparsers=version_sub)
     p.add_argument("service", metavar="SERVICE")
@@ -87,6 +90,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("service", metavar="SERVICE")
     p.add_argument("environment", metavar="ENV", help="production, development, …")
     p.add_argument("version", metavar="VERSION")
+
+    p = command(
+        "push",
+        commands.push,
+        "pack a directory, upload it as a code version and deploy it into an environment",
+        (common, waiting),
+    )
+    p.add_argument("service", metavar="SERVICE")
+    p.add_argument(
+        "dir",
+        metavar="DIR",
+        nargs="?",
+        default=".",
+        help="the directory to pack (default: the current one; .git and what .conpaasignore names are left out), "
+        "or an archive file (zip, tar.gz, .war) to upload as it is",
+    )
+    p.add_argument("--env", "-e", default="development", help="the environment (default: development; made if missing)")
+    p.add_argument(
+        "--label",
+        "-l",
+        help="the version's label (default: the short git commit when DIR is a checkout with nothing changed, "
+        "else the time, UTC, as 20250131-123456)",
+    )
 
     p = command("swap", commands.swap, "swap an environment's code version with production's (atomic)")
     p.add_argument("service", metavar="SERVICE")

@@ -2,6 +2,7 @@
 
 import json
 import sys
+import time
 from collections.abc import Iterable, Sequence
 from typing import Any, TextIO
 
@@ -67,11 +68,14 @@ class Progress:
     On a terminal the line is rewritten in place; otherwise (a log, a pipe, a test) every new
     status is printed on its own line, once."""
 
+    TICK_SECONDS = 0.1  # a counter that moves (bytes packed, sent) is redrawn at most this often
+
     def __init__(self, out: TextIO | None = None):
         self.out = out or sys.stderr
         self.tty = self.out.isatty()
         self.last = None
         self.drawn = False
+        self.ticked = 0.0
 
     def show(self, text: str) -> None:
         if text == self.last:
@@ -90,3 +94,17 @@ class Progress:
             self.out.write("\r\x1b[K")
             self.out.flush()
             self.drawn = False
+
+    def tick(self, text: str) -> None:
+        """A counter on the in-place line of a terminal; elsewhere nothing (a log keeps the `note`s)."""
+        now = time.monotonic()
+        if self.tty and now - self.ticked >= self.TICK_SECONDS:
+            self.ticked = now
+            self.show(text)
+
+    def note(self, text: str) -> None:
+        """A line that stays: a finished step such as "packed …" or "uploaded …"."""
+        self.done()
+        self.last = None
+        self.out.write(f"{text}\n")
+        self.out.flush()

@@ -68,6 +68,9 @@ CONPAAS_LOCAL_NODE_ROOT = Path(os.getenv("CONPAAS_LOCAL_NODE_ROOT", "/var/lib/co
 CONPAAS_LOCAL_NETWORK = os.getenv("CONPAAS_LOCAL_NETWORK", "10.77.0.0/16")
 # Isolated nodes reach the control plane at their bridge's gateway (it forwards to CONPAAS_URL).
 ALLOWED_HOSTS.append(str(ipaddress.ip_network(CONPAAS_LOCAL_NETWORK).network_address + 1))
+# Routers reachable from other machines at this host name or address, each on a port of its own
+# (empty: from this machine only). See README, "Isolation".
+CONPAAS_LOCAL_PUBLISH = os.getenv("CONPAAS_LOCAL_PUBLISH", "")
 CONPAAS_LOCAL_CPU_SHARES = envint("CONPAAS_LOCAL_CPU_SHARES", 512)  # the platform's processes have 1024
 CONPAAS_LOCAL_MEMORY_MB = envint("CONPAAS_LOCAL_MEMORY_MB", 2048)
 CONPAAS_LOCAL_PIDS = envint("CONPAAS_LOCAL_PIDS", 1024)
@@ -87,6 +90,12 @@ CONPAAS_QUOTA_SERVICES = envint("CONPAAS_QUOTA_SERVICES", 20)
 CONPAAS_QUOTA_NODES = envint("CONPAAS_QUOTA_NODES", 40)  # all the user's services together
 CONPAAS_QUOTA_ENVIRONMENTS = envint("CONPAAS_QUOTA_ENVIRONMENTS", 10)  # per service
 CONPAAS_QUOTA_STORAGE_MB = envint("CONPAAS_QUOTA_STORAGE_MB", 2048)  # stored archives
+# A running operation holds a lease its worker renews every third of it; `manage.py up` fails an
+# operation whose lease ran out (its worker was killed, or its machine went away), seconds.
+CONPAAS_OPERATION_LEASE = envint("CONPAAS_OPERATION_LEASE", 30)
+# Operations of one user running at once; the next ones wait (pending) until one ends. Below
+# CONPAAS_WORKERS, so that one user's slow deploys never hold every task worker.
+CONPAAS_USER_OPERATIONS = envint("CONPAAS_USER_OPERATIONS", 2)
 # The task that runs an operation: named here so the lowest layer (services.operations) can
 # queue it without importing the workflows layer above it.
 CONPAAS_OPERATION_TASK = "workflows.tasks.run_operation"
@@ -288,7 +297,9 @@ SPECTACULAR_SETTINGS = {
 Q_CLUSTER = {
     # The queue's name: installations sharing one Redis keep apart by giving each its own.
     "name": os.getenv("CONPAAS_QUEUE_NAME") or "conpaas",
-    "workers": envint("CONPAAS_WORKERS", 2),
+    # Operations mostly wait on nodes (a pip install, a boot, a health check): four workers cost
+    # memory, not CPU, and leave two free when one user runs CONPAAS_USER_OPERATIONS at once.
+    "workers": envint("CONPAAS_WORKERS", 4),
     # A worker is killed after `timeout`; operations end well before (boot, health and drain
     # waits are bounded), and `retry` must exceed it so a task is never run twice at once.
     "timeout": 6 * 3600,

@@ -48,7 +48,8 @@ FIGURES = (
 
 
 def service_metrics(service, window: int = 60, timeout: float | None = None) -> dict:
-    """Request rate, p50/p95 response time, error rate and live connections per environment.
+    """Request rate, p50/p95 response time, error rate, queue timeouts (requests a router answered
+    503 because no instance was free in time) and live connections per environment.
 
     With several routers, rates and connections add up; percentiles are the request-weighted
     mean of each router's (exact with one router, an estimate beyond). Routers log a sample of
@@ -71,6 +72,7 @@ def service_metrics(service, window: int = 60, timeout: float | None = None) -> 
                     "served_rate": None,
                     "error_rate": 0.0,
                     "live_connections": 0,
+                    "queue_timeouts": 0,
                     "p50_ms": None,
                     "p95_ms": None,
                     "_weights": [],
@@ -84,6 +86,7 @@ def service_metrics(service, window: int = 60, timeout: float | None = None) -> 
             if f.get("served_rate") is not None:
                 total["served_rate"] = (total["served_rate"] or 0.0) + f["served_rate"]
             total["live_connections"] += f["live_connections"]
+            total["queue_timeouts"] += f.get("queue_timeouts", 0)  # an agent from before it counted them
     for total in merged.values():
         weights = [w for w in total.pop("_weights") if w[0]]
         total["p50_ms"] = _weighted_mean([(w[0], w[1]) for w in weights], 1)

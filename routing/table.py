@@ -19,7 +19,12 @@ def routing_for(service) -> dict:
     backends = defaultdict(list)
     for instance in instances:
         backends[str(instance.version_id)].append(
-            {"name": instance.name, "address": instance.node.address, "port": instance.port}
+            {
+                "name": instance.name,
+                "address": instance.node.address,
+                "port": instance.port,
+                "maxconn": instance.concurrency,  # the router queues what is beyond it
+            }
         )
     # A fresh query: the caller's service may carry prefetched (stale) environments.
     environments = list(Environment.objects.filter(service=service))

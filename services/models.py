@@ -126,7 +126,7 @@ class Service(models.Model):
         domain = settings.CONPAAS_APPS_DOMAIN
         if not domain:
             return proxy.http_url
-        return f"http://{host_label(self.name, self.owner.username)}.{domain}:{proxy.http_port}/"
+        return f"http://{host_label(self.name, self.owner.username)}.{domain}:{proxy.public_http[1]}/"
 
 
 # A DNS label: at most 63 of a-z, 0-9 and "-" (RFC 1035).
@@ -161,7 +161,7 @@ def production_urls(services) -> dict[int, str]:
         "created", "id"
     )
     proxies = proxies.select_related("service__owner").only(
-        "service__name", "service__owner__username", "address", "http_port"
+        "service__name", "service__owner__username", "address", "http_port", "public_address", "public_port"
     )
     for node in proxies:
         urls.setdefault(node.service_id, node.service.url_through(node))
@@ -181,6 +181,8 @@ class Node(models.Model):
     address = models.CharField(max_length=100, blank=True)
     agent_port = models.PositiveIntegerField(null=True, blank=True)
     http_port = models.PositiveIntegerField(null=True, blank=True)
+    public_address = models.CharField(max_length=100, blank=True)
+    public_port = models.PositiveIntegerField(null=True, blank=True)
     secret = models.CharField(max_length=64, default=secrets.token_hex, editable=False)
     error = models.TextField(blank=True)
     created = models.DateTimeField(default=timezone.now)
@@ -205,8 +207,14 @@ class Node(models.Model):
         return f"http://{self.address}:{self.agent_port}"
 
     @property
+    def public_http(self) -> tuple[str, int | None]:
+        """Where users reach this node's router: its own address, or where it is published."""
+        return self.public_address or self.address, self.public_port or self.http_port
+
+    @property
     def http_url(self) -> str:
-        return f"http://{self.address}:{self.http_port}/"
+        host, port = self.public_http
+        return f"http://{host}:{port}/"
 
 
 class Operation(models.Model):
@@ -223,6 +231,9 @@ class Operation(models.Model):
     created = models.DateTimeField(default=timezone.now)
     started = models.DateTimeField(null=True, blank=True)
     finished = models.DateTimeField(null=True, blank=True)
+    # While running: until when its worker is known alive; the worker renews it, and an operation
+    # whose lease runs out is failed (services.operations.expire_leases).
+    lease_expires = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created", "-id"]

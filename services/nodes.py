@@ -36,7 +36,10 @@ def boot_node(service: Service, roles: list[str], operation=None) -> Node:
     node.address = (cloud_node.public_ips or cloud_node.private_ips)[0]
     node.agent_port = cloud_node.extra.get("agent_port", VM_AGENT_PORT)
     node.http_port = cloud_node.extra.get("http_port", VM_HTTP_PORT)
-    node.save(update_fields=["provider_id", "address", "agent_port", "http_port"])
+    # Where users reach the router when it is not the node's own address (a published local router).
+    node.public_address = cloud_node.extra.get("public_address", "")
+    node.public_port = cloud_node.extra.get("public_http_port")
+    node.save(update_fields=["provider_id", "address", "agent_port", "http_port", "public_address", "public_port"])
     wait_for_agent(node, operation)
     node.state = NodeState.RUNNING
     node.save(update_fields=["state"])

@@ -2,15 +2,23 @@
 
 A service is held by at most one operation: `claim` takes it with a conditional UPDATE and
 checks the row count, so any number of workers can race for it safely. An operation that finds
-its service held stays pending; whoever releases the service starts the next pending one.
+its service held, or its owner running CONPAAS_USER_OPERATIONS already, stays pending; whoever
+ends an operation starts the next pending one of its service and its owner's waiting ones.
+
+A running operation holds a lease that a thread of its worker renews (`heartbeat`); when the
+worker is killed or its machine goes away, the lease runs out and `expire_leases` (called by
+`manage.py up` every few seconds) fails the operation and releases its service.
 """
 
 import logging
+import threading
 from contextlib import contextmanager
+from datetime import datetime, timedelta
 
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
-from django.db import transaction
+from django.db import DatabaseError, connection, transaction
 from django.utils import timezone
 from django_q.tasks import async_task
 
@@ -50,33 +58,125 @@ def enqueue(operation_id: int) -> None:
     async_task(settings.CONPAAS_OPERATION_TASK, operation_id, task_name=f"operation-{operation_id}")
 
 
-def claim(operation: Operation) -> bool:
-    with transaction.atomic():
-        if not Service.objects.filter(pk=operation.service_id, locked_by__isnull=True).update(locked_by=operation):
-            return False
-        started = timezone.now()
-        claimed = Operation.objects.filter(pk=operation.pk, state=OperationState.PENDING).update(
-            state=OperationState.RUNNING, started=started
-        )
-        if not claimed:
-            transaction.set_rollback(True)
-            return False
-    operation.state, operation.started = OperationState.RUNNING, started
-    return True
+def lease_length() -> timedelta:
+    return timedelta(seconds=settings.CONPAAS_OPERATION_LEASE)
 
 
-def finish(operation: Operation, error: str = "") -> None:
-    operation.state = OperationState.FAILED if error else OperationState.SUCCEEDED
-    operation.error = error
-    operation.finished = timezone.now()
+def claim(operation: Operation, now: datetime | None = None) -> bool:
+    """Start the operation if its owner may run one more, it is the next on its service and the
+    service is free; else it waits, saying why in its progress."""
+    now = now or timezone.now()
+    earlier = None
     with transaction.atomic():
-        Operation.objects.filter(pk=operation.pk).update(
-            state=operation.state, error=error, finished=operation.finished, progress=operation.progress
-        )
+        waiting = user_limit_reached(operation.owner_id)
+        if not waiting:
+            # A service's operations start in the order they were requested (two deploys in a row).
+            first = pending_on(operation.service_id).first()
+            earlier = first if first is not None and first.pk != operation.pk else None
+            waiting = waiting_for(earlier)
+        if not waiting:
+            if Service.objects.filter(pk=operation.service_id, locked_by__isnull=True).update(locked_by=operation):
+                if Operation.objects.filter(pk=operation.pk, state=OperationState.PENDING).update(
+                    state=OperationState.RUNNING, started=now, lease_expires=now + lease_length(), progress=""
+                ):
+                    operation.state, operation.started, operation.progress = OperationState.RUNNING, now, ""
+                    return True
+                transaction.set_rollback(True)
+                return False
+            waiting = waiting_for(holder_of(operation.service_id))
+    if waiting:
+        Operation.objects.filter(pk=operation.pk, state=OperationState.PENDING).update(progress=waiting)
+    if earlier is not None:
+        enqueue(earlier.pk)  # in case its task was lost: this one waits for it, nothing else starts it
+    return False
+
+
+def user_limit_reached(owner_id: int | None) -> str:
+    """Why an operation of this user waits for one of theirs to end, or "" (the platform's own never wait)."""
+    if owner_id is None:
+        return ""
+    # The owner's row is locked so that two claims count one after the other (on PostgreSQL;
+    # SQLite's IMMEDIATE transactions already do).
+    list(get_user_model().objects.select_for_update().filter(pk=owner_id).values_list("pk"))
+    limit = settings.CONPAAS_USER_OPERATIONS
+    if Operation.objects.filter(owner_id=owner_id, state=OperationState.RUNNING).count() < limit:
+        return ""
+    return f"waiting: at most {limit} of your operations run at a time; this one starts when one of them ends"
+
+
+def waiting_for(operation: Operation | None) -> str:
+    return f"waiting for {operation.kind} operation #{operation.pk} to finish" if operation else ""
+
+
+def pending_on(service_id: int | None):
+    return Operation.objects.filter(service_id=service_id, state=OperationState.PENDING).order_by("created", "id")
+
+
+def holder_of(service_id: int) -> Operation | None:
+    holder = Service.objects.filter(pk=service_id).values_list("locked_by", flat=True).first()
+    return Operation.objects.filter(pk=holder).first() if holder else None
+
+
+def renew(operation: Operation, now: datetime | None = None) -> bool:
+    """Extend the operation's lease; False once it has ended (failed when its lease ran out)."""
+    now = now or timezone.now()
+    running = Operation.objects.filter(pk=operation.pk, state=OperationState.RUNNING)
+    return bool(running.update(lease_expires=now + lease_length()))
+
+
+@contextmanager
+def heartbeat(operation: Operation):
+    """Renew the operation's lease while the block runs, from a thread of its own: a worker that
+    waits minutes on a node (a pip install, a boot) still shows it is alive."""
+    stop = threading.Event()
+
+    def beat():
+        try:
+            while not stop.wait(settings.CONPAAS_OPERATION_LEASE / 3):
+                try:
+                    if not renew(operation):
+                        log.warning("operation %s lost its lease; what it still does is not recorded", operation.pk)
+                        return
+                except DatabaseError:
+                    log.exception("could not renew the lease of operation %s; trying again", operation.pk)
+        finally:
+            connection.close()  # this thread's own
+
+    thread = threading.Thread(target=beat, name=f"lease-{operation.pk}", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+
+
+def finish(
+    operation: Operation, error: str = "", record: str | None = None, expired_by: datetime | None = None
+) -> bool:
+    """End the operation (failed when `error`), release its service, record `record` as its Event
+    if given, in one step; then start what waited. Returns False, changing nothing, when the
+    operation had already ended (failed when its lease ran out, while a slow worker went on), or,
+    with `expired_by`, when its lease was renewed meanwhile."""
+    state = OperationState.FAILED if error else OperationState.SUCCEEDED
+    finished = timezone.now()
+    with transaction.atomic():
+        ending = Operation.objects.filter(pk=operation.pk, state__in=(OperationState.PENDING, OperationState.RUNNING))
+        if expired_by is not None:
+            ending = ending.filter(lease_expires__lt=expired_by)
+        if not ending.update(state=state, error=error, finished=finished, progress=operation.progress):
+            return False
         Service.objects.filter(pk=operation.service_id, locked_by=operation).update(locked_by=None)
+        if record is not None:
+            # The Event and the end together: the console reloads when the operation ends.
+            service = Service.objects.filter(pk=operation.service_id).first()
+            outcome = Outcome.FAILED if error else Outcome.SUCCEEDED
+            Event.record(service, operation.kind, record, outcome=outcome, operation=operation)
+    operation.state, operation.error, operation.finished = state, error, finished
     if operation.kind == OperationKind.DELETE:
         end_orphans()
-    start_next(operation.service_id)
+    start_next(operation)
+    return True
 
 
 def end_orphans() -> None:
@@ -86,10 +186,29 @@ def end_orphans() -> None:
     )
 
 
-def start_next(service_id: int | None) -> None:
-    pending = Operation.objects.filter(service_id=service_id, state=OperationState.PENDING).order_by("created", "id")
-    if service_id is not None and (nxt := pending.first()):
-        enqueue(nxt.pk)
+def start_next(ended: Operation) -> None:
+    """Hand the workers what the end of `ended` lets start: the next operation of its service, and
+    of each free service where its owner has operations waiting (one that still cannot start
+    waits again)."""
+    services = {ended.service_id}
+    if ended.owner_id is not None:
+        waiting = Operation.objects.filter(
+            owner_id=ended.owner_id, state=OperationState.PENDING, service__locked_by__isnull=True
+        )
+        services |= set(waiting.values_list("service_id", flat=True))
+    start_first(services)
+
+
+def resume_pending() -> None:
+    """Hand the workers the next operation of every service again: tasks that stopped workers
+    had taken are lost with them (a second task for one operation does nothing)."""
+    start_first(set(Operation.objects.filter(state=OperationState.PENDING).values_list("service_id", flat=True)))
+
+
+def start_first(service_ids: set) -> None:
+    for service_id in service_ids - {None}:
+        if first := pending_on(service_id).first():
+            enqueue(first.pk)
 
 
 def run(operation: Operation, work) -> None:
@@ -98,11 +217,11 @@ def run(operation: Operation, work) -> None:
         finish(operation, "the service was deleted before the operation could start")
         return
     if not claim(operation):
-        return  # held by another operation, which starts this one when it finishes
-    service = operation.service
+        return  # it waits: whatever ends first (its service's holder, its owner's) starts it
     error, outcome_message = "internal error (the worker stopped)", ""
     try:
-        outcome_message = work(operation)
+        with heartbeat(operation):
+            outcome_message = work(operation)
         error = ""
     except ConpaasError as exc:
         error = str(exc)
@@ -110,24 +229,17 @@ def run(operation: Operation, work) -> None:
         log.exception("operation %s failed unexpectedly", operation.pk)
         error = f"internal error ({type(exc).__name__}: {exc})"
     finally:
-        # Whatever happened above, the service is released and the next operation starts.
-        try:
-            still_there = Service.objects.filter(pk=service.pk).exists()
-            Event.record(
-                service if still_there else None,
-                operation.kind,
-                error or outcome_message or f"{operation.kind} finished",
-                outcome=Outcome.FAILED if error else Outcome.SUCCEEDED,
-                operation=operation,
-            )
-        finally:
-            finish(operation, error)
+        # Whatever happened above, the service is released and the next operation starts (if
+        # this fails too, the lease runs out and expire_leases does it).
+        if not finish(operation, error, record=error or outcome_message or f"{operation.kind} finished"):
+            log.warning("operation %s was failed when its lease ran out; its outcome is dropped", operation.pk)
 
 
 @contextmanager
 def holding(service: Service, kind: str, owner, params: dict | None = None):
     """Hold the service for a short synchronous action (a swap), as an operation of its own."""
     # Born running: it either takes the service at once or is removed again.
+    now = timezone.now()
     operation = Operation.objects.create(
         service=service,
         service_name=service.name,
@@ -135,47 +247,57 @@ def holding(service: Service, kind: str, owner, params: dict | None = None):
         kind=kind,
         params=params or {},
         state=OperationState.RUNNING,
-        started=timezone.now(),
+        started=now,
+        lease_expires=now + lease_length(),
     )
     available = Service.objects.filter(pk=service.pk, locked_by__isnull=True).exclude(state=ServiceState.DELETING)
     if not available.update(locked_by=operation):
-        if Service.objects.filter(pk=service.pk, state=ServiceState.DELETING).exists():
-            Operation.objects.filter(pk=operation.pk).delete()
-            raise ServiceDeleting(service)
-        holder = Service.objects.filter(pk=service.pk).values_list("locked_by", flat=True).first()
         Operation.objects.filter(pk=operation.pk).delete()
-        raise ServiceBusy(Operation.objects.filter(pk=holder).first() if holder else None)
+        if Service.objects.filter(pk=service.pk, state=ServiceState.DELETING).exists():
+            raise ServiceDeleting(service)
+        raise ServiceBusy(holder_of(service.pk))
     try:
-        yield operation
+        with heartbeat(operation):
+            yield operation
     except Exception as exc:
         refused = isinstance(exc, (ConpaasError, ValidationError))  # the request's fault, said in words
         if isinstance(exc, ValidationError):
             error = " ".join(exc.messages)
         else:
             error = str(exc) if refused else f"internal error ({exc})"
-        if not refused or not Event.objects.filter(operation=operation).exists():
-            Event.record(service, kind, f"{kind} failed: {error}", Outcome.FAILED, owner, operation)
-        finish(operation, error)
+        recorded = refused and Event.objects.filter(operation=operation).exists()
+        finish(operation, error, record=None if recorded else f"{kind} failed: {error}")
         raise
     else:
         finish(operation)
 
 
+def interrupt(operation: Operation, cause: str, expired_by: datetime | None = None) -> bool:
+    """Fail an operation whose worker stopped, saying where it was; see finish() for `expired_by`."""
+    where = f" while {operation.progress[:1].lower()}{operation.progress[1:]}" if operation.progress else ""
+    operation.progress = ""
+    error = f"interrupted by {cause}{where}"
+    return finish(operation, error, record=error, expired_by=expired_by)
+
+
+def expire_leases(now: datetime | None = None) -> int:
+    """Fail the running operations whose worker stopped renewing their lease, release their
+    services and start what waited; `manage.py up` calls it every few seconds. Returns how many."""
+    now = now or timezone.now()
+    cause = (
+        f"the loss of its worker (no sign of life for {settings.CONPAAS_OPERATION_LEASE} s: killed, or its machine"
+        " went away)"
+    )
+    expired = Operation.objects.filter(state=OperationState.RUNNING, lease_expires__lt=now)
+    return sum(interrupt(operation, cause, expired_by=now) for operation in expired)
+
+
 def recover_interrupted() -> int:
     """At control-plane start: operations left running by a stopped worker failed; release their hold."""
-    interrupted = list(Operation.objects.filter(state=OperationState.RUNNING))
-    for operation in interrupted:
-        operation.progress = ""
-        if operation.service_id:
-            Event.record(
-                operation.service,
-                operation.kind,
-                "interrupted by a control-plane restart",
-                outcome=Outcome.FAILED,
-                operation=operation,
-            )
-        finish(operation, "interrupted by a control-plane restart")
+    interrupted = sum(
+        interrupt(operation, "a control-plane restart")
+        for operation in Operation.objects.filter(state=OperationState.RUNNING)
+    )
     end_orphans()
-    for service_id in set(Operation.objects.filter(state=OperationState.PENDING).values_list("service_id", flat=True)):
-        start_next(service_id)
-    return len(interrupted)
+    resume_pending()
+    return interrupted

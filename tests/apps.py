@@ -49,6 +49,23 @@ def label_app(build: str = "") -> bytes:
     return zip_archive({"wsgi.py": WSGI_LABEL_APP + f"# build {build}\n"})
 
 
+WAITING_APP = """\
+import time
+
+
+def application(environ, start_response):
+    time.sleep({seconds})
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "3")])
+    return [b"ok\\n"]
+"""
+
+
+def waiting_app(seconds: float = 0.05) -> bytes:
+    """A WSGI app bound by its workers: every request waits `seconds` (as if on a database) and
+    answers "ok". An instance serves its workers / `seconds` requests a second."""
+    return zip_archive({"wsgi.py": WAITING_APP.format(seconds=seconds)})
+
+
 WSGI_COOKIE_ECHO_APP = """\
 def application(environ, start_response):
     body = ("cookie: " + environ.get("HTTP_COOKIE", "")).encode()

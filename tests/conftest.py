@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 
 from tests.factories import UserFactory
-from tests.harness import ControlPlane
+from tests.harness import running_control_plane
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "images"))
@@ -46,15 +46,8 @@ def bob(db):
 @pytest.fixture(scope="session")
 def control_plane(tmp_path_factory):
     """One real control plane for every end-to-end test of the session (see tests/harness.py)."""
-    plane = ControlPlane(tmp_path_factory.mktemp("conpaas-home"))
-    plane.manage("migrate", "--noinput")
-    try:  # a start that fails half-way still leaves processes to stop
-        plane.start()
+    with running_control_plane(tmp_path_factory.mktemp("conpaas-home")) as plane:
         yield plane
-    finally:
-        plane.stop()
-        plane.manage("down", check=False)
-        plane.close()
 
 
 @pytest.fixture

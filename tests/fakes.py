@@ -26,6 +26,7 @@ class FakeFleet:
         self.unreachable: set[str] = set()  # node names that do not answer
         self.refusing: dict[str, int] = {}  # proxy node name -> HTTP status of a health-gated PUT
         self.figures: dict[str, dict] = {}  # proxy node name -> environment -> its metrics figures
+        self.concurrency = 2  # what put_instance reports a new instance serves at once
         self._ports = itertools.count(20000)
 
     def client(self, node, timeout: float = 30.0) -> "FakeAgent":
@@ -78,7 +79,7 @@ class FakeAgent:
         instance = self.fleet.instances.get(name)
         if instance is None or instance["state"] != "running":
             instance = {"name": name, "node": self.node.name, "version": spec["version"], "label": spec["label"]}
-            instance.update(port=next(self.fleet._ports), state="running")
+            instance.update(port=next(self.fleet._ports), concurrency=self.fleet.concurrency, state="running")
             self.fleet.instances[name] = instance
         return self._public(name)
 

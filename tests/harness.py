@@ -16,6 +16,7 @@ import secrets
 import signal
 import subprocess
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -74,6 +75,22 @@ def _forget_redis_queue(redis_url: str, queue: str) -> None:
             connection.delete(*keys)
     finally:
         connection.close()
+
+
+def child_pids(pid: int) -> list[int]:
+    """The live processes that `pid` started (Linux: /proc/PID/task/*/children)."""
+    pids = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            pids += [int(child) for child in (task / "children").read_text().split()]
+        except FileNotFoundError:
+            pass  # that thread, or the process, has just ended
+    return pids
+
+
+def descendants(pid: int) -> list[int]:
+    children = child_pids(pid)
+    return children + [grandchild for child in children for grandchild in descendants(child)]
 
 
 class ControlPlane:
@@ -159,8 +176,24 @@ class ControlPlane:
         try:
             self.process.wait(timeout=40)
         except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)  # the group this harness started
+            # The group this harness started, and the ones `manage.py up` started its parts in.
+            for group in [*child_pids(self.process.pid), self.process.pid]:
+                try:
+                    os.killpg(group, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
             self.process.wait()
+
+    def part(self, word: str) -> int | None:
+        """The PID of the child of `manage.py up` whose command line holds `word` (qcluster, gunicorn)."""
+        for pid in child_pids(self.process.pid):
+            try:
+                # Split on spaces too: a process may have rewritten its title (setproctitle).
+                if word in Path(f"/proc/{pid}/cmdline").read_bytes().decode().replace("\0", " ").split():
+                    return pid
+            except FileNotFoundError:
+                pass
+        return None
 
     def create_user(self, username: str, password: str = "pw-secret-1", staff: bool = False) -> None:
         # The password is set only when it differs: a new password revokes the user's API tokens,
@@ -179,6 +212,21 @@ class ControlPlane:
             self.url + "/api/v1/auth/token/", json={"username": username, "password": password}, timeout=10
         ).json()["token"]
         return Api(self.url, token)
+
+
+@contextmanager
+def running_control_plane(home: Path):
+    """A control plane of its own in `home`, started; after: stopped, its nodes destroyed, its
+    database dropped, even when the start fails half-way (it still leaves processes to stop)."""
+    plane = ControlPlane(home)
+    plane.manage("migrate", "--noinput")
+    try:
+        plane.start()
+        yield plane
+    finally:
+        plane.stop()
+        plane.manage("down", check=False)
+        plane.close()
 
 
 class Api:

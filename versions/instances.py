@@ -58,6 +58,7 @@ def ensure_instances(service, version: CodeVersion, environment: Environment, op
         # The agent starts again an instance that is not running, on a new port.
         restarted = not created and instance.port is not None and started["port"] != instance.port
         instance.port, instance.state, instance.error = started["port"], InstanceState.RUNNING, ""
+        instance.concurrency = started.get("concurrency")
         instance.save()
         if created or restarted:
             message = (

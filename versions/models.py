@@ -157,6 +157,8 @@ class Instance(models.Model):
     node = models.ForeignKey(Node, on_delete=models.CASCADE, related_name="instances")
     version = models.ForeignKey(CodeVersion, on_delete=models.CASCADE, related_name="instances")
     port = models.PositiveIntegerField(null=True, blank=True)
+    # How many requests it serves at once, as its agent reports: the router queues the rest.
+    concurrency = models.PositiveIntegerField(null=True, blank=True)
     # What the agent was asked to run; sent again unchanged so a re-run never restarts it.
     spec = models.JSONField(default=dict, blank=True)
     state = models.CharField(max_length=20, choices=InstanceState.choices, default=InstanceState.STARTING)

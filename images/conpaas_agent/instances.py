@@ -37,6 +37,11 @@ ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 MAX_ARCHIVE_BYTES = 512 * 1024 * 1024
 MAX_UNPACKED_BYTES = 2 * 1024 * 1024 * 1024
 START_TIMEOUT = 30.0
+# Gunicorn sync workers: each serves one request at a time, so this is an instance's concurrency.
+# The agent reports it with the instance and the router makes it the server's connection limit
+# (maxconn): excess requests wait in HAProxy's queue, not in the instance's listen backlog, where
+# health checks would wait behind them.
+WORKERS = 2
 STOP_TIMEOUT = 20.0
 # An instance's environment is an allow-list (instance_environ): nothing of the agent's own,
 # which on the local cloud is the control plane's (`manage.py up` and whatever it was given).
@@ -290,6 +295,8 @@ class Instances:
             "label": record["label"],
             "port": record["port"],
             "pid": record["pid"],
+            # Instances started before it was recorded ran WORKERS workers too.
+            "concurrency": record.get("concurrency", WORKERS),
             "state": "running" if self.alive(name) else "exited",
         }
 
@@ -412,7 +419,7 @@ class Instances:
                 "--bind",
                 f"{self.host}:{port}",
                 "--workers",
-                "2",
+                str(WORKERS),
                 "--graceful-timeout",
                 "20",
                 "--chdir",
@@ -450,6 +457,7 @@ class Instances:
                 **spec,
                 "port": port,
                 "pid": process.pid,
+                "concurrency": WORKERS,
                 "spec_hash": spec_hash,
                 "started": time.time(),
             }

@@ -3,8 +3,9 @@
 Counts come from HAProxy's own counters: every second (and on each query) the agent reads
 ``show info`` and ``show stat`` in one request on the admin socket (so both answers come from
 the same worker) and keeps, per backend, a running total of ``req_tot`` (HTTP requests the
-backend took, retries not counted again; ``stot`` when absent) and ``hrsp_5xx`` (5xx answers,
-those HAProxy made itself included, e.g. 503 with no server up), with their history over
+backend took, retries not counted again; ``stot`` when absent), ``hrsp_5xx`` (5xx answers,
+those HAProxy made itself included, e.g. 503 with no server up) and ``queue_timeouts`` (503
+answers at the queue timeout, a counter of our own: router/config.py), with their history over
 ``KEEP_SECONDS`` (the longest window the API accepts). A new worker (a reload or a restart: its
 counters start again from zero) is seen by its pid, and its counters add on to the totals; what
 an old worker serves after the last poll before a reload is not counted.
@@ -14,12 +15,12 @@ window and the last poll, and the request rate divides them by the time between 
 (the span actually covered: at most the window, within a poll interval of it once the history
 is that long), so neither is overstated.
 
-Under a router queue (a connection limit per server) ``req_tot`` counts a request when it
-leaves the queue for a server, so two more figures say what load the service is under:
-the arrival rate, from the backend's ``stot`` (every request that reached the backend, queued or
+Under the router's queue (a connection limit per server) ``req_tot`` counts a request when it
+leaves the queue for a server, so two more figures say what load the service is under: the
+arrival rate, from the backend's ``stot`` (every request that reached the backend, queued or
 not), and the served rate, answers that instances gave (HAProxy's own 502/503/504 and aborted
 requests left out), from the sampled log lines, which are written when a request ends. The
-autoscaler divides the one by the other to size a service (workflows/autoscale.py).
+autoscaler sizes a service by the one and the other (workflows/autoscale.py).
 
 An error is a 5xx answer, HAProxy's own included; a request the client aborted before any
 answer (status -1 in the log) is a request, not an error. The counters and the log use that
@@ -68,8 +69,6 @@ MIN_POINT_GAP = 1.0
 FRESH_WORKER_SECONDS = 5
 # Answers HAProxy makes itself (no server, a queue or connect timeout): not served by an instance.
 HAPROXY_FAILURES = (502, 503, 504)
-
-
 # The figures of an environment that served nothing in the window.
 NO_REQUESTS = {
     "requests": 0,
@@ -79,6 +78,7 @@ NO_REQUESTS = {
     "p50_ms": None,
     "p95_ms": None,
     "error_rate": 0.0,
+    "queue_timeouts": 0,
 }
 
 
@@ -90,14 +90,20 @@ def percentile(sorted_values: list[int], fraction: float) -> float | None:
     return float(sorted_values[index])
 
 
+# The per-backend counters kept, in this order: HTTP requests, 5xx answers, queue timeouts,
+# arrivals (streams that reached the backend, those waiting in its queue included).
+COUNTED = 4
+
+
 class Counters:
-    """Running totals (requests, 5xx, arrivals) of HAProxy's per-backend counters across workers,
-    with their history: (monotonic time, requests, errors, arrivals) points, one per poll."""
+    """Running totals (requests, 5xx, queue timeouts, arrivals) of HAProxy's per-backend counters
+    across workers, with their history: (monotonic time, requests, errors, queue timeouts,
+    arrivals) points, one per poll."""
 
     def __init__(self):
         self.worker: str | None = None
-        self.last: dict[str, tuple[int, int, int]] = {}  # backend -> the worker's counters at the last poll
-        self.totals: dict[str, list[int]] = {}  # backend -> [requests, errors, arrivals] since the agent started
+        self.last: dict[str, tuple[int, ...]] = {}  # backend -> the worker's counters at the last poll
+        self.totals: dict[str, list[int]] = {}  # backend -> the COUNTED totals since the agent started
         self.history: dict[str, collections.deque] = collections.defaultdict(collections.deque)
 
     def observe(self, info: dict[str, str], rows: list[dict[str, str]], now: float) -> None:
@@ -118,22 +124,22 @@ class Counters:
             backend = row.get("pxname", "")
             try:
                 requests = int(row.get("req_tot") or row.get("stot") or 0)  # req_tot: HTTP requests (2.6)
-                # stot: streams that reached the backend, those waiting in its queue included.
-                current = (requests, int(row.get("hrsp_5xx") or 0), int(row.get("stot") or requests))
+                errors, timeouts = int(row.get("hrsp_5xx") or 0), int(row.get("queue_timeouts") or 0)
+                current = (requests, errors, timeouts, int(row.get("stot") or requests))
             except ValueError:
                 continue
+            zero = (0,) * COUNTED
             history = self.history[backend]
             if backend not in self.totals:
-                base = current if adopted else (0, 0, 0)
-                self.totals[backend] = [0, 0, 0]
-                self.last[backend] = base
-                history.append((now, 0, 0, 0))
-            previous = self.last.get(backend, (0, 0, 0))
-            if any(now_ < before for now_, before in zip(current, previous, strict=True)):
-                previous = (0, 0, 0)  # counters cleared under the same pid (`clear counters`)
+                self.totals[backend] = list(zero)
+                self.last[backend] = current if adopted else zero
+                history.append((now, *zero))
+            previous = self.last.get(backend, zero)
+            if any(c < p for c, p in zip(current, previous, strict=True)):
+                previous = zero  # counters cleared under the same pid (`clear counters`)
             total = self.totals[backend]
-            for index, value in enumerate(current):
-                total[index] += value - previous[index]
+            for index in range(COUNTED):
+                total[index] += current[index] - previous[index]
             self.last[backend] = current
             point = (now, *total)
             if len(history) >= 2 and now - history[-2][0] < MIN_POINT_GAP:
@@ -143,15 +149,15 @@ class Counters:
             while len(history) > 1 and history[0][0] < now - KEEP_SECONDS:
                 history.popleft()
 
-    def between(self, backend: str, since: float) -> tuple[int, int, int, float] | None:
-        """(requests, errors, arrivals, seconds covered) from the first point at or after `since`
-        to the last one, or None if never seen."""
+    def between(self, backend: str, since: float) -> tuple[int, int, int, int, float] | None:
+        """(requests, errors, queue timeouts, arrivals, seconds covered) from the first point at
+        or after `since` to the last one, or None if never seen."""
         history = self.history.get(backend)
         if not history:
             return None
         end = history[-1]
         start = next((point for point in history if point[0] >= since), end)
-        return end[1] - start[1], end[2] - start[2], end[3] - start[3], end[0] - start[0]
+        return (*(end[i] - start[i] for i in range(1, COUNTED + 1)), end[0] - start[0])
 
     def restart(self, backend: str) -> None:
         """Forget the backend's history: its figures start from the last poll."""
@@ -244,7 +250,7 @@ class RequestLog:
 
     def summary(self, window: float = 60.0, now: float | None = None) -> dict[str, dict]:
         """Per backend over the last `window` seconds: requests, rate, p50/p95 ms (None when no
-        request of the window was sampled), error rate."""
+        request of the window was sampled), error rate, queue timeouts."""
         if now is None:
             self.poll()  # counts up to this very moment
             now = time.monotonic()
@@ -259,9 +265,10 @@ class RequestLog:
                 logged_span = now - max(since, self.restarted.get(backend, since))
                 counted = self.counters.between(backend, since)
                 if counted is not None:
-                    requests, errors, arrivals, span = counted
-                else:
-                    requests = arrivals = len(recent) * self.sample
+                    requests, errors, queue_timeouts, arrivals, span = counted
+                else:  # no counters: the log tells no queue timeout apart
+                    requests, queue_timeouts = len(recent) * self.sample, 0
+                    arrivals = requests
                     errors = sum(1 for _, status in recent if status >= 500) * self.sample
                     span = logged_span
                 if not (requests or arrivals) or span <= 0:  # span 0: a single poll, no interval to count over
@@ -276,5 +283,6 @@ class RequestLog:
                     "p50_ms": percentile(times, 0.50),
                     "p95_ms": percentile(times, 0.95),
                     "error_rate": round(min(1.0, errors / max(requests, 1)), 4),
+                    "queue_timeouts": queue_timeouts,
                 }
         return out

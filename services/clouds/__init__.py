@@ -58,6 +58,7 @@ def get_cloud(name: str | None = None) -> NodeDriver:
             ex_isolation=settings.CONPAAS_LOCAL_ISOLATION,
             ex_node_root=str(settings.CONPAAS_LOCAL_NODE_ROOT),
             ex_network=settings.CONPAAS_LOCAL_NETWORK,
+            ex_publish=settings.CONPAAS_LOCAL_PUBLISH,
             ex_limits=Limits(
                 cpu_shares=settings.CONPAAS_LOCAL_CPU_SHARES,
                 memory_mb=settings.CONPAAS_LOCAL_MEMORY_MB,

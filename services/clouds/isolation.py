@@ -31,7 +31,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from images.conpaas_agent.procs import pid_alive
+from images.conpaas_agent.procs import free_port, pid_alive
 
 REGISTRY = Path("/run/conpaas-local")
 BRIDGE = "conpaas0"
@@ -44,6 +44,11 @@ HTTP_PORT = 80
 # Joins the cgroups named by its arguments, then execs the rest: a fixed script, the paths and
 # the command are arguments, so nothing is ever interpolated into shell text.
 JOIN_CGROUPS = 'for f; do [ "$f" = -- ] && break; echo $$ > "$f"; shift; done; shift; exec "$@"'
+
+
+def free_port_any() -> int:
+    """A port that nothing on this host listens on, on any address (a published router's)."""
+    return free_port("0.0.0.0")
 
 
 class IsolationError(Exception):
@@ -116,23 +121,48 @@ class Network:
         if Path(f"/sys/class/net/{BRIDGE}").exists():
             run("ip", "link", "del", BRIDGE, check=False)
 
-    def forward_control_planes(self, targets: set[tuple[str, int]]) -> None:
-        """gateway:port -> host:port for every installation's control plane, in one atomic step."""
-        rules = "\n".join(
-            f'    iifname "{BRIDGE}" ip daddr {self.gateway} tcp dport {port} dnat to {host}:{port}'
-            for host, port in sorted(targets)
-        )
-        run(
-            "nft",
-            "-f",
-            "-",
-            input=(
-                "table ip conpaas_local {}\ndelete table ip conpaas_local\n"
-                "table ip conpaas_local {\n  chain prerouting {\n"
-                "    type nat hook prerouting priority dstnat; policy accept;\n"
-                f"{rules}\n  }}\n}}\n"
-            ),
-        )
+    def converge_host(self, slots: list["Slot"]) -> None:
+        """The host's rules for every installation's nodes, in one atomic step: each control plane's
+        port on the gateway forwarded to it, and each published router's host port to the router.
+        Forwarding through the bridge is allowed for published connections only."""
+        nat, published = [], []
+        for host, port in sorted({s.control for s in slots}):
+            nat.append(f'    iifname "{BRIDGE}" ip daddr {self.gateway} tcp dport {port} dnat to {host}:{port}')
+        for slot in slots:
+            if slot.published:
+                router = f"{self.address(slot.number)}:{HTTP_PORT}"
+                published.append(f"tcp dport {slot.published} dnat to {router}")
+        prerouting = nat + [f'    iifname != "{BRIDGE}" fib daddr type local {rule}' for rule in published]
+        # From this machine itself, to one of its own addresses (not loopback: replies could not return).
+        output = [f"    fib daddr type local ip daddr != 127.0.0.0/8 {rule}" for rule in published]
+        ruleset = f"""table ip conpaas_local {{}}
+delete table ip conpaas_local
+table ip conpaas_local {{
+  chain prerouting {{
+    type nat hook prerouting priority dstnat; policy accept;
+{chr(10).join(prerouting)}
+  }}
+  chain output {{
+    type nat hook output priority -100; policy accept;
+{chr(10).join(output)}
+  }}
+  chain forward {{
+    type filter hook forward priority filter; policy accept;
+    # Node to node, when br_netfilter hands bridged traffic to this hook: each node's own
+    # firewall decides.
+    iifname "{BRIDGE}" oifname "{BRIDGE}" accept
+    oifname "{BRIDGE}" ct status dnat accept
+    iifname "{BRIDGE}" ct state established,related accept
+    oifname "{BRIDGE}" drop
+    iifname "{BRIDGE}" drop
+  }}
+}}
+"""
+        run("nft", "-f", "-", input=ruleset)
+        if published:
+            # Published routers are reached from other machines: this host forwards to the bridge
+            # (the forward chain above lets through nothing else of the nodes').
+            Path("/proc/sys/net/ipv4/ip_forward").write_text("1")
 
 
 @dataclass
@@ -142,6 +172,7 @@ class Slot:
     node: str
     group: str
     control: tuple[str, int]
+    published: int | None = None  # the host port forwarded to the router (CONPAAS_LOCAL_PUBLISH)
 
     @property
     def netns(self) -> str:
@@ -165,6 +196,7 @@ class Slot:
             "node": self.node,
             "group": self.group,
             "control": list(self.control),
+            "published": self.published,
         }
         self.path.write_text(json.dumps(record))
 
@@ -174,7 +206,14 @@ class Slot:
             record = json.loads((REGISTRY / "slots" / str(number)).read_text())
         except (OSError, ValueError):
             return None
-        return cls(number, record["installation"], record["node"], record["group"], tuple(record["control"]))
+        return cls(
+            number,
+            record["installation"],
+            record["node"],
+            record["group"],
+            tuple(record["control"]),
+            record.get("published"),
+        )
 
     def stale(self) -> bool:
         """Held by a node whose record in its installation is gone (a crash, a deleted test home):
@@ -210,7 +249,7 @@ class Isolation:
 
     # --- creating ---------------------------------------------------------------------------
 
-    def allocate(self, node: str, group: str, control: tuple[str, int], image: Path) -> Slot:
+    def allocate(self, node: str, group: str, control: tuple[str, int], image: Path, publish: bool = False) -> Slot:
         """Take a free slot and set up its namespace, user, cgroups and home (under the registry
         lock); the installation's record of the node becomes a link to that home."""
         with registry_lock():
@@ -221,6 +260,9 @@ class Isolation:
                     del held[slot.number]
             number = self._next_free(held)
             slot = Slot(number, self.installation, node, group, control)
+            if publish:
+                taken = {s.published for s in held.values()}
+                slot.published = next(p for p in iter(free_port_any, None) if p not in taken)
             slot.save()
             try:
                 self.network.ensure_bridge()
@@ -230,7 +272,7 @@ class Isolation:
                 self._home(slot, image)
                 (Path(self.installation) / node).symlink_to(self.home(slot), target_is_directory=True)
                 self._converge_firewalls(group)
-                self.network.forward_control_planes({s.control for s in [*held.values(), slot]})
+                self.network.converge_host([*held.values(), slot])
             except Exception:
                 self._teardown(slot)
                 raise
@@ -264,6 +306,9 @@ class Isolation:
         run(*inside, "ip", "addr", "add", f"{self.network.address(slot.number)}/{prefix}", "dev", "eth0")
         run(*inside, "ip", "link", "set", "eth0", "up")
         run(*inside, "ip", "link", "set", "lo", "up")
+        # Replies to clients of a published router leave through the gateway; the node's own
+        # firewall lets it open no connection off the bridge's network.
+        run(*inside, "ip", "route", "add", "default", "via", self.network.gateway)
         # The router listens on port 80, as on a VM, without root.
         run(*inside, "sysctl", "-q", "-w", "net.ipv4.ip_unprivileged_port_start=0")
 
@@ -369,7 +414,7 @@ table inet conpaas {{
             for slot in mine:
                 self._teardown(slot)
                 self._converge_firewalls(slot.group)
-            self.network.forward_control_planes({s.control for s in all_slots()})
+            self.network.converge_host(all_slots())
 
     def remove_network_if_unused(self) -> bool:
         """Remove the bridge and the nodes' cgroup folder once no installation has a node. Not on

@@ -85,12 +85,14 @@ class LocalNodeDriver(NodeDriver):
         ex_node_root: str = "/var/lib/conpaas/nodes",
         ex_network: str = "10.77.0.0/16",
         ex_limits: Limits | None = None,
+        ex_publish: str = "",
         **kwargs,
     ):
         # libcloud's first argument is the API key; for this driver it is the nodes directory.
         self.home = Path(key)
         super().__init__(key=key)
         self.isolation: Isolation | None = None
+        self.publish = ex_publish  # the host name or address other machines reach routers at
         self.shared_reason = isolation_problem(ex_isolation, Path(ex_node_root))
         if not self.shared_reason:
             self.isolation = Isolation(self.home, Path(ex_node_root), ex_network, ex_limits or Limits())
@@ -101,6 +103,9 @@ class LocalNodeDriver(NodeDriver):
             home = self.home / name
             home.mkdir(parents=True, exist_ok=False)
             config.update(home=str(home), agent_bind=f"127.0.0.1:{free_port()}", http_bind=f"127.0.0.1:{free_port()}")
+            if self.publish:  # the router on every address of this host, at the same port
+                http_port = config["http_bind"].rsplit(":", 1)[1]
+                config.update(http_bind=f"0.0.0.0:{http_port}", public_http=f"{self.publish}:{http_port}")
             launch, python, owner = ["setsid", "--fork"], sys.executable, None
             boot_script = BOOT_SCRIPT
         else:
@@ -108,9 +113,8 @@ class LocalNodeDriver(NodeDriver):
             control = urlsplit(config["control_url"])
             control_ip = socket.gethostbyname(control.hostname or "127.0.0.1")
             control_port = control.port or (443 if control.scheme == "https" else 80)
-            slot = self.isolation.allocate(
-                name, str(config.get("group") or name), (control_ip, control_port), IMAGES_DIR
-            )
+            group, publish = str(config.get("group") or name), bool(self.publish) and "proxy" in config["roles"]
+            slot = self.isolation.allocate(name, group, (control_ip, control_port), IMAGES_DIR, publish)
             home, address = self.isolation.home(slot), self.isolation.network.address(slot.number)
             config.update(
                 home=str(home),
@@ -119,6 +123,8 @@ class LocalNodeDriver(NodeDriver):
                 # The control plane as this node sees it: the bridge's gateway forwards its port.
                 control_url=urlunsplit(control._replace(netloc=f"{self.isolation.network.gateway}:{control_port}")),
             )
+            if slot.published:
+                config["public_http"] = f"{self.publish}:{slot.published}"
             launch, python, owner = self.isolation.launch_argv(slot, []), "/usr/bin/python3", self.isolation.owner(slot)
             boot_script = home / "image" / "boot.sh"
         config_path = home / "node.json"
@@ -196,6 +202,10 @@ class LocalNodeDriver(NodeDriver):
             state = NodeState.STOPPED
         agent_host, agent_port = config["agent_bind"].rsplit(":", 1)
         _, http_port = config["http_bind"].rsplit(":", 1)
+        extra = {"agent_port": int(agent_port), "http_port": int(http_port), "pid": pid, "home": str(home)}
+        if config.get("public_http"):
+            public_host, public_port = config["public_http"].rsplit(":", 1)
+            extra.update(public_address=public_host, public_http_port=int(public_port))
         return Node(
             id=home.name,
             name=home.name,
@@ -203,5 +213,5 @@ class LocalNodeDriver(NodeDriver):
             public_ips=[agent_host],
             private_ips=[agent_host],
             driver=self,
-            extra={"agent_port": int(agent_port), "http_port": int(http_port), "pid": pid, "home": str(home)},
+            extra=extra,
         )

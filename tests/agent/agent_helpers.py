@@ -23,6 +23,8 @@ if str(IMAGES) not in sys.path:
 
 from conpaas_agent import client, signing  # noqa: E402
 from conpaas_agent.procs import free_port, group_members  # noqa: E402
+from conpaas_agent.router.config import Paths  # noqa: E402
+from conpaas_agent.router.runtime_api import RuntimeAPI  # noqa: E402
 from conpaas_agent.waiting import wait_until  # noqa: E402
 
 HAPROXY = shutil.which("haproxy") or "/usr/sbin/haproxy"
@@ -235,3 +237,8 @@ def instance_body(url, sha, label, version=None, env=None):
         "archive_sha256": sha,
         "env": env or {},
     }
+
+
+def runtime(agent: AgentProcess) -> RuntimeAPI:
+    """The HAProxy runtime API of an agent's router."""
+    return RuntimeAPI(Paths(str(agent.home / "haproxy")).admin_socket)

@@ -5,10 +5,10 @@ import subprocess
 import threading
 
 import pytest
-from agent_helpers import HAPROXY, app_zip, instance_body, make_zip
+from agent_helpers import HAPROXY, app_zip, instance_body, make_zip, runtime
 from conpaas_agent.procs import pid_alive
 from conpaas_agent.router.config import CONSOLE_COOKIE_PASSES, Paths, render_config, render_map
-from conpaas_agent.router.runtime_api import RuntimeAPI, parse_servers_state, server_healthy
+from conpaas_agent.router.runtime_api import parse_servers_state, server_healthy
 from conpaas_agent.router.validation import InvalidRouting, validate_routing
 from conpaas_agent.waiting import wait_until
 
@@ -19,14 +19,17 @@ def test_it_renders_a_config_haproxy_accepts(tmp_path):
     paths = Paths(str(tmp_path))
     for name in ("keys.map", "envs.map"):
         (tmp_path / name).write_text("")
-    config = render_config(
-        paths, "127.0.0.1:8080", 8, {"slot1": [{"name": "i1", "address": "127.0.0.1", "port": 4000}]}, "/health?x=1"
-    )
+    servers = [
+        {"name": "i1", "address": "127.0.0.1", "port": 4000},
+        {"name": "i2", "address": "127.0.0.1", "port": 4001, "maxconn": 2},
+    ]
+    config = render_config(paths, "127.0.0.1:8080", 8, {"slot1": servers}, "/health?x=1")
     (tmp_path / "haproxy.cfg").write_text(config)
     result = subprocess.run([HAPROXY, "-c", "-f", str(tmp_path / "haproxy.cfg")], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert "backend slot7" in config and "backend slot8" not in config
-    assert "server i1 127.0.0.1:4000 check inter 1s fall 2 rise 1" in config
+    assert "server i1 127.0.0.1:4000 check inter 1s fall 2 rise 1\n" in config
+    assert "server i2 127.0.0.1:4001 check inter 1s fall 2 rise 1 maxconn 2\n" in config
     assert "option httpchk GET /health?x=1" in config
 
 
@@ -41,6 +44,9 @@ def test_it_renders_sorted_maps():
         ({"backends": {"1": [{"name": "a b", "address": "127.0.0.1", "port": 1}]}}, "server name"),
         ({"backends": {"1": [{"name": "a", "address": "127.0.0.1", "port": 0}]}}, "invalid port"),
         ({"backends": {"1": [{"name": "a", "address": "1.2.3.4 backup", "port": 1}]}}, "invalid address"),
+        ({"backends": {"1": [{"name": "a", "address": "127.0.0.1", "port": 1, "maxconn": 0}]}}, "maxconn"),
+        ({"backends": {"1": [{"name": "a", "address": "127.0.0.1", "port": 1, "maxconn": "2"}]}}, "maxconn"),
+        ({"backends": {"1": [{"name": "a", "address": "127.0.0.1", "port": 1, "maxconn": True}]}}, "maxconn"),
         ({"preview_keys": {"bad key": "development"}}, "preview key"),
         ({"preview_keys": {"k": "dev\nx"}}, "environment name"),
         ({"health_path": "/ x"}, "health_path"),
@@ -75,10 +81,6 @@ def test_it_parses_servers_state():
 
 
 # --- end to end: a real agent, real HAProxy, real gunicorn --------------------------------
-
-
-def runtime(agent):
-    return RuntimeAPI(str(agent.home / "haproxy" / "admin.sock"))
 
 
 def map_version(agent, name):

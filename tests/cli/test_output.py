@@ -81,3 +81,16 @@ def test_it_keeps_the_config_file_private_even_when_it_was_not(tmp_path, monkeyp
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
     assert config.load()["token"] == "secret"
     assert [p.name for p in tmp_path.iterdir()] == ["config.json"], "no temporary file left behind"
+
+
+def test_it_ticks_counters_on_a_terminal_only_and_keeps_notes_everywhere():
+    terminal, log = Terminal(tty=True), Terminal(tty=False)
+    for out in (terminal, log):
+        progress = Progress(out)
+        progress.TICK_SECONDS = 60
+        progress.tick("uploading a.tar.gz: 1.0 kB of 2.0 kB (50%)")
+        progress.tick("uploading a.tar.gz: 2.0 kB of 2.0 kB (100%)")  # within TICK_SECONDS: not drawn
+        progress.note("uploaded v1")
+
+    assert terminal.getvalue() == "\r\x1b[Kuploading a.tar.gz: 1.0 kB of 2.0 kB (50%)\r\x1b[Kuploaded v1\n"
+    assert log.getvalue() == "uploaded v1\n"

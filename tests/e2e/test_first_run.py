@@ -10,7 +10,7 @@ import pytest
 import requests
 
 from images.conpaas_agent.waiting import wait_until
-from tests.harness import ControlPlane
+from tests.harness import ControlPlane, running_control_plane
 from workflows.first_account import CODE_FILE
 
 pytestmark = pytest.mark.integration
@@ -23,14 +23,8 @@ TOKEN = re.compile(r'name="csrfmiddlewaretoken" value="([^"]+)"')
 @pytest.fixture(scope="module")
 def fresh_plane(tmp_path_factory):
     """A control plane of its own, with no user at all (the session's one has users)."""
-    plane = ControlPlane(tmp_path_factory.mktemp("first-run-home"))
-    plane.manage("migrate", "--noinput")
-    try:
-        plane.start()
+    with running_control_plane(tmp_path_factory.mktemp("first-run-home")) as plane:
         yield plane
-    finally:
-        plane.stop()
-        plane.close()
 
 
 def printed(plane: ControlPlane) -> str:

@@ -2,13 +2,17 @@
 read, connection and signal that would reach the platform or another tenant, and is refused."""
 
 import json
+import os
+import subprocess
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
 import requests
 
+from images.conpaas_agent.waiting import wait_until
 from services.clouds.isolation import AGENT_PORT, unavailable_reason
+from services.clouds.local import LocalNodeDriver
 from tests.apps import label_app, probe_app
 
 pytestmark = [
@@ -93,3 +97,57 @@ def test_tenant_code_cannot_reach_another_tenant_except_through_its_router(tenan
     refused(probe, "connect", f"{address}:{instance['port']}")
     refused(probe, "connect", f"{address}:{AGENT_PORT}")
     assert attempt(probe, "connect", f"{address}:80")["ok"], "another service's router is public"
+
+
+@pytest.fixture
+def another_machine():
+    """A network namespace on a link of its own to this host, standing for another machine of the
+    LAN: 192.168.251.2, reaching this host at 192.168.251.1. Removed, with its link, at the end."""
+    name, link = f"cpt-client-{os.getpid()}", f"cptc{os.getpid() % 100000}"
+    forwarding = Path("/proc/sys/net/ipv4/ip_forward").read_text()
+    commands = [
+        ["ip", "netns", "add", name],
+        ["ip", "link", "add", link, "type", "veth", "peer", "name", f"{link}p"],
+        ["ip", "link", "set", f"{link}p", "netns", name],
+        ["ip", "addr", "add", "192.168.251.1/30", "dev", link],
+        ["ip", "link", "set", link, "up"],
+        ["ip", "netns", "exec", name, "ip", "addr", "add", "192.168.251.2/30", "dev", f"{link}p"],
+        ["ip", "netns", "exec", name, "ip", "link", "set", f"{link}p", "up"],
+        ["ip", "netns", "exec", name, "ip", "route", "add", "default", "via", "192.168.251.1"],
+    ]
+    try:
+        for command in commands:
+            subprocess.run(command, check=True, capture_output=True)
+        yield name, "192.168.251.1"
+    finally:
+        subprocess.run(["ip", "netns", "del", name], capture_output=True)
+        subprocess.run(["ip", "link", "del", link], capture_output=True)
+        Path("/proc/sys/net/ipv4/ip_forward").write_text(forwarding)
+
+
+def test_a_published_router_answers_other_machines_on_a_port_of_this_host(tmp_path, another_machine):
+    """CONPAAS_LOCAL_PUBLISH: the router of an isolated node is forwarded from a port of this host."""
+    client, host_address = another_machine
+    driver = LocalNodeDriver(str(tmp_path / "nodes"), ex_publish=host_address)
+    userdata = {"name": "pub-1", "secret": "s" * 64, "roles": ["proxy"], "control_url": "http://127.0.0.1:9"}
+    node = driver.create_node("pub-1", ex_userdata=json.dumps(userdata))
+    try:
+        assert node.extra["public_address"] == host_address
+        url = f"http://{host_address}:{node.extra['public_http_port']}/"
+        fetch = (
+            "import sys, urllib.request as u\ntry: u.urlopen(sys.argv[1], timeout=5)\nexcept Exception as e: print(e)"
+        )
+
+        def answered_from_the_other_machine() -> str:
+            command = ["ip", "netns", "exec", client, "/usr/bin/python3", "-c", fetch, url]
+            return subprocess.run(command, capture_output=True, text=True, timeout=20).stdout
+
+        # The router answers (503: it has nothing to route to yet), from there and from here.
+        wait_until(lambda: "503" in answered_from_the_other_machine(), timeout=20, message="the published router")
+        assert requests.get(url, timeout=5).status_code == 503
+        # Only the router is published: the node's agent is not reachable from there.
+        agent = f"http://{node.public_ips[0]}:{AGENT_PORT}/"
+        command = ["ip", "netns", "exec", client, "/usr/bin/python3", "-c", fetch, agent]
+        assert "timed out" in subprocess.run(command, capture_output=True, text=True, timeout=20).stdout
+    finally:
+        driver.destroy_node(node)

@@ -118,3 +118,13 @@ def test_it_shows_the_services_own_host_name_everywhere(served, settings):
     # Staff see another user's service under its owner's name, not their own.
     staff = UserFactory(username="root", is_staff=True)
     assert set(urls_shown(staff, service).values()) == {"http://shop-alice.apps.example.org:40123/"}
+
+
+def test_it_shows_where_a_router_is_published_when_it_is(served, settings):
+    """CONPAAS_LOCAL_PUBLISH: users reach the router at the published address and port."""
+    alice, service = served
+    service.nodes.filter(is_proxy=True).update(public_address="paas.example.org", public_port=41999)
+    settings.CONPAAS_APPS_DOMAIN = ""
+    assert set(urls_shown(alice, service).values()) == {"http://paas.example.org:41999/"}
+    settings.CONPAAS_APPS_DOMAIN = "apps.example.org"
+    assert set(urls_shown(alice, service).values()) == {"http://shop-alice.apps.example.org:41999/"}

@@ -107,3 +107,17 @@ def test_it_retires_an_instance_whose_node_does_not_answer(service, proxy, fleet
     retire_unused(service)
 
     assert not Instance.objects.filter(pk=stale.pk).exists()
+
+
+def test_each_router_server_takes_as_many_requests_at_once_as_its_instance_serves(service, proxy, fleet, queue):
+    backend = NodeFactory(service=service)
+    v3 = CodeVersionFactory(service=service, label="v3")
+    fleet.concurrency = 5  # the agents report it with each instance they start
+
+    assert deploy(queue, service, "production", v3).state == OperationState.SUCCEEDED
+
+    servers = fleet.routing[proxy.name]["backends"][str(v3.pk)]
+    assert {s["name"]: s["maxconn"] for s in servers} == {f"{proxy.name}-v{v3.pk}": 5, f"{backend.name}-v{v3.pk}": 5}
+    assert set(Instance.objects.filter(version=v3).values_list("concurrency", flat=True)) == {5}
+    # v2 (development) started before: the concurrency its agent reported then.
+    assert {s["maxconn"] for s in fleet.routing[proxy.name]["backends"][str(version(service, "v2").pk)]} == {2}

@@ -34,3 +34,16 @@ def test_it_weights_each_routers_figures_by_its_requests_over_the_routers_that_h
     assert production["requests"] == 40
     assert (production["p50_ms"], production["p95_ms"]) == (20.0, 40.0)  # only the first router sampled any
     assert production["error_rate"] == 0.025  # (10 × 0.1 + 30 × 0) / 40
+
+
+def test_it_adds_up_the_queue_timeouts_of_every_router(fleet, service):
+    first = service.proxy_nodes().get()
+    second = NodeFactory(service=service, is_proxy=True, is_backend=False, state=NodeState.RUNNING)
+    push(service)
+    fleet.figures[first.name] = {"production": {**figures(100, 5000.0, 5000.0, 0.3), "queue_timeouts": 30}}
+    fleet.figures[second.name] = {"production": {**figures(50, 4000.0, 5000.0, 0.2), "queue_timeouts": 10}}
+
+    environments = service_metrics(service)["environments"]
+
+    assert environments["production"]["queue_timeouts"] == 40
+    assert environments["development"]["queue_timeouts"] == 0

@@ -1,9 +1,13 @@
+import time
+from datetime import UTC, datetime, timedelta
+
 import pytest
+from django.utils import timezone
 
 from services import operations
-from services.choices import OperationKind, OperationState
-from services.models import Operation, Service
-from tests.factories import OperationFactory
+from services.choices import OperationKind, OperationState, Outcome
+from services.models import Event, Operation, Service
+from tests.factories import OperationFactory, ServiceFactory
 from workflows import tasks
 from workflows.swap import swap
 
@@ -91,3 +95,110 @@ def test_it_fails_operations_interrupted_by_a_restart_and_starts_the_next(servic
     assert set(queue) == {waiting.pk}  # enqueued by finish() and by the restart sweep: runs once
     queue.run()
     assert Operation.objects.get(pk=waiting.pk).state == OperationState.SUCCEEDED
+
+
+T0 = datetime(2030, 1, 1, tzinfo=UTC)  # the injected clock
+
+
+def seconds(n: float) -> datetime:
+    return T0 + timedelta(seconds=n)
+
+
+def test_it_fails_an_operation_whose_lease_ran_out_and_starts_the_next(service, queue, settings):
+    settings.CONPAAS_OPERATION_LEASE = 30
+    running, waiting = scale_operation(service), scale_operation(service)
+    assert operations.claim(running, now=T0)
+    running.set_progress("Adding a backend node")
+
+    assert operations.expire_leases(now=seconds(29)) == 0
+    assert operations.renew(running, now=seconds(20))  # its worker's heartbeat
+    assert operations.expire_leases(now=seconds(49)) == 0
+    assert queue == []
+    assert operations.expire_leases(now=seconds(51)) == 1
+
+    running.refresh_from_db()
+    assert running.state == OperationState.FAILED
+    assert running.error == (
+        "interrupted by the loss of its worker (no sign of life for 30 s: killed, or its machine went away)"
+        " while adding a backend node"
+    )
+    assert Service.objects.get(pk=service.pk).locked_by is None
+    event = Event.objects.get(operation=running)
+    assert (event.outcome, event.message, event.service) == (Outcome.FAILED, running.error, service)
+    assert not operations.renew(running, now=seconds(52)), "a late heartbeat learns it lost the lease"
+    assert operations.expire_leases(now=seconds(100)) == 0, "once"
+    assert queue == [waiting.pk]
+    queue.run()
+    assert Operation.objects.get(pk=waiting.pk).state == OperationState.SUCCEEDED
+
+
+def test_it_drops_the_outcome_of_a_worker_that_lost_its_lease(service, queue, monkeypatch):
+    stalled, successor = scale_operation(service), scale_operation(service)
+
+    def work(operation):
+        # The worker stalls past its lease: the sweep fails its operation, the next one takes the service.
+        operations.expire_leases(now=timezone.now() + timedelta(hours=1))
+        assert operations.claim(successor)
+        return "scaled"
+
+    monkeypatch.setitem(tasks.WORK, OperationKind.SCALE, work)
+
+    tasks.run_operation(stalled.pk)
+
+    stalled.refresh_from_db()
+    assert stalled.state == OperationState.FAILED
+    assert stalled.error.startswith("interrupted by the loss of its worker")
+    assert list(Event.objects.filter(operation=stalled).values_list("outcome", flat=True)) == [Outcome.FAILED]
+    assert Service.objects.get(pk=service.pk).locked_by_id == successor.pk, "the stalled worker released nothing"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_it_renews_the_lease_while_the_work_runs(service, settings, monkeypatch):
+    settings.CONPAAS_OPERATION_LEASE = 0.3
+    operation = scale_operation(service)
+    swept = []
+
+    def work(operation):
+        time.sleep(1)  # three leases long
+        swept.append(operations.expire_leases())
+        return "scaled"
+
+    monkeypatch.setitem(tasks.WORK, OperationKind.SCALE, work)
+
+    tasks.run_operation(operation.pk)
+
+    assert swept == [0]
+    assert Operation.objects.get(pk=operation.pk).state == OperationState.SUCCEEDED
+
+
+def test_it_runs_a_limited_number_of_one_users_operations_at_once(service, queue, settings):
+    settings.CONPAAS_USER_OPERATIONS = 1
+    first = scale_operation(service)
+    second = scale_operation(ServiceFactory(owner=service.owner))
+    others = scale_operation(ServiceFactory())
+
+    assert operations.claim(first)
+    assert not operations.claim(second)
+    assert operations.claim(others), "another user's operation starts"
+
+    second.refresh_from_db()
+    assert second.state == OperationState.PENDING
+    assert second.progress == (
+        "waiting: at most 1 of your operations run at a time; this one starts when one of them ends"
+    )
+    assert second.started is None and Service.objects.get(pk=second.service_id).locked_by is None
+    operations.finish(first)
+    assert queue == [second.pk]
+    assert operations.claim(second)
+    assert Operation.objects.get(pk=second.pk).progress == ""
+
+
+def test_it_starts_a_services_operations_in_the_order_they_were_requested(service, queue):
+    first, second = scale_operation(service), scale_operation(service)
+
+    assert not operations.claim(second), "the service is free, but the first comes first"
+    assert Operation.objects.get(pk=second.pk).progress == f"waiting for scale operation #{first.pk} to finish"
+    assert queue == [first.pk], "the first is handed to the workers again, in case its task was lost"
+    assert operations.claim(first)
+    assert not operations.claim(second)
+    assert Operation.objects.get(pk=second.pk).state == OperationState.PENDING

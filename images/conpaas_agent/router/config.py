@@ -10,6 +10,22 @@ from dataclasses import dataclass
 from ..metrics import LOG_FORMAT, LOG_SAMPLE
 
 CHECK_OPTIONS = "check inter 1s fall 2 rise 1"
+# With each server's maxconn at its instance's concurrency, a check waits behind at most the
+# requests the instance's workers are serving (measured under 4x overload, 2 workers, 50 ms
+# requests: 70-90 ms, against 1 s timeouts without maxconn). So an app whose requests take up
+# to this long at full load still passes its checks; a hung instance is down within
+# fall x (inter + this).
+CHECK_TIMEOUT = 3
+# How long a request may wait in a slot's queue for a free server before the router answers 503
+# (counted: QUEUE_TIMEOUTS_VAR). Long enough for a burst to pass, short enough to answer.
+QUEUE_TIMEOUT = 5
+# Per slot backend, a process-wide counter of the requests answered 503 at the queue timeout
+# (read with `get var`; a new worker starts it from 0 again, like its other counters).
+QUEUE_TIMEOUTS_VAR = "proc.conpaas_queue_timeouts_{slot}"
+BUSY_MESSAGE = (
+    f"The service is busy: no instance was free to take this request within {QUEUE_TIMEOUT} s. Try again shortly."
+)
+DOWN_MESSAGE = "No instance of this code version is up. Try again shortly."
 NO_VERSION_BACKEND = "conpaas_noversion"
 MAX_SOCKET_PATH = 97
 # The console's cookies (conpaas_site/settings.py) all start with this: the router keeps them
@@ -70,6 +86,31 @@ class Paths:
         return os.path.join(self.dir, "haproxy.log")
 
 
+def server_options(maxconn: int | None) -> str:
+    """What follows a server's address, in the config and in `add server` alike."""
+    return CHECK_OPTIONS + (f" maxconn {maxconn}" if maxconn else "")
+
+
+def slot_backend(slot: str, health_path: str) -> list[str]:
+    """A slot backend's rules, without its servers."""
+    counter = QUEUE_TIMEOUTS_VAR.format(slot=slot)
+    return [
+        f"backend {slot}",
+        "    balance roundrobin",
+        f"    option httpchk GET {health_path}",
+        "    http-check expect ! rstatus ^5",
+        # No server up: say so now; HAProxy's own 503 would read as "busy".
+        f'    http-request return status 503 content-type text/plain string "{DOWN_MESSAGE}" if {{ nbsrv eq 0 }}',
+        # What HAProxy answers itself with 503 once servers are up: the queue timeout (or every
+        # retry refused).
+        f'    http-error status 503 content-type text/plain string "{BUSY_MESSAGE}" hdr Retry-After 1',
+        # Counted when no server took the request (an instance's own 503 has one) and some server
+        # was up (not the answer just above).
+        f"    http-after-response set-var({counter}) var({counter},0),add(1) "
+        "if { status 503 } !{ srv_id -m found } { nbsrv gt 0 }",
+    ]
+
+
 def render_map(entries: dict[str, str]) -> str:
     return "".join(f"{key} {value}\n" for key, value in sorted(entries.items()))
 
@@ -111,8 +152,8 @@ def render_config(
 ) -> str:
     """The whole haproxy.cfg: one frontend, the 503 backend and ``slot_count`` slot backends.
 
-    ``slot_servers`` maps a slot name to its servers (``name``, ``address``, ``port``), so a
-    reload or a restart comes back with the servers the runtime API had added.
+    ``slot_servers`` maps a slot name to its servers (``name``, ``address``, ``port``,
+    ``maxconn``), so a reload or a restart comes back with the servers the runtime API had added.
     """
     keys, envs = paths.keys_map, paths.envs_map
     lines = [
@@ -134,6 +175,8 @@ def render_config(
         "    timeout server 60s",
         "    timeout http-keep-alive 10s",
         "    timeout http-request 10s",
+        f"    timeout queue {QUEUE_TIMEOUT}s",
+        f"    timeout check {CHECK_TIMEOUT}s",
         "    option redispatch",
         "    retries 3",
         "    retry-on conn-failure empty-response",
@@ -174,15 +217,10 @@ def render_config(
     ]
     for index in range(slot_count):
         slot = f"slot{index}"
-        lines += [
-            "",
-            f"backend {slot}",
-            "    balance roundrobin",
-            f"    option httpchk GET {health_path}",
-            "    http-check expect ! rstatus ^5",
-        ]
+        lines += ["", *slot_backend(slot, health_path)]
         for server in sorted(slot_servers.get(slot, []), key=lambda s: s["name"]):
-            lines.append(f"    server {server['name']} {server['address']}:{server['port']} {CHECK_OPTIONS}")
+            address = f"{server['address']}:{server['port']}"
+            lines.append(f"    server {server['name']} {address} {server_options(server.get('maxconn'))}")
     return "\n".join(lines) + "\n"
 
 

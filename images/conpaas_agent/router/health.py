@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import http.client
 
-PROBE_TIMEOUT = 2.0
+from .config import CHECK_TIMEOUT
 
 
-def probe(address: str, port: int, path: str, timeout: float = PROBE_TIMEOUT) -> str:
+def probe(address: str, port: int, path: str, timeout: float = CHECK_TIMEOUT) -> str:
     """GET `path` on the server; "" when it answers below 500 (HAProxy's rule, `http-check expect
     ! rstatus ^5`), else why not."""
     connection = http.client.HTTPConnection(address, port, timeout=timeout)

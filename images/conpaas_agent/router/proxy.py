@@ -46,26 +46,37 @@ class Proxy:
         self.api = RuntimeAPI(self.paths.admin_socket)
         self.lock = threading.RLock()
         self.process: subprocess.Popen | None = None
-        self.request_log = RequestLog(self.paths.request_log, stats=self.api.info_and_stat, sample=LOG_SAMPLE)
+        self.request_log = RequestLog(self.paths.request_log, stats=self._counters, sample=LOG_SAMPLE)
+
+    def _counters(self) -> tuple[dict[str, str], list[dict[str, str]]]:
+        """HAProxy's counters for the request log: ``show info``, ``show stat`` and every
+        slot's queue timeouts."""
+        return self.api.info_and_stat([f"slot{index}" for index in range(self.slot_count)])
 
     # state
     def state(self) -> dict:
         return {"routing": self.routing, "slots": dict(self.slots), "slot_count": self.slot_count}
 
-    def _slot_servers(self, routing: dict) -> dict[str, list[dict]]:
-        return {self.slots[key]: servers for key, servers in routing["backends"].items() if key in self.slots}
+    def _slot_servers(self, routing: dict, only: set | None = None) -> dict[str, list[dict]]:
+        """slot -> its servers; with ``only``, just the (slot, name) pairs it holds."""
+        return {
+            self.slots[key]: [s for s in servers if only is None or (self.slots[key], s["name"]) in only]
+            for key, servers in routing["backends"].items()
+            if key in self.slots
+        }
 
     def _envs_entries(self, routing: dict) -> dict[str, str]:
         return {env: self.slots[key] for env, key in routing["routes"].items()}
 
-    def write_files(self, routing: dict) -> None:
-        """Config and maps for ``routing``: what a reload or a restart must come back to."""
+    def write_files(self, routing: dict, only: set | None = None) -> None:
+        """Config and maps for ``routing``: what a reload or a restart must come back to (with
+        ``only``, just those of its servers)."""
         os.makedirs(self.paths.dir, mode=0o700, exist_ok=True)
         os.makedirs(self.paths.socket_dir, mode=0o700, exist_ok=True)
         write_if_changed(
             self.paths.config,
             render_config(
-                self.paths, self.http_bind, self.slot_count, self._slot_servers(routing), routing["health_path"]
+                self.paths, self.http_bind, self.slot_count, self._slot_servers(routing, only), routing["health_path"]
             ),
         )
         write_if_changed(self.paths.envs_map, render_map(self._envs_entries(routing)))
@@ -180,11 +191,16 @@ class Proxy:
             health_path_changed = routing["health_path"] != self.routing.get("health_path", "/")
             slots_grew = self._assign_slots(routing)
             previous, self.routing = self.routing, routing
-            # Files first: a reload or restart from here on comes back to the new routing.
-            self.write_files(routing)
             self._save()
             if health_path_changed or slots_grew:
+                # A server the new worker reads in the config is UP before any check (2.6 has no
+                # init-state): reload with the servers HAProxy has, add the new ones after, down
+                # until their first check passes, as at any other change.
+                self.write_files(routing, only=set(self.api.servers()))
                 self._reload()
+            # Files before the runtime changes: a reload or restart from here on comes back to the
+            # new routing.
+            self.write_files(routing)
             desired = self._servers_by_slot(routing)
             actual = self.api.servers()
             added = self._converge_servers(desired, actual, last_applied=self._servers_by_slot(previous))
@@ -232,7 +248,7 @@ class Proxy:
         for (slot, name), server in desired.items():
             row = actual.get((slot, name))
             if row is None:
-                self.api.add_server(slot, name, server["address"], server["port"])
+                self.api.add_server(slot, name, server["address"], server["port"], server.get("maxconn"))
                 added.append((slot, name))
                 log.info("added server %s/%s %s:%s", slot, name, server["address"], server["port"])
             elif last_applied.get((slot, name)) != server or _in_maintenance(row):
@@ -245,17 +261,23 @@ class Proxy:
         if state and (state.get("srv_addr"), state.get("srv_port")) != (server["address"], str(server["port"])):
             self.api.set_server_address(slot, name, server["address"], server["port"])
             log.info("moved server %s/%s to %s:%s", slot, name, server["address"], server["port"])
+        if (row.get("slim") or "0") != str(server.get("maxconn") or 0):  # "" or 0: no limit
+            self.api.set_server_maxconn(slot, name, server.get("maxconn"))
+            log.info("server %s/%s takes %s requests at once", slot, name, server.get("maxconn") or "any number of")
         if _in_maintenance(row):
             self.api.enable_server(slot, name)
 
     def _await_first_checks(self, added: list[tuple[str, str]]) -> None:
-        """New servers take traffic at once; give their first check a moment so a route does
-        not point at a server that has never answered (no error when it takes longer)."""
+        """New servers take no request before their first check passes (RuntimeAPI.add_server);
+        give it a moment so a route does not point at servers that are all still down (no error
+        when it takes longer)."""
+
+        def checked() -> bool:  # "* INI": the first check is under way, not done
+            rows = self.api.servers()
+            return all((rows.get(s, {}).get("check_status") or "").removeprefix("* ") not in ("INI", "") for s in added)
+
         if added:
-            wait_until(
-                lambda: all(self.api.servers().get(s, {}).get("check_status") not in ("INI", "", None) for s in added),
-                5,
-            )
+            wait_until(checked, 5)
 
     def _commit_maps(self, routing: dict) -> None:
         """One transaction per map, only when it changes: a swap is one commit."""
@@ -338,7 +360,8 @@ class Proxy:
             time.sleep(0.1)
 
     def metrics(self, window: float = 60.0) -> dict:
-        """Per environment: request rate, p50/p95 response time, error rate, live connections."""
+        """Per environment: request rate, p50/p95 response time, error rate, requests answered 503
+        at the queue timeout, live connections."""
         per_slot = self.request_log.summary(window)
         live = {}
         if self.running():

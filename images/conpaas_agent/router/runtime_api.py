@@ -1,10 +1,14 @@
 """The HAProxy runtime API client: the admin stats socket, one request per connection.
 
 Verified against HAProxy 2.6.12:
-- ``add server slotK/NAME ADDR:PORT check inter 1s fall 2 rise 1`` works on a
+- ``add server slotK/NAME ADDR:PORT check inter 1s fall 2 rise 1 maxconn N`` works on a
   ``balance roundrobin`` backend; the new server starts in maintenance with checks disabled,
   so ``enable health`` then ``enable server`` must follow. It takes traffic (state UP) right
-  after ``enable server``, before its first check has run.
+  after ``enable server``, before its first check has run (2.6 has no ``init-state``), unless
+  ``set server … health down`` follows in the same request: then it is DOWN until a check
+  passes. ``set server … health down`` while still in maintenance is undone by ``enable server``.
+- ``http-after-response set-var(proc.X)`` counts, and ``get var proc.X`` answers
+  ``proc.X: type=sint value=<N>`` (``Variable not found.`` before the first count).
 - ``del server`` works for dynamic and for config-declared servers, but only in maintenance
   ("Only servers in maintenance mode can be deleted."); it is refused while the server still
   has sessions or queued requests.
@@ -16,9 +20,12 @@ Verified against HAProxy 2.6.12:
 
 from __future__ import annotations
 
+import re
 import socket
 
-from .config import CHECK_OPTIONS
+from .config import QUEUE_TIMEOUTS_VAR, server_options
+
+VAR_ANSWER_RE = re.compile(r"^(proc\.[A-Za-z0-9_.]+): type=\w+ value=<(-?\d+)>$")
 
 
 class HAProxyError(Exception):
@@ -94,11 +101,16 @@ class RuntimeAPI:
         self._expect(f"commit map @{version} {map_path}")
 
     # servers
-    def add_server(self, backend: str, name: str, address: str, port: int) -> None:
+    def add_server(self, backend: str, name: str, address: str, port: int, maxconn: int | None = None) -> None:
+        """Add a server that takes requests only once its first health check passed."""
         target = f"{backend}/{name}"
-        self._expect(f"add server {target} {address}:{port} {CHECK_OPTIONS}", ("New server registered",))
-        self._expect(f"enable health {target}")
-        self._expect(f"enable server {target}")
+        self._expect(f"add server {target} {address}:{port} {server_options(maxconn)}", ("New server registered",))
+        # One request: HAProxy runs one thread and this one CLI request to its end, so no request
+        # is routed to the server between "enable server" (UP) and "health down".
+        self._expect(f"enable health {target};enable server {target};set server {target} health down")
+
+    def set_server_maxconn(self, backend: str, name: str, maxconn: int | None) -> None:
+        self._expect(f"set maxconn server {backend}/{name} {maxconn or 0}")  # 0: no limit
 
     def set_server_address(self, backend: str, name: str, address: str, port: int) -> None:
         self._expect(
@@ -125,14 +137,28 @@ class RuntimeAPI:
         """``show stat`` as dicts keyed by the CSV header (pxname, svname, scur, status …)."""
         return _parse_stat(self.execute("show stat").splitlines())
 
-    def info_and_stat(self) -> tuple[dict[str, str], list[dict[str, str]]]:
-        """``show info`` and ``show stat`` in one request (``;``-separated commands, one
-        connection): both answers come from the same worker, even across a reload."""
-        lines = self.execute("show info;show stat").splitlines()
+    def info_and_stat(self, slots: list[str] | None = None) -> tuple[dict[str, str], list[dict[str, str]]]:
+        """``show info``, ``show stat`` and each slot's queue-timeout counter in one request
+        (``;``-separated commands, one connection): every answer comes from the same worker,
+        even across a reload. The counter is added to the slot's BACKEND row as
+        ``queue_timeouts``."""
+        counters = {QUEUE_TIMEOUTS_VAR.format(slot=slot): slot for slot in slots or []}
+        command = ";".join(["show info", "show stat", *(f"get var {name}" for name in counters)])
+        lines = self.execute(command).splitlines()
         start = next((i for i, line in enumerate(lines) if line.startswith("# pxname")), None)
         if start is None:
-            raise HAProxyError(f"HAProxy answered show info;show stat unexpectedly: {lines[:1]}")
-        return _parse_info("\n".join(lines[:start])), _parse_stat(lines[start:])
+            raise HAProxyError(f"HAProxy answered {command[:40]} unexpectedly: {lines[:1]}")
+        # Each answer ends with an empty line: the stat table first, then the counters.
+        end = next((i for i in range(start, len(lines)) if not lines[i].strip()), len(lines))
+        counted = {}
+        for line in lines[end:]:
+            if match := VAR_ANSWER_RE.match(line):
+                counted[counters.get(match.group(1))] = match.group(2)
+        rows = _parse_stat(lines[start:end])
+        for row in rows:
+            if row.get("svname") == "BACKEND" and row.get("pxname") in counters.values():
+                row["queue_timeouts"] = counted.get(row["pxname"], "0")
+        return _parse_info("\n".join(lines[:start])), rows
 
     def servers(self) -> dict[tuple[str, str], dict[str, str]]:
         """(backend, server) -> stat row, servers only (no FRONTEND/BACKEND rows)."""

@@ -9,6 +9,7 @@ ENV_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")  # environment names
 KEY_RE = re.compile(r"^[A-Za-z0-9_-]{1,128}$")  # preview keys (same as the cookie filter)
 HEALTH_PATH_RE = re.compile(r"^/[A-Za-z0-9._~/%&=+,:@?-]{0,200}$")  # nothing HAProxy would parse
 HOST_RE = re.compile(r"^[A-Za-z0-9.:-]{1,253}$")
+MAX_MAXCONN = 10_000
 
 
 class InvalidRouting(ValueError):
@@ -52,7 +53,15 @@ def validate_routing(body: object) -> dict:
                 raise InvalidRouting(f"backend {key}: server {name} has an invalid address")
             if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
                 raise InvalidRouting(f"backend {key}: server {name} has an invalid port")
-            clean_backends[key].append({"name": name, "address": address, "port": port})
+            # The instance's concurrency: the router queues what is beyond it. None: no limit.
+            maxconn = server.get("maxconn")
+            if maxconn is not None and (
+                isinstance(maxconn, bool) or not isinstance(maxconn, int) or not 0 < maxconn <= MAX_MAXCONN
+            ):
+                raise InvalidRouting(
+                    f"backend {key}: server {name} maxconn must be a whole number from 1 to {MAX_MAXCONN}"
+                )
+            clean_backends[key].append({"name": name, "address": address, "port": port, "maxconn": maxconn})
     routes = body.get("routes", {})
     if not isinstance(routes, dict):
         raise InvalidRouting("routes must be an object")
