@@ -1,18 +1,18 @@
 """Autoscaling to a p95 target under an open-loop load that steps from low to 4x one node's capacity and back.
 
-A python service runs an app bound by its workers: each request waits 50 ms (as if on a
-database), so one backend node (gunicorn, 2 sync workers) answers about 40 requests a second.
-The program measures that capacity first (closed loop, 8 connections, one node), turns
-autoscaling on (`PUT /api/v1/services/{id}/autoscaling/`: target p95 `--target-ms`, 1 to
-`--max-nodes` nodes, cool-down `--cooldown`), then sends an open-loop load (each request on a
-new connection at its scheduled time, whatever the answers before it) at `--low` x capacity for
-`--low-seconds`, `--high` x capacity for `--high-seconds`, and `--low` x capacity again for
-`--after-seconds`. The load generator is a forked process (asyncio, nice `--client-nice`).
+A python service runs an app bound by its workers (`tests.apps.waiting_app`): each request waits
+50 ms (as if on a database), so one backend node (gunicorn, 2 sync workers) answers about 40
+requests a second. The program measures that capacity first (closed loop, 8 connections, one
+node), turns autoscaling on (`PUT /api/v1/services/{id}/autoscaling/`: target p95 `--target-ms`,
+1 to `--max-nodes` nodes, cool-down `--cooldown`), then sends an open-loop load
+(`tests/load.py`: each request on a new connection at its scheduled time, whatever the answers
+before it) at `--low` x capacity for `--low-seconds`, `--high` x capacity for `--high-seconds`,
+and `--low` x capacity again for `--after-seconds`.
 
-Printed per 10 s window: the rate sent, requests sent, answered 2xx, failed (connection errors,
-timeouts after `--request-timeout`, non-2xx), p50 and p95 latency of the requests sent in the
-window (a failed request counts as slower than any answer), the backend nodes running (polled
-from the API every 2 s) and the autoscaler's decisions (its events).
+Printed per 10 s window: the rate sent, requests sent, answered 2xx, answered 503 by the
+router's queue timeout, other failures (no answer, other statuses), p50 and p95 latency of the
+requests sent in the window (a failed request counts as slower than any answer), the backend
+nodes running (polled from the API every 2 s) and the autoscaler's decisions (its events).
 
 Targets (issue 8): p95 back under the target within 60 s of the step up; the node count never
 more than one above the fewest that hold the load (ceil(high rate / (0.9 x capacity)));
@@ -24,12 +24,8 @@ Run: .venv/bin/python bench/autoscale.py [--target-ms 250] [--max-nodes 6] [--co
 from __future__ import annotations
 
 import argparse
-import asyncio
 import http.client
 import math
-import multiprocessing
-import os
-import resource
 import sys
 import threading
 import time
@@ -43,23 +39,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import benchlib  # noqa: E402
 from benchlib import percentile, say  # noqa: E402
 
-from tests.apps import zip_archive  # noqa: E402
+from images.conpaas_agent.router.config import BUSY_MESSAGE, QUEUE_TIMEOUT  # noqa: E402
+from tests.apps import waiting_app  # noqa: E402
+from tests.load import OpenLoop  # noqa: E402
 
-SLEEPY_APP = """\
-import time
-
-
-def application(environ, start_response):
-    time.sleep(0.05)  # bound by its workers, as if waiting on a database
-    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "3")])
-    return [b"ok\\n"]
-"""
 WINDOW = 10.0  # seconds per printed line
 HOLD_SHARE = 0.9  # a node holds the target up to this share of its capacity (for "the fewest")
-
-
-# --------------------------------------------------------------------------------------------
-# load
 
 
 def measure_capacity(url: str, seconds: float = 8.0, connections: int = 8) -> float:
@@ -89,60 +74,6 @@ def measure_capacity(url: str, seconds: float = 8.0, connections: int = 8) -> fl
     for thread in threads:
         thread.join()
     return sum(done) / (time.monotonic() - started)
-
-
-async def _request(host: str, port: int, timeout: float) -> tuple[float, int | None]:
-    loop = asyncio.get_running_loop()
-    began = loop.time()
-    status = None
-    writer = None
-    try:
-        async with asyncio.timeout(timeout):
-            reader, writer = await asyncio.open_connection(host, port)
-            writer.write(f"GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
-            line = await reader.readline()
-            status = int(line.split()[1])
-            await reader.read()
-    except (OSError, TimeoutError, ValueError, IndexError):
-        status = None
-    finally:
-        if writer is not None:
-            writer.close()
-    return loop.time() - began, status
-
-
-async def _open_loop(url: str, phases: list[tuple[float, float]], timeout: float, start: float) -> list:
-    """Send at the phases' rates from `start` (monotonic); (sent offset, latency, status) each."""
-    parts = urlsplit(url)
-    results, tasks = [], []
-
-    async def one(offset: float):
-        latency, status = await _request(parts.hostname, parts.port or 80, timeout)
-        results.append((offset, latency, status))
-
-    offset = 0.0
-    for duration, rate in phases:
-        end = offset + duration
-        gap = 1.0 / rate
-        moment = offset
-        while moment < end:
-            delay = start + moment - time.monotonic()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            tasks.append(asyncio.ensure_future(one(moment)))
-            moment += gap
-        offset = end
-    await asyncio.gather(*tasks)
-    return results
-
-
-def _load_process(url, phases, timeout, start, nice, pipe) -> None:
-    if nice:
-        os.nice(nice)
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    pipe.send(asyncio.run(_open_loop(url, phases, timeout, start)))
-    pipe.close()
 
 
 # --------------------------------------------------------------------------------------------
@@ -186,10 +117,7 @@ def run(env, args) -> bool:
     service = api.create_service("autobench")
     sid, url = service["id"], service["url"]
     benchlib.check_loopback(url)
-    upload = api.upload(sid, zip_archive({"wsgi.py": SLEEPY_APP}), "sleepy")
-    if upload.status_code != 201:
-        raise RuntimeError(f"upload answered {upload.status_code}: {upload.text[:300]}")
-    benchlib.deploy(api, sid, "production", upload.json())
+    benchlib.deploy(api, sid, "production", api.upload(sid, waiting_app(0.05), "waiting").json())
     say(f"service: {url} (one backend node; each request waits 50 ms; gunicorn with 2 sync workers)")
 
     capacity = measure_capacity(url)
@@ -212,26 +140,19 @@ def run(env, args) -> bool:
         "load (open loop, a new connection per request): "
         + ", ".join(f"{rate:.0f} req/s for {duration:.0f} s" for duration, rate in phases)
     )
-    step_up, step_down = args.low_seconds, args.low_seconds + args.high_seconds
-    total = step_down + args.after_seconds
 
     watch = NodeWatch(api, sid)
     watch.start()
-    start = time.monotonic() + 1.0
-    wall_start = time.time() + 1.0  # the same moment on the clock events are stamped with
-    receiver, sender = multiprocessing.Pipe(duplex=False)
-    loader = multiprocessing.get_context("fork").Process(
-        target=_load_process, args=(url, phases, args.request_timeout, start, args.client_nice, sender)
-    )
-    loader.start()
+    load = OpenLoop(url, low, timeout=QUEUE_TIMEOUT + 10).start()
+    start, wall_start = time.monotonic(), time.time()  # wall_start: `start` on the events' clock
     try:
-        if not receiver.poll(total + args.request_timeout + 60):
-            raise RuntimeError("the load generator did not report in time")
-        results = receiver.recv()
+        for duration, rate in phases:
+            load.set_rate(rate)
+            end = time.monotonic() + duration
+            while time.monotonic() < end:
+                time.sleep(min(0.2, end - time.monotonic()))
     finally:
-        if loader.is_alive():
-            loader.kill()  # the process this program forked, by its handle
-        loader.join()
+        answers = load.stop()
         watch.stopping.set()
         watch.join(timeout=15)
 
@@ -245,21 +166,35 @@ def run(env, args) -> bool:
         (datetime.fromisoformat(e["created"].replace("Z", "+00:00")).timestamp() - wall_start, e["message"])
         for e in reversed(events)
     ]
-    return report(args, results, watch, decisions, start, capacity, low, high, fewest, step_up, step_down, total)
+    # (seconds since the load started, latency in s, status, answered by the router's queue timeout)
+    results = [
+        (a.sent - start, a.seconds, a.status, a.status == 503 and a.body.strip() == BUSY_MESSAGE.encode())
+        for a in answers
+    ]
+    step_up, step_down = args.low_seconds, args.low_seconds + args.high_seconds
+    total = step_down + args.after_seconds
+    loads = (low, high, fewest, step_up, step_down, total)
+    return report(args, results, watch, decisions, start, loads)
 
 
-def report(args, results, watch, decisions, start, capacity, low, high, fewest, step_up, step_down, total) -> bool:
+def answered(result) -> bool:
+    return result[2] is not None and 200 <= result[2] < 300
+
+
+def report(args, results, watch, decisions, start, loads) -> bool:
+    low, high, fewest, step_up, step_down, total = loads
     target = args.target_ms
     say("")
-    heads = " ".join(f"{head:>5}" for head in ("rate", "sent", "2xx", "fail"))
+    heads = " ".join(f"{head:>5}" for head in ("rate", "sent", "2xx", "503q", "other"))
     say(f"{'window':>9} {heads} {'p50 ms':>8} {'p95 ms':>8} {'nodes':>5}  decisions")
     windows = []
     for index in range(math.ceil(total / WINDOW)):
         begin, end = index * WINDOW, (index + 1) * WINDOW
         sent = [r for r in results if begin <= r[0] < end]
-        ok = [r for r in sent if r[2] is not None and 200 <= r[2] < 300]
+        ok = sum(1 for r in sent if answered(r))
+        busy = sum(1 for r in sent if r[3])
         # A failed request counts as slower than any answer.
-        latencies = [r[1] * 1000 if r in ok else math.inf for r in sent]
+        latencies = [r[1] * 1000 if answered(r) else math.inf for r in sent]
         p50 = percentile(latencies, 50) if latencies else math.nan
         p95 = percentile(latencies, 95) if latencies else math.nan
         nodes = watch.at(start + end)
@@ -267,13 +202,17 @@ def report(args, results, watch, decisions, start, capacity, low, high, fewest, 
         said = [m.split(": ", 1)[1].split(" (", 1)[0] for at, m in decisions if begin <= at < end]
         windows.append({"begin": begin, "end": end, "p95": p95, "nodes": nodes, "sent": len(sent)})
         say(
-            f"{begin:4.0f}-{end:<4.0f} {rate:5.0f} {len(sent):5d} {len(ok):5d} {len(sent) - len(ok):5d} "
+            f"{begin:4.0f}-{end:<4.0f} {rate:5.0f} {len(sent):5d} {ok:5d} {busy:5d} {len(sent) - ok - busy:5d} "
             f"{_ms(p50):>8} {_ms(p95):>8} {nodes if nodes is not None else '-':>5}  {'; '.join(said)}"
         )
 
-    failed = sum(1 for r in results if r[2] is None or not 200 <= r[2] < 300)
+    failed = sum(1 for r in results if not answered(r))
+    busy = sum(1 for r in results if r[3])
     say("")
-    say(f"requests: {len(results)} sent, {failed} failed ({failed / max(1, len(results)):.1%})")
+    say(
+        f"requests: {len(results)} sent, {failed} failed ({failed / max(1, len(results)):.1%}), "
+        f"{busy} of them answered 503 at the router's queue timeout"
+    )
     for at, message in decisions:
         say(f"  t={at:6.1f} s  {message}")
 
@@ -338,8 +277,6 @@ def main() -> int:
     parser.add_argument("--low-seconds", type=float, default=60.0)
     parser.add_argument("--high-seconds", type=float, default=150.0)
     parser.add_argument("--after-seconds", type=float, default=150.0)
-    parser.add_argument("--request-timeout", type=float, default=10.0)
-    parser.add_argument("--client-nice", type=int, default=10, help="nice value of the load generator")
     parser.add_argument("--time-limit", type=float, default=900.0, help="hard limit of the whole run, seconds")
     parser.add_argument("--keep", action="store_true", help="keep the CONPAAS_HOME and node logs")
     args = parser.parse_args()
