@@ -25,8 +25,13 @@ def envfloat(name: str, default: float) -> float:
     return float(os.getenv(name) or default)
 
 
+# Nothing the control plane writes is for other users: the database, the secret key, the
+# archives (tenant code runs as other users on isolated nodes). Nodes have homes of their own.
+os.umask(0o077)
 CONPAAS_HOME = Path(os.getenv("CONPAAS_HOME", BASE_DIR / "var")).resolve()
 CONPAAS_HOME.mkdir(parents=True, exist_ok=True)
+if CONPAAS_HOME.stat().st_uid == os.geteuid():
+    CONPAAS_HOME.chmod(0o700)  # also an installation made before this rule
 
 
 def _installation_secret() -> str:
