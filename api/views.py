@@ -18,6 +18,8 @@ from api.schema import (
     BAD_REQUEST,
     CONFLICT,
     ENVIRONMENT_NAME,
+    LOG_ENVIRONMENT,
+    LOG_LINES,
     NOT_FOUND,
     OPERATION_ID,
     QUOTA,
@@ -40,6 +42,7 @@ from api.serializers import (
     DeploySerializer,
     EnvironmentSerializer,
     EventSerializer,
+    LogsSerializer,
     MetricsSerializer,
     NodeSerializer,
     OperationSerializer,
@@ -57,6 +60,7 @@ from routing.metrics import service_metrics
 from services import tokens
 from services.models import ApiToken, Operation, Service
 from versions.instances import version_from_token
+from versions.logs import DEFAULT_LINES, MAX_LINES, environment_logs
 from versions.models import Environment
 from versions.storage import delete_version, store_version
 from workflows import lifecycle
@@ -195,6 +199,21 @@ class ServiceViewSet(
         except ValueError:
             raise ValidationError({"window": "a whole number of seconds"}) from None
         return Response(service_metrics(service, window))
+
+    @extend_schema(
+        parameters=[SERVICE_ID, LOG_ENVIRONMENT, LOG_LINES],
+        responses={200: LogsSerializer, 400: BAD_REQUEST, 404: NOT_FOUND},
+    )
+    @action(detail=True, methods=["get"])
+    def logs(self, request, pk=None):
+        service = self.get_object()
+        environment = request.query_params.get("environment", "production")
+        if not environment:
+            raise ValidationError({"environment": "an environment's name, e.g. production"})
+        lines = request.query_params.get("lines", str(DEFAULT_LINES))
+        if not (lines.isascii() and lines.isdigit() and 1 <= int(lines) <= MAX_LINES):
+            raise ValidationError({"lines": f"a whole number from 1 to {MAX_LINES}"})
+        return Response(environment_logs(service, environment, int(lines)))
 
 
 @extend_schema_view(
