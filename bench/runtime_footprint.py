@@ -41,7 +41,12 @@ from images.conpaas_agent.waiting import wait_until  # noqa: E402
 from tests.agent.agent_helpers import AgentProcess, ArchiveServer  # noqa: E402
 
 EXAMPLES = benchlib.ROOT / "examples"
-RUNTIMES = {"python": {"entry_point": "wsgi:application"}, "php": {"max_upload_mb": 64}, "static": {}, "java": {"heap_mb": 256}}
+RUNTIMES = {
+    "python": {"entry_point": "wsgi:application"},
+    "php": {"max_upload_mb": 64},
+    "static": {},
+    "java": {"heap_mb": 256},
+}
 START_TIMEOUT = {"python": 30, "php": 30, "static": 30, "java": 120}
 
 
@@ -89,7 +94,7 @@ def run(agent: AgentProcess, archives: ArchiveServer, args) -> bool:
                 ok = False
                 break
             port = reply.json()["port"]
-            healthy = wait_until(lambda: status(port) < 500, timeout=START_TIMEOUT[runtime], interval=0.02)
+            healthy = wait_until(lambda port=port: status(port) < 500, timeout=START_TIMEOUT[runtime], interval=0.02)
             elapsed = time.monotonic() - began
             if not healthy:
                 say(f"{runtime}: not healthy within {START_TIMEOUT[runtime]} s")

@@ -26,8 +26,8 @@ from services import tokens
 from services.choices import ServiceState
 from services.errors import ConpaasError
 from services.models import Service, active_operations, production_urls
-from versions.models import DEVELOPMENT, PRODUCTION, Environment, preview_url
 from versions.logs import environment_logs
+from versions.models import DEVELOPMENT, PRODUCTION, Environment, preview_url
 from versions.storage import delete_version, store_version
 from workflows import first_account, lifecycle
 from workflows.deploy import request_deploy
