@@ -21,6 +21,7 @@ CONTRACT_PATHS = {
     "/api/v1/services/{id}/events/": {"get"},
     "/api/v1/services/{id}/metrics/": {"get"},
     "/api/v1/services/{id}/logs/": {"get"},
+    "/api/v1/services/{id}/autoscaling/": {"get", "put"},
     "/api/v1/operations/": {"get"},
     "/api/v1/operations/{id}/": {"get"},
     "/api/v1/auth/tokens/": {"get"},
@@ -131,7 +132,7 @@ def test_the_token_endpoint_declares_its_lockout_and_its_revocation(schema):
 
 def test_every_call_that_reads_a_body_declares_the_415_for_one_it_cannot_read(schema):
     with_body = [(method, path, op) for path, method, op in operations(schema) if "requestBody" in op]
-    assert len(with_body) == 8  # the PATCH of a service (its heap) is the eighth
+    assert len(with_body) == 9  # the PATCH of a service (its heap) and the PUT of its autoscaling among them
     for method, path, operation in with_body:
         assert "415" in operation["responses"], (method, path)
 
