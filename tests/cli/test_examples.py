@@ -1,11 +1,15 @@
-"""The README's first steps for every runtime: `conpaas push` of examples/<runtime> serves it."""
+"""The README's first steps for every runtime: `conpaas push` of examples/<runtime> serves it, and
+`conpaas logs` shows the request in the instance's access log."""
 
 import importlib.util
+import uuid
 import zipfile
 from pathlib import Path
 
 import pytest
 import requests
+
+from images.conpaas_agent.waiting import wait_until
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
@@ -27,8 +31,16 @@ def test_each_example_is_pushed_and_served(cli, logged_in, runtime, says):
         assert result.code == 0, result.err
         if runtime == "java":  # a folder whose only file is a .war uploads it as it is
             assert "holds only hello.war: uploading it as it is" in result.err.splitlines()[0], result.err
-        answer = requests.get(service["url"], timeout=10)
+        mark = uuid.uuid4().hex
+        answer = requests.get(service["url"], params={"seen": mark}, timeout=10)
         assert answer.status_code == 200 and says in answer.text, answer.text
+
+        # The request shows in its instance's access log (gunicorn's, nginx's, Tomcat's), through the API.
+        def logged():
+            found = cli("logs", service["name"], "--json").json()["lines"]
+            return [line for line in found if line["file"] == "access.log" and f"seen={mark}" in line["line"]]
+
+        assert wait_until(logged, timeout=10), cli("logs", service["name"]).out
     finally:
         logged_in.wait_operation(logged_in.delete(f"/api/v1/services/{service['id']}/").json())
 
