@@ -26,6 +26,12 @@ SINCE = OpenApiParameter(
 RETRY_AFTER = OpenApiParameter(
     "Retry-After", int, OpenApiParameter.HEADER, response=[429], description="seconds until the lockout ends"
 )
+LOG_ENVIRONMENT = OpenApiParameter(
+    "environment", str, QUERY, description="the environment whose instances' logs to read (default production)"
+)
+LOG_LINES = OpenApiParameter(
+    "lines", int, QUERY, description="the last lines of each log file of each instance, 1 to 1000 (default 100)"
+)
 WINDOW = OpenApiParameter(
     "window",
     int,

@@ -336,6 +336,20 @@ class AutoscalingSerializer(serializers.ModelSerializer):
         return self.context["nodes"]
 
 
+class LogLineSerializer(serializers.Serializer):
+    node = serializers.CharField()
+    instance = serializers.CharField()
+    file = serializers.CharField(help_text="the log file's name, e.g. access.log")
+    line = serializers.CharField(trim_whitespace=False)
+
+
+class LogsSerializer(serializers.Serializer):
+    environment = serializers.CharField()
+    version = serializers.IntegerField(allow_null=True, help_text="the code version it runs; null: none")
+    lines = LogLineSerializer(many=True, help_text="each file's lines in order, instance by instance")
+    errors = serializers.ListField(child=serializers.CharField(), help_text="nodes whose logs could not be read")
+
+
 class SignInSerializer(serializers.Serializer):
     username = serializers.CharField()
     password = serializers.CharField(style={"input_type": "password"}, trim_whitespace=False)

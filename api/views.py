@@ -18,6 +18,8 @@ from api.schema import (
     BAD_REQUEST,
     CONFLICT,
     ENVIRONMENT_NAME,
+    LOG_ENVIRONMENT,
+    LOG_LINES,
     NOT_FOUND,
     OPERATION_ID,
     QUOTA,
@@ -41,6 +43,7 @@ from api.serializers import (
     DeploySerializer,
     EnvironmentSerializer,
     EventSerializer,
+    LogsSerializer,
     MetricPointSerializer,
     MetricsSerializer,
     NodeSerializer,
@@ -59,6 +62,7 @@ from routing.metrics import LIVE_KEEP, MINUTE_KEEP, series, service_metrics
 from services import tokens
 from services.models import ApiToken, Operation, Service
 from versions.instances import version_from_token
+from versions.logs import DEFAULT_LINES, MAX_LINES, environment_logs
 from versions.models import Environment
 from versions.storage import delete_version, store_version
 from workflows import autoscale, lifecycle
@@ -219,6 +223,21 @@ class ServiceViewSet(
             policy = autoscale.configure(service, request.user, **serializer.validated_data)
         context = {"nodes": autoscale.backend_count(service)}
         return Response(AutoscalingSerializer(policy, context=context).data)
+
+    @extend_schema(
+        parameters=[SERVICE_ID, LOG_ENVIRONMENT, LOG_LINES],
+        responses={200: LogsSerializer, 400: BAD_REQUEST, 404: NOT_FOUND},
+    )
+    @action(detail=True, methods=["get"])
+    def logs(self, request, pk=None):
+        service = self.get_object()
+        environment = request.query_params.get("environment", "production")
+        if not environment:
+            raise ValidationError({"environment": "an environment's name, e.g. production"})
+        lines = request.query_params.get("lines", str(DEFAULT_LINES))
+        if not (lines.isascii() and lines.isdigit() and 1 <= int(lines) <= MAX_LINES):
+            raise ValidationError({"lines": f"a whole number from 1 to {MAX_LINES}"})
+        return Response(environment_logs(service, environment, int(lines)))
 
 
 @extend_schema_view(

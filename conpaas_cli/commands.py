@@ -621,20 +621,74 @@ def events(args: Namespace) -> int:
     show = (lambda e: print(json.dumps(e, ensure_ascii=False))) if args.json else (lambda e: print(_event_line(e)))
     for event in reversed(history):
         show(event)
-    if not args.follow:
-        return OK
+    if args.follow:
+
+        def poll() -> None:
+            nonlocal last
+            for event in reversed(api.get(path, params={"since": last})):
+                show(event)
+                last = max(last, event["id"])
+
+        _follow(args, poll)
+    return OK
+
+
+def _follow(args: Namespace, poll) -> None:
+    """Call `poll` every FOLLOW_SECONDS until Ctrl-C, or for --follow-seconds."""
     deadline = time.monotonic() + args.follow_seconds if args.follow_seconds is not None else None
     sys.stdout.flush()
     try:
         while deadline is None or time.monotonic() < deadline:
             time.sleep(FOLLOW_SECONDS if deadline is None else min(FOLLOW_SECONDS, max(0, deadline - time.monotonic())))
-            for event in reversed(api.get(path, params={"since": last})):
-                show(event)
-                last = max(last, event["id"])
+            poll()
             sys.stdout.flush()
     except KeyboardInterrupt:
         pass  # Ctrl-C is how one stops following; not an error
+
+
+def logs(args: Namespace) -> int:
+    api = client()
+    service = find_service(api, args.service)
+    path = f"services/{service['id']}/logs/"
+    params = {"environment": args.environment, "lines": args.lines}
+    found = api.get(path, params=params)
+    if args.json and not args.follow:
+        print_json(found)
+        return OK
+    seen: dict[tuple, list[str]] = {}  # (node, instance, file) -> its lines at the last poll
+    warned: set[str] = set()
+
+    def show(found: dict) -> None:
+        for error in found["errors"]:
+            if error not in warned:  # a node that stays silent is said once
+                print(f"warning: {error}", file=sys.stderr)
+                warned.add(error)
+        files: dict[tuple, list[str]] = {}
+        for entry in found["lines"]:
+            files.setdefault((entry["node"], entry["instance"], entry["file"]), []).append(entry["line"])
+        for key, lines in files.items():
+            node, instance, file = key
+            for line in new_lines(seen.get(key, []), lines):
+                entry = {"node": node, "instance": instance, "file": file, "line": line}
+                print(json.dumps(entry, ensure_ascii=False) if args.json else f"{instance} {file}: {line}")
+            seen[key] = lines
+
+    show(found)
+    if args.follow:
+        _follow(args, lambda: show(api.get(path, params=params)))
     return OK
+
+
+def new_lines(before: list[str], now: list[str]) -> list[str]:
+    """The lines of `now` (a file's last lines) written after `before` (its last lines at the
+    previous poll): what follows the longest end of `before` that `now` starts with. Lines
+    carry timestamps, so an overlap is rarely a coincidence; with more new lines than were
+    asked for, all of `now` is new."""
+    for start in range(len(before)):
+        overlap = before[start:]
+        if now[: len(overlap)] == overlap:
+            return now[len(overlap) :]
+    return now
 
 
 def wait_command(args: Namespace) -> int:

@@ -148,6 +148,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--follow-seconds", type=float, metavar="S", help="with --follow: stop after S seconds")
     p.add_argument("--limit", "-n", type=int, metavar="N", help="only the N most recent events")
 
+    p = command("logs", commands.logs, "show the recent log lines of an environment's instances")
+    p.add_argument("service", metavar="SERVICE")
+    p.add_argument("environment", metavar="ENV", nargs="?", default="production", help="default: production")
+    p.add_argument("--follow", "-f", action="store_true", help="keep printing new lines until Ctrl-C")
+    p.add_argument("--follow-seconds", type=float, metavar="S", help="with --follow: stop after S seconds")
+    p.add_argument("--lines", "-n", type=int, default=20, metavar="N", help="the last N lines of each file (20)")
+
     p = command("wait", commands.wait_command, "wait for an operation started with --no-wait")
     p.add_argument("operation", metavar="OPERATION", type=int, help="the operation id")
     return parser

@@ -15,6 +15,7 @@ urlpatterns = [
     path("services/<int:pk>/", views.service_detail, name="service"),
     path("services/<int:pk>/overview/", views.service_overview, name="service-overview"),
     path("services/<int:pk>/activity/", views.service_activity, name="service-activity"),
+    path("services/<int:pk>/logs/", views.service_logs, name="service-logs"),
     path("services/<int:pk>/metrics/", views.service_metrics, name="service-metrics"),
     path("services/<int:pk>/autoscaling/", views.service_autoscaling, name="service-autoscaling"),
     path("services/<int:pk>/delete/", views.service_delete, name="service-delete"),

@@ -3,7 +3,8 @@
 Every view that takes a service id goes through `visible_service`, so another user's service is a
 404 exactly like a missing one. Actions that change anything are POST only (and CSRF-checked).
 No page asks a node agent: health is what the workers last saved on the rows (routing/health.py),
-shown with its age; only the swap itself (workflows.swap) checks live, under the service's lock."""
+shown with its age; only the swap itself (workflows.swap) checks live, under the service's lock,
+and the logs fragment, which the service page loads after it is shown (an agent may be slow)."""
 
 from collections import defaultdict
 from datetime import timedelta
@@ -37,6 +38,7 @@ from services import tokens
 from services.choices import ServiceState
 from services.errors import ConpaasError
 from services.models import Service, active_operations, production_urls
+from versions.logs import environment_logs
 from versions.models import DEVELOPMENT, PRODUCTION, Environment, preview_url
 from versions.storage import delete_version, store_version
 from workflows import autoscale, first_account, lifecycle
@@ -46,6 +48,7 @@ from workflows.models import Autoscaling
 from workflows.swap import swap, swap_refusal
 
 HISTORY_LENGTH = 30
+LOG_LINES = 30  # the last lines of each log file of each instance that the service page shows
 SETTLED_EVENT = "conpaas-settled"
 # Services per dashboard page: a page a person can scan (2, 3 or 4 cards a row), and a render
 # that stays fast at any count; the search finds the others.
@@ -322,6 +325,20 @@ def service_activity(request, pk: int):
         # The last operation just ended: the overview (state, versions, nodes, health) reloads itself.
         response["HX-Trigger"] = SETTLED_EVENT
     return response
+
+
+@login_required
+@require_GET
+def service_logs(request, pk: int):
+    service = visible_service(request, pk)
+    name = request.GET.get("environment") or PRODUCTION
+    context = {"service": service, "environments": service.environments.order_by("created", "id"), "selected": name}
+    try:
+        context["logs"] = environment_logs(service, name, LOG_LINES)
+    except ConpaasError as exc:
+        context["error"] = str(exc)
+        return render(request, "console/fragments/logs.html", context, status=exc.http_status)
+    return render(request, "console/fragments/logs.html", context)
 
 
 @login_required

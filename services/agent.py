@@ -58,6 +58,10 @@ class AgentClient:
     def get_instance(self, name: str, health_path: str = "/") -> dict:
         return self.call("GET", f"/v1/instances/{quote(name)}?path={quote(health_path)}")
 
+    def instance_logs(self, name: str, lines: int = 100) -> dict[str, list[str]]:
+        """The last `lines` lines of each of the instance's log files, by file name."""
+        return self.call("GET", f"/v1/instances/{quote(name)}/logs?lines={int(lines)}", timeout=10)["files"]
+
     def delete_instance(self, name: str) -> None:
         self.call("DELETE", f"/v1/instances/{quote(name)}", timeout=60)
 

@@ -28,6 +28,7 @@ class FakeFleet:
         self.refusing: dict[str, int] = {}  # proxy node name -> HTTP status of a health-gated PUT
         self.figures: dict[str, dict] = {}  # proxy node name -> environment -> its metrics figures
         self.routers_down: set[str] = set()  # proxy node names whose HAProxy died (a PUT starts it)
+        self.logs: dict[str, dict[str, list[str]]] = {}  # instance name -> log file name -> its lines
         self.concurrency = 2  # what put_instance reports a new instance serves at once
         self._ports = itertools.count(20000)
 
@@ -91,6 +92,12 @@ class FakeAgent:
             self._fail(404, f"no instance named {name}")
         ok = self.fleet.healthy(name)
         return {**self._public(name), "health": {"ok": ok, "status": 200 if ok else 500, "detail": ""}}
+
+    def instance_logs(self, name: str, lines: int = 100) -> dict[str, list[str]]:
+        self._call("instance_logs", name, role="backend")
+        if name not in self.fleet.instances:
+            self._fail(404, f"no instance named {name}")
+        return {file: found[-lines:] for file, found in self.fleet.logs.get(name, {}).items()}
 
     def delete_instance(self, name: str) -> None:
         self._call("delete_instance", name, role="backend")

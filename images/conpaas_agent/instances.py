@@ -19,6 +19,7 @@ import os
 import re
 import shutil
 import signal
+import stat
 import subprocess
 import tempfile
 import threading
@@ -40,7 +41,48 @@ ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 MAX_ARCHIVE_BYTES = 512 * 1024 * 1024
 MAX_UNPACKED_BYTES = 2 * 1024 * 1024 * 1024
 STOP_TIMEOUT = 20.0
+MAX_LOG_LINES = 1000
+MAX_LOG_LINE_CHARS = 4096  # a longer line is cut: one line never fills an answer
+LOG_TAIL_BYTES = 1024 * 1024  # read at most this much of the end of a log file
 COMMON_FIELDS = frozenset({"version", "label", "runtime", "archive_url", "archive_sha256", "env"})
+
+
+# --- logs -------------------------------------------------------------------------------
+
+
+def read_tail(path: str, lines: int) -> list[str]:
+    """The last ``lines`` lines of the log file ``path`` (from its last ``LOG_TAIL_BYTES``).
+
+    The instance's code runs as the agent's user and could swap its log for a link to another
+    file (the node's config, or any file when the agent runs as root): the file is opened without
+    following a link, in its directory opened the same way, and read only when it is a regular
+    file with no other name (a hard link)."""
+    directory, base = os.path.split(path)
+    try:
+        dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    except FileNotFoundError:
+        return []
+    try:
+        fd = os.open(base, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=dir_fd)
+    except FileNotFoundError:
+        return []
+    except OSError as exc:  # ELOOP: a symbolic link
+        raise InstanceError(f"{base} is not a plain file: not read", 422) from exc
+    finally:
+        os.close(dir_fd)
+    with os.fdopen(fd, "rb") as fh:
+        info = os.fstat(fh.fileno())
+        if not stat.S_ISREG(info.st_mode) or info.st_nlink != 1:
+            raise InstanceError(f"{base} is not a plain file: not read", 422)
+        start = max(0, info.st_size - LOG_TAIL_BYTES)
+        fh.seek(start)
+        data = fh.read(LOG_TAIL_BYTES)
+    found = data.split(b"\n")
+    if found and found[-1] == b"":
+        found.pop()  # the file ends with a newline
+    if start and found:
+        found.pop(0)  # a line cut by the start of the read
+    return [line.decode(errors="replace")[:MAX_LOG_LINE_CHARS] for line in found[-lines:]]
 
 
 # --- staging -----------------------------------------------------------------------------
@@ -223,6 +265,18 @@ class Instances:
             raise InstanceError(f"no instance named {name}", 404)
         names = recipe_of(record).logs if record else ("instance.log",)
         return [os.path.join(directory, log_name) for log_name in names]
+
+    def logs(self, name: str, lines: int, files: list[str] | None = None) -> dict[str, list[str]]:
+        """The last ``lines`` lines of each of the instance's log files (its allow-list, or the
+        ``files`` of it named by base name), by base name; a file not written yet has none.
+        Anything not on the allow-list is refused (400): no other path is ever read."""
+        if not 1 <= lines <= MAX_LOG_LINES:
+            raise InstanceError(f"lines must be a whole number from 1 to {MAX_LOG_LINES}", 400)
+        allowed = {os.path.basename(path): path for path in self.log_files(name)}
+        for wanted in files or ():
+            if wanted not in allowed:
+                raise InstanceError(f"{wanted!r} is not a log file of {name}: one of {', '.join(allowed)}", 400)
+        return {base: read_tail(path, lines) for base, path in allowed.items() if not files or base in files}
 
     # staging
     def stage(self, sha: str, url: str, logfile: str, recipe: Recipe) -> tuple[str, dict]:

@@ -7,7 +7,7 @@ versions, environments and operations), so the calls reach past the 404 into the
 
 Nothing boots and nothing runs in the background: operations the API queues stay queued (no
 worker takes them), nodes would come from an in-memory cloud, and the agents are the fake fleet
-(tests/fakes.py), so a swap, a new environment or the metrics reach a router without a network.
+(tests/fakes.py), so a swap, a new environment, the metrics or the logs reach a node without a network.
 The cases are derandomized: the same for the same code (hypothesis also draws constants from the
 project's modules). The number of cases run is printed in the terminal summary
 (tests/api/conftest.py)."""
@@ -158,6 +158,11 @@ def aim(case) -> None:
     if not case.meta.is_negative_at(ParameterLocation.PATH):  # a path meant to miss stays as generated
         for name in sorted(parameters, key=lambda name: name != "service_pk"):  # the service first
             parameters[name] = pick(parameters[name], existing(path, name, parameters.get("service_pk")))
+    query = case.query or {}
+    environment = query.get("environment")
+    if path.endswith("/logs/") and isinstance(environment, str) and len(environment) % 2:
+        if not case.meta.is_negative_at(ParameterLocation.QUERY):
+            query["environment"] = "development"  # an environment that exists: its instances' logs
     body = case.body
     if not isinstance(body, dict) or case.meta.is_negative_at(ParameterLocation.BODY):
         return  # a body meant to be refused stays as generated

@@ -20,6 +20,7 @@ CONTRACT_PATHS = {
     "/api/v1/services/{id}/nodes/": {"get"},
     "/api/v1/services/{id}/events/": {"get"},
     "/api/v1/services/{id}/metrics/": {"get"},
+    "/api/v1/services/{id}/logs/": {"get"},
     "/api/v1/services/{id}/autoscaling/": {"get", "put"},
     "/api/v1/operations/": {"get"},
     "/api/v1/operations/{id}/": {"get"},
@@ -79,6 +80,9 @@ def test_since_and_window_are_documented_query_parameters(schema):
     assert parameter(events, "since", "query")["schema"]["type"] == "integer"
     metrics = schema["paths"]["/api/v1/services/{id}/metrics/"]["get"]
     assert parameter(metrics, "window", "query")["schema"]["type"] == "integer"
+    logs = schema["paths"]["/api/v1/services/{id}/logs/"]["get"]
+    assert parameter(logs, "lines", "query")["schema"]["type"] == "integer"
+    assert parameter(logs, "environment", "query")["schema"]["type"] == "string"
 
 
 def test_refusals_are_described_with_a_detail_body(schema):
