@@ -1,0 +1,200 @@
+"""Applying a manifest: plan, apply, apply again (nothing), apply a change (only the difference)."""
+
+import io
+
+import pytest
+
+from services.choices import OperationKind, OperationState
+from services.errors import QuotaExceeded
+from services.models import Application, Operation, Quota, Service
+from tests.apps import label_app, zip_archive
+from tests.factories import ServiceFactory
+from versions.models import CodeVersion, Environment
+from workflows.applying import apply, delete_application
+from workflows.manifest import ManifestInvalid, parse
+
+MANIFEST = """\
+application: shop
+services:
+  web:
+    runtime: python
+    nodes: {nodes}
+    links: [api]
+    versions:
+      v1: ./web-v1.zip
+      v2: ./web-v2.zip
+    environments:
+      production: v1
+      development: v2
+  api:
+    runtime: python
+    versions: {{a1: api.zip}}
+    environments: {{production: a1}}
+"""
+
+FILES = {"./web-v1.zip": label_app("web1"), "./web-v2.zip": label_app("web2"), "api.zip": label_app("api")}
+
+
+def archives(files=None) -> dict:
+    return {path: io.BytesIO(content) for path, content in (files or FILES).items()}
+
+
+def run(queue, owner, text, files=None, dry_run=False):
+    """Apply `text` and run the operations it started, as the workers would."""
+    with queue.capture_on_commit(execute=True):
+        applied = apply(owner, parse(text), archives(files), dry_run=dry_run)
+    queue.run()
+    return applied
+
+
+def lines(applied) -> dict:
+    return {"created": applied.plan.created, "changed": applied.plan.changed, "removed": applied.plan.removed}
+
+
+def served(owner) -> dict:
+    return {
+        f"{e.service.name}/{e.name}": e.version.label if e.version else None
+        for e in Environment.objects.filter(service__owner=owner).select_related("service", "version")
+    }
+
+
+def test_a_dry_run_plans_everything_and_changes_nothing(alice, queue):
+    applied = run(queue, alice, MANIFEST.format(nodes=2), dry_run=True)
+
+    assert lines(applied) == {
+        "created": [
+            "application shop",
+            "service web (python)",
+            f"version web/v1 from ./web-v1.zip ({len(FILES['./web-v1.zip'])} bytes)",
+            f"version web/v2 from ./web-v2.zip ({len(FILES['./web-v2.zip'])} bytes)",
+            "service api (python)",
+            f"version api/a1 from api.zip ({len(FILES['api.zip'])} bytes)",
+        ],
+        "changed": [
+            "web: backend nodes 1 → 2",
+            "web/production: deploy v1",
+            "web/development: deploy v2",
+            "api/production: deploy a1",
+        ],
+        "removed": [],
+    }
+    assert not Application.objects.exists() and not Service.objects.exists() and not Operation.objects.exists()
+
+
+def test_it_applies_then_applying_again_changes_nothing(alice, queue, fleet):
+    applied = run(queue, alice, MANIFEST.format(nodes=2))
+
+    application = Application.objects.get(owner=alice, name="shop")
+    assert applied.application == application
+    assert set(application.services.values_list("name", flat=True)) == {"web", "api"}
+    assert {o.state for o in Operation.objects.all()} == {OperationState.SUCCEEDED}, [
+        o.error for o in Operation.objects.all()
+    ]
+    assert served(alice) == {
+        "web/production": "v1",
+        "web/development": "v2",
+        "api/production": "a1",
+        "api/development": None,
+    }
+    assert Service.objects.get(name="web").backend_node_list().count() == 2
+    calls, operations = len(fleet.calls), Operation.objects.count()
+
+    again = run(queue, alice, MANIFEST.format(nodes=2))
+
+    assert lines(again) == {"created": [], "changed": [], "removed": []}
+    assert again.operations == []
+    assert (len(fleet.calls), Operation.objects.count()) == (calls, operations)
+
+
+def test_a_change_applies_only_the_difference(alice, queue):
+    run(queue, alice, MANIFEST.format(nodes=1))
+    changed = MANIFEST.format(nodes=1).replace("production: v1", "production: v2").replace(
+        "  api:\n    runtime: python\n    versions: {a1: api.zip}\n    environments: {production: a1}\n", ""
+    )
+    changed = changed.replace("links: [api]", "links: []").replace("development: v2", "development: v2\n      qa: v1")
+    before = Operation.objects.order_by("-id").first().pk
+
+    applied = run(queue, alice, changed)
+
+    assert lines(applied) == {
+        "created": ["environment web/qa"],
+        "changed": ["web/production: deploy v2 (serves v1)", "web/qa: deploy v1"],
+        "removed": ["service api"],
+    }
+    kinds = sorted(Operation.objects.filter(pk__gt=before).values_list("kind", flat=True))
+    assert kinds == sorted([OperationKind.DEPLOY, OperationKind.DEPLOY, OperationKind.DELETE, OperationKind.ROUTE])
+    assert served(alice) == {"web/production": "v2", "web/development": "v2", "web/qa": "v1"}
+    assert not Service.objects.filter(name="api").exists()
+    assert CodeVersion.objects.filter(service__name="web").count() == 2  # nothing uploaded again
+
+
+def test_it_does_not_deploy_twice_while_the_first_deploy_is_pending(alice, queue):
+    with queue.capture_on_commit(execute=True):
+        apply(alice, parse(MANIFEST.format(nodes=1)), archives())
+    queue.clear()  # the workers have not started anything yet
+
+    again = apply(alice, parse(MANIFEST.format(nodes=1)), archives())
+
+    assert lines(again) == {"created": [], "changed": [], "removed": []}
+
+
+@pytest.mark.parametrize(
+    "files, setup, error",
+    [
+        ({"./web-v1.zip": FILES["./web-v1.zip"]}, None, "services.web.versions.v2: no file uploaded for ./web-v2.zip"),
+        (
+            {**FILES, "api.zip": zip_archive({"README": "no wsgi"})},
+            None,
+            "services.api.versions.a1: api.zip: ",
+        ),
+        (FILES, lambda owner: ServiceFactory(owner=owner, name="api"), "services.api: you already have a service "
+         "named api outside application shop"),
+    ],
+)
+def test_a_refused_apply_changes_nothing(alice, queue, files, setup, error):
+    if setup:
+        setup(alice)
+    services = Service.objects.count()
+
+    with pytest.raises(ManifestInvalid) as refused:
+        run(queue, alice, MANIFEST.format(nodes=1), files)
+
+    assert any(line.startswith(error) for line in refused.value.errors), refused.value.errors
+    assert not Application.objects.exists()
+    assert Service.objects.count() == services and not CodeVersion.objects.exists()
+    assert not Operation.objects.exists()
+
+
+def test_a_changed_archive_under_a_stored_label_is_refused(alice, queue):
+    run(queue, alice, MANIFEST.format(nodes=1))
+
+    with pytest.raises(ManifestInvalid, match="services.web.versions.v1: ./web-v1.zip differs from the stored v1"):
+        run(queue, alice, MANIFEST.format(nodes=1), {**FILES, "./web-v1.zip": label_app("other")})
+
+
+def test_a_changed_runtime_is_refused(alice, queue):
+    run(queue, alice, MANIFEST.format(nodes=1))
+    text = MANIFEST.format(nodes=1).replace("  api:\n    runtime: python", "  api:\n    runtime: static")
+
+    with pytest.raises(ManifestInvalid, match="services.api.runtime: api is a python service"):
+        run(queue, alice, text)
+
+
+def test_it_respects_the_service_quota(alice, queue):
+    Quota.objects.create(user=alice, services=1)
+
+    with pytest.raises(QuotaExceeded):
+        run(queue, alice, MANIFEST.format(nodes=1))
+
+
+def test_deleting_an_application_deletes_its_services(alice, queue):
+    run(queue, alice, MANIFEST.format(nodes=1))
+    other = ServiceFactory(owner=alice, name="other")
+
+    with queue.capture_on_commit(execute=True):
+        operations = delete_application(Application.objects.get(name="shop"), alice)
+    queue.run()
+
+    assert sorted(o.kind for o in operations) == [OperationKind.DELETE] * 2
+    assert not Application.objects.exists()
+    assert list(Service.objects.values_list("name", flat=True)) == [other.name]
