@@ -5,7 +5,17 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from services.choices import Role, Runtime
-from services.models import GONE, ApiToken, Application, Event, Node, Operation, Service, active_operations, production_urls
+from services.models import (
+    GONE,
+    ApiToken,
+    Application,
+    Event,
+    Node,
+    Operation,
+    Service,
+    active_operations,
+    production_urls,
+)
 from versions.models import CodeVersion, Environment, preview_url
 
 

@@ -37,10 +37,10 @@ from api.schema import (
     WINDOW,
 )
 from api.serializers import (
-    AppliedSerializer,
-    ApplicationSerializer,
-    ApplySerializer,
     ApiTokenSerializer,
+    ApplicationSerializer,
+    AppliedSerializer,
+    ApplySerializer,
     CodeVersionSerializer,
     DeploySerializer,
     EnvironmentSerializer,
@@ -66,9 +66,9 @@ from versions.models import Environment
 from versions.storage import delete_version, store_version
 from workflows import lifecycle
 from workflows.applying import apply, delete_application, plan_lines
-from workflows.manifest import ManifestInvalid, parse
 from workflows.deploy import request_deploy
 from workflows.environments import add_environment, change_preview_key
+from workflows.manifest import ManifestInvalid, parse
 from workflows.scaling import request_scale
 from workflows.swap import swap
 
@@ -246,8 +246,15 @@ class ApplicationViewSet(
 
     @extend_schema(
         request={"multipart/form-data": ApplySerializer},
-        responses={200: AppliedSerializer, 202: AppliedSerializer, 400: BAD_REQUEST, 403: QUOTA, 409: CONFLICT,
-                   413: TOO_LARGE, 415: UNSUPPORTED},
+        responses={
+            200: AppliedSerializer,
+            202: AppliedSerializer,
+            400: BAD_REQUEST,
+            403: QUOTA,
+            409: CONFLICT,
+            413: TOO_LARGE,
+            415: UNSUPPORTED,
+        },
     )
     @action(detail=False, methods=["post"], parser_classes=[MultiPartParser, FormParser])
     def apply(self, request):

@@ -9,8 +9,8 @@ nothing. The steps are the platform's own workflows (create, upload, add an envi
 deploy, scale, delete), so quotas and operations apply as they do to single requests.
 """
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 from django.db import transaction
 
@@ -95,11 +95,14 @@ def check(owner, manifest: Manifest, archives: dict, current: dict[str, Service]
     for name, spec in manifest.services.items():
         service = current.get(name)
         if service is None and Service.objects.filter(owner=owner, name=name).exists():
-            errors.append(f"services.{name}: you already have a service named {name} outside application "
-                          f"{manifest.application}")
+            errors.append(
+                f"services.{name}: you already have a service named {name} outside application {manifest.application}"
+            )
         elif service is not None and service.runtime != spec.runtime:
-            errors.append(f"services.{name}.runtime: {name} is a {service.runtime} service; a runtime does not "
-                          "change (remove the service from the manifest, apply, then add it again)")
+            errors.append(
+                f"services.{name}.runtime: {name} is a {service.runtime} service; a runtime does not "
+                "change (remove the service from the manifest, apply, then add it again)"
+            )
         elif service is not None and service.state == ServiceState.DELETING:
             errors.append(f"services.{name}: {name} is being deleted; apply again when it is gone")
     infos = {}
@@ -119,8 +122,10 @@ def check(owner, manifest: Manifest, archives: dict, current: dict[str, Service]
         stored = {v.label: v for v in service.versions.all()} if service else {}
         for label, path in spec.versions.items():
             if label in stored and path in infos and stored[label].sha256 != infos[path].sha256:
-                errors.append(f"services.{name}.versions.{label}: {path} differs from the stored {label}; "
-                              "a code version never changes: give it a new label")
+                errors.append(
+                    f"services.{name}.versions.{label}: {path} differs from the stored {label}; "
+                    "a code version never changes: give it a new label"
+                )
     if errors:
         raise ManifestInvalid(errors)
     return infos

@@ -5,7 +5,6 @@ every problem, each naming the path of the wrong field (`services.web.nodes: mus
 Nothing here touches the database: applying is workflows/applying.py.
 """
 
-import re
 from dataclasses import dataclass, field
 
 import yaml

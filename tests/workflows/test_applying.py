@@ -108,8 +108,10 @@ def test_it_applies_then_applying_again_changes_nothing(alice, queue, fleet):
 
 def test_a_change_applies_only_the_difference(alice, queue):
     run(queue, alice, MANIFEST.format(nodes=1))
-    changed = MANIFEST.format(nodes=1).replace("production: v1", "production: v2").replace(
-        "  api:\n    runtime: python\n    versions: {a1: api.zip}\n    environments: {production: a1}\n", ""
+    changed = (
+        MANIFEST.format(nodes=1)
+        .replace("production: v1", "production: v2")
+        .replace("  api:\n    runtime: python\n    versions: {a1: api.zip}\n    environments: {production: a1}\n", "")
     )
     changed = changed.replace("links: [api]", "links: []").replace("development: v2", "development: v2\n      qa: v1")
     before = Operation.objects.order_by("-id").first().pk
@@ -147,8 +149,11 @@ def test_it_does_not_deploy_twice_while_the_first_deploy_is_pending(alice, queue
             None,
             "services.api.versions.a1: api.zip: ",
         ),
-        (FILES, lambda owner: ServiceFactory(owner=owner, name="api"), "services.api: you already have a service "
-         "named api outside application shop"),
+        (
+            FILES,
+            lambda owner: ServiceFactory(owner=owner, name="api"),
+            "services.api: you already have a service named api outside application shop",
+        ),
     ],
 )
 def test_a_refused_apply_changes_nothing(alice, queue, files, setup, error):
