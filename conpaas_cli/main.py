@@ -136,6 +136,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--follow-seconds", type=float, metavar="S", help="with --follow: stop after S seconds")
     p.add_argument("--limit", "-n", type=int, metavar="N", help="only the N most recent events")
 
+    p = command("apply", commands.apply, "create or update an application from its manifest", (common, waiting))
+    p.add_argument("file", metavar="FILE", help="the manifest (YAML); the paths in it are relative to it")
+    p.add_argument("--dry-run", action="store_true", help="print the plan (created, changed, removed); change nothing")
+
     p = command("wait", commands.wait_command, "wait for an operation started with --no-wait")
     p.add_argument("operation", metavar="OPERATION", type=int, help="the operation id")
     return parser

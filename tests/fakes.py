@@ -78,8 +78,10 @@ class FakeAgent:
     def put_instance(self, name: str, spec: dict) -> dict:
         self._call("put_instance", name, role="backend")
         instance = self.fleet.instances.get(name)
-        if instance is None or instance["state"] != "running":
+        # Like the agent: a changed spec (a link that moved) starts the instance again.
+        if instance is None or instance["state"] != "running" or instance["env"] != spec.get("env", {}):
             instance = {"name": name, "node": self.node.name, "version": spec["version"], "label": spec["label"]}
+            instance["env"] = dict(spec.get("env", {}))
             instance.update(port=next(self.fleet._ports), concurrency=self.fleet.concurrency, state="running")
             self.fleet.instances[name] = instance
         return self._public(name)

@@ -22,6 +22,7 @@ from versions.storage import store_version, upload_limits
 from workflows import lifecycle
 from workflows.deploy import request_deploy
 from workflows.environments import add_environment
+from workflows.links import set_links
 from workflows.manifest import Manifest, ManifestInvalid, ServiceSpec
 from workflows.scaling import request_scale
 
@@ -61,7 +62,7 @@ def apply(owner, manifest: Manifest, archives: dict, dry_run: bool = False) -> A
     if application is None:
         plan.add("created", f"application {manifest.application}", lambda: create_application(owner, manifest, ref))
     services = {}  # name -> Service, filled as steps create them
-    for spec in manifest.services.values():
+    for spec in manifest.ordered():
         plan_service(owner, spec, current.get(spec.name), archives, infos, plan, ref, services)
     for name, service in sorted(current.items()):
         if name not in manifest.services:
@@ -160,6 +161,16 @@ def plan_service(owner, spec: ServiceSpec, service, archives, infos, plan: Plan,
                     f"environment {name}/{env}",
                     lambda env=env: add_environment(services[name], env, owner) and None,
                 )
+    linked = sorted(service.links.values_list("target__name", flat=True)) if service else []
+    if sorted(spec.links) != linked:
+        change = [f"link {t}" for t in spec.links if t not in linked] + [
+            f"unlink {t}" for t in linked if t not in spec.links
+        ]
+        plan.add(
+            "changed",
+            f"{name}: " + ", ".join(change),
+            lambda: set_links(services[name], [services[t] for t in spec.links], owner),
+        )
     if spec.nodes != nodes:
         plan.add(
             "changed",

@@ -5,16 +5,19 @@ checks pass, then flip the environment's route (one map commit per proxy). The o
 serving until the flip; a version that fails its health check never receives a request.
 """
 
+import time
+
+from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
 from routing.health import wait_healthy
 from routing.table import push
 from services import agent, operations
-from services.choices import OperationKind, Outcome
+from services.choices import OperationKind, Outcome, ServiceState
 from services.errors import NotFound, OperationFailed
 from services.models import Event, Operation
-from versions.instances import ensure_instances
+from versions.instances import LinkNotReady, ensure_instances, link_environment
 from versions.models import CodeVersion, Environment, Instance, InstanceState
 from versions.storage import lock_version
 
@@ -41,6 +44,7 @@ def run_deploy(operation) -> str:
     if environment is None or version is None:
         raise OperationFailed("the environment or the version was deleted before the deploy could start")
     try:
+        wait_for_links(service, operation)
         operation.set_progress(f"starting {version.label} on the backend nodes")
         ensure_instances(service, version, environment, operation)
         operation.set_progress("adding the instances to the router")
@@ -70,6 +74,22 @@ def run_deploy(operation) -> str:
     operation.set_progress("retiring instances nothing uses")
     retire_unused(service, operation)
     return f"deployed {version.label} to {environment.name}"
+
+
+def wait_for_links(service, operation) -> None:
+    """Wait while a linked service is still being created (an application applied at once
+    creates its services side by side); any other linked service without an address fails."""
+    deadline = time.monotonic() + settings.CONPAAS_BOOT_TIMEOUT
+    while True:
+        try:
+            link_environment(service)
+            return
+        except LinkNotReady as exc:
+            creating = service.links.filter(target__state=ServiceState.CREATING).exists()
+            if not creating or time.monotonic() > deadline:
+                raise
+            operation.set_progress(f"waiting: {exc}")
+            time.sleep(1)
 
 
 def retire_unused(service, operation=None) -> None:

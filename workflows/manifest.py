@@ -58,6 +58,20 @@ class Manifest:
     application: str
     services: dict[str, ServiceSpec]
 
+    def ordered(self) -> list[ServiceSpec]:
+        """The services, each after those it links (a linked service's address is ready first)."""
+        done: dict[str, ServiceSpec] = {}
+
+        def visit(spec: ServiceSpec) -> None:
+            if spec.name not in done:
+                for target in spec.links:
+                    visit(self.services[target])
+                done[spec.name] = spec
+
+        for spec in self.services.values():
+            visit(spec)
+        return list(done.values())
+
     def paths(self) -> dict[str, str]:
         """Each file the manifest names (its path, as written) -> the field that names it."""
         named = {}
@@ -143,6 +157,8 @@ class Checker:
             self.error("services", "must name at least one service")
         for service in services.values():
             self.links(service, services)
+        if not self.errors:
+            self.cycles(services)
         return Manifest(application, services)
 
     def service(self, name: str, body) -> ServiceSpec:
@@ -218,6 +234,26 @@ class Checker:
             self.error(path, f"must name a version of this service (the manifest's: {named})")
             return None
         return EnvironmentSpec(version=value)
+
+    def cycles(self, services: dict[str, ServiceSpec]) -> None:
+        """Links that lead back to where they start: neither service could start first."""
+        for start in services.values():
+            trail = [start.name]
+            stack = [(start.name, iter(start.links))]
+            while stack:
+                name, targets = stack[-1]
+                target = next(targets, None)
+                if target is None:
+                    stack.pop()
+                    trail.pop()
+                elif target == start.name:
+                    i = start.links.index(trail[1] if len(trail) > 1 else target)
+                    cycle = " → ".join([*trail, target])
+                    self.error(f"services.{start.name}.links[{i}]", f"links go round in a circle ({cycle})")
+                    return
+                elif target not in trail:
+                    trail.append(target)
+                    stack.append((target, iter(services[target].links)))
 
     def links(self, service: ServiceSpec, services: dict[str, ServiceSpec]) -> None:
         for i, target in enumerate(service.links):

@@ -10,6 +10,7 @@ from services import operations
 from services.choices import OperationKind
 from services.models import Operation, Service
 from workflows import deploy, healing, lifecycle, reconcile, scaling
+from workflows.links import relink
 
 # Which function runs each kind of operation (swaps and route changes run synchronously).
 WORK = {
@@ -28,7 +29,23 @@ def run_operation(operation_id: int) -> None:
     operation = Operation.objects.filter(pk=operation_id).select_related("service").first()
     if operation is None or operation.done:
         return
-    operations.run(operation, then_refresh_health(WORK[operation.kind]))
+    operations.run(operation, then_refresh_health(then_relink(WORK[operation.kind])))
+
+
+# The operations after which a service may answer at another address than before.
+MOVES = (OperationKind.CREATE, OperationKind.RECONCILE, OperationKind.HEAL, OperationKind.SCALE)
+
+
+def then_relink(work):
+    """`work`, then, if it may have moved the service, pass its address to the services linking it."""
+
+    def run(operation):
+        result = work(operation)
+        if operation.kind in MOVES:
+            relink(operation.service)
+        return result
+
+    return run
 
 
 def then_refresh_health(work):

@@ -9,8 +9,10 @@ from services.errors import QuotaExceeded
 from services.models import Application, Operation, Quota, Service
 from tests.apps import label_app, zip_archive
 from tests.factories import ServiceFactory
-from versions.models import CodeVersion, Environment
+from versions.models import CodeVersion, Environment, Instance
 from workflows.applying import apply, delete_application
+from workflows.deploy import request_deploy
+from workflows.links import relink
 from workflows.manifest import ManifestInvalid, parse
 
 MANIFEST = """\
@@ -62,19 +64,21 @@ def test_a_dry_run_plans_everything_and_changes_nothing(alice, queue):
     applied = run(queue, alice, MANIFEST.format(nodes=2), dry_run=True)
 
     assert lines(applied) == {
+        # api first: web links it, so its address is ready before web's instances start.
         "created": [
             "application shop",
+            "service api (python)",
+            f"version api/a1 from api.zip ({len(FILES['api.zip'])} bytes)",
             "service web (python)",
             f"version web/v1 from ./web-v1.zip ({len(FILES['./web-v1.zip'])} bytes)",
             f"version web/v2 from ./web-v2.zip ({len(FILES['./web-v2.zip'])} bytes)",
-            "service api (python)",
-            f"version api/a1 from api.zip ({len(FILES['api.zip'])} bytes)",
         ],
         "changed": [
+            "api/production: deploy a1",
+            "web: link api",
             "web: backend nodes 1 → 2",
             "web/production: deploy v1",
             "web/development: deploy v2",
-            "api/production: deploy a1",
         ],
         "removed": [],
     }
@@ -120,11 +124,14 @@ def test_a_change_applies_only_the_difference(alice, queue):
 
     assert lines(applied) == {
         "created": ["environment web/qa"],
-        "changed": ["web/production: deploy v2 (serves v1)", "web/qa: deploy v1"],
+        "changed": ["web: unlink api", "web/production: deploy v2 (serves v1)", "web/qa: deploy v1"],
         "removed": ["service api"],
     }
     kinds = sorted(Operation.objects.filter(pk__gt=before).values_list("kind", flat=True))
-    assert kinds == sorted([OperationKind.DEPLOY, OperationKind.DEPLOY, OperationKind.DELETE, OperationKind.ROUTE])
+    expected = [OperationKind.DEPLOY, OperationKind.DEPLOY, OperationKind.DELETE, OperationKind.ROUTE]
+    assert kinds == sorted([*expected, OperationKind.RECONCILE])  # the reconcile takes API_URL away
+    web = Service.objects.get(name="web")
+    assert not any("API_URL" in i.spec["env"] for i in Instance.objects.filter(node__service=web))
     assert served(alice) == {"web/production": "v2", "web/development": "v2", "web/qa": "v1"}
     assert not Service.objects.filter(name="api").exists()
     assert CodeVersion.objects.filter(service__name="web").count() == 2  # nothing uploaded again
@@ -203,3 +210,45 @@ def test_deleting_an_application_deletes_its_services(alice, queue):
     assert sorted(o.kind for o in operations) == [OperationKind.DELETE] * 2
     assert not Application.objects.exists()
     assert list(Service.objects.values_list("name", flat=True)) == [other.name]
+
+
+def test_linked_instances_get_the_target_url(alice, queue):
+    run(queue, alice, MANIFEST.format(nodes=2))
+
+    api, web = Service.objects.get(name="api"), Service.objects.get(name="web")
+    instances = Instance.objects.filter(node__service=web)
+    assert instances.count() == 4  # v1 and v2 on two nodes
+    assert {i.spec["env"]["API_URL"] for i in instances} == {api.url}
+    assert not any("WEB_URL" in i.spec["env"] for i in Instance.objects.filter(node__service=api))
+
+
+def test_linked_instances_get_the_new_url_when_the_target_moves(alice, queue, fleet):
+    run(queue, alice, MANIFEST.format(nodes=1))
+    api, web = Service.objects.get(name="api"), Service.objects.get(name="web")
+    api.proxy_nodes().update(address="10.0.0.99")  # as a router replaced elsewhere leaves it
+
+    with queue.capture_on_commit(execute=True):
+        operations = relink(api)
+    queue.run()
+
+    assert [o.kind for o in operations] == [OperationKind.RECONCILE]
+    assert {i.spec["env"]["API_URL"] for i in Instance.objects.filter(node__service=web)} == {api.url}
+    assert "10.0.0.99" in api.url
+    # the agent was sent the changed spec, and started the instances again with it
+    started = [i for i in fleet.instances.values() if i["node"].startswith("web-")]
+    assert started and {i["env"]["API_URL"] for i in started} == {api.url}
+    assert relink(api) == []  # nothing stale any more
+
+
+def test_a_deploy_fails_when_a_linked_service_has_no_address(alice, queue):
+    run(queue, alice, MANIFEST.format(nodes=1))
+    api, web = Service.objects.get(name="api"), Service.objects.get(name="web")
+    api.proxy_nodes().update(state="failed")
+    Service.objects.filter(pk=api.pk).update(state="failed")
+    environment = Environment.objects.get(service=web, name="production")
+
+    operation = queue.start(lambda: request_deploy(environment, web.versions.get(label="v2"), alice))
+
+    assert operation.state == OperationState.FAILED
+    assert operation.error == "the linked service api has no address yet"
+    assert environment.version.label == "v1"

@@ -141,3 +141,26 @@ def test_it_refuses_yaml_tags_it_does_not_know():
 def test_it_refuses_a_manifest_too_large_to_be_one():
     with pytest.raises(ManifestInvalid, match="manifest: larger than 256 KB"):
         parse("# " + "x" * 300_000)
+
+
+def test_it_refuses_links_that_go_round_in_a_circle():
+    text = (
+        "application: wiki\nservices:\n"
+        "  aa: {runtime: python, links: [bb]}\n  bb: {runtime: python, links: [cc]}\n"
+        "  cc: {runtime: python, links: [aa]}\n"
+    )
+
+    with pytest.raises(ManifestInvalid) as refused:
+        parse(text)
+
+    assert refused.value.errors == ["services.aa.links[0]: links go round in a circle (aa → bb → cc → aa)"]
+
+
+def test_it_orders_linked_services_before_those_that_link_them():
+    text = (
+        "application: wiki\nservices:\n"
+        "  web: {runtime: python, links: [api, cache]}\n  api: {runtime: python, links: [cache]}\n"
+        "  cache: {runtime: static}\n"
+    )
+
+    assert [s.name for s in parse(text).ordered()] == ["cache", "api", "web"]
