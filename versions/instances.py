@@ -56,11 +56,18 @@ def link_environment(service) -> dict[str, str]:
     env = {}
     for link in service.links.select_related("target__owner"):
         target = link.target
-        url = target.connection_url() if target.runtime in LINK_VARIABLES else target.url
+        url = target.connection_url() if target.runtime in LINK_VARIABLES else router_url(target)
         if not url:
             raise LinkNotReady(f"the linked service {target.name} has no address yet")
         env[link_variable(target)] = url
     return env
+
+
+def router_url(target) -> str | None:
+    """A web service as other nodes reach it: its router's own address (a published address or
+    host name is for users outside; a node's firewall lets it reach other routers directly)."""
+    proxy = target.proxy_nodes().filter(state=NodeState.RUNNING).first()
+    return f"http://{proxy.address}:{proxy.http_port}/" if proxy else None
 
 
 def runtime_fields(service, version: CodeVersion) -> dict:

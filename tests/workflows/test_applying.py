@@ -9,6 +9,7 @@ from services.errors import QuotaExceeded
 from services.models import Application, Operation, Quota, Service
 from tests.apps import label_app, zip_archive
 from tests.factories import ServiceFactory
+from versions.instances import router_url
 from versions.models import CodeVersion, Environment, Instance
 from workflows.applying import apply, delete_application
 from workflows.deploy import request_deploy
@@ -218,7 +219,7 @@ def test_linked_instances_get_the_target_url(alice, queue):
     api, web = Service.objects.get(name="api"), Service.objects.get(name="web")
     instances = Instance.objects.filter(node__service=web)
     assert instances.count() == 4  # v1 and v2 on two nodes
-    assert {i.spec["env"]["API_URL"] for i in instances} == {api.url}
+    assert {i.spec["env"]["API_URL"] for i in instances} == {router_url(api)}
     assert not any("WEB_URL" in i.spec["env"] for i in Instance.objects.filter(node__service=api))
 
 
@@ -232,11 +233,11 @@ def test_linked_instances_get_the_new_url_when_the_target_moves(alice, queue, fl
     queue.run()
 
     assert [o.kind for o in operations] == [OperationKind.RECONCILE]
-    assert {i.spec["env"]["API_URL"] for i in Instance.objects.filter(node__service=web)} == {api.url}
-    assert "10.0.0.99" in api.url
+    assert {i.spec["env"]["API_URL"] for i in Instance.objects.filter(node__service=web)} == {router_url(api)}
+    assert "10.0.0.99" in router_url(api)
     # the agent was sent the changed spec, and started the instances again with it
     started = [i for i in fleet.instances.values() if i["node"].startswith("web-")]
-    assert started and {i["env"]["API_URL"] for i in started} == {api.url}
+    assert started and {i["env"]["API_URL"] for i in started} == {router_url(api)}
     assert relink(api) == []  # nothing stale any more
 
 

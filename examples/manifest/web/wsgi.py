@@ -5,6 +5,7 @@ the api's address, so the api can move and be replaced without a change here."""
 
 import json
 import os
+import urllib.error
 import urllib.request
 
 
@@ -13,9 +14,13 @@ def application(environ, start_response):
     if not api:
         status, text = "503 Service Unavailable", "API_URL is not set: link the api in the manifest\n"
     else:
-        with urllib.request.urlopen(api, timeout=5) as response:
-            greeting = json.load(response)["greeting"]
-        status, text = "200 OK", f"{greeting} from the api at {api}\n"
+        # The front itself is healthy while the api starts or fails: it says so instead.
+        try:
+            with urllib.request.urlopen(api, timeout=5) as response:
+                text = f"{json.load(response)['greeting']} from the api at {api}\n"
+        except (OSError, ValueError, KeyError) as exc:
+            text = f"the api at {api} does not answer yet ({exc})\n"
+        status = "200 OK"
     body = text.encode()
     start_response(status, [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(body)))])
     return [body]
