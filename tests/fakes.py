@@ -28,6 +28,7 @@ class FakeFleet:
         self.figures: dict[str, dict] = {}  # proxy node name -> environment -> its metrics figures
         self.routers_down: set[str] = set()  # proxy node names whose HAProxy died (a PUT starts it)
         self.concurrency = 2  # what put_instance reports a new instance serves at once
+        self.releases: dict[str, tuple[int, str]] = {}  # version label -> (exit code, output) of its release
         self._ports = itertools.count(20000)
 
     def client(self, node, timeout: float = 30.0) -> "FakeAgent":
@@ -85,6 +86,11 @@ class FakeAgent:
             instance.update(port=next(self.fleet._ports), concurrency=self.fleet.concurrency, state="running")
             self.fleet.instances[name] = instance
         return self._public(name)
+
+    def run_release(self, spec: dict) -> dict:
+        self._call("run_release", spec, role="backend")
+        code, output = self.fleet.releases.get(spec["label"], (0, f"ran {spec['command']}"))
+        return {"exit_code": code, "output": output, "seconds": 0.1}
 
     def get_instance(self, name: str, health_path: str = "/") -> dict:
         self._call("get_instance", name, role="backend")

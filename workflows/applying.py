@@ -127,6 +127,11 @@ def check(owner, manifest: Manifest, archives: dict, current: dict[str, Service]
                     f"services.{name}.versions.{label}: {path} differs from the stored {label}; "
                     "a code version never changes: give it a new label"
                 )
+            elif label in stored and spec.release is not None and stored[label].release_command != spec.release:
+                errors.append(
+                    f"services.{name}.release: differs from the stored {label}'s "
+                    f"({stored[label].release_command or 'none'}); a code version never changes: give it a new label"
+                )
     if errors:
         raise ManifestInvalid(errors)
     return infos
@@ -182,7 +187,9 @@ def plan_service(owner, spec: ServiceSpec, service, archives, infos, plan: Plan,
         if label not in versions:
 
             def upload(label=label, path=path):
-                uploaded[label] = store_version(services[name], archives[path], label, owner, filename=path)
+                uploaded[label] = store_version(
+                    services[name], archives[path], label, owner, filename=path, release_command=spec.release
+                )
 
             plan.add("created", f"version {name}/{label} from {path} ({infos[path].size} bytes)", upload)
     for env, wanted in spec.environments.items():

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 import yaml
 from django.core.exceptions import ValidationError
 
+from images.conpaas_agent.archives import release_command_problem
 from services.choices import Runtime
 from services.errors import ConpaasError
 from services.models import slug_validator
@@ -25,7 +26,7 @@ SERVICE_KEYS = ("runtime", "nodes", "links", "versions", "environments", "settin
 ENVIRONMENT_KEYS = ("version", "database")
 # Accepted by the contract; this installation does not apply them yet (the report of the
 # manifests branch says why): refused by name rather than ignored.
-NOT_YET = ("settings", "release")
+NOT_YET = ("settings",)
 
 
 class ManifestInvalid(ConpaasError):
@@ -51,6 +52,7 @@ class ServiceSpec:
     versions: dict[str, str] = field(default_factory=dict)  # label -> archive path, as written
     environments: dict[str, EnvironmentSpec] = field(default_factory=dict)
     dump: str = ""
+    release: str | None = None  # None: the Procfile's release: line, if any
 
 
 @dataclass
@@ -208,6 +210,13 @@ class Checker:
                     archive, f"{path}.versions.{label}"
                 ):
                     spec.versions[label] = archive
+        if "release" in fields and not data:
+            if problem := release_command_problem(fields["release"]):
+                self.error(f"{path}.release", problem)
+            else:
+                spec.release = fields["release"]
+        elif "release" in fields:
+            self.error(f"{path}.release", f"not for a {runtime} service: data services have no code versions")
         if not data and "environments" in fields:
             for env, value in self.mapping(fields["environments"], f"{path}.environments").items():
                 environment = self.environment(f"{path}.environments.{env}", value, spec.versions)

@@ -253,3 +253,20 @@ def test_a_deploy_fails_when_a_linked_service_has_no_address(alice, queue):
     assert operation.state == OperationState.FAILED
     assert operation.error == "the linked service api has no address yet"
     assert environment.version.label == "v1"
+
+
+def test_the_release_command_comes_from_the_manifest_or_else_the_procfile(alice, queue):
+    procfile_app = zip_archive({"wsgi.py": "def application(e, s): pass\n", "Procfile": "release: python seed.py\n"})
+    text = (
+        "application: shop\nservices:\n"
+        "  web: {runtime: python, release: python migrate.py --noinput, versions: {v1: web.zip}}\n"
+        "  api: {runtime: python, versions: {a1: api.zip}}\n"
+    )
+
+    run(queue, alice, text, {"web.zip": procfile_app, "api.zip": procfile_app})
+
+    assert CodeVersion.objects.get(label="v1").release_command == "python migrate.py --noinput"
+    assert CodeVersion.objects.get(label="a1").release_command == "python seed.py"
+    changed = text.replace("--noinput", "")
+    with pytest.raises(ManifestInvalid, match="services.web.release: differs from the stored v1's"):
+        run(queue, alice, changed, {"web.zip": procfile_app, "api.zip": procfile_app})

@@ -107,7 +107,9 @@ def web(body: str) -> str:
         ),
         (web("runtime: python\ndump: ./wiki.sql\n"), "services.web.dump: not for a python service"),
         (web("runtime: python\nsettings: {A: b}\n"), "services.web.settings: not supported by this installation"),
-        (web("runtime: python\nrelease: ./migrate\n"), "services.web.release: not supported by this installation"),
+        (web("runtime: python\nrelease: ''\n"), "services.web.release: must be a command"),
+        (web("runtime: python\nrelease: [migrate]\n"), "services.web.release: must be a command"),
+        (web('runtime: python\nrelease: "python \'x"\n'), "services.web.release: has unbalanced quotes"),
         ("application: wiki\nservices: {web: {runtime: python}, 1: {runtime: php}}\n", "services: 1: keys must be"),
     ],
 )
