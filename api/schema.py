@@ -27,7 +27,12 @@ SINCE = OpenApiParameter(
 RETRY_AFTER = OpenApiParameter(
     "Retry-After", int, OpenApiParameter.HEADER, response=[429], description="seconds until the lockout ends"
 )
-WINDOW = OpenApiParameter("window", int, QUERY, description="seconds, 1 to 3600 (default 60)")
+WINDOW = OpenApiParameter(
+    "window",
+    int,
+    QUERY,
+    description="seconds (default 60): the live figures cover up to 3600 of them, the kept series up to 86400",
+)
 
 # The refusals of DESIGN.md's contract, each a JSON body with a `detail` sentence (api/errors.py).
 BAD_REQUEST = OpenApiResponse(ValidationErrorSerializer, description="bad input: the body names the field")

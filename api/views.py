@@ -41,10 +41,12 @@ from api.serializers import (
     ApplicationSerializer,
     AppliedSerializer,
     ApplySerializer,
+    AutoscalingSerializer,
     CodeVersionSerializer,
     DeploySerializer,
     EnvironmentSerializer,
     EventSerializer,
+    MetricPointSerializer,
     MetricsSerializer,
     NodeSerializer,
     OperationSerializer,
@@ -58,17 +60,18 @@ from api.serializers import (
     UploadSerializer,
     service_list,
 )
-from routing.metrics import service_metrics
+from routing.metrics import LIVE_KEEP, MINUTE_KEEP, series, service_metrics
 from services import tokens
 from services.models import ApiToken, Application, Operation, Service, slug_validator
 from versions.instances import version_from_token
 from versions.models import Environment
 from versions.storage import delete_version, store_version
-from workflows import lifecycle
+from workflows import autoscale, lifecycle
 from workflows.applying import apply, delete_application, plan_lines
 from workflows.deploy import request_deploy
 from workflows.environments import add_environment, change_preview_key
 from workflows.manifest import ManifestInvalid, parse
+from workflows.models import Autoscaling
 from workflows.scaling import request_scale
 from workflows.swap import swap
 
@@ -198,10 +201,31 @@ class ServiceViewSet(
     def metrics(self, request, pk=None):
         service = self.get_object()
         try:
-            window = min(3600, max(1, int(request.query_params.get("window", 60))))
+            window = min(MINUTE_KEEP, max(1, int(request.query_params.get("window", 60))))
         except ValueError:
             raise ValidationError({"window": "a whole number of seconds"}) from None
-        return Response(service_metrics(service, window))
+        # The routers keep an hour of figures; the kept history, a day.
+        answer = service_metrics(service, min(window, LIVE_KEEP))
+        kept = series(service, window)
+        answer["series_seconds"] = window
+        answer["series"] = {name: MetricPointSerializer(points, many=True).data for name, points in kept.items()}
+        return Response(answer)
+
+    @extend_schema(
+        parameters=[SERVICE_ID],
+        request=AutoscalingSerializer,
+        responses={200: AutoscalingSerializer, 400: BAD_REQUEST, 404: NOT_FOUND, 415: UNSUPPORTED},
+    )
+    @action(detail=True, methods=["get", "put"])
+    def autoscaling(self, request, pk=None):
+        service = self.get_object()
+        policy = Autoscaling.objects.filter(service=service).first() or Autoscaling(service=service)
+        if request.method == "PUT":
+            serializer = AutoscalingSerializer(data=request.data, partial=True)
+            serializer.is_valid(raise_exception=True)
+            policy = autoscale.configure(service, request.user, **serializer.validated_data)
+        context = {"nodes": autoscale.backend_count(service)}
+        return Response(AutoscalingSerializer(policy, context=context).data)
 
 
 @extend_schema_view(

@@ -548,6 +548,42 @@ def scale(args: Namespace) -> int:
     return finish(api, operation, args, lambda _op: print(f"{service['name']} has {args.nodes} {args.role} node(s)"))
 
 
+# The `autoscale` options and the policy fields they set (PUT /services/{id}/autoscaling/).
+AUTOSCALE_OPTIONS = {"p95": "target_p95_ms", "min": "min_nodes", "max": "max_nodes", "cooldown": "cooldown_s"}
+
+
+def autoscale(args: Namespace) -> int:
+    """Turn autoscaling on with the options given (the server keeps the others), off, or show it."""
+    given = {field: getattr(args, option) for option, field in AUTOSCALE_OPTIONS.items()}
+    given = {field: value for field, value in given.items() if value is not None}
+    if args.off and given:
+        raise CliError("--off takes no other option", USAGE)
+    api = client()
+    service = find_service(api, args.service)
+    path = f"services/{service['id']}/autoscaling/"
+    if args.off:
+        policy = api.put(path, json={"enabled": False})
+    elif given:
+        policy = api.put(path, json={"enabled": True, **given})
+    else:
+        policy = api.get(path)
+    if args.json:
+        print_json(policy)
+        return OK
+    if not policy["enabled"]:
+        print(f"autoscaling of {service['name']} is off ({policy['nodes']} backend node(s) running)")
+    else:
+        print(
+            f"autoscaling {service['name']}: p95 under {policy['target_p95_ms']} ms with {policy['min_nodes']} to "
+            f"{policy['max_nodes']} backend node(s), cool-down {policy['cooldown_s']} s; "
+            f"{policy['nodes']} running now"
+        )
+    decision = policy.get("last_decision")
+    if decision:
+        print(f"last decision ({short_time(decision.get('time'))}): {decision['action']} — {decision['reason']}")
+    return OK
+
+
 def nodes(args: Namespace) -> int:
     api = client()
     service = find_service(api, args.service)

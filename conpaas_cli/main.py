@@ -127,6 +127,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("role", metavar="ROLE", choices=["backend", "proxy"], help="backend or proxy")
     p.add_argument("nodes", metavar="N", type=int)
 
+    p = command(
+        "autoscale",
+        commands.autoscale,
+        "scale a service's backend nodes to a p95 response-time target (without options: show the policy)",
+    )
+    p.add_argument("service", metavar="SERVICE")
+    p.add_argument("--p95", type=int, metavar="MS", help="the p95 response time to keep under, in ms")
+    p.add_argument("--min", type=int, metavar="N", help="backend nodes at least")
+    p.add_argument("--max", type=int, metavar="N", help="backend nodes at most (within your node quota)")
+    p.add_argument("--cooldown", type=int, metavar="S", help="seconds after a change before scaling in")
+    p.add_argument("--off", action="store_true", help="stop autoscaling (the nodes stay as they are)")
+
     p = command("nodes", commands.nodes, "list the nodes of a service")
     p.add_argument("service", metavar="SERVICE")
 

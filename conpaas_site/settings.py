@@ -100,6 +100,9 @@ CONPAAS_HEALTH_REFRESH = envint("CONPAAS_HEALTH_REFRESH", 20)
 # the node runs, before the node counts as dead and is replaced.
 CONPAAS_HEAL_INTERVAL = envint("CONPAAS_HEAL_INTERVAL", 5)
 CONPAAS_HEAL_GRACE = envint("CONPAAS_HEAL_GRACE", 60)
+# How often the workers save each running service's metrics (routing/metrics.py) and, where it
+# is on, let the autoscaler decide (workflows/autoscale.py).
+CONPAAS_METRICS_INTERVAL = envint("CONPAAS_METRICS_INTERVAL", 5)
 CONPAAS_MAX_UPLOAD_MB = envint("CONPAAS_MAX_UPLOAD_MB", 100)
 # Per-user quotas; an operator overrides them for one user in the admin (services.Quota).
 CONPAAS_QUOTA_SERVICES = envint("CONPAAS_QUOTA_SERVICES", 20)

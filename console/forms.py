@@ -86,3 +86,16 @@ class FirstAccountForm(UserCreationForm):
         self.fields["email"].help_text = "Optional."
         # Django's own help is HTML; _field.html shows plain text.
         self.fields["password1"].help_text = " ".join(password_validators_help_texts())
+
+
+class AutoscalingForm(forms.Form):
+    """The controls of a service's autoscaling policy; workflows.autoscale.configure checks them
+    (the model's rules) and the view puts its refusal back on the fields."""
+
+    enabled = forms.BooleanField(required=False, label="Autoscale this service")
+    target_p95_ms = forms.IntegerField(
+        label="p95 target (ms)", help_text="Keep production's 95th percentile response time under this."
+    )
+    min_nodes = forms.IntegerField(label="Fewest backend nodes")
+    max_nodes = forms.IntegerField(label="Most backend nodes", help_text="Within your node quota.")
+    cooldown_s = forms.IntegerField(label="Cool-down (s)", help_text="How long after a change before scaling in.")

@@ -6,6 +6,7 @@ No page asks a node agent: health is what the workers last saved on the rows (ro
 shown with its age; only the swap itself (workflows.swap) checks live, under the service's lock."""
 
 from collections import defaultdict
+from datetime import timedelta
 
 from django.conf import settings
 from django.contrib import messages
@@ -20,17 +21,29 @@ from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from console.forms import DeleteServiceForm, DeployForm, EnvironmentForm, FirstAccountForm, ServiceForm, UploadForm
+from console.charts import DEFAULT_WINDOW, WINDOWS, charts
+from console.forms import (
+    AutoscalingForm,
+    DeleteServiceForm,
+    DeployForm,
+    EnvironmentForm,
+    FirstAccountForm,
+    ServiceForm,
+    UploadForm,
+)
+from routing.metrics import interval as metrics_interval
+from routing.metrics import series
 from services import tokens
 from services.choices import ServiceState
 from services.errors import ConpaasError
 from services.models import Application, Service, active_operations, production_urls
 from versions.models import DEVELOPMENT, PRODUCTION, Environment, preview_url
 from versions.storage import delete_version, store_version
-from workflows import first_account, lifecycle
+from workflows import autoscale, first_account, lifecycle
 from workflows.applying import delete_application
 from workflows.deploy import request_deploy
 from workflows.environments import add_environment
+from workflows.models import Autoscaling
 from workflows.swap import swap, swap_refusal
 
 HISTORY_LENGTH = 30
@@ -126,10 +139,48 @@ def overview_context(service: Service) -> dict:
     }
 
 
-def render_service(request, service: Service, environment_form=None, status: int = 200) -> HttpResponse:
+def metrics_context(request, service: Service) -> dict:
+    """The charts of one environment (`env`, default production) over a window (`window`), from
+    the kept metrics: no router is asked."""
+    try:
+        window = int(request.GET.get("window", DEFAULT_WINDOW))
+    except ValueError:
+        window = DEFAULT_WINDOW
+    window = window if window in WINDOWS else DEFAULT_WINDOW
+    names = list(service.environments.order_by("created", "id").values_list("name", flat=True))
+    name = request.GET.get("env") if request.GET.get("env") in names else PRODUCTION
+    now = timezone.now()
+    kept = series(service, window, now, environment=name).get(name, [])
+    policy = Autoscaling.objects.filter(service=service, enabled=True).first()
+    target = policy.target_p95_ms if policy and name == PRODUCTION else None
+    return {
+        "service": service,
+        "charts": charts(kept, window, now, metrics_interval(), target),
+        "metrics_window": window,
+        "metrics_window_label": WINDOWS[window],
+        "metrics_windows": WINDOWS,
+        "metrics_environment": name,
+        "metrics_environments": names,
+        "metrics_since": now - timedelta(seconds=window),
+        "metrics_now": now,
+    }
+
+
+def autoscaling_context(service: Service, form=None) -> dict:
+    policy = Autoscaling.objects.filter(service=service).first() or Autoscaling(service=service)
+    if form is None:
+        form = AutoscalingForm(initial={name: getattr(policy, name) for name in AutoscalingForm.base_fields})
+    return {"autoscaling": policy, "autoscaling_form": form}
+
+
+def render_service(
+    request, service: Service, environment_form=None, autoscaling_form=None, status: int = 200
+) -> HttpResponse:
     context = {
         **overview_context(service),
         **activity_context(service),
+        **metrics_context(request, service),
+        **autoscaling_context(service, autoscaling_form),
         "environment_form": environment_form or EnvironmentForm(),
         "upload_form": UploadForm(),
         "upload_limit_mb": settings.CONPAAS_MAX_UPLOAD_MB,
@@ -272,6 +323,29 @@ def service_activity(request, pk: int):
         # The last operation just ended: the overview (state, versions, nodes, health) reloads itself.
         response["HX-Trigger"] = SETTLED_EVENT
     return response
+
+
+@login_required
+@require_GET
+def service_metrics(request, pk: int):
+    return render(request, "console/fragments/metrics.html", metrics_context(request, visible_service(request, pk)))
+
+
+@login_required
+@require_POST
+def service_autoscaling(request, pk: int):
+    service = visible_service(request, pk)
+    form = AutoscalingForm(request.POST)
+    if form.is_valid():
+        try:
+            policy = autoscale.configure(service, request.user, **form.cleaned_data)
+        except ValidationError as exc:
+            form.add_error(None, exc)
+        else:
+            state = "on" if policy.enabled else "off"
+            messages.success(request, f"Autoscaling of {service.name} is {state}.")
+            return back_to(service, "autoscaling")
+    return render_service(request, service, autoscaling_form=form, status=400)
 
 
 @login_required

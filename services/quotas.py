@@ -60,6 +60,13 @@ def node_counts(owner) -> dict[int, int]:
     }
 
 
+def nodes_left(owner, service: Service) -> int:
+    """The most nodes `service` may hold under its owner's node quota, the other services' counted."""
+    counts = node_counts(owner)
+    counts.pop(service.pk, None)
+    return limit(owner, "nodes") - sum(counts.values())
+
+
 def check_nodes(owner, service: Service | None, after: int) -> None:
     """`service` (None: a new one) would hold `after` nodes."""
     counts = node_counts(owner)

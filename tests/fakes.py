@@ -14,6 +14,7 @@ from libcloud.compute.base import Node as CloudNode
 from libcloud.compute.drivers.dummy import DummyNodeDriver
 from libcloud.compute.types import NodeState
 
+from images.conpaas_agent.metrics import NO_REQUESTS
 from services.agent import AgentError
 
 
@@ -123,19 +124,11 @@ class FakeAgent:
     def proxy_metrics(self, window: int = 60) -> dict:
         self._call("proxy_metrics", window, role="proxy")
         routes = self.fleet.routing.get(self.node.name, {}).get("routes", {})
-        figures = {
-            "requests": 0,
-            "request_rate": 0.0,
-            "p50_ms": None,
-            "p95_ms": None,
-            "error_rate": 0.0,
-            "queue_timeouts": 0,
-        }
         given = self.fleet.figures.get(self.node.name, {})
         return {
             "window_seconds": window,
             "environments": {
-                env: {"version": key, **figures, "live_connections": 0, **given.get(env, {})}
+                env: {"version": key, **NO_REQUESTS, "live_connections": 0, **given.get(env, {})}
                 for env, key in routes.items()
             },
         }

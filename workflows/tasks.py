@@ -6,10 +6,11 @@ from django.conf import settings
 from django_q.tasks import async_task
 
 from routing.health import refresh_due, refresh_health
+from routing.metrics import roll_up, sample_due
 from services import operations
 from services.choices import OperationKind
 from services.models import Operation, Service
-from workflows import deploy, healing, lifecycle, reconcile, scaling
+from workflows import autoscale, deploy, healing, lifecycle, reconcile, scaling
 from workflows.links import relink
 
 # Which function runs each kind of operation (swaps and route changes run synchronously).
@@ -89,3 +90,17 @@ def check_running_nodes() -> int:
 
 def queue_heal_check() -> None:
     async_task("workflows.tasks.check_running_nodes", task_name="check-nodes", save=False)
+
+
+def sample_metrics() -> int:
+    """The metrics timer's task (queued by `manage.py up` every CONPAAS_METRICS_INTERVAL seconds):
+    save the figures of every running service, let the autoscaler decide for those it scales,
+    and keep the history bounded. Returns how many services were sampled."""
+    sampled = sample_due()
+    autoscale.evaluate_all(sampled)
+    roll_up()
+    return len(sampled)
+
+
+def queue_metrics_sample() -> None:
+    async_task("workflows.tasks.sample_metrics", task_name="sample-metrics", save=False)
