@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from django.db import transaction
 
 from images.conpaas_agent.archives import ArchiveError, inspect_archive
+from services import quotas
 from services.choices import OperationKind, OperationState, ServiceState
 from services.models import Application, Event, Operation, Service
 from versions.models import Environment
@@ -134,6 +135,12 @@ def check(owner, manifest: Manifest, archives: dict, current: dict[str, Service]
                 )
     if errors:
         raise ManifestInvalid(errors)
+    quotas.check_application(
+        owner,
+        new_nodes=[spec.nodes for name, spec in manifest.services.items() if name not in current],
+        scaled={current[name].pk: spec.nodes for name, spec in manifest.services.items() if name in current},
+        removed=[service.pk for name, service in current.items() if name not in manifest.services],
+    )
     return infos
 
 

@@ -193,11 +193,31 @@ def test_a_changed_runtime_is_refused(alice, queue):
         run(queue, alice, text)
 
 
-def test_it_respects_the_service_quota(alice, queue):
-    Quota.objects.create(user=alice, services=1)
+@pytest.mark.parametrize(
+    "quota, nodes, error",
+    [
+        ({"services": 1}, 1, "quota exceeded: services (1) — you have 0 services and this manifest would make 2"),
+        ({"nodes": 3}, 3, "quota exceeded: nodes (3) — your services have 0 nodes and this manifest would make 4"),
+    ],
+)
+def test_a_manifest_past_a_quota_is_refused_before_anything_changes(alice, queue, quota, nodes, error):
+    Quota.objects.create(user=alice, **quota)
 
-    with pytest.raises(QuotaExceeded):
-        run(queue, alice, MANIFEST.format(nodes=1))
+    with pytest.raises(QuotaExceeded) as refused:
+        run(queue, alice, MANIFEST.format(nodes=nodes))
+
+    assert str(refused.value).startswith(error)
+    assert not Application.objects.exists() and not Service.objects.exists() and not CodeVersion.objects.exists()
+
+
+def test_a_scale_up_past_the_node_quota_is_refused(alice, queue):
+    run(queue, alice, MANIFEST.format(nodes=1))
+    Quota.objects.create(user=alice, nodes=3)
+
+    with pytest.raises(QuotaExceeded, match="this manifest would make 4"):
+        run(queue, alice, MANIFEST.format(nodes=3))
+
+    assert Service.objects.get(name="web").backend_nodes == 1
 
 
 def test_deleting_an_application_deletes_its_services(alice, queue):
