@@ -43,7 +43,11 @@ def then_relink(work):
     def run(operation):
         result = work(operation)
         if operation.kind in MOVES:
-            relink(operation.service)
+            try:
+                relink(operation.service)
+            except Exception:
+                # The operation's own outcome stands; the next move of the service tries again.
+                log.exception("could not pass the address of %s to the services linking it", operation.service_name)
         return result
 
     return run
