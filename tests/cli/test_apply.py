@@ -80,6 +80,11 @@ def test_it_applies_the_example_which_serves_then_applying_again_changes_nothing
         )
         assert page.startswith("hello from the api at http://"), page
         assert requests.get(api_url, timeout=10).json()["greeting"] == "hello"
+        # The api's release command ran once, before v1 served, its output in the events.
+        events = as_owner.get(f"/api/v1/services/{services['api']['id']}/events/").json()
+        releases = [e for e in events if e["action"] == "release"]
+        assert len(releases) == 1 and releases[0]["outcome"] == "succeeded", releases
+        assert "release of v1 for production: nothing to migrate" in releases[0]["message"]
 
         again = cli("apply", example)
 
