@@ -168,11 +168,11 @@ def plan_service(owner, spec: ServiceSpec, service, archives, infos, plan: Plan,
         nodes = service.backend_nodes
         for env in spec.environments:
             if env not in environments:
-                plan.add(
-                    "created",
-                    f"environment {name}/{env}",
-                    lambda env=env: add_environment(services[name], env, owner) and None,
-                )
+
+                def add(env=env) -> None:
+                    add_environment(services[name], env, owner)
+
+                plan.add("created", f"environment {name}/{env}", add)
     linked = sorted(service.links.values_list("target__name", flat=True)) if service else []
     if sorted(spec.links) != linked:
         change = [f"link {t}" for t in spec.links if t not in linked] + [
@@ -194,6 +194,7 @@ def plan_service(owner, spec: ServiceSpec, service, archives, infos, plan: Plan,
         if label not in versions:
 
             def upload(label=label, path=path):
+                archives[path].seek(0)  # one file may be named by two services
                 uploaded[label] = store_version(
                     services[name], archives[path], label, owner, filename=path, release_command=spec.release
                 )
