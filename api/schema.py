@@ -14,6 +14,7 @@ QUERY = OpenApiParameter.QUERY
 
 # Every id is an integer; an environment is named by its name.
 SERVICE_ID = OpenApiParameter("id", int, PATH, description="the service's id")
+APPLICATION_ID = OpenApiParameter("id", int, PATH, description="the application's id")
 SERVICE_PK = OpenApiParameter("service_pk", int, PATH, description="the service's id")
 VERSION_ID = OpenApiParameter("id", int, PATH, description="the code version's id")
 OPERATION_ID = OpenApiParameter("id", int, PATH, description="the operation's id")

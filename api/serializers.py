@@ -8,7 +8,17 @@ from routing.metrics import FIGURES
 from routing.metrics import interval as metrics_interval
 from routing.models import MetricPoint, Resolution
 from services.choices import Role, Runtime
-from services.models import GONE, ApiToken, Event, Node, Operation, Service, active_operations, production_urls
+from services.models import (
+    GONE,
+    ApiToken,
+    Application,
+    Event,
+    Node,
+    Operation,
+    Service,
+    active_operations,
+    production_urls,
+)
 from versions.models import CodeVersion, Environment, preview_url
 from workflows.models import Autoscaling
 
@@ -371,3 +381,31 @@ class ValidationErrorSerializer(serializers.Serializer):
     field is to blame."""
 
     detail = serializers.CharField(required=False)
+
+
+class ApplicationSerializer(serializers.ModelSerializer):
+    services = serializers.SlugRelatedField(many=True, read_only=True, slug_field="name")
+
+    class Meta:
+        model = Application
+        fields = ["id", "name", "services", "created"]
+        read_only_fields = ["id", "services", "created"]
+        # The unique (owner, name) rule is checked by the view, which knows the owner.
+        validators = []
+
+
+class ApplySerializer(serializers.Serializer):
+    """The manifest, and one file part per file it names, each part named by the path the manifest
+    gives (`./web-v1.zip`), so that paths stay the manifest's and the files travel once."""
+
+    manifest = serializers.CharField(help_text="the manifest's YAML text", trim_whitespace=False)
+    dry_run = serializers.BooleanField(default=False, help_text="answer the plan and change nothing")
+
+
+class AppliedSerializer(serializers.Serializer):
+    application = serializers.CharField()
+    dry_run = serializers.BooleanField()
+    created = serializers.ListField(child=serializers.CharField())
+    changed = serializers.ListField(child=serializers.CharField())
+    removed = serializers.ListField(child=serializers.CharField())
+    operations = OperationSerializer(many=True)

@@ -2,6 +2,7 @@
 
 from django.contrib.auth import authenticate
 from django.contrib.auth.signals import user_logged_in
+from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db.models import Prefetch, Q
 from django.http import FileResponse, Http404
 from django.shortcuts import get_object_or_404
@@ -15,6 +16,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from api.schema import (
+    APPLICATION_ID,
     BAD_REQUEST,
     CONFLICT,
     ENVIRONMENT_NAME,
@@ -38,6 +40,9 @@ from api.schema import (
 )
 from api.serializers import (
     ApiTokenSerializer,
+    ApplicationSerializer,
+    AppliedSerializer,
+    ApplySerializer,
     AutoscalingSerializer,
     CodeVersionSerializer,
     DeploySerializer,
@@ -60,14 +65,16 @@ from api.serializers import (
 )
 from routing.metrics import LIVE_KEEP, MINUTE_KEEP, series, service_metrics
 from services import tokens
-from services.models import ApiToken, Operation, Service
+from services.models import ApiToken, Application, Operation, Service, slug_validator
 from versions.instances import version_from_token
 from versions.logs import DEFAULT_LINES, MAX_LINES, environment_logs
 from versions.models import Environment
 from versions.storage import delete_version, store_version
 from workflows import autoscale, lifecycle
+from workflows.applying import apply, delete_application, plan_lines
 from workflows.deploy import request_deploy
 from workflows.environments import add_environment, change_preview_key
+from workflows.manifest import ManifestInvalid, parse
 from workflows.models import Autoscaling
 from workflows.scaling import request_scale
 from workflows.swap import swap
@@ -250,6 +257,69 @@ class OperationViewSet(mixins.RetrieveModelMixin, mixins.ListModelMixin, viewset
         user = self.request.user
         operations = Operation.objects.all()
         return operations if user.is_staff else operations.filter(Q(owner=user) | Q(service__owner=user))
+
+
+@extend_schema_view(
+    retrieve=extend_schema(parameters=[APPLICATION_ID], responses={200: ApplicationSerializer, 404: NOT_FOUND}),
+    create=extend_schema(responses={201: ApplicationSerializer, 400: BAD_REQUEST, 415: UNSUPPORTED}),
+)
+class ApplicationViewSet(
+    mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.CreateModelMixin, viewsets.GenericViewSet
+):
+    serializer_class = ApplicationSerializer
+
+    def perform_create(self, serializer):
+        name = serializer.validated_data["name"]
+        try:
+            slug_validator(name)
+        except DjangoValidationError as exc:
+            raise ValidationError({"name": exc.messages}) from None
+        if Application.objects.filter(owner=self.request.user, name=name).exists():
+            raise ValidationError({"name": [f"you already have an application named {name}"]})
+        serializer.save(owner=self.request.user)
+
+    def get_queryset(self):
+        applications = Application.objects.prefetch_related("services").order_by("name", "id")
+        return applications if self.request.user.is_staff else applications.filter(owner=self.request.user)
+
+    @extend_schema(parameters=[APPLICATION_ID], responses={202: OperationSerializer(many=True), 404: NOT_FOUND})
+    def destroy(self, request, pk=None):
+        operations = delete_application(self.get_object(), request.user)
+        return Response(OperationSerializer(operations, many=True).data, status=status.HTTP_202_ACCEPTED)
+
+    @extend_schema(
+        request={"multipart/form-data": ApplySerializer},
+        responses={
+            200: AppliedSerializer,
+            202: AppliedSerializer,
+            400: BAD_REQUEST,
+            403: QUOTA,
+            409: CONFLICT,
+            413: TOO_LARGE,
+            415: UNSUPPORTED,
+        },
+    )
+    @action(detail=False, methods=["post"], parser_classes=[MultiPartParser, FormParser])
+    def apply(self, request):
+        """Converge an application to a manifest (DESIGN, Manifest contract): 200 with the plan
+        when nothing was started (a dry run, or nothing to do), 202 with the operations started."""
+        serializer = ApplySerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        try:
+            manifest = parse(serializer.validated_data["manifest"])
+        except ManifestInvalid as exc:
+            raise ValidationError({"manifest": exc.errors}) from None
+        try:
+            applied = apply(request.user, manifest, dict(request.FILES.items()), serializer.validated_data["dry_run"])
+        except ManifestInvalid as exc:
+            raise ValidationError({"manifest": exc.errors}) from None
+        body = {
+            "application": manifest.application,
+            "dry_run": applied.dry_run,
+            **plan_lines(applied.plan),
+            "operations": OperationSerializer(applied.operations, many=True).data,
+        }
+        return Response(body, status=status.HTTP_202_ACCEPTED if applied.operations else status.HTTP_200_OK)
 
 
 @extend_schema(parameters=[SERVICE_PK])

@@ -20,15 +20,16 @@ class ServiceForm(forms.Form):
 class DeleteServiceForm(forms.Form):
     confirm_name = forms.CharField(label="Type the name of the service to confirm", max_length=40)
 
-    def __init__(self, *args, service, **kwargs):
+    def __init__(self, *args, service, what: str = "service", **kwargs):
         super().__init__(*args, **kwargs)
-        self.service = service
+        self.service, self.what = service, what  # `service`: a service, or an application
+        self.fields["confirm_name"].label = f"Type the name of the {what} to confirm"
         self.fields["confirm_name"].widget.attrs.update(autocomplete="off", spellcheck="false", autofocus=True)
 
     def clean_confirm_name(self):
         name = self.cleaned_data["confirm_name"].strip()
         if name != self.service.name:
-            raise forms.ValidationError(f"That is not the name of this service; type {self.service.name} exactly.")
+            raise forms.ValidationError(f"That is not the name of this {self.what}; type {self.service.name} exactly.")
         return name
 
 

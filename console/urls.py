@@ -25,6 +25,8 @@ urlpatterns = [
     path("services/<int:pk>/environments/<str:name>/deploy/", views.environment_deploy, name="environment-deploy"),
     path("services/<int:pk>/swap/", views.service_swap, name="swap"),
     path("services/<int:pk>/swap/done/", views.swap_done, name="swap-done"),
+    path("applications/", views.application_list, name="applications"),
+    path("applications/<int:pk>/delete/", views.application_delete, name="application-delete"),
     path("tokens/", views.token_list, name="tokens"),
     path("tokens/<int:token_pk>/revoke/", views.token_revoke, name="token-revoke"),
 ]

@@ -37,11 +37,12 @@ from routing.metrics import series
 from services import tokens
 from services.choices import ServiceState
 from services.errors import ConpaasError
-from services.models import Service, active_operations, production_urls
+from services.models import Application, Service, active_operations, production_urls
 from versions.logs import environment_logs
 from versions.models import DEVELOPMENT, PRODUCTION, Environment, preview_url
 from versions.storage import delete_version, store_version
 from workflows import autoscale, first_account, lifecycle
+from workflows.applying import delete_application
 from workflows.deploy import request_deploy
 from workflows.environments import add_environment
 from workflows.models import Autoscaling
@@ -376,6 +377,33 @@ def service_delete(request, pk: int):
     return render(
         request, "console/service_delete.html", {"service": service, "form": form}, status=400 if form.errors else 200
     )
+
+
+# ---------------------------------------------------------------- applications
+
+
+def visible_applications(request):
+    applications = Application.objects.prefetch_related("services").order_by("name", "id")
+    return applications if request.user.is_staff else applications.filter(owner=request.user)
+
+
+@login_required
+@require_GET
+def application_list(request):
+    return render(request, "console/applications.html", {"applications": visible_applications(request)})
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def application_delete(request, pk: int):
+    application = get_object_or_404(visible_applications(request), pk=pk)
+    form = DeleteServiceForm(request.POST or None, service=application, what="application")
+    if request.method == "POST" and form.is_valid():
+        delete_application(application, request.user)
+        messages.success(request, f"Application {application.name} is being deleted, with its services.")
+        return redirect("console:applications")
+    context = {"application": application, "form": form}
+    return render(request, "console/application_delete.html", context, status=400 if form.errors else 200)
 
 
 # ---------------------------------------------------------------- code versions

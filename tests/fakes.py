@@ -30,6 +30,7 @@ class FakeFleet:
         self.routers_down: set[str] = set()  # proxy node names whose HAProxy died (a PUT starts it)
         self.logs: dict[str, dict[str, list[str]]] = {}  # instance name -> log file name -> its lines
         self.concurrency = 2  # what put_instance reports a new instance serves at once
+        self.releases: dict[str, tuple[int, str]] = {}  # version label -> (exit code, output) of its release
         self._ports = itertools.count(20000)
 
     def client(self, node, timeout: float = 30.0) -> "FakeAgent":
@@ -80,11 +81,18 @@ class FakeAgent:
     def put_instance(self, name: str, spec: dict) -> dict:
         self._call("put_instance", name, role="backend")
         instance = self.fleet.instances.get(name)
-        if instance is None or instance["state"] != "running":
+        # Like the agent: a changed spec (a link that moved) starts the instance again.
+        if instance is None or instance["state"] != "running" or instance["env"] != spec.get("env", {}):
             instance = {"name": name, "node": self.node.name, "version": spec["version"], "label": spec["label"]}
+            instance["env"] = dict(spec.get("env", {}))
             instance.update(port=next(self.fleet._ports), concurrency=self.fleet.concurrency, state="running")
             self.fleet.instances[name] = instance
         return self._public(name)
+
+    def run_release(self, spec: dict) -> dict:
+        self._call("run_release", spec, role="backend")
+        code, output = self.fleet.releases.get(spec["label"], (0, f"ran {spec['command']}"))
+        return {"exit_code": code, "output": output, "seconds": 0.1}
 
     def get_instance(self, name: str, health_path: str = "/") -> dict:
         self._call("get_instance", name, role="backend")

@@ -23,7 +23,11 @@ def upload_limits() -> Limits:
     return Limits(max_upload_bytes=settings.CONPAAS_MAX_UPLOAD_MB * 2**20)
 
 
-def store_version(service: Service, fileobj, label: str, user, filename: str = "") -> CodeVersion:
+def store_version(
+    service: Service, fileobj, label: str, user, filename: str = "", release_command: str | None = None
+) -> CodeVersion:
+    """Store an uploaded archive as a code version; `release_command` (a manifest's) overrides the
+    Procfile's release: line."""
     if label:
         try:
             label_validator(label)
@@ -56,6 +60,7 @@ def store_version(service: Service, fileobj, label: str, user, filename: str = "
                 size=info.size,
                 kind=info.kind,
                 entry_point=info.entry_point or "",
+                release_command=(info.release or "") if release_command is None else release_command,
                 uploaded_by=user,
             )
             Event.record(

@@ -11,6 +11,7 @@ from services import operations
 from services.choices import OperationKind
 from services.models import Operation, Service
 from workflows import autoscale, deploy, healing, lifecycle, reconcile, scaling
+from workflows.links import relink
 
 # Which function runs each kind of operation (swaps and route changes run synchronously).
 WORK = {
@@ -29,7 +30,27 @@ def run_operation(operation_id: int) -> None:
     operation = Operation.objects.filter(pk=operation_id).select_related("service").first()
     if operation is None or operation.done:
         return
-    operations.run(operation, then_refresh_health(WORK[operation.kind]))
+    operations.run(operation, then_refresh_health(then_relink(WORK[operation.kind])))
+
+
+# The operations after which a service may answer at another address than before.
+MOVES = (OperationKind.CREATE, OperationKind.RECONCILE, OperationKind.HEAL, OperationKind.SCALE)
+
+
+def then_relink(work):
+    """`work`, then, if it may have moved the service, pass its address to the services linking it."""
+
+    def run(operation):
+        result = work(operation)
+        if operation.kind in MOVES:
+            try:
+                relink(operation.service)
+            except Exception:
+                # The operation's own outcome stands; the next move of the service tries again.
+                log.exception("could not pass the address of %s to the services linking it", operation.service_name)
+        return result
+
+    return run
 
 
 def then_refresh_health(work):

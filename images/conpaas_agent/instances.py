@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import re
+import shlex
 import shutil
 import signal
 import stat
@@ -28,7 +29,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 
-from .archives import ArchiveError, extract_archive
+from .archives import ArchiveError, extract_archive, release_command_problem
 from .procs import children, cmdline, free_port, pid_alive
 from .runtimes import RECIPES
 from .runtimes.base import InstanceError, Recipe, Run, instance_environ, private_dir, tail
@@ -44,6 +45,8 @@ STOP_TIMEOUT = 20.0
 MAX_LOG_LINES = 1000
 MAX_LOG_LINE_CHARS = 4096  # a longer line is cut: one line never fills an answer
 LOG_TAIL_BYTES = 1024 * 1024  # read at most this much of the end of a log file
+# A release command (migrations) that runs longer is stopped and fails the deploy.
+RELEASE_TIMEOUT = 600
 COMMON_FIELDS = frozenset({"version", "label", "runtime", "archive_url", "archive_sha256", "env"})
 
 
@@ -349,6 +352,51 @@ class Instances:
         """Called holding ``self._lock``."""
         running = {record.get("archive_sha256") for record in list(self.records.values())}
         return running | set(self._starting)
+
+    # release commands
+    def release(self, body: object) -> dict:
+        """Run a version's release command once (database migrations, say), in the version's
+        staged code with the instance environment the spec gives (settings, links), before the
+        control plane lets the version into an environment. Answers its exit code and the end of
+        its output; the command runs without a shell, as this agent's (the node's) user."""
+        if not isinstance(body, dict):
+            raise InstanceError("the body must be a JSON object", 400)
+        command = body.get("command")
+        if problem := release_command_problem(command):
+            raise InstanceError(f"command {problem}", 400)
+        spec = validate_instance({k: v for k, v in body.items() if k != "command"})
+        recipe = RECIPES[spec["runtime"]]
+        sha = spec["archive_sha256"]
+        with self._starting_from(sha):
+            release_dir = private_dir(os.path.join(self.versions_dir, sha, "release"))
+            logfile = os.path.join(release_dir, "release.log")
+            archive_url = urllib.parse.urljoin(self.control_url, spec["archive_url"])
+            app_dir, build = self.stage(sha, archive_url, logfile, recipe)
+            extra = {"CONPAAS_VERSION": spec["label"], **spec["env"]}
+            env = instance_environ(private_dir(os.path.join(release_dir, "home")), extra, build.get("venv"))
+            argv = shlex.split(command)
+            if argv[0] in ("python", "python3") and build.get("python"):
+                argv[0] = build["python"]  # the interpreter the version's instances run on
+            began = time.monotonic()
+            with open(logfile, "wb") as out:
+                try:
+                    done = subprocess.run(
+                        ["nice", "-n", str(self.nice), *argv],
+                        cwd=app_dir,
+                        env=env,
+                        stdin=subprocess.DEVNULL,
+                        stdout=out,
+                        stderr=subprocess.STDOUT,
+                        timeout=RELEASE_TIMEOUT,
+                        close_fds=True,
+                    )
+                    code = done.returncode
+                except subprocess.TimeoutExpired:
+                    out.write(f"stopped after {RELEASE_TIMEOUT} s\n".encode())
+                    code = -1
+            seconds = round(time.monotonic() - began, 2)
+            log.info("release command of version %s ended with %s in %s s", spec["version"], code, seconds)
+            return {"exit_code": code, "output": tail(logfile, 100), "seconds": seconds}
 
     # lifecycle
     def put(self, name: str, body: object) -> tuple[dict, bool]:

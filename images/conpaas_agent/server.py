@@ -134,6 +134,10 @@ class Agent:
                 "instances": self.instances.all() if self.instances else {},
                 "proxy": self.proxy.status() if self.proxy else None,
             }
+        if path == "/v1/releases":
+            if method != "POST":
+                raise AgentError(405, f"{method} is not allowed on {path}")
+            return 200, self.need("backend").release(body)
         match = re.fullmatch(r"/v1/instances/([^/]+)", path)
         if match:
             manager = self.need("backend")

@@ -28,7 +28,7 @@ from schemathesis.transport.serialization import Binary
 from conpaas_site.wsgi import application
 from routing.table import push
 from services import agent, clouds, operations, tokens
-from services.models import ApiToken, Operation, Service
+from services.models import ApiToken, Application, Operation, Service
 from tests.api.conftest import FUZZ_REPORT, FuzzReport
 from tests.apps import label_app
 from tests.factories import CodeVersionFactory, NodeFactory, ServiceFactory, UserFactory
@@ -85,7 +85,9 @@ def world(db, monkeypatch, settings, request):
     push(shop)
     ServiceFactory(owner=alice, name="jvm", runtime="java")  # the one kind whose heap may be set
     Operation.objects.create(service=shop, service_name="shop", owner=alice, kind="deploy", state="succeeded")
+    Application.objects.create(owner=alice, name="shop-app")  # no service: deleting it starts nothing
     bob = UserFactory(username="bob")
+    Application.objects.create(owner=bob, name="bobs")
     CodeVersionFactory(service=ServiceFactory(owner=bob, name="other"), label="b1")
     tokens.issue(bob)
 
@@ -123,6 +125,8 @@ def existing(path: str, name: str, service_id=None) -> tuple[list, list]:
         objects, mine = Service.objects.all(), Q(owner__username="alice") & ~Q(name="jvm")
     elif path.startswith("/api/v1/operations/"):
         objects, mine = Operation.objects.all(), Q(owner__username="alice")
+    elif path.startswith("/api/v1/applications/"):
+        objects, mine = Application.objects.all(), Q(owner__username="alice")
     elif path.startswith("/api/v1/auth/tokens/"):
         objects, mine = ApiToken.objects.all(), Q(user__username="alice")
     elif name == "name":
