@@ -14,6 +14,7 @@ QUERY = OpenApiParameter.QUERY
 
 # Every id is an integer; an environment is named by its name.
 SERVICE_ID = OpenApiParameter("id", int, PATH, description="the service's id")
+APPLICATION_ID = OpenApiParameter("id", int, PATH, description="the application's id")
 SERVICE_PK = OpenApiParameter("service_pk", int, PATH, description="the service's id")
 VERSION_ID = OpenApiParameter("id", int, PATH, description="the code version's id")
 OPERATION_ID = OpenApiParameter("id", int, PATH, description="the operation's id")
@@ -26,7 +27,18 @@ SINCE = OpenApiParameter(
 RETRY_AFTER = OpenApiParameter(
     "Retry-After", int, OpenApiParameter.HEADER, response=[429], description="seconds until the lockout ends"
 )
-WINDOW = OpenApiParameter("window", int, QUERY, description="seconds, 1 to 3600 (default 60)")
+LOG_ENVIRONMENT = OpenApiParameter(
+    "environment", str, QUERY, description="the environment whose instances' logs to read (default production)"
+)
+LOG_LINES = OpenApiParameter(
+    "lines", int, QUERY, description="the last lines of each log file of each instance, 1 to 1000 (default 100)"
+)
+WINDOW = OpenApiParameter(
+    "window",
+    int,
+    QUERY,
+    description="seconds (default 60): the live figures cover up to 3600 of them, the kept series up to 86400",
+)
 
 # The refusals of DESIGN.md's contract, each a JSON body with a `detail` sentence (api/errors.py).
 BAD_REQUEST = OpenApiResponse(ValidationErrorSerializer, description="bad input: the body names the field")

@@ -4,9 +4,23 @@ from django.utils import timezone
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from routing.metrics import FIGURES
+from routing.metrics import interval as metrics_interval
+from routing.models import MetricPoint, Resolution
 from services.choices import Role, Runtime
-from services.models import GONE, ApiToken, Event, Node, Operation, Service, active_operations, production_urls
+from services.models import (
+    GONE,
+    ApiToken,
+    Application,
+    Event,
+    Node,
+    Operation,
+    Service,
+    active_operations,
+    production_urls,
+)
 from versions.models import CodeVersion, Environment, preview_url
+from workflows.models import Autoscaling
 
 
 class ApiTokenSerializer(serializers.ModelSerializer):
@@ -269,6 +283,12 @@ class ServiceCreatedSerializer(ServiceSerializer):
 class EnvironmentMetricsSerializer(serializers.Serializer):
     requests = serializers.IntegerField()
     request_rate = serializers.FloatField(help_text="requests per second over the window")
+    arrival_rate = serializers.FloatField(
+        help_text="requests per second that reached the routers, those waiting in a router's queue included"
+    )
+    served_rate = serializers.FloatField(
+        allow_null=True, help_text="answers per second the instances gave (estimated from the routers' sampled log)"
+    )
     error_rate = serializers.FloatField(help_text="share of 5xx answers, 0 to 1")
     live_connections = serializers.IntegerField()
     queue_timeouts = serializers.IntegerField(
@@ -278,9 +298,80 @@ class EnvironmentMetricsSerializer(serializers.Serializer):
     p95_ms = serializers.FloatField(allow_null=True, help_text="95th percentile response time; null without requests")
 
 
+class MetricPointSerializer(serializers.ModelSerializer):
+    """One kept point: the figures of the span that ends at `time`."""
+
+    seconds = serializers.SerializerMethodField(help_text="the span the point stands for")
+
+    class Meta:
+        model = MetricPoint
+        fields = ["time", "seconds", *FIGURES]
+
+    def get_seconds(self, point) -> int:
+        return 60 if point.resolution == Resolution.MINUTE else metrics_interval()
+
+
 class MetricsSerializer(serializers.Serializer):
-    window_seconds = serializers.IntegerField()
+    window_seconds = serializers.IntegerField(help_text="the span of the live figures: the window, at most 3600")
     environments = serializers.DictField(child=EnvironmentMetricsSerializer(), help_text="by environment name")
+    series_seconds = serializers.IntegerField(help_text="the span of the series: the window, at most a day")
+    series = serializers.DictField(
+        child=MetricPointSerializer(many=True),
+        help_text="by environment name, the kept points of the window, oldest first: every "
+        "CONPAAS_METRICS_INTERVAL seconds for the last hour, minute averages before",
+    )
+
+
+class AutoscalingSerializer(serializers.ModelSerializer):
+    """A service's autoscaling policy; a PUT changes the fields it names and keeps the others.
+    The rules (min_nodes ≥ 1, max_nodes ≥ min_nodes and within the node quota, target > 0) are
+    the model's (workflows.models.Autoscaling), said by field."""
+
+    enabled = serializers.BooleanField(required=False)
+    target_p95_ms = serializers.IntegerField(required=False, help_text="the p95 response time to keep under, in ms")
+    min_nodes = serializers.IntegerField(required=False, help_text="backend nodes at least, 1 or more")
+    max_nodes = serializers.IntegerField(required=False, help_text="backend nodes at most, within your node quota")
+    cooldown_s = serializers.IntegerField(
+        required=False, help_text="seconds after a change before scaling in (0 to 86400)"
+    )
+    nodes = serializers.SerializerMethodField(help_text="backend nodes running now")
+    last_decision = serializers.JSONField(
+        read_only=True,
+        allow_null=True,
+        help_text="the autoscaler's last decision: time, action (out, in, hold, limited), from_nodes, "
+        "nodes, reason and the figures behind it; null before the first",
+    )
+
+    class Meta:
+        model = Autoscaling
+        fields = [
+            "enabled",
+            "target_p95_ms",
+            "min_nodes",
+            "max_nodes",
+            "cooldown_s",
+            "nodes",
+            "last_decision",
+            "updated",
+        ]
+        read_only_fields = ["updated"]
+
+    def get_nodes(self, policy) -> int:
+        return self.context["nodes"]
+
+
+class LogLineSerializer(serializers.Serializer):
+    node = serializers.CharField()
+    instance = serializers.CharField()
+    file = serializers.CharField(help_text="the log file's name, e.g. access.log")
+    line = serializers.CharField(trim_whitespace=False)
+
+
+class LogsSerializer(serializers.Serializer):
+    environment = serializers.CharField()
+    version = serializers.IntegerField(allow_null=True, help_text="the code version it runs; null: none")
+    lines = LogLineSerializer(many=True, help_text="each file's lines in order, instance by instance")
+    errors = serializers.ListField(child=serializers.CharField(), help_text="nodes whose logs could not be read")
 
 
 class SignInSerializer(serializers.Serializer):
@@ -304,3 +395,31 @@ class ValidationErrorSerializer(serializers.Serializer):
     field is to blame."""
 
     detail = serializers.CharField(required=False)
+
+
+class ApplicationSerializer(serializers.ModelSerializer):
+    services = serializers.SlugRelatedField(many=True, read_only=True, slug_field="name")
+
+    class Meta:
+        model = Application
+        fields = ["id", "name", "services", "created"]
+        read_only_fields = ["id", "services", "created"]
+        # The unique (owner, name) rule is checked by the view, which knows the owner.
+        validators = []
+
+
+class ApplySerializer(serializers.Serializer):
+    """The manifest, and one file part per file it names, each part named by the path the manifest
+    gives (`./web-v1.zip`), so that paths stay the manifest's and the files travel once."""
+
+    manifest = serializers.CharField(help_text="the manifest's YAML text", trim_whitespace=False)
+    dry_run = serializers.BooleanField(default=False, help_text="answer the plan and change nothing")
+
+
+class AppliedSerializer(serializers.Serializer):
+    application = serializers.CharField()
+    dry_run = serializers.BooleanField()
+    created = serializers.ListField(child=serializers.CharField())
+    changed = serializers.ListField(child=serializers.CharField())
+    removed = serializers.ListField(child=serializers.CharField())
+    operations = OperationSerializer(many=True)

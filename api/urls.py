@@ -4,6 +4,7 @@ from rest_framework.routers import DefaultRouter
 
 from api.views import (
     ApiTokenViewSet,
+    ApplicationViewSet,
     CodeVersionViewSet,
     EnvironmentViewSet,
     OperationViewSet,
@@ -14,6 +15,7 @@ from api.views import (
 
 router = DefaultRouter()
 router.register("services", ServiceViewSet, basename="service")
+router.register("applications", ApplicationViewSet, basename="application")
 router.register("operations", OperationViewSet, basename="operation")
 router.register("auth/tokens", ApiTokenViewSet, basename="token")
 router.register(r"services/(?P<service_pk>\d+)/versions", CodeVersionViewSet, basename="version")

@@ -2,6 +2,7 @@
 
 from django.contrib.auth import authenticate
 from django.contrib.auth.signals import user_logged_in
+from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db.models import Prefetch, Q
 from django.http import FileResponse, Http404
 from django.shortcuts import get_object_or_404
@@ -15,10 +16,13 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from api.schema import (
+    APPLICATION_ID,
     BAD_REQUEST,
     CONFLICT,
     ENVIRONMENT_NAME,
     FORBIDDEN,
+    LOG_ENVIRONMENT,
+    LOG_LINES,
     NOT_FOUND,
     OPERATION_ID,
     QUOTA,
@@ -37,12 +41,18 @@ from api.schema import (
 )
 from api.serializers import (
     ApiTokenSerializer,
+    ApplicationSerializer,
+    AppliedSerializer,
+    ApplySerializer,
+    AutoscalingSerializer,
     CodeVersionSerializer,
     CredentialsSerializer,
     DeploySerializer,
     DumpSerializer,
     EnvironmentSerializer,
     EventSerializer,
+    LogsSerializer,
+    MetricPointSerializer,
     MetricsSerializer,
     NodeSerializer,
     OperationSerializer,
@@ -56,17 +66,21 @@ from api.serializers import (
     UploadSerializer,
     service_list,
 )
-from routing.metrics import service_metrics
+from routing.metrics import LIVE_KEEP, MINUTE_KEEP, series, service_metrics
 from services import tokens
 from services.databases import credentials
-from services.models import ApiToken, Operation, Service
+from services.models import ApiToken, Application, Operation, Service, slug_validator
 from versions.instances import version_from_token
+from versions.logs import DEFAULT_LINES, MAX_LINES, environment_logs
 from versions.models import Environment
 from versions.storage import delete_version, store_version
-from workflows import lifecycle
+from workflows import autoscale, lifecycle
+from workflows.applying import apply, delete_application, plan_lines
 from workflows.databases import request_load
 from workflows.deploy import request_deploy
 from workflows.environments import add_environment, change_preview_key
+from workflows.manifest import ManifestInvalid, parse
+from workflows.models import Autoscaling
 from workflows.scaling import request_scale
 from workflows.swap import swap
 
@@ -228,10 +242,46 @@ class ServiceViewSet(
     def metrics(self, request, pk=None):
         service = self.get_object()
         try:
-            window = min(3600, max(1, int(request.query_params.get("window", 60))))
+            window = min(MINUTE_KEEP, max(1, int(request.query_params.get("window", 60))))
         except ValueError:
             raise ValidationError({"window": "a whole number of seconds"}) from None
-        return Response(service_metrics(service, window))
+        # The routers keep an hour of figures; the kept history, a day.
+        answer = service_metrics(service, min(window, LIVE_KEEP))
+        kept = series(service, window)
+        answer["series_seconds"] = window
+        answer["series"] = {name: MetricPointSerializer(points, many=True).data for name, points in kept.items()}
+        return Response(answer)
+
+    @extend_schema(
+        parameters=[SERVICE_ID],
+        request=AutoscalingSerializer,
+        responses={200: AutoscalingSerializer, 400: BAD_REQUEST, 404: NOT_FOUND, 415: UNSUPPORTED},
+    )
+    @action(detail=True, methods=["get", "put"])
+    def autoscaling(self, request, pk=None):
+        service = self.get_object()
+        policy = Autoscaling.objects.filter(service=service).first() or Autoscaling(service=service)
+        if request.method == "PUT":
+            serializer = AutoscalingSerializer(data=request.data, partial=True)
+            serializer.is_valid(raise_exception=True)
+            policy = autoscale.configure(service, request.user, **serializer.validated_data)
+        context = {"nodes": autoscale.backend_count(service)}
+        return Response(AutoscalingSerializer(policy, context=context).data)
+
+    @extend_schema(
+        parameters=[SERVICE_ID, LOG_ENVIRONMENT, LOG_LINES],
+        responses={200: LogsSerializer, 400: BAD_REQUEST, 404: NOT_FOUND},
+    )
+    @action(detail=True, methods=["get"])
+    def logs(self, request, pk=None):
+        service = self.get_object()
+        environment = request.query_params.get("environment", "production")
+        if not environment:
+            raise ValidationError({"environment": "an environment's name, e.g. production"})
+        lines = request.query_params.get("lines", str(DEFAULT_LINES))
+        if not (lines.isascii() and lines.isdigit() and 1 <= int(lines) <= MAX_LINES):
+            raise ValidationError({"lines": f"a whole number from 1 to {MAX_LINES}"})
+        return Response(environment_logs(service, environment, int(lines)))
 
 
 @extend_schema_view(
@@ -244,6 +294,69 @@ class OperationViewSet(mixins.RetrieveModelMixin, mixins.ListModelMixin, viewset
         user = self.request.user
         operations = Operation.objects.all()
         return operations if user.is_staff else operations.filter(Q(owner=user) | Q(service__owner=user))
+
+
+@extend_schema_view(
+    retrieve=extend_schema(parameters=[APPLICATION_ID], responses={200: ApplicationSerializer, 404: NOT_FOUND}),
+    create=extend_schema(responses={201: ApplicationSerializer, 400: BAD_REQUEST, 415: UNSUPPORTED}),
+)
+class ApplicationViewSet(
+    mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.CreateModelMixin, viewsets.GenericViewSet
+):
+    serializer_class = ApplicationSerializer
+
+    def perform_create(self, serializer):
+        name = serializer.validated_data["name"]
+        try:
+            slug_validator(name)
+        except DjangoValidationError as exc:
+            raise ValidationError({"name": exc.messages}) from None
+        if Application.objects.filter(owner=self.request.user, name=name).exists():
+            raise ValidationError({"name": [f"you already have an application named {name}"]})
+        serializer.save(owner=self.request.user)
+
+    def get_queryset(self):
+        applications = Application.objects.prefetch_related("services").order_by("name", "id")
+        return applications if self.request.user.is_staff else applications.filter(owner=self.request.user)
+
+    @extend_schema(parameters=[APPLICATION_ID], responses={202: OperationSerializer(many=True), 404: NOT_FOUND})
+    def destroy(self, request, pk=None):
+        operations = delete_application(self.get_object(), request.user)
+        return Response(OperationSerializer(operations, many=True).data, status=status.HTTP_202_ACCEPTED)
+
+    @extend_schema(
+        request={"multipart/form-data": ApplySerializer},
+        responses={
+            200: AppliedSerializer,
+            202: AppliedSerializer,
+            400: BAD_REQUEST,
+            403: QUOTA,
+            409: CONFLICT,
+            413: TOO_LARGE,
+            415: UNSUPPORTED,
+        },
+    )
+    @action(detail=False, methods=["post"], parser_classes=[MultiPartParser, FormParser])
+    def apply(self, request):
+        """Converge an application to a manifest (DESIGN, Manifest contract): 200 with the plan
+        when nothing was started (a dry run, or nothing to do), 202 with the operations started."""
+        serializer = ApplySerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        try:
+            manifest = parse(serializer.validated_data["manifest"])
+        except ManifestInvalid as exc:
+            raise ValidationError({"manifest": exc.errors}) from None
+        try:
+            applied = apply(request.user, manifest, dict(request.FILES.items()), serializer.validated_data["dry_run"])
+        except ManifestInvalid as exc:
+            raise ValidationError({"manifest": exc.errors}) from None
+        body = {
+            "application": manifest.application,
+            "dry_run": applied.dry_run,
+            **plan_lines(applied.plan),
+            "operations": OperationSerializer(applied.operations, many=True).data,
+        }
+        return Response(body, status=status.HTTP_202_ACCEPTED if applied.operations else status.HTTP_200_OK)
 
 
 @extend_schema(parameters=[SERVICE_PK])

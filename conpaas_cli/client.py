@@ -82,6 +82,9 @@ class Client:
     def patch(self, path: str, expect: tuple[int, ...] = (200, 202), **kwargs) -> Any:
         return self.request("PATCH", path, expect=expect, **kwargs)
 
+    def put(self, path: str, expect: tuple[int, ...] = (200,), **kwargs) -> Any:
+        return self.request("PUT", path, expect=expect, **kwargs)
+
     def delete(self, path: str, expect: tuple[int, ...] = (202, 204), **kwargs) -> Any:
         return self.request("DELETE", path, expect=expect, **kwargs)
 

@@ -1,5 +1,6 @@
 """The commands: each takes the parsed arguments and returns an exit code; refusals raise `CliError`."""
 
+import contextlib
 import getpass
 import itertools
 import json
@@ -9,6 +10,8 @@ import sys
 import time
 from argparse import Namespace
 from pathlib import Path
+
+import yaml
 
 from conpaas_cli import config
 from conpaas_cli.client import Client
@@ -545,6 +548,42 @@ def scale(args: Namespace) -> int:
     return finish(api, operation, args, lambda _op: print(f"{service['name']} has {args.nodes} {args.role} node(s)"))
 
 
+# The `autoscale` options and the policy fields they set (PUT /services/{id}/autoscaling/).
+AUTOSCALE_OPTIONS = {"p95": "target_p95_ms", "min": "min_nodes", "max": "max_nodes", "cooldown": "cooldown_s"}
+
+
+def autoscale(args: Namespace) -> int:
+    """Turn autoscaling on with the options given (the server keeps the others), off, or show it."""
+    given = {field: getattr(args, option) for option, field in AUTOSCALE_OPTIONS.items()}
+    given = {field: value for field, value in given.items() if value is not None}
+    if args.off and given:
+        raise CliError("--off takes no other option", USAGE)
+    api = client()
+    service = find_service(api, args.service)
+    path = f"services/{service['id']}/autoscaling/"
+    if args.off:
+        policy = api.put(path, json={"enabled": False})
+    elif given:
+        policy = api.put(path, json={"enabled": True, **given})
+    else:
+        policy = api.get(path)
+    if args.json:
+        print_json(policy)
+        return OK
+    if not policy["enabled"]:
+        print(f"autoscaling of {service['name']} is off ({policy['nodes']} backend node(s) running)")
+    else:
+        print(
+            f"autoscaling {service['name']}: p95 under {policy['target_p95_ms']} ms with {policy['min_nodes']} to "
+            f"{policy['max_nodes']} backend node(s), cool-down {policy['cooldown_s']} s; "
+            f"{policy['nodes']} running now"
+        )
+    decision = policy.get("last_decision")
+    if decision:
+        print(f"last decision ({short_time(decision.get('time'))}): {decision['action']} — {decision['reason']}")
+    return OK
+
+
 def nodes(args: Namespace) -> int:
     api = client()
     service = find_service(api, args.service)
@@ -585,20 +624,74 @@ def events(args: Namespace) -> int:
     show = (lambda e: print(json.dumps(e, ensure_ascii=False))) if args.json else (lambda e: print(_event_line(e)))
     for event in reversed(history):
         show(event)
-    if not args.follow:
-        return OK
+    if args.follow:
+
+        def poll() -> None:
+            nonlocal last
+            for event in reversed(api.get(path, params={"since": last})):
+                show(event)
+                last = max(last, event["id"])
+
+        _follow(args, poll)
+    return OK
+
+
+def _follow(args: Namespace, poll) -> None:
+    """Call `poll` every FOLLOW_SECONDS until Ctrl-C, or for --follow-seconds."""
     deadline = time.monotonic() + args.follow_seconds if args.follow_seconds is not None else None
     sys.stdout.flush()
     try:
         while deadline is None or time.monotonic() < deadline:
             time.sleep(FOLLOW_SECONDS if deadline is None else min(FOLLOW_SECONDS, max(0, deadline - time.monotonic())))
-            for event in reversed(api.get(path, params={"since": last})):
-                show(event)
-                last = max(last, event["id"])
+            poll()
             sys.stdout.flush()
     except KeyboardInterrupt:
         pass  # Ctrl-C is how one stops following; not an error
+
+
+def logs(args: Namespace) -> int:
+    api = client()
+    service = find_service(api, args.service)
+    path = f"services/{service['id']}/logs/"
+    params = {"environment": args.environment, "lines": args.lines}
+    found = api.get(path, params=params)
+    if args.json and not args.follow:
+        print_json(found)
+        return OK
+    seen: dict[tuple, list[str]] = {}  # (node, instance, file) -> its lines at the last poll
+    warned: set[str] = set()
+
+    def show(found: dict) -> None:
+        for error in found["errors"]:
+            if error not in warned:  # a node that stays silent is said once
+                print(f"warning: {error}", file=sys.stderr)
+                warned.add(error)
+        files: dict[tuple, list[str]] = {}
+        for entry in found["lines"]:
+            files.setdefault((entry["node"], entry["instance"], entry["file"]), []).append(entry["line"])
+        for key, lines in files.items():
+            node, instance, file = key
+            for line in new_lines(seen.get(key, []), lines):
+                entry = {"node": node, "instance": instance, "file": file, "line": line}
+                print(json.dumps(entry, ensure_ascii=False) if args.json else f"{instance} {file}: {line}")
+            seen[key] = lines
+
+    show(found)
+    if args.follow:
+        _follow(args, lambda: show(api.get(path, params=params)))
     return OK
+
+
+def new_lines(before: list[str], now: list[str]) -> list[str]:
+    """The lines of `now` (a file's last lines) written after `before` (its last lines at the
+    previous poll): what follows the longest end of `before` that `now` starts with. Lines
+    carry timestamps, so an overlap is rarely a coincidence; with more new lines than were
+    asked for, all of `now` is new."""
+    for start in range(len(before)):
+        overlap = before[start:]
+        if now[: len(overlap)] == overlap:
+            return now[len(overlap) :]
+    return now
 
 
 def wait_command(args: Namespace) -> int:
@@ -611,3 +704,80 @@ def wait_command(args: Namespace) -> int:
         raise
     args.no_wait = False
     return finish(api, operation, args)
+
+
+# --- apply ---------------------------------------------------------------------------------------
+
+
+def apply(args: Namespace) -> int:
+    """Send the manifest and every file it names (its paths are relative to the manifest); the
+    server checks it all and answers the plan, and the operations it started unless --dry-run."""
+    manifest = Path(args.file)
+    try:
+        text = manifest.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CliError(f"cannot read {manifest}: {exc}", USAGE) from None
+    api = client()
+    with contextlib.ExitStack() as stack:
+        files = {}
+        for path in named_files(text):
+            source = manifest.parent / path
+            if not source.exists():
+                raise CliError(f"{manifest}: {path} does not exist (paths are relative to the manifest)", USAGE)
+            code = stack.enter_context(open_code(source))
+            files[path] = (code.filename, code.file, "application/octet-stream")
+        data = {"manifest": text, "dry_run": "true" if args.dry_run else "false"}
+        applied = api.post("applications/apply/", data=data, files=files or None, expect=(200, 202))
+    if args.json and (args.dry_run or args.no_wait):
+        print_json(applied)
+        return OK
+    print_plan(applied)
+    if args.dry_run or not applied["operations"]:
+        return OK
+    if args.no_wait:
+        for operation in applied["operations"]:
+            print(f"{operation['kind']} {operation['service_name']}: operation {operation['id']}")
+        return OK
+    finished = [wait(api, operation) for operation in applied["operations"]]
+    failed = [o for o in finished if o["state"] == "failed"]
+    if args.json:
+        print_json({**applied, "operations": finished})
+    for operation in failed:
+        print(
+            f"{symbol(False, sys.stderr)} {operation['kind']} {operation['service_name']} failed: "
+            f"{(operation.get('error') or 'no reason given').strip()}",
+            file=sys.stderr,
+        )
+    if not failed and not args.json:
+        print(f"{symbol(True)} {applied['application']} is as its manifest says")
+    return REFUSED if failed else OK
+
+
+def named_files(text: str) -> list[str]:
+    """The paths a manifest names (code versions, dumps), as written; the server checks the rest."""
+    try:
+        document = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return []  # the server says what is wrong with it, with the line
+    services = document.get("services") if isinstance(document, dict) else None
+    paths = []
+    for body in services.values() if isinstance(services, dict) else ():
+        if not isinstance(body, dict):
+            continue
+        versions = body.get("versions")
+        paths += [p for p in (versions.values() if isinstance(versions, dict) else ()) if isinstance(p, str)]
+        if isinstance(body.get("dump"), str):
+            paths.append(body["dump"])
+    return list(dict.fromkeys(paths))
+
+
+def print_plan(applied: dict) -> None:
+    changes = [(kind, line) for kind in ("created", "changed", "removed") for line in applied[kind]]
+    if not changes:
+        print(f"{applied['application']}: nothing to change")
+        return
+    marks = {"created": "+", "changed": "~", "removed": "-"}
+    for kind, line in changes:
+        print(f"{marks[kind]} {line}")
+    counts = ", ".join(f"{len(applied[kind])} {kind}" for kind in ("created", "changed", "removed"))
+    print(f"{applied['application']}: {counts}" + (" (dry run: nothing changed)" if applied["dry_run"] else ""))

@@ -127,6 +127,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("role", metavar="ROLE", choices=["backend", "proxy"], help="backend or proxy")
     p.add_argument("nodes", metavar="N", type=int)
 
+    p = command(
+        "autoscale",
+        commands.autoscale,
+        "scale a service's backend nodes to a p95 response-time target (without options: show the policy)",
+    )
+    p.add_argument("service", metavar="SERVICE")
+    p.add_argument("--p95", type=int, metavar="MS", help="the p95 response time to keep under, in ms")
+    p.add_argument("--min", type=int, metavar="N", help="backend nodes at least")
+    p.add_argument("--max", type=int, metavar="N", help="backend nodes at most (within your node quota)")
+    p.add_argument("--cooldown", type=int, metavar="S", help="seconds after a change before scaling in")
+    p.add_argument("--off", action="store_true", help="stop autoscaling (the nodes stay as they are)")
+
     p = command("nodes", commands.nodes, "list the nodes of a service")
     p.add_argument("service", metavar="SERVICE")
 
@@ -135,6 +147,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--follow", "-f", action="store_true", help="keep printing new events until Ctrl-C")
     p.add_argument("--follow-seconds", type=float, metavar="S", help="with --follow: stop after S seconds")
     p.add_argument("--limit", "-n", type=int, metavar="N", help="only the N most recent events")
+
+    p = command("logs", commands.logs, "show the recent log lines of an environment's instances")
+    p.add_argument("service", metavar="SERVICE")
+    p.add_argument("environment", metavar="ENV", nargs="?", default="production", help="default: production")
+    p.add_argument("--follow", "-f", action="store_true", help="keep printing new lines until Ctrl-C")
+    p.add_argument("--follow-seconds", type=float, metavar="S", help="with --follow: stop after S seconds")
+    p.add_argument("--lines", "-n", type=int, default=20, metavar="N", help="the last N lines of each file (20)")
+    p = command("apply", commands.apply, "create or update an application from its manifest", (common, waiting))
+    p.add_argument("file", metavar="FILE", help="the manifest (YAML); the paths in it are relative to it")
+    p.add_argument("--dry-run", action="store_true", help="print the plan (created, changed, removed); change nothing")
 
     p = command("wait", commands.wait_command, "wait for an operation started with --no-wait")
     p.add_argument("operation", metavar="OPERATION", type=int, help="the operation id")

@@ -25,8 +25,13 @@ def envfloat(name: str, default: float) -> float:
     return float(os.getenv(name) or default)
 
 
+# Nothing the control plane writes is for other users: the database, the secret key, the
+# archives (tenant code runs as other users on isolated nodes). Nodes have homes of their own.
+os.umask(0o077)
 CONPAAS_HOME = Path(os.getenv("CONPAAS_HOME", BASE_DIR / "var")).resolve()
 CONPAAS_HOME.mkdir(parents=True, exist_ok=True)
+if CONPAAS_HOME.stat().st_uid == os.geteuid():
+    CONPAAS_HOME.chmod(0o700)  # also an installation made before this rule
 
 
 def _installation_secret() -> str:
@@ -100,6 +105,9 @@ CONPAAS_HEALTH_REFRESH = envint("CONPAAS_HEALTH_REFRESH", 20)
 # the node runs, before the node counts as dead and is replaced.
 CONPAAS_HEAL_INTERVAL = envint("CONPAAS_HEAL_INTERVAL", 5)
 CONPAAS_HEAL_GRACE = envint("CONPAAS_HEAL_GRACE", 60)
+# How often the workers save each running service's metrics (routing/metrics.py) and, where it
+# is on, let the autoscaler decide (workflows/autoscale.py).
+CONPAAS_METRICS_INTERVAL = envint("CONPAAS_METRICS_INTERVAL", 5)
 CONPAAS_MAX_UPLOAD_MB = envint("CONPAAS_MAX_UPLOAD_MB", 100)
 # Per-user quotas; an operator overrides them for one user in the admin (services.Quota).
 CONPAAS_QUOTA_SERVICES = envint("CONPAAS_QUOTA_SERVICES", 20)

@@ -4,8 +4,10 @@ from django.contrib import admin
 from django.contrib.auth import get_user_model
 from django.contrib.auth.admin import UserAdmin
 
+from routing.models import MetricPoint
 from services.models import ApiToken, Application, Event, Node, Operation, Quota, Service
 from versions.models import CodeVersion, Environment, Instance
+from workflows.models import Autoscaling
 
 
 class EnvironmentInline(admin.TabularInline):
@@ -52,6 +54,33 @@ class ServiceAdmin(admin.ModelAdmin):
     def production_version(self, service):
         production = service.environments.filter(name="production").select_related("version").first()
         return production.version.label if production and production.version else "—"
+
+
+@admin.register(Autoscaling)
+class AutoscalingAdmin(admin.ModelAdmin):
+    """Policies as their owners set them (the model's rules apply here too), with what the
+    autoscaler measured and last decided."""
+
+    list_display = ["service", "enabled", "target_p95_ms", "min_nodes", "max_nodes", "cooldown_s", "node_capacity"]
+    list_filter = ["enabled"]
+    search_fields = ["service__name", "service__owner__username"]
+    readonly_fields = ["service", "node_capacity", "last_decision", "updated"]
+
+
+@admin.register(MetricPoint)
+class MetricPointAdmin(admin.ModelAdmin):
+    """The kept metrics, to look at: the workers write and expire them."""
+
+    list_display = ["time", "service", "environment", "resolution", "requests", "request_rate", "p95_ms", "error_rate"]
+    list_filter = ["resolution", "environment"]
+    search_fields = ["service__name"]
+    list_select_related = ["service"]
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
 
 
 class InstanceInline(admin.TabularInline):

@@ -20,15 +20,16 @@ class ServiceForm(forms.Form):
 class DeleteServiceForm(forms.Form):
     confirm_name = forms.CharField(label="Type the name of the service to confirm", max_length=40)
 
-    def __init__(self, *args, service, **kwargs):
+    def __init__(self, *args, service, what: str = "service", **kwargs):
         super().__init__(*args, **kwargs)
-        self.service = service
+        self.service, self.what = service, what  # `service`: a service, or an application
+        self.fields["confirm_name"].label = f"Type the name of the {what} to confirm"
         self.fields["confirm_name"].widget.attrs.update(autocomplete="off", spellcheck="false", autofocus=True)
 
     def clean_confirm_name(self):
         name = self.cleaned_data["confirm_name"].strip()
         if name != self.service.name:
-            raise forms.ValidationError(f"That is not the name of this service; type {self.service.name} exactly.")
+            raise forms.ValidationError(f"That is not the name of this {self.what}; type {self.service.name} exactly.")
         return name
 
 
@@ -85,3 +86,16 @@ class FirstAccountForm(UserCreationForm):
         self.fields["email"].help_text = "Optional."
         # Django's own help is HTML; _field.html shows plain text.
         self.fields["password1"].help_text = " ".join(password_validators_help_texts())
+
+
+class AutoscalingForm(forms.Form):
+    """The controls of a service's autoscaling policy; workflows.autoscale.configure checks them
+    (the model's rules) and the view puts its refusal back on the fields."""
+
+    enabled = forms.BooleanField(required=False, label="Autoscale this service")
+    target_p95_ms = forms.IntegerField(
+        label="p95 target (ms)", help_text="Keep production's 95th percentile response time under this."
+    )
+    min_nodes = forms.IntegerField(label="Fewest backend nodes")
+    max_nodes = forms.IntegerField(label="Most backend nodes", help_text="Within your node quota.")
+    cooldown_s = forms.IntegerField(label="Cool-down (s)", help_text="How long after a change before scaling in.")

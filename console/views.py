@@ -3,9 +3,11 @@
 Every view that takes a service id goes through `visible_service`, so another user's service is a
 404 exactly like a missing one. Actions that change anything are POST only (and CSRF-checked).
 No page asks a node agent: health is what the workers last saved on the rows (routing/health.py),
-shown with its age; only the swap itself (workflows.swap) checks live, under the service's lock."""
+shown with its age; only the swap itself (workflows.swap) checks live, under the service's lock,
+and the logs fragment, which the service page loads after it is shown (an agent may be slow)."""
 
 from collections import defaultdict
+from datetime import timedelta
 
 from django.conf import settings
 from django.contrib import messages
@@ -20,19 +22,34 @@ from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from console.forms import DeleteServiceForm, DeployForm, EnvironmentForm, FirstAccountForm, ServiceForm, UploadForm
+from console.charts import DEFAULT_WINDOW, WINDOWS, charts
+from console.forms import (
+    AutoscalingForm,
+    DeleteServiceForm,
+    DeployForm,
+    EnvironmentForm,
+    FirstAccountForm,
+    ServiceForm,
+    UploadForm,
+)
+from routing.metrics import interval as metrics_interval
+from routing.metrics import series
 from services import tokens
 from services.choices import ServiceState
 from services.errors import ConpaasError
-from services.models import Service, active_operations, production_urls
+from services.models import Application, Service, active_operations, production_urls
+from versions.logs import environment_logs
 from versions.models import DEVELOPMENT, PRODUCTION, Environment, preview_url
 from versions.storage import delete_version, store_version
-from workflows import first_account, lifecycle
+from workflows import autoscale, first_account, lifecycle
+from workflows.applying import delete_application
 from workflows.deploy import request_deploy
 from workflows.environments import add_environment
+from workflows.models import Autoscaling
 from workflows.swap import swap, swap_refusal
 
 HISTORY_LENGTH = 30
+LOG_LINES = 30  # the last lines of each log file of each instance that the service page shows
 SETTLED_EVENT = "conpaas-settled"
 # Services per dashboard page: a page a person can scan (2, 3 or 4 cards a row), and a render
 # that stays fast at any count; the search finds the others.
@@ -125,10 +142,48 @@ def overview_context(service: Service) -> dict:
     }
 
 
-def render_service(request, service: Service, environment_form=None, status: int = 200) -> HttpResponse:
+def metrics_context(request, service: Service) -> dict:
+    """The charts of one environment (`env`, default production) over a window (`window`), from
+    the kept metrics: no router is asked."""
+    try:
+        window = int(request.GET.get("window", DEFAULT_WINDOW))
+    except ValueError:
+        window = DEFAULT_WINDOW
+    window = window if window in WINDOWS else DEFAULT_WINDOW
+    names = list(service.environments.order_by("created", "id").values_list("name", flat=True))
+    name = request.GET.get("env") if request.GET.get("env") in names else PRODUCTION
+    now = timezone.now()
+    kept = series(service, window, now, environment=name).get(name, [])
+    policy = Autoscaling.objects.filter(service=service, enabled=True).first()
+    target = policy.target_p95_ms if policy and name == PRODUCTION else None
+    return {
+        "service": service,
+        "charts": charts(kept, window, now, metrics_interval(), target),
+        "metrics_window": window,
+        "metrics_window_label": WINDOWS[window],
+        "metrics_windows": WINDOWS,
+        "metrics_environment": name,
+        "metrics_environments": names,
+        "metrics_since": now - timedelta(seconds=window),
+        "metrics_now": now,
+    }
+
+
+def autoscaling_context(service: Service, form=None) -> dict:
+    policy = Autoscaling.objects.filter(service=service).first() or Autoscaling(service=service)
+    if form is None:
+        form = AutoscalingForm(initial={name: getattr(policy, name) for name in AutoscalingForm.base_fields})
+    return {"autoscaling": policy, "autoscaling_form": form}
+
+
+def render_service(
+    request, service: Service, environment_form=None, autoscaling_form=None, status: int = 200
+) -> HttpResponse:
     context = {
         **overview_context(service),
         **activity_context(service),
+        **metrics_context(request, service),
+        **autoscaling_context(service, autoscaling_form),
         "environment_form": environment_form or EnvironmentForm(),
         "upload_form": UploadForm(),
         "upload_limit_mb": settings.CONPAAS_MAX_UPLOAD_MB,
@@ -274,6 +329,43 @@ def service_activity(request, pk: int):
 
 
 @login_required
+@require_GET
+def service_logs(request, pk: int):
+    service = visible_service(request, pk)
+    name = request.GET.get("environment") or PRODUCTION
+    context = {"service": service, "environments": service.environments.order_by("created", "id"), "selected": name}
+    try:
+        context["logs"] = environment_logs(service, name, LOG_LINES)
+    except ConpaasError as exc:
+        context["error"] = str(exc)
+        return render(request, "console/fragments/logs.html", context, status=exc.http_status)
+    return render(request, "console/fragments/logs.html", context)
+
+
+@login_required
+@require_GET
+def service_metrics(request, pk: int):
+    return render(request, "console/fragments/metrics.html", metrics_context(request, visible_service(request, pk)))
+
+
+@login_required
+@require_POST
+def service_autoscaling(request, pk: int):
+    service = visible_service(request, pk)
+    form = AutoscalingForm(request.POST)
+    if form.is_valid():
+        try:
+            policy = autoscale.configure(service, request.user, **form.cleaned_data)
+        except ValidationError as exc:
+            form.add_error(None, exc)
+        else:
+            state = "on" if policy.enabled else "off"
+            messages.success(request, f"Autoscaling of {service.name} is {state}.")
+            return back_to(service, "autoscaling")
+    return render_service(request, service, autoscaling_form=form, status=400)
+
+
+@login_required
 @require_http_methods(["GET", "POST"])
 def service_delete(request, pk: int):
     service = visible_service(request, pk)
@@ -285,6 +377,33 @@ def service_delete(request, pk: int):
     return render(
         request, "console/service_delete.html", {"service": service, "form": form}, status=400 if form.errors else 200
     )
+
+
+# ---------------------------------------------------------------- applications
+
+
+def visible_applications(request):
+    applications = Application.objects.prefetch_related("services").order_by("name", "id")
+    return applications if request.user.is_staff else applications.filter(owner=request.user)
+
+
+@login_required
+@require_GET
+def application_list(request):
+    return render(request, "console/applications.html", {"applications": visible_applications(request)})
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def application_delete(request, pk: int):
+    application = get_object_or_404(visible_applications(request), pk=pk)
+    form = DeleteServiceForm(request.POST or None, service=application, what="application")
+    if request.method == "POST" and form.is_valid():
+        delete_application(application, request.user)
+        messages.success(request, f"Application {application.name} is being deleted, with its services.")
+        return redirect("console:applications")
+    context = {"application": application, "form": form}
+    return render(request, "console/application_delete.html", context, status=400 if form.errors else 200)
 
 
 # ---------------------------------------------------------------- code versions

@@ -55,8 +55,17 @@ class AgentClient:
     def put_instance(self, name: str, spec: dict) -> dict:
         return self.call("PUT", f"/v1/instances/{quote(name)}", spec, timeout=900)
 
+    def run_release(self, spec: dict) -> dict:
+        """Run a version's release command (`spec`: an instance spec plus `command`) once on this
+        node: {exit_code, output, seconds}."""
+        return self.call("POST", "/v1/releases", spec, timeout=900)
+
     def get_instance(self, name: str, health_path: str = "/") -> dict:
         return self.call("GET", f"/v1/instances/{quote(name)}?path={quote(health_path)}")
+
+    def instance_logs(self, name: str, lines: int = 100) -> dict[str, list[str]]:
+        """The last `lines` lines of each of the instance's log files, by file name."""
+        return self.call("GET", f"/v1/instances/{quote(name)}/logs?lines={int(lines)}", timeout=10)["files"]
 
     def delete_instance(self, name: str) -> None:
         self.call("DELETE", f"/v1/instances/{quote(name)}", timeout=60)

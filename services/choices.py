@@ -57,3 +57,8 @@ class Outcome(models.TextChoices):
     INFO = "info"
     SUCCEEDED = "succeeded"
     FAILED = "failed"
+
+
+# A data service's runtime -> the variable its linked instances find its connection URL in; a
+# linked web service is `<NAME>_URL` (versions/instances.py: link_environment).
+LINK_VARIABLES = {"postgresql": "DATABASE_URL", "redis": "REDIS_URL"}

@@ -407,3 +407,18 @@ class ApiToken(AbstractAuthToken):
         if self.last_used is None or (now - self.last_used).total_seconds() >= self.LAST_USE_RESOLUTION:
             self.last_used = now
             ApiToken.objects.filter(pk=self.pk).update(last_used=now)
+
+
+class Link(models.Model):
+    """`service` links `target`: its instances get the target's connection URL as a variable
+    (DESIGN, Runtimes): DATABASE_URL, REDIS_URL, or `<NAME>_URL` for a web service."""
+
+    service = models.ForeignKey(Service, on_delete=models.CASCADE, related_name="links")
+    target = models.ForeignKey(Service, on_delete=models.CASCADE, related_name="linked_by")
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["service", "target"], name="link_unique_target")]
+        ordering = ["target__name"]
+
+    def __str__(self) -> str:
+        return f"{self.service} → {self.target}"

@@ -60,6 +60,13 @@ def node_counts(owner) -> dict[int, int]:
     }
 
 
+def nodes_left(owner, service: Service) -> int:
+    """The most nodes `service` may hold under its owner's node quota, the other services' counted."""
+    counts = node_counts(owner)
+    counts.pop(service.pk, None)
+    return limit(owner, "nodes") - sum(counts.values())
+
+
 def check_nodes(owner, service: Service | None, after: int) -> None:
     """`service` (None: a new one) would hold `after` nodes."""
     counts = node_counts(owner)
@@ -75,6 +82,26 @@ def check_nodes(owner, service: Service | None, after: int) -> None:
             allowed,
             f"your services have {have} nodes and this would make {total}; scale a service down {ASK}",
         )
+
+
+def check_application(owner, new_nodes: list[int], scaled: dict[int, int], removed: list[int]) -> None:
+    """A manifest, as a whole, before any of it is applied: services created (each holding
+    `new_nodes[i]` backend nodes), existing ones scaled (`scaled`: service id -> backend nodes),
+    and `removed` (service ids) on their way out. The same counts as the single requests', so an
+    apply is refused at once rather than half-way."""
+    allowed = limit(owner, "services")
+    have = Service.objects.filter(owner_id=owner.pk).exclude(state=ServiceState.DELETING).count()
+    after = have - len(removed) + len(new_nodes)
+    if new_nodes and after > allowed:
+        _refuse("services", allowed, f"you have {have} services and this manifest would make {after}; {ASK}")
+    counts = node_counts(owner)
+    have = sum(counts.values())
+    for pk, nodes in scaled.items():
+        counts[pk] = max(counts.get(pk, 0), nodes)  # scaling down counts until the nodes are gone
+    total = sum(counts.values()) + sum(new_nodes)
+    allowed = limit(owner, "nodes")
+    if total > have and total > allowed:
+        _refuse("nodes", allowed, f"your services have {have} nodes and this manifest would make {total}; {ASK}")
 
 
 def check_new_environment(service: Service) -> None:

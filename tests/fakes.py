@@ -14,6 +14,7 @@ from libcloud.compute.base import Node as CloudNode
 from libcloud.compute.drivers.dummy import DummyNodeDriver
 from libcloud.compute.types import NodeState
 
+from images.conpaas_agent.metrics import NO_REQUESTS
 from services.agent import AgentError
 
 
@@ -27,7 +28,9 @@ class FakeFleet:
         self.refusing: dict[str, int] = {}  # proxy node name -> HTTP status of a health-gated PUT
         self.figures: dict[str, dict] = {}  # proxy node name -> environment -> its metrics figures
         self.routers_down: set[str] = set()  # proxy node names whose HAProxy died (a PUT starts it)
+        self.logs: dict[str, dict[str, list[str]]] = {}  # instance name -> log file name -> its lines
         self.concurrency = 2  # what put_instance reports a new instance serves at once
+        self.releases: dict[str, tuple[int, str]] = {}  # version label -> (exit code, output) of its release
         self._ports = itertools.count(20000)
 
     def client(self, node, timeout: float = 30.0) -> "FakeAgent":
@@ -78,11 +81,18 @@ class FakeAgent:
     def put_instance(self, name: str, spec: dict) -> dict:
         self._call("put_instance", name, role="backend")
         instance = self.fleet.instances.get(name)
-        if instance is None or instance["state"] != "running":
+        # Like the agent: a changed spec (a link that moved) starts the instance again.
+        if instance is None or instance["state"] != "running" or instance["env"] != spec.get("env", {}):
             instance = {"name": name, "node": self.node.name, "version": spec["version"], "label": spec["label"]}
+            instance["env"] = dict(spec.get("env", {}))
             instance.update(port=next(self.fleet._ports), concurrency=self.fleet.concurrency, state="running")
             self.fleet.instances[name] = instance
         return self._public(name)
+
+    def run_release(self, spec: dict) -> dict:
+        self._call("run_release", spec, role="backend")
+        code, output = self.fleet.releases.get(spec["label"], (0, f"ran {spec['command']}"))
+        return {"exit_code": code, "output": output, "seconds": 0.1}
 
     def get_instance(self, name: str, health_path: str = "/") -> dict:
         self._call("get_instance", name, role="backend")
@@ -90,6 +100,12 @@ class FakeAgent:
             self._fail(404, f"no instance named {name}")
         ok = self.fleet.healthy(name)
         return {**self._public(name), "health": {"ok": ok, "status": 200 if ok else 500, "detail": ""}}
+
+    def instance_logs(self, name: str, lines: int = 100) -> dict[str, list[str]]:
+        self._call("instance_logs", name, role="backend")
+        if name not in self.fleet.instances:
+            self._fail(404, f"no instance named {name}")
+        return {file: found[-lines:] for file, found in self.fleet.logs.get(name, {}).items()}
 
     def delete_instance(self, name: str) -> None:
         self._call("delete_instance", name, role="backend")
@@ -115,19 +131,11 @@ class FakeAgent:
     def proxy_metrics(self, window: int = 60) -> dict:
         self._call("proxy_metrics", window, role="proxy")
         routes = self.fleet.routing.get(self.node.name, {}).get("routes", {})
-        figures = {
-            "requests": 0,
-            "request_rate": 0.0,
-            "p50_ms": None,
-            "p95_ms": None,
-            "error_rate": 0.0,
-            "queue_timeouts": 0,
-        }
         given = self.fleet.figures.get(self.node.name, {})
         return {
             "window_seconds": window,
             "environments": {
-                env: {"version": key, **figures, "live_connections": 0, **given.get(env, {})}
+                env: {"version": key, **NO_REQUESTS, "live_connections": 0, **given.get(env, {})}
                 for env, key in routes.items()
             },
         }

@@ -56,6 +56,10 @@ class OpenLoop:
         self._thread.start()
         return self
 
+    def set_rate(self, rate: float) -> None:
+        """From the next request on, `rate` requests a second (a load that steps up or down)."""
+        self.rate = rate
+
     def stop(self) -> list[Answer]:
         self._stopping.set()
         if self._thread is not None:
@@ -69,10 +73,11 @@ class OpenLoop:
 
     async def _run(self) -> None:
         pending = set()
-        began = time.monotonic()
-        sent = 0
+        rate, began, sent = self.rate, time.monotonic(), 0
         while not self._stopping.is_set():
-            due = began + sent / self.rate
+            if self.rate != rate:  # a new rate counts from the last request due
+                rate, began, sent = self.rate, began + sent / rate, 0
+            due = began + sent / rate
             delay = due - time.monotonic()
             if delay > 0:
                 await asyncio.sleep(delay)

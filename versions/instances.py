@@ -7,7 +7,7 @@ from django.core import signing
 from django.urls import reverse
 
 from services import agent
-from services.choices import NodeState, Outcome, Runtime
+from services.choices import LINK_VARIABLES, NodeState, Outcome, Runtime
 from services.errors import OperationFailed
 from services.models import Event
 from versions.models import CodeVersion, Environment, Instance, InstanceState
@@ -37,9 +37,37 @@ def instance_spec(service, version: CodeVersion, environment: Environment) -> di
         "runtime": service.runtime,
         "archive_url": archive_url(version),
         "archive_sha256": version.sha256,
-        "env": {"CONPAAS_ENV": environment.name, "CONPAAS_SERVICE": service.name},
+        "env": {"CONPAAS_ENV": environment.name, "CONPAAS_SERVICE": service.name, **link_environment(service)},
         **runtime_fields(service, version),
     }
+
+
+class LinkNotReady(OperationFailed):
+    """A linked service has no address yet (it is still being created)."""
+
+
+def link_variable(target) -> str:
+    return LINK_VARIABLES.get(target.runtime) or f"{target.name.upper().replace('-', '_')}_URL"
+
+
+def link_environment(service) -> dict[str, str]:
+    """The variables `service`'s instances get from the services it links: each target's
+    connection URL (a data service's connection_url(), a web service's production URL)."""
+    env = {}
+    for link in service.links.select_related("target__owner"):
+        target = link.target
+        url = target.connection_url() if target.runtime in LINK_VARIABLES else router_url(target)
+        if not url:
+            raise LinkNotReady(f"the linked service {target.name} has no address yet")
+        env[link_variable(target)] = url
+    return env
+
+
+def router_url(target) -> str | None:
+    """A web service as other nodes reach it: its router's own address (a published address or
+    host name is for users outside; a node's firewall lets it reach other routers directly)."""
+    proxy = target.proxy_nodes().filter(state=NodeState.RUNNING).first()
+    return f"http://{proxy.address}:{proxy.http_port}/" if proxy else None
 
 
 def runtime_fields(service, version: CodeVersion) -> dict:
@@ -57,12 +85,16 @@ def ensure_instances(service, version: CodeVersion, environment: Environment, op
     """Run `version` on every running backend node (idempotent: a running instance is left alone);
     returns how many instances were started or started again."""
     started_count = 0
+    links = link_environment(service)
     for node in service.backend_node_list().filter(state=NodeState.RUNNING):
         instance, created = Instance.objects.get_or_create(node=node, version=version)
         if created or not instance.spec:
             instance.spec = instance_spec(service, version, environment)
         else:
             instance.spec["archive_url"] = archive_url(version)  # the old link may have expired
+            # Links added, removed or moved: the agent restarts an instance whose spec changed.
+            own = {k: v for k, v in instance.spec.get("env", {}).items() if k.startswith("CONPAAS_")}
+            instance.spec["env"] = {**own, **links}
         began = time.monotonic()
         try:
             started = agent.client_for(node).put_instance(instance.name, instance.spec)

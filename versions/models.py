@@ -42,6 +42,9 @@ class CodeVersion(models.Model):
     size = models.PositiveBigIntegerField()
     kind = models.CharField(max_length=10)  # zip | tar.gz | war
     entry_point = models.CharField(max_length=200, blank=True)
+    # Run once before the version enters an environment (workflows/deploy.py); from the manifest's
+    # `release:` or the archive's Procfile `release:` line. Empty: none.
+    release_command = models.CharField(max_length=1000, blank=True)
     uploaded_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
     created = models.DateTimeField(default=timezone.now)
 

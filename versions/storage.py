@@ -23,7 +23,11 @@ def upload_limits() -> Limits:
     return Limits(max_upload_bytes=settings.CONPAAS_MAX_UPLOAD_MB * 2**20)
 
 
-def store_version(service: Service, fileobj, label: str, user, filename: str = "") -> CodeVersion:
+def store_version(
+    service: Service, fileobj, label: str, user, filename: str = "", release_command: str | None = None
+) -> CodeVersion:
+    """Store an uploaded archive as a code version; `release_command` (a manifest's) overrides the
+    Procfile's release: line."""
     if service.is_data:
         raise UploadRefused(f"a {service.runtime} service has no code versions: load a dump into it instead")
     if label:
@@ -58,6 +62,7 @@ def store_version(service: Service, fileobj, label: str, user, filename: str = "
                 size=info.size,
                 kind=info.kind,
                 entry_point=info.entry_point or "",
+                release_command=(info.release or "") if release_command is None else release_command,
                 uploaded_by=user,
             )
             Event.record(

@@ -5,16 +5,19 @@ checks pass, then flip the environment's route (one map commit per proxy). The o
 serving until the flip; a version that fails its health check never receives a request.
 """
 
+import time
+
+from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
 from routing.health import wait_healthy
 from routing.table import push
 from services import agent, operations
-from services.choices import OperationKind, Outcome
+from services.choices import NodeState, OperationKind, Outcome, ServiceState
 from services.errors import NotFound, OperationFailed
 from services.models import Event, Operation
-from versions.instances import ensure_instances
+from versions.instances import LinkNotReady, ensure_instances, instance_spec, link_environment
 from versions.models import CodeVersion, Environment, Instance, InstanceState
 from versions.storage import lock_version
 
@@ -41,6 +44,8 @@ def run_deploy(operation) -> str:
     if environment is None or version is None:
         raise OperationFailed("the environment or the version was deleted before the deploy could start")
     try:
+        wait_for_links(service, operation)
+        run_release(service, version, environment, operation)
         operation.set_progress(f"starting {version.label} on the backend nodes")
         ensure_instances(service, version, environment, operation)
         operation.set_progress("adding the instances to the router")
@@ -70,6 +75,61 @@ def run_deploy(operation) -> str:
     operation.set_progress("retiring instances nothing uses")
     retire_unused(service, operation)
     return f"deployed {version.label} to {environment.name}"
+
+
+def run_release(service, version: CodeVersion, environment: Environment, operation) -> None:
+    """The version's release command, once, on one backend node, with the environment's variables
+    (links included), before any instance of it serves there; its output goes to the events."""
+    if not version.release_command:
+        return
+    node = service.backend_node_list().filter(state=NodeState.RUNNING).first()
+    if node is None:
+        raise OperationFailed(f"no running backend node to run the release command of {version.label} on")
+    operation.set_progress(f"running the release command of {version.label}")
+    spec = {**instance_spec(service, version, environment), "command": version.release_command}
+    try:
+        result = agent.client_for(node).run_release(spec)
+    except agent.AgentError as exc:
+        reason = exc.detail if exc.status else str(exc)
+        raise OperationFailed(f"the release command of {version.label} could not run on {node.name}: {reason}") from exc
+    code, output = result["exit_code"], result.get("output", "").strip()
+    serving = environment.version.label if environment.version else "nothing"
+    if code != 0:
+        Event.record(
+            service,
+            "release",
+            f"release command of {version.label} failed (exit {code}); {environment.name} still serves "
+            f"{serving}; its output:\n{output}",
+            Outcome.FAILED,
+            operation=operation,
+        )
+        raise OperationFailed(
+            f"the release command of {version.label} failed (exit {code}); nothing was switched "
+            f"({environment.name} still serves {serving})"
+        )
+    Event.record(
+        service,
+        "release",
+        f"release command of {version.label} succeeded in {result.get('seconds', 0)} s; its output:\n{output}",
+        Outcome.SUCCEEDED,
+        operation=operation,
+    )
+
+
+def wait_for_links(service, operation) -> None:
+    """Wait while a linked service is still being created (an application applied at once
+    creates its services side by side); any other linked service without an address fails."""
+    deadline = time.monotonic() + settings.CONPAAS_BOOT_TIMEOUT
+    while True:
+        try:
+            link_environment(service)
+            return
+        except LinkNotReady as exc:
+            creating = service.links.filter(target__state=ServiceState.CREATING).exists()
+            if not creating or time.monotonic() > deadline:
+                raise
+            operation.set_progress(f"waiting: {exc}")
+            time.sleep(1)
 
 
 def retire_unused(service, operation=None) -> None:

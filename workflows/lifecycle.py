@@ -16,8 +16,12 @@ from versions.storage import delete_unreferenced_archives
 from workflows import databases
 
 
-def create(owner, name: str, runtime: str, java_heap_mb: int | None = None) -> tuple[Service, Operation]:
-    service = Service(owner=owner, name=name, runtime=runtime)
+def create(
+    owner, name: str, runtime: str, java_heap_mb: int | None = None, application=None, environments=()
+) -> tuple[Service, Operation]:
+    """Save a new service (in `application`, with `environments` beside production and
+    development, as a manifest asks) and start booting its first node."""
+    service = Service(owner=owner, name=name, runtime=runtime, application=application)
     if java_heap_mb is not None:
         service.java_heap_mb = java_heap_mb
     if runtime in DATA_RUNTIMES:
@@ -30,6 +34,9 @@ def create(owner, name: str, runtime: str, java_heap_mb: int | None = None) -> t
             service.save()
             Environment.objects.create(service=service, name=PRODUCTION)
             Environment.objects.create(service=service, name=DEVELOPMENT, preview_key=new_preview_key())
+            for extra in environments:
+                quotas.check_new_environment(service)
+                Environment.objects.create(service=service, name=extra, preview_key=new_preview_key())
             operation = operations.start(
                 service, OperationKind.CREATE, owner, message=f"created {runtime} service {name}"
             )

@@ -6,10 +6,12 @@ from django.conf import settings
 from django_q.tasks import async_task
 
 from routing.health import refresh_due, refresh_health
+from routing.metrics import roll_up, sample_due
 from services import operations
 from services.choices import OperationKind
 from services.models import Operation, Service
-from workflows import databases, deploy, healing, lifecycle, reconcile, scaling
+from workflows import autoscale, databases, deploy, healing, lifecycle, reconcile, scaling
+from workflows.links import relink
 
 # Which function runs each kind of operation (swaps and route changes run synchronously).
 WORK = {
@@ -29,7 +31,27 @@ def run_operation(operation_id: int) -> None:
     operation = Operation.objects.filter(pk=operation_id).select_related("service").first()
     if operation is None or operation.done:
         return
-    operations.run(operation, then_refresh_health(WORK[operation.kind]))
+    operations.run(operation, then_refresh_health(then_relink(WORK[operation.kind])))
+
+
+# The operations after which a service may answer at another address than before.
+MOVES = (OperationKind.CREATE, OperationKind.RECONCILE, OperationKind.HEAL, OperationKind.SCALE)
+
+
+def then_relink(work):
+    """`work`, then, if it may have moved the service, pass its address to the services linking it."""
+
+    def run(operation):
+        result = work(operation)
+        if operation.kind in MOVES:
+            try:
+                relink(operation.service)
+            except Exception:
+                # The operation's own outcome stands; the next move of the service tries again.
+                log.exception("could not pass the address of %s to the services linking it", operation.service_name)
+        return result
+
+    return run
 
 
 def then_refresh_health(work):
@@ -73,3 +95,17 @@ def check_running_nodes() -> int:
 
 def queue_heal_check() -> None:
     async_task("workflows.tasks.check_running_nodes", task_name="check-nodes", save=False)
+
+
+def sample_metrics() -> int:
+    """The metrics timer's task (queued by `manage.py up` every CONPAAS_METRICS_INTERVAL seconds):
+    save the figures of every running service, let the autoscaler decide for those it scales,
+    and keep the history bounded. Returns how many services were sampled."""
+    sampled = sample_due()
+    autoscale.evaluate_all(sampled)
+    roll_up()
+    return len(sampled)
+
+
+def queue_metrics_sample() -> None:
+    async_task("workflows.tasks.sample_metrics", task_name="sample-metrics", save=False)

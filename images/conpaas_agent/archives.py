@@ -47,6 +47,7 @@ __all__ = [
     "inspect_archive",
     "extract_archive",
     "valid_entry_point",
+    "release_command_problem",
     "content_root",
     "RUNTIMES",
 ]
@@ -148,6 +149,7 @@ class ArchiveInfo:
     expanded_size: int  # total size of the member files once extracted
     members: int  # entries in the archive (files and directories)
     entry_point: str | None  # python only: WSGI spec "module:callable"
+    release: str | None = None  # the Procfile's release: line, run before the version enters an environment
 
 
 # --------------------------------------------------------------------------
@@ -591,6 +593,45 @@ def _python_entry_point(entries: dict, procfile: bytes | None) -> str:
     raise ArchiveError(_NO_ENTRY_POINT)
 
 
+def procfile_release(procfile: bytes | None) -> str | None:
+    """The command of the Procfile's release: line (None without one); checked as the agent
+    checks it (valid_release_command)."""
+    if procfile is None:
+        return None
+    if len(procfile) > MAX_PROCFILE_BYTES:
+        raise ArchiveError(f"the Procfile is larger than {_fmt_size(MAX_PROCFILE_BYTES)}")
+    try:
+        text = procfile.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise ArchiveError("the Procfile is not valid UTF-8 text") from None
+    command = None
+    for line in text.splitlines():
+        m = _PROCFILE_LINE_RE.match(line.strip())
+        if m and m.group(1) == "release":
+            command = m.group(2).strip()
+    if command is not None and (problem := release_command_problem(command)):
+        raise ArchiveError(f"the Procfile release: line {problem}")
+    return command
+
+
+#: Longest release command (one line of a Procfile or a manifest).
+MAX_RELEASE_COMMAND = 1000
+
+
+def release_command_problem(command: object) -> str | None:
+    """Why a release command is refused (None: it is fine). It runs without a shell, split as a
+    shell would split it: a program and its arguments (several steps: a script)."""
+    if not isinstance(command, str) or not command.strip():
+        return "must be a command"
+    if len(command) > MAX_RELEASE_COMMAND or "\0" in command or "\n" in command:
+        return f"must be one line of at most {MAX_RELEASE_COMMAND} characters"
+    try:
+        shlex.split(command)
+    except ValueError:
+        return "has unbalanced quotes"
+    return None
+
+
 def _procfile_spec(procfile: bytes) -> str | None:
     """The module:callable of the Procfile's web: line (None if there is no web: line)."""
     if len(procfile) > MAX_PROCFILE_BYTES:
@@ -729,7 +770,13 @@ def inspect_archive(fileobj: BinaryIO, runtime: str, limits: Limits = Limits(), 
             raise ArchiveError("the archive has no .php or .html file: a PHP site needs at least one, e.g. index.php")
 
         return ArchiveInfo(
-            kind=kind, sha256=sha256, size=size, expanded_size=expanded, members=members, entry_point=entry_point
+            kind=kind,
+            sha256=sha256,
+            size=size,
+            expanded_size=expanded,
+            members=members,
+            entry_point=entry_point,
+            release=procfile_release(procfile),
         )
     finally:
         if spool is not None:

@@ -17,8 +17,10 @@ import json
 import logging
 import os
 import re
+import shlex
 import shutil
 import signal
+import stat
 import subprocess
 import tempfile
 import threading
@@ -27,7 +29,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 
-from .archives import ArchiveError, extract_archive
+from .archives import ArchiveError, extract_archive, release_command_problem
 from .procs import children, cmdline, free_port, pid_alive
 from .runtimes import RECIPES
 from .runtimes.base import InstanceError, Recipe, Run, instance_environ, private_dir, tail
@@ -40,7 +42,50 @@ ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 MAX_ARCHIVE_BYTES = 512 * 1024 * 1024
 MAX_UNPACKED_BYTES = 2 * 1024 * 1024 * 1024
 STOP_TIMEOUT = 20.0
+MAX_LOG_LINES = 1000
+MAX_LOG_LINE_CHARS = 4096  # a longer line is cut: one line never fills an answer
+LOG_TAIL_BYTES = 1024 * 1024  # read at most this much of the end of a log file
+# A release command (migrations) that runs longer is stopped and fails the deploy.
+RELEASE_TIMEOUT = 600
 COMMON_FIELDS = frozenset({"version", "label", "runtime", "archive_url", "archive_sha256", "env"})
+
+
+# --- logs -------------------------------------------------------------------------------
+
+
+def read_tail(path: str, lines: int) -> list[str]:
+    """The last ``lines`` lines of the log file ``path`` (from its last ``LOG_TAIL_BYTES``).
+
+    The instance's code runs as the agent's user and could swap its log for a link to another
+    file (the node's config, or any file when the agent runs as root): the file is opened without
+    following a link, in its directory opened the same way, and read only when it is a regular
+    file with no other name (a hard link)."""
+    directory, base = os.path.split(path)
+    try:
+        dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    except FileNotFoundError:
+        return []
+    try:
+        fd = os.open(base, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=dir_fd)
+    except FileNotFoundError:
+        return []
+    except OSError as exc:  # ELOOP: a symbolic link
+        raise InstanceError(f"{base} is not a plain file: not read", 422) from exc
+    finally:
+        os.close(dir_fd)
+    with os.fdopen(fd, "rb") as fh:
+        info = os.fstat(fh.fileno())
+        if not stat.S_ISREG(info.st_mode) or info.st_nlink != 1:
+            raise InstanceError(f"{base} is not a plain file: not read", 422)
+        start = max(0, info.st_size - LOG_TAIL_BYTES)
+        fh.seek(start)
+        data = fh.read(LOG_TAIL_BYTES)
+    found = data.split(b"\n")
+    if found and found[-1] == b"":
+        found.pop()  # the file ends with a newline
+    if start and found:
+        found.pop(0)  # a line cut by the start of the read
+    return [line.decode(errors="replace")[:MAX_LOG_LINE_CHARS] for line in found[-lines:]]
 
 
 # --- staging -----------------------------------------------------------------------------
@@ -238,6 +283,18 @@ class Instances:
         names = recipe_of(record).logs if record else ("instance.log",)
         return [os.path.join(directory, log_name) for log_name in names]
 
+    def logs(self, name: str, lines: int, files: list[str] | None = None) -> dict[str, list[str]]:
+        """The last ``lines`` lines of each of the instance's log files (its allow-list, or the
+        ``files`` of it named by base name), by base name; a file not written yet has none.
+        Anything not on the allow-list is refused (400): no other path is ever read."""
+        if not 1 <= lines <= MAX_LOG_LINES:
+            raise InstanceError(f"lines must be a whole number from 1 to {MAX_LOG_LINES}", 400)
+        allowed = {os.path.basename(path): path for path in self.log_files(name)}
+        for wanted in files or ():
+            if wanted not in allowed:
+                raise InstanceError(f"{wanted!r} is not a log file of {name}: one of {', '.join(allowed)}", 400)
+        return {base: read_tail(path, lines) for base, path in allowed.items() if not files or base in files}
+
     # staging
     def stage(self, sha: str, url: str, logfile: str, recipe: Recipe) -> tuple[str, dict]:
         """Stage a version once per sha256, and build what its runtime needs once; returns (app
@@ -309,6 +366,51 @@ class Instances:
         """Called holding ``self._lock``."""
         running = {record.get("archive_sha256") for record in list(self.records.values())}
         return running | set(self._starting)
+
+    # release commands
+    def release(self, body: object) -> dict:
+        """Run a version's release command once (database migrations, say), in the version's
+        staged code with the instance environment the spec gives (settings, links), before the
+        control plane lets the version into an environment. Answers its exit code and the end of
+        its output; the command runs without a shell, as this agent's (the node's) user."""
+        if not isinstance(body, dict):
+            raise InstanceError("the body must be a JSON object", 400)
+        command = body.get("command")
+        if problem := release_command_problem(command):
+            raise InstanceError(f"command {problem}", 400)
+        spec = validate_instance({k: v for k, v in body.items() if k != "command"})
+        recipe = RECIPES[spec["runtime"]]
+        sha = spec["archive_sha256"]
+        with self._starting_from(sha):
+            release_dir = private_dir(os.path.join(self.versions_dir, sha, "release"))
+            logfile = os.path.join(release_dir, "release.log")
+            archive_url = urllib.parse.urljoin(self.control_url, spec["archive_url"])
+            app_dir, build = self.stage(sha, archive_url, logfile, recipe)
+            extra = {"CONPAAS_VERSION": spec["label"], **spec["env"]}
+            env = instance_environ(private_dir(os.path.join(release_dir, "home")), extra, build.get("venv"))
+            argv = shlex.split(command)
+            if argv[0] in ("python", "python3") and build.get("python"):
+                argv[0] = build["python"]  # the interpreter the version's instances run on
+            began = time.monotonic()
+            with open(logfile, "wb") as out:
+                try:
+                    done = subprocess.run(
+                        ["nice", "-n", str(self.nice), *argv],
+                        cwd=app_dir,
+                        env=env,
+                        stdin=subprocess.DEVNULL,
+                        stdout=out,
+                        stderr=subprocess.STDOUT,
+                        timeout=RELEASE_TIMEOUT,
+                        close_fds=True,
+                    )
+                    code = done.returncode
+                except subprocess.TimeoutExpired:
+                    out.write(f"stopped after {RELEASE_TIMEOUT} s\n".encode())
+                    code = -1
+            seconds = round(time.monotonic() - began, 2)
+            log.info("release command of version %s ended with %s in %s s", spec["version"], code, seconds)
+            return {"exit_code": code, "output": tail(logfile, 100), "seconds": seconds}
 
     # lifecycle
     def put(self, name: str, body: object) -> tuple[dict, bool]:

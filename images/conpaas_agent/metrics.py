@@ -15,6 +15,13 @@ window and the last poll, and the request rate divides them by the time between 
 (the span actually covered: at most the window, within a poll interval of it once the history
 is that long), so neither is overstated.
 
+Under the router's queue (a connection limit per server) ``req_tot`` counts a request when it
+leaves the queue for a server, so two more figures say what load the service is under: the
+arrival rate, from the backend's ``stot`` (every request that reached the backend, queued or
+not), and the served rate, answers that instances gave (HAProxy's own 502/503/504 and aborted
+requests left out), from the sampled log lines, which are written when a request ends. The
+autoscaler sizes a service by the one and the other (workflows/autoscale.py).
+
 An error is a 5xx answer, HAProxy's own included; a request the client aborted before any
 answer (status -1 in the log) is a request, not an error. The counters and the log use that
 same definition.
@@ -60,6 +67,19 @@ MIN_POINT_GAP = 1.0
 # A worker older than this when first seen (an agent restart adopting a running HAProxy):
 # its counters so far are not counted as requests of the current window.
 FRESH_WORKER_SECONDS = 5
+# Answers HAProxy makes itself (no server, a queue or connect timeout): not served by an instance.
+HAPROXY_FAILURES = (502, 503, 504)
+# The figures of an environment that served nothing in the window.
+NO_REQUESTS = {
+    "requests": 0,
+    "request_rate": 0.0,
+    "arrival_rate": 0.0,
+    "served_rate": 0.0,
+    "p50_ms": None,
+    "p95_ms": None,
+    "error_rate": 0.0,
+    "queue_timeouts": 0,
+}
 
 
 def percentile(sorted_values: list[int], fraction: float) -> float | None:
@@ -70,14 +90,15 @@ def percentile(sorted_values: list[int], fraction: float) -> float | None:
     return float(sorted_values[index])
 
 
-# The per-backend counters kept, in this order: HTTP requests, 5xx answers, queue timeouts.
-COUNTED = 3
+# The per-backend counters kept, in this order: HTTP requests, 5xx answers, queue timeouts,
+# arrivals (streams that reached the backend, those waiting in its queue included).
+COUNTED = 4
 
 
 class Counters:
-    """Running totals (requests, 5xx, queue timeouts) of HAProxy's per-backend counters across
-    workers, with their history: (monotonic time, requests, errors, queue timeouts) points, one
-    per poll."""
+    """Running totals (requests, 5xx, queue timeouts, arrivals) of HAProxy's per-backend counters
+    across workers, with their history: (monotonic time, requests, errors, queue timeouts,
+    arrivals) points, one per poll."""
 
     def __init__(self):
         self.worker: str | None = None
@@ -102,8 +123,9 @@ class Counters:
                 continue
             backend = row.get("pxname", "")
             try:
-                requests = row.get("req_tot") or row.get("stot") or 0  # req_tot: HTTP requests (2.6)
-                current = (int(requests), int(row.get("hrsp_5xx") or 0), int(row.get("queue_timeouts") or 0))
+                requests = int(row.get("req_tot") or row.get("stot") or 0)  # req_tot: HTTP requests (2.6)
+                errors, timeouts = int(row.get("hrsp_5xx") or 0), int(row.get("queue_timeouts") or 0)
+                current = (requests, errors, timeouts, int(row.get("stot") or requests))
             except ValueError:
                 continue
             zero = (0,) * COUNTED
@@ -127,15 +149,15 @@ class Counters:
             while len(history) > 1 and history[0][0] < now - KEEP_SECONDS:
                 history.popleft()
 
-    def between(self, backend: str, since: float) -> tuple[int, int, int, float] | None:
-        """(requests, errors, queue timeouts, seconds covered) from the first point at or after
-        `since` to the last one, or None if never seen."""
+    def between(self, backend: str, since: float) -> tuple[int, int, int, int, float] | None:
+        """(requests, errors, queue timeouts, arrivals, seconds covered) from the first point at
+        or after `since` to the last one, or None if never seen."""
         history = self.history.get(backend)
         if not history:
             return None
         end = history[-1]
         start = next((point for point in history if point[0] >= since), end)
-        return end[1] - start[1], end[2] - start[2], end[3] - start[3], end[0] - start[0]
+        return (*(end[i] - start[i] for i in range(1, COUNTED + 1)), end[0] - start[0])
 
     def restart(self, backend: str) -> None:
         """Forget the backend's history: its figures start from the last poll."""
@@ -240,22 +262,27 @@ class RequestLog:
                 while samples and samples[0][0] < now - KEEP_SECONDS:
                     samples.popleft()
                 recent = [(ms, status) for at, ms, status in samples if at >= since]
+                logged_span = now - max(since, self.restarted.get(backend, since))
                 counted = self.counters.between(backend, since)
                 if counted is not None:
-                    requests, errors, queue_timeouts, span = counted
+                    requests, errors, queue_timeouts, arrivals, span = counted
                 else:  # no counters: the log tells no queue timeout apart
                     requests, queue_timeouts = len(recent) * self.sample, 0
+                    arrivals = requests
                     errors = sum(1 for _, status in recent if status >= 500) * self.sample
-                    span = now - max(since, self.restarted.get(backend, since))
-                if not requests or span <= 0:  # span 0: a single poll so far, no interval to count over
+                    span = logged_span
+                if not (requests or arrivals) or span <= 0:  # span 0: a single poll, no interval to count over
                     continue
                 times = sorted(ms for ms, _ in recent if ms >= 0)
+                served = sum(1 for _, status in recent if status >= 0 and status not in HAPROXY_FAILURES)
                 out[backend] = {
                     "requests": requests,
                     "request_rate": round(requests / span, 3),
+                    "arrival_rate": round(max(arrivals, requests) / span, 3),
+                    "served_rate": round(served * self.sample / logged_span, 3) if logged_span > 0 else None,
                     "p50_ms": percentile(times, 0.50),
                     "p95_ms": percentile(times, 0.95),
-                    "error_rate": round(min(1.0, errors / requests), 4),
+                    "error_rate": round(min(1.0, errors / max(requests, 1)), 4),
                     "queue_timeouts": queue_timeouts,
                 }
         return out

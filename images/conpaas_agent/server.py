@@ -134,6 +134,10 @@ class Agent:
                 "instances": self.instances.all() if self.instances else {},
                 "proxy": self.proxy.status() if self.proxy else None,
             }
+        if path == "/v1/releases":
+            if method != "POST":
+                raise AgentError(405, f"{method} is not allowed on {path}")
+            return 200, self.need("backend").release(body)
         match = re.fullmatch(r"/v1/instances/([^/]+)", path)
         if match:
             manager = self.need("backend")
@@ -149,6 +153,16 @@ class Agent:
                 manager.delete(name)
                 return 204, None
             raise AgentError(405, f"{method} is not allowed on {path}")
+        match = re.fullmatch(r"/v1/instances/([^/]+)/logs", path)
+        if match:
+            manager = self.need("backend")
+            if method != "GET":
+                raise AgentError(405, f"{method} is not allowed on {path}")
+            try:
+                lines = int(query.get("lines", ["100"])[0])
+            except ValueError as exc:
+                raise AgentError(400, "lines must be a whole number") from exc
+            return 200, {"name": match.group(1), "files": manager.logs(match.group(1), lines, query.get("file"))}
         if path == "/v1/proxy":
             proxy = self.need("proxy")
             if method == "GET":

@@ -371,12 +371,20 @@ class Isolation:
         """The node's home, 0700 and its user's, with a copy of the agent image (root's: the
         agent's code is not the tenant's to change)."""
         user = pwd.getpwnam(slot.user)
-        self.node_root.mkdir(mode=0o711, parents=True, exist_ok=True)
+        for folder in [*reversed(self.node_root.parents), self.node_root]:
+            if not folder.exists():  # made by us: crossable by the node users, listable by none
+                folder.mkdir(mode=0o711)
+                os.chmod(folder, 0o711)
         os.chmod(self.node_root, 0o711)
         home = self.home(slot)
         shutil.rmtree(home, ignore_errors=True)
         home.mkdir(mode=0o700)
         shutil.copytree(image, home / "image", ignore=shutil.ignore_patterns("__pycache__"))
+        # The platform's umask keeps what it writes private; the image is for the node to read.
+        for folder, _, files in os.walk(home / "image"):
+            os.chmod(folder, 0o755)
+            for name in files:
+                os.chmod(os.path.join(folder, name), 0o644 if not name.endswith(".sh") else 0o755)
         os.chown(home, user.pw_uid, user.pw_gid)
 
     def owner(self, slot: Slot) -> tuple[int, int]:

@@ -1,5 +1,6 @@
 import io
 import os
+import signal
 import tarfile
 import threading
 import zipfile
@@ -190,6 +191,7 @@ def test_it_runs_an_instance_and_stops_it(start_agent, archives):
 ENVIRON_APP = """\
 import json
 import os
+import signal
 
 
 def application(environ, start_response):
@@ -281,7 +283,7 @@ def test_it_never_removes_a_version_an_instance_is_starting_from(tmp_path, archi
     url, sha = archives.add("starting.zip", app_zip({"build.txt": "starting"}))
     manager = instances.Instances(str(tmp_path), None, save=lambda: None)
     answering, go_on = threading.Event(), threading.Event()
-    real_answers_http = instances.answers_http
+    real_answers_http = base.answers_http
 
     def held_answers_http(*address):  # the second instance's gunicorn runs, not yet answering
         answering.set()
@@ -300,7 +302,7 @@ def test_it_never_removes_a_version_an_instance_is_starting_from(tmp_path, archi
     thread = threading.Thread(target=lambda: second.append(manager.put("i2", instance_body(url, sha, "v1"))))
     try:
         manager.put("i1", instance_body(url, sha, "v1"))
-        monkeypatch.setattr(instances, "answers_http", held_answers_http)
+        monkeypatch.setattr(base, "answers_http", held_answers_http)
         thread.start()
         assert answering.wait(30)
 
@@ -320,7 +322,7 @@ def test_it_never_removes_a_version_an_instance_is_starting_from(tmp_path, archi
         for name in list(manager.records):
             manager.delete(name)
         for process in started:
-            instances.Instances._terminate(process.pid, process)
+            instances.Instances._terminate(process.pid, process, signal.SIGTERM, True)
 
 
 @pytest.mark.integration

@@ -546,6 +546,32 @@ def test_it_counts_requests_from_haproxy_counters_across_reloads(tmp_path):
     assert later["requests"] == 30 and later["request_rate"] == 3.0
 
 
+def test_it_counts_arrivals_and_answers_served_apart_from_requests_sent_to_a_server(tmp_path):
+    """Under a router queue req_tot counts a request when a server takes it: the backend's stot
+    counts it when it arrives, and the sampled log lines count the answers instances gave."""
+    from conpaas_agent.metrics import RequestLog
+
+    request_log = RequestLog(str(tmp_path / "requests.sock"), sample=8)
+    fresh = {"Pid": "100", "Uptime_sec": "0"}
+
+    def rows(requests, errors, arrivals):
+        return [{"pxname": "slot0", "svname": "BACKEND", "req_tot": requests, "hrsp_5xx": errors, "stot": arrivals}]
+
+    request_log.record_counters(fresh, rows("0", "0", "0"), 1000.0)
+    request_log.record_counters(fresh, rows("100", "20", "300"), 1010.0)
+    for _ in range(10):
+        request_log.record_line("<134>haproxy[1]: conpaas slot0 900 200", 1005.0)
+    for status in (503, 504, -1):  # a queue timeout, a server timeout, a client that left: none served
+        request_log.record_line(f"<134>haproxy[1]: conpaas slot0 3000 {status}", 1006.0)
+    summary = request_log.summary(window=10, now=1010.0)["slot0"]
+    assert summary["request_rate"] == 10.0 and summary["arrival_rate"] == 30.0
+    assert summary["served_rate"] == 8.0  # 10 sampled answers x 8, over 10 s
+    # Without stot (older HAProxy rows), arrivals are the requests.
+    request_log.record_counters(fresh, stat_rows(slot1=(0, 0)), 1000.0)
+    request_log.record_counters(fresh, stat_rows(slot1=(50, 0)), 1010.0)
+    assert request_log.summary(window=10, now=1010.0)["slot1"]["arrival_rate"] == 5.0
+
+
 def test_the_rate_is_over_the_time_the_counters_cover(tmp_path):
     from conpaas_agent.metrics import RequestLog
 

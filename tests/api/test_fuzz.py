@@ -7,7 +7,7 @@ versions, environments and operations), so the calls reach past the 404 into the
 
 Nothing boots and nothing runs in the background: operations the API queues stay queued (no
 worker takes them), nodes would come from an in-memory cloud, and the agents are the fake fleet
-(tests/fakes.py), so a swap, a new environment or the metrics reach a router without a network.
+(tests/fakes.py), so a swap, a new environment, the metrics or the logs reach a node without a network.
 The cases are derandomized: the same for the same code (hypothesis also draws constants from the
 project's modules). The number of cases run is printed in the terminal summary
 (tests/api/conftest.py)."""
@@ -28,7 +28,7 @@ from schemathesis.transport.serialization import Binary
 from conpaas_site.wsgi import application
 from routing.table import push
 from services import agent, clouds, operations, tokens
-from services.models import ApiToken, Operation, Service
+from services.models import ApiToken, Application, Operation, Service
 from tests.api.conftest import FUZZ_REPORT, FuzzReport
 from tests.apps import label_app
 from tests.factories import CodeVersionFactory, NodeFactory, ServiceFactory, UserFactory
@@ -85,7 +85,9 @@ def world(db, monkeypatch, settings, request):
     push(shop)
     ServiceFactory(owner=alice, name="jvm", runtime="java")  # the one kind whose heap may be set
     Operation.objects.create(service=shop, service_name="shop", owner=alice, kind="deploy", state="succeeded")
+    Application.objects.create(owner=alice, name="shop-app")  # no service: deleting it starts nothing
     bob = UserFactory(username="bob")
+    Application.objects.create(owner=bob, name="bobs")
     CodeVersionFactory(service=ServiceFactory(owner=bob, name="other"), label="b1")
     tokens.issue(bob)
 
@@ -123,6 +125,8 @@ def existing(path: str, name: str, service_id=None) -> tuple[list, list]:
         objects, mine = Service.objects.all(), Q(owner__username="alice") & ~Q(name="jvm")
     elif path.startswith("/api/v1/operations/"):
         objects, mine = Operation.objects.all(), Q(owner__username="alice")
+    elif path.startswith("/api/v1/applications/"):
+        objects, mine = Application.objects.all(), Q(owner__username="alice")
     elif path.startswith("/api/v1/auth/tokens/"):
         objects, mine = ApiToken.objects.all(), Q(user__username="alice")
     elif name == "name":
@@ -158,6 +162,11 @@ def aim(case) -> None:
     if not case.meta.is_negative_at(ParameterLocation.PATH):  # a path meant to miss stays as generated
         for name in sorted(parameters, key=lambda name: name != "service_pk"):  # the service first
             parameters[name] = pick(parameters[name], existing(path, name, parameters.get("service_pk")))
+    query = case.query or {}
+    environment = query.get("environment")
+    if path.endswith("/logs/") and isinstance(environment, str) and len(environment) % 2:
+        if not case.meta.is_negative_at(ParameterLocation.QUERY):
+            query["environment"] = "development"  # an environment that exists: its instances' logs
     body = case.body
     if not isinstance(body, dict) or case.meta.is_negative_at(ParameterLocation.BODY):
         return  # a body meant to be refused stays as generated
@@ -168,6 +177,9 @@ def aim(case) -> None:
         # Only a java service has a heap to set, and within its bounds.
         parameters["id"] = Service.objects.get(name="jvm").pk
         body["java_heap_mb"] = 64 + heap % 1000
+    if path == "/api/v1/services/{id}/autoscaling/" and len(body) % 2:
+        # A policy that holds (max within what alice's node quota leaves), now and then.
+        body.update(enabled=True, target_p95_ms=250, min_nodes=1, max_nodes=1, cooldown_s=30)
     if path == "/api/v1/auth/token/" and isinstance(body.get("username"), str) and len(body["username"]) % 2:
         body.update(username="alice", password=PASSWORD)
     archive = getattr(body.get("archive"), "data", None)  # generated files come as Binary(bytes)

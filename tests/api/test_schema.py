@@ -20,6 +20,8 @@ CONTRACT_PATHS = {
     "/api/v1/services/{id}/nodes/": {"get"},
     "/api/v1/services/{id}/events/": {"get"},
     "/api/v1/services/{id}/metrics/": {"get"},
+    "/api/v1/services/{id}/logs/": {"get"},
+    "/api/v1/services/{id}/autoscaling/": {"get", "put"},
     "/api/v1/operations/": {"get"},
     "/api/v1/operations/{id}/": {"get"},
     "/api/v1/auth/tokens/": {"get"},
@@ -78,6 +80,9 @@ def test_since_and_window_are_documented_query_parameters(schema):
     assert parameter(events, "since", "query")["schema"]["type"] == "integer"
     metrics = schema["paths"]["/api/v1/services/{id}/metrics/"]["get"]
     assert parameter(metrics, "window", "query")["schema"]["type"] == "integer"
+    logs = schema["paths"]["/api/v1/services/{id}/logs/"]["get"]
+    assert parameter(logs, "lines", "query")["schema"]["type"] == "integer"
+    assert parameter(logs, "environment", "query")["schema"]["type"] == "string"
 
 
 def test_refusals_are_described_with_a_detail_body(schema):
@@ -127,7 +132,9 @@ def test_the_token_endpoint_declares_its_lockout_and_its_revocation(schema):
 
 def test_every_call_that_reads_a_body_declares_the_415_for_one_it_cannot_read(schema):
     with_body = [(method, path, op) for path, method, op in operations(schema) if "requestBody" in op]
-    assert len(with_body) == 9  # the PATCH of a service (its heap), the load of a dump the ninth
+    # the PATCH of a service (its heap), the PUT of its autoscaling, creating an application, applying a
+    # manifest and loading a dump
+    assert len(with_body) == 12
     for method, path, operation in with_body:
         assert "415" in operation["responses"], (method, path)
 

@@ -10,7 +10,7 @@ import subprocess
 import threading
 import time
 
-from ..metrics import LOG_SAMPLE, RequestLog
+from ..metrics import LOG_SAMPLE, NO_REQUESTS, RequestLog
 from ..procs import pid_alive
 from ..waiting import wait_until
 from .config import Paths, render_config, render_map, write_if_changed
@@ -373,14 +373,7 @@ class Proxy:
         environments = {}
         for env, key in self.routing["routes"].items():
             slot = self.slots.get(key)
-            figures = per_slot.get(slot) or {
-                "requests": 0,
-                "request_rate": 0.0,
-                "p50_ms": None,
-                "p95_ms": None,
-                "error_rate": 0.0,
-                "queue_timeouts": 0,
-            }
+            figures = per_slot.get(slot) or NO_REQUESTS
             environments[env] = {"version": key, **figures, "live_connections": live.get(slot, 0)}
         return {"window_seconds": window, "environments": environments}
 

@@ -16,7 +16,7 @@ from services.clouds import describe as describe_nodes
 from services.operations import expire_leases, recover_interrupted, resume_pending
 from workflows import first_account
 from workflows.reconcile import reconcile_all
-from workflows.tasks import queue_heal_check, queue_health_refresh
+from workflows.tasks import queue_heal_check, queue_health_refresh, queue_metrics_sample
 
 log = logging.getLogger("conpaas.up")
 # A part that dies more often than this in a minute is not going to run (a port taken, a broken
@@ -125,10 +125,10 @@ class Command(BaseCommand):
                 )
             # The timers: the health the console shows (a task every interval, run by whichever
             # worker is free; a pass that finds nothing due is one query), self-healing's checks of
-            # the nodes likewise (workflows/healing.py; CONPAAS_HEAL_INTERVAL=0 turns it off), and
-            # the running operations' leases (checked here, so that an operation whose workers all
-            # died ends).
-            next_refresh = next_heal = next_lease_check = time.monotonic()
+            # the nodes likewise (workflows/healing.py; CONPAAS_HEAL_INTERVAL=0 turns it off), the
+            # metrics (each pass samples, autoscales and expires the history), and the running
+            # operations' leases (checked here, so that an operation whose workers all died ends).
+            next_refresh = next_heal = next_sample = next_lease_check = time.monotonic()
             resume = False
             while not stopping:
                 for part in parts:
@@ -151,6 +151,9 @@ class Command(BaseCommand):
                     if settings.CONPAAS_HEAL_INTERVAL > 0 and now >= next_heal:
                         next_heal = now + settings.CONPAAS_HEAL_INTERVAL
                         queue_heal_check()
+                    if now >= next_sample:
+                        next_sample = now + max(1, settings.CONPAAS_METRICS_INTERVAL)
+                        queue_metrics_sample()
                 except DatabaseError:
                     log.exception("the database failed a timer's query; trying again at the next tick")
                 time.sleep(0.2)

@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('services', '0010_self_healing'),
+        ('services', '0011_links'),
     ]
 
     operations = [

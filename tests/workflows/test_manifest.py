@@ -1,0 +1,168 @@
+"""Reading a manifest: every wrong field is refused with its path (workflows/manifest.py)."""
+
+import textwrap
+
+import pytest
+
+from workflows.manifest import ManifestInvalid, parse
+
+GOOD = """\
+application: wiki
+services:
+  web:
+    runtime: python
+    nodes: 2
+    links: [api]
+    versions:
+      v1: ./web-v1.zip
+      v2: ./web-v2.zip
+    environments:
+      production: v1
+      development: {version: v2}
+      staging: v1
+  api:
+    runtime: python
+    versions: {a1: api.zip}
+    environments: {production: a1}
+"""
+
+
+def test_it_reads_a_manifest():
+    manifest = parse(GOOD)
+
+    assert manifest.application == "wiki"
+    web = manifest.services["web"]
+    assert (web.runtime, web.nodes, web.links) == ("python", 2, ["api"])
+    assert web.versions == {"v1": "./web-v1.zip", "v2": "./web-v2.zip"}
+    assert {name: env.version for name, env in web.environments.items()} == {
+        "production": "v1",
+        "development": "v2",
+        "staging": "v1",
+    }
+    assert manifest.services["api"].nodes == 1
+    assert manifest.paths() == {
+        "./web-v1.zip": "services.web.versions.v1",
+        "./web-v2.zip": "services.web.versions.v2",
+        "api.zip": "services.api.versions.a1",
+    }
+
+
+def web(body: str) -> str:
+    """A manifest whose service `web` has `body` (YAML lines) as its fields."""
+    return "application: wiki\nservices:\n  web:\n" + textwrap.indent(textwrap.dedent(body), "    ")
+
+
+@pytest.mark.parametrize(
+    "text, error",
+    [
+        ("", "manifest: is empty"),
+        ("- a\n- b\n", "manifest: must be a mapping"),
+        ("application: wiki\nservices: [\n", "manifest: not valid YAML"),
+        ("services: {web: {runtime: python}}\n", "application: is required"),
+        ("application: Wiki!\nservices: {web: {runtime: python}}\n", "application: Use 2 to 40 lowercase"),
+        ("application: wiki\n", "services: is required"),
+        ("application: wiki\nservices: {}\n", "services: must name at least one service"),
+        ("application: wiki\nservices: []\n", "services: must be a mapping"),
+        ("application: wiki\nservies: {}\nservices: {web: {runtime: python}}\n", "servies: unknown key"),
+        ("application: wiki\nservices: {Web_1: {runtime: python}}\n", "services.Web_1: Use 2 to 40"),
+        ("application: wiki\nservices: {web: python}\n", "services.web: must be a mapping"),
+        (web("nodes: 2\n"), "services.web.runtime: is required"),
+        (web("runtime: cobol\n"), "services.web.runtime: must be one of: python, php, java, static"),
+        (web("runtime: python\nnodes: 0\n"), "services.web.nodes: must be ≥ 1"),
+        (web("runtime: python\nnodes: -3\n"), "services.web.nodes: must be ≥ 1"),
+        (web("runtime: python\nnodes: two\n"), "services.web.nodes: must be a whole number"),
+        (web("runtime: python\nnodes: 1.5\n"), "services.web.nodes: must be a whole number"),
+        (web("runtime: python\nnodes: true\n"), "services.web.nodes: must be a whole number"),
+        (web("runtime: python\nnode: 2\n"), "services.web.node: unknown key"),
+        (web("runtime: python\nlinks: db\n"), "services.web.links: must be a list of service names"),
+        (web("runtime: python\nlinks: [db]\n"), "services.web.links[0]: no service named db in this manifest"),
+        (web("runtime: python\nlinks: [web]\n"), "services.web.links[0]: a service cannot link itself"),
+        (web("runtime: python\nlinks: ['']\n"), "services.web.links[0]: must be non-empty text"),
+        (web("runtime: python\nversions: [a.zip]\n"), "services.web.versions: must be a mapping"),
+        (web("runtime: python\nversions: {'v 1': a.zip}\n"), "services.web.versions.v 1: A label is up to 40"),
+        (web("runtime: python\nversions: {v1: 3}\n"), "services.web.versions.v1: must be non-empty text"),
+        (
+            web("runtime: python\nversions: {v1: a.zip}\nenvironments: {production: v9}\n"),
+            "services.web.environments.production: must name a version of this service (the manifest's: v1)",
+        ),
+        (
+            web("runtime: python\nenvironments: {production: v1}\n"),
+            "services.web.environments.production: must name a version of this service (the manifest's: none)",
+        ),
+        (
+            web("runtime: python\nversions: {v1: a.zip}\nenvironments: {Prod: v1}\n"),
+            "services.web.environments.Prod: Use 2 to 40",
+        ),
+        (
+            web("runtime: python\nversions: {v1: a.zip}\nenvironments: {production: {label: v1}}\n"),
+            "services.web.environments.production.label: unknown key",
+        ),
+        (
+            web("runtime: python\nversions: {v1: a.zip}\nenvironments: {production: {database: copy}}\n"),
+            "services.web.environments.production.version: is required",
+        ),
+        (
+            web("runtime: python\nversions: {v1: a.zip}\nenvironments: {production: {version: v1, database: move}}\n"),
+            "services.web.environments.production.database: must be copy",
+        ),
+        (web("runtime: python\ndump: ./wiki.sql\n"), "services.web.dump: not for a python service"),
+        (web("runtime: python\nsettings: {A: b}\n"), "services.web.settings: not supported by this installation"),
+        (web("runtime: python\nrelease: ''\n"), "services.web.release: must be a command"),
+        (web("runtime: python\nrelease: [migrate]\n"), "services.web.release: must be a command"),
+        (web('runtime: python\nrelease: "python \'x"\n'), "services.web.release: has unbalanced quotes"),
+        ("application: wiki\nservices: {web: {runtime: python}, 1: {runtime: php}}\n", "services: 1: keys must be"),
+    ],
+)
+def test_it_refuses_a_wrong_field_naming_its_path(text, error):
+    with pytest.raises(ManifestInvalid) as refused:
+        parse(text)
+
+    assert any(line.startswith(error) for line in refused.value.errors), refused.value.errors
+
+
+def test_it_lists_every_problem_at_once():
+    text = web("runtime: python\nnodes: 0\nlinks: [db]\nextra: 1\n")
+
+    with pytest.raises(ManifestInvalid) as refused:
+        parse(text)
+
+    assert refused.value.errors == [
+        "services.web.extra: unknown key (expected one of: runtime, nodes, links, versions, environments, "
+        "settings, release, dump)",
+        "services.web.nodes: must be ≥ 1",
+        "services.web.links[0]: no service named db in this manifest",
+    ]
+    assert str(refused.value) == "; ".join(refused.value.errors)
+
+
+def test_it_refuses_yaml_tags_it_does_not_know():
+    with pytest.raises(ManifestInvalid, match="not valid YAML"):
+        parse("application: !!python/object:os.system wiki\nservices: {}\n")
+
+
+def test_it_refuses_a_manifest_too_large_to_be_one():
+    with pytest.raises(ManifestInvalid, match="manifest: larger than 256 KB"):
+        parse("# " + "x" * 300_000)
+
+
+def test_it_refuses_links_that_go_round_in_a_circle():
+    text = (
+        "application: wiki\nservices:\n"
+        "  aa: {runtime: python, links: [bb]}\n  bb: {runtime: python, links: [cc]}\n"
+        "  cc: {runtime: python, links: [aa]}\n"
+    )
+
+    with pytest.raises(ManifestInvalid) as refused:
+        parse(text)
+
+    assert refused.value.errors == ["services.aa.links[0]: links go round in a circle (aa → bb → cc → aa)"]
+
+
+def test_it_orders_linked_services_before_those_that_link_them():
+    text = (
+        "application: wiki\nservices:\n"
+        "  web: {runtime: python, links: [api, cache]}\n  api: {runtime: python, links: [cache]}\n"
+        "  cache: {runtime: static}\n"
+    )
+
+    assert [s.name for s in parse(text).ordered()] == ["cache", "api", "web"]

@@ -1,0 +1,47 @@
+"""Links between services: setting them, and passing a moved target's new URL to the instances
+of the services that link it.
+
+An instance reads its links as environment variables when it starts; `converge_instances` (a
+reconcile) sends each running instance its spec again with the current values, and the agent
+restarts an instance whose spec changed. So a link that changes, or a target whose URL changes
+(a data service's node replaced), is followed by a reconcile of each linking service."""
+
+from django.db import transaction
+
+from services import operations
+from services.choices import OperationKind, ServiceState
+from services.models import Link, Operation, Service
+from versions.instances import LinkNotReady, link_environment
+from versions.models import Instance
+
+
+def set_links(service: Service, targets: list[Service], user) -> Operation | None:
+    """Link `service` to exactly `targets`; a reconcile passes the change to running instances."""
+    with transaction.atomic():
+        Link.objects.filter(service=service).exclude(target__in=targets).delete()
+        for target in targets:
+            Link.objects.get_or_create(service=service, target=target)
+    if Instance.objects.filter(node__service=service).exists():
+        names = ", ".join(t.name for t in targets) or "none"
+        return operations.start(service, OperationKind.RECONCILE, user, message=f"links set to: {names}")
+    return None
+
+
+def relink(target: Service) -> list[Operation]:
+    """Reconcile each running service linking `target` whose instances hold an old value of it."""
+    started = []
+    for link in Link.objects.filter(target=target, service__state=ServiceState.RUNNING).select_related("service"):
+        service = link.service
+        try:
+            wanted = link_environment(service)
+        except LinkNotReady:
+            continue  # the target has no address now; the next change brings one
+        stale = any(
+            instance.spec.get("env", {}).get(name) != value
+            for instance in Instance.objects.filter(node__service=service)
+            for name, value in wanted.items()
+        )
+        if stale:
+            message = f"{target.name} moved: its linked instances get the new address"
+            started.append(operations.start(service, OperationKind.RECONCILE, None, message=message))
+    return started

@@ -1,0 +1,272 @@
+"""The manifest: one YAML file describing an application (DESIGN, Manifest contract).
+
+`parse(text)` reads and checks it and returns a `Manifest`, or raises `ManifestInvalid` with
+every problem, each naming the path of the wrong field (`services.web.nodes: must be ≥ 1`).
+Nothing here touches the database: applying is workflows/applying.py.
+"""
+
+from dataclasses import dataclass, field
+
+import yaml
+from django.core.exceptions import ValidationError
+
+from images.conpaas_agent.archives import release_command_problem
+from services.choices import Runtime
+from services.errors import ConpaasError
+from services.models import slug_validator
+from versions.models import label_validator
+
+# Runtimes without code versions: a dump loads them.
+DATA_RUNTIMES = ("postgresql", "redis")
+# The largest manifest read: a description, not a payload.
+MAX_MANIFEST_BYTES = 256 * 2**10
+
+TOP_KEYS = ("application", "services")
+SERVICE_KEYS = ("runtime", "nodes", "links", "versions", "environments", "settings", "release", "dump")
+ENVIRONMENT_KEYS = ("version", "database")
+# Accepted by the contract; this installation does not apply them yet (the report of the
+# manifests branch says why): refused by name rather than ignored.
+NOT_YET = ("settings",)
+
+
+class ManifestInvalid(ConpaasError):
+    """The manifest is refused; nothing was changed. `errors` are `path: problem` lines."""
+
+    def __init__(self, errors: list[str]):
+        self.errors = errors
+        super().__init__("; ".join(errors))
+
+
+@dataclass(frozen=True)
+class EnvironmentSpec:
+    version: str
+    database: str = ""  # "copy": its own copy of the linked database
+
+
+@dataclass
+class ServiceSpec:
+    name: str
+    runtime: str
+    nodes: int = 1
+    links: list[str] = field(default_factory=list)
+    versions: dict[str, str] = field(default_factory=dict)  # label -> archive path, as written
+    environments: dict[str, EnvironmentSpec] = field(default_factory=dict)
+    dump: str = ""
+    release: str | None = None  # None: the Procfile's release: line, if any
+
+
+@dataclass
+class Manifest:
+    application: str
+    services: dict[str, ServiceSpec]
+
+    def ordered(self) -> list[ServiceSpec]:
+        """The services, each after those it links (a linked service's address is ready first)."""
+        done: dict[str, ServiceSpec] = {}
+
+        def visit(spec: ServiceSpec) -> None:
+            if spec.name not in done:
+                for target in spec.links:
+                    visit(self.services[target])
+                done[spec.name] = spec
+
+        for spec in self.services.values():
+            visit(spec)
+        return list(done.values())
+
+    def paths(self) -> dict[str, str]:
+        """Each file the manifest names (its path, as written) -> the field that names it."""
+        named = {}
+        for service in self.services.values():
+            for label, path in service.versions.items():
+                named.setdefault(path, f"services.{service.name}.versions.{label}")
+            if service.dump:
+                named.setdefault(service.dump, f"services.{service.name}.dump")
+        return named
+
+
+def parse(text: str) -> Manifest:
+    if len(text.encode()) > MAX_MANIFEST_BYTES:
+        raise ManifestInvalid([f"manifest: larger than {MAX_MANIFEST_BYTES // 2**10} KB"])
+    try:
+        document = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ManifestInvalid([f"manifest: not valid YAML{where}: {getattr(exc, 'problem', None) or exc}"]) from None
+    checker = Checker()
+    manifest = checker.manifest(document)
+    if checker.errors:
+        raise ManifestInvalid(checker.errors)
+    return manifest
+
+
+class Checker:
+    """Collects every problem with its path, so one answer lists them all."""
+
+    def __init__(self):
+        self.errors: list[str] = []
+
+    def error(self, path: str, problem: str) -> None:
+        self.errors.append(f"{path}: {problem}")
+
+    def mapping(self, value, path: str, keys: tuple[str, ...] | None = None) -> dict:
+        if not isinstance(value, dict):
+            self.error(path, "must be a mapping")
+            return {}
+        for key in value:
+            if not isinstance(key, str):
+                self.error(path, f"{key!r}: keys must be text")
+            elif keys is not None and key not in keys:
+                where = key if path == "manifest" else f"{path}.{key}"  # top-level keys are their own path
+                self.error(where, f"unknown key (expected one of: {', '.join(keys)})")
+        return {k: v for k, v in value.items() if isinstance(k, str)}
+
+    def text(self, value, path: str) -> str:
+        if not isinstance(value, str) or not value.strip():
+            self.error(path, "must be non-empty text")
+            return ""
+        return value
+
+    def name(self, value, path: str, validator=slug_validator) -> bool:
+        try:
+            validator(value)
+        except ValidationError as exc:
+            self.error(path, " ".join(exc.messages))
+            return False
+        return True
+
+    def manifest(self, document) -> Manifest:
+        if document is None:
+            self.error("manifest", "is empty")
+            return Manifest("", {})
+        top = self.mapping(document, "manifest", TOP_KEYS)
+        if not isinstance(document, dict):
+            return Manifest("", {})
+        application = ""
+        if "application" not in top:
+            self.error("application", "is required")
+        elif self.text(top["application"], "application") and self.name(top["application"], "application"):
+            application = top["application"]
+        if "services" not in top:
+            self.error("services", "is required")
+            return Manifest(application, {})
+        services = {}
+        for name, body in self.mapping(top["services"], "services").items():
+            if self.name(name, f"services.{name}"):
+                services[name] = self.service(name, body)
+        if isinstance(top["services"], dict) and not top["services"]:
+            self.error("services", "must name at least one service")
+        for service in services.values():
+            self.links(service, services)
+        if not self.errors:
+            self.cycles(services)
+        return Manifest(application, services)
+
+    def service(self, name: str, body) -> ServiceSpec:
+        path = f"services.{name}"
+        fields = self.mapping(body, path, SERVICE_KEYS)
+        for key in NOT_YET:
+            if key in fields:
+                self.error(f"{path}.{key}", "not supported by this installation yet")
+        runtime = fields.get("runtime")
+        runtimes = [*Runtime.values, *(r for r in DATA_RUNTIMES if r not in Runtime.values)]
+        if runtime is None:
+            self.error(f"{path}.runtime", "is required")
+        elif runtime not in runtimes:
+            self.error(f"{path}.runtime", f"must be one of: {', '.join(runtimes)}")
+        elif runtime not in Runtime.values:
+            self.error(f"{path}.runtime", f"{runtime} services are not available in this installation")
+        spec = ServiceSpec(name=name, runtime=runtime or "")
+        if "nodes" in fields:
+            nodes = fields["nodes"]
+            if not isinstance(nodes, int) or isinstance(nodes, bool):
+                self.error(f"{path}.nodes", "must be a whole number")
+            elif nodes < 1:
+                self.error(f"{path}.nodes", "must be ≥ 1")
+            else:
+                spec.nodes = nodes
+        if "links" in fields:
+            links = fields["links"]
+            if not isinstance(links, list):
+                self.error(f"{path}.links", "must be a list of service names")
+            else:
+                for i, target in enumerate(links):
+                    if self.text(target, f"{path}.links[{i}]"):
+                        if target in spec.links:
+                            self.error(f"{path}.links[{i}]", f"{target} is linked twice")
+                        else:
+                            spec.links.append(target)
+        data = runtime in DATA_RUNTIMES
+        for key in ("versions", "environments") if data else ("dump",):
+            if key in fields:
+                kind = "data services have no code versions" if data else "only data services load a dump"
+                self.error(f"{path}.{key}", f"not for a {runtime} service: {kind}")
+        if data and "dump" in fields:
+            spec.dump = self.text(fields["dump"], f"{path}.dump")
+        if not data and "versions" in fields:
+            for label, archive in self.mapping(fields["versions"], f"{path}.versions").items():
+                if self.name(label, f"{path}.versions.{label}", label_validator) and self.text(
+                    archive, f"{path}.versions.{label}"
+                ):
+                    spec.versions[label] = archive
+        if "release" in fields and not data:
+            if problem := release_command_problem(fields["release"]):
+                self.error(f"{path}.release", problem)
+            else:
+                spec.release = fields["release"]
+        elif "release" in fields:
+            self.error(f"{path}.release", f"not for a {runtime} service: data services have no code versions")
+        if not data and "environments" in fields:
+            for env, value in self.mapping(fields["environments"], f"{path}.environments").items():
+                environment = self.environment(f"{path}.environments.{env}", value, spec.versions)
+                if self.name(env, f"{path}.environments.{env}") and environment:
+                    spec.environments[env] = environment
+        return spec
+
+    def environment(self, path: str, value, versions: dict[str, str]) -> EnvironmentSpec | None:
+        if isinstance(value, dict):
+            fields = self.mapping(value, path, ENVIRONMENT_KEYS)
+            if "version" not in fields:
+                self.error(f"{path}.version", "is required")
+                return None
+            database = fields.get("database", "")
+            if database not in ("", "copy"):
+                self.error(f"{path}.database", "must be copy")
+                return None
+            if database:
+                self.error(f"{path}.database", "not supported by this installation yet")
+                return None
+            path, value = f"{path}.version", fields["version"]
+        if not isinstance(value, str) or value not in versions:
+            named = ", ".join(versions) or "none"
+            self.error(path, f"must name a version of this service (the manifest's: {named})")
+            return None
+        return EnvironmentSpec(version=value)
+
+    def cycles(self, services: dict[str, ServiceSpec]) -> None:
+        """Links that lead back to where they start: neither service could start first."""
+        for start in services.values():
+            trail = [start.name]
+            stack = [(start.name, iter(start.links))]
+            while stack:
+                name, targets = stack[-1]
+                target = next(targets, None)
+                if target is None:
+                    stack.pop()
+                    trail.pop()
+                elif target == start.name:
+                    i = start.links.index(trail[1] if len(trail) > 1 else target)
+                    cycle = " → ".join([*trail, target])
+                    self.error(f"services.{start.name}.links[{i}]", f"links go round in a circle ({cycle})")
+                    return
+                elif target not in trail:
+                    trail.append(target)
+                    stack.append((target, iter(services[target].links)))
+
+    def links(self, service: ServiceSpec, services: dict[str, ServiceSpec]) -> None:
+        for i, target in enumerate(service.links):
+            if target == service.name:
+                self.error(f"services.{service.name}.links[{i}]", "a service cannot link itself")
+            elif target not in services:
+                self.error(f"services.{service.name}.links[{i}]", f"no service named {target} in this manifest")
