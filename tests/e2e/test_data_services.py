@@ -91,7 +91,11 @@ def test_it_loads_a_sql_dump_with_counters_and_refuses_a_bad_one(api, postgres, 
 
     # Not a dump at all: refused at once, nothing stored, no operation.
     before = api.get(f"/api/v1/services/{sid}/events/").json()
-    for garbage, why in [(b"\x00\x01\x02binary", "neither a plain SQL script"), (b"", "empty"), (b"\x1f\x8b\x08", "gzip")]:
+    for garbage, why in [
+        (b"\x00\x01\x02binary", "neither a plain SQL script"),
+        (b"", "empty"),
+        (b"\x1f\x8b\x08", "gzip"),
+    ]:
         refused = load(api, postgres, garbage)
         assert refused.status_code == 400 and why in refused.json()["detail"], refused.text
     assert api.get(f"/api/v1/services/{sid}/events/").json() == before
