@@ -6,6 +6,9 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import requests
+
+from tests.apps import zip_archive
 
 pytestmark = pytest.mark.integration
 
@@ -147,3 +150,71 @@ def test_it_refuses_code_versions_scaling_and_loads_where_they_do_not_belong(api
     assert upload.status_code == 400 and "has no code versions" in upload.json()["detail"]
     scale = api.post(f"/api/v1/services/{sid}/scale/", json={"role": "backend", "nodes": 2})
     assert scale.status_code == 409 and "does not scale" in scale.json()["detail"]
+
+
+LINKED_APP = """\
+import os
+import socket
+from urllib.parse import parse_qs, urlsplit
+
+
+def application(environ, start_response):
+    # The linked server (DATABASE_URL), or any host:port given as ?to=
+    to = parse_qs(environ.get("QUERY_STRING", "")).get("to")
+    if not to and "DATABASE_URL" not in os.environ:
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"no link"]
+    url = urlsplit("tcp://" + to[0]) if to else urlsplit(os.environ["DATABASE_URL"])
+    try:
+        socket.create_connection((url.hostname, url.port), timeout=3).close()
+        body = b"connected"
+    except OSError as exc:
+        body = f"refused: {exc}".encode()
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [body]
+"""
+
+LINKED_MANIFEST = """\
+application: linked
+services:
+  store:
+    runtime: postgresql
+  front:
+    runtime: python
+    links: [store]
+    versions: {v1: ./front.zip}
+    environments: {production: v1}
+"""
+
+
+def test_a_linked_service_reaches_the_server_through_the_firewall_and_others_do_not(api):
+    archive = zip_archive({"wsgi.py": LINKED_APP})
+    files = {"./front.zip": ("front.zip", archive)}
+    applied = api.post("/api/v1/applications/apply/", data={"manifest": LINKED_MANIFEST}, files=files)
+    assert applied.status_code in (200, 202), applied.text
+    services = {s["name"]: s for s in api.get("/api/v1/services/").json()}
+    try:
+        for operation in applied.json()["operations"]:
+            assert api.wait_operation(operation, timeout=180)["state"] == "succeeded"
+        front = api.get(f"/api/v1/services/{services['front']['id']}/").json()
+        assert requests.get(front["url"], timeout=10).text == "connected"
+
+        # A service that does not link it reaches its router port only, not its server.
+        other = api.create_service("unlinked")
+        version = api.upload(other["id"], archive).json()
+        assert api.deploy(other["id"], "production", version["id"])["state"] == "succeeded"
+        creds = api.get(f"/api/v1/services/{services['store']['id']}/credentials/").json()
+        probe = requests.get(other["url"], params={"to": f"{creds['host']}:{creds['port']}"}, timeout=10).text
+        assert probe.startswith("refused"), probe
+        assert (
+            requests.get(front["url"], params={"to": f"{creds['host']}:{creds['port']}"}, timeout=10).text
+            == "connected"
+        )
+    finally:
+        application = next(a for a in api.get("/api/v1/applications/").json() if a["name"] == "linked")
+        deleted = api.delete(f"/api/v1/applications/{application['id']}/")
+        assert deleted.status_code == 202, deleted.text
+        for operation in deleted.json():
+            api.wait_operation(operation, timeout=120)
+        if "other" in locals():
+            api.wait_operation(api.delete(f"/api/v1/services/{other['id']}/").json())
