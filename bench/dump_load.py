@@ -108,24 +108,42 @@ def run(env, args) -> bool:
 
     pg = api.create_service("bench-pg", "postgresql")
     creds = api.get(f"/api/v1/services/{pg['id']}/credentials/").json()
-    pg_s, pg_operation = through_platform(api, pg, sql)
-    operation = pg_operation
-    assert operation["counters"]["items"] == args.rows, operation["counters"]
     where = ["-h", creds["host"], "-p", str(creds["port"]), "-U", creds["user"], "-d", creds["database"]]
     pg_env = {"PGPASSWORD": creds["password"]}
-    subprocess.run(["psql", "-X", "-q", *where, "-c", "DROP TABLE items"], env={**os.environ, **pg_env}, check=True)
     psql = ["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "--single-transaction", *where, "-f", "-"]
-    pg_direct = direct(psql, pg_env, sql)
+
+    def pg_empty() -> None:
+        drop = ["psql", "-X", "-q", *where, "-c", "DROP TABLE IF EXISTS items; CHECKPOINT"]
+        subprocess.run(drop, env={**os.environ, **pg_env}, check=True)
 
     kv = api.create_service("bench-kv", "redis")
-    creds = api.get(f"/api/v1/services/{kv['id']}/credentials/").json()
-    kv_s, kv_operation = through_platform(api, kv, resp)
-    operation = kv_operation
-    assert operation["counters"]["items"] == args.keys, operation["counters"]
-    redis_env = {"REDISCLI_AUTH": creds["password"]}
-    cli = ["redis-cli", "-h", creds["host"], "-p", str(creds["port"])]
-    subprocess.run([*cli, "FLUSHALL"], env={**os.environ, **redis_env}, check=True, capture_output=True)
-    kv_direct = direct([*cli, "--pipe"], redis_env, resp)
+    kv_creds = api.get(f"/api/v1/services/{kv['id']}/credentials/").json()
+    redis_env = {"REDISCLI_AUTH": kv_creds["password"]}
+    cli = ["redis-cli", "-h", kv_creds["host"], "-p", str(kv_creds["port"])]
+
+    def kv_empty() -> None:
+        subprocess.run([*cli, "FLUSHALL"], env={**os.environ, **redis_env}, check=True, capture_output=True)
+
+    # Rounds alternate direct and platform loads into the emptied server (a machine shared with
+    # other work is noisy: the best of each way is printed).
+    pg_runs, kv_runs, pg_direct, kv_direct = [], [], [], []
+    for _ in range(args.rounds):
+        pg_empty()
+        pg_direct.append(direct(psql, pg_env, sql))
+        pg_empty()
+        pg_runs.append(through_platform(api, pg, sql))
+        assert pg_runs[-1][1]["counters"]["items"] == args.rows, pg_runs[-1][1]["counters"]
+        kv_empty()
+        kv_direct.append(direct([*cli, "--pipe"], redis_env, resp))
+        kv_empty()
+        kv_runs.append(through_platform(api, kv, resp))
+        assert kv_runs[-1][1]["counters"]["items"] == args.keys, kv_runs[-1][1]["counters"]
+    say(f"rounds: {args.rounds}; every time, in s: psql {[round(t, 2) for t in pg_direct]}, platform "
+        f"{[round(t, 2) for t, _ in pg_runs]}; redis-cli {[round(t, 2) for t in kv_direct]}, platform "
+        f"{[round(t, 2) for t, _ in kv_runs]}")  # fmt: skip
+    pg_s, pg_operation = min(pg_runs, key=lambda run: run[0])
+    kv_s, kv_operation = min(kv_runs, key=lambda run: run[0])
+    pg_direct, kv_direct = min(pg_direct), min(kv_direct)
 
     ratios = [
         line("PostgreSQL", args.rows, "rows", pg_s, pg_direct, "psql", pg_operation),
@@ -138,6 +156,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rows", type=int, default=1_000_000, help="rows of the PostgreSQL dump")
     parser.add_argument("--keys", type=int, default=500_000, help="SET commands of the Redis dump")
+    parser.add_argument("--rounds", type=int, default=3, help="loads each way, alternating; the best is printed")
     parser.add_argument("--time-limit", type=float, default=900.0, help="hard limit of the whole run, seconds")
     parser.add_argument("--keep", action="store_true", help="keep the CONPAAS_HOME and node logs")
     args = parser.parse_args()
