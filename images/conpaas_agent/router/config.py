@@ -205,6 +205,9 @@ def render_config(
         # Unknown key, or an environment without a version: production, like no key at all.
         "    http-request set-var(txn.env) str(production) if !{ var(txn.slot) -m found }",
         f"    http-request set-var(txn.slot) var(txn.env),map({envs}) if !{{ var(txn.slot) -m found }}",
+        # The app learns which environment serves this request (it follows swaps, where an
+        # instance's CONPAAS_ENV is the one it was started for), never the preview key.
+        "    http-request set-header X-Conpaas-Env %[var(txn.env)]",
         *console_cookie_rules(),
         "    http-request disable-l7-retry unless { method GET HEAD OPTIONS }",
         "    use_backend %[var(txn.slot)] if { var(txn.slot) -m found }",
