@@ -113,7 +113,7 @@ def admission(meta: dict, code: str = "") -> str:
         )
     raise FirstAccountRefused(
         "The first account can be made only from the machine ConPaaS runs on, or with the one-time code "
-        "manage.py up printed at start. "
+        "`./run up` (manage.py up) printed at start. "
         + ("That code is wrong." if code.strip() else "This request comes from elsewhere and brings no code.")
     )
 

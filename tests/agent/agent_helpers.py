@@ -44,6 +44,8 @@ def application(environ, start_response):
         time.sleep(float(query.get("s", ["1"])[0]))
     if path == "/env":
         body = os.environ.get(query["name"][0], "-")
+    elif path == "/serving":  # the environment the router says this request is served in
+        body = environ.get("HTTP_X_CONPAAS_ENV", "-")
     else:
         body = os.environ["CONPAAS_VERSION"]
     data = (body + "\\n").encode()

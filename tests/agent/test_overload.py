@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from agent_helpers import instance_body, make_zip, runtime
-from conpaas_agent.router.config import BUSY_MESSAGE, DOWN_MESSAGE, QUEUE_TIMEOUT
+from conpaas_agent.router.config import BUSY_MESSAGE, QUEUE_TIMEOUT
 from conpaas_agent.runtimes.python import WORKERS
 from conpaas_agent.waiting import wait_until
 
@@ -132,11 +132,11 @@ def test_a_request_that_waits_past_the_queue_timeout_is_answered_503_and_counted
     assert figures["queue_timeouts"] == 3
     assert figures["error_rate"] == round(4 / 6, 4), "the queue timeouts and the app's 503"
 
-    # No server up: another 503, which says so, and is not a queue timeout either.
+    # No server up: the same 503, which is not a queue timeout.
     sick.touch()
     wait_until(lambda: server(agent, "i-a")["status"] == "DOWN", message="the server to go down")
     down = agent.web("/")
-    assert down.status == 503 and down.body.decode().strip() == DOWN_MESSAGE
+    assert down.status == 503 and down.body.decode().strip() == BUSY_MESSAGE
     final = wait_until(lambda: (f := production_metrics(agent))["requests"] == 7 and f, message="the 7th request")
     assert final["queue_timeouts"] == 3
 

@@ -222,6 +222,21 @@ def application(environ, start_response):
 
 
 @pytest.mark.integration
+def test_an_app_is_told_the_environment_serving_each_request_and_never_the_preview_key(start_agent, archives):
+    agent = start_agent()
+    ports = start_versions(agent, archives)
+    desired = routing(ports, {"production": "1", "development": "2"}, {"k-dev": "development"})
+    assert agent.call("PUT", "/v1/proxy", desired).status == 200
+    assert agent.web("/serving").body == b"production\n"
+    assert agent.web("/serving", {"X-Conpaas-Env": "k-dev"}).body == b"development\n"
+    assert agent.web("/serving", {"X-Conpaas-Env": "no-such-key"}).body == b"production\n"
+    assert agent.web("/serving?conpaas-env=k-dev").body == b"development\n"
+    # Swapped: v2's instance now serves production, and is told so.
+    swapped = routing(ports, {"production": "2", "development": "1"}, {"k-dev": "development"})
+    assert agent.call("PUT", "/v1/proxy", swapped).status == 200
+    assert agent.web("/").body == b"v2\n" and agent.web("/serving").body == b"production\n"
+
+
 def test_the_consoles_cookies_never_reach_an_instance_nor_come_from_one(start_agent, archives):
     agent = start_agent()
     ports = {}

@@ -1,6 +1,7 @@
 <%@ page contentType="text/plain; charset=UTF-8" session="false" %><%
-    // Every instance gets its environment's name and its code version's label as environment variables.
+    // The version's label is an environment variable; the router names the environment serving this
+    // request in the X-Conpaas-Env header (it follows a swap).
     String service = System.getenv().getOrDefault("CONPAAS_SERVICE", "?");
-    String environment = System.getenv().getOrDefault("CONPAAS_ENV", "?");
+    String environment = request.getHeader("X-Conpaas-Env") != null ? request.getHeader("X-Conpaas-Env") : "?";
     String version = System.getenv().getOrDefault("CONPAAS_VERSION", "?");
 %>Hello from <%= service %>: <%= environment %> serves version <%= version %> (Tomcat <%= application.getServerInfo() %>)

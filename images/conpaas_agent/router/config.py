@@ -25,10 +25,13 @@ QUEUE_TIMEOUT = 5
 # Per slot backend, a process-wide counter of the requests answered 503 at the queue timeout
 # (read with `get var`; a new worker starts it from 0 again, like its other counters).
 QUEUE_TIMEOUTS_VAR = "proc.conpaas_queue_timeouts_{slot}"
+# HAProxy's own 503: every instance busy for QUEUE_TIMEOUT, or none up. One answer for both: a
+# rule that answers "none up" at once from `nbsrv eq 0` misread the servers for a moment after each
+# seamless reload and refused requests the servers took (bench/swap_under_load).
 BUSY_MESSAGE = (
-    f"The service is busy: no instance was free to take this request within {QUEUE_TIMEOUT} s. Try again shortly."
+    f"The service is busy or has no instance up: no instance took this request within {QUEUE_TIMEOUT} s."
+    " Try again shortly."
 )
-DOWN_MESSAGE = "No instance of this code version is up. Try again shortly."
 NO_VERSION_BACKEND = "conpaas_noversion"
 MAX_SOCKET_PATH = 97
 # The console's cookies (conpaas_site/settings.py) all start with this: the router keeps them
@@ -102,13 +105,10 @@ def slot_backend(slot: str, health_path: str) -> list[str]:
         "    balance roundrobin",
         f"    option httpchk GET {health_path}",
         "    http-check expect ! rstatus ^5",
-        # No server up: say so now; HAProxy's own 503 would read as "busy".
-        f'    http-request return status 503 content-type text/plain string "{DOWN_MESSAGE}" if {{ nbsrv eq 0 }}',
-        # What HAProxy answers itself with 503 once servers are up: the queue timeout (or every
-        # retry refused).
+        # What HAProxy answers itself with 503: the queue timeout, every retry refused, no server up.
         f'    http-error status 503 content-type text/plain string "{BUSY_MESSAGE}" hdr Retry-After 1',
-        # Counted when no server took the request (an instance's own 503 has one) and some server
-        # was up (not the answer just above).
+        # Counted as a queue timeout when no server took the request (an instance's own 503 has
+        # one) and some server was up.
         f"    http-after-response set-var({counter}) var({counter},0),add(1) "
         "if { status 503 } !{ srv_id -m found } { nbsrv gt 0 }",
     ]
@@ -205,6 +205,9 @@ def render_config(
         # Unknown key, or an environment without a version: production, like no key at all.
         "    http-request set-var(txn.env) str(production) if !{ var(txn.slot) -m found }",
         f"    http-request set-var(txn.slot) var(txn.env),map({envs}) if !{{ var(txn.slot) -m found }}",
+        # The app learns which environment serves this request (it follows swaps, where an
+        # instance's CONPAAS_ENV is the one it was started for), never the preview key.
+        "    http-request set-header X-Conpaas-Env %[var(txn.env)]",
         *console_cookie_rules(),
         "    http-request disable-l7-retry unless { method GET HEAD OPTIONS }",
         "    use_backend %[var(txn.slot)] if { var(txn.slot) -m found }",

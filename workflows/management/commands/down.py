@@ -32,3 +32,5 @@ class Command(BaseCommand):
         self.stdout.write(f"destroyed {destroyed} local node(s)")
         if network and cloud.ex_remove_network():
             self.stdout.write("removed the local nodes' network (no installation has a node left)")
+        elif network and cloud.isolation is not None:
+            self.stdout.write("kept the local nodes' network: another installation on this machine still has nodes")
