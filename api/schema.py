@@ -44,6 +44,7 @@ WINDOW = OpenApiParameter(
 BAD_REQUEST = OpenApiResponse(ValidationErrorSerializer, description="bad input: the body names the field")
 NOT_FOUND = OpenApiResponse(ErrorSerializer, description="no such object, or not the user's to see")
 CONFLICT = OpenApiResponse(ErrorSerializer, description="conflicts with the current state (busy, in use, unhealthy)")
+FORBIDDEN = OpenApiResponse(ErrorSerializer, description="only the service's owner may do this")
 QUOTA = OpenApiResponse(ErrorSerializer, description="past one of the user's quotas: names it and its value")
 TOO_LARGE = OpenApiResponse(
     ErrorSerializer, description="the body is over CONPAAS_MAX_UPLOAD_MB: answered before it is read, or cut off"

@@ -174,6 +174,7 @@ class OperationSerializer(serializers.ModelSerializer):
             "kind",
             "state",
             "progress",
+            "counters",
             "error",
             "service",
             "service_name",
@@ -212,6 +213,19 @@ class CodeVersionSerializer(serializers.ModelSerializer):
 class UploadSerializer(serializers.Serializer):
     archive = serializers.FileField(allow_empty_file=True)
     label = serializers.CharField(required=False, allow_blank=True, max_length=40)
+
+
+class DumpSerializer(serializers.Serializer):
+    dump = serializers.FileField(allow_empty_file=True)
+
+
+class CredentialsSerializer(serializers.Serializer):
+    url = serializers.CharField(help_text="the connection URL with the password, as linked instances get it")
+    host = serializers.CharField()
+    port = serializers.IntegerField()
+    user = serializers.CharField(allow_null=True)
+    password = serializers.CharField()
+    database = serializers.CharField()
 
 
 class EnvironmentSerializer(serializers.ModelSerializer):

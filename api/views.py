@@ -20,6 +20,7 @@ from api.schema import (
     BAD_REQUEST,
     CONFLICT,
     ENVIRONMENT_NAME,
+    FORBIDDEN,
     LOG_ENVIRONMENT,
     LOG_LINES,
     NOT_FOUND,
@@ -45,7 +46,9 @@ from api.serializers import (
     ApplySerializer,
     AutoscalingSerializer,
     CodeVersionSerializer,
+    CredentialsSerializer,
     DeploySerializer,
+    DumpSerializer,
     EnvironmentSerializer,
     EventSerializer,
     LogsSerializer,
@@ -65,6 +68,7 @@ from api.serializers import (
 )
 from routing.metrics import LIVE_KEEP, MINUTE_KEEP, series, service_metrics
 from services import tokens
+from services.databases import credentials
 from services.models import ApiToken, Application, Operation, Service, slug_validator
 from versions.instances import version_from_token
 from versions.logs import DEFAULT_LINES, MAX_LINES, environment_logs
@@ -72,6 +76,7 @@ from versions.models import Environment
 from versions.storage import delete_version, store_version
 from workflows import autoscale, lifecycle
 from workflows.applying import apply, delete_application, plan_lines
+from workflows.databases import request_load
 from workflows.deploy import request_deploy
 from workflows.environments import add_environment, change_preview_key
 from workflows.manifest import ManifestInvalid, parse
@@ -196,6 +201,38 @@ class ServiceViewSet(
                 raise ValidationError({"since": "an event id: a whole number"}) from None
             events = events.filter(pk__gt=since)
         return Response(EventSerializer(events[:500], many=True).data)
+
+    @extend_schema(
+        parameters=[SERVICE_ID],
+        responses={200: CredentialsSerializer, 403: FORBIDDEN, 404: NOT_FOUND, 409: CONFLICT, 503: UNAVAILABLE},
+    )
+    @action(detail=True, methods=["get"])
+    def credentials(self, request, pk=None):
+        """A data service's address and password: its owner's explicit request, the only answer that holds them."""
+        return Response(credentials(self.get_object(), request.user))
+
+    @extend_schema(
+        parameters=[SERVICE_ID],
+        request={"multipart/form-data": DumpSerializer},
+        responses={
+            202: OperationSerializer,
+            400: BAD_REQUEST,
+            404: NOT_FOUND,
+            409: CONFLICT,
+            413: TOO_LARGE,
+            415: UNSUPPORTED,
+        },
+    )
+    @action(detail=True, methods=["post"], parser_classes=[MultiPartParser])
+    def load(self, request, pk=None):
+        """Load a dump into a data service (multipart field `dump`): 202 and the load operation,
+        whose `progress` and `counters` (bytes_read, bytes_total, items, unit) grow while it runs."""
+        service = self.get_object()
+        upload = DumpSerializer(data=request.data)
+        if not upload.is_valid():
+            raise ValidationError({"dump": "send the dump as a multipart file field named 'dump'"})
+        dump = upload.validated_data["dump"]
+        return accepted(request_load(service, request.user, dump, dump.name))
 
     @extend_schema(
         parameters=[SERVICE_ID, WINDOW],

@@ -95,10 +95,12 @@ class Client:
         filename: str,
         fields: dict[str, str],
         on_progress: Callable[[int, int], None] | None = None,
+        field: str = "archive",
+        expect: tuple[int, ...] = (201,),
     ) -> Any:
-        """POST `archive` as the multipart file field `archive`, read from its file while it is sent."""
-        body = MultipartBody(fields, "archive", filename, archive, on_progress)
-        return self.post(path, data=body, headers={"Content-Type": body.content_type}, expect=(201,))
+        """POST `archive` as the multipart file field `field`, read from its file while it is sent."""
+        body = MultipartBody(fields, field, filename, archive, on_progress)
+        return self.post(path, data=body, headers={"Content-Type": body.content_type}, expect=expect)
 
 
 class MultipartBody:

@@ -781,3 +781,61 @@ def print_plan(applied: dict) -> None:
         print(f"{marks[kind]} {line}")
     counts = ", ".join(f"{len(applied[kind])} {kind}" for kind in ("created", "changed", "removed"))
     print(f"{applied['application']}: {counts}" + (" (dry run: nothing changed)" if applied["dry_run"] else ""))
+
+
+# --- data services ------------------------------------------------------------------------------
+
+# What each data service's shell and export run; the password goes in the client's environment.
+DB_CLIENTS = {
+    "postgresql": {"shell": "psql", "dump": "pg_dump", "secret": "PGPASSWORD", "package": "postgresql-client"},
+    "redis": {"shell": "redis-cli", "dump": "redis-cli", "secret": "REDISCLI_AUTH", "package": "redis-tools"},
+}
+
+
+def db(args: Namespace) -> int:
+    api = client()
+    service = find_service(api, args.service)
+    if service["runtime"] not in DB_CLIENTS:
+        raise CliError(f"{service['name']} is a {service['runtime']} service, not a data service (postgresql, redis)")
+    if args.action == "load":
+        return _db_load(api, service, args)
+    if args.file:
+        raise CliError(f"`conpaas db SERVICE {args.action}` takes no file")
+    creds = api.get(f"services/{service['id']}/credentials/")
+    tool = DB_CLIENTS[service["runtime"]]
+    where = ["-h", creds["host"], "-p", str(creds["port"])]
+    if service["runtime"] == "postgresql":
+        argv = [tool[args.action], *where, "-U", creds["user"], "-d", creds["database"]]
+    else:
+        argv = [tool[args.action], *where, *(["--rdb", "-"] if args.action == "dump" else [])]
+    env = {**os.environ, tool["secret"]: creds["password"]}
+    try:
+        os.execvpe(argv[0], argv, env)  # the client takes over the terminal; the password never on its command line
+    except FileNotFoundError:
+        raise CliError(f"{argv[0]} is not installed here (Debian package {tool['package']})") from None
+
+
+def _db_load(api: Client, service: dict, args: Namespace) -> int:
+    if not args.file:
+        raise CliError("say which dump to load: conpaas db SERVICE load FILE")
+    path = Path(args.file)
+    if not path.is_file():
+        raise CliError(f"{path}: no such file")
+    progress = Progress()
+
+    def show(sent: int, size: int) -> None:
+        share = sent * 100 // max(size, 1)
+        progress.tick(f"uploading {path.name}: {human_size(sent)} of {human_size(size)} ({share}%)")
+
+    try:
+        with path.open("rb") as fh:
+            operation = api.upload(f"services/{service['id']}/load/", fh, path.name, {}, show, "dump", (202,))
+    finally:
+        progress.done()
+
+    def loaded(operation: dict) -> None:
+        counters = operation.get("counters") or {}
+        if counters.get("unit"):
+            print(f"{counters['items']:,} {counters['unit']} loaded into {service['name']}")
+
+    return finish(api, operation, args, then=loaded)

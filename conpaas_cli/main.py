@@ -158,6 +158,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("file", metavar="FILE", help="the manifest (YAML); the paths in it are relative to it")
     p.add_argument("--dry-run", action="store_true", help="print the plan (created, changed, removed); change nothing")
 
+    p = command(
+        "db",
+        commands.db,
+        "a data service: open its client shell (psql, redis-cli) with its credentials; `dump` exports it to "
+        "stdout; `load FILE` loads a dump with a live counter",
+        (common, waiting),
+    )
+    p.add_argument("service", metavar="SERVICE")
+    p.add_argument("action", metavar="ACTION", nargs="?", choices=["shell", "dump", "load"], default="shell")
+    p.add_argument(
+        "file",
+        metavar="FILE",
+        nargs="?",
+        help="with load: the dump (SQL, pg_dump -Fc, Redis protocol, key value lines)",
+    )
+
     p = command("wait", commands.wait_command, "wait for an operation started with --no-wait")
     p.add_argument("operation", metavar="OPERATION", type=int, help="the operation id")
     return parser

@@ -20,6 +20,7 @@ urlpatterns = [
     path("services/<int:pk>/autoscaling/", views.service_autoscaling, name="service-autoscaling"),
     path("services/<int:pk>/delete/", views.service_delete, name="service-delete"),
     path("services/<int:pk>/versions/", views.version_upload, name="version-upload"),
+    path("services/<int:pk>/load/", views.dump_load, name="dump-load"),
     path("services/<int:pk>/versions/<int:version_pk>/delete/", views.version_delete, name="version-delete"),
     path("services/<int:pk>/environments/", views.environment_add, name="environment-add"),
     path("services/<int:pk>/environments/<str:name>/deploy/", views.environment_deploy, name="environment-deploy"),

@@ -43,6 +43,7 @@ from versions.models import DEVELOPMENT, PRODUCTION, Environment, preview_url
 from versions.storage import delete_version, store_version
 from workflows import autoscale, first_account, lifecycle
 from workflows.applying import delete_application
+from workflows.databases import request_load
 from workflows.deploy import request_deploy
 from workflows.environments import add_environment
 from workflows.models import Autoscaling
@@ -404,6 +405,27 @@ def application_delete(request, pk: int):
         return redirect("console:applications")
     context = {"application": application, "form": form}
     return render(request, "console/application_delete.html", context, status=400 if form.errors else 200)
+
+
+# ---------------------------------------------------------------- data services
+
+
+@login_required
+@require_POST
+def dump_load(request, pk: int):
+    """Load a dump into a data service: the activity card then shows the load's live counter."""
+    service = visible_service(request, pk)
+    dump = request.FILES.get("dump")
+    if dump is None:
+        messages.error(request, "Choose a dump to load.")
+        return back_to(service, "load")
+    try:
+        operation = request_load(service, request.user, dump, dump.name)
+    except ConpaasError as exc:
+        messages.error(request, f"Load refused: {exc}")
+        return back_to(service, "load")
+    messages.success(request, f"Loading {dump.name} (operation #{operation.pk}).")
+    return back_to(service, "activity")
 
 
 # ---------------------------------------------------------------- code versions

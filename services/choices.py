@@ -6,6 +6,12 @@ class Runtime(models.TextChoices):
     PHP = "php", "PHP"
     JAVA = "java", "Java (WAR)"
     STATIC = "static", "Static files"
+    POSTGRESQL = "postgresql", "PostgreSQL (data service)"
+    REDIS = "redis", "Redis (data service)"
+
+
+# Data services: no code versions, no router; their one node runs the server (README, Data services).
+DATA_RUNTIMES = (Runtime.POSTGRESQL, Runtime.REDIS)
 
 
 class ServiceState(models.TextChoices):
@@ -37,6 +43,7 @@ class OperationKind(models.TextChoices):
     DELETE = "delete"
     RECONCILE = "reconcile"
     HEAL = "heal"
+    LOAD = "load"
 
 
 class OperationState(models.TextChoices):

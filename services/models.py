@@ -2,6 +2,7 @@ import hashlib
 import logging
 import re
 import secrets
+from urllib.parse import quote
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
@@ -12,8 +13,10 @@ from django.utils import timezone
 from knox.models import AbstractAuthToken
 from knox.settings import CONSTANTS
 
+from images.conpaas_agent.runtimes.data import PG_DATABASE, PG_USER
 from images.conpaas_agent.runtimes.java import MAX_HEAP_MB, MIN_HEAP_MB
 from services.choices import (
+    DATA_RUNTIMES,
     NodeState,
     OperationKind,
     OperationState,
@@ -78,6 +81,9 @@ class Service(models.Model):
     locked_by = models.ForeignKey("Operation", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     # When the workers last checked this service's nodes (self-healing, workflows/healing.py).
     nodes_checked = models.DateTimeField(null=True, blank=True, editable=False)
+    # A data service's password, made when it is created; shown only to its owner who asks for it
+    # (the credentials call, `conpaas db`), never in events, logs or other answers.
+    password = models.CharField(max_length=64, blank=True, editable=False)
     created = models.DateTimeField(default=timezone.now)
 
     objects = ServiceQuerySet.as_manager()
@@ -121,7 +127,25 @@ class Service(models.Model):
         return self.live_nodes().filter(is_backend=True, state__in=[NodeState.BOOTING, NodeState.RUNNING])
 
     @property
+    def is_data(self) -> bool:
+        return self.runtime in DATA_RUNTIMES
+
+    def server_node(self) -> "Node | None":
+        """A data service's node that runs its server (the service has one)."""
+        return self.live_nodes().filter(state=NodeState.RUNNING, data_port__isnull=False).first()
+
+    def connection_url(self, with_password: bool = True) -> str | None:
+        """What a linked instance receives (DATABASE_URL, REDIS_URL): the server's address with
+        the credentials; without them, the service's URL. None until the server runs."""
+        node = self.server_node()
+        if node is None:
+            return None
+        return data_url(self.runtime, node.address, node.data_port, self.password if with_password else "")
+
+    @property
     def url(self) -> str | None:
+        if self.is_data:
+            return self.connection_url(with_password=False)
         if "nodes" in getattr(self, "_prefetched_objects_cache", {}):
             proxy = next((n for n in self.live_node_list() if n.is_proxy and n.state == NodeState.RUNNING), None)
         else:
@@ -164,6 +188,14 @@ def host_label(service_name: str, username: str) -> str:
     return f"{service_name}-{letters}x{digest}"
 
 
+def data_url(runtime: str, address: str, port: int, password: str = "") -> str:
+    """A data server's URL: with the password, a linked instance's DATABASE_URL or REDIS_URL."""
+    secret = quote(password, safe="")
+    if runtime == "postgresql":
+        return f"postgres://{PG_USER}{':' + secret if secret else ''}@{address}:{port}/{PG_DATABASE}"
+    return f"redis://{':' + secret + '@' if secret else ''}{address}:{port}/0"
+
+
 def production_urls(services) -> dict[int, str]:
     """Service.url of each of `services` (a queryset or a list) in one query: the first running proxy."""
     urls = {}
@@ -175,6 +207,10 @@ def production_urls(services) -> dict[int, str]:
     )
     for node in proxies:
         urls.setdefault(node.service_id, node.service.url_through(node))
+    servers = Node.objects.filter(service__in=services, data_port__isnull=False, state=NodeState.RUNNING)
+    fields = ("service_id", "service__runtime", "address", "data_port")
+    for service_id, runtime, address, port in servers.values_list(*fields):
+        urls.setdefault(service_id, data_url(runtime, address, port))
     return urls
 
 
@@ -193,6 +229,8 @@ class Node(models.Model):
     http_port = models.PositiveIntegerField(null=True, blank=True)
     public_address = models.CharField(max_length=100, blank=True)
     public_port = models.PositiveIntegerField(null=True, blank=True)
+    # The port of a data service's server on this node (its agent chose it).
+    data_port = models.PositiveIntegerField(null=True, blank=True, editable=False)
     secret = models.CharField(max_length=64, default=secrets.token_hex, editable=False)
     error = models.TextField(blank=True)
     created = models.DateTimeField(default=timezone.now)
@@ -247,6 +285,9 @@ class Operation(models.Model):
     # While running: until when its worker is known alive; the worker renews it, and an operation
     # whose lease runs out is failed (services.operations.expire_leases).
     lease_expires = models.DateTimeField(null=True, blank=True)
+    # What it has done so far, as numbers clients show live (a dump load: bytes read of the total,
+    # rows or keys loaded).
+    counters = models.JSONField(default=dict, blank=True)
 
     class Meta:
         ordering = ["-created", "-id"]
@@ -262,6 +303,10 @@ class Operation(models.Model):
     def set_progress(self, text: str) -> None:
         self.progress = text[:200]
         Operation.objects.filter(pk=self.pk).update(progress=self.progress)
+
+    def set_counters(self, text: str, counters: dict) -> None:
+        self.progress, self.counters = text[:200], counters
+        Operation.objects.filter(pk=self.pk).update(progress=self.progress, counters=counters)
 
 
 class Event(models.Model):

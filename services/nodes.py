@@ -89,13 +89,28 @@ def boot_node(service: Service, roles: list[str], operation=None, router_at: Rou
     raise AssertionError("unreachable: the last attempt returns or raises")
 
 
+def node_group(service_id: int) -> str:
+    """The cloud's group of a service's nodes: they reach each other on every port."""
+    return f"service-{service_id}"
+
+
+def open_links(service: Service, targets: list[Service]) -> None:
+    """Let `service`'s nodes reach its linked services' nodes on every port (a data server's),
+    now and as nodes come and go. Isolated local nodes only: a VM's security groups are the
+    operator's in this release (README, Data services)."""
+    cloud = clouds.get_cloud(settings.CONPAAS_CLOUD)
+    isolation = getattr(cloud, "isolation", None)
+    if isolation is not None:
+        isolation.set_links(node_group(service.pk), [node_group(t.pk) for t in targets])
+
+
 def boot_attempt(node: Node, router_at: RouterPlace | None) -> None:
     config = BootConfig(
         node.name,
         node.secret,
         node.roles,
         settings.CONPAAS_URL,
-        group=f"service-{node.service_id}",
+        group=node_group(node.service_id),
         runtime=node.service.runtime,
     )
     try:

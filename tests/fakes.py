@@ -83,7 +83,9 @@ class FakeAgent:
         instance = self.fleet.instances.get(name)
         # Like the agent: a changed spec (a link that moved) starts the instance again.
         if instance is None or instance["state"] != "running" or instance["env"] != spec.get("env", {}):
-            instance = {"name": name, "node": self.node.name, "version": spec["version"], "label": spec["label"]}
+            # A data server's spec names no version: the agent calls it by its runtime.
+            version, label = spec.get("version", spec.get("runtime")), spec.get("label", spec.get("runtime"))
+            instance = {"name": name, "node": self.node.name, "version": version, "label": label}
             instance["env"] = dict(spec.get("env", {}))
             instance.update(port=next(self.fleet._ports), concurrency=self.fleet.concurrency, state="running")
             self.fleet.instances[name] = instance

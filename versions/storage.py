@@ -28,6 +28,8 @@ def store_version(
 ) -> CodeVersion:
     """Store an uploaded archive as a code version; `release_command` (a manifest's) overrides the
     Procfile's release: line."""
+    if service.is_data:
+        raise UploadRefused(f"a {service.runtime} service has no code versions: load a dump into it instead")
     if label:
         try:
             label_validator(label)

@@ -30,7 +30,7 @@ from django.utils import timezone
 from routing.health import wait_healthy
 from routing.table import push
 from services import operations
-from services.choices import NodeState, OperationKind, OperationState, Outcome, ServiceState
+from services.choices import DATA_RUNTIMES, NodeState, OperationKind, OperationState, Outcome, ServiceState
 from services.errors import OperationFailed
 from services.models import Event, Node, Operation, Service, active_operations
 from services.nodes import CloudView, check_agent
@@ -45,7 +45,10 @@ def check_due(max_age: float) -> int:
     returns how many heal operations were started."""
     now = timezone.now()
     stale = Q(nodes_checked__isnull=True) | Q(nodes_checked__lte=now - timedelta(seconds=max_age))
-    running = Service.objects.filter(state=ServiceState.RUNNING, locked_by__isnull=True)
+    # Not data services: a new node for a dead server would come up empty (README, Data services).
+    running = Service.objects.filter(state=ServiceState.RUNNING, locked_by__isnull=True).exclude(
+        runtime__in=DATA_RUNTIMES
+    )
     started = 0
     # One query when nothing is due: the usual case on an idle platform.
     for service_id in running.filter(stale).values_list("pk", flat=True):

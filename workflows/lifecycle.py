@@ -1,16 +1,19 @@
 """Creating and deleting services: the desired state is saved, the workers converge to it."""
 
+import secrets
+
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 
 from routing.table import push
 from services import operations, quotas
-from services.choices import NodeState, OperationKind, ServiceState
+from services.choices import DATA_RUNTIMES, NodeState, OperationKind, ServiceState
 from services.errors import OperationFailed
 from services.models import Event, Operation, Service
 from services.nodes import boot_node, destroy_node
 from versions.models import DEVELOPMENT, PRODUCTION, Environment, new_preview_key
 from versions.storage import delete_unreferenced_archives
+from workflows import databases
 
 
 def create(
@@ -21,6 +24,8 @@ def create(
     service = Service(owner=owner, name=name, runtime=runtime, application=application)
     if java_heap_mb is not None:
         service.java_heap_mb = java_heap_mb
+    if runtime in DATA_RUNTIMES:
+        service.password = secrets.token_urlsafe(24)
     service.validate()
     try:
         with transaction.atomic():
@@ -64,10 +69,13 @@ def run_create(operation) -> str:
     """A new service starts as one node holding both roles, its router answering 503 until a deploy."""
     service = operation.service
     try:
-        if not service.live_nodes().exclude(state=NodeState.FAILED).exists():
+        if service.is_data:
+            databases.run_create(operation)
+        elif not service.live_nodes().exclude(state=NodeState.FAILED).exists():
             operation.set_progress("booting the first node")
             boot_node(service, ["proxy", "backend"], operation)
-        push(service)
+        if not service.is_data:
+            push(service)
     except OperationFailed:
         Service.objects.filter(pk=service.pk).update(state=ServiceState.FAILED)
         raise

@@ -11,6 +11,7 @@ from django.db import transaction
 from services import operations
 from services.choices import OperationKind, ServiceState
 from services.models import Link, Operation, Service
+from services.nodes import open_links
 from versions.instances import LinkNotReady, link_environment
 from versions.models import Instance
 
@@ -21,6 +22,7 @@ def set_links(service: Service, targets: list[Service], user) -> Operation | Non
         Link.objects.filter(service=service).exclude(target__in=targets).delete()
         for target in targets:
             Link.objects.get_or_create(service=service, target=target)
+    open_links(service, targets)  # the firewalls let the linked nodes in
     if Instance.objects.filter(node__service=service).exists():
         names = ", ".join(t.name for t in targets) or "none"
         return operations.start(service, OperationKind.RECONCILE, user, message=f"links set to: {names}")

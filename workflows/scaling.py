@@ -6,7 +6,7 @@ from routing.health import wait_healthy
 from routing.table import push
 from services import operations, quotas
 from services.choices import NodeState, OperationKind
-from services.errors import OperationFailed
+from services.errors import Conflict, OperationFailed
 from services.models import Operation, Service
 from services.nodes import boot_node, destroy_node
 from versions.instances import ensure_instances
@@ -43,6 +43,8 @@ def scale(operation) -> str:
 
 
 def request_scale(service: Service, role: str, nodes: int, user) -> Operation:
+    if service.is_data:
+        raise Conflict(f"a {service.runtime} service runs one server on one node: it does not scale")
     with transaction.atomic():
         quotas.lock(service.owner)
         if role == "backend":

@@ -135,6 +135,20 @@ def validate_instance(body: object) -> dict:
     unknown = set(body) - COMMON_FIELDS - recipe.fields
     if unknown:
         raise InstanceError(f"unknown field(s) for a {runtime} instance: {', '.join(sorted(unknown))}", 400)
+    if not recipe.archive:
+        # A data service's server: no code version, nothing to stage.
+        unknown = set(body) - {"runtime", "env"} - recipe.fields
+        if unknown:
+            raise InstanceError(f"unknown field(s) for a {runtime} instance: {', '.join(sorted(unknown))}", 400)
+        return {
+            "version": runtime,
+            "label": runtime,
+            "runtime": runtime,
+            "archive_url": "",
+            "archive_sha256": "",
+            "env": {},
+            **recipe.validate(body),
+        }
     for field in ("version", "archive_url", "archive_sha256"):
         if not isinstance(body.get(field), str) or not body[field]:
             raise InstanceError(f"{field} is required (a string)", 400)
@@ -422,8 +436,11 @@ class Instances:
             instance_dir = os.path.join(self.instances_dir, name)
             os.makedirs(instance_dir, mode=0o700, exist_ok=True)
             logfile = os.path.join(instance_dir, "instance.log")
-            archive_url = urllib.parse.urljoin(self.control_url, spec["archive_url"])
-            app_dir, build = self.stage(spec["archive_sha256"], archive_url, logfile, recipe)
+            if recipe.archive:
+                archive_url = urllib.parse.urljoin(self.control_url, spec["archive_url"])
+                app_dir, build = self.stage(spec["archive_sha256"], archive_url, logfile, recipe)
+            else:
+                app_dir, build = instance_dir, {}
             port = free_port(self.host)
             # The control plane's env (CONPAAS_ENV, CONPAAS_SERVICE, settings, links) may not
             # move the instance off its PORT.
@@ -483,15 +500,7 @@ class Instances:
             raise InstanceError("the health path must start with /", 400)
         if not self.alive(name):
             return {"ok": False, "status": None, "detail": "the instance process has exited"}
-        url = f"http://{self.host}:{record['port']}{path}"
-        try:
-            with urllib.request.urlopen(url, timeout=5) as response:
-                status = response.status
-        except urllib.error.HTTPError as exc:
-            status = exc.code
-        except (urllib.error.URLError, OSError) as exc:
-            return {"ok": False, "status": None, "detail": f"no answer: {exc}"}
-        return {"ok": status < 500, "status": status, "detail": f"GET {path} answered {status}"}
+        return recipe_of(record).healthy(self.host, record["port"], path)
 
     def delete(self, name: str) -> None:
         with self._lock_for(self._name_locks, name):

@@ -406,27 +406,75 @@ class Isolation:
 
     # --- firewalls --------------------------------------------------------------------------
 
-    def _converge_firewalls(self, group: str) -> None:
-        """Rewrite the firewall of every node of `group` (its members changed)."""
-        members = [s for s in all_slots() if s.installation == self.installation and s.group == group]
-        peers = [self.network.address(s.number) for s in members]
-        for slot in members:
-            self._firewall(slot, peers)
+    # --- links: a group's nodes reach every port of the groups it links (a data server) ---------
 
-    def _firewall(self, slot: Slot, peers: list[str]) -> None:
+    @property
+    def _links_path(self) -> Path:
+        return Path(self.installation).parent / "node-links.json"
+
+    def _links(self) -> dict[str, list[str]]:
+        """group -> the groups it links, of this installation (called under the registry lock)."""
+        try:
+            return json.loads(self._links_path.read_text())
+        except (OSError, ValueError):
+            return {}
+
+    def set_links(self, group: str, targets: list[str]) -> None:
+        """Let the nodes of `group` reach the nodes of exactly `targets` (and be answered), on
+        every port: a linked data service's server listens on one of its own."""
+        with registry_lock():
+            links = self._links()
+            before = set(links.get(group, []))
+            if targets:
+                links[group] = sorted(set(targets))
+            else:
+                links.pop(group, None)
+            tmp = self._links_path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(links))
+            os.replace(tmp, self._links_path)
+            for changed in {group, *before, *targets}:
+                self._converge_group(changed, links)
+
+    def _converge_firewalls(self, group: str) -> None:
+        """Rewrite the firewall of every node of `group` (its members changed), and of the groups
+        linked with it both ways (their sets hold its addresses)."""
+        links = self._links()
+        related = {group, *links.get(group, []), *(g for g, targets in links.items() if group in targets)}
+        for each in related:
+            self._converge_group(each, links)
+
+    def _converge_group(self, group: str, links: dict[str, list[str]]) -> None:
+        mine = [s for s in all_slots() if s.installation == self.installation]
+
+        def addresses(groups) -> list[str]:
+            return [self.network.address(s.number) for s in mine if s.group in groups]
+
+        peers = addresses({group})
+        servers = addresses(set(links.get(group, [])))
+        clients = addresses({g for g, targets in links.items() if group in targets})
+        for slot in (s for s in mine if s.group == group):
+            self._firewall(slot, peers, servers, clients)
+
+    def _firewall(self, slot: Slot, peers: list[str], servers: list[str] = (), clients: list[str] = ()) -> None:
         gateway, net = self.network.gateway, self.network.net
         _, control_port = slot.control
-        peer_set = f"elements = {{ {', '.join(peers)} }}" if peers else ""
+
+        def elements(addresses) -> str:
+            return f"elements = {{ {', '.join(addresses)} }}" if addresses else ""
+
         ruleset = f"""table inet conpaas {{}}
 delete table inet conpaas
 table inet conpaas {{
-  set peers {{ type ipv4_addr; {peer_set} }}
+  set peers {{ type ipv4_addr; {elements(peers)} }}
+  set servers {{ type ipv4_addr; {elements(servers)} }}
+  set clients {{ type ipv4_addr; {elements(clients)} }}
   chain input {{
     type filter hook input priority filter; policy drop;
     iif lo accept
     ct state established,related accept
     ip saddr {gateway} accept
     ip saddr @peers accept
+    ip saddr @clients accept
     tcp dport {HTTP_PORT} accept
   }}
   chain output {{
@@ -434,6 +482,7 @@ table inet conpaas {{
     oif lo accept
     ct state established,related accept
     ip daddr @peers accept
+    ip daddr @servers accept
     ip daddr {gateway} tcp dport {control_port} accept
     ip daddr {net} tcp dport {HTTP_PORT} accept
   }}

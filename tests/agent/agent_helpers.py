@@ -8,6 +8,7 @@ import io
 import json
 import os
 import pathlib
+import pwd
 import shutil
 import signal
 import subprocess
@@ -139,8 +140,9 @@ def http_request(port, method, path, body=b"", headers=None, timeout=30) -> Resp
 class AgentProcess:
     """One agent process in its own process group (as the local cloud driver runs it)."""
 
-    def __init__(self, home: pathlib.Path, roles, extra_env=None):
+    def __init__(self, home: pathlib.Path, roles, extra_env=None, user: str | None = None):
         self.home = home
+        self.user = user  # run as this Unix user (Debian's python3: the agent is stdlib only)
         self.port = free_port()
         self.http_port = free_port()
         self.config_path = home / "node.json"
@@ -155,6 +157,11 @@ class AgentProcess:
         home.mkdir(parents=True, exist_ok=True)
         self.config_path.write_text(json.dumps(self.config))
         self.config_path.chmod(0o600)
+        if user:
+            uid, gid = pwd.getpwnam(user).pw_uid, pwd.getpwnam(user).pw_gid
+            self.ids = (uid, gid)
+            for path in (home, self.config_path):
+                os.chown(path, uid, gid)
         self.extra_env = extra_env or {}
         self.process = None
         self.pgid = None
@@ -162,8 +169,13 @@ class AgentProcess:
     def start(self):
         env = {**os.environ, "PYTHONPATH": str(IMAGES), "CONPAAS_HAPROXY": HAPROXY, **self.extra_env}
         log = open(self.home / "agent.stderr", "ab")
+        argv = [sys.executable, "-m", "conpaas_agent", str(self.config_path)]
+        if self.user:
+            uid, gid = self.ids
+            argv = ["setpriv", f"--reuid={uid}", f"--regid={gid}", "--clear-groups", "/usr/bin/python3", *argv[1:]]
+            env["HOME"] = str(self.home)
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "conpaas_agent", str(self.config_path)],
+            argv,
             env=env,
             stdout=log,
             stderr=log,

@@ -23,7 +23,9 @@ def spec(runtime, **fields):
 
 
 def test_every_runtime_the_control_plane_accepts_has_a_recipe():
-    assert set(RECIPES) == archives.RUNTIMES
+    # Code-version runtimes take archives; data services (postgresql, redis) run a server instead.
+    assert {name for name, recipe in RECIPES.items() if recipe.archive} == archives.RUNTIMES
+    assert {name for name, recipe in RECIPES.items() if not recipe.archive} == {"postgresql", "redis"}
 
 
 def test_each_runtime_takes_its_own_fields():
@@ -42,7 +44,7 @@ def test_each_runtime_takes_its_own_fields():
         (spec("php", max_upload_mb=0), "max_upload_mb is required: a whole number from 1 to 10240"),
         (spec("php", max_upload_mb=1, entry_point="wsgi:app"), "unknown field(s) for a php instance: entry_point"),
         (spec("static", heap_mb=256), "unknown field(s) for a static instance: heap_mb"),
-        (spec("cobol"), "runtime 'cobol' is not supported by this agent (python, php, static, java)"),
+        (spec("cobol"), "runtime 'cobol' is not supported by this agent (python, php, static, java, postgresql, "),
     ],
 )
 def test_it_refuses_a_field_a_runtime_does_not_take(body, message):

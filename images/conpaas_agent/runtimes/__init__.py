@@ -5,9 +5,12 @@ entry below."""
 from __future__ import annotations
 
 from .base import Recipe
+from .data import Postgresql, Redis
 from .java import Java
 from .php import Php
 from .python import Python
 from .static import Static
 
-RECIPES: dict[str, Recipe] = {recipe.name: recipe for recipe in (Python(), Php(), Static(), Java())}
+RECIPES: dict[str, Recipe] = {
+    recipe.name: recipe for recipe in (Python(), Php(), Static(), Java(), Postgresql(), Redis())
+}

@@ -11,6 +11,8 @@ import os
 import re
 import signal
 import subprocess
+import urllib.error
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -100,6 +102,17 @@ def answers_http(host: str, port: int) -> bool:
         return False
     finally:
         conn.close()
+
+
+def http_health(url: str, path: str) -> dict:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            status = response.status
+    except urllib.error.HTTPError as exc:
+        status = exc.code
+    except (urllib.error.URLError, OSError) as exc:
+        return {"ok": False, "status": None, "detail": f"no answer: {exc}"}
+    return {"ok": status < 500, "status": status, "detail": f"GET {path} answered {status}"}
 
 
 def int_field(body: dict, name: str, low: int, high: int) -> int:
@@ -197,6 +210,8 @@ class Recipe:
     the reverse order of their start, each with its entry of ``stop_signals``."""
 
     name = ""
+    # Whether it runs a code version (an archive); a data service's server runs none.
+    archive = True
     # Fields of the instance spec this runtime takes besides the common ones (validate()).
     fields: frozenset[str] = frozenset()
     start_timeout = 30.0
@@ -226,6 +241,10 @@ class Recipe:
     def ready(self, run: Run) -> bool:
         """Whether the instance serves: it answers an HTTP request (any status)."""
         return answers_http(run.host, run.port)
+
+    def healthy(self, host: str, port: int, path: str) -> dict:
+        """The health check: an HTTP GET of ``path``; any status below 500 passes."""
+        return http_health(f"http://{host}:{port}{path}", path)
 
     def marker(self, run: Run) -> str:
         """A string in the command line of each of its processes: a restarted agent adopts a pid

@@ -1,0 +1,83 @@
+"""Data services on a node: the agent runs a real PostgreSQL and a real Redis as an unprivileged
+user, each with its own data directory in the node's home, reachable with the password only."""
+
+import os
+import shutil
+import subprocess
+import tempfile
+
+import pytest
+from agent_helpers import AgentProcess
+
+PASSWORD = "s3cret-" + "x" * 20
+
+
+@pytest.fixture
+def data_agent():
+    """An agent running as `nobody` (PostgreSQL refuses root), its home in a directory it owns."""
+    root = tempfile.mkdtemp(prefix="conpaas-data-")
+    os.chmod(root, 0o755)
+    agent = AgentProcess(__import__("pathlib").Path(root) / "node", ["backend"], user="nobody")
+    try:
+        yield agent.start()
+    finally:
+        agent.destroy()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def psql(port, password, sql):
+    env = {**os.environ, "PGPASSWORD": password, "PGCONNECT_TIMEOUT": "5"}
+    argv = ["psql", "-X", "-q", "-t", "-A", "-h", "127.0.0.1", "-p", str(port), "-U", "conpaas", "conpaas"]
+    return subprocess.run([*argv, "-c", sql], env=env, capture_output=True, text=True, timeout=30)
+
+
+def redis(port, password, *command):
+    env = {**os.environ, "REDISCLI_AUTH": password}
+    argv = ["redis-cli", "-h", "127.0.0.1", "-p", str(port), *command]
+    return subprocess.run(argv, env=env, capture_output=True, text=True, timeout=30)
+
+
+def test_it_runs_postgresql_with_the_password_and_keeps_data_across_restarts(data_agent):
+    reply = data_agent.call("PUT", "/v1/instances/db", {"runtime": "postgresql", "password": PASSWORD})
+    assert reply.status == 200, reply.body
+    instance = reply.json()
+    assert "password" not in reply.body.decode()
+    port = instance["port"]
+    assert psql(port, PASSWORD, "CREATE TABLE t (x int); INSERT INTO t VALUES (42)").returncode == 0
+    refused = psql(port, "wrong-password-000000", "SELECT 1")
+    assert refused.returncode != 0 and "password authentication failed" in refused.stderr
+
+    health = data_agent.call("GET", "/v1/instances/db").json()["health"]
+    assert health["ok"] is True
+    # Its server runs as the node's user, never root.
+    ps = subprocess.run(["ps", "-o", "user=", "-p", str(instance["pid"])], capture_output=True, text=True)
+    assert ps.stdout.strip() == "nobody"
+
+    assert data_agent.call("DELETE", "/v1/instances/db").status == 204
+    again = data_agent.call("PUT", "/v1/instances/db", {"runtime": "postgresql", "password": PASSWORD}).json()
+    assert psql(again["port"], PASSWORD, "SELECT x FROM t").stdout.strip() == "42"
+
+
+def test_it_runs_redis_with_the_password(data_agent):
+    reply = data_agent.call("PUT", "/v1/instances/cache", {"runtime": "redis", "password": PASSWORD})
+    assert reply.status == 200, reply.body
+    port = reply.json()["port"]
+    assert redis(port, PASSWORD, "SET", "k", "v").stdout.strip() == "OK"
+    assert redis(port, PASSWORD, "GET", "k").stdout.strip() == "v"
+    assert "NOAUTH" in redis(port, "", "GET", "k").stdout + redis(port, "", "GET", "k").stderr
+    ps = subprocess.run(["ps", "-o", "args=", "-p", str(reply.json()["pid"])], capture_output=True, text=True)
+    assert PASSWORD not in ps.stdout
+
+
+@pytest.mark.parametrize(
+    "body, message",
+    [
+        ({"runtime": "redis"}, "password is required"),
+        ({"runtime": "redis", "password": "short"}, "password is required"),
+        ({"runtime": "postgresql", "password": PASSWORD, "archive_url": "x"}, "unknown field(s)"),
+    ],
+)
+def test_it_refuses_a_bad_data_spec(data_agent, body, message):
+    reply = data_agent.call("PUT", "/v1/instances/db", body)
+    assert reply.status == 400 and message in reply.json()["error"]
+    assert data_agent.call("GET", "/v1/status").json()["instances"] == {}

@@ -1,0 +1,46 @@
+"""Data services' workflows against the fake agent: one node running the server, the password
+sent to the agent and kept out of every event, no router, no healing."""
+
+from services.choices import OperationState, ServiceState
+from services.models import Event, Operation
+from workflows import healing, lifecycle
+
+
+def create(alice, queue, runtime="postgresql"):
+    made = {}
+
+    def request():
+        made["service"], operation = lifecycle.create(alice, "wikidb", runtime)
+        return operation
+
+    operation = queue.start(request)
+    made["service"].refresh_from_db()
+    return made["service"], operation
+
+
+def test_it_runs_the_server_on_one_node_without_a_router(alice, fleet, queue):
+    service, operation = create(alice, queue)
+
+    assert operation.state == OperationState.SUCCEEDED, operation.error
+    assert service.state == ServiceState.RUNNING
+    node = service.live_nodes().get()
+    assert node.roles == ["backend"] and node.data_port
+    assert len(service.password) >= 32
+    assert fleet.instances["server"]["version"] == "postgresql"
+    assert service.url == f"postgres://conpaas@{node.address}:{node.data_port}/conpaas"
+    assert service.connection_url() == f"postgres://conpaas:{service.password}@{node.address}:{node.data_port}/conpaas"
+    assert not Event.objects.filter(message__contains=service.password).exists()
+    assert service.password not in str(list(Operation.objects.values_list("params", "progress", "error")))
+
+
+def test_a_redis_url_carries_the_password_as_redis_clients_read_it(alice, queue):
+    service, _ = create(alice, queue, "redis")
+    node = service.live_nodes().get()
+    assert service.connection_url() == f"redis://:{service.password}@{node.address}:{node.data_port}/0"
+    assert service.url == f"redis://{node.address}:{node.data_port}/0"
+
+
+def test_self_healing_leaves_a_data_service_alone(alice, queue):
+    service, _ = create(alice, queue)
+    assert healing.check_due(max_age=0) == 0
+    assert not Operation.objects.filter(service=service, kind="heal").exists()
