@@ -21,6 +21,7 @@ from services.models import Application, Event, Operation, Service
 from versions.models import Environment
 from versions.storage import store_version, upload_limits
 from workflows import lifecycle
+from workflows.databases import request_load
 from workflows.deploy import request_deploy
 from workflows.environments import add_environment
 from workflows.links import set_links
@@ -160,6 +161,13 @@ def plan_service(owner, spec: ServiceSpec, service, archives, infos, plan: Plan,
             return operation
 
         plan.add("created", f"service {name} ({spec.runtime})", create)
+        if spec.dump:  # loaded once, when the database is created (after its create operation)
+
+            def load(path=spec.dump):
+                archives[path].seek(0)
+                return request_load(services[name], owner, archives[path], filename=path)
+
+            plan.add("created", f"load {name} from {spec.dump}", load)
         environments, versions, nodes = {}, {}, 1
     else:
         services[name] = service

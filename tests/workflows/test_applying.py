@@ -290,3 +290,18 @@ def test_the_release_command_comes_from_the_manifest_or_else_the_procfile(alice,
     changed = text.replace("--noinput", "")
     with pytest.raises(ManifestInvalid, match="services.web.release: differs from the stored v1's"):
         run(queue, alice, changed, {"web.zip": procfile_app, "api.zip": procfile_app})
+
+
+def test_a_new_data_service_loads_its_dump_once(alice, queue):
+    manifest = "application: cache\nservices:\n  kv:\n    runtime: redis\n    dump: ./keys.txt\n"
+    files = {"./keys.txt": b"greeting hello\ncount 42\n"}
+    with queue.capture_on_commit(execute=True):
+        applied = apply(alice, parse(manifest), archives(files))
+    assert "load kv from ./keys.txt" in applied.plan.created
+    load = Operation.objects.get(service__name="kv", kind=OperationKind.LOAD)
+    assert load.params["format"] and load.params["size"] == len(files["./keys.txt"])
+    # Applied again, the database exists: its dump is not loaded a second time.
+    with queue.capture_on_commit(execute=True):
+        again = apply(alice, parse(manifest), archives(files))
+    assert not any("load" in line for line in again.plan.created)
+    assert Operation.objects.filter(service__name="kv", kind=OperationKind.LOAD).count() == 1
