@@ -122,7 +122,7 @@ def test_each_runtime_previews_swaps_under_load_scales_and_logs(shop):
         answers = load.stop()
     # The raw body: a runtime may send it chunked.
     labels = [next((label for label in ("v1", "v2") if f"{label}\n".encode() in a.body), None) for a in answers]
-    failed = [a for a, label in zip(answers, labels) if a.status != 200 or label is None]
+    failed = [a for a, label in zip(answers, labels, strict=True) if a.status != 200 or label is None]
     assert not failed, f"{len(failed)} of {len(answers)} requests failed during the swaps: {failed[:3]}"
     assert set(labels) == {"v1", "v2"}, "the load saw both versions"
 
