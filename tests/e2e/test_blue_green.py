@@ -100,9 +100,10 @@ def test_each_runtime_previews_swaps_under_load_scales_and_logs(shop):
     assert fetch(url, browser).text == "v2\n"
     assert fetch(url, cookies={"conpaas-env": key}).text == "v2\n"
 
-    # A light load through the swap and the swap back; its marker finds its lines in the logs.
+    # A light load through the swaps and the scaling; its marker finds its lines in the logs.
     marker = f"load-{service['runtime']}"
     load = OpenLoop(f"{url}?{marker}", rate=15).start()
+    took = {}
     try:
         a_second_of(load)
         swapped = api.post(f"/api/v1/services/{sid}/swap/", json={"environment": "development"})
@@ -118,34 +119,33 @@ def test_each_runtime_previews_swaps_under_load_scales_and_logs(shop):
         assert fetch(url).text == "v1\n"
         assert fetch(url, headers={"X-Conpaas-Env": key}).text == "v2\n"
         a_second_of(load)
+
+        for nodes in (2, 1):
+            asked = time.monotonic()
+            scaled = api.post(f"/api/v1/services/{sid}/scale/", json={"role": "backend", "nodes": nodes})
+            assert scaled.status_code == 202, scaled.text
+            assert api.wait_operation(scaled.json(), timeout=180)["state"] == "succeeded"
+            took[nodes] = time.monotonic() - asked
+            running = api.get(f"/api/v1/services/{sid}/nodes/").json()
+            assert len(running) == nodes and all(node["state"] == "running" for node in running)
+            assert {fetch(url).text for _ in range(10)} == {"v1\n"}, f"production answers on {nodes} node(s)"
+            assert fetch(url, headers={"X-Conpaas-Env": key}).text == "v2\n"
+            a_second_of(load)
     finally:
         answers = load.stop()
     # The raw body: a runtime may send it chunked.
     labels = [next((label for label in ("v1", "v2") if f"{label}\n".encode() in a.body), None) for a in answers]
     failed = [a for a, label in zip(answers, labels, strict=True) if a.status != 200 or label is None]
-    assert not failed, f"{len(failed)} of {len(answers)} requests failed during the swaps: {failed[:3]}"
+    assert not failed, f"{len(failed)} of {len(answers)} requests failed: {failed[:3]}"
     assert set(labels) == {"v1", "v2"}, "the load saw both versions"
+    print(
+        f"\n{service['runtime']}: {len(answers)} requests at {load.rate}/s through the swaps and the scaling, "
+        f"none failed, slowest {max(a.seconds for a in answers) * 1000:.0f} ms; "
+        f"scale 1 -> 2 took {took[2]:.1f} s, 2 -> 1 {took[1]:.1f} s"
+    )
 
     history = [event["message"] for event in api.get(f"/api/v1/services/{sid}/events/").json()]
     assert any("production now serves v2" in message for message in history)
-    slowest = max(a.seconds for a in answers)
-
-    took = {}
-    for nodes in (2, 1):
-        asked = time.monotonic()
-        scaled = api.post(f"/api/v1/services/{sid}/scale/", json={"role": "backend", "nodes": nodes})
-        assert scaled.status_code == 202, scaled.text
-        assert api.wait_operation(scaled.json(), timeout=180)["state"] == "succeeded"
-        took[nodes] = time.monotonic() - asked
-        running = api.get(f"/api/v1/services/{sid}/nodes/").json()
-        assert len(running) == nodes and all(node["state"] == "running" for node in running)
-        assert {fetch(url).text for _ in range(10)} == {"v1\n"}, f"production answers on {nodes} node(s)"
-        assert fetch(url, headers={"X-Conpaas-Env": key}).text == "v2\n"
-
-    print(
-        f"\n{service['runtime']}: {len(answers)} requests at {load.rate}/s through the swaps, none failed, "
-        f"slowest {slowest * 1000:.0f} ms; scale 1 -> 2 took {took[2]:.1f} s, 2 -> 1 {took[1]:.1f} s"
-    )
     logs = api.get(f"/api/v1/services/{sid}/logs/?environment=production&lines=1000").json()
     assert (logs["version"], logs["errors"]) == (v1["id"], [])
     logged = [line for line in logs["lines"] if line["file"] == "access.log" and marker in line["line"]]
