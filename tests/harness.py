@@ -303,6 +303,20 @@ class Api:
         assert response.status_code == 202, response.text
         return self.wait_operation(response.json())
 
+    @contextmanager
+    def serving(self, name: str, runtime: str, archive: bytes, filename: str):
+        """A new service with `archive` (labelled `name`) deployed in production: yields (service,
+        version) and deletes the service after, even on failure."""
+        service = self.create_service(name, runtime)
+        try:
+            version = self.upload(service["id"], archive, name, filename=filename)
+            assert version.status_code == 201, version.text
+            operation = self.deploy(service["id"], "production", version.json()["id"])
+            assert operation["state"] == "succeeded", operation["error"]
+            yield service, version.json()
+        finally:
+            self.wait_operation(self.delete(f"/api/v1/services/{service['id']}/").json())
+
 
 def drop_run_leftovers(postgres_url: str | None, redis_url: str | None, run_id: str) -> list[str]:
     """After a test run (`./run tests`): drop the PostgreSQL databases named by the run's id, or

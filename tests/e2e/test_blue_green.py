@@ -3,12 +3,14 @@
 import json
 import os
 import signal
+import time
 
 import pytest
 import requests
 
 from images.conpaas_agent.waiting import wait_until
 from tests.apps import label_archive
+from tests.load import OpenLoop
 
 pytestmark = pytest.mark.integration
 
@@ -77,27 +79,78 @@ def test_it_routes_production_and_previews_by_header_parameter_and_cookie(shop):
     assert fetch(preview_url).text == "v2\n"
 
 
-# Every runtime is routed and swapped by the same code: only what runs behind a server differs.
+def a_second_of(load: OpenLoop) -> None:
+    """Wait while a second's worth of the load's requests are answered."""
+    since = time.monotonic()
+    wait_until(lambda: len(load.snapshot(since)) >= load.rate, timeout=15, message="a second of load answered")
+
+
+# Every runtime is routed, swapped, scaled and logged by the same code: only what runs behind a
+# server differs. One pass per runtime: v1 in production, v2 in development (the shop fixture).
 @pytest.mark.parametrize("shop", ["python", "php", "java", "static"], indirect=True)
-def test_it_swaps_atomically_and_swaps_back(shop):
+def test_each_runtime_previews_swaps_under_load_scales_and_logs(shop):
     api, service, v1, v2 = shop
     url, sid = service["url"], service["id"]
     key = environments(api, sid)["development"]["preview_key"]
 
-    swapped = api.post(f"/api/v1/services/{sid}/swap/", json={"environment": "development"})
-    assert swapped.status_code == 200, swapped.text
-    assert swapped.json() == {"production": v2["id"], "development": v1["id"]}
-    assert fetch(url).text == "v2\n"
-    assert fetch(url, headers={"X-Conpaas-Env": key}).text == "v1\n"
-
-    back = api.post(f"/api/v1/services/{sid}/swap/", json={})
-    assert back.status_code == 200, back.text
-    assert back.json() == {"production": v1["id"], "development": v2["id"]}
-    assert fetch(url).text == "v1\n"
     assert fetch(url, headers={"X-Conpaas-Env": key}).text == "v2\n"
+    browser = requests.Session()
+    assert fetch(f"{url}?conpaas-env={key}", browser).text == "v2\n"
+    assert browser.cookies.get("conpaas-env") == key, "the parameter sets the preview cookie"
+    assert fetch(url, browser).text == "v2\n"
+    assert fetch(url, cookies={"conpaas-env": key}).text == "v2\n"
+
+    # A light load through the swaps and the scaling; its marker finds its lines in the logs.
+    marker = f"load-{service['runtime']}"
+    load = OpenLoop(f"{url}?{marker}", rate=15).start()
+    took = {}
+    try:
+        a_second_of(load)
+        swapped = api.post(f"/api/v1/services/{sid}/swap/", json={"environment": "development"})
+        assert swapped.status_code == 200, swapped.text
+        assert swapped.json() == {"production": v2["id"], "development": v1["id"]}
+        assert fetch(url).text == "v2\n"
+        assert fetch(url, headers={"X-Conpaas-Env": key}).text == "v1\n"
+        a_second_of(load)
+
+        back = api.post(f"/api/v1/services/{sid}/swap/", json={})
+        assert back.status_code == 200, back.text
+        assert back.json() == {"production": v1["id"], "development": v2["id"]}
+        assert fetch(url).text == "v1\n"
+        assert fetch(url, headers={"X-Conpaas-Env": key}).text == "v2\n"
+        a_second_of(load)
+
+        for nodes in (2, 1):
+            asked = time.monotonic()
+            scaled = api.post(f"/api/v1/services/{sid}/scale/", json={"role": "backend", "nodes": nodes})
+            assert scaled.status_code == 202, scaled.text
+            assert api.wait_operation(scaled.json(), timeout=180)["state"] == "succeeded"
+            took[nodes] = time.monotonic() - asked
+            running = api.get(f"/api/v1/services/{sid}/nodes/").json()
+            assert len(running) == nodes and all(node["state"] == "running" for node in running)
+            assert {fetch(url).text for _ in range(10)} == {"v1\n"}, f"production answers on {nodes} node(s)"
+            assert fetch(url, headers={"X-Conpaas-Env": key}).text == "v2\n"
+            a_second_of(load)
+    finally:
+        answers = load.stop()
+    # The raw body: a runtime may send it chunked.
+    labels = [next((label for label in ("v1", "v2") if f"{label}\n".encode() in a.body), None) for a in answers]
+    failed = [a for a, label in zip(answers, labels, strict=True) if a.status != 200 or label is None]
+    assert not failed, f"{len(failed)} of {len(answers)} requests failed: {failed[:3]}"
+    assert set(labels) == {"v1", "v2"}, "the load saw both versions"
+    print(
+        f"\n{service['runtime']}: {len(answers)} requests at {load.rate}/s through the swaps and the scaling, "
+        f"none failed, slowest {max(a.seconds for a in answers) * 1000:.0f} ms; "
+        f"scale 1 -> 2 took {took[2]:.1f} s, 2 -> 1 {took[1]:.1f} s"
+    )
 
     history = [event["message"] for event in api.get(f"/api/v1/services/{sid}/events/").json()]
     assert any("production now serves v2" in message for message in history)
+    logs = api.get(f"/api/v1/services/{sid}/logs/?environment=production&lines=1000").json()
+    assert (logs["version"], logs["errors"]) == (v1["id"], [])
+    logged = [line for line in logs["lines"] if line["file"] == "access.log" and marker in line["line"]]
+    assert logged, f"production's access log shows the load: {logs['lines'][-5:]}"
+    assert {line["instance"] for line in logged} == {f"{running[0]['name']}-v{v1['id']}"}
 
 
 def test_it_refuses_to_swap_in_an_unhealthy_version(shop):

@@ -93,12 +93,7 @@ def status_of(url: str) -> int | None:
 
 def test_dokuwiki_keeps_a_saved_page_across_a_restart_of_its_instance(control_plane):
     api = control_plane.client("dora")
-    service = api.create_service("wiki", "php")
-    sid = service["id"]
-    try:
-        version = api.upload(sid, dokuwiki_archive(), "dokuwiki", filename="dokuwiki.zip")
-        assert version.status_code == 201, version.text
-        assert api.deploy(sid, "production", version.json()["id"])["state"] == "succeeded"
+    with api.serving("wiki", "php", dokuwiki_archive(), "dokuwiki.zip") as (service, version):
         url = service["url"]
         assert "ConPaaS wiki" in requests.get(url, timeout=30).text  # index.php sends on to doku.php
 
@@ -110,7 +105,7 @@ def test_dokuwiki_keeps_a_saved_page_across_a_restart_of_its_instance(control_pl
         # The instance stops while nobody watches; the restarted control plane starts it again.
         node = service["nodes"][0]["name"]
         state = json.loads((control_plane.home / "nodes" / node / "state.json").read_text())
-        instance = f"{node}-v{version.json()['id']}"
+        instance = f"{node}-v{version['id']}"
         control_plane.stop()
         try:
             os.kill(state["instances"][instance]["pid"], signal.SIGTERM)  # its nginx
@@ -122,5 +117,3 @@ def test_dokuwiki_keeps_a_saved_page_across_a_restart_of_its_instance(control_pl
         assert page.status_code == 200 and TEXT in page.text
         restarted = json.loads((control_plane.home / "nodes" / node / "state.json").read_text())
         assert restarted["instances"][instance]["pid"] != state["instances"][instance]["pid"]
-    finally:
-        api.wait_operation(api.delete(f"/api/v1/services/{sid}/").json())
