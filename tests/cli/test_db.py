@@ -27,21 +27,22 @@ def conpaas(config_file, *argv, stdin=""):
 
 def test_it_loads_a_dump_with_a_counter_then_opens_psql_and_dumps(cli, config_file, database, tmp_path):
     dump = tmp_path / "wiki.sql"
-    rows = "".join(f"{i}\tpage {i}\n" for i in range(600_000))
+    # Big enough that a load outlasts a few of the CLI's polls, even on a quiet machine.
+    rows = "".join(f"{i}\tpage {i}\n" for i in range(2_000_000))
     dump.write_text(f"CREATE TABLE pages (id int, title text);\nCOPY pages FROM stdin;\n{rows}\\.\n")
     result = cli("db", "clidb", "load", dump)
     assert result.code == 0, result.err
-    assert "600,000 rows loaded into clidb" in result.out
+    assert "2,000,000 rows loaded into clidb" in result.out
     # The counter while it loads: one line per change when not on a terminal.
     assert any("bytes read" in line and "rows loaded" in line for line in result.err.splitlines()), result.err
 
     shell = conpaas(config_file, "db", "clidb", stdin="SELECT count(*) FROM pages;\n")
     assert shell.returncode == 0, shell.stderr
-    assert "600000" in shell.stdout
+    assert "2000000" in shell.stdout
 
     exported = conpaas(config_file, "db", "clidb", "dump")
     assert exported.returncode == 0, exported.stderr
-    assert "COPY public.pages" in exported.stdout and "599999\tpage 599999" in exported.stdout
+    assert "COPY public.pages" in exported.stdout and "1999999\tpage 1999999" in exported.stdout
 
 
 def test_it_refuses_a_bad_dump_and_a_web_service_in_one_line(cli, logged_in, database, tmp_path):
