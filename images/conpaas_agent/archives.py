@@ -593,11 +593,8 @@ def _python_entry_point(entries: dict, procfile: bytes | None) -> str:
     raise ArchiveError(_NO_ENTRY_POINT)
 
 
-def procfile_release(procfile: bytes | None) -> str | None:
-    """The command of the Procfile's release: line (None without one); checked as the agent
-    checks it (valid_release_command)."""
-    if procfile is None:
-        return None
+def _procfile_command(procfile: bytes, kind: str) -> str | None:
+    """The command of the Procfile's last `kind:` line (None without one)."""
     if len(procfile) > MAX_PROCFILE_BYTES:
         raise ArchiveError(f"the Procfile is larger than {_fmt_size(MAX_PROCFILE_BYTES)}")
     try:
@@ -607,8 +604,17 @@ def procfile_release(procfile: bytes | None) -> str | None:
     command = None
     for line in text.splitlines():
         m = _PROCFILE_LINE_RE.match(line.strip())
-        if m and m.group(1) == "release":
+        if m and m.group(1) == kind:
             command = m.group(2).strip()
+    return command
+
+
+def procfile_release(procfile: bytes | None) -> str | None:
+    """The command of the Procfile's release: line (None without one); checked as the agent
+    checks it (valid_release_command)."""
+    if procfile is None:
+        return None
+    command = _procfile_command(procfile, "release")
     if command is not None and (problem := release_command_problem(command)):
         raise ArchiveError(f"the Procfile release: line {problem}")
     return command
@@ -634,17 +640,7 @@ def release_command_problem(command: object) -> str | None:
 
 def _procfile_spec(procfile: bytes) -> str | None:
     """The module:callable of the Procfile's web: line (None if there is no web: line)."""
-    if len(procfile) > MAX_PROCFILE_BYTES:
-        raise ArchiveError(f"the Procfile is larger than {_fmt_size(MAX_PROCFILE_BYTES)}")
-    try:
-        text = procfile.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        raise ArchiveError("the Procfile is not valid UTF-8 text") from None
-    command = None
-    for line in text.splitlines():
-        m = _PROCFILE_LINE_RE.match(line.strip())
-        if m and m.group(1) == "web":
-            command = m.group(2).strip()
+    command = _procfile_command(procfile, "web")
     if command is None:
         return None
     try:
