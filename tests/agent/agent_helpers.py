@@ -1,6 +1,7 @@
 """Helpers for the node agent tests (imported by conftest.py and the test modules)."""
 
 import base64
+import contextlib
 import hashlib
 import http.client
 import http.server
@@ -13,6 +14,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import zipfile
@@ -239,6 +241,20 @@ class AgentProcess:
     def web(self, path="/", headers=None) -> Response:
         """A request to the node's HAProxy frontend."""
         return http_request(self.http_port, "GET", path, headers=headers)
+
+
+@contextlib.contextmanager
+def unprivileged_agent(roles=("backend",)):
+    """An agent running as `nobody` (PostgreSQL refuses root), its home in a directory it owns;
+    the node is destroyed afterwards, whatever happened."""
+    root = tempfile.mkdtemp(prefix="conpaas-data-")
+    os.chmod(root, 0o755)
+    agent = AgentProcess(pathlib.Path(root) / "node", list(roles), user="nobody")
+    try:
+        yield agent.start()
+    finally:
+        agent.destroy()
+        shutil.rmtree(root, ignore_errors=True)
 
 
 def instance_body(url, sha, label, version=None, env=None, runtime="python", **fields):

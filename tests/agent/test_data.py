@@ -2,27 +2,19 @@
 user, each with its own data directory in the node's home, reachable with the password only."""
 
 import os
-import shutil
 import subprocess
-import tempfile
 
 import pytest
-from agent_helpers import AgentProcess
+from agent_helpers import unprivileged_agent
+from conpaas_agent.runtimes.data import REDIS_DATABASES
 
 PASSWORD = "s3cret-" + "x" * 20
 
 
 @pytest.fixture
 def data_agent():
-    """An agent running as `nobody` (PostgreSQL refuses root), its home in a directory it owns."""
-    root = tempfile.mkdtemp(prefix="conpaas-data-")
-    os.chmod(root, 0o755)
-    agent = AgentProcess(__import__("pathlib").Path(root) / "node", ["backend"], user="nobody")
-    try:
-        yield agent.start()
-    finally:
-        agent.destroy()
-        shutil.rmtree(root, ignore_errors=True)
+    with unprivileged_agent() as agent:
+        yield agent
 
 
 def psql(port, password, sql):
@@ -64,6 +56,8 @@ def test_it_runs_redis_with_the_password(data_agent):
     port = reply.json()["port"]
     assert redis(port, PASSWORD, "SET", "k", "v").stdout.strip() == "OK"
     assert redis(port, PASSWORD, "GET", "k").stdout.strip() == "v"
+    # Database 0 is production's, the others hold environments' copies (services/copies.py).
+    assert redis(port, PASSWORD, "CONFIG", "GET", "databases").stdout.split() == ["databases", str(REDIS_DATABASES)]
     assert "NOAUTH" in redis(port, "", "GET", "k").stdout + redis(port, "", "GET", "k").stderr
     ps = subprocess.run(["ps", "-o", "args=", "-p", str(reply.json()["pid"])], capture_output=True, text=True)
     assert PASSWORD not in ps.stdout

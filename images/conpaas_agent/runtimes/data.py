@@ -22,6 +22,9 @@ REDIS_SERVER = "/usr/bin/redis-server"
 # The one role and database of a postgresql service (connection_url names them).
 PG_USER = "conpaas"
 PG_DATABASE = "conpaas"
+# A redis service's databases: index 0 is production's, the others hold environments' copies
+# (services/copies.py).
+REDIS_DATABASES = 16
 _PASSWORD_RE = re.compile(r"^[A-Za-z0-9_-]{16,128}$")
 
 
@@ -141,7 +144,8 @@ class Redis(DataRecipe):
         config = private_file(
             run.path("redis.conf"),
             f"bind {run.host}\nport {run.port}\nrequirepass {run.spec['password']}\n"
-            f'dir {data}\ndaemonize no\nprotected-mode no\nappendonly yes\nsave 60 1000\nlogfile ""\n',
+            f'dir {data}\ndaemonize no\nprotected-mode no\nappendonly yes\nsave 60 1000\nlogfile ""\n'
+            f"databases {REDIS_DATABASES}\n",
         )
         run.spawn([server, config])
 
