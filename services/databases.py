@@ -250,7 +250,7 @@ def load(server: Server, path: str, fmt: str, report: Callable[[str, dict], None
     if fmt in ("resp", "pairs"):
         summary = PIPE_SUMMARY.search(said)
         if summary is None:
-            raise OperationFailed(f"redis-cli --pipe failed: {_last_words(said)}")
+            raise OperationFailed(f"redis-cli --pipe failed: {last_words(said)}")
         errors, replies = int(summary.group(1)), int(summary.group(2))
         counters["items"] = replies - errors
         if errors:
@@ -260,12 +260,12 @@ def load(server: Server, path: str, fmt: str, report: Callable[[str, dict], None
                 f"{first.decode(errors='replace')[:300]}"
             )
     elif code != 0:
-        raise OperationFailed(f"the database refused the dump, nothing was loaded: {_last_words(said)}")
+        raise OperationFailed(f"the database refused the dump, nothing was loaded: {last_words(said)}")
     say()
     return counters
 
 
-def _last_words(output: bytes) -> str:
+def last_words(output: bytes) -> str:
     lines = [line for line in output.decode(errors="replace").splitlines() if line.strip()]
     return " | ".join(lines[-3:])[:500] or "no output"
 
