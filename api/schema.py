@@ -58,16 +58,61 @@ UNAVAILABLE = OpenApiResponse(ErrorSerializer, description="a router of the serv
 UNSUPPORTED = OpenApiResponse(ErrorSerializer, description="the body is not in a media type this call reads")
 
 # `POST /swap/` answers the version id each environment now serves: {production, <environment>}.
-SWAP_RESULT = OpenApiResponse(
-    {
-        "type": "object",
-        "description": "the version id each of the two environments now serves, by environment name",
-        "properties": {"production": {"type": "integer"}},
-        "required": ["production"],
-        "additionalProperties": {"type": "integer"},
-        "example": {"production": 2, "development": 1},
+_SWAP_RESULT = {
+    "type": "object",
+    "description": "the version id each of the two environments now serves, by environment name",
+    "properties": {"production": {"type": "integer"}},
+    "required": ["production"],
+    "additionalProperties": {"type": "integer"},
+    "example": {"production": 2, "development": 1},
+}
+
+
+# `POST /swap/` with `dry_run`: what the swap would change (workflows.swap.SwapPlan.describe).
+_CHANGE = {
+    "type": "object",
+    "properties": {"from": {"type": "integer", "nullable": True}, "to": {"type": "integer", "nullable": True}},
+}
+_LABEL_CHANGE = {
+    "type": "object",
+    "properties": {"from": {"type": "string", "nullable": True}, "to": {"type": "string", "nullable": True}},
+}
+_SETTING_CHANGE = {
+    "type": "object",
+    "description": "a setting whose value the environment's instances see change (null: not set)",
+    "properties": {
+        "from": {"type": "string", "nullable": True},
+        "to": {"type": "string", "nullable": True},
+        "sticky": {"type": "boolean"},
     },
-    description="swapped",
+}
+_SWAP_PLAN = {
+    "type": "object",
+    "description": "the plan of a dry run: nothing was changed",
+    "required": ["refused", "starts_instances", "environments"],
+    "additionalProperties": False,
+    "properties": {
+        "refused": {"type": "string", "nullable": True, "description": "why the swap would be refused now"},
+        "starts_instances": {
+            "type": "boolean",
+            "description": "a version gets other setting values, so it is started with them and "
+            "health-checked before the routes flip",
+        },
+        "environments": {
+            "type": "object",
+            "additionalProperties": {
+                "type": "object",
+                "properties": {
+                    "version": _CHANGE,
+                    "version_label": _LABEL_CHANGE,
+                    "settings": {"type": "object", "additionalProperties": _SETTING_CHANGE},
+                },
+            },
+        },
+    },
+}
+SWAP_ANSWER = OpenApiResponse(
+    {"oneOf": [_SWAP_RESULT, _SWAP_PLAN]}, description="swapped; with `dry_run`, the plan and nothing changed"
 )
 
 

@@ -1,5 +1,6 @@
 """The API's serializers: explicit fields, one per resource; the rules stay on the models and workflows."""
 
+from django.core.exceptions import ValidationError as DjangoValidationError
 from django.utils import timezone
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
@@ -19,7 +20,7 @@ from services.models import (
     active_operations,
     production_urls,
 )
-from versions.models import CodeVersion, Environment, preview_url
+from versions.models import CodeVersion, Environment, clean_settings, preview_url
 from workflows.models import Autoscaling
 
 
@@ -228,6 +229,53 @@ class CredentialsSerializer(serializers.Serializer):
     database = serializers.CharField()
 
 
+def validated_settings(raw) -> dict:
+    """versions.models.clean_settings for a serializer: one message per wrong setting, naming it."""
+    try:
+        return clean_settings(raw)
+    except DjangoValidationError as exc:
+        raise serializers.ValidationError(
+            [
+                f"{key.removeprefix('settings.')}: {message}" if key != "settings" else message
+                for key, messages in exc.message_dict.items()
+                for message in messages
+            ]
+        ) from None
+
+
+@extend_schema_field(
+    {
+        "type": "object",
+        "additionalProperties": {
+            "oneOf": [
+                {"type": "string"},
+                {
+                    "type": "object",
+                    "properties": {"value": {"type": "string"}, "sticky": {"type": "boolean"}},
+                    "required": ["value"],
+                },
+            ]
+        },
+        "example": {"GREETING": "hello", "PAYMENT_API": {"value": "https://sandbox.example", "sticky": True}},
+    }
+)
+class SettingsField(serializers.JSONField):
+    """NAME: value, or NAME: {value, sticky} (a sticky one stays with the environment on a swap)."""
+
+    def to_internal_value(self, data):
+        return validated_settings(super().to_internal_value(data))
+
+
+SETTINGS_HELP = (
+    "environment variables of its instances: NAME: value (travels with the code version on a swap) "
+    "or NAME: {value, sticky: true} (stays with the environment); written whole"
+)
+DATABASE_COPY_HELP = (
+    "its own copy of each database the service links, made from production's at its first deploy "
+    "and dropped with it; a swap moves no data"
+)
+
+
 class EnvironmentSerializer(serializers.ModelSerializer):
     version = serializers.PrimaryKeyRelatedField(read_only=True, allow_null=True)
     version_label = serializers.CharField(source="version.label", default=None, read_only=True, allow_null=True)
@@ -235,10 +283,22 @@ class EnvironmentSerializer(serializers.ModelSerializer):
     state = serializers.SerializerMethodField()
     # Production has none (null); a new environment without one gets a random one.
     preview_key = serializers.CharField(required=False, allow_null=True, max_length=128)
+    settings = SettingsField(required=False, help_text=SETTINGS_HELP)
+    database_copy = serializers.BooleanField(required=False, help_text=DATABASE_COPY_HELP)
 
     class Meta:
         model = Environment
-        fields = ["name", "version", "version_label", "preview_key", "preview_url", "state", "updated"]
+        fields = [
+            "name",
+            "version",
+            "version_label",
+            "preview_key",
+            "preview_url",
+            "state",
+            "settings",
+            "database_copy",
+            "updated",
+        ]
         read_only_fields = ["updated"]
 
     def get_state(self, environment) -> str:
@@ -253,6 +313,8 @@ class EnvironmentSerializer(serializers.ModelSerializer):
 class DeploySerializer(serializers.Serializer):
     version = serializers.IntegerField(required=False)
     preview_key = serializers.CharField(required=False, max_length=128)
+    settings = SettingsField(required=False, help_text=SETTINGS_HELP)
+    database_copy = serializers.BooleanField(required=False, help_text=DATABASE_COPY_HELP)
 
     def validate_version(self, version_id) -> CodeVersion:
         """The code version itself: the deploy is asked for this one (workflows.deploy checks, locked,
@@ -266,6 +328,7 @@ class DeploySerializer(serializers.Serializer):
 
 class SwapSerializer(serializers.Serializer):
     environment = serializers.CharField(default="development")
+    dry_run = serializers.BooleanField(default=False, help_text="answer what the swap would change; change nothing")
 
 
 # Bodies the API answers but never reads: declared for the OpenAPI description (api/schema.py).

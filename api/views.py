@@ -30,7 +30,7 @@ from api.schema import (
     SERVICE_ID,
     SERVICE_PK,
     SINCE,
-    SWAP_RESULT,
+    SWAP_ANSWER,
     THROTTLED,
     TOKEN_ID,
     TOO_LARGE,
@@ -77,12 +77,11 @@ from versions.storage import delete_version, store_version
 from workflows import autoscale, lifecycle
 from workflows.applying import apply, delete_application, plan_lines
 from workflows.databases import request_load
-from workflows.deploy import request_deploy
-from workflows.environments import add_environment, change_preview_key
+from workflows.environments import add_environment, change_environment, change_preview_key, delete_environment
 from workflows.manifest import ManifestInvalid, parse
 from workflows.models import Autoscaling
 from workflows.scaling import request_scale
-from workflows.swap import swap
+from workflows.swap import preview_swap, swap
 
 
 def visible_service(request, pk) -> Service:
@@ -168,7 +167,7 @@ class ServiceViewSet(
         parameters=[SERVICE_ID],
         request=SwapSerializer,
         responses={
-            200: SWAP_RESULT,
+            200: SWAP_ANSWER,
             400: BAD_REQUEST,
             404: NOT_FOUND,
             409: CONFLICT,
@@ -181,7 +180,10 @@ class ServiceViewSet(
         service = self.get_object()
         serializer = SwapSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        return Response(swap(service, serializer.validated_data["environment"], request.user))
+        environment = serializer.validated_data["environment"]
+        if serializer.validated_data["dry_run"]:
+            return Response(preview_swap(service, environment))
+        return Response(swap(service, environment, request.user))
 
     @extend_schema(parameters=[SERVICE_ID], responses={200: NodeSerializer(many=True), 404: NOT_FOUND})
     @action(detail=True, methods=["get"])
@@ -442,7 +444,14 @@ class EnvironmentViewSet(viewsets.ViewSet):
         serializer = EnvironmentSerializer(data=request.data, context={"service": service})
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
-        environment = add_environment(service, data["name"], request.user, data.get("preview_key", ""))
+        environment = add_environment(
+            service,
+            data["name"],
+            request.user,
+            data.get("preview_key", ""),
+            settings=data.get("settings"),
+            database_copy=data.get("database_copy", False),
+        )
         return Response(
             EnvironmentSerializer(environment, context={"service": service}).data, status=status.HTTP_201_CREATED
         )
@@ -468,9 +477,21 @@ class EnvironmentViewSet(viewsets.ViewSet):
         data = serializer.validated_data
         if "preview_key" in data:
             change_preview_key(environment, data["preview_key"], request.user)
-        if "version" not in data:
+        changes = {key: data[key] for key in ("version", "settings", "database_copy") if key in data}
+        operation = change_environment(environment, request.user, **changes) if changes else None
+        if operation is None:
             return Response(EnvironmentSerializer(environment, context={"service": service}).data)
-        return accepted(request_deploy(environment, data["version"], request.user))
+        return accepted(operation)
+
+    @extend_schema(
+        parameters=[ENVIRONMENT_NAME],
+        responses={204: None, 404: NOT_FOUND, 409: CONFLICT, 503: UNAVAILABLE},
+    )
+    def destroy(self, request, service_pk=None, name=None):
+        """Delete the environment: out of the routers, its instances stopped, its database copies dropped."""
+        environment = self._environment(request, service_pk, name)
+        delete_environment(environment, request.user)
+        return Response(status=status.HTTP_204_NO_CONTENT)
 
     @staticmethod
     def _environment(request, service_pk, name):

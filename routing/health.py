@@ -20,6 +20,7 @@ from services import agent
 from services.choices import NodeState, ServiceState
 from services.errors import OperationFailed
 from services.models import Node, Service
+from versions.instances import Release
 from versions.models import Environment
 
 # A router that does not answer in this long is reported as not answering; the timer moves on.
@@ -40,10 +41,10 @@ def save_health(service, statuses: list[tuple], failure: str = "") -> dict[str, 
         if version is None:
             problems = None
         else:
-            problems = [failure] if failure else health_problems(service, version, statuses)
+            problems = [failure] if failure else health_problems(service, Release.of(environment), statuses)
         verdicts[environment.name] = problems
-        # Only if the environment still serves the version just checked (a deploy may have flipped it).
-        Environment.objects.filter(pk=environment.pk, version=version).update(
+        # Only if the environment still serves what was just checked (a deploy may have flipped it).
+        Environment.objects.filter(pk=environment.pk, version=version, settings_key=environment.settings_key).update(
             health_problems=problems, health_checked=now, health_version=version
         )
     return verdicts
@@ -61,8 +62,8 @@ def refresh_health(service) -> dict[str, list[str] | None]:
     return save_health(service, statuses, failure)
 
 
-def wait_healthy(service, version, timeout: float | None = None) -> None:
-    """Poll the routers until `version` passes its health checks on every one (or time out),
+def wait_healthy(service, release, timeout: float | None = None) -> None:
+    """Poll the routers until `release` passes its health checks on every one (or time out),
     saving what they answered about once a second for the console."""
     timeout = settings.CONPAAS_HEALTH_TIMEOUT if timeout is None else timeout
     problems, next_save = [], 0.0
@@ -70,7 +71,7 @@ def wait_healthy(service, version, timeout: float | None = None) -> None:
     def healthy() -> bool:
         nonlocal next_save
         statuses = proxy_statuses(service)
-        problems[:] = health_problems(service, version, statuses)
+        problems[:] = health_problems(service, release, statuses)
         if not problems or time.monotonic() >= next_save:
             save_health(service, statuses)
             next_save = time.monotonic() + 1.0
@@ -78,7 +79,7 @@ def wait_healthy(service, version, timeout: float | None = None) -> None:
 
     if not wait_until(healthy, timeout, interval=0.2):
         raise OperationFailed(
-            f"{version.label} did not pass its health check (GET {service.health_check_path}) "
+            f"{release.label} did not pass its health check (GET {service.health_check_path}) "
             f"within {timeout} s: " + "; ".join(problems)
         )
 

@@ -14,11 +14,11 @@ def routing_for(service) -> dict:
     instances = (
         Instance.objects.filter(node__service=service, node__state=NodeState.RUNNING, state=InstanceState.RUNNING)
         .select_related("node")
-        .order_by("version_id", "node_id")
+        .order_by("version_id", "settings_key", "node_id")
     )
     backends = defaultdict(list)
     for instance in instances:
-        backends[str(instance.version_id)].append(
+        backends[instance.backend].append(
             {
                 "name": instance.name,
                 "address": instance.node.address,
@@ -31,9 +31,7 @@ def routing_for(service) -> dict:
     return {
         "health_path": service.health_check_path,
         "backends": dict(backends),
-        "routes": {
-            env.name: str(env.version_id) for env in environments if env.version_id and str(env.version_id) in backends
-        },
+        "routes": {env.name: env.backend for env in environments if env.backend in backends},
         "preview_keys": {env.preview_key: env.name for env in environments if env.preview_key},
         "drain_timeout": settings.CONPAAS_DRAIN_TIMEOUT,
     }
@@ -50,10 +48,10 @@ class RouterRefused(OperationFailed):
 def push(service, require_healthy=None) -> list[dict]:
     """Send the routing table to every proxy; returns once each has applied it.
 
-    With `require_healthy` (a code version) each router applies it only if that version's
-    servers pass their health checks there, checked atomically with the commit."""
+    With `require_healthy` (a versions.instances.Release) each router applies it only if that
+    release's servers pass their health checks there, checked atomically with the commit."""
     routing = routing_for(service)
-    gate = str(require_healthy.pk) if require_healthy is not None else None
+    gate = require_healthy.backend if require_healthy is not None else None
     statuses = []
     for proxy in running_proxies(service):
         try:
@@ -75,24 +73,26 @@ def proxy_statuses(service) -> list[tuple[object, dict]]:
     return statuses
 
 
-def instance_problems(service, version) -> tuple[list, list[str]]:
-    """The running instances of `version`, and why they do not cover every backend node."""
+def instance_problems(service, release) -> tuple[list, list[str]]:
+    """The running instances of `release` (a versions.instances.Release), and why they do not
+    cover every backend node."""
     running = list(
-        Instance.objects.filter(
-            node__service=service, node__state=NodeState.RUNNING, version=version, state=InstanceState.RUNNING
-        ).select_related("node")
+        release.instances()
+        .filter(node__service=service, node__state=NodeState.RUNNING, state=InstanceState.RUNNING)
+        .select_related("node")
     )
     backend_nodes = service.backend_node_list().filter(state=NodeState.RUNNING).count()
     if len(running) < backend_nodes or not running:
-        return running, [f"{version.label} runs on {len(running)} of {backend_nodes} backend node(s)"]
+        what = release.label + (f" with {release.environment.name}'s settings" if release.key else "")
+        return running, [f"{what} runs on {len(running)} of {backend_nodes} backend node(s)"]
     return running, []
 
 
-def health_problems(service, version, statuses: list | None = None) -> list[str]:
-    """Why `version` is not healthy on every proxy (an empty list: it is)."""
-    running, problems = instance_problems(service, version)
+def health_problems(service, release, statuses: list | None = None) -> list[str]:
+    """Why `release` is not healthy on every proxy (an empty list: it is)."""
+    running, problems = instance_problems(service, release)
     for proxy, status in proxy_statuses(service) if statuses is None else statuses:
-        servers = status.get("backends", {}).get(str(version.id), {}).get("servers", {})
+        servers = status.get("backends", {}).get(release.backend, {}).get("servers", {})
         for instance in running:
             server = servers.get(instance.name)
             if server is None:

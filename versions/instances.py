@@ -1,16 +1,18 @@
 """Instances: what a backend node is asked to run for a code version, and asking it to run it."""
 
 import time
+from dataclasses import dataclass, field
 
 from django.conf import settings
 from django.core import signing
 from django.urls import reverse
 
 from services import agent
+from services import copies as database_copies
 from services.choices import LINK_VARIABLES, NodeState, Outcome, Runtime
 from services.errors import OperationFailed
 from services.models import Event
-from versions.models import CodeVersion, Environment, Instance, InstanceState
+from versions.models import CodeVersion, Environment, Instance, InstanceState, backend_key, setting_values, settings_key
 
 ARCHIVE_SALT = "conpaas.archive"
 ARCHIVE_URL_MAX_AGE = 3600
@@ -30,16 +32,70 @@ def version_from_token(token: str) -> CodeVersion | None:
     return CodeVersion.objects.filter(pk=pk).first()
 
 
-def instance_spec(service, version: CodeVersion, environment: Environment) -> dict:
+@dataclass(frozen=True)
+class Release:
+    """What an environment runs: a code version with the environment's setting values and its
+    database copies (link variable -> copy name). Instances are per release: two environments
+    share instances only when they run one version with the same values and no copies."""
+
+    version: CodeVersion
+    environment: Environment  # its name is the instances' CONPAAS_ENV
+    values: dict = field(default_factory=dict)
+    copies: dict = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, environment: Environment, version: CodeVersion | None = None, settings_=None) -> "Release":
+        """`environment`'s release: its version and settings, or those given (a deploy or a swap
+        about to put them there)."""
+        copies = {
+            link_variable(copy.target): copy.name for copy in environment.database_copies.select_related("target")
+        }
+        values = setting_values(environment.settings if settings_ is None else settings_)
+        return cls(version or environment.version, environment, values, copies)
+
+    @property
+    def key(self) -> str:
+        return settings_key(self.values, self.copies)
+
+    @property
+    def backend(self) -> str:
+        return backend_key(self.version.pk, self.key)
+
+    @property
+    def label(self) -> str:
+        return self.version.label
+
+    def instances(self):
+        return Instance.objects.filter(version=self.version, settings_key=self.key)
+
+
+def serving_releases(service) -> list[Release]:
+    """What the environments serve, each release once (two environments may share one)."""
+    environments = Environment.objects.filter(service=service).exclude(version=None).select_related("version")
+    releases = {}
+    for environment in environments:
+        release = Release.of(environment)
+        releases.setdefault(release.backend, release)
+    return list(releases.values())
+
+
+def instance_spec(service, release: Release) -> dict:
     return {
-        "version": str(version.pk),
-        "label": version.label,
+        "version": str(release.version.pk),
+        "label": release.version.label,
         "runtime": service.runtime,
-        "archive_url": archive_url(version),
-        "archive_sha256": version.sha256,
-        "env": {"CONPAAS_ENV": environment.name, "CONPAAS_SERVICE": service.name, **link_environment(service)},
-        **runtime_fields(service, version),
+        "archive_url": archive_url(release.version),
+        "archive_sha256": release.version.sha256,
+        "env": instance_environment(service, release),
+        **runtime_fields(service, release.version),
     }
+
+
+def instance_environment(service, release: Release, own: dict | None = None) -> dict[str, str]:
+    """An instance's variables: the platform's own (`own`, kept from when it started), the links
+    (a database copy in place of the linked database), then the settings."""
+    own = own or {"CONPAAS_ENV": release.environment.name, "CONPAAS_SERVICE": service.name}
+    return {**own, **link_environment(service, release.copies), **release.values}
 
 
 class LinkNotReady(OperationFailed):
@@ -50,16 +106,21 @@ def link_variable(target) -> str:
     return LINK_VARIABLES.get(target.runtime) or f"{target.name.upper().replace('-', '_')}_URL"
 
 
-def link_environment(service) -> dict[str, str]:
+def link_environment(service, copies: dict[str, str] | None = None) -> dict[str, str]:
     """The variables `service`'s instances get from the services it links: each target's
-    connection URL (a data service's connection_url(), a web service's production URL)."""
-    env = {}
+    connection URL (a data service's connection_url(), a web service's production URL), or the
+    URL of an environment's copy of it (`copies`: variable -> copy name)."""
+    env, copies = {}, copies or {}
     for link in service.links.select_related("target__owner"):
         target = link.target
-        url = target.connection_url() if target.runtime in LINK_VARIABLES else router_url(target)
+        variable = link_variable(target)
+        if variable in copies:
+            url = database_copies.copy_url(target, copies[variable])
+        else:
+            url = target.connection_url() if target.runtime in LINK_VARIABLES else router_url(target)
         if not url:
             raise LinkNotReady(f"the linked service {target.name} has no address yet")
-        env[link_variable(target)] = url
+        env[variable] = url
     return env
 
 
@@ -81,20 +142,19 @@ def runtime_fields(service, version: CodeVersion) -> dict:
     return {}
 
 
-def ensure_instances(service, version: CodeVersion, environment: Environment, operation=None) -> int:
-    """Run `version` on every running backend node (idempotent: a running instance is left alone);
+def ensure_instances(service, release: Release, operation=None) -> int:
+    """Run `release` on every running backend node (idempotent: a running instance is left alone);
     returns how many instances were started or started again."""
-    started_count = 0
-    links = link_environment(service)
+    started_count, version = 0, release.version
     for node in service.backend_node_list().filter(state=NodeState.RUNNING):
-        instance, created = Instance.objects.get_or_create(node=node, version=version)
+        instance, created = Instance.objects.get_or_create(node=node, version=version, settings_key=release.key)
         if created or not instance.spec:
-            instance.spec = instance_spec(service, version, environment)
+            instance.spec = instance_spec(service, release)
         else:
             instance.spec["archive_url"] = archive_url(version)  # the old link may have expired
             # Links added, removed or moved: the agent restarts an instance whose spec changed.
             own = {k: v for k, v in instance.spec.get("env", {}).items() if k.startswith("CONPAAS_")}
-            instance.spec["env"] = {**own, **links}
+            instance.spec["env"] = instance_environment(service, release, own)
         began = time.monotonic()
         try:
             started = agent.client_for(node).put_instance(instance.name, instance.spec)
@@ -114,6 +174,7 @@ def ensure_instances(service, version: CodeVersion, environment: Environment, op
                 f"restarted {instance.name}: it was not running (in {time.monotonic() - began:.1f} s)"
                 if restarted
                 else f"started {version.label} on {node.name}"
+                + (f" for {release.environment.name}" if release.key else "")
             )
             Event.record(service, "instance.start", message, Outcome.SUCCEEDED, operation=operation)
             started_count += 1

@@ -1,3 +1,5 @@
+import hashlib
+import json
 import re
 import secrets
 
@@ -31,6 +33,83 @@ DEVELOPMENT = "development"
 
 def new_preview_key() -> str:
     return secrets.token_urlsafe(18)
+
+
+# An environment's settings: {NAME: {"value": str, "sticky": bool}}. A sticky setting stays with
+# its environment on a swap (a staging database URL); a travelling one follows the code version.
+SETTING_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+SETTING_VALUE_MAX = 4096
+MAX_SETTINGS = 100
+# What the platform and the runtimes set themselves: a setting may not replace them.
+RESERVED_SETTINGS = frozenset({"PATH", "HOME", "PORT", "LANG", "LC_ALL", "PYTHONPATH", "JAVA_HOME", "CATALINA_BASE"})
+
+
+def clean_settings(raw) -> dict[str, dict]:
+    """Settings as a client writes them (`NAME: value` or `NAME: {value, sticky}`), checked and in
+    their stored form; ValidationError keyed by each wrong setting's name."""
+    if not isinstance(raw, dict):
+        raise ValidationError({"settings": "an object of NAME: value (or NAME: {value, sticky})"})
+    if len(raw) > MAX_SETTINGS:
+        raise ValidationError({"settings": f"at most {MAX_SETTINGS} settings"})
+    clean, errors = {}, {}
+    for name, given in raw.items():
+        if not isinstance(name, str) or not SETTING_NAME_RE.match(name):
+            errors[str(name)] = "a setting's name is letters, digits and underscores, not starting with a digit"
+            continue
+        if name.upper().startswith("CONPAAS_") or name in RESERVED_SETTINGS:
+            errors[name] = f"{name} is set by the platform itself"
+            continue
+        sticky = False
+        if isinstance(given, dict):
+            unknown = set(given) - {"value", "sticky"}
+            if unknown:
+                errors[name] = f"unknown key '{sorted(unknown)[0]}' (a setting has value and sticky)"
+                continue
+            sticky, given = given.get("sticky", False), given.get("value")
+            if not isinstance(sticky, bool):
+                errors[name] = "sticky is true or false"
+                continue
+        if isinstance(given, bool) or not isinstance(given, str | int | float):
+            errors[name] = "the value is a string (or a number)"
+            continue
+        value = str(given)
+        if len(value) > SETTING_VALUE_MAX or "\0" in value:
+            errors[name] = f"the value is at most {SETTING_VALUE_MAX} characters, with no NUL"
+            continue
+        clean[name] = {"value": value, "sticky": sticky}
+    if errors:
+        raise ValidationError({f"settings.{name}": message for name, message in errors.items()})
+    return clean
+
+
+def setting_values(settings_: dict[str, dict]) -> dict[str, str]:
+    return {name: setting["value"] for name, setting in settings_.items()}
+
+
+def swapped_settings(production: dict, other: dict) -> tuple[dict, dict]:
+    """The settings of production and of the other environment after they swap: each keeps its
+    sticky settings and takes the other's travelling ones (a sticky one wins a name clash)."""
+
+    def after(own: dict, incoming: dict) -> dict:
+        kept = {name: s for name, s in own.items() if s["sticky"]}
+        travelling = {name: s for name, s in incoming.items() if not s["sticky"] and name not in kept}
+        return dict(sorted({**travelling, **kept}.items()))
+
+    return after(production, other), after(other, production)
+
+
+def settings_key(values: dict[str, str], copies: dict[str, str]) -> str:
+    """A short fingerprint of what an instance gets besides its code (its environment's setting
+    values and database copies); empty when it gets nothing, so plain versions keep their names."""
+    if not values and not copies:
+        return ""
+    text = json.dumps({"settings": values, "copies": copies}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:10]
+
+
+def backend_key(version_id: int, key: str) -> str:
+    """The routers' name of a release's backend: the version's id, and the settings' fingerprint."""
+    return f"{version_id}-{key}" if key else str(version_id)
 
 
 class CodeVersion(models.Model):
@@ -78,6 +157,13 @@ class Environment(models.Model):
     preview_key = models.CharField(
         max_length=128, null=True, blank=True, validators=[preview_key_validator, not_production_key]
     )
+    # What the environment runs its version with (clean_settings' form), and their fingerprint
+    # (settings_key): the instances it is routed to. Both change only with the route: a deploy or
+    # a swap saves them when it flips, so they always describe what serves.
+    settings = models.JSONField(default=dict, blank=True)
+    settings_key = models.CharField(max_length=16, blank=True, default="", editable=False)
+    # Its own copy of each database the service links, made from production's at its deploys.
+    database_copy = models.BooleanField(default=False)
     created = models.DateTimeField(default=timezone.now)
     updated = models.DateTimeField(default=timezone.now)
     # The last health verdict the workers saved (routing/health.py): the problems of
@@ -139,6 +225,11 @@ class Environment(models.Model):
     def preview_url(self) -> str | None:
         return preview_url(self.service.url, self.name, self.preview_key)
 
+    @property
+    def backend(self) -> str | None:
+        """The routers' backend this environment is routed to (None: no version)."""
+        return backend_key(self.version_id, self.settings_key) if self.version_id else None
+
 
 def preview_url(url: str | None, name: str, preview_key: str | None) -> str | None:
     """An environment's link: the service's URL, with the preview key unless it is production."""
@@ -155,12 +246,13 @@ class InstanceState(models.TextChoices):
 
 
 class Instance(models.Model):
-    """One running copy of one code version on one backend node."""
+    """One running copy of one release (a code version with its settings) on one backend node."""
 
     node = models.ForeignKey(Node, on_delete=models.CASCADE, related_name="instances")
     # A version is not deleted while it runs somewhere (its process would be orphaned on the node);
     # deleting its service deletes both, through the nodes.
     version = models.ForeignKey(CodeVersion, on_delete=models.RESTRICT, related_name="instances")
+    settings_key = models.CharField(max_length=16, blank=True, default="")
     port = models.PositiveIntegerField(null=True, blank=True)
     # How many requests it serves at once, as its agent reports: the router queues the rest.
     concurrency = models.PositiveIntegerField(null=True, blank=True)
@@ -171,12 +263,38 @@ class Instance(models.Model):
     created = models.DateTimeField(default=timezone.now)
 
     class Meta:
-        constraints = [models.UniqueConstraint(fields=["node", "version"], name="instance_unique_version")]
+        constraints = [
+            models.UniqueConstraint(fields=["node", "version", "settings_key"], name="instance_unique_release")
+        ]
         ordering = ["created", "id"]
 
     def __str__(self) -> str:
         return self.name
 
     @property
+    def backend(self) -> str:
+        return backend_key(self.version_id, self.settings_key)
+
+    @property
     def name(self) -> str:
-        return f"{self.node.name}-v{self.version_id}"
+        return f"{self.node.name}-v{self.backend}"
+
+
+class DatabaseCopy(models.Model):
+    """An environment's own copy of a database its service links (on the linked service's server),
+    made from production's; dropped with the environment."""
+
+    environment = models.ForeignKey(Environment, on_delete=models.CASCADE, related_name="database_copies")
+    target = models.ForeignKey(Service, on_delete=models.CASCADE, related_name="copies_of_it")
+    # The copy on the target's server: a PostgreSQL database name, a Redis database index.
+    name = models.CharField(max_length=63)
+    created = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["environment", "target"], name="database_copy_unique_target"),
+            models.UniqueConstraint(fields=["target", "name"], name="database_copy_unique_name"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.environment} copy of {self.target.name}"

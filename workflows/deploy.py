@@ -15,14 +15,33 @@ from routing.health import wait_healthy
 from routing.table import push
 from services import agent, operations
 from services.choices import NodeState, OperationKind, Outcome, ServiceState
-from services.errors import NotFound, OperationFailed
+from services.errors import Conflict, NotFound, OperationFailed
 from services.models import Event, Operation
-from versions.instances import LinkNotReady, ensure_instances, instance_spec, link_environment
-from versions.models import CodeVersion, Environment, Instance, InstanceState
+from versions.instances import LinkNotReady, Release, ensure_instances, instance_spec, link_environment
+from versions.models import CodeVersion, Environment, Instance, InstanceState, setting_values
 from versions.storage import lock_version
+from workflows.copies import drop_copies, ensure_copies
 
 
-def request_deploy(environment: Environment, version: CodeVersion, user) -> Operation:
+def request_deploy(
+    environment: Environment,
+    version: CodeVersion,
+    user,
+    settings: dict | None = None,
+    database_copy: bool | None = None,
+) -> Operation:
+    """Deploy `version` into `environment`, with new settings (versions.models.clean_settings'
+    form) or its own copy of the linked databases turned on or off when given."""
+    if database_copy and environment.is_production:
+        raise Conflict("production uses the linked databases themselves; a copy is for other environments")
+    params = {"environment": environment.name, "version": version.pk}
+    changes = []
+    if settings is not None and settings != environment.settings:
+        params["settings"] = settings
+        changes.append("new settings")
+    if database_copy is not None and database_copy != environment.database_copy:
+        params["database_copy"] = database_copy
+        changes.append("its own database copy" if database_copy else "no database copy")
     with transaction.atomic():
         # The version's row, locked as delete_version locks it: either this deploy is recorded
         # first (and the delete refused), or the version is already gone.
@@ -32,8 +51,10 @@ def request_deploy(environment: Environment, version: CodeVersion, user) -> Oper
             environment.service,
             OperationKind.DEPLOY,
             user,
-            {"environment": environment.name, "version": version.pk},
-            message=f"deploy {version.label} to {environment.name} requested",
+            params,
+            message=f"deploy {version.label} to {environment.name}"
+            + (f" with {' and '.join(changes)}" if changes else "")
+            + " requested",
         )
 
 
@@ -43,50 +64,70 @@ def run_deploy(operation) -> str:
     version = CodeVersion.objects.filter(service=service, pk=operation.params["version"]).first()
     if environment is None or version is None:
         raise OperationFailed("the environment or the version was deleted before the deploy could start")
+    settings_ = operation.params.get("settings", environment.settings)
+    with_copy = operation.params.get("database_copy", environment.database_copy)
     try:
         wait_for_links(service, operation)
-        run_release(service, version, environment, operation)
+        copies = ensure_copies(environment, operation) if with_copy else {}
+        release = Release(version, environment, setting_values(settings_), copies)
+        run_release(service, release, operation)
         operation.set_progress(f"starting {version.label} on the backend nodes")
-        ensure_instances(service, version, environment, operation)
+        ensure_instances(service, release, operation)
         operation.set_progress("adding the instances to the router")
         push(service)
         operation.set_progress(f"waiting for {version.label} to pass its health check")
-        wait_healthy(service, version)
+        wait_healthy(service, release)
     except OperationFailed:
         retire_unused(service, operation)
         raise
-    previous = environment.version
+    previous = Environment.objects.get(pk=environment.pk)
     operation.set_progress(f"routing {environment.name} to {version.label}")
-    Environment.objects.filter(pk=environment.pk).update(version=version, updated=timezone.now())
+    Environment.objects.filter(pk=environment.pk).update(
+        version=version, settings=settings_, settings_key=release.key, database_copy=with_copy, updated=timezone.now()
+    )
     try:
-        # Each router flips only if the version is still healthy there, in the same step.
-        push(service, require_healthy=version)
+        # Each router flips only if the release is still healthy there, in the same step.
+        push(service, require_healthy=release)
     except OperationFailed:
-        Environment.objects.filter(pk=environment.pk).update(version=previous)
+        Environment.objects.filter(pk=environment.pk).update(
+            version=previous.version,
+            settings=previous.settings,
+            settings_key=previous.settings_key,
+            database_copy=previous.database_copy,
+        )
         try:
             push(service)
         finally:
             retire_unused(service, operation)
         raise
-    was = f" (was {previous.label})" if previous and previous != version else ""
+    was = f" (was {previous.version.label})" if previous.version and previous.version != version else ""
+    settings_changed = sorted(
+        name for name in set(settings_) | set(previous.settings) if settings_.get(name) != previous.settings.get(name)
+    )
+    if settings_changed:
+        was += "; settings changed: " + ", ".join(settings_changed)  # names only: values may be secrets
     Event.record(
         service, "route", f"{environment.name} now serves {version.label}{was}", Outcome.SUCCEEDED, operation=operation
     )
     operation.set_progress("retiring instances nothing uses")
     retire_unused(service, operation)
+    if not with_copy and previous.database_copy:
+        drop_copies(environment, operation)
     return f"deployed {version.label} to {environment.name}"
 
 
-def run_release(service, version: CodeVersion, environment: Environment, operation) -> None:
+def run_release(service, release: Release, operation) -> None:
     """The version's release command, once, on one backend node, with the environment's variables
-    (links included), before any instance of it serves there; its output goes to the events."""
+    (links and settings included), before any instance of it serves there; its output goes to the
+    events."""
+    version, environment = release.version, release.environment
     if not version.release_command:
         return
     node = service.backend_node_list().filter(state=NodeState.RUNNING).first()
     if node is None:
         raise OperationFailed(f"no running backend node to run the release command of {version.label} on")
     operation.set_progress(f"running the release command of {version.label}")
-    spec = {**instance_spec(service, version, environment), "command": version.release_command}
+    spec = {**instance_spec(service, release), "command": version.release_command}
     try:
         result = agent.client_for(node).run_release(spec)
     except agent.AgentError as exc:
@@ -133,11 +174,13 @@ def wait_for_links(service, operation) -> None:
 
 
 def retire_unused(service, operation=None) -> None:
-    """Stop the instances of versions no environment serves, after the routers have drained them."""
-    in_use = set(service.environments.exclude(version=None).values_list("version_id", flat=True))
-    stale = list(
-        Instance.objects.filter(node__service=service).exclude(version_id__in=in_use).select_related("node", "version")
-    )
+    """Stop the instances of releases no environment serves, after the routers have drained them."""
+    in_use = {env.backend for env in Environment.objects.filter(service=service).exclude(version=None)}
+    stale = [
+        instance
+        for instance in Instance.objects.filter(node__service=service).select_related("node", "version")
+        if instance.backend not in in_use
+    ]
     if not stale:
         return
     Instance.objects.filter(pk__in=[i.pk for i in stale]).update(state=InstanceState.STOPPING)

@@ -1,16 +1,30 @@
-"""Environments: adding one and changing its preview key (deploying into one: workflows.deploy).
+"""Environments: adding one, changing its preview key or its settings, deleting one (deploying
+into one: workflows.deploy).
 
 The API and the console both call these; neither has a second implementation."""
 
 from routing.table import push
 from services import operations, quotas
 from services.choices import OperationKind
-from services.models import Event, Service
-from versions.models import Environment, new_preview_key
+from services.errors import Conflict
+from services.models import Event, Operation, Service
+from versions.models import PRODUCTION, Environment, new_preview_key
+from workflows.copies import drop_copies
+from workflows.deploy import request_deploy, retire_unused
 
 
-def add_environment(service: Service, name: str, user, preview_key: str = "") -> Environment:
-    environment = Environment(service=service, name=name, preview_key=preview_key or new_preview_key())
+def add_environment(
+    service: Service, name: str, user, preview_key: str = "", settings: dict | None = None, database_copy: bool = False
+) -> Environment:
+    """`settings` in versions.models.clean_settings' form; `database_copy`: the environment gets its
+    own copy of the linked databases at its first deploy (workflows.copies)."""
+    environment = Environment(
+        service=service,
+        name=name,
+        preview_key=preview_key or new_preview_key(),
+        settings=settings or {},
+        database_copy=database_copy,
+    )
     environment.validate()
     quotas.check_new_environment(service)
     with operations.holding(service, OperationKind.ROUTE, user, {"environment": name}) as operation:
@@ -34,3 +48,49 @@ def change_preview_key(environment: Environment, preview_key: str, user) -> None
             service, "environment", f"changed the preview key of {environment.name}", actor=user, operation=operation
         )
     environment.preview_key = preview_key
+
+
+def change_environment(
+    environment: Environment, user, version=None, settings: dict | None = None, database_copy: bool | None = None
+) -> Operation | None:
+    """Deploy a version, new settings or a database copy into the environment: a deploy operation
+    when it serves (or is given) a version, so the change reaches instances health-gated; without
+    one, the change is saved for its first deploy (None)."""
+    if database_copy and environment.is_production:
+        raise Conflict("production uses the linked databases themselves; a copy is for other environments")
+    if version is not None or environment.version_id is not None:
+        return request_deploy(environment, version or environment.version, user, settings, database_copy)
+    service = environment.service
+    with operations.holding(service, OperationKind.ROUTE, user, {"environment": environment.name}) as operation:
+        changes = {}
+        if settings is not None:
+            changes["settings"] = settings
+        if database_copy is not None:
+            changes["database_copy"] = database_copy
+        Environment.objects.filter(pk=environment.pk).update(**changes)
+        Event.record(
+            service,
+            "environment",
+            f"changed {' and '.join(k.replace('_', ' ') for k in changes)} of {environment.name}"
+            " (used at its first deploy)",
+            actor=user,
+            operation=operation,
+        )
+    for field, value in changes.items():
+        setattr(environment, field, value)
+    return None
+
+
+def delete_environment(environment: Environment, user) -> None:
+    """Take the environment out of the routers, stop what only it ran, drop its database copies."""
+    if environment.name == PRODUCTION:
+        raise Conflict("production cannot be deleted (delete the service instead)")
+    service = environment.service
+    with operations.holding(service, OperationKind.ROUTE, user, {"environment": environment.name}) as operation:
+        Environment.objects.filter(pk=environment.pk).update(version=None)
+        push(service)
+        retire_unused(service, operation)
+        drop_copies(environment, operation)
+        environment.delete()
+        push(service)  # its preview key too
+        Event.record(service, "environment", f"deleted environment {environment.name}", actor=user, operation=operation)

@@ -129,13 +129,13 @@ def heal(operation) -> str:
     failed = list(service.live_nodes().filter(state=NodeState.FAILED).values_list("name", flat=True))
     operation.set_progress("replacing what is missing")
     booted = boot_missing_nodes(service, operation)
-    environments, started = converge_instances(service, operation)
+    releases, started = converge_instances(service, operation)
     unhealthy = []
     if booted or started:
         operation.set_progress("waiting for the health checks")
-        for environment in environments:
+        for release in releases:
             try:
-                wait_healthy(service, environment.version)
+                wait_healthy(service, release)
             except OperationFailed as exc:  # the app's own failure: healing did what it could
                 unhealthy.append(str(exc))
     took = (timezone.now() - operation.created).total_seconds()

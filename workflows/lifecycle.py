@@ -14,6 +14,7 @@ from services.nodes import boot_node, destroy_node
 from versions.models import DEVELOPMENT, PRODUCTION, Environment, new_preview_key
 from versions.storage import delete_unreferenced_archives
 from workflows import databases
+from workflows.copies import drop_copies
 
 
 def create(
@@ -86,6 +87,8 @@ def run_create(operation) -> str:
 def run_delete(operation) -> str:
     service = operation.service
     Service.objects.filter(pk=service.pk).update(state=ServiceState.DELETING)
+    for environment in service.environments.all():
+        drop_copies(environment, operation)  # on the linked services' servers, which stay
     for node in service.live_nodes():
         operation.set_progress(f"destroying node {node.name}")
         destroy_node(node, operation)

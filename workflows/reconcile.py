@@ -13,29 +13,28 @@ from services.choices import NodeState, OperationKind, ServiceState
 from services.clouds import RouterPlace
 from services.models import Event, Service
 from services.nodes import boot_node, destroy_node, remove_from_cloud
-from versions.instances import ensure_instances
-from versions.models import Environment
+from versions.instances import Release, ensure_instances, serving_releases
 
 
 def reconcile(operation) -> str:
     service = operation.service
     booted = boot_missing_nodes(service, operation)
-    environments, _ = converge_instances(service, operation)
+    releases, _ = converge_instances(service, operation)
     if booted:
-        for environment in environments:
-            wait_healthy(service, environment.version)
+        for release in releases:
+            wait_healthy(service, release)
     Service.objects.filter(pk=service.pk).update(state=ServiceState.RUNNING)
     return "reconciled: " + (f"booted {', '.join(booted)}; " if booted else "") + "routers in step with the database"
 
 
-def converge_instances(service, operation) -> tuple[list[Environment], int]:
-    """Every version in use on every running backend node, and the routers told: returns the
-    environments that have a version, and how many instances were started or started again."""
-    environments = list(Environment.objects.filter(service=service).exclude(version=None).select_related("version"))
+def converge_instances(service, operation) -> tuple[list[Release], int]:
+    """Every release in use on every running backend node, and the routers told: returns the
+    environments' releases, and how many instances were started or started again."""
+    releases = serving_releases(service)
     # Idempotent on every node: starts what is missing or stopped, leaves the rest alone.
-    started = sum(ensure_instances(service, env.version, env, operation) for env in environments)
+    started = sum(ensure_instances(service, release, operation) for release in releases)
     push(service)
-    return environments, started
+    return releases, started
 
 
 def boot_missing_nodes(service, operation) -> list[str]:

@@ -9,7 +9,7 @@ from services.choices import NodeState, OperationKind
 from services.errors import Conflict, OperationFailed
 from services.models import Operation, Service
 from services.nodes import boot_node, destroy_node
-from versions.instances import ensure_instances
+from versions.instances import ensure_instances, serving_releases
 from versions.models import Instance, InstanceState
 
 
@@ -21,15 +21,15 @@ def scale(operation) -> str:
     # A node that failed to boot holds no instance and counts for nothing: remove it first.
     for node in service.live_nodes().filter(state=NodeState.FAILED):
         destroy_node(node, operation)
-    environments = list(service.environments.exclude(version=None).select_related("version"))
+    releases = serving_releases(service)
     while (count := service.backend_node_list().count()) < wanted:
         operation.set_progress(f"booting backend node {count + 1} of {wanted}")
         boot_node(service, ["backend"], operation)
-        for environment in environments:
-            ensure_instances(service, environment.version, environment, operation)
+        for release in releases:
+            ensure_instances(service, release, operation)
         push(service)
-        for environment in environments:
-            wait_healthy(service, environment.version)
+        for release in releases:
+            wait_healthy(service, release)
     while (count := service.backend_node_list().count()) > wanted:
         # Backend-only nodes go first, newest first; the node that also routes goes last.
         node = service.backend_node_list().order_by("is_proxy", "-created").first()

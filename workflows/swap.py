@@ -1,68 +1,209 @@
-"""Swap: exchange the versions of production and another environment, health-gated and atomic."""
+"""Swap: exchange the versions of production and another environment, health-gated and atomic.
+
+Each environment keeps its sticky settings and its database copies; travelling settings go with
+the code version (versions.models.swapped_settings). When that leaves a version with other
+values than it runs with now (a sticky setting differs between the two environments), the
+version is first started with its new environment's values and health-checked, beside what
+serves; only then do the routes flip. Without such a difference the swap is a route flip alone.
+"""
+
+from dataclasses import dataclass
 
 from django.db import transaction
 from django.utils import timezone
 
-from routing.table import RouterRefused, instance_problems, push
+from routing.health import wait_healthy
+from routing.table import RouterRefused, health_problems, instance_problems, push
 from services import operations
 from services.choices import OperationKind, Outcome
 from services.errors import Conflict, NotFound, OperationFailed
 from services.models import Event
-from versions.models import DEVELOPMENT, PRODUCTION, Environment
+from versions.instances import Release, ensure_instances
+from versions.models import DEVELOPMENT, PRODUCTION, Environment, swapped_settings
+from workflows.deploy import retire_unused
 
 
 class SwapRefused(Conflict):
     """The swap would break production; nothing was changed."""
 
 
+@dataclass
+class SwapPlan:
+    """What swapping `other` with production changes: versions, and settings by environment."""
+
+    production: Environment
+    other: Environment
+    settings: dict  # environment name -> its settings after the swap
+    incoming: Release | None  # production's release after the swap
+    outgoing: Release | None  # the other environment's
+
+    @property
+    def starts_instances(self) -> bool:
+        """Whether a version changes values, so that it starts anew before the flip."""
+        return any(
+            release is not None and release.key != now.settings_key
+            for release, now in ((self.incoming, self.other), (self.outgoing, self.production))
+        )
+
+    def setting_changes(self, environment: Environment) -> dict[str, dict]:
+        """Each setting whose value the environment's instances see change: {from, to, sticky}."""
+        before, after = environment.settings, self.settings[environment.name]
+        changes = {}
+        for name in sorted(set(before) | set(after)):
+            old, new = before.get(name), after.get(name)
+            if (old or {}).get("value") != (new or {}).get("value"):
+                changes[name] = {
+                    "from": old["value"] if old else None,
+                    "to": new["value"] if new else None,
+                    "sticky": bool((new or old)["sticky"]),
+                }
+        return changes
+
+    def describe(self, refusal: str | None = None) -> dict:
+        """The plan as the API's dry run, the CLI and the console show it."""
+        swapped = {self.production.name: self.other, self.other.name: self.production}
+        return {
+            "refused": refusal,
+            "starts_instances": self.starts_instances,
+            "environments": {
+                env.name: {
+                    "version": {"from": env.version_id, "to": swapped[env.name].version_id},
+                    "version_label": {
+                        "from": env.version.label if env.version else None,
+                        "to": swapped[env.name].version.label if swapped[env.name].version else None,
+                    },
+                    "settings": self.setting_changes(env),
+                }
+                for env in (self.production, self.other)
+            },
+        }
+
+
+def swap_plan(service, environment_name: str = DEVELOPMENT) -> SwapPlan:
+    environments = Environment.objects.filter(service=service).select_related("version")
+    production = environments.filter(name=PRODUCTION).first()
+    other = environments.filter(name=environment_name).first()
+    if other is None or production is None:
+        raise NotFound(f"{service.name} has no environment named {environment_name}")
+    production_settings, other_settings = swapped_settings(production.settings, other.settings)
+    incoming = Release.of(production, other.version, production_settings) if other.version else None
+    outgoing = Release.of(other, production.version, other_settings) if production.version else None
+    return SwapPlan(
+        production, other, {PRODUCTION: production_settings, other.name: other_settings}, incoming, outgoing
+    )
+
+
+def preview_swap(service, environment_name: str = DEVELOPMENT) -> dict:
+    """The dry run: what the swap would change, and why it would be refused now (None: it would not),
+    the incoming version's health asked of the routers."""
+    plan = swap_plan(service, environment_name)
+    problems = health_problems(service, Release.of(plan.other)) if plan.other.version else []
+    return plan.describe(swap_refusal(plan.production, plan.other, problems))
+
+
 def swap(service, environment_name: str = DEVELOPMENT, actor=None) -> dict:
     if not Environment.objects.filter(service=service, name=environment_name).exists():
         raise NotFound(f"{service.name} has no environment named {environment_name}")
     with operations.holding(service, OperationKind.SWAP, actor, {"environment": environment_name}) as operation:
-        production = Environment.objects.select_related("version").get(service=service, name=PRODUCTION)
-        other = Environment.objects.select_related("version").get(service=service, name=environment_name)
-        problems = instance_problems(service, other.version)[1] if other.version else []
+        plan = swap_plan(service, environment_name)
+        production, other = plan.production, plan.other
+        problems = instance_problems(service, Release.of(other))[1] if other.version else []
         if refusal := swap_refusal(production, other, problems):
             refuse(service, refusal, actor, operation)
-
-        incoming, outgoing = other.version, production.version
-        with transaction.atomic():
-            now = timezone.now()
-            # Each saved health verdict is about a version's servers, which a swap does not touch:
-            # it moves with its version, so the console stays right without asking the routers.
-            Environment.objects.filter(pk=production.pk).update(version=incoming, updated=now, **other.health_fields())
-            Environment.objects.filter(pk=other.pk).update(version=outgoing, updated=now, **production.health_fields())
-        try:
-            # Each router checks the incoming version's health and commits in one step.
-            push(service, require_healthy=incoming)
-        except OperationFailed as exc:
-            # Put the database back as it was and make every proxy agree with it again.
-            with transaction.atomic():
-                Environment.objects.filter(pk=production.pk).update(version=outgoing, **production.health_fields())
-                Environment.objects.filter(pk=other.pk).update(version=incoming, **other.health_fields())
-            try:
-                push(service)
-            except OperationFailed as again:
-                Event.record(
-                    service,
-                    "swap",
-                    f"could not restore the routes after a failed swap: {again}",
-                    Outcome.FAILED,
-                    actor,
-                    operation,
-                )
-            if isinstance(exc, RouterRefused):
-                refuse(service, f"{incoming.label} in {other.name} is not healthy {exc}", actor, operation)
-            raise
+        if plan.starts_instances:
+            start_with_new_settings(service, plan, actor, operation)
+        flip(service, plan, actor, operation)
         Event.record(
             service,
             "swap",
-            f"swapped: production now serves {incoming.label}, {other.name} serves {outgoing.label}",
+            f"swapped: production now serves {plan.incoming.label}, {other.name} serves {plan.outgoing.label}"
+            + settings_summary(plan),
             Outcome.SUCCEEDED,
             actor,
             operation,
         )
-    return {PRODUCTION: incoming.pk, other.name: outgoing.pk}
+        if plan.starts_instances:
+            retire_unused(service, operation)  # each version as it ran before, drained first
+    return {PRODUCTION: plan.incoming.version.pk, other.name: plan.outgoing.version.pk}
+
+
+def start_with_new_settings(service, plan: SwapPlan, actor, operation) -> None:
+    """Start each version with the values of the environment it is going to, beside what serves,
+    and wait for their health checks; refused (with nothing routed to them) when they fail."""
+    try:
+        for release in (plan.incoming, plan.outgoing):
+            operation.set_progress(f"starting {release.label} with {release.environment.name}'s settings")
+            ensure_instances(service, release, operation)
+        push(service)
+        for release in (plan.incoming, plan.outgoing):
+            wait_healthy(service, release)
+    except OperationFailed as exc:
+        retire_unused(service, operation)
+        refuse(service, f"with the settings it would get, {exc}", actor, operation)
+
+
+def flip(service, plan: SwapPlan, actor, operation) -> None:
+    """Both environments' rows, then every router, health-gated; put back as they were on failure."""
+    production, other, incoming, outgoing = plan.production, plan.other, plan.incoming, plan.outgoing
+
+    def verdict(release, now: Environment) -> dict:
+        # A saved health verdict is about the servers it checked: it moves with them, so the
+        # console stays right without asking the routers; new servers have none yet.
+        if release.key == now.settings_key:
+            return now.health_fields()
+        return {"health_problems": None, "health_checked": None, "health_version": None}
+
+    def saved(env: Environment) -> dict:
+        return {
+            "version": env.version,
+            "settings": env.settings,
+            "settings_key": env.settings_key,
+            **env.health_fields(),
+        }
+
+    with transaction.atomic():
+        now = timezone.now()
+        for env, release in ((production, incoming), (other, outgoing)):
+            Environment.objects.filter(pk=env.pk).update(
+                version=release.version,
+                settings=plan.settings[env.name],
+                settings_key=release.key,
+                updated=now,
+                **verdict(release, other if env is production else production),
+            )
+    try:
+        # Each router checks the incoming release's health and commits in one step.
+        push(service, require_healthy=incoming)
+    except OperationFailed as exc:
+        # Put the database back as it was and make every proxy agree with it again.
+        with transaction.atomic():
+            for env in (production, other):
+                Environment.objects.filter(pk=env.pk).update(**saved(env))
+        try:
+            push(service)
+        except OperationFailed as again:
+            Event.record(
+                service,
+                "swap",
+                f"could not restore the routes after a failed swap: {again}",
+                Outcome.FAILED,
+                actor,
+                operation,
+            )
+        if plan.starts_instances:
+            retire_unused(service, operation)
+        if isinstance(exc, RouterRefused):
+            refuse(service, f"{incoming.label} in {other.name} is not healthy {exc}", actor, operation)
+        raise
+
+
+def settings_summary(plan: SwapPlan) -> str:
+    """The names (never the values: they may be secrets) of the settings the swap changed."""
+    parts = []
+    for env in (plan.production, plan.other):
+        if changed := plan.setting_changes(env):
+            parts.append(f"{env.name}: {', '.join(changed)}")
+    return f"; settings changed in {'; '.join(parts)}" if parts else ""
 
 
 def swap_refusal(production, other, problems: list[str]) -> str | None:

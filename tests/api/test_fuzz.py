@@ -33,7 +33,7 @@ from tests.api.conftest import FUZZ_REPORT, FuzzReport
 from tests.apps import label_app
 from tests.factories import CodeVersionFactory, NodeFactory, ServiceFactory, UserFactory
 from tests.fakes import FakeFleet, MemoryCloud
-from versions.instances import ensure_instances
+from versions.instances import Release, ensure_instances
 from versions.models import CodeVersion, Environment
 
 schema = schemathesis.openapi.from_wsgi("/api/schema/", application)
@@ -79,7 +79,7 @@ def world(db, monkeypatch, settings, request):
     for name, label in (("production", "v1"), ("development", "v2")):
         version = CodeVersionFactory(service=shop, label=label)
         environment = Environment.objects.get(service=shop, name=name)
-        ensure_instances(shop, version, environment)
+        ensure_instances(shop, Release.of(environment, version))
         Environment.objects.filter(pk=environment.pk).update(version=version)
     CodeVersionFactory(service=shop, label="v3")
     push(shop)

@@ -5,7 +5,7 @@ import pytest
 from services import agent
 from tests.factories import CodeVersionFactory, NodeFactory, ServiceFactory
 from tests.fakes import FakeFleet
-from versions.instances import ensure_instances
+from versions.instances import Release, ensure_instances
 from versions.models import Environment
 
 pytestmark = pytest.mark.django_db
@@ -24,7 +24,7 @@ def running(service, fleet):
     for name, label in (("production", "v1"), ("development", "v2")):
         version = CodeVersionFactory(service=service, label=label)
         environment = Environment.objects.get(service=service, name=name)
-        ensure_instances(service, version, environment)
+        ensure_instances(service, Release.of(environment, version))
         Environment.objects.filter(pk=environment.pk).update(version=version)
         fleet.logs[f"{node.name}-v{version.pk}"] = {"access.log": [f'"GET /{label} HTTP/1.1" 200 <script>']}
     return node

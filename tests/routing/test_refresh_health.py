@@ -7,6 +7,7 @@ from routing.health import refresh_due, refresh_health, wait_healthy
 from services.choices import ServiceState
 from services.models import Node, Operation, Service
 from tests.factories import ServiceFactory
+from versions.instances import Release
 from versions.models import Environment
 from workflows import tasks
 from workflows.swap import swap
@@ -54,8 +55,7 @@ def test_it_has_no_verdict_for_a_version_that_was_not_checked(shop):
 
 
 def test_it_saves_the_health_a_deploy_polls(shop, fleet):
-    version = shop.environments.get(name="development").version
-    wait_healthy(shop, version, timeout=1)
+    wait_healthy(shop, Release.of(shop.environments.get(name="development")), timeout=1)
     assert router_reads(fleet) == ["shop-1"]
     assert saved(shop) == {"production": [], "development": []}
 

@@ -10,7 +10,7 @@ from services import agent, clouds, nodes, operations
 from services.models import Service
 from tests.factories import CodeVersionFactory, NodeFactory, ServiceFactory
 from tests.fakes import FakeFleet, MemoryCloud
-from versions.instances import ensure_instances
+from versions.instances import Release, ensure_instances
 from versions.models import Environment
 from workflows.tasks import run_operation
 
@@ -72,7 +72,7 @@ def queue(monkeypatch, django_capture_on_commit_callbacks) -> Queue:
 def serve(service: Service, environment_name: str, version) -> None:
     """Point an environment at a version already running, as a finished deploy leaves it."""
     environment = Environment.objects.get(service=service, name=environment_name)
-    ensure_instances(service, version, environment)
+    ensure_instances(service, Release.of(environment, version))
     Environment.objects.filter(pk=environment.pk).update(version=version)
     push(service)
 
@@ -103,4 +103,4 @@ def env_version(service, name: str) -> str:
 def routes(fleet: FakeFleet, proxy) -> dict[str, str]:
     """What the router routes, by version label."""
     labels = dict(proxy.service.versions.values_list("pk", "label"))
-    return {env: labels[int(key)] for env, key in fleet.routing[proxy.name]["routes"].items()}
+    return {env: labels[int(key.split("-")[0])] for env, key in fleet.routing[proxy.name]["routes"].items()}
