@@ -92,6 +92,8 @@ CONPAAS_LOCAL_BOOT_DELAY = envfloat("CONPAAS_LOCAL_BOOT_DELAY", 0)
 # How long a deploy waits for the new instances to pass their health checks.
 CONPAAS_HEALTH_TIMEOUT = envint("CONPAAS_HEALTH_TIMEOUT", 60)
 CONPAAS_BOOT_TIMEOUT = envint("CONPAAS_BOOT_TIMEOUT", 300)
+# How long a preview database copy waits for a dump still loading into the database it copies.
+CONPAAS_LOAD_WAIT = envint("CONPAAS_LOAD_WAIT", 1800)
 # A node creation that fails is tried again, CONPAAS_BOOT_ATTEMPTS times in all, waiting
 # CONPAAS_BOOT_BACKOFF seconds after the first failure and twice as long after each next one.
 CONPAAS_BOOT_ATTEMPTS = envint("CONPAAS_BOOT_ATTEMPTS", 3)

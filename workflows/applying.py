@@ -210,31 +210,48 @@ def plan_service(owner, spec: ServiceSpec, service, archives, infos, plan: Plan,
             plan.add("created", f"version {name}/{label} from {path} ({infos[path].size} bytes)", upload)
     for env, wanted in spec.environments.items():
         environment = environments.get(env)
+        settings, copy = spec.settings_of(env), wanted.database_copy
         serving = environment.version.label if environment and environment.version else None
-        if serving == wanted.version or (environment and deploying(environment, versions.get(wanted.version))):
-            continue
+        changes = [f"deploy {wanted.version}" + (f" (serves {serving})" if serving else "")]
+        if environment is not None:
+            if serving == wanted.version:
+                changes = []
+            if changed := sorted(
+                n for n in set(settings) | set(environment.settings) if settings.get(n) != environment.settings.get(n)
+            ):
+                changes.append("settings " + ", ".join(changed))  # names only: values may be secrets
+            if copy != environment.database_copy:
+                changes.append("own database copy" if copy else "no database copy")
+            if not changes or deploying(environment, versions.get(wanted.version), settings, copy):
+                continue
+        elif settings or copy:
+            changes.append("with settings " + ", ".join(settings) if settings else "with its own database copy")
 
-        def deploy(env=env, label=wanted.version):
+        def deploy(env=env, label=wanted.version, settings=settings, copy=copy):
             environment = Environment.objects.get(service=services[name], name=env)
             version = uploaded.get(label) or services[name].versions.get(label=label)
-            return request_deploy(environment, version, owner)
+            return request_deploy(environment, version, owner, settings=settings, database_copy=copy)
 
-        was = f" (serves {serving})" if serving else ""
-        plan.add("changed", f"{name}/{env}: deploy {wanted.version}{was}", deploy)
+        plan.add("changed", f"{name}/{env}: " + "; ".join(changes), deploy)
 
 
-def deploying(environment: Environment, version) -> bool:
-    """A deploy of `version` into `environment` is already pending or running (an apply again
-    while the first one's deploys run does not ask twice)."""
+def deploying(environment: Environment, version, settings: dict, database_copy: bool) -> bool:
+    """A deploy of `version` with these settings into `environment` is already pending or running
+    (an apply again while the first one's deploys run does not ask twice)."""
     if version is None:
         return False
-    return Operation.objects.filter(
+    pending = Operation.objects.filter(
         service_id=environment.service_id,
         kind=OperationKind.DEPLOY,
         state__in=[OperationState.PENDING, OperationState.RUNNING],
         params__environment=environment.name,
         params__version=version.pk,
-    ).exists()
+    )
+    return any(
+        op.params.get("settings", environment.settings) == settings
+        and op.params.get("database_copy", environment.database_copy) == database_copy
+        for op in pending
+    )
 
 
 def delete_application(application: Application, user) -> list[Operation]:

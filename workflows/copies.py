@@ -8,12 +8,13 @@ copies, as it keeps its sticky settings (workflows.swap)."""
 
 import time
 
+from django.conf import settings
 from django.db import IntegrityError, transaction
 
 from services import copies as database_copies
-from services.choices import Outcome
+from services.choices import OperationKind, Outcome
 from services.errors import OperationFailed
-from services.models import Event
+from services.models import Event, active_operations
 from versions.instances import link_variable
 from versions.models import DatabaseCopy, Environment
 
@@ -39,6 +40,7 @@ def ensure_copies(environment: Environment, operation) -> dict[str, str]:
 
 def make(environment: Environment, target, operation) -> DatabaseCopy:
     service = environment.service
+    wait_for_loads(target, operation)
     copy = reserve(environment, target)
     operation.set_progress(f"copying {target.name}'s database for {environment.name}")
     began = time.monotonic()
@@ -64,6 +66,20 @@ def make(environment: Environment, target, operation) -> DatabaseCopy:
         operation=operation,
     )
     return copy
+
+
+def wait_for_loads(target, operation) -> None:
+    """A copy is of production's data: a dump still loading into it (an application applied at
+    once loads its database beside the first deploys) is waited for."""
+    deadline = time.monotonic() + settings.CONPAAS_LOAD_WAIT
+    loading = active_operations().filter(service=target, kind=OperationKind.LOAD)
+    while loading.exists():
+        if time.monotonic() > deadline:
+            raise OperationFailed(
+                f"a dump is still loading into {target.name}; deploy again once it is loaded to copy it"
+            )
+        operation.set_progress(f"waiting for the dump loading into {target.name} before copying it")
+        time.sleep(1)
 
 
 def reserve(environment: Environment, target) -> DatabaseCopy:

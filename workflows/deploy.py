@@ -18,7 +18,7 @@ from services.choices import NodeState, OperationKind, Outcome, ServiceState
 from services.errors import Conflict, NotFound, OperationFailed
 from services.models import Event, Operation
 from versions.instances import LinkNotReady, Release, ensure_instances, instance_spec, link_environment
-from versions.models import CodeVersion, Environment, Instance, InstanceState, setting_values
+from versions.models import CodeVersion, Environment, Instance, InstanceState, clean_settings, setting_values
 from versions.storage import lock_version
 from workflows.copies import drop_copies, ensure_copies
 
@@ -30,10 +30,10 @@ def request_deploy(
     settings: dict | None = None,
     database_copy: bool | None = None,
 ) -> Operation:
-    """Deploy `version` into `environment`, with new settings (versions.models.clean_settings'
-    form) or its own copy of the linked databases turned on or off when given."""
-    if database_copy and environment.is_production:
-        raise Conflict("production uses the linked databases themselves; a copy is for other environments")
+    """Deploy `version` into `environment`, with new settings (as versions.models.clean_settings
+    takes them) or its own copy of the linked databases turned on or off when given."""
+    settings = clean_settings(settings) if settings is not None else None
+    refuse_production_copy(environment, database_copy)
     params = {"environment": environment.name, "version": version.pk}
     changes = []
     if settings is not None and settings != environment.settings:
@@ -56,6 +56,11 @@ def request_deploy(
             + (f" with {' and '.join(changes)}" if changes else "")
             + " requested",
         )
+
+
+def refuse_production_copy(environment: Environment, database_copy: bool | None) -> None:
+    if database_copy and environment.is_production:
+        raise Conflict("production uses the linked databases themselves; a copy is for other environments")
 
 
 def run_deploy(operation) -> str:

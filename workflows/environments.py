@@ -8,21 +8,21 @@ from services import operations, quotas
 from services.choices import OperationKind
 from services.errors import Conflict
 from services.models import Event, Operation, Service
-from versions.models import PRODUCTION, Environment, new_preview_key
+from versions.models import PRODUCTION, Environment, clean_settings, new_preview_key
 from workflows.copies import drop_copies
-from workflows.deploy import request_deploy, retire_unused
+from workflows.deploy import refuse_production_copy, request_deploy, retire_unused
 
 
 def add_environment(
     service: Service, name: str, user, preview_key: str = "", settings: dict | None = None, database_copy: bool = False
 ) -> Environment:
-    """`settings` in versions.models.clean_settings' form; `database_copy`: the environment gets its
-    own copy of the linked databases at its first deploy (workflows.copies)."""
+    """`settings` as versions.models.clean_settings takes them; `database_copy`: the environment gets
+    its own copy of the linked databases at its first deploy (workflows.copies)."""
     environment = Environment(
         service=service,
         name=name,
         preview_key=preview_key or new_preview_key(),
-        settings=settings or {},
+        settings=clean_settings(settings or {}),
         database_copy=database_copy,
     )
     environment.validate()
@@ -56,10 +56,10 @@ def change_environment(
     """Deploy a version, new settings or a database copy into the environment: a deploy operation
     when it serves (or is given) a version, so the change reaches instances health-gated; without
     one, the change is saved for its first deploy (None)."""
-    if database_copy and environment.is_production:
-        raise Conflict("production uses the linked databases themselves; a copy is for other environments")
     if version is not None or environment.version_id is not None:
         return request_deploy(environment, version or environment.version, user, settings, database_copy)
+    settings = clean_settings(settings) if settings is not None else None
+    refuse_production_copy(environment, database_copy)
     service = environment.service
     with operations.holding(service, OperationKind.ROUTE, user, {"environment": environment.name}) as operation:
         changes = {}

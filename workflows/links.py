@@ -8,12 +8,13 @@ restarts an instance whose spec changed. So a link that changes, or a target who
 
 from django.db import transaction
 
+from services import copies as database_copies
 from services import operations
 from services.choices import OperationKind, ServiceState
 from services.models import Link, Operation, Service
 from services.nodes import open_links
-from versions.instances import LinkNotReady, link_environment
-from versions.models import Instance
+from versions.instances import LinkNotReady, link_environment, link_variable
+from versions.models import DatabaseCopy, Instance
 
 
 def set_links(service: Service, targets: list[Service], user) -> Operation | None:
@@ -38,10 +39,14 @@ def relink(target: Service) -> list[Operation]:
             wanted = link_environment(service)
         except LinkNotReady:
             continue  # the target has no address now; the next change brings one
+        # An environment's database copy is on the target's server too: its URL moves with it.
+        current = {name: {value} for name, value in wanted.items()}
+        for copy in DatabaseCopy.objects.filter(environment__service=service, target=target):
+            current[link_variable(target)].add(database_copies.copy_url(target, copy.name))
         stale = any(
-            instance.spec.get("env", {}).get(name) != value
+            instance.spec.get("env", {}).get(name) not in values
             for instance in Instance.objects.filter(node__service=service)
-            for name, value in wanted.items()
+            for name, values in current.items()
         )
         if stale:
             message = f"{target.name} moved: its linked instances get the new address"

@@ -14,7 +14,7 @@ from images.conpaas_agent.archives import release_command_problem
 from services.choices import Runtime
 from services.errors import ConpaasError
 from services.models import slug_validator
-from versions.models import label_validator
+from versions.models import clean_settings, label_validator
 
 # Runtimes without code versions: a dump loads them.
 DATA_RUNTIMES = ("postgresql", "redis")
@@ -23,10 +23,7 @@ MAX_MANIFEST_BYTES = 256 * 2**10
 
 TOP_KEYS = ("application", "services")
 SERVICE_KEYS = ("runtime", "nodes", "links", "versions", "environments", "settings", "release", "dump")
-ENVIRONMENT_KEYS = ("version", "database")
-# Accepted by the contract; this installation does not apply them yet (the report of the
-# manifests branch says why): refused by name rather than ignored.
-NOT_YET = ("settings",)
+ENVIRONMENT_KEYS = ("version", "database", "settings")
 
 
 class ManifestInvalid(ConpaasError):
@@ -41,6 +38,11 @@ class ManifestInvalid(ConpaasError):
 class EnvironmentSpec:
     version: str
     database: str = ""  # "copy": its own copy of the linked database
+    settings: dict = field(default_factory=dict)  # its own, over the service's (clean_settings' form)
+
+    @property
+    def database_copy(self) -> bool:
+        return self.database == "copy"
 
 
 @dataclass
@@ -53,6 +55,11 @@ class ServiceSpec:
     environments: dict[str, EnvironmentSpec] = field(default_factory=dict)
     dump: str = ""
     release: str | None = None  # None: the Procfile's release: line, if any
+    settings: dict = field(default_factory=dict)  # every environment's (clean_settings' form)
+
+    def settings_of(self, environment: str) -> dict:
+        """An environment's settings: the service's, then its own over them."""
+        return dict(sorted({**self.settings, **self.environments[environment].settings}.items()))
 
 
 @dataclass
@@ -166,9 +173,6 @@ class Checker:
     def service(self, name: str, body) -> ServiceSpec:
         path = f"services.{name}"
         fields = self.mapping(body, path, SERVICE_KEYS)
-        for key in NOT_YET:
-            if key in fields:
-                self.error(f"{path}.{key}", "not supported by this installation yet")
         runtime = fields.get("runtime")
         runtimes = [*Runtime.values, *(r for r in DATA_RUNTIMES if r not in Runtime.values)]
         if runtime is None:
@@ -198,7 +202,7 @@ class Checker:
                         else:
                             spec.links.append(target)
         data = runtime in DATA_RUNTIMES
-        for key in ("versions", "environments") if data else ("dump",):
+        for key in ("versions", "environments", "settings") if data else ("dump",):
             if key in fields:
                 kind = "data services have no code versions" if data else "only data services load a dump"
                 self.error(f"{path}.{key}", f"not for a {runtime} service: {kind}")
@@ -217,6 +221,8 @@ class Checker:
                 spec.release = fields["release"]
         elif "release" in fields:
             self.error(f"{path}.release", f"not for a {runtime} service: data services have no code versions")
+        if not data and "settings" in fields:
+            spec.settings = self.settings(fields["settings"], f"{path}.settings")
         if not data and "environments" in fields:
             for env, value in self.mapping(fields["environments"], f"{path}.environments").items():
                 environment = self.environment(f"{path}.environments.{env}", value, spec.versions)
@@ -234,15 +240,32 @@ class Checker:
             if database not in ("", "copy"):
                 self.error(f"{path}.database", "must be copy")
                 return None
-            if database:
-                self.error(f"{path}.database", "not supported by this installation yet")
+            if database and path.endswith(".production"):
+                self.error(f"{path}.database", "production uses the linked databases themselves")
                 return None
-            path, value = f"{path}.version", fields["version"]
+            settings = self.settings(fields["settings"], f"{path}.settings") if "settings" in fields else {}
+            version = self.version(f"{path}.version", fields["version"], versions)
+            return EnvironmentSpec(version=version, database=database, settings=settings) if version else None
+        version = self.version(path, value, versions)
+        return EnvironmentSpec(version=version) if version else None
+
+    def version(self, path: str, value, versions: dict[str, str]) -> str | None:
         if not isinstance(value, str) or value not in versions:
             named = ", ".join(versions) or "none"
             self.error(path, f"must name a version of this service (the manifest's: {named})")
             return None
-        return EnvironmentSpec(version=value)
+        return value
+
+    def settings(self, value, path: str) -> dict:
+        """versions.models.clean_settings, each problem at its setting's path."""
+        try:
+            return clean_settings(value)
+        except ValidationError as exc:
+            for key, messages in exc.message_dict.items():
+                where = f"{path}.{key.removeprefix('settings.')}" if key != "settings" else path
+                for message in messages:
+                    self.error(where, message)
+            return {}
 
     def cycles(self, services: dict[str, ServiceSpec]) -> None:
         """Links that lead back to where they start: neither service could start first."""

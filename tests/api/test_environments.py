@@ -1,6 +1,7 @@
 import pytest
 
 from services.models import Operation
+from tests.api.conftest import client_for
 from tests.factories import CodeVersionFactory, ServiceFactory
 from versions.models import Environment
 
@@ -131,3 +132,90 @@ def test_production_is_not_a_preview_key(api, service, key):
     changed = api.patch(f"/api/v1/services/{service.pk}/environments/development/", {"preview_key": key}, format="json")
     assert changed.status_code == 400
     assert not Environment.objects.filter(preview_key__iexact="production").exists()
+
+
+def test_it_takes_settings_and_a_database_copy_for_a_new_environment(api, service):
+    response = api.post(
+        f"/api/v1/services/{service.pk}/environments/",
+        {"name": "staging", "settings": {"A": "1", "B": {"value": "x", "sticky": True}}, "database_copy": True},
+        format="json",
+    )
+    assert response.status_code == 201, response.json()
+    assert response.json()["settings"] == {"A": {"value": "1", "sticky": False}, "B": {"value": "x", "sticky": True}}
+    assert response.json()["database_copy"] is True
+    staging = Environment.objects.get(service=service, name="staging")
+    assert staging.database_copy and staging.settings["B"]["sticky"]
+
+
+def test_settings_of_a_serving_environment_are_deployed(api, service):
+    version = CodeVersionFactory(service=service)
+    Environment.objects.filter(service=service, name="development").update(version=version)
+    response = api.patch(
+        f"/api/v1/services/{service.pk}/environments/development/", {"settings": {"A": "1"}}, format="json"
+    )
+    assert response.status_code == 202
+    operation = Operation.objects.get(pk=response.json()["id"])
+    assert operation.params == {
+        "environment": "development",
+        "version": version.pk,
+        "settings": {"A": {"value": "1", "sticky": False}},
+    }
+    assert Environment.objects.get(service=service, name="development").settings == {}, "applied by the deploy"
+
+
+def test_settings_of_an_empty_environment_wait_for_its_first_deploy(api, service):
+    response = api.patch(
+        f"/api/v1/services/{service.pk}/environments/development/", {"settings": {"A": "1"}}, format="json"
+    )
+    assert response.status_code == 200
+    assert response.json()["settings"] == {"A": {"value": "1", "sticky": False}}
+    assert not Operation.objects.filter(kind="deploy").exists()
+
+
+@pytest.mark.parametrize(
+    ("given", "error"),
+    [
+        ({"9LIVES": "x"}, "9LIVES: a setting's name is letters"),
+        ({"CONPAAS_SERVICE": "x"}, "CONPAAS_SERVICE: CONPAAS_SERVICE is set by the platform itself"),
+        ({"A": {"value": "x", "sticky": 1}}, "A: sticky is true or false"),
+        ({"A": None}, "A: the value is a string"),
+        ("A=1", "an object of NAME: value"),
+    ],
+)
+def test_bad_settings_are_refused_naming_the_setting_and_nothing_is_stored(api, service, given, error):
+    response = api.patch(f"/api/v1/services/{service.pk}/environments/development/", {"settings": given}, format="json")
+    assert response.status_code == 400
+    assert error in response.json()["settings"][0]
+    assert Environment.objects.get(service=service, name="development").settings == {}
+    assert not Operation.objects.exists()
+
+
+def test_production_takes_no_database_copy(api, service):
+    response = api.patch(
+        f"/api/v1/services/{service.pk}/environments/production/", {"database_copy": True}, format="json"
+    )
+    assert response.status_code == 409
+    assert "production uses the linked databases themselves" in response.json()["detail"]
+    assert not Environment.objects.get(service=service, name="production").database_copy
+
+
+def test_it_deletes_an_environment_but_not_production_nor_another_users(api, service, bob):
+    assert api.delete(f"/api/v1/services/{service.pk}/environments/production/").status_code == 409
+    assert client_for(bob).delete(f"/api/v1/services/{service.pk}/environments/development/").status_code == 404
+    assert Environment.objects.filter(service=service, name="development").exists()
+    assert api.delete(f"/api/v1/services/{service.pk}/environments/development/").status_code == 204
+    assert not Environment.objects.filter(service=service, name="development").exists()
+    assert api.delete(f"/api/v1/services/{service.pk}/environments/development/").status_code == 404
+
+
+def test_the_swap_dry_run_changes_nothing(api, service):
+    v1, v2 = CodeVersionFactory(service=service, label="v1"), CodeVersionFactory(service=service, label="v2")
+    Environment.objects.filter(service=service, name="production").update(version=v1)
+    Environment.objects.filter(service=service, name="development").update(version=v2)
+    response = api.post(f"/api/v1/services/{service.pk}/swap/", {"dry_run": True}, format="json")
+    assert response.status_code == 200
+    plan = response.json()
+    assert plan["environments"]["production"]["version_label"] == {"from": "v1", "to": "v2"}
+    assert plan["refused"] == "v2 in development is not healthy: v2 runs on 0 of 0 backend node(s)"
+    assert Environment.objects.get(service=service, name="production").version == v1
+    assert not Operation.objects.filter(kind="swap").exists()

@@ -305,3 +305,54 @@ def test_a_new_data_service_loads_its_dump_once(alice, queue):
         again = apply(alice, parse(manifest), archives(files))
     assert not any("load" in line for line in again.plan.created)
     assert Operation.objects.filter(service__name="kv", kind=OperationKind.LOAD).count() == 1
+
+
+SETTINGS_MANIFEST = """\
+application: shop
+services:
+  web:
+    runtime: python
+    versions: {{v1: ./web-v1.zip, v2: ./web-v2.zip}}
+    settings:
+      GREETING: {greeting}
+      PAYMENT_API: {{value: https://pay.example, sticky: true}}
+    environments:
+      production: v1
+      development:
+        version: v2
+        settings: {{PAYMENT_API: {{value: https://sandbox.example, sticky: true}}}}
+"""
+
+
+def settings_of(owner, name: str) -> dict:
+    return Environment.objects.get(service__owner=owner, name=name).settings
+
+
+def test_settings_apply_per_environment_and_applying_again_changes_nothing(alice, queue, fleet):
+    applied = run(queue, alice, SETTINGS_MANIFEST.format(greeting="hello"))
+
+    assert "web/development: deploy v2; with settings GREETING, PAYMENT_API" in applied.plan.changed
+    assert settings_of(alice, "production") == {
+        "GREETING": {"value": "hello", "sticky": False},
+        "PAYMENT_API": {"value": "https://pay.example", "sticky": True},
+    }
+    assert settings_of(alice, "development")["PAYMENT_API"]["value"] == "https://sandbox.example"
+    development = Environment.objects.get(service__owner=alice, name="development")
+    instance = Instance.objects.get(version=development.version, settings_key=development.settings_key)
+    assert instance.spec["env"]["PAYMENT_API"] == "https://sandbox.example"
+    assert instance.spec["env"]["GREETING"] == "hello"
+    calls = len(fleet.calls)
+
+    assert lines(run(queue, alice, SETTINGS_MANIFEST.format(greeting="hello"))) == {
+        "created": [],
+        "changed": [],
+        "removed": [],
+    }
+    assert len(fleet.calls) == calls
+
+    changed = run(queue, alice, SETTINGS_MANIFEST.format(greeting="hi"))
+
+    # The names only: a setting's value may be a secret, and plans are printed.
+    assert changed.plan.changed == ["web/production: settings GREETING", "web/development: settings GREETING"]
+    assert settings_of(alice, "production")["GREETING"]["value"] == "hi"
+    assert {o.state for o in Operation.objects.all()} == {OperationState.SUCCEEDED}

@@ -1,0 +1,2 @@
+CREATE TABLE notes (text text);
+INSERT INTO notes VALUES ('dumped');
