@@ -12,8 +12,9 @@ from workflows.models import Autoscaling
 
 class EnvironmentInline(admin.TabularInline):
     model = Environment
-    fields = ["name", "version", "preview_key", "updated"]
-    readonly_fields = ["updated"]
+    fields = ["name", "version", "preview_key", "database_copy", "settings_key", "updated"]
+    # Settings and copies change through a deploy (workflows.environments), never in place here.
+    readonly_fields = ["database_copy", "settings_key", "updated"]
     extra = 0
 
 
@@ -85,7 +86,7 @@ class MetricPointAdmin(admin.ModelAdmin):
 
 class InstanceInline(admin.TabularInline):
     model = Instance
-    fields = ["version", "port", "state", "error", "created"]
+    fields = ["version", "settings_key", "port", "state", "error", "created"]
     readonly_fields = fields
     extra = 0
     can_delete = False
