@@ -224,9 +224,9 @@ def run(env, args) -> bool:
     assert benchlib.get_text(url) == (200, "v1\n"), benchlib.get_text(url)
     assert benchlib.get_text(url, {"X-Conpaas-Env": key}) == (200, "v2\n")
     if args.sticky:
-        for env, value in (("production", "live"), ("development", "sandbox")):
+        for name, value in (("production", "live"), ("development", "sandbox")):
             response = api.patch(
-                f"/api/v1/services/{sid}/environments/{env}/",
+                f"/api/v1/services/{sid}/environments/{name}/",
                 json={"settings": {"PAYMENT_API": {"value": value, "sticky": True}}},
             )
             assert response.status_code == 202, response.text
