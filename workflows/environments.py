@@ -58,15 +58,16 @@ def change_environment(
     one, the change is saved for its first deploy (None)."""
     if version is not None or environment.version_id is not None:
         return request_deploy(environment, version or environment.version, user, settings, database_copy)
-    settings = clean_settings(settings) if settings is not None else None
     refuse_production_copy(environment, database_copy)
+    changes = {}
+    if settings is not None:
+        changes["settings"] = clean_settings(settings)
+    if database_copy is not None:
+        changes["database_copy"] = database_copy
+    if not changes:
+        return None
     service = environment.service
     with operations.holding(service, OperationKind.ROUTE, user, {"environment": environment.name}) as operation:
-        changes = {}
-        if settings is not None:
-            changes["settings"] = settings
-        if database_copy is not None:
-            changes["database_copy"] = database_copy
         Environment.objects.filter(pk=environment.pk).update(**changes)
         Event.record(
             service,
