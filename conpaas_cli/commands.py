@@ -22,6 +22,9 @@ from conpaas_cli.packing import IGNORE_FILE, Code, git_label, open_code, time_la
 POLL_SECONDS = 0.3  # how often an operation is polled while the CLI waits for it
 FOLLOW_SECONDS = 1.0  # how often `events --follow` asks for new events
 FINISHED = ("succeeded", "failed")
+# A swap that changes a version's settings starts it with them first: as long as a start (Tomcat's
+# is the longest) for each of the two versions.
+SWAP_TIMEOUT = 300
 
 
 # --- login ---------------------------------------------------------------------------------------
@@ -508,7 +511,11 @@ def _push_label(api: Client, service: dict, code: Code, wanted: str | None, sour
 def swap(args: Namespace) -> int:
     api = client()
     service = find_service(api, args.service)
-    swapped = api.post(f"services/{service['id']}/swap/", json={"environment": args.environment}, expect=(200,))
+    if args.dry_run:
+        return _swap_plan(api, service, args)
+    swapped = api.post(
+        f"services/{service['id']}/swap/", json={"environment": args.environment}, expect=(200,), timeout=SWAP_TIMEOUT
+    )
     if args.json:
         print_json(swapped)
         return OK
@@ -521,6 +528,137 @@ def swap(args: Namespace) -> int:
         print(f"{name} now serves {label}{suffix}")
     print(f"swap back: conpaas swap {service['name']} {args.environment}")
     return OK
+
+
+def _swap_plan(api: Client, service: dict, args: Namespace) -> int:
+    """`swap --dry-run`: what the swap would change (versions, and each setting whose value the
+    instances would see change); exit 1 when it would be refused now."""
+    plan = api.post(
+        f"services/{service['id']}/swap/", json={"environment": args.environment, "dry_run": True}, expect=(200,)
+    )
+    if args.json:
+        print_json(plan)
+    else:
+        for name, change in plan["environments"].items():
+            labels = change["version_label"]
+            print(f"{name}: {labels['from'] or 'nothing'} -> {labels['to'] or 'nothing'}")
+            for setting, values in change["settings"].items():
+                kind = "sticky" if values["sticky"] else "travelling"
+                print(f"  {setting}: {_setting_value(values['from'])} -> {_setting_value(values['to'])} ({kind})")
+        if plan["starts_instances"]:
+            print(
+                "the versions start with their new environment's settings and pass their health checks "
+                "before the routes flip (this takes as long as a start)"
+            )
+        print(
+            "dry run: nothing changed"
+            + ("" if plan["refused"] else f"; swap with: conpaas swap {service['name']} {args.environment}")
+        )
+    if plan["refused"]:
+        raise CliError(f"the swap would be refused now: {plan['refused']}", REFUSED)
+    return OK
+
+
+def _setting_value(value: str | None) -> str:
+    return "(not set)" if value is None else json.dumps(value)
+
+
+# --- environments and their settings ------------------------------------------------------------
+
+
+def environments_list(args: Namespace) -> int:
+    api = client()
+    service = find_service(api, args.service)
+    environments = api.get(f"services/{service['id']}/environments/")
+    if args.json:
+        print_json(environments)
+        return OK
+    table(
+        ["environment", "version", "settings", "database copy", "preview url"],
+        [
+            [
+                e["name"],
+                e.get("version_label"),
+                ", ".join(sorted(e.get("settings") or {})),
+                "yes" if e.get("database_copy") else "",
+                e.get("preview_url"),
+            ]
+            for e in environments
+        ],
+    )
+    return OK
+
+
+def environments_add(args: Namespace) -> int:
+    api = client()
+    service = find_service(api, args.service)
+    body = {"name": args.name, "database_copy": args.database_copy}
+    if args.preview_key:
+        body["preview_key"] = args.preview_key
+    environment = api.post(f"services/{service['id']}/environments/", json=body, expect=(201,))
+    if args.json:
+        print_json(environment)
+        return OK
+    copy = " with its own copy of the linked databases (made at its first deploy)" if args.database_copy else ""
+    print(f"added environment {args.name} to {service['name']}{copy}")
+    print(f"preview: {environment.get('preview_url') or '(no URL yet)'}")
+    return OK
+
+
+def environments_delete(args: Namespace) -> int:
+    api = client()
+    service = find_service(api, args.service)
+    find_environment(service, args.name)
+    api.delete(f"services/{service['id']}/environments/{args.name}/", expect=(204,))
+    if args.json:
+        print_json({"deleted": args.name})
+    else:
+        print(
+            f"deleted environment {args.name} of {service['name']} (its instances stopped, its database copies dropped)"
+        )
+    return OK
+
+
+def settings(args: Namespace) -> int:
+    """Print an environment's settings, or change them: the whole new set is deployed."""
+    api = client()
+    service = find_service(api, args.service)
+    find_environment(service, args.environment)
+    path = f"services/{service['id']}/environments/{args.environment}/"
+    current = api.get(path).get("settings") or {}
+    changes = [(pair, False) for pair in args.assignments] + [(pair, True) for pair in args.sticky or []]
+    if not changes and not args.unset:
+        if args.json:
+            print_json(current)
+        else:
+            for name, setting in sorted(current.items()):
+                print(f"{name}={setting['value']}" + ("  (sticky)" if setting["sticky"] else ""))
+        return OK
+    wanted = dict(current)
+    for pair, sticky in changes:
+        name, equals, value = pair.partition("=")
+        if not equals or not name:
+            raise CliError(f"{pair!r}: a setting is NAME=VALUE", USAGE)
+        wanted[name] = {"value": value, "sticky": sticky}
+    for name in args.unset or []:
+        if wanted.pop(name, None) is None:
+            raise CliError(f"{args.environment} of {service['name']} has no setting named {name}", REFUSED)
+    answer = api.patch(path, json={"settings": wanted}, expect=(200, 202))
+    if "kind" not in answer:  # the environment serves nothing yet: kept for its first deploy
+        if args.json:
+            print_json(answer)
+        else:
+            print(f"{args.environment} of {service['name']}: settings saved; they apply at its first deploy")
+        return OK
+    names = sorted({pair.partition("=")[0] for pair, _ in changes} | set(args.unset or []))
+    return finish(
+        api,
+        answer,
+        args,
+        lambda _op: print(
+            f"{args.environment} of {service['name']} now runs with its new settings: {', '.join(names)}"
+        ),
+    )
 
 
 def preview(args: Namespace) -> int:

@@ -117,6 +117,58 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("swap", commands.swap, "swap an environment's code version with production's (atomic)")
     p.add_argument("service", metavar="SERVICE")
     p.add_argument("environment", metavar="ENV", nargs="?", default="development", help="default: development")
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print what the swap would change (versions, settings) and change nothing; exit 1 if it would be refused",
+    )
+
+    environments = sub.add_parser("environments", help="list, add and delete the environments of a service")
+    environments.set_defaults(handler=None, group=environments)
+    environment_sub = environments.add_subparsers(dest="action", metavar="ACTION")
+    p = command(
+        "list",
+        commands.environments_list,
+        "list a service's environments: version, settings, database copy, preview URL",
+        subparsers=environment_sub,
+    )
+    p.add_argument("service", metavar="SERVICE")
+    p = command("add", commands.environments_add, "add an environment to a service", subparsers=environment_sub)
+    p.add_argument("service", metavar="SERVICE")
+    p.add_argument("name", metavar="NAME")
+    p.add_argument(
+        "--database-copy",
+        action="store_true",
+        help="its own copy of each database the service links, made from production's at its first deploy",
+    )
+    p.add_argument("--preview-key", help="a readable preview key (default: a random one)")
+    p = command(
+        "delete",
+        commands.environments_delete,
+        "delete an environment: its route, the instances only it ran and its database copies",
+        subparsers=environment_sub,
+    )
+    p.add_argument("service", metavar="SERVICE")
+    p.add_argument("name", metavar="NAME")
+
+    p = command(
+        "settings",
+        commands.settings,
+        "print an environment's settings, or change them (the new set is deployed, health-gated)",
+        (common, waiting),
+    )
+    p.add_argument("service", metavar="SERVICE")
+    p.add_argument("environment", metavar="ENV")
+    p.add_argument(
+        "assignments",
+        metavar="NAME=VALUE",
+        nargs="*",
+        help="set travelling settings (they follow the version on a swap)",
+    )
+    p.add_argument(
+        "--sticky", metavar="NAME=VALUE", action="append", help="set a sticky setting (it stays with the environment)"
+    )
+    p.add_argument("--unset", metavar="NAME", action="append", help="remove a setting")
 
     p = command("preview", commands.preview, "print the preview URL of an environment")
     p.add_argument("service", metavar="SERVICE")

@@ -79,7 +79,7 @@ def clean_settings(raw) -> dict[str, dict]:
         clean[name] = {"value": value, "sticky": sticky}
     if errors:
         raise ValidationError({f"settings.{name}": message for name, message in errors.items()})
-    return clean
+    return dict(sorted(clean.items()))
 
 
 def setting_values(settings_: dict[str, dict]) -> dict[str, str]:
