@@ -20,7 +20,7 @@ from services.models import (
     active_operations,
     production_urls,
 )
-from versions.models import CodeVersion, Environment, clean_settings, preview_url
+from versions.models import CodeVersion, Environment, clean_settings, preview_url, setting_problems
 from workflows.models import Autoscaling
 
 
@@ -234,13 +234,7 @@ def validated_settings(raw) -> dict:
     try:
         return clean_settings(raw)
     except DjangoValidationError as exc:
-        raise serializers.ValidationError(
-            [
-                f"{key.removeprefix('settings.')}: {message}" if key != "settings" else message
-                for key, messages in exc.message_dict.items()
-                for message in messages
-            ]
-        ) from None
+        raise serializers.ValidationError(setting_problems(exc)) from None
 
 
 @extend_schema_field(

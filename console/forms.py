@@ -47,6 +47,57 @@ class EnvironmentForm(forms.Form):
         help_text="Leave empty for a random, unguessable key.",
         widget=forms.TextInput(attrs={"autocomplete": "off", "spellcheck": "false"}),
     )
+    database_copy = forms.BooleanField(
+        label="Its own copy of the linked databases",
+        required=False,
+        help_text="Made from production's at its first deploy, dropped with it: previews never write "
+        "production's data. A swap moves no data.",
+    )
+
+
+class SettingsForm(forms.Form):
+    """An environment's settings as two lists of NAME=value lines; versions.models.clean_settings
+    (through workflows.environments) judges them."""
+
+    travelling = forms.CharField(
+        label="Travelling settings",
+        required=False,
+        help_text="One NAME=value per line. They follow the code version on a swap.",
+        widget=forms.Textarea(attrs={"rows": 3, "spellcheck": "false", "autocomplete": "off"}),
+    )
+    sticky = forms.CharField(
+        label="Sticky settings",
+        required=False,
+        help_text="One NAME=value per line. They stay with this environment on a swap.",
+        widget=forms.Textarea(attrs={"rows": 3, "spellcheck": "false", "autocomplete": "off"}),
+    )
+
+    @staticmethod
+    def initial_for(settings: dict) -> dict:
+        lines = {True: [], False: []}
+        for name, setting in sorted(settings.items()):
+            lines[setting["sticky"]].append(f"{name}={setting['value']}")
+        return {"travelling": "\n".join(lines[False]), "sticky": "\n".join(lines[True])}
+
+    def settings(self) -> dict:
+        """The lines as settings; blank lines and lines starting with # are skipped."""
+        found, errors = {}, []
+        for field, sticky in (("travelling", False), ("sticky", True)):
+            for number, line in enumerate(self.cleaned_data[field].splitlines(), 1):
+                line = line.strip()
+                if not line or line.startswith("#"):
+                    continue
+                name, equals, value = line.partition("=")
+                name = name.strip()
+                if not equals or not name:
+                    errors.append(f"{field} settings, line {number}: NAME=value expected")
+                elif name in found:
+                    errors.append(f"{name} is set twice")
+                else:
+                    found[name] = {"value": value, "sticky": sticky}
+        if errors:
+            raise forms.ValidationError(errors)
+        return found
 
 
 class DeployForm(forms.Form):

@@ -24,6 +24,10 @@ urlpatterns = [
     path("services/<int:pk>/versions/<int:version_pk>/delete/", views.version_delete, name="version-delete"),
     path("services/<int:pk>/environments/", views.environment_add, name="environment-add"),
     path("services/<int:pk>/environments/<str:name>/deploy/", views.environment_deploy, name="environment-deploy"),
+    path(
+        "services/<int:pk>/environments/<str:name>/settings/", views.environment_settings, name="environment-settings"
+    ),
+    path("services/<int:pk>/environments/<str:name>/delete/", views.environment_delete, name="environment-delete"),
     path("services/<int:pk>/swap/", views.service_swap, name="swap"),
     path("services/<int:pk>/swap/done/", views.swap_done, name="swap-done"),
     path("applications/", views.application_list, name="applications"),

@@ -30,6 +30,7 @@ from console.forms import (
     EnvironmentForm,
     FirstAccountForm,
     ServiceForm,
+    SettingsForm,
     UploadForm,
 )
 from routing.metrics import interval as metrics_interval
@@ -39,15 +40,15 @@ from services.choices import ServiceState
 from services.errors import ConpaasError
 from services.models import Application, Service, active_operations, production_urls
 from versions.logs import environment_logs
-from versions.models import DEVELOPMENT, PRODUCTION, Environment, preview_url
+from versions.models import DEVELOPMENT, PRODUCTION, Environment, preview_url, setting_problems
 from versions.storage import delete_version, store_version
 from workflows import autoscale, first_account, lifecycle
 from workflows.applying import delete_application
 from workflows.databases import request_load
 from workflows.deploy import request_deploy
-from workflows.environments import add_environment
+from workflows.environments import add_environment, change_environment, delete_environment
 from workflows.models import Autoscaling
-from workflows.swap import swap, swap_refusal
+from workflows.swap import swap, swap_plan, swap_refusal
 
 HISTORY_LENGTH = 30
 LOG_LINES = 30  # the last lines of each log file of each instance that the service page shows
@@ -131,8 +132,12 @@ def activity_context(service: Service) -> dict:
 def overview_context(service: Service) -> dict:
     rows = environment_rows(service)
     for row in rows:
-        if not row["environment"].is_production:
-            row["swap_blockers"] = swap_blockers(rows, row["environment"].name)
+        environment = row["environment"]
+        if not environment.is_production:
+            row["swap_blockers"] = swap_blockers(rows, environment.name)
+        row["settings_form"] = SettingsForm(
+            initial=SettingsForm.initial_for(environment.settings), auto_id=f"settings-{environment.name}-%s"
+        )
     versions = list(service.versions.prefetch_related("environments"))
     return {
         "service": service,
@@ -486,7 +491,9 @@ def environment_add(request, pk: int):
         return render_service(request, service, environment_form=form, status=400)
     try:
         data = form.cleaned_data
-        environment = add_environment(service, data["name"], request.user, data["preview_key"])
+        environment = add_environment(
+            service, data["name"], request.user, data["preview_key"], database_copy=data["database_copy"]
+        )
     except ValidationError as exc:
         form.add_error(None, exc)
         return render_service(request, service, environment_form=form, status=400)
@@ -516,6 +523,44 @@ def environment_deploy(request, pk: int, name: str):
     return back_to(service, "activity")
 
 
+@login_required
+@require_POST
+def environment_settings(request, pk: int, name: str):
+    """Save an environment's settings: deployed like a version (workflows.environments)."""
+    service = visible_service(request, pk)
+    environment = get_object_or_404(service.environments, name=name)
+    form = SettingsForm(request.POST)
+    try:
+        if not form.is_valid():
+            raise ValidationError(form.errors.as_text())
+        operation = change_environment(environment, request.user, settings=form.settings())
+    except ValidationError as exc:
+        messages.error(request, f"Settings of {name} not changed: {'; '.join(setting_problems(exc))}")
+        return back_to(service, "environments")
+    except ConpaasError as exc:
+        messages.error(request, f"Settings of {name} not changed: {exc}.")
+        return back_to(service, "environments")
+    if operation is None:
+        messages.success(request, f"Saved the settings of {name}; they apply at its first deploy.")
+        return back_to(service, "environments")
+    messages.success(request, f"Deploying the new settings of {name}; follow it under Operations.")
+    return back_to(service, "activity")
+
+
+@login_required
+@require_POST
+def environment_delete(request, pk: int, name: str):
+    service = visible_service(request, pk)
+    environment = get_object_or_404(service.environments, name=name)
+    try:
+        delete_environment(environment, request.user)
+    except ConpaasError as exc:
+        messages.error(request, f"Not deleted: {exc}.")
+    else:
+        messages.success(request, f"Deleted environment {name}.")
+    return back_to(service, "environments")
+
+
 def swap_environment(service: Service, request) -> str:
     name = (request.POST if request.method == "POST" else request.GET).get("environment") or DEVELOPMENT
     if name == PRODUCTION or not service.environments.filter(name=name).exists():
@@ -539,13 +584,21 @@ def service_swap(request, pk: int):
             return redirect(reverse("console:swap-done", args=[service.pk]) + f"?environment={name}")
     rows = environment_rows(service)
     by_name = {row["environment"].name: row for row in rows}
+    blockers = swap_blockers(rows, name)
+    plan = swap_plan(service, name).describe(blockers[0] if blockers else None)
     context = {
         "service": service,
         "name": name,
         "production": by_name[PRODUCTION],
         "other": by_name[name],
-        "blockers": swap_blockers(rows, name),
+        "blockers": blockers,
         "error": error,
+        "plan": plan,
+        "setting_changes": [
+            (env, setting, change)
+            for env, planned in plan["environments"].items()
+            for setting, change in planned["settings"].items()
+        ],
     }
     return render(request, "console/swap_confirm.html", context, status=status)
 

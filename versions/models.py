@@ -82,6 +82,17 @@ def clean_settings(raw) -> dict[str, dict]:
     return dict(sorted(clean.items()))
 
 
+def setting_problems(error: ValidationError) -> list[str]:
+    """clean_settings' refusal as sentences, each naming its setting (`9X: a setting's name ...`)."""
+    if not hasattr(error, "error_dict"):
+        return list(error.messages)
+    return [
+        f"{key.removeprefix('settings.')}: {message}" if key != "settings" else message
+        for key, messages in error.message_dict.items()
+        for message in messages
+    ]
+
+
 def setting_values(settings_: dict[str, dict]) -> dict[str, str]:
     return {name: setting["value"] for name, setting in settings_.items()}
 

@@ -70,3 +70,25 @@ def test_it_shows_a_busy_service_instead_of_swapping(client, service, two_versio
 
 def test_it_does_not_swap_production_with_itself(client, service):
     assert client.get(f"/services/{service.pk}/swap/?environment=production").status_code == 404
+
+
+def test_it_shows_the_settings_a_swap_will_change_and_that_it_starts_instances(client, service, two_versions):
+    service.environments.filter(name="production").update(
+        settings={"API": {"value": "live", "sticky": True}, "GREETING": {"value": "hello", "sticky": False}}
+    )
+    service.environments.filter(name="development").update(
+        settings={"API": {"value": "sandbox", "sticky": True}, "GREETING": {"value": "hi", "sticky": False}}
+    )
+    page = client.get(f"/services/{service.pk}/swap/?environment=development").content.decode()
+    assert (
+        '<tr><th scope="row">production</th><td><code>GREETING</code></td><td><code>hello</code></td>'
+        "<td><strong><code>hi</code></strong></td><td>travelling</td></tr>"
+    ) in page
+    assert "<code>API</code>" not in page, "a sticky setting stays: its value does not change"
+    assert 'id="swap-starts"' in page
+
+
+def test_a_swap_without_setting_changes_says_so(client, service, two_versions):
+    page = client.get(f"/services/{service.pk}/swap/?environment=development").content.decode()
+    assert "No setting changes value" in page
+    assert 'id="swap-starts"' not in page
