@@ -14,7 +14,7 @@ from django.contrib import messages
 from django.contrib.auth import login
 from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
-from django.core.exceptions import ValidationError
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.paginator import Paginator
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
@@ -118,6 +118,12 @@ def swap_blockers(rows: list[dict], name: str) -> list[str]:
     return [refusal] if refusal else []
 
 
+def shows_setting_values(request, service: Service) -> bool:
+    """Settings may hold secrets: their values are shown to the service's owner only (staff, who see
+    every service, see their names)."""
+    return service.owner_id == request.user.pk
+
+
 def activity_context(service: Service) -> dict:
     operations = list(service.operations.all()[:8])
     running = [op for op in operations if not op.done]
@@ -129,15 +135,11 @@ def activity_context(service: Service) -> dict:
     }
 
 
-def overview_context(service: Service) -> dict:
+def overview_context(request, service: Service) -> dict:
     rows = environment_rows(service)
     for row in rows:
-        environment = row["environment"]
-        if not environment.is_production:
-            row["swap_blockers"] = swap_blockers(rows, environment.name)
-        row["settings_form"] = SettingsForm(
-            initial=SettingsForm.initial_for(environment.settings), auto_id=f"settings-{environment.name}-%s"
-        )
+        if not row["environment"].is_production:
+            row["swap_blockers"] = swap_blockers(rows, row["environment"].name)
     versions = list(service.versions.prefetch_related("environments"))
     return {
         "service": service,
@@ -145,6 +147,7 @@ def overview_context(service: Service) -> dict:
         "rows": rows,
         "versions": versions,
         "nodes": service.live_nodes(),
+        "setting_values": shows_setting_values(request, service),
     }
 
 
@@ -186,7 +189,7 @@ def render_service(
     request, service: Service, environment_form=None, autoscaling_form=None, status: int = 200
 ) -> HttpResponse:
     context = {
-        **overview_context(service),
+        **overview_context(request, service),
         **activity_context(service),
         **metrics_context(request, service),
         **autoscaling_context(service, autoscaling_form),
@@ -320,7 +323,7 @@ def service_detail(request, pk: int):
 @login_required
 @require_GET
 def service_overview(request, pk: int):
-    return render(request, "console/fragments/overview.html", overview_context(visible_service(request, pk)))
+    return render(request, "console/fragments/overview.html", overview_context(request, visible_service(request, pk)))
 
 
 @login_required
@@ -524,27 +527,41 @@ def environment_deploy(request, pk: int, name: str):
 
 
 @login_required
-@require_POST
+@require_http_methods(["GET", "POST"])
 def environment_settings(request, pk: int, name: str):
-    """Save an environment's settings: deployed like a version (workflows.environments)."""
+    """The environment's settings, on a page of their own (the overview reloads itself when an
+    operation ends, which would lose what is being typed). Written whole; a change reaches the
+    instances through a deploy (followed under Operations), or waits for the first deploy when the
+    environment has no version. A refusal keeps the text, with each wrong setting named."""
     service = visible_service(request, pk)
-    environment = get_object_or_404(service.environments, name=name)
-    form = SettingsForm(request.POST)
-    try:
-        if not form.is_valid():
-            raise ValidationError(form.errors.as_text())
-        operation = change_environment(environment, request.user, settings=form.settings())
-    except ValidationError as exc:
-        messages.error(request, f"Settings of {name} not changed: {'; '.join(setting_problems(exc))}")
-        return back_to(service, "environments")
-    except ConpaasError as exc:
-        messages.error(request, f"Settings of {name} not changed: {exc}.")
-        return back_to(service, "environments")
-    if operation is None:
-        messages.success(request, f"Saved the settings of {name}; they apply at its first deploy.")
-        return back_to(service, "environments")
-    messages.success(request, f"Deploying the new settings of {name}; follow it under Operations.")
-    return back_to(service, "activity")
+    environment = get_object_or_404(service.environments.select_related("version"), name=name)
+    if not shows_setting_values(request, service):
+        raise PermissionDenied(f"Only the owner of {service.name} sees and changes its settings.")
+    form = SettingsForm(request.POST or None, initial=SettingsForm.initial_for(environment.settings))
+    # The form has one line a setting: a value over several lines (set through the API) cannot be shown.
+    multiline = [key for key, setting in environment.settings.items() if len(setting["value"].splitlines()) > 1]
+    status = 400 if request.method == "POST" else 200
+    if request.method == "POST" and not multiline and form.is_valid():
+        try:
+            wanted = form.settings()
+            if wanted == environment.settings:  # stored form already: nothing to deploy
+                messages.info(request, f"The settings of {name} are unchanged.")
+                return back_to(service, "environments")
+            operation = change_environment(environment, request.user, settings=wanted)
+        except ValidationError as exc:
+            for problem in setting_problems(exc):
+                form.add_error(None, problem)
+        except ConpaasError as exc:  # busy, or the version deleted meanwhile
+            form.add_error(None, f"{exc}.")
+            status = exc.http_status
+        else:
+            if operation is None:
+                messages.success(request, f"Saved the settings of {name}; they apply at its first deploy.")
+                return back_to(service, "environments")
+            messages.success(request, f"Deploying the new settings of {name}; follow it under Operations.")
+            return back_to(service, "activity")
+    context = {"service": service, "environment": environment, "form": form, "multiline": multiline}
+    return render(request, "console/environment_settings.html", context, status=status)
 
 
 @login_required
@@ -594,6 +611,7 @@ def service_swap(request, pk: int):
         "blockers": blockers,
         "error": error,
         "plan": plan,
+        "setting_values": shows_setting_values(request, service),
         "setting_changes": [
             (env, setting, change)
             for env, planned in plan["environments"].items()

@@ -113,3 +113,18 @@ def test_it_deletes_an_environment_but_not_production_nor_another_users(client, 
     assert "Not deleted: production cannot be deleted" in refused.content.decode()
     assert client.post(f"/services/{service.pk}/environments/development/delete/").status_code == 302
     assert not service.environments.filter(name="development").exists()
+
+
+def test_it_shows_a_busy_service_instead_of_deleting_an_environment(client, service):
+    from services import operations
+
+    with operations.holding(service, "deploy", None):
+        refused = client.post(f"/services/{service.pk}/environments/development/delete/", follow=True)
+    assert "Not deleted: the service is busy" in refused.content.decode()
+    assert service.environments.filter(name="development").exists()
+
+
+def test_deleting_an_unknown_environment_is_404_and_a_get_deletes_nothing(client, service):
+    assert client.post(f"/services/{service.pk}/environments/staging/delete/").status_code == 404
+    assert client.get(f"/services/{service.pk}/environments/development/delete/").status_code == 405
+    assert service.environments.filter(name="development").exists()

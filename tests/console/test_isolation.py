@@ -21,6 +21,7 @@ PAGES = [
     "/services/{s}/delete/",
     "/services/{s}/swap/?environment=development",
     "/services/{s}/swap/done/?environment=development",
+    "/services/{s}/environments/development/settings/",
 ]
 ACTIONS = [
     ("/services/{s}/delete/", {"confirm_name": "bobs-shop"}),
@@ -29,6 +30,8 @@ ACTIONS = [
     ("/services/{s}/environments/", {"name": "staging"}),
     ("/services/{s}/environments/production/deploy/", {"version": "{v}"}),
     ("/services/{s}/swap/", {"environment": "development"}),
+    ("/services/{s}/environments/development/settings/", {"travelling": "GREETING=hi"}),
+    ("/services/{s}/environments/development/delete/", {}),
 ]
 
 
@@ -47,6 +50,7 @@ def test_another_users_service_actions_are_404_and_change_nothing(client, bobs, 
     assert service.state == "running"
     assert service.versions.count() == 1
     assert service.environments.count() == 2
+    assert not any(env.settings for env in service.environments.all())
     assert not Operation.objects.exists()
 
 

@@ -2,7 +2,7 @@ import pytest
 
 from routing.health import refresh_health
 from services.models import Node
-from tests.factories import CodeVersionFactory
+from tests.factories import CodeVersionFactory, UserFactory
 from versions.models import Instance, InstanceState
 
 pytestmark = pytest.mark.django_db
@@ -86,6 +86,17 @@ def test_it_shows_the_settings_a_swap_will_change_and_that_it_starts_instances(c
     ) in page
     assert "<code>API</code>" not in page, "a sticky setting stays: its value does not change"
     assert 'id="swap-starts"' in page
+
+
+def test_staff_see_which_settings_a_swap_changes_but_not_their_values(client, alice, service, two_versions):
+    service.environments.filter(name="production").update(settings={"TOKEN": {"value": "s3cret", "sticky": False}})
+    service.owner = UserFactory(username="carol")
+    service.save()
+    alice.is_staff = True
+    alice.save()
+    page = client.get(f"/services/{service.pk}/swap/?environment=development").content.decode()
+    assert '<tr><th scope="row">production</th><td><code>TOKEN</code></td><td>travelling</td></tr>' in page
+    assert "s3cret" not in page
 
 
 def test_a_swap_without_setting_changes_says_so(client, service, two_versions):
