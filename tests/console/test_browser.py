@@ -147,12 +147,29 @@ def test_it_runs_the_blue_green_flow_in_a_browser(control_plane, browser, tmp_pa
     preview.close()
     assert requests.get(production_url, timeout=10).text == "v1\n"
 
-    # Swap: the confirmation says which version goes where, then the result offers swap back.
+    # A setting for development, on its own page: redeployed with it (followed under Operations).
+    development = page.locator('[data-environment="development"]')
+    development.get_by_text("Settings (0)").click()
+    development.get_by_role("link", name="Change the settings of development…").click()
+    page.get_by_label("Travelling settings").fill("GREETING=hello from development")
+    shot(page, "environment-settings")
+    page.get_by_role("button", name="Save settings").click()
+    expect(page.get_by_test_id("settings-development")).to_contain_text("GREETING=hello from development", timeout=SLOW)
+    expect(page.locator("#activity")).to_have_attribute("data-active", "false", timeout=SLOW)
+    expect(development.locator(".badge.ok")).to_have_text("healthy", timeout=SLOW)
+
+    # Swap: the confirmation says which version goes where, and the setting that travels with it;
+    # then the result offers swap back.
     page.goto(service_page)
     page.get_by_role("link", name="Swap with production…").click()
     plan = page.get_by_role("table", name="What will change")
     expect(plan.get_by_role("row", name="production")).to_have_text(re.compile(r"production\s*v1\s*v2"))
     expect(plan.get_by_role("row", name="development")).to_have_text(re.compile(r"development\s*v2\s*v1"))
+    changes = page.get_by_role("table", name="Settings whose values change")
+    expect(changes.get_by_role("row", name=re.compile("^production"))).to_have_text(
+        re.compile(r"production\s*GREETING\s*not set\s*hello from development\s*travelling")
+    )
+    expect(page.locator("#swap-starts")).to_have_count(0)  # a travelling setting: a flip alone
     shot(page, "swap-confirm")
     page.get_by_role("button", name="Swap now").click()
     expect(page.get_by_test_id("swap-production")).to_have_text("v2")
