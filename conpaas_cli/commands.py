@@ -538,7 +538,7 @@ def _swap_plan(api: Client, service: dict, args: Namespace) -> int:
     )
     if args.json:
         print_json(plan)
-    else:
+    elif not plan["refused"]:  # a refused swap has no plan worth reading: the reason says it all
         for name, change in plan["environments"].items():
             labels = change["version_label"]
             print(f"{name}: {labels['from'] or 'nothing'} -> {labels['to'] or 'nothing'}")
@@ -547,8 +547,8 @@ def _swap_plan(api: Client, service: dict, args: Namespace) -> int:
                 print(f"  {setting}: {_setting_value(values['from'])} -> {_setting_value(values['to'])} ({kind})")
         if plan["starts_instances"]:
             print(
-                "the versions start with their new environment's settings and pass their health checks "
-                "before the routes flip (this takes as long as a start)"
+                "the versions start with their new environment's settings and database copies and pass "
+                "their health checks before the routes flip (this takes as long as a start)"
             )
         print(
             "dry run: nothing changed"
@@ -634,12 +634,16 @@ def settings(args: Namespace) -> int:
             for name, setting in sorted(current.items()):
                 print(f"{name}={setting['value']}" + ("  (sticky)" if setting["sticky"] else ""))
         return OK
-    wanted = dict(current)
+    wanted, named = dict(current), set(args.unset or [])
     for pair, sticky in changes:
         name, equals, value = pair.partition("=")
         if not equals or not name:
             raise CliError(f"{pair!r}: a setting is NAME=VALUE", USAGE)
-        wanted[name] = {"value": value, "sticky": sticky}
+        if name in named:
+            raise CliError(f"{name} is named twice; give each setting once", USAGE)
+        named.add(name)
+        # A new value keeps a setting sticky (--unset it first to make it travel).
+        wanted[name] = {"value": value, "sticky": sticky or current.get(name, {}).get("sticky", False)}
     for name in args.unset or []:
         if wanted.pop(name, None) is None:
             raise CliError(f"{args.environment} of {service['name']} has no setting named {name}", REFUSED)

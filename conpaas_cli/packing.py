@@ -8,8 +8,9 @@ Packing a directory (docs/cli.md, "What is packed"):
   no link is ever read through to the outside;
 - a directory whose only file is a `.war` is that `.war`, uploaded as it is (Java takes a WAR);
 - the archive is written to an anonymous temporary file, gone once closed, and the same tree
-  gives the same bytes (sorted members, no owner, a gzip header without time), so pushing an
-  unchanged tree again is recognised by its sha256."""
+  gives the same bytes (sorted members, no owner, one fixed time for every member, a gzip header
+  without time), so pushing an unchanged tree again, from another clone or after a `touch`, is
+  recognised by its sha256, and a manifest applied again finds its versions unchanged."""
 
 import gzip
 import hashlib
@@ -27,6 +28,10 @@ from pathlib import Path
 from typing import BinaryIO
 
 from conpaas_cli.errors import CliError
+
+# Every member's time: a file's own time says nothing about its content (a clone, a `touch`),
+# and would make the same tree pack to other bytes. 1980-01-01, the earliest a zip holds.
+PACKED_MTIME = 315532800
 
 IGNORE_FILE = ".conpaasignore"
 ALWAYS_LEFT_OUT = ".git"  # a directory in a checkout, a file in a submodule or worktree
@@ -155,7 +160,6 @@ class Entry:
     name: str  # the member's name in the archive
     source: str | None  # the file whose bytes are packed (a link's target); None for a directory
     mode: int
-    mtime: int
     size: int
 
 
@@ -207,10 +211,10 @@ def scan(directory: Path) -> Tree:
             except UnicodeEncodeError:
                 raise PackError(f"{where!r}: its name is not valid UTF-8, which archives need") from None
             if stat.S_ISDIR(info.st_mode):
-                tree.entries.append(Entry(name, None, 0o755, int(info.st_mtime), 0))
+                tree.entries.append(Entry(name, None, 0o755, 0))
                 walk(child.path, name + "/")
             elif stat.S_ISREG(info.st_mode):
-                tree.entries.append(Entry(name, child.path, _mode(info), int(info.st_mtime), info.st_size))
+                tree.entries.append(Entry(name, child.path, _mode(info), info.st_size))
             elif stat.S_ISLNK(info.st_mode):
                 tree.entries.append(_linked_file(root, child.path, name, where, shown))
             else:
@@ -260,7 +264,7 @@ def _linked_file(root: str, path: str, name: str, where: str, shown: str) -> Ent
         )
     if not stat.S_ISREG(info.st_mode):
         raise PackError(f"{where} is a symbolic link to {_kind(info.st_mode)}, which archives cannot hold")
-    return Entry(name, resolved, _mode(info), int(info.st_mtime), info.st_size)
+    return Entry(name, resolved, _mode(info), info.st_size)
 
 
 def _mode(info: os.stat_result) -> int:
@@ -302,7 +306,7 @@ def pack(tree: Tree, out: BinaryIO, on_progress: PackProgress | None = None) -> 
     ):
         for entry in tree.entries:
             info = tarfile.TarInfo(entry.name)
-            info.mode, info.mtime = entry.mode, entry.mtime
+            info.mode, info.mtime = entry.mode, PACKED_MTIME
             if entry.source is None:
                 info.type = tarfile.DIRTYPE
                 archive.addfile(info)

@@ -5,6 +5,7 @@ from dataclasses import dataclass, field
 
 from django.conf import settings
 from django.core import signing
+from django.core.exceptions import ValidationError
 from django.urls import reverse
 
 from services import agent
@@ -100,6 +101,16 @@ def instance_environment(service, release: Release, own: dict | None = None) -> 
 
 class LinkNotReady(OperationFailed):
     """A linked service has no address yet (it is still being created)."""
+
+
+def refuse_linked_names(service, wanted: dict) -> None:
+    """A setting may not replace what a link gives (DATABASE_URL, or an environment's copy of it)."""
+    linked = {link_variable(link.target): link.target.name for link in service.links.select_related("target")}
+    clashes = [
+        f"{name}: set by the link to {linked[name]}; a setting cannot replace it" for name in wanted if name in linked
+    ]
+    if clashes:
+        raise ValidationError({"settings": clashes})
 
 
 def link_variable(target) -> str:

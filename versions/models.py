@@ -57,7 +57,11 @@ def clean_settings(raw) -> dict[str, dict]:
             errors[str(name)] = "a setting's name is letters, digits and underscores, not starting with a digit"
             continue
         if name.upper().startswith("CONPAAS_") or name in RESERVED_SETTINGS:
-            errors[name] = f"{name} is set by the platform itself"
+            errors[name] = (
+                "names starting with CONPAAS_ are the platform's"
+                if name.upper().startswith("CONPAAS_")
+                else f"{name} is set by the platform itself"
+            )
             continue
         sticky = False
         if isinstance(given, dict):
@@ -99,11 +103,14 @@ def setting_values(settings_: dict[str, dict]) -> dict[str, str]:
 
 def swapped_settings(production: dict, other: dict) -> tuple[dict, dict]:
     """The settings of production and of the other environment after they swap: each keeps its
-    sticky settings and takes the other's travelling ones (a sticky one wins a name clash)."""
+    sticky settings and takes the other's travelling ones. A name sticky in either environment
+    stays put in both (as a slot setting does), so no value is lost and swapping back restores
+    both environments exactly."""
+    sticky = {name for settings_ in (production, other) for name, s in settings_.items() if s["sticky"]}
 
     def after(own: dict, incoming: dict) -> dict:
-        kept = {name: s for name, s in own.items() if s["sticky"]}
-        travelling = {name: s for name, s in incoming.items() if not s["sticky"] and name not in kept}
+        kept = {name: s for name, s in own.items() if name in sticky}
+        travelling = {name: s for name, s in incoming.items() if name not in sticky}
         return dict(sorted({**travelling, **kept}.items()))
 
     return after(production, other), after(other, production)

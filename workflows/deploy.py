@@ -17,7 +17,14 @@ from services import agent, operations
 from services.choices import NodeState, OperationKind, Outcome, ServiceState
 from services.errors import Conflict, NotFound, OperationFailed
 from services.models import Event, Operation
-from versions.instances import LinkNotReady, Release, ensure_instances, instance_spec, link_environment
+from versions.instances import (
+    LinkNotReady,
+    Release,
+    ensure_instances,
+    instance_spec,
+    link_environment,
+    refuse_linked_names,
+)
 from versions.models import CodeVersion, Environment, Instance, InstanceState, clean_settings, setting_values
 from versions.storage import lock_version
 from workflows.copies import drop_copies, ensure_copies
@@ -32,7 +39,9 @@ def request_deploy(
 ) -> Operation:
     """Deploy `version` into `environment`, with new settings (as versions.models.clean_settings
     takes them) or its own copy of the linked databases turned on or off when given."""
-    settings = clean_settings(settings) if settings is not None else None
+    if settings is not None:
+        settings = clean_settings(settings)
+        refuse_linked_names(environment.service, settings)
     refuse_production_copy(environment, database_copy)
     params = {"environment": environment.name, "version": version.pk}
     changes = []
@@ -197,7 +206,13 @@ def retire_unused(service, operation=None) -> None:
             if not exc.unreachable and exc.status != 404:
                 raise OperationFailed(f"could not stop {instance.name}: {exc}") from exc
         instance.delete()
-    labels = ", ".join(sorted({i.version.label for i in stale}))
-    Event.record(
-        service, "retire", f"retired {labels}: no environment serves it", Outcome.SUCCEEDED, operation=operation
-    )
+    serving = set(Environment.objects.filter(service=service).values_list("version_id", flat=True))
+    unused = ", ".join(sorted({i.version.label for i in stale if i.version_id not in serving}))
+    rerun = ", ".join(sorted({i.version.label for i in stale if i.version_id in serving}))
+    if unused:
+        Event.record(
+            service, "retire", f"retired {unused}: no environment serves it", Outcome.SUCCEEDED, operation=operation
+        )
+    if rerun:  # still served, with other settings or database copies now
+        message = f"retired the instances of {rerun} that ran with earlier settings"
+        Event.record(service, "retire", message, Outcome.SUCCEEDED, operation=operation)

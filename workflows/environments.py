@@ -8,6 +8,7 @@ from services import operations, quotas
 from services.choices import OperationKind
 from services.errors import Conflict
 from services.models import Event, Operation, Service
+from versions.instances import refuse_linked_names
 from versions.models import PRODUCTION, Environment, clean_settings, new_preview_key
 from workflows.copies import drop_copies
 from workflows.deploy import refuse_production_copy, request_deploy, retire_unused
@@ -25,6 +26,7 @@ def add_environment(
         settings=clean_settings(settings or {}),
         database_copy=database_copy,
     )
+    refuse_linked_names(service, environment.settings)
     environment.validate()
     quotas.check_new_environment(service)
     with operations.holding(service, OperationKind.ROUTE, user, {"environment": name}) as operation:
@@ -62,6 +64,7 @@ def change_environment(
     changes = {}
     if settings is not None:
         changes["settings"] = clean_settings(settings)
+        refuse_linked_names(environment.service, changes["settings"])
     if database_copy is not None:
         changes["database_copy"] = database_copy
     if not changes:

@@ -14,6 +14,7 @@ from images.conpaas_agent.archives import release_command_problem
 from services.choices import Runtime
 from services.errors import ConpaasError
 from services.models import slug_validator
+from versions.instances import link_variable
 from versions.models import clean_settings, label_validator
 
 # Runtimes without code versions: a dump loads them.
@@ -92,11 +93,32 @@ class Manifest:
         return named
 
 
+class UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, but a key written twice in one mapping is an error: the second would
+    silently win (a second `settings:` would drop the first block)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _value in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if not isinstance(key, str | int | float | bool):
+                continue  # an unhashable key: the checker names it
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"the key {key!r} is written twice in one mapping", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, UniqueKeyLoader.construct_mapping)
+
+
 def parse(text: str) -> Manifest:
     if len(text.encode()) > MAX_MANIFEST_BYTES:
         raise ManifestInvalid([f"manifest: larger than {MAX_MANIFEST_BYTES // 2**10} KB"])
     try:
-        document = yaml.safe_load(text)
+        document = yaml.load(text, Loader=UniqueKeyLoader)  # noqa: S506 - a SafeLoader
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -166,6 +188,7 @@ class Checker:
             self.error("services", "must name at least one service")
         for service in services.values():
             self.links(service, services)
+            self.linked_names(service, services)
         if not self.errors:
             self.cycles(services)
         return Manifest(application, services)
@@ -286,6 +309,18 @@ class Checker:
                 elif target not in trail:
                     trail.append(target)
                     stack.append((target, iter(services[target].links)))
+
+    def linked_names(self, service: ServiceSpec, services: dict[str, ServiceSpec]) -> None:
+        """A setting may not replace what a link gives (DATABASE_URL, <NAME>_URL)."""
+        linked = {link_variable(services[t]): t for t in service.links if t in services}
+        wheres = [(f"services.{service.name}.settings", service.settings)] + [
+            (f"services.{service.name}.environments.{env}.settings", spec.settings)
+            for env, spec in service.environments.items()
+        ]
+        for where, settings in wheres:
+            for name in settings:
+                if name in linked:
+                    self.error(f"{where}.{name}", f"set by the link to {linked[name]}; a setting cannot replace it")
 
     def links(self, service: ServiceSpec, services: dict[str, ServiceSpec]) -> None:
         for i, target in enumerate(service.links):

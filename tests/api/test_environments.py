@@ -176,7 +176,7 @@ def test_settings_of_an_empty_environment_wait_for_its_first_deploy(api, service
     ("given", "error"),
     [
         ({"9LIVES": "x"}, "9LIVES: a setting's name is letters"),
-        ({"CONPAAS_SERVICE": "x"}, "CONPAAS_SERVICE: CONPAAS_SERVICE is set by the platform itself"),
+        ({"CONPAAS_SERVICE": "x"}, "CONPAAS_SERVICE: names starting with CONPAAS_ are the platform's"),
         ({"A": {"value": "x", "sticky": 1}}, "A: sticky is true or false"),
         ({"A": None}, "A: the value is a string"),
         ("A=1", "an object of NAME: value"),

@@ -192,6 +192,11 @@ def test_the_same_tree_packs_to_the_same_bytes(tmp_path):
         digest = first.sha256
     with open_code(tmp_path) as second:
         assert second.sha256 == digest
+    # A file's time is not its content: a fresh clone, or a touch, packs to the same bytes.
+    os.utime(tmp_path / "a.py", (1_700_000_000, 1_700_000_000))
+    os.utime(tmp_path / "b", (1_600_000_000, 1_600_000_000))
+    with open_code(tmp_path) as touched:
+        assert touched.sha256 == digest
 
     (tmp_path / "a.py").write_text("changed")
     with open_code(tmp_path) as changed:

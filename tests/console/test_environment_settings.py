@@ -60,7 +60,7 @@ def test_unchanged_settings_deploy_nothing(client, service):
     ("payload", "message"),
     [
         ({"travelling": "GREETING=hi\n1BAD=x"}, "1BAD: a setting&#x27;s name is letters, digits and underscores"),
-        ({"sticky": "CONPAAS_ENV=x"}, "CONPAAS_ENV: CONPAAS_ENV is set by the platform itself"),
+        ({"sticky": "CONPAAS_ENV=x"}, "CONPAAS_ENV: names starting with CONPAAS_ are the platform&#x27;s"),
         ({"travelling": "GREETING=hi\njust words"}, "travelling settings, line 2: NAME=value expected"),
     ],
 )

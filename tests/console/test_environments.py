@@ -128,3 +128,12 @@ def test_deleting_an_unknown_environment_is_404_and_a_get_deletes_nothing(client
     assert client.post(f"/services/{service.pk}/environments/staging/delete/").status_code == 404
     assert client.get(f"/services/{service.pk}/environments/development/delete/").status_code == 405
     assert service.environments.filter(name="development").exists()
+
+
+def test_every_help_text_a_field_points_to_is_on_the_page(client, service):
+    import re
+
+    page = client.get(f"/services/{service.pk}/").content.decode()
+    described = {name for names in re.findall(r'aria-describedby="([^"]+)"', page) for name in names.split()}
+    assert described, "the service page has fields with help texts"
+    assert {name for name in described if f'id="{name}"' not in page} == set()

@@ -110,8 +110,20 @@ def web(body: str) -> str:
         (web("runtime: python\nsettings: {A: [b]}\n"), "services.web.settings.A: the value is a string"),
         (web("runtime: python\nsettings: {A: {value: b, sticky: maybe}}\n"), "services.web.settings.A: sticky is"),
         (web("runtime: python\nsettings: [A]\n"), "services.web.settings: an object of NAME"),
-        (web("runtime: python\nsettings: {CONPAAS_ENV: x}\n"), "services.web.settings.CONPAAS_ENV: CONPAAS_ENV is set"),
+        (
+            web("runtime: python\nsettings: {CONPAAS_ENV: x}\n"),
+            "services.web.settings.CONPAAS_ENV: names starting with CONPAAS_",
+        ),
         (web("runtime: postgresql\nsettings: {A: b}\n"), "services.web.settings: not for a postgresql service"),
+        (
+            web("runtime: python\nsettings: {A: b}\nsettings: {C: d}\n"),
+            "manifest: not valid YAML at line 6, column 5: the key 'settings' is written twice in one mapping",
+        ),
+        (
+            "application: wiki\nservices:\n  db: {runtime: redis}\n  web: {runtime: python, links: [db], "
+            "settings: {REDIS_URL: x}}\n",
+            "services.web.settings.REDIS_URL: set by the link to db",
+        ),
         (
             web("runtime: python\nversions: {v1: a.zip}\nenvironments: {production: {version: v1, database: copy}}\n"),
             "services.web.environments.production.database: production uses the linked databases themselves",

@@ -164,7 +164,7 @@ def test_deleting_an_environment_stops_what_only_it_ran(configured, fleet, proxy
     ("given", "error"),
     [
         ({"1ABC": "x"}, "settings.1ABC"),
-        ({"CONPAAS_ENV": "x"}, "set by the platform itself"),
+        ({"CONPAAS_ENV": "x"}, "names starting with CONPAAS_ are the platform's"),
         ({"PATH": "/tmp"}, "set by the platform itself"),
         ({"A": {"value": "x", "sticky": "yes"}}, "sticky is true or false"),
         ({"A": {"value": "x", "secret": True}}, "unknown key 'secret'"),
@@ -187,9 +187,21 @@ def test_settings_are_stored_whole_with_their_stickiness():
     }
 
 
-def test_a_sticky_setting_wins_over_a_travelling_one_of_the_same_name():
-    production = {"API": {"value": "live", "sticky": True}}
+def test_a_name_sticky_in_one_environment_stays_put_in_both_and_swapping_back_restores_them():
+    production = {"API": {"value": "live", "sticky": True}, "A": {"value": "a", "sticky": False}}
     other = {"API": {"value": "travel", "sticky": False}, "X": {"value": "1", "sticky": False}}
     after_production, after_other = swapped_settings(production, other)
     assert after_production == {"API": {"value": "live", "sticky": True}, "X": {"value": "1", "sticky": False}}
-    assert after_other == {}
+    assert after_other == {"A": {"value": "a", "sticky": False}, "API": {"value": "travel", "sticky": False}}
+    assert swapped_settings(after_production, after_other) == (production, other)
+
+
+def test_a_setting_cannot_replace_what_a_link_gives(service, queue):
+    from services.models import Link
+    from tests.factories import ServiceFactory
+
+    db = ServiceFactory(owner=service.owner, name="db", runtime="postgresql")
+    Link.objects.create(service=service, target=db)
+    with pytest.raises(ValidationError, match="DATABASE_URL: set by the link to db"):
+        change_environment(env(service, "production"), service.owner, settings={"DATABASE_URL": "postgres://x"})
+    assert not env(service, "production").settings
