@@ -167,6 +167,15 @@ def node_representation(node: dict, created) -> dict:
 
 class OperationSerializer(serializers.ModelSerializer):
     service = serializers.PrimaryKeyRelatedField(read_only=True, allow_null=True)
+    params = serializers.SerializerMethodField()
+
+    def get_params(self, operation) -> dict:
+        """What the operation was asked; a deploy's settings by name only (values may be secrets,
+        and an operation stays in the history: the environment shows its owner the values)."""
+        params = dict(operation.params or {})
+        if isinstance(params.get("settings"), dict):
+            params["settings"] = sorted(params["settings"])
+        return params
 
     class Meta:
         model = Operation
@@ -245,7 +254,11 @@ def validated_settings(raw) -> dict:
                 {"type": "string"},
                 {
                     "type": "object",
-                    "properties": {"value": {"type": "string"}, "sticky": {"type": "boolean"}},
+                    "properties": {
+                        # null: shown to someone else than the service's owner
+                        "value": {"type": "string", "nullable": True},
+                        "sticky": {"type": "boolean"},
+                    },
                     "required": ["value"],
                 },
             ]
@@ -294,6 +307,14 @@ class EnvironmentSerializer(serializers.ModelSerializer):
             "updated",
         ]
         read_only_fields = ["updated"]
+
+    def to_representation(self, environment):
+        data = super().to_representation(environment)
+        request = self.context.get("request")
+        if request is not None and request.user.pk != environment.service.owner_id:
+            # Values may be secrets: the owner's alone (staff, who see every service, see names).
+            data["settings"] = {name: {**s, "value": None} for name, s in data["settings"].items()}
+        return data
 
     def get_state(self, environment) -> str:
         deploying = active_operations().filter(

@@ -420,12 +420,16 @@ class EnvironmentViewSet(viewsets.ViewSet):
     def list(self, request, service_pk=None):
         service = visible_service(request, service_pk)
         environments = service.environments.select_related("version", "service")
-        return Response(EnvironmentSerializer(environments, many=True, context={"service": service}).data)
+        return Response(
+            EnvironmentSerializer(environments, many=True, context={"service": service, "request": request}).data
+        )
 
     @extend_schema(parameters=[ENVIRONMENT_NAME], responses={200: EnvironmentSerializer, 404: NOT_FOUND})
     def retrieve(self, request, service_pk=None, name=None):
         environment = self._environment(request, service_pk, name)
-        return Response(EnvironmentSerializer(environment, context={"service": environment.service}).data)
+        return Response(
+            EnvironmentSerializer(environment, context={"service": environment.service, "request": request}).data
+        )
 
     @extend_schema(
         request=EnvironmentSerializer,
@@ -453,7 +457,8 @@ class EnvironmentViewSet(viewsets.ViewSet):
             database_copy=data.get("database_copy", False),
         )
         return Response(
-            EnvironmentSerializer(environment, context={"service": service}).data, status=status.HTTP_201_CREATED
+            EnvironmentSerializer(environment, context={"service": service, "request": request}).data,
+            status=status.HTTP_201_CREATED,
         )
 
     @extend_schema(
@@ -480,7 +485,7 @@ class EnvironmentViewSet(viewsets.ViewSet):
         changes = {key: data[key] for key in ("version", "settings", "database_copy") if key in data}
         operation = change_environment(environment, request.user, **changes) if changes else None
         if operation is None:
-            return Response(EnvironmentSerializer(environment, context={"service": service}).data)
+            return Response(EnvironmentSerializer(environment, context={"service": service, "request": request}).data)
         return accepted(operation)
 
     @extend_schema(

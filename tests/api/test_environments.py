@@ -219,3 +219,25 @@ def test_the_swap_dry_run_changes_nothing(api, service):
     assert plan["refused"] == "v2 in development is not healthy: v2 runs on 0 of 0 backend node(s)"
     assert Environment.objects.get(service=service, name="production").version == v1
     assert not Operation.objects.filter(kind="swap").exists()
+
+
+def test_setting_values_are_the_owners_alone(api, service, alice):
+    from tests.factories import UserFactory
+
+    Environment.objects.filter(service=service, name="development").update(
+        settings={"TOKEN": {"value": "s3cret", "sticky": True}}
+    )
+    assert api.get(f"/api/v1/services/{service.pk}/environments/").json()[1]["settings"]["TOKEN"]["value"] == "s3cret"
+    staff = client_for(UserFactory(username="operator", is_staff=True))
+    seen = staff.get(f"/api/v1/services/{service.pk}/environments/development/").json()
+    assert seen["settings"] == {"TOKEN": {"value": None, "sticky": True}}
+
+
+def test_an_operation_names_the_settings_it_deploys_without_their_values(api, service):
+    version = CodeVersionFactory(service=service)
+    Environment.objects.filter(service=service, name="development").update(version=version)
+    response = api.patch(
+        f"/api/v1/services/{service.pk}/environments/development/", {"settings": {"TOKEN": "s3cret"}}, format="json"
+    )
+    assert response.json()["params"]["settings"] == ["TOKEN"]
+    assert "s3cret" not in api.get(f"/api/v1/operations/{response.json()['id']}/").content.decode()
