@@ -4,8 +4,9 @@ to the gunicorn instance behind it, with nginx as a peer in front of the same in
 A python service runs one small app in production. The same closed-loop load (8 keep-alive
 connections, no think time, 10 s per phase) is sent to the production URL (through HAProxy),
 to the instance's own port (found through the backend node's agent, signed `GET /v1/status`)
-and to an nginx (Debian's nginx-light, when installed) this program starts with its own config
-on free ports: one server with an access log to a file, one without, both `proxy_pass` to the
+and to an nginx (Debian's nginx-light, when installed) this program starts beside the router (the
+router node's network namespace and cgroups when the node is isolated) with its own config on free
+ports: one server with an access log to a file, one without, both `proxy_pass` to the
 same instance through an `upstream { keepalive 16; }`. Phases are interleaved — direct, router,
 nginx, nginx without log, then the next round in a rotated order — to cancel drift; the figures
 are the means over the phases of each kind. The load generator is `wrk` when it is installed (a
