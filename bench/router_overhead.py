@@ -260,7 +260,9 @@ class Nginx:
     def start(self) -> None:
         log = open(self.dir / "stderr.log", "ab")
         self.process = subprocess.Popen(  # `ip netns exec` execs nginx: this pid is nginx's master
-            self.place.argv([self.binary, "-p", str(self.dir), "-e", str(self.dir / "error.log"), "-c", str(self.config)]),
+            self.place.argv(
+                [self.binary, "-p", str(self.dir), "-e", str(self.dir / "error.log"), "-c", str(self.config)]
+            ),
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=log,
