@@ -4,8 +4,9 @@ to the gunicorn instance behind it, with nginx as a peer in front of the same in
 A python service runs one small app in production. The same closed-loop load (8 keep-alive
 connections, no think time, 10 s per phase) is sent to the production URL (through HAProxy),
 to the instance's own port (found through the backend node's agent, signed `GET /v1/status`)
-and to an nginx (Debian's nginx-light, when installed) this program starts with its own config
-on free ports: one server with an access log to a file, one without, both `proxy_pass` to the
+and to an nginx (Debian's nginx-light, when installed) this program starts beside the router (the
+router node's network namespace and cgroups when the node is isolated) with its own config on free
+ports: one server with an access log to a file, one without, both `proxy_pass` to the
 same instance through an `upstream { keepalive 16; }`. Phases are interleaved — direct, router,
 nginx, nginx without log, then the next round in a rotated order — to cancel drift; the figures
 are the means over the phases of each kind. The load generator is `wrk` when it is installed (a
@@ -30,6 +31,7 @@ import sys
 import tempfile
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -38,6 +40,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import benchlib  # noqa: E402
 from benchlib import percentile, say  # noqa: E402
+
+from services.clouds.isolation import CGROUP_ROOT, CONTROLLERS, JOIN_CGROUPS  # noqa: E402
 
 UNITS = {"us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0}
 
@@ -142,7 +146,7 @@ http {{
         keepalive 16;
     }}
     server {{
-        listen 127.0.0.1:{port_log};
+        listen {host}:{port_log};
         access_log {dir}/access.log combined;
         location / {{
             proxy_pass http://instance;
@@ -151,7 +155,7 @@ http {{
         }}
     }}
     server {{
-        listen 127.0.0.1:{port_nolog};
+        listen {host}:{port_nolog};
         access_log off;
         location / {{
             proxy_pass http://instance;
@@ -167,6 +171,48 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+@dataclass(frozen=True)
+class Place:
+    """Where the nginx peer runs: beside the router it is compared with. On an isolated node that
+    is the node's network namespace and cgroups (the router's CPU weight, and its network path:
+    the client crosses the bridge, the proxy reaches the instance inside the node); else this
+    machine's 127.0.0.1."""
+
+    host: str = "127.0.0.1"
+    netns: str = ""
+    cgroup_procs: tuple[str, ...] = ()
+
+    def argv(self, command: list[str]) -> list[str]:
+        if not self.netns:
+            return command
+        return ["sh", "-c", JOIN_CGROUPS, "sh", *self.cgroup_procs, "--", "ip", "netns", "exec", self.netns, *command]
+
+    def describe(self) -> str:
+        if not self.netns:
+            return "on this machine (127.0.0.1)"
+        return f"in the router's node (network namespace {self.netns}, its cgroups), listening on {self.host}"
+
+
+def router_place(env, service: dict) -> Place:
+    """The router node's network namespace and cgroups, read from its agent's process."""
+    config = env.proxy_node(service)
+    host = config["http_bind"].rsplit(":", 1)[0]
+    if host in ("127.0.0.1", "localhost"):
+        return Place()
+    pid = int((env.home / "nodes" / config["name"] / "agent.pid").read_text().strip())
+    netns = subprocess.run(["ip", "netns", "identify", str(pid)], capture_output=True, text=True).stdout.strip()
+    if not netns:
+        raise RuntimeError(f"the agent of {config['name']} (pid {pid}) is in no named network namespace")
+    procs = []
+    with open(f"/proc/{pid}/cgroup") as f:
+        for line in f:
+            _, controllers, path = line.rstrip("\n").split(":", 2)
+            for controller in controllers.split(","):
+                if controller in CONTROLLERS:
+                    procs.append(str(CGROUP_ROOT / controller / path.lstrip("/") / "cgroup.procs"))
+    return Place(host, netns, tuple(procs))
 
 
 def children_of(pid: int) -> list[int]:
@@ -191,12 +237,16 @@ class Nginx:
     """One nginx master (and its workers) with its own config in a temporary directory; `stop()`
     ends exactly that master and the workers it forked, by pid."""
 
-    def __init__(self, upstream: str):
+    def __init__(self, upstream: str, place: Place):
         self.dir = Path(tempfile.mkdtemp(prefix="conpaas-bench-nginx-"))
+        self.place = place
+        # Free here and, in the node's own network namespace, free there too.
         self.port_log, self.port_nolog = free_port(), free_port()
         self.config = self.dir / "nginx.conf"
         self.config.write_text(
-            NGINX_CONFIG.format(dir=self.dir, upstream=upstream, port_log=self.port_log, port_nolog=self.port_nolog)
+            NGINX_CONFIG.format(
+                dir=self.dir, host=place.host, upstream=upstream, port_log=self.port_log, port_nolog=self.port_nolog
+            )
         )
         self.process: subprocess.Popen | None = None
         self.workers: list[int] = []
@@ -205,12 +255,14 @@ class Nginx:
 
     @property
     def urls(self) -> tuple[str, str]:
-        return f"http://127.0.0.1:{self.port_log}/", f"http://127.0.0.1:{self.port_nolog}/"
+        return f"http://{self.place.host}:{self.port_log}/", f"http://{self.place.host}:{self.port_nolog}/"
 
     def start(self) -> None:
         log = open(self.dir / "stderr.log", "ab")
-        self.process = subprocess.Popen(
-            [self.binary, "-p", str(self.dir), "-e", str(self.dir / "error.log"), "-c", str(self.config)],
+        self.process = subprocess.Popen(  # `ip netns exec` execs nginx: this pid is nginx's master
+            self.place.argv(
+                [self.binary, "-p", str(self.dir), "-e", str(self.dir / "error.log"), "-c", str(self.config)]
+            ),
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=log,
@@ -330,8 +382,8 @@ def run(env, args) -> bool:
 STARTED: list[Nginx] = []
 
 
-def nginx_started(upstream: str) -> Nginx:
-    peer = Nginx(upstream)
+def nginx_started(upstream: str, place: Place) -> Nginx:
+    peer = Nginx(upstream, place)
     STARTED.append(peer)  # stopped by run() whatever happens
     peer.start()
     return peer
@@ -345,10 +397,11 @@ def measure(env, args, start_nginx) -> bool:
     targets = {"direct": direct, "router": router}
     nginx = None
     if nginx_binary() and not args.no_nginx:
-        nginx = start_nginx(urlsplit(direct).netloc)
+        nginx = start_nginx(urlsplit(direct).netloc, router_place(env, service))
         targets["nginx"], targets["nginx-nolog"] = nginx.urls
         say(
-            f"peer: {nginx.version}, worker_processes auto, upstream keepalive 16 (HTTP/1.1) to the same instance;"
+            f"peer: {nginx.version} {nginx.place.describe()}, worker_processes auto,"
+            " upstream keepalive 16 (HTTP/1.1) to the same instance;"
             f" 'nginx' logs each request to a file (access_log, combined format), 'nginx-nolog' has access_log off"
         )
     else:

@@ -65,6 +65,18 @@ def test_tenant_code_runs_as_its_own_user_at_a_lower_priority_in_its_nodes_cgrou
     assert not [name for name in me["environ"] if "SECRET" in name or name.startswith(("DJANGO", "DATABASE"))]
 
 
+def test_a_nodes_router_reuses_time_wait_ports_for_its_connections_to_the_instances(tenants, control_plane):
+    """A connection per request to the node's own address: without reuse, each connect() searches
+    the port range past the TIME_WAIT ones (bench/router_overhead.py)."""
+    _, victim = tenants
+    home, _ = node_of(control_plane, victim)
+    pid = (home / "agent.pid").read_text().strip()
+    netns = subprocess.run(["ip", "netns", "identify", pid], capture_output=True, text=True, check=True).stdout.strip()
+    assert netns.startswith("conpaas-n")
+    sysctl = ["ip", "netns", "exec", netns, "sysctl", "-n", "net.ipv4.tcp_tw_reuse"]
+    assert subprocess.run(sysctl, capture_output=True, text=True, check=True).stdout.strip() == "1"
+
+
 def test_tenant_code_cannot_read_or_signal_the_platform(tenants, control_plane):
     probe, _ = tenants
     home = control_plane.home
