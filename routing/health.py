@@ -36,7 +36,8 @@ def save_health(service, statuses: list[tuple], failure: str = "") -> dict[str, 
     for proxy, status in statuses:
         Node.objects.filter(pk=proxy.pk).update(router_status=status, router_error="", router_checked=now)
     verdicts = {}
-    for environment in Environment.objects.filter(service=service).select_related("version"):
+    environments = Environment.objects.filter(service=service).select_related("version")
+    for environment in environments.prefetch_related("database_copies__target"):
         version = environment.version
         if version is None:
             problems = None

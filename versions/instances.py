@@ -13,7 +13,16 @@ from services import copies as database_copies
 from services.choices import LINK_VARIABLES, NodeState, Outcome, Runtime
 from services.errors import OperationFailed
 from services.models import Event
-from versions.models import CodeVersion, Environment, Instance, InstanceState, backend_key, setting_values, settings_key
+from versions.models import (
+    CodeVersion,
+    Environment,
+    Instance,
+    InstanceState,
+    backend_key,
+    clean_settings,
+    setting_values,
+    settings_key,
+)
 
 ARCHIVE_SALT = "conpaas.archive"
 ARCHIVE_URL_MAX_AGE = 3600
@@ -48,9 +57,7 @@ class Release:
     def of(cls, environment: Environment, version: CodeVersion | None = None, settings_=None) -> "Release":
         """`environment`'s release: its version and settings, or those given (a deploy or a swap
         about to put them there)."""
-        copies = {
-            link_variable(copy.target): copy.name for copy in environment.database_copies.select_related("target")
-        }
+        copies = {link_variable(copy.target): copy.name for copy in environment.database_copies.all()}
         values = setting_values(environment.settings if settings_ is None else settings_)
         return cls(version or environment.version, environment, values, copies)
 
@@ -101,6 +108,14 @@ def instance_environment(service, release: Release, own: dict | None = None) -> 
 
 class LinkNotReady(OperationFailed):
     """A linked service has no address yet (it is still being created)."""
+
+
+def checked_settings(service, raw: dict) -> dict:
+    """Settings as a client writes them, in their stored form (versions.models.clean_settings),
+    none replacing a link's variable; ValidationError otherwise."""
+    cleaned = clean_settings(raw)
+    refuse_linked_names(service, cleaned)
+    return cleaned
 
 
 def refuse_linked_names(service, wanted: dict) -> None:

@@ -20,12 +20,12 @@ from services.models import Event, Operation
 from versions.instances import (
     LinkNotReady,
     Release,
+    checked_settings,
     ensure_instances,
     instance_spec,
     link_environment,
-    refuse_linked_names,
 )
-from versions.models import CodeVersion, Environment, Instance, InstanceState, clean_settings, setting_values
+from versions.models import CodeVersion, Environment, Instance, InstanceState, setting_values
 from versions.storage import lock_version
 from workflows.copies import drop_copies, ensure_copies
 
@@ -40,8 +40,7 @@ def request_deploy(
     """Deploy `version` into `environment`, with new settings (as versions.models.clean_settings
     takes them) or its own copy of the linked databases turned on or off when given."""
     if settings is not None:
-        settings = clean_settings(settings)
-        refuse_linked_names(environment.service, settings)
+        settings = checked_settings(environment.service, settings)
     refuse_production_copy(environment, database_copy)
     params = {"environment": environment.name, "version": version.pk}
     changes = []
@@ -189,7 +188,8 @@ def wait_for_links(service, operation) -> None:
 
 def retire_unused(service, operation=None) -> None:
     """Stop the instances of releases no environment serves, after the routers have drained them."""
-    in_use = {env.backend for env in Environment.objects.filter(service=service).exclude(version=None)}
+    serving = list(Environment.objects.filter(service=service).exclude(version=None))
+    in_use = {env.backend for env in serving}
     stale = [
         instance
         for instance in Instance.objects.filter(node__service=service).select_related("node", "version")
@@ -206,9 +206,9 @@ def retire_unused(service, operation=None) -> None:
             if not exc.unreachable and exc.status != 404:
                 raise OperationFailed(f"could not stop {instance.name}: {exc}") from exc
         instance.delete()
-    serving = set(Environment.objects.filter(service=service).values_list("version_id", flat=True))
-    unused = ", ".join(sorted({i.version.label for i in stale if i.version_id not in serving}))
-    rerun = ", ".join(sorted({i.version.label for i in stale if i.version_id in serving}))
+    served_versions = {env.version_id for env in serving}
+    unused = ", ".join(sorted({i.version.label for i in stale if i.version_id not in served_versions}))
+    rerun = ", ".join(sorted({i.version.label for i in stale if i.version_id in served_versions}))
     if unused:
         Event.record(
             service, "retire", f"retired {unused}: no environment serves it", Outcome.SUCCEEDED, operation=operation

@@ -8,8 +8,8 @@ from services import operations, quotas
 from services.choices import OperationKind
 from services.errors import Conflict
 from services.models import Event, Operation, Service
-from versions.instances import refuse_linked_names
-from versions.models import PRODUCTION, Environment, clean_settings, new_preview_key
+from versions.instances import checked_settings
+from versions.models import PRODUCTION, Environment, new_preview_key
 from workflows.copies import drop_copies
 from workflows.deploy import refuse_production_copy, request_deploy, retire_unused
 
@@ -23,10 +23,9 @@ def add_environment(
         service=service,
         name=name,
         preview_key=preview_key or new_preview_key(),
-        settings=clean_settings(settings or {}),
+        settings=checked_settings(service, settings or {}),
         database_copy=database_copy,
     )
-    refuse_linked_names(service, environment.settings)
     environment.validate()
     quotas.check_new_environment(service)
     with operations.holding(service, OperationKind.ROUTE, user, {"environment": name}) as operation:
@@ -63,8 +62,7 @@ def change_environment(
     refuse_production_copy(environment, database_copy)
     changes = {}
     if settings is not None:
-        changes["settings"] = clean_settings(settings)
-        refuse_linked_names(environment.service, changes["settings"])
+        changes["settings"] = checked_settings(environment.service, settings)
     if database_copy is not None:
         changes["database_copy"] = database_copy
     if not changes:
