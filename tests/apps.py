@@ -102,6 +102,11 @@ def attempt(action, target):
         host, port = target.rsplit(":", 1)
         with socket.create_connection((host, int(port)), timeout=2):
             return "connected"
+    if action == "connect-unix":
+        with socket.socket(socket.AF_UNIX) as sock:
+            sock.settimeout(2)
+            sock.connect(target)
+            return "connected"
     if action == "signal":
         os.kill(int(target), 0)
         return "may signal"

@@ -465,6 +465,7 @@ class Instances:
                 "pid": pids[-1],  # the process that listens on the port
                 "pids": pids,
                 "marker": recipe.marker(run),
+                "socket": run.socket if recipe.unix_socket else "",
                 "concurrency": recipe.concurrency,
                 "spec_hash": spec_hash,
                 "started": time.time(),
@@ -486,6 +487,17 @@ class Instances:
                 timeout = recipe.start_timeout
                 raise InstanceError(f"instance {run.name} did not answer within {timeout:.0f} s: {tail(run.logfile)}")
             time.sleep(0.05)
+
+    def local_socket(self, address: str, port: int) -> str | None:
+        """The unix socket of the instance of this node that listens on ``address:port``, if it
+        has one and it is there: what a router on this node connects to instead."""
+        if address != self.host:
+            return None
+        for name, record in dict(self.records).items():
+            socket = record.get("socket")
+            if record.get("port") == port and socket and self.alive(name) and os.path.exists(socket):
+                return socket
+        return None
 
     def get(self, name: str) -> dict:
         if name not in self.records:

@@ -83,7 +83,13 @@ class Agent:
             else None
         )
         self.proxy = (
-            Proxy(self.home, config["http_bind"], state.get("proxy"), self.save_state)
+            Proxy(
+                self.home,
+                config["http_bind"],
+                state.get("proxy"),
+                self.save_state,
+                local_socket=self.instances.local_socket if self.instances else None,
+            )
             if "proxy" in self.roles
             else None
         )

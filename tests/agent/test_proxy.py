@@ -485,6 +485,63 @@ def test_it_comes_back_identical_after_a_reload_and_an_agent_restart(start_agent
 
 
 @pytest.mark.integration
+def test_it_reaches_an_instance_of_its_own_node_through_its_unix_socket(start_agent, archives):
+    # The backend node is the proxy node: HAProxy connects to the instance's socket, not its port.
+    agent = start_agent(name="n")
+    ports = start_versions(agent, archives, labels=("v1",))
+    socket_path = agent.home / "instances" / "i-v1" / "http.sock"
+    assert socket_path.is_socket()
+    assert oct((agent.home / "instances" / "i-v1").stat().st_mode & 0o777) == "0o700"
+    desired = routing(ports, {"production": "1"})
+    resp = agent.call("PUT", "/v1/proxy", desired)
+    assert resp.status == 200, resp.body
+    assert resp.json()["backends"]["1"]["servers"]["n-test-i1"]["healthy"] is True
+    api = runtime(agent)
+    state = parse_servers_state(api.execute("show servers state slot0"))[("slot0", "n-test-i1")]
+    assert state["srv_addr"] == "-"  # a unix socket
+    assert f"server n-test-i1 {socket_path} " in (agent.home / "haproxy" / "haproxy.cfg").read_text()
+    assert served(agent) == "v1"
+    # The gate's own probe goes the same way, so a swap to it is allowed.
+    assert agent.call("PUT", "/v1/proxy?require_healthy=1", desired).status == 200
+    # A reload keeps it.
+    assert agent.call("POST", "/v1/proxy/reload").status == 200
+    assert served(agent) == "v1"
+
+    # A port no instance of this node listens on (another node's): TCP.
+    other = start_agent(roles=("backend",), name="other")
+    url, sha = archives.add("proxy-other.zip", app_zip({"VERSION": "other"}))
+    port = other.call("PUT", "/v1/instances/i-other", instance_body(url, sha, "other")).json()["port"]
+    moved = routing({"v1": port}, {"production": "1"})
+    moved["backends"]["1"][0]["name"] = "n-test-other"
+    assert agent.call("PUT", "/v1/proxy", moved).status == 200
+    state = parse_servers_state(api.execute("show servers state slot0"))[("slot0", "n-test-other")]
+    assert (state["srv_addr"], state["srv_port"]) == ("127.0.0.1", str(port))
+    assert served(agent) == "other"
+
+
+@pytest.mark.integration
+def test_a_server_moving_between_its_socket_and_a_port_is_replaced(start_agent, archives):
+    agent = start_agent(name="n")
+    ports = start_versions(agent, archives, labels=("v1",))
+    other = start_agent(roles=("backend",), name="other")
+    url, sha = archives.add("proxy-other.zip", app_zip({"VERSION": "other"}))
+    port = other.call("PUT", "/v1/instances/i-other", instance_body(url, sha, "other")).json()["port"]
+    api = runtime(agent)
+    for target_port, address, body in (
+        (ports["v1"], "-", "v1"),
+        (port, "127.0.0.1", "other"),
+        (ports["v1"], "-", "v1"),
+    ):
+        resp = agent.call("PUT", "/v1/proxy", routing({"v1": target_port}, {"production": "1"}, drain_timeout=1))
+        assert resp.status == 200, resp.body
+        assert (
+            parse_servers_state(api.execute("show servers state slot0"))[("slot0", "n-test-i1")]["srv_addr"] == address
+        )
+        wait_until(lambda: agent.web("/").status == 200, 10, message="the server to pass its check")
+        assert served(agent) == body
+
+
+@pytest.mark.integration
 def test_it_grows_the_slots_when_they_run_out(start_agent, archives):
     agent = start_agent()
     ports = start_versions(agent, archives, labels=("v1",))

@@ -98,7 +98,7 @@ def test_tenant_code_cannot_reach_another_tenant_except_through_its_router(tenan
     victim_home, victim_config = node_of(control_plane, victim)
     address = victim_config["agent_bind"].rsplit(":", 1)[0]
     state = json.loads((victim_home / "state.json").read_text())
-    instance = next(iter(state["instances"].values()))
+    instance_name, instance = next(iter(state["instances"].items()))
     real_home = Path(victim_config["home"])
 
     assert "PermissionError" in refused(probe, "read", str(real_home / "node.json"))
@@ -107,6 +107,10 @@ def test_tenant_code_cannot_reach_another_tenant_except_through_its_router(tenan
     assert "PermissionError" in refused(probe, "signal", (victim_home / "agent.pid").read_text().strip())
     assert "PermissionError" in refused(probe, "signal", str(instance["pid"]))
     refused(probe, "connect", f"{address}:{instance['port']}")
+    # The unix socket its router connects to is in the victim node's own home (0700).
+    socket_path = real_home / "instances" / instance_name / "http.sock"
+    assert socket_path.is_socket()
+    assert "PermissionError" in refused(probe, "connect-unix", str(socket_path))
     refused(probe, "connect", f"{address}:{AGENT_PORT}")
     assert attempt(probe, "connect", f"{address}:80")["ok"], "another service's router is public"
 

@@ -156,7 +156,8 @@ def render_config(
     """The whole haproxy.cfg: one frontend, the 503 backend and ``slot_count`` slot backends.
 
     ``slot_servers`` maps a slot name to its servers (``name``, ``address``, ``port``,
-    ``maxconn``), so a reload or a restart comes back with the servers the runtime API had added.
+    ``maxconn``, and ``target`` where HAProxy connects: address:port or a unix socket), so a
+    reload or a restart comes back with the servers the runtime API had added.
     """
     keys, envs = paths.keys_map, paths.envs_map
     lines = [
@@ -229,8 +230,8 @@ def render_config(
         slot = f"slot{index}"
         lines += ["", *slot_backend(slot, health_path)]
         for server in sorted(slot_servers.get(slot, []), key=lambda s: s["name"]):
-            address = f"{server['address']}:{server['port']}"
-            lines.append(f"    server {server['name']} {address} {server_options(server.get('maxconn'))}")
+            target = server.get("target") or f"{server['address']}:{server['port']}"
+            lines.append(f"    server {server['name']} {target} {server_options(server.get('maxconn'))}")
     return "\n".join(lines) + "\n"
 
 

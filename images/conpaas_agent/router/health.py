@@ -3,14 +3,33 @@
 from __future__ import annotations
 
 import http.client
+import socket
 
 from .config import CHECK_TIMEOUT
 
 
-def probe(address: str, port: int, path: str, timeout: float = CHECK_TIMEOUT) -> str:
-    """GET `path` on the server; "" when it answers below 500 (HAProxy's rule, `http-check expect
-    ! rstatus ^5`), else why not."""
-    connection = http.client.HTTPConnection(address, port, timeout=timeout)
+class UnixHTTPConnection(http.client.HTTPConnection):
+    """HTTP over a unix socket (``path``): the server as HAProxy reaches an instance of its node."""
+
+    def __init__(self, path: str, timeout: float):
+        super().__init__("localhost", timeout=timeout)
+        self.path = path
+
+    def connect(self) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(self.timeout)
+        self.sock.connect(self.path)
+
+
+def probe(target: str, path: str, timeout: float = CHECK_TIMEOUT) -> str:
+    """GET `path` on the server at ``target`` (address:port, or a unix socket's path, as HAProxy
+    reaches it); "" when it answers below 500 (HAProxy's rule, `http-check expect ! rstatus ^5`),
+    else why not."""
+    if target.startswith("/"):
+        connection: http.client.HTTPConnection = UnixHTTPConnection(target, timeout)
+    else:
+        address, _, port = target.rpartition(":")
+        connection = http.client.HTTPConnection(address.strip("[]"), int(port), timeout=timeout)
     try:
         connection.request("GET", path, headers={"Connection": "close", "User-Agent": "conpaas-agent-probe"})
         status = connection.getresponse().status

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 
 from ..metrics import LOG_SAMPLE, NO_REQUESTS, RequestLog
 from ..procs import pid_alive
@@ -21,6 +22,8 @@ from .validation import EMPTY_ROUTING
 log = logging.getLogger("conpaas_agent.router")
 
 INITIAL_SLOTS = 8
+# How long a server that changes between a unix socket and TCP may drain before it is replaced.
+DRAIN_ON_REPLACE = 5.0
 
 
 class Unhealthy(Exception):
@@ -34,7 +37,15 @@ class Proxy:
     slot of each version backend and the number of slot backends.
     """
 
-    def __init__(self, home: str, http_bind: str, state: dict | None, save, binary: str | None = None):
+    def __init__(
+        self,
+        home: str,
+        http_bind: str,
+        state: dict | None,
+        save,
+        binary: str | None = None,
+        local_socket: Callable[[str, int], str | None] | None = None,
+    ):
         self.paths = Paths(os.path.join(home, "haproxy"))
         self.http_bind = http_bind
         self.binary = binary or os.environ.get("CONPAAS_HAPROXY") or "/usr/sbin/haproxy"
@@ -43,6 +54,8 @@ class Proxy:
         self.slots: dict[str, str] = dict(state.get("slots") or {})  # version key -> slotK
         self.slot_count: int = int(state.get("slot_count") or INITIAL_SLOTS)
         self._save = save
+        # (address, port) -> the unix socket of this node's instance there, or None (instances.py)
+        self.local_socket = local_socket or (lambda address, port: None)
         self.api = RuntimeAPI(self.paths.admin_socket)
         self.lock = threading.RLock()
         self.process: subprocess.Popen | None = None
@@ -57,10 +70,18 @@ class Proxy:
     def state(self) -> dict:
         return {"routing": self.routing, "slots": dict(self.slots), "slot_count": self.slot_count}
 
+    def target(self, server: dict) -> str:
+        """Where HAProxy connects for ``server``: the unix socket of an instance on this node that
+        has one, else its address and port."""
+        return self.local_socket(server["address"], server["port"]) or f"{server['address']}:{server['port']}"
+
     def _slot_servers(self, routing: dict, only: set | None = None) -> dict[str, list[dict]]:
-        """slot -> its servers; with ``only``, just the (slot, name) pairs it holds."""
+        """slot -> its servers, each with its ``target``; with ``only``, just the (slot, name)
+        pairs it holds."""
         return {
-            self.slots[key]: [s for s in servers if only is None or (self.slots[key], s["name"]) in only]
+            self.slots[key]: [
+                {**s, "target": self.target(s)} for s in servers if only is None or (self.slots[key], s["name"]) in only
+            ]
             for key, servers in routing["backends"].items()
             if key in self.slots
         }
@@ -248,9 +269,10 @@ class Proxy:
         for (slot, name), server in desired.items():
             row = actual.get((slot, name))
             if row is None:
-                self.api.add_server(slot, name, server["address"], server["port"], server.get("maxconn"))
+                target = self.target(server)
+                self.api.add_server(slot, name, target, server.get("maxconn"))
                 added.append((slot, name))
-                log.info("added server %s/%s %s:%s", slot, name, server["address"], server["port"])
+                log.info("added server %s/%s %s", slot, name, target)
             elif last_applied.get((slot, name)) != server or _in_maintenance(row):
                 self._update_server(slot, name, server, row)
             # else: as the last apply left it, no runtime API round trip (a swap's fast path)
@@ -258,9 +280,19 @@ class Proxy:
 
     def _update_server(self, slot: str, name: str, server: dict, row: dict) -> None:
         state = parse_servers_state(self.api.execute(f"show servers state {slot}")).get((slot, name), {})
-        if state and (state.get("srv_addr"), state.get("srv_port")) != (server["address"], str(server["port"])):
+        target = self.target(server)
+        # A unix socket server shows as "-" port 0; the runtime API moves a server between
+        # addresses and ports only, so a server that changes kind is replaced.
+        current = "unix" if state.get("srv_addr") == "-" else f"{state.get('srv_addr')}:{state.get('srv_port')}"
+        wanted = "unix" if target.startswith("/") else target
+        if state and current != wanted:
+            if "unix" in (current, wanted):
+                self._retire([(slot, name)], DRAIN_ON_REPLACE)
+                self.api.add_server(slot, name, target, server.get("maxconn"))
+                log.info("replaced server %s/%s by %s", slot, name, target)
+                return
             self.api.set_server_address(slot, name, server["address"], server["port"])
-            log.info("moved server %s/%s to %s:%s", slot, name, server["address"], server["port"])
+            log.info("moved server %s/%s to %s", slot, name, target)
         if (row.get("slim") or "0") != str(server.get("maxconn") or 0):  # "" or 0: no limit
             self.api.set_server_maxconn(slot, name, server.get("maxconn"))
             log.info("server %s/%s takes %s requests at once", slot, name, server.get("maxconn") or "any number of")
@@ -321,7 +353,7 @@ class Proxy:
                 )
             # HAProxy's verdict is as old as its last check (up to a second or two): a server that
             # died since still looks UP. One request now closes that window before the commit.
-            elif failure := probe(server["address"], server["port"], routing["health_path"]):
+            elif failure := probe(self.target(server), routing["health_path"]):
                 problems.append(f"{server['name']} does not answer its health check now ({failure})")
         if problems:
             raise Unhealthy("; ".join(problems))

@@ -102,13 +102,14 @@ class RuntimeAPI:
         self._expect(f"commit map @{version} {map_path}")
 
     # servers
-    def add_server(self, backend: str, name: str, address: str, port: int, maxconn: int | None = None) -> None:
-        """Add a server that takes requests only once its first health check passed."""
-        target = f"{backend}/{name}"
-        self._expect(f"add server {target} {address}:{port} {server_options(maxconn)}", ("New server registered",))
+    def add_server(self, backend: str, name: str, target: str, maxconn: int | None = None) -> None:
+        """Add a server (``target``: address:port, or a unix socket's path) that takes requests
+        only once its first health check passed."""
+        server = f"{backend}/{name}"
+        self._expect(f"add server {server} {target} {server_options(maxconn)}", ("New server registered",))
         # One request: HAProxy runs one thread and this one CLI request to its end, so no request
         # is routed to the server between "enable server" (UP) and "health down".
-        self._expect(f"enable health {target};enable server {target};set server {target} health down")
+        self._expect(f"enable health {server};enable server {server};set server {server} health down")
 
     def set_server_maxconn(self, backend: str, name: str, maxconn: int | None) -> None:
         self._expect(f"set maxconn server {backend}/{name} {maxconn or 0}")  # 0: no limit

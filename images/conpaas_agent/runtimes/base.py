@@ -36,6 +36,10 @@ BUILD_PASSTHROUGH = {
     "SSL_CERT_FILE",
     "SSL_CERT_DIR",
 }
+# The unix socket an instance also listens on when its runtime can (Recipe.unix_socket), in its
+# own directory; a longer path than a socket address holds (108 bytes with its NUL) goes without.
+SOCKET_NAME = "http.sock"
+MAX_SOCKET_PATH = 107
 _TOKEN_RE = re.compile(r"\{\{([a-z_]+)\}\}")
 # Characters no config language we write can take inside a quoted value without escaping
 # (nginx expands `$` even in quotes; `;`, braces, quotes, `&`, `<` end or break the value).
@@ -176,6 +180,12 @@ class Run:
     def path(self, *parts: str) -> str:
         return os.path.join(self.dir, *parts)
 
+    @property
+    def socket(self) -> str:
+        """The unix socket path for a runtime that listens on one, "" when the path is too long."""
+        path = self.path(SOCKET_NAME)
+        return path if len(path.encode()) <= MAX_SOCKET_PATH and not _UNQUOTABLE_RE.search(path) else ""
+
     def log_since_start(self) -> str:
         try:
             with open(self.logfile, "rb") as fh:
@@ -223,6 +233,11 @@ class Recipe:
     # the router makes it the server's connection limit (maxconn), so excess requests wait in
     # HAProxy's queue, not in the instance's listen backlog where health checks would wait too.
     concurrency = 1
+    # Whether the instance also listens on a unix socket in its directory (``Run.socket``). A
+    # router on the same node connects there instead of to the TCP port: no handshake, no
+    # firewall or connection tracking, no TIME_WAIT per request (bench/router_overhead.py). The
+    # directory is the node user's alone (0700), so the node's firewall still stands for the rest.
+    unix_socket = False
     # The files the runtime writes in the instance directory: the allow-list of readable logs.
     logs: tuple[str, ...] = ("instance.log",)
 

@@ -19,10 +19,15 @@ def start_nginx(run: Run, runtime: str, server: str, values: dict, blocks: dict 
     nginx = installed(NGINX, "nginx", runtime)
     for name in TEMP_PATHS:
         private_dir(run.path("tmp", name))
+    socket = f'        listen "unix:{run.socket}";\n' if run.socket else ""
     config = render(
         "nginx.conf",
         {"dir": run.dir, "listen": listen_address(run.host, run.port)},
-        {"server": render(server, values, blocks), "user": "user root root;\n" if as_root() else ""},
+        {
+            "server": render(server, values, blocks),
+            "user": "user root root;\n" if as_root() else "",
+            "listen_socket": socket,
+        },
     )
     path = write_config(run.path("nginx.conf"), config)
     # -e: the log of nginx's own start, before it reads the config (else /var/log/nginx, root's).

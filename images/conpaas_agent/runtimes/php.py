@@ -85,6 +85,7 @@ def denied_locations(site: str) -> str:
 class Php(Recipe):
     name = "php"
     concurrency = 5  # php-fpm's pool: pm.max_children
+    unix_socket = True
     fields = frozenset({"max_upload_mb"})
     # php-fpm (its keeper, which passes the signal on) first, nginx second: nginx hands php-fpm
     # the requests. Stopped in reverse, each gracefully.

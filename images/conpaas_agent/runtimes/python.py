@@ -44,6 +44,7 @@ WORKERS = 2
 class Python(Recipe):
     name = "python"
     concurrency = WORKERS
+    unix_socket = True
     fields = frozenset({"entry_point"})
     stop_signals = (signal.SIGTERM,)
     # gunicorn can fork a worker just after its master took SIGTERM; that worker never hears of
@@ -85,6 +86,7 @@ class Python(Recipe):
             "gunicorn",
             "--bind",
             f"{run.host}:{run.port}",
+            *(["--bind", f"unix:{run.socket}"] if run.socket else []),
             "--workers",
             str(WORKERS),
             "--graceful-timeout",

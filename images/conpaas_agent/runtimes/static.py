@@ -13,6 +13,7 @@ from .nginx import start_nginx
 class Static(Recipe):
     name = "static"
     concurrency = 256  # nginx serves files without blocking: half its worker_connections
+    unix_socket = True
     stop_signals = (signal.SIGQUIT,)  # nginx's graceful stop: requests in flight finish
     logs = ("instance.log", "access.log", "error.log")
 
