@@ -10,6 +10,7 @@ import pytest
 from agent_helpers import http_request, instance_body, make_zip
 from conpaas_agent import archives, instances
 from conpaas_agent.procs import cmdline, pid_alive
+from conpaas_agent.router.health import UnixHTTPConnection
 from conpaas_agent.runtimes import RECIPES, base, php
 from conpaas_agent.waiting import wait_until
 
@@ -268,6 +269,11 @@ def test_static_serves_the_one_folder_of_an_archive_as_the_site(start_agent, arc
     agent = start_agent(roles=["backend"])
     inst, _ = put(agent, archives, "s2", static_label_site("v7"), "static")
     assert get(inst["port"], "/").body == b"v7\n"
+    # The same site on the instance's unix socket, where a router of its own node connects.
+    connection = UnixHTTPConnection(str(agent.home / "instances" / "s2" / "http.sock"), timeout=5)
+    connection.request("GET", "/")
+    assert connection.getresponse().read() == b"v7\n"
+    connection.close()
 
 
 @pytest.mark.integration
