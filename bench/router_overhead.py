@@ -33,7 +33,6 @@ import pwd
 import re
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -50,6 +49,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import benchlib  # noqa: E402
 from benchlib import percentile, say  # noqa: E402
 
+from images.conpaas_agent.procs import children, free_port  # noqa: E402
 from images.conpaas_agent.runtimes.base import SOCKET_NAME  # noqa: E402
 from services.clouds.isolation import CGROUP_ROOT, CONTROLLERS, JOIN_CGROUPS  # noqa: E402
 
@@ -194,12 +194,6 @@ NGINX_SOCKET_SERVER = """\
 """
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @dataclass(frozen=True)
 class Place:
     """Where the nginx peer runs: beside the router it is compared with. On an isolated node that
@@ -240,19 +234,6 @@ def router_place(env, service: dict) -> Place:
                 if controller in CONTROLLERS:
                     procs.append(str(CGROUP_ROOT / controller / path.lstrip("/") / "cgroup.procs"))
     return Place(host, netns, tuple(procs))
-
-
-def children_of(pid: int) -> list[int]:
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as f:
-                    if int(f.read().rsplit(")", 1)[1].split()[1]) == pid:
-                        found.append(int(entry))
-            except (OSError, ValueError, IndexError):
-                continue
-    return found
 
 
 def nginx_binary() -> str | None:
@@ -319,7 +300,7 @@ class Nginx:
                 raise RuntimeError(f"nginx exited at start: {(self.dir / 'error.log').read_text()[-500:]}")
             try:
                 if all(benchlib.get_text(url, timeout=1)[0] == 200 for url in self.urls):
-                    self.workers = children_of(self.process.pid)
+                    self.workers = children(self.process.pid)
                     return
             except OSError:
                 pass
@@ -329,7 +310,7 @@ class Nginx:
     def stop(self) -> None:
         if self.process is None:
             return
-        self.workers = sorted(set(self.workers) | set(children_of(self.process.pid)))
+        self.workers = sorted(set(self.workers) | set(children(self.process.pid)))
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGQUIT)  # graceful: the master ends its workers
             try:
