@@ -32,7 +32,7 @@ import urllib.request
 from .archives import ArchiveError, extract_archive, release_command_problem
 from .procs import children, cmdline, free_port, pid_alive
 from .runtimes import RECIPES
-from .runtimes.base import InstanceError, Recipe, Run, instance_environ, private_dir, tail
+from .runtimes.base import InstanceError, Recipe, Run, instance_environ, private_dir, socket_path, tail
 
 log = logging.getLogger("conpaas_agent.instances")
 
@@ -447,7 +447,8 @@ class Instances:
             home = private_dir(os.path.join(instance_dir, "home"))
             extra = {"CONPAAS_VERSION": spec["label"], **spec["env"], "PORT": str(port)}
             env = instance_environ(home, extra, build.get("venv"))
-            run = Run(name, spec, instance_dir, app_dir, self.host, port, env, self.nice, logfile, build)
+            socket = socket_path(instance_dir) if recipe.unix_socket else ""
+            run = Run(name, spec, instance_dir, app_dir, self.host, port, env, self.nice, logfile, build, socket)
             with open(logfile, "ab") as out:
                 out.write(f"--- starting {name} (version {spec['version']}, {recipe.name}) on port {port}\n".encode())
                 run.log_offset = out.tell()
@@ -465,7 +466,7 @@ class Instances:
                 "pid": pids[-1],  # the process that listens on the port
                 "pids": pids,
                 "marker": recipe.marker(run),
-                "socket": run.socket if recipe.unix_socket else "",
+                "socket": run.socket,
                 "concurrency": recipe.concurrency,
                 "spec_hash": spec_hash,
                 "started": time.time(),

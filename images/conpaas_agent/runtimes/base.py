@@ -79,6 +79,13 @@ def build_environ(home: str, venv: str) -> dict[str, str]:
     return instance_environ(home, {**passed, "PIP_DISABLE_PIP_VERSION_CHECK": "1"}, venv)
 
 
+def socket_path(instance_dir: str) -> str:
+    """The unix socket of an instance whose runtime listens on one; "" when its path is too long
+    for a socket address or could not sit in a config."""
+    path = os.path.join(instance_dir, SOCKET_NAME)
+    return path if len(path.encode()) <= MAX_SOCKET_PATH and not _UNQUOTABLE_RE.search(path) else ""
+
+
 def private_dir(path: str) -> str:
     os.makedirs(path, mode=0o700, exist_ok=True)
     os.chmod(path, 0o700)
@@ -174,17 +181,12 @@ class Run:
     nice: int
     logfile: str
     build: dict = field(default_factory=dict)  # what the recipe's build() made for this version
+    socket: str = ""  # the unix socket to listen on too, "" for none (Recipe.unix_socket)
     processes: list[subprocess.Popen] = field(default_factory=list)
     log_offset: int = 0  # where this start's lines begin in the instance log
 
     def path(self, *parts: str) -> str:
         return os.path.join(self.dir, *parts)
-
-    @property
-    def socket(self) -> str:
-        """The unix socket path for a runtime that listens on one, "" when the path is too long."""
-        path = self.path(SOCKET_NAME)
-        return path if len(path.encode()) <= MAX_SOCKET_PATH and not _UNQUOTABLE_RE.search(path) else ""
 
     def log_since_start(self) -> str:
         try:
@@ -233,7 +235,7 @@ class Recipe:
     # the router makes it the server's connection limit (maxconn), so excess requests wait in
     # HAProxy's queue, not in the instance's listen backlog where health checks would wait too.
     concurrency = 1
-    # Whether the instance also listens on a unix socket in its directory (``Run.socket``). A
+    # Whether the instance also listens on a unix socket in its directory (``Run.socket``, set by the manager). A
     # router on the same node connects there instead of to the TCP port: no handshake, no
     # firewall or connection tracking, no TIME_WAIT per request (bench/router_overhead.py). The
     # directory is the node user's alone (0700), so the node's firewall still stands for the rest.
