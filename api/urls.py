@@ -11,6 +11,7 @@ from api.views import (
     ServiceViewSet,
     TokenView,
     archive_download,
+    build_download,
 )
 
 router = DefaultRouter()
@@ -27,4 +28,5 @@ urlpatterns = [
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
     path("internal/archives/<str:token>/", archive_download, name="version-archive"),
+    path("internal/builds/<str:token>/", build_download, name="build-archive"),
 ]

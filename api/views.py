@@ -70,6 +70,7 @@ from routing.metrics import LIVE_KEEP, MINUTE_KEEP, series, service_metrics
 from services import tokens
 from services.databases import credentials
 from services.models import ApiToken, Application, Operation, Service, slug_validator
+from versions.builds import build_from_token
 from versions.instances import version_from_token
 from versions.logs import DEFAULT_LINES, MAX_LINES, environment_logs
 from versions.models import Environment
@@ -567,3 +568,11 @@ def archive_download(request, token):
     if version is None or not version.archive_path.exists():
         raise Http404("unknown or expired archive link")
     return FileResponse(open(version.archive_path, "rb"), content_type="application/octet-stream")
+
+
+def build_download(request, token):
+    """Nodes fetch a version's build here with a signed, expiring link (no user session)."""
+    build = build_from_token(token)
+    if build is None or not build.path.exists():
+        raise Http404("unknown or expired build link")
+    return FileResponse(open(build.path, "rb"), content_type="application/octet-stream")

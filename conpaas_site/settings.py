@@ -69,6 +69,15 @@ def _apps_domain(value: str) -> str:
 CONPAAS_APPS_DOMAIN = _apps_domain(os.getenv("CONPAAS_APPS_DOMAIN", ""))
 CONPAAS_ARCHIVES = CONPAAS_HOME / "archives"
 CONPAAS_NODES = CONPAAS_HOME / "nodes"
+# Builds (versions/builds.py): what a code version needs besides its archive (its python
+# packages, a composer vendor/), made once in a sandbox and stored by their inputs' digest.
+CONPAAS_BUILDS = CONPAAS_HOME / "builds"
+CONPAAS_BUILD_TIMEOUT = envint("CONPAAS_BUILD_TIMEOUT", 1800)
+# The package proxy, a build's only way out: a PyPI caching mirror (proxpi) that `manage.py up`
+# runs on a free port of 127.0.0.1 and names here for its workers; set it to use one of your own.
+CONPAAS_PACKAGE_PROXY_URL = os.getenv("CONPAAS_PACKAGE_PROXY_URL", "")
+CONPAAS_PACKAGE_CACHE = Path(os.getenv("CONPAAS_PACKAGE_CACHE", str(CONPAAS_HOME / "package-cache")))
+CONPAAS_PACKAGE_CACHE_MB = envint("CONPAAS_PACKAGE_CACHE_MB", 5120)
 # The local cloud isolates each node (its own Unix user, network namespace and cgroups) when
 # the platform runs as root: "auto" (isolate when possible, else say why once at start-up),
 # "required" (refuse to boot nodes that cannot be isolated) or "off". See README, "Isolation".

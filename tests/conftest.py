@@ -30,6 +30,7 @@ def _isolated_archives(request, tmp_path_factory):
     settings = request.getfixturevalue("settings")
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # fast, tests only
     settings.CONPAAS_ARCHIVES = tmp_path_factory.mktemp("archives")
+    settings.CONPAAS_BUILDS = tmp_path_factory.mktemp("builds")
     yield settings.CONPAAS_ARCHIVES
 
 

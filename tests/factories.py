@@ -42,6 +42,7 @@ class CodeVersionFactory(factory.django.DjangoModelFactory):
     size = 100
     kind = "zip"
     entry_point = "wsgi:application"
+    needs_build = False  # no archive is stored for it: nothing to build (tests/workflows/test_builds.py builds)
 
 
 class NodeFactory(factory.django.DjangoModelFactory):

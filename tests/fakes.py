@@ -9,6 +9,10 @@ instance before it stopped.
 
 import copy
 import itertools
+import shutil
+import sys
+import tempfile
+from pathlib import Path
 
 from libcloud.compute.base import Node as CloudNode
 from libcloud.compute.drivers.dummy import DummyNodeDriver
@@ -16,6 +20,7 @@ from libcloud.compute.types import NodeState
 
 from images.conpaas_agent.metrics import NO_REQUESTS
 from services.agent import AgentError
+from services.clouds.sandbox import Sandbox
 
 
 class FakeFleet:
@@ -229,3 +234,40 @@ class MemoryCloud(DummyNodeDriver):
 
     def ex_log_tail(self, node, lines: int = 10) -> list[str]:
         return self.log_lines[-lines:]
+
+    # builds (versions/builds.py)
+    ex_node_python = sys.executable
+    build_exit = 0  # what each build step exits with
+    build_lines = ["Collecting hello", "Successfully installed hello-0.1"]  # what it prints
+    builds: list  # the steps run: (argv, working directory)
+
+    def ex_build_sandbox(self, name: str, proxy_url: str) -> "FakeSandbox":
+        self.__dict__.setdefault("builds", [])
+        parent = Path(tempfile.mkdtemp(prefix="sandboxes-"))
+        return FakeSandbox(self, Path(tempfile.mkdtemp(prefix=f"{name}-", dir=parent)), "http://proxy/index/")
+
+
+class FakeSandbox(Sandbox):
+    """Runs nothing: each step prints the cloud's `build_lines` and, when it exits 0, leaves what
+    the installer would have installed (a module `hello`, a composer autoload.php)."""
+
+    def __init__(self, cloud: MemoryCloud, home: Path, index_url: str):
+        super().__init__(home, index_url)
+        self.cloud = cloud
+
+    def run(self, argv, cwd, env, timeout, on_line) -> int:
+        self.cloud.builds.append((argv, cwd))
+        for line in self.cloud.build_lines:
+            on_line(line)
+        if self.cloud.build_exit == 0:
+            if "composer" in argv:
+                (cwd / "vendor").mkdir(exist_ok=True)
+                (cwd / "vendor" / "autoload.php").write_text("<?php\n")
+            else:
+                site = cwd / argv[argv.index("--target") + 1]
+                site.mkdir(parents=True, exist_ok=True)
+                (site / "hello.py").write_text("GREETING = 'hello'\n")
+        return self.cloud.build_exit
+
+    def close(self) -> None:
+        shutil.rmtree(self.home.parent, ignore_errors=True)

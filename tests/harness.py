@@ -27,6 +27,7 @@ from images.conpaas_agent.waiting import wait_until
 from services.clouds.local import LocalNodeDriver
 
 REPO = Path(__file__).resolve().parents[1]
+TEST_PACKAGE_CACHE = REPO / "var" / "test-package-cache"
 
 
 POSTGRES_ENGINES = ("django.db.backends.postgresql", "django.contrib.gis.db.backends.postgis")
@@ -112,6 +113,9 @@ class ControlPlane:
             "CONPAAS_HEALTH_TIMEOUT": "20",
             "CONPAAS_DRAIN_TIMEOUT": "5",
             "CONPAAS_QUEUE_NAME": self.queue,
+            # Every control plane of a test run shares one package cache: a build fetches from
+            # the index once per run, whichever plane asks first.
+            "CONPAAS_PACKAGE_CACHE": str(TEST_PACKAGE_CACHE),
             "PYTHONUNBUFFERED": "1",
         }
         if self.redis_url:
@@ -195,6 +199,13 @@ class ControlPlane:
             except FileNotFoundError:
                 pass
         return None
+
+    @property
+    def package_proxy_port(self) -> int:
+        """The port on 127.0.0.1 of the package proxy `manage.py up` runs (services/package_proxy.py)."""
+        pid = self.part("proxpi.server:app")
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")
+        return int(argv[argv.index("--bind") + 1].rsplit(":", 1)[1])
 
     def node_pids(self, node_name: str) -> list[int]:
         """Every live process of one of this plane's local nodes: its cgroups' and its user's
@@ -296,12 +307,12 @@ class Api:
         data = {"label": label} if label else {}
         return self.post(f"/api/v1/services/{service_id}/versions/", files={"archive": (filename, archive)}, data=data)
 
-    def deploy(self, service_id: int, environment: str, version_id: int) -> dict:
+    def deploy(self, service_id: int, environment: str, version_id: int, timeout: float = 90) -> dict:
         response = self.patch(
             f"/api/v1/services/{service_id}/environments/{environment}/", json={"version": version_id}
         )
         assert response.status_code == 202, response.text
-        return self.wait_operation(response.json())
+        return self.wait_operation(response.json(), timeout=timeout)
 
     @contextmanager
     def serving(self, name: str, runtime: str, archive: bytes, filename: str):

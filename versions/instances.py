@@ -13,6 +13,7 @@ from services import copies as database_copies
 from services.choices import LINK_VARIABLES, NodeState, Outcome, Runtime
 from services.errors import OperationFailed
 from services.models import Event
+from versions.builds import build_fields, ensure_build
 from versions.models import (
     CodeVersion,
     Environment,
@@ -95,6 +96,7 @@ def instance_spec(service, release: Release) -> dict:
         "archive_url": archive_url(release.version),
         "archive_sha256": release.version.sha256,
         "env": instance_environment(service, release),
+        **build_fields(release.version),
         **runtime_fields(service, release.version),
     }
 
@@ -172,12 +174,14 @@ def ensure_instances(service, release: Release, operation=None) -> int:
     """Run `release` on every running backend node (idempotent: a running instance is left alone);
     returns how many instances were started or started again."""
     started_count, version = 0, release.version
+    ensure_build(service, version, operation)  # made at its first deploy: a lookup
     for node in service.backend_node_list().filter(state=NodeState.RUNNING):
         instance, created = Instance.objects.get_or_create(node=node, version=version, settings_key=release.key)
         if created or not instance.spec:
             instance.spec = instance_spec(service, release)
         else:
-            instance.spec["archive_url"] = archive_url(version)  # the old link may have expired
+            # The old links may have expired; a version deployed before it had builds gets one.
+            instance.spec.update(archive_url=archive_url(version), **build_fields(version))
             # Links added, removed or moved: the agent restarts an instance whose spec changed.
             own = {k: v for k, v in instance.spec.get("env", {}).items() if k.startswith("CONPAAS_")}
             instance.spec["env"] = instance_environment(service, release, own)

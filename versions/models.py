@@ -130,6 +130,35 @@ def backend_key(version_id: int, key: str) -> str:
     return f"{version_id}-{key}" if key else str(version_id)
 
 
+class Build(models.Model):
+    """What code versions need besides their archive (python packages, a composer vendor/), made
+    once per owner and inputs (versions/builds.py) and stored at `path`: a tar.gz whose sha256
+    nodes check. Versions with the same requirements share one."""
+
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    key = models.CharField(max_length=64)  # the digest of its inputs (images/conpaas_agent/builds.py)
+    kind = models.CharField(max_length=10)  # pip | composer
+    sha256 = models.CharField(max_length=64)
+    size = models.PositiveBigIntegerField()
+    seconds = models.FloatField()
+    summary = models.CharField(max_length=500, blank=True)  # what the installer said it installed
+    created = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["owner", "key"], name="build_unique_key")]
+
+    def __str__(self) -> str:
+        return f"{self.kind} build {self.key[:12]}"
+
+    @property
+    def path(self):
+        return build_path(self.key)
+
+
+def build_path(key: str):
+    return settings.CONPAAS_BUILDS / f"{key}.tar.gz"
+
+
 class CodeVersion(models.Model):
     """An immutable uploaded archive, stored once per content (by sha256)."""
 
@@ -144,6 +173,9 @@ class CodeVersion(models.Model):
     release_command = models.CharField(max_length=1000, blank=True)
     uploaded_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
     created = models.DateTimeField(default=timezone.now)
+    # Its build, made at its first deploy; `needs_build` False once that deploy found it needs none.
+    build = models.ForeignKey(Build, null=True, blank=True, on_delete=models.PROTECT, related_name="versions")
+    needs_build = models.BooleanField(null=True, blank=True)
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["service", "label"], name="version_unique_label")]

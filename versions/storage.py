@@ -5,14 +5,14 @@ import tempfile
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import F, ProtectedError, RestrictedError
+from django.db.models import F, ProtectedError, RestrictedError, Sum
 
 from images.conpaas_agent.archives import ArchiveError, Limits, inspect_archive
 from services import quotas
 from services.choices import OperationKind
 from services.errors import Conflict, ConpaasError, NotFound, QuotaExceeded
 from services.models import Event, Service, active_operations
-from versions.models import CodeVersion, archive_path, label_validator
+from versions.models import Build, CodeVersion, archive_path, label_validator
 
 
 class UploadRefused(ConpaasError):
@@ -78,10 +78,17 @@ def store_version(
 
 
 def check_storage_quota(owner, sha256: str, size: int) -> None:
-    """The owner's archives, each content counted once (it is stored once), plus the new one
-    unless the owner already stores the same content."""
-    stored = dict(CodeVersion.objects.filter(service__owner_id=owner.pk).values_list("sha256", "size").distinct())
-    quotas.check_storage(owner, sum(stored.values()), 0 if sha256 in stored else size)
+    """The owner's archives and builds, plus the new archive unless the owner already stores the
+    same content."""
+    known = CodeVersion.objects.filter(service__owner_id=owner.pk, sha256=sha256).exists()
+    quotas.check_storage(owner, stored_bytes(owner), 0 if known else size)
+
+
+def stored_bytes(owner) -> int:
+    """What the owner stores: each archive content once (it is stored once), and their builds."""
+    archives = dict(CodeVersion.objects.filter(service__owner_id=owner.pk).values_list("sha256", "size").distinct())
+    builds = Build.objects.filter(owner_id=owner.pk).aggregate(total=Sum("size"))["total"] or 0
+    return sum(archives.values()) + builds
 
 
 def _write_once(fileobj, path) -> bool:
@@ -104,9 +111,14 @@ def _write_once(fileobj, path) -> bool:
 
 
 def delete_unreferenced_archives(shas_and_kinds) -> None:
+    """The archives no version holds any more, and the builds no version uses."""
     for sha256, kind in set(shas_and_kinds):
         if not CodeVersion.objects.filter(sha256=sha256).exists():
             archive_path(sha256, kind).unlink(missing_ok=True)
+    for build in Build.objects.filter(versions=None):
+        build.path.unlink(missing_ok=True)
+        build.path.with_suffix("").with_suffix(".log").unlink(missing_ok=True)
+        build.delete()
 
 
 class VersionInUse(Conflict):

@@ -17,6 +17,7 @@ from services import agent, operations
 from services.choices import NodeState, OperationKind, Outcome, ServiceState
 from services.errors import Conflict, NotFound, OperationFailed
 from services.models import Event, Operation
+from versions.builds import ensure_build
 from versions.instances import (
     LinkNotReady,
     Release,
@@ -83,6 +84,9 @@ def run_deploy(operation) -> str:
         wait_for_links(service, operation)
         copies = ensure_copies(environment, operation) if with_copy else {}
         release = Release(version, environment, setting_values(settings_), copies)
+        if version.build_id is None and version.needs_build is not False:
+            operation.set_progress(f"looking for what {version.label} needs built")
+        ensure_build(service, version, operation)
         run_release(service, release, operation)
         operation.set_progress(f"starting {version.label} on the backend nodes")
         ensure_instances(service, release, operation)

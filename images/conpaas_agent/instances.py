@@ -47,7 +47,11 @@ MAX_LOG_LINE_CHARS = 4096  # a longer line is cut: one line never fills an answe
 LOG_TAIL_BYTES = 1024 * 1024  # read at most this much of the end of a log file
 # A release command (migrations) that runs longer is stopped and fails the deploy.
 RELEASE_TIMEOUT = 600
-COMMON_FIELDS = frozenset({"version", "label", "runtime", "archive_url", "archive_sha256", "env"})
+COMMON_FIELDS = frozenset(
+    {"version", "label", "runtime", "archive_url", "archive_sha256", "env", "build_url", "build_sha256"}
+)
+# What a build (builds.py) may unpack to on a node: a virtualenv's packages, a vendor/ tree.
+MAX_BUILD_BYTES = 4 * 1024 * 1024 * 1024
 
 
 # --- logs -------------------------------------------------------------------------------
@@ -113,10 +117,10 @@ def download(url: str, dest: str, expected_sha256: str) -> None:
         raise InstanceError(f"archive sha256 mismatch: expected {expected_sha256}, downloaded {digest.hexdigest()}")
 
 
-def unpack(archive: str, dest: str) -> None:
+def unpack(archive: str, dest: str, max_bytes: int = MAX_UNPACKED_BYTES) -> None:
     """Unpack a zip or tar.gz into ``dest`` under the shared archive rules."""
     try:
-        extract_archive(archive, dest, MAX_UNPACKED_BYTES)
+        extract_archive(archive, dest, max_bytes)
     except ArchiveError as exc:
         raise InstanceError(f"the archive is refused: {exc}") from exc
 
@@ -170,8 +174,20 @@ def validate_instance(body: object) -> dict:
         "archive_url": body["archive_url"],
         "archive_sha256": sha,
         "env": dict(env),
+        **validate_build(body),
         **recipe.validate(body),
     }
+
+
+def validate_build(body: dict) -> dict:
+    """The version's build (the control plane made it once: builds.py), when it has one: both
+    build_url and build_sha256, or neither."""
+    url, sha = body.get("build_url"), body.get("build_sha256")
+    if url is None and sha is None:
+        return {}
+    if not isinstance(url, str) or not url or not isinstance(sha, str) or not SHA256_RE.match(sha.lower()):
+        raise InstanceError("build_url and build_sha256 (64 hex digits) go together", 400)
+    return {"build_url": url, "build_sha256": sha.lower()}
 
 
 def descendants(pid: int) -> list[int]:
@@ -296,24 +312,37 @@ class Instances:
         return {base: read_tail(path, lines) for base, path in allowed.items() if not files or base in files}
 
     # staging
-    def stage(self, sha: str, url: str, logfile: str, recipe: Recipe) -> tuple[str, dict]:
-        """Stage a version once per sha256, and build what its runtime needs once; returns (app
-        directory, what the build made)."""
+    def stage(self, spec: dict, logfile: str, recipe: Recipe) -> tuple[str, dict]:
+        """Stage a version once per sha256 (its archive, and its build when it has one), then let
+        its runtime set it up once; returns (app directory, what the runtime's build() made)."""
+        sha = spec["archive_sha256"]
         with self._lock_for(self._version_locks, sha):
             version_dir = os.path.join(self.versions_dir, sha)
-            unpacked = os.path.join(version_dir, "app")
-            if not os.path.isdir(unpacked):
-                os.makedirs(version_dir, mode=0o700, exist_ok=True)
-                tmp = tempfile.mkdtemp(prefix="stage-", dir=version_dir)
-                try:
-                    archive = os.path.join(tmp, "archive")
-                    download(url, archive, sha)
-                    unpack(archive, os.path.join(tmp, "app"))
-                    os.replace(os.path.join(tmp, "app"), unpacked)
-                    log.info("staged version %s", sha[:12])
-                finally:
-                    shutil.rmtree(tmp, ignore_errors=True)
-            return unpacked, recipe.build(version_dir, unpacked, logfile, self.nice)
+            unpacked = self._fetch(version_dir, "app", spec["archive_url"], sha, MAX_UNPACKED_BYTES)
+            built = None
+            if spec.get("build_sha256"):
+                build_sha = spec["build_sha256"]
+                name = f"build-{build_sha[:16]}"
+                built = self._fetch(version_dir, name, spec["build_url"], build_sha, MAX_BUILD_BYTES)
+            return unpacked, recipe.build(version_dir, unpacked, logfile, self.nice, built)
+
+    def _fetch(self, version_dir: str, name: str, url: str, sha: str, max_bytes: int) -> str:
+        """``version_dir/name``: the archive at ``url`` (a path of the control plane), checked
+        against ``sha`` and unpacked, unless it is there already."""
+        target = os.path.join(version_dir, name)
+        if os.path.isdir(target):
+            return target
+        os.makedirs(version_dir, mode=0o700, exist_ok=True)
+        tmp = tempfile.mkdtemp(prefix="stage-", dir=version_dir)
+        try:
+            archive = os.path.join(tmp, "archive")
+            download(urllib.parse.urljoin(self.control_url, url), archive, sha)
+            unpack(archive, os.path.join(tmp, "tree"), max_bytes)
+            os.replace(os.path.join(tmp, "tree"), target)
+            log.info("staged %s of version %s", name, os.path.basename(version_dir)[:12])
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        return target
 
     @contextlib.contextmanager
     def _starting_from(self, sha: str):
@@ -384,8 +413,7 @@ class Instances:
         with self._starting_from(sha):
             release_dir = private_dir(os.path.join(self.versions_dir, sha, "release"))
             logfile = os.path.join(release_dir, "release.log")
-            archive_url = urllib.parse.urljoin(self.control_url, spec["archive_url"])
-            app_dir, build = self.stage(sha, archive_url, logfile, recipe)
+            app_dir, build = self.stage(spec, logfile, recipe)
             extra = {"CONPAAS_VERSION": spec["label"], **spec["env"]}
             env = instance_environ(private_dir(os.path.join(release_dir, "home")), extra, build.get("venv"))
             argv = shlex.split(command)
@@ -423,9 +451,9 @@ class Instances:
 
     def _put(self, name: str, spec: dict) -> tuple[dict, bool]:
         recipe = RECIPES[spec["runtime"]]
-        # The download link is not part of what runs (links expire and are re-signed): a PUT that
-        # differs only in archive_url must leave the running instance alone.
-        identity = {k: v for k, v in spec.items() if k != "archive_url"}
+        # The download links are not part of what runs (links expire and are re-signed): a PUT
+        # that differs only in archive_url or build_url must leave the running instance alone.
+        identity = {k: v for k, v in spec.items() if k not in ("archive_url", "build_url")}
         spec_hash = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
         with self._lock_for(self._name_locks, name):
             record = self.records.get(name)
@@ -437,8 +465,7 @@ class Instances:
             os.makedirs(instance_dir, mode=0o700, exist_ok=True)
             logfile = os.path.join(instance_dir, "instance.log")
             if recipe.archive:
-                archive_url = urllib.parse.urljoin(self.control_url, spec["archive_url"])
-                app_dir, build = self.stage(spec["archive_sha256"], archive_url, logfile, recipe)
+                app_dir, build = self.stage(spec, logfile, recipe)
             else:
                 app_dir, build = instance_dir, {}
             port = free_port(self.host)

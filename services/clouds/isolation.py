@@ -183,6 +183,9 @@ class Slot:
     group: str
     control: tuple[str, int]
     published: int | None = None  # the host port forwarded to the router (CONPAAS_LOCAL_PUBLISH)
+    # "node", or "build": a build's sandbox, whose firewall lets it reach the package proxy
+    # (`control`) and nothing else, not even other nodes' routers.
+    kind: str = "node"
 
     @property
     def netns(self) -> str:
@@ -207,6 +210,7 @@ class Slot:
             "group": self.group,
             "control": list(self.control),
             "published": self.published,
+            "kind": self.kind,
         }
         self.path.write_text(json.dumps(record))
 
@@ -223,6 +227,7 @@ class Slot:
             record["group"],
             tuple(record["control"]),
             record.get("published"),
+            record.get("kind", "node"),
         )
 
     def stale(self) -> bool:
@@ -268,6 +273,7 @@ class Isolation:
         publish: bool = False,
         address: str | None = None,
         published: int | None = None,
+        kind: str = "node",
     ) -> Slot:
         """Take a free slot and set up its namespace, user, cgroups and home (under the registry
         lock), with a host port forwarded to its router when `publish`; the installation's
@@ -283,7 +289,7 @@ class Isolation:
                 number = self._next_free(held)
             elif (number := self.network.slot_at(address)) in held:
                 raise IsolationError(f"{address} is held by another node ({held[number].node})")
-            slot = Slot(number, self.installation, node, group, control)
+            slot = Slot(number, self.installation, node, group, control, kind=kind)
             if publish:
                 taken = {s.published for s in held.values()}
                 if published is not None and published in taken:
@@ -373,7 +379,7 @@ class Isolation:
     def home(self, slot: Slot) -> Path:
         return self.node_root / f"n{slot.number}"
 
-    def _home(self, slot: Slot, image: Path) -> None:
+    def _home(self, slot: Slot, image: Path | None) -> None:
         """The node's home, 0700 and its user's, with a copy of the agent image (root's: the
         agent's code is not the tenant's to change)."""
         user = pwd.getpwnam(slot.user)
@@ -385,12 +391,13 @@ class Isolation:
         home = self.home(slot)
         shutil.rmtree(home, ignore_errors=True)
         home.mkdir(mode=0o700)
-        shutil.copytree(image, home / "image", ignore=shutil.ignore_patterns("__pycache__"))
-        # The platform's umask keeps what it writes private; the image is for the node to read.
-        for folder, _, files in os.walk(home / "image"):
-            os.chmod(folder, 0o755)
-            for name in files:
-                os.chmod(os.path.join(folder, name), 0o644 if not name.endswith(".sh") else 0o755)
+        if image is not None:
+            shutil.copytree(image, home / "image", ignore=shutil.ignore_patterns("__pycache__"))
+            # The platform's umask keeps what it writes private; the image is for the node to read.
+            for folder, _, files in os.walk(home / "image"):
+                os.chmod(folder, 0o755)
+                for name in files:
+                    os.chmod(os.path.join(folder, name), 0o644 if not name.endswith(".sh") else 0o755)
         os.chown(home, user.pw_uid, user.pw_gid)
 
     def owner(self, slot: Slot) -> tuple[int, int]:
@@ -464,6 +471,30 @@ class Isolation:
     def _firewall(self, slot: Slot, peers: list[str], servers: list[str] = (), clients: list[str] = ()) -> None:
         gateway, net = self.network.gateway, self.network.net
         _, control_port = slot.control
+        if slot.kind == "build":
+            # A build's only way out: the package proxy, which the host forwards from the gateway.
+            ruleset = f"""table inet conpaas {{}}
+delete table inet conpaas
+table inet conpaas {{
+  chain input {{
+    type filter hook input priority filter; policy drop;
+    iif lo accept
+    ct state established,related accept
+  }}
+  chain output {{
+    type filter hook output priority filter; policy drop;
+    oif lo accept
+    ct state established,related accept
+    ip daddr {gateway} tcp dport {control_port} accept
+    # Refused at once rather than dropped: an installer told to fetch from elsewhere fails in
+    # a second with "connection refused", not after its retries' time-outs.
+    meta l4proto tcp reject with tcp reset
+    reject
+  }}
+}}
+"""
+            run("ip", "netns", "exec", slot.netns, "nft", "-f", "-", input=ruleset)
+            return
 
         def elements(addresses) -> str:
             return f"elements = {{ {', '.join(addresses)} }}" if addresses else ""

@@ -29,9 +29,9 @@ from libcloud.compute.base import Node, NodeDriver
 from libcloud.compute.types import NodeState
 
 from images.conpaas_agent.procs import cmdline, free_port, group_members, pid_alive
-from images.conpaas_agent.runtimes.base import BUILD_PASSTHROUGH, BUILD_PASSTHROUGH_PREFIXES
 from services.clouds import CloudError
 from services.clouds.isolation import AGENT_PORT, HTTP_PORT, Isolation, IsolationError, Limits, unavailable_reason
+from services.clouds.sandbox import IsolatedSandbox, Sandbox, SharedSandbox
 
 IMAGES_DIR = Path(__file__).resolve().parents[2] / "images"
 BOOT_SCRIPT = IMAGES_DIR / "boot.sh"
@@ -50,8 +50,8 @@ CREATIONS = ".creations"  # the count of node creations, under the nodes directo
 # The agent's line per request it answered (server.py): no news of why a node died, left out of its tail.
 AGENT_ACCESS_LINE = re.compile(r" INFO conpaas_agent: [A-Z]+ \S+ -> \d{3} \(\d+ ms\)$")
 # What an agent may inherit from the platform's environment: the router binary it is told to
-# use and the build settings it passes to pip; nothing else (no secret of the platform's).
-AGENT_PASSTHROUGH = {"CONPAAS_HAPROXY", *BUILD_PASSTHROUGH}
+# use; nothing else (no secret of the platform's, no proxy: nodes build nothing themselves).
+AGENT_PASSTHROUGH = {"CONPAAS_HAPROXY"}
 
 
 def group_has_live_member(pgid: int) -> bool:
@@ -84,7 +84,7 @@ def isolation_problem(mode: str, node_root: Path) -> str:
 
 
 def passed_to_agent(name: str) -> bool:
-    return name in AGENT_PASSTHROUGH or name.startswith(BUILD_PASSTHROUGH_PREFIXES)
+    return name in AGENT_PASSTHROUGH
 
 
 def node_process_runs(pid: int, home: str) -> bool:
@@ -137,10 +137,24 @@ class LocalNodeDriver(NodeDriver):
         super().__init__(key=key)
         self.fail_rate, self.boot_delay = ex_fail_rate, ex_boot_delay
         self.isolation: Isolation | None = None
+        self.sandboxes: Isolation | None = None  # builds' sandboxes, beside the nodes
         self.publish = ex_publish  # the host name or address other machines reach routers at
         self.shared_reason = isolation_problem(ex_isolation, Path(ex_node_root))
         if not self.shared_reason:
-            self.isolation = Isolation(self.home, Path(ex_node_root), ex_network, ex_limits or Limits())
+            limits = ex_limits or Limits()
+            self.isolation = Isolation(self.home, Path(ex_node_root), ex_network, limits)
+            self.sandboxes = Isolation(self.home.parent / "sandboxes", Path(ex_node_root), ex_network, limits)
+
+    @property
+    def ex_node_python(self) -> str:
+        """The interpreter nodes run python instances on: a build must be made for it."""
+        return "/usr/bin/python3" if self.isolation else sys.executable
+
+    def ex_build_sandbox(self, name: str, proxy_url: str) -> Sandbox:
+        """Where a build runs: isolated like a node, its only way out the package proxy at `proxy_url`."""
+        if self.sandboxes is None:
+            return SharedSandbox.make(self.home.parent / "sandboxes", name, proxy_url)
+        return IsolatedSandbox.make(self.sandboxes, name, proxy_url)
 
     def create_node(
         self,

@@ -1,6 +1,5 @@
 """Helpers for the node agent tests (imported by conftest.py and the test modules)."""
 
-import base64
 import contextlib
 import hashlib
 import http.client
@@ -14,6 +13,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tarfile
 import tempfile
 import threading
 import time
@@ -64,23 +64,19 @@ def make_zip(files: dict[str, bytes | str]) -> bytes:
     return buf.getvalue()
 
 
+def make_tar_gz(files: dict[str, bytes | str]) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        for name, content in files.items():
+            data = content.encode() if isinstance(content, str) else content
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
 def app_zip(extra: dict | None = None) -> bytes:
     return make_zip({"wsgi.py": WSGI_APP, **(extra or {})})
-
-
-def make_wheel(name: str, version: str, modules: dict[str, str]) -> tuple[str, bytes]:
-    """A minimal pure-python wheel, so pip installs it with no network and no build step."""
-    dist = f"{name}-{version}.dist-info"
-    files = {path: content.encode() for path, content in modules.items()}
-    files[f"{dist}/METADATA"] = f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n".encode()
-    files[f"{dist}/WHEEL"] = b"Wheel-Version: 1.0\nGenerator: conpaas-tests\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
-    record = []
-    for path, content in files.items():
-        digest = base64.urlsafe_b64encode(hashlib.sha256(content).digest()).rstrip(b"=").decode()
-        record.append(f"{path},sha256={digest},{len(content)}")
-    record.append(f"{dist}/RECORD,,")
-    files[f"{dist}/RECORD"] = ("\n".join(record) + "\n").encode()
-    return f"{name}-{version}-py3-none-any.whl", make_zip(files)
 
 
 class ArchiveServer:

@@ -6,7 +6,7 @@ import threading
 import zipfile
 
 import pytest
-from agent_helpers import app_zip, instance_body, make_wheel, make_zip
+from agent_helpers import app_zip, instance_body, make_tar_gz, make_zip
 from conpaas_agent import archives, instances
 from conpaas_agent.procs import pid_alive
 from conpaas_agent.runtimes import base
@@ -126,13 +126,14 @@ def test_it_gives_an_instance_an_allow_list_environment(monkeypatch):
     assert in_venv["PATH"] == f"/n/versions/abc/venv/bin:{base.INSTANCE_PATH}"
 
 
-def test_a_build_also_gets_the_nodes_pip_and_proxy_settings(monkeypatch):
-    monkeypatch.setenv("PIP_INDEX_URL", "https://pypi.example/simple")
-    monkeypatch.setenv("HTTPS_PROXY", "http://proxy:3128")
-    monkeypatch.setenv("SUPER_LEAK_API_KEY", "x")
-    env = base.build_environ("/v/build-home", "/v/venv")
-    assert env["PIP_INDEX_URL"] == "https://pypi.example/simple" and env["HTTPS_PROXY"] == "http://proxy:3128"
-    assert "SUPER_LEAK_API_KEY" not in env and env["HOME"] == "/v/build-home"
+def test_a_spec_takes_a_build_url_and_its_sha256_together_or_neither():
+    body = instance_body("/a", "0" * 64, "v1")
+    assert "build_url" not in instances.validate_instance(body)
+    built = instances.validate_instance({**body, "build_url": "/b", "build_sha256": "A" * 64})
+    assert built["build_url"] == "/b" and built["build_sha256"] == "a" * 64
+    for broken in ({"build_url": "/b"}, {"build_sha256": "a" * 64}, {"build_url": "/b", "build_sha256": "zz"}):
+        with pytest.raises(instances.InstanceError, match="go together"):
+            instances.validate_instance({**body, **broken})
 
 
 # --- end to end: a real agent running real gunicorn ----------------------------------------
@@ -326,8 +327,9 @@ def test_it_never_removes_a_version_an_instance_is_starting_from(tmp_path, archi
 
 
 @pytest.mark.integration
-def test_it_installs_requirements_into_a_version_virtualenv(start_agent, archives):
-    wheel_name, wheel = make_wheel("hello", "0.1", {"hello.py": "GREETING = 'hello from a wheel'\n"})
+def test_it_installs_the_versions_build_offline_into_a_virtualenv(start_agent, archives):
+    """The control plane built the version (versions/builds.py): the node unpacks the build, a
+    site directory of packages, and runs the app on it; it never runs pip."""
     app = make_zip(
         {
             "wsgi.py": (
@@ -337,21 +339,24 @@ def test_it_installs_requirements_into_a_version_virtualenv(start_agent, archive
                 "    start_response('200 OK', [('Content-Length', str(len(data)))])\n"
                 "    return [data]\n"
             ),
-            "requirements.txt": f"./vendor/{wheel_name}\n",
-            f"vendor/{wheel_name}": wheel,
+            "requirements.txt": "hello==0.1\n",
         }
     )
     url, sha = archives.add("requirements.zip", app)
-    agent = start_agent(roles=["backend"], extra_env={"PIP_NO_INDEX": "1"})
-    resp = agent.call("PUT", "/v1/instances/req", instance_body(url, sha, "v1"))
+    build_url, build_sha = archives.add("build.tar.gz", make_tar_gz({"hello.py": "GREETING = 'hello from a build'\n"}))
+    agent = start_agent(roles=["backend"])
+    body = instance_body(url, sha, "v1", build_url=build_url, build_sha256=build_sha)
+    resp = agent.call("PUT", "/v1/instances/req", body)
     assert resp.status == 200, resp.body
-    assert get(resp.json()["port"]).body == b"hello from a wheel"
+    assert get(resp.json()["port"]).body == b"hello from a build"
     assert (agent.home / "versions" / sha / "venv" / "bin" / "python").exists()
     assert agent.call("DELETE", "/v1/instances/req").status == 204
-    assert not (agent.home / "versions" / sha).exists(), "the version's code and virtualenv go with its last instance"
+    assert not (agent.home / "versions" / sha).exists(), "the version's code and build go with its last instance"
 
-    broken = make_zip({"wsgi.py": "application = None\n", "requirements.txt": "./vendor/missing.whl\n"})
-    url, sha = archives.add("requirements-broken.zip", broken)
+    # Without its build the node has nothing to run it on: refused, nothing fetched from anywhere.
     resp = agent.call("PUT", "/v1/instances/req2", instance_body(url, sha, "v1"))
-    assert resp.status == 422
-    assert "requirements.txt failed" in resp.json()["error"]
+    assert resp.status == 400
+    assert "sent no build" in resp.json()["error"]
+    # A build whose bytes are not the ones named: refused.
+    resp = agent.call("PUT", "/v1/instances/req3", {**body, "build_sha256": "0" * 64})
+    assert resp.status == 422 and "sha256 mismatch" in resp.json()["error"]

@@ -21,6 +21,7 @@ def fleet(db, monkeypatch, settings) -> FakeFleet:
     settings.CONPAAS_HEALTH_TIMEOUT = 0  # an unhealthy version fails at its first check
     settings.CONPAAS_BOOT_TIMEOUT = 1
     settings.CONPAAS_DRAIN_TIMEOUT = 0
+    settings.CONPAAS_PACKAGE_PROXY_URL = "http://127.0.0.1:9"  # builds run in the fake cloud's sandbox
     fleet = FakeFleet()
     monkeypatch.setattr(agent, "client_for", fleet.client)
     return fleet

@@ -23,19 +23,6 @@ TEMPLATES = Path(__file__).resolve().parents[2] / "templates"
 # which on the local cloud is the control plane's (`manage.py up` and whatever it was given).
 INSTANCE_PATH = "/usr/local/bin:/usr/bin:/bin"
 INSTANCE_LOCALE = "C.UTF-8"
-# What a build (the virtualenv and `pip install`, which runs the packages' build code) also
-# takes from the agent: how this node reaches a package index.
-BUILD_PASSTHROUGH_PREFIXES = ("PIP_",)
-BUILD_PASSTHROUGH = {
-    "http_proxy",
-    "https_proxy",
-    "no_proxy",
-    "HTTP_PROXY",
-    "HTTPS_PROXY",
-    "NO_PROXY",
-    "SSL_CERT_FILE",
-    "SSL_CERT_DIR",
-}
 # The unix socket an instance also listens on when its runtime can (Recipe.unix_socket), in its
 # own directory; a longer path than a socket address holds (108 bytes with its NUL) goes without.
 SOCKET_NAME = "http.sock"
@@ -67,16 +54,6 @@ def instance_environ(home: str, extra: dict[str, str], venv: str | None = None) 
     }
     env.update(extra)
     return env
-
-
-def build_environ(home: str, venv: str) -> dict[str, str]:
-    """An instance's environment plus the agent's pip and proxy settings, for a build."""
-    passed = {
-        key: value
-        for key, value in os.environ.items()
-        if key in BUILD_PASSTHROUGH or key.startswith(BUILD_PASSTHROUGH_PREFIXES)
-    }
-    return instance_environ(home, {**passed, "PIP_DISABLE_PIP_VERSION_CHECK": "1"}, venv)
 
 
 def socket_path(instance_dir: str) -> str:
@@ -247,8 +224,10 @@ class Recipe:
         """The runtime's own fields of the spec, checked, with defaults (InstanceError 400)."""
         return {}
 
-    def build(self, version_dir: str, app: str, logfile: str, nice: int) -> dict:
-        """Once per version on this node, under the version's lock (a virtualenv)."""
+    def build(self, version_dir: str, app: str, logfile: str, nice: int, built: str | None = None) -> dict:
+        """Once per version on this node, under the version's lock: set the version up with
+        `built`, the unpacked result of its build (builds.py) when it has one. Nothing here
+        reaches the network: a node installs only what the control plane built."""
         return {}
 
     def start(self, run: Run) -> None:

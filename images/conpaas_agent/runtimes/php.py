@@ -96,6 +96,13 @@ class Php(Recipe):
         # The platform's upload limit (CONPAAS_MAX_UPLOAD_MB), which the control plane sends.
         return {"max_upload_mb": int_field(body, "max_upload_mb", 1, 10240)}
 
+    def build(self, version_dir: str, app: str, logfile: str, nice: int, built: str | None = None) -> dict:
+        """The version's composer build is its site's vendor/ (each instance copies the site)."""
+        vendor = os.path.join(content_root(app), "vendor")
+        if built is not None and not os.path.lexists(vendor):
+            os.symlink(os.path.relpath(built, os.path.dirname(vendor)), vendor)
+        return {}
+
     def start(self, run: Run) -> None:
         fpm = installed(php_fpm(), "php-fpm", self.name)
         site = self.site(run)

@@ -12,6 +12,8 @@ from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
 from django.db import DatabaseError
 
+from images.conpaas_agent.procs import free_port
+from services import package_proxy
 from services.clouds import describe as describe_nodes
 from services.operations import expire_leases, recover_interrupted, resume_pending
 from workflows import first_account
@@ -109,6 +111,11 @@ class Command(BaseCommand):
         signal.signal(signal.SIGTERM, stop)
         parts = []
         try:
+            if not env.get("CONPAAS_PACKAGE_PROXY_URL"):
+                # Builds reach the package indexes through it, and nothing else (services/package_proxy.py).
+                proxy_port = free_port("127.0.0.1")
+                env["CONPAAS_PACKAGE_PROXY_URL"] = f"http://127.0.0.1:{proxy_port}"
+                parts.append(Part("package proxy", package_proxy.command(proxy_port), package_proxy.environment(env)))
             gunicorn = [sys.executable, "-m", "gunicorn", "conpaas_site.wsgi", "--bind", bind]
             gunicorn += ["--workers", str(web_workers), "--threads", "4", "--graceful-timeout", "10"]
             # No control socket in the invoking user's home: nothing of ours lives outside CONPAAS_HOME.
