@@ -165,4 +165,6 @@ def environment(home: str, index_url: str) -> dict[str, str]:
         "PIP_INDEX_URL": index_url,
         "COMPOSER_HOME": os.path.join(home, ".composer"),
         "COMPOSER_NO_INTERACTION": "1",
+        # Copies of path repositories, not links: a build holds no symbolic link (archive rules).
+        "COMPOSER_MIRROR_PATH_REPOS": "1",
     }

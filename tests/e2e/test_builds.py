@@ -77,3 +77,30 @@ def test_a_build_reaches_nothing_but_the_package_proxy(control_plane):
 
     assert operation["state"] == "failed"
     assert "the build of v1 failed" in operation["error"]
+
+
+def test_a_php_site_gets_its_composer_vendor_built_from_packages_in_its_archive(control_plane):
+    """composer install --no-dev in the sandbox: a path repository of the archive (Packagist is
+    not reachable from here), its autoloader in vendor/ on the node."""
+    api = control_plane.client("builder")
+    service = api.create_service("composed", runtime="php")
+    site = {
+        "index.php": "<?php require __DIR__ . '/vendor/autoload.php'; echo \\Acme\\Greeter::greet();\n",
+        "composer.json": (
+            '{"repositories": [{"packagist.org": false}, {"type": "path", "url": "packages/greeter"}],'
+            ' "require": {"acme/greeter": "*"}}'
+        ),
+        "packages/greeter/composer.json": (
+            '{"name": "acme/greeter", "version": "1.0.0", "autoload": {"psr-4": {"Acme\\\\": "src/"}}}'
+        ),
+        "packages/greeter/src/Greeter.php": (
+            "<?php\nnamespace Acme;\nclass Greeter { static function greet() { return 'hello from vendor'; } }\n"
+        ),
+    }
+    version = api.upload(service["id"], zip_archive(site), "v1").json()
+
+    operation = api.deploy(service["id"], "production", version["id"], timeout=180)
+
+    assert operation["state"] == "succeeded", operation["error"]
+    url = api.get(f"/api/v1/services/{service['id']}/").json()["url"]
+    assert requests.get(url, timeout=10).text == "hello from vendor"

@@ -93,6 +93,16 @@ def test_tenant_code_cannot_read_or_signal_the_platform(tenants, control_plane):
     assert attempt(probe, "connect", f"10.77.0.1:{port}")["ok"], "the control plane's API is public, as on a cloud"
 
 
+def test_tenant_code_cannot_reach_the_package_proxy_nor_the_package_index(tenants, control_plane):
+    """Only a build's sandbox reaches the package proxy (tests/e2e/test_builds.py); an instance
+    reaches neither it nor the index it caches."""
+    probe, _ = tenants
+    proxy = control_plane.package_proxy_port
+    refused(probe, "connect", f"10.77.0.1:{proxy}")
+    refused(probe, "connect", f"127.0.0.1:{proxy}")
+    assert "gaierror" in refused(probe, "connect", "pypi.org:443"), "no name service either"
+
+
 def test_tenant_code_cannot_reach_another_tenant_except_through_its_router(tenants, control_plane):
     probe, victim = tenants
     victim_home, victim_config = node_of(control_plane, victim)
