@@ -2,8 +2,9 @@
 
 The control plane validates an upload with ``inspect_archive`` (and stores the entry point it
 finds); the agent unpacks a staged archive with ``extract_archive`` and runs only an entry point
-that ``valid_entry_point`` accepts. Standard library only, no sibling imports: the control plane
-imports this module as ``images.conpaas_agent.archives`` and the agent as
+that ``valid_entry_point`` accepts. Standard library only; its one sibling, ``php_platform``
+(the php runtime's extensions), is imported relatively and is standard library only too: the
+control plane imports this module as ``images.conpaas_agent.archives`` and the agent as
 ``conpaas_agent.archives``.
 
 ``inspect_archive`` reads an uploaded archive once to hash it, then checks it
@@ -17,7 +18,8 @@ thoroughly *before* anything is stored or extracted:
   expansion ratio (compression bombs).  Actual decompression is counted, so
   lying headers do not help;
 * runtime rules: a ``.war`` for java, a WSGI entry point for python, at least
-  one file for static, a PHP or HTML file for php.
+  one file for static, a PHP or HTML file for php, and no ``ext-*`` in the php
+  site's composer.json ``require`` that the php runtime lacks.
 
 Any refusal raises ``ArchiveError`` whose ``str()`` is one sentence meant for
 the user (the API returns it as HTTP 400, the agent as 422).
@@ -37,8 +39,11 @@ import tarfile
 import tempfile
 import zipfile
 import zlib
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import BinaryIO
+
+from .php_platform import composer_problem
 
 __all__ = [
     "ArchiveError",
@@ -60,6 +65,8 @@ MiB = 2**20
 RATIO_MIN_BYTES = MiB
 #: Largest Procfile we are willing to read.
 MAX_PROCFILE_BYTES = 64 * 1024
+#: Largest composer.json we are willing to read (MediaWiki's is 5 KB).
+MAX_COMPOSER_JSON_BYTES = MiB
 
 _CHUNK = MiB
 _GZIP_WBITS = 16 + zlib.MAX_WBITS
@@ -348,11 +355,39 @@ def _sniff(head: bytes) -> str:
 
 
 # --------------------------------------------------------------------------
+# the few members read after the pass
+
+
+class _Kept:
+    """The small members the runtime rules read, kept as the pass goes by (by normalized name),
+    each cut one byte past its limit so that "too big" still shows: the Procfile, and a
+    composer.json at the top or in a top folder, where a php site may start (``_site_root``)."""
+
+    def __init__(self) -> None:
+        self.files: dict[str, bytes] = {}
+        self._nested: str | None = None
+
+    def limit(self, name: str) -> int | None:
+        """How many bytes of the file ``name`` to keep (None: none of it)."""
+        if name == "Procfile":
+            return MAX_PROCFILE_BYTES
+        folder, _, base = name.rpartition("/")
+        if base != "composer.json" or "/" in folder or folder in _ARCHIVER_LITTER:
+            return None
+        if folder:
+            # Only an archive of one folder starts in it: a second folder's is never read.
+            if self._nested not in (None, name):
+                return None
+            self._nested = name
+        return MAX_COMPOSER_JSON_BYTES
+
+
+# --------------------------------------------------------------------------
 # zip
 
 
-def _inspect_zip(f, size: int, limits: Limits) -> tuple[dict, int, int, bytes | None]:
-    """({normalized name: is a file}, expanded size, member count, Procfile bytes or None)."""
+def _inspect_zip(f, size: int, limits: Limits) -> tuple[dict, int, int, dict]:
+    """({normalized name: is a file}, expanded size, member count, {name: bytes} of _Kept)."""
     try:
         zf = zipfile.ZipFile(f)
     except _READ_ERRORS as exc:
@@ -388,15 +423,15 @@ def _inspect_zip(f, size: int, limits: Limits) -> tuple[dict, int, int, bytes | 
 
         # Decompress everything, counting real bytes (and letting zipfile
         # check every CRC), so a lying central directory gains nothing.
-        procfile = None
+        kept = _Kept()
         total = 0
         try:
             for info in infos:
                 if info.is_dir() and info.file_size == 0:
                     continue
-                is_procfile = _normalize(info.filename) == "Procfile"
-                if is_procfile:
-                    procfile = bytearray()
+                key = _normalize(info.filename)
+                limit = None if info.is_dir() else kept.limit(key)
+                data = bytearray()
                 with zf.open(info) as member:
                     while chunk := member.read(_CHUNK):
                         total += len(chunk)
@@ -404,11 +439,13 @@ def _inspect_zip(f, size: int, limits: Limits) -> tuple[dict, int, int, bytes | 
                             raise ArchiveError(
                                 f"the archive expands to more than the limit of {_fmt_size(limits.max_expanded_bytes)}"
                             )
-                        if is_procfile and len(procfile) <= MAX_PROCFILE_BYTES:
-                            procfile += chunk[: MAX_PROCFILE_BYTES + 1 - len(procfile)]
+                        if limit is not None and len(data) <= limit:
+                            data += chunk[: limit + 1 - len(data)]
+                if limit is not None:
+                    kept.files[key] = bytes(data)
         except _READ_ERRORS as exc:
             raise _corrupt(exc) from None
-    return entries, total, len(infos), (bytes(procfile) if procfile is not None else None)
+    return entries, total, len(infos), kept.files
 
 
 def _check_zip_overlap(zf: zipfile.ZipFile, infos: list) -> None:
@@ -500,7 +537,7 @@ class _GunzipCounter:
             )
 
 
-def _inspect_tar_gz(f, size: int, limits: Limits, subject: str) -> tuple[dict, int, int, bytes | None]:
+def _inspect_tar_gz(f, size: int, limits: Limits, subject: str) -> tuple[dict, int, int, dict]:
     stream = _GunzipCounter(f, size, limits)
     try:
         tf = tarfile.open(fileobj=stream, mode="r|")
@@ -508,7 +545,7 @@ def _inspect_tar_gz(f, size: int, limits: Limits, subject: str) -> tuple[dict, i
         # tarfile says "empty file" both for gzip of nothing and for a tar
         # holding no members (only the zero end-of-archive blocks).
         if str(exc) == "empty file" and stream.bytes_out >= 512 and _only_zeros(stream):
-            return {}, 0, 0, None
+            return {}, 0, 0, {}
         raise ArchiveError(f"{subject} is gzip-compressed but does not contain a tar archive") from None
     except _READ_ERRORS as exc:
         raise _corrupt(exc) from None
@@ -516,7 +553,7 @@ def _inspect_tar_gz(f, size: int, limits: Limits, subject: str) -> tuple[dict, i
     entries: dict[str, bool] = {}
     count = 0
     declared = 0
-    procfile = None
+    kept = _Kept()
     last = None
     last_in = 0
     try:
@@ -538,15 +575,13 @@ def _inspect_tar_gz(f, size: int, limits: Limits, subject: str) -> tuple[dict, i
                         )
                 if key:
                     entries[key] = ti.isreg()
-                if key == "Procfile" and ti.isreg():
-                    if ti.size > MAX_PROCFILE_BYTES:
-                        procfile = b"\x00" * (MAX_PROCFILE_BYTES + 1)
-                    else:
-                        procfile = tf.extractfile(ti).read()
-                        if len(procfile) != ti.size:
-                            raise ArchiveError(
-                                "the archive is corrupt: the tar data ends in the middle of member 'Procfile'"
-                            )
+                if ti.isreg() and (limit := kept.limit(key)) is not None:
+                    data = tf.extractfile(ti).read(limit + 1)
+                    if len(data) != min(ti.size, limit + 1):
+                        raise ArchiveError(
+                            f"the archive is corrupt: the tar data ends in the middle of member {_show(ti.name)}"
+                        )
+                    kept.files[key] = data
             if last is not None:
                 _check_member_ratio(last.name, last.size, stream.bytes_in - last_in, limits, approx=True)
             # Decompress whatever follows the end of the tar data, so nothing
@@ -561,7 +596,7 @@ def _inspect_tar_gz(f, size: int, limits: Limits, subject: str) -> tuple[dict, i
                     )
     except _READ_ERRORS as exc:
         raise _corrupt(exc) from None
-    return entries, declared, count, procfile
+    return entries, declared, count, kept.files
 
 
 def _only_zeros(stream: _GunzipCounter) -> bool:
@@ -701,6 +736,19 @@ def _validate_spec(spec: str) -> None:
         )
 
 
+def _check_php_site(entries: dict, kept: dict) -> None:
+    if not any(is_file and name.lower().endswith(_PHP_SITE_SUFFIXES) for name, is_file in entries.items()):
+        raise ArchiveError("the archive has no .php or .html file: a PHP site needs at least one, e.g. index.php")
+    path = _site_root(entries) + "composer.json"
+    composer = kept.get(path)
+    if composer is None:
+        return
+    if len(composer) > MAX_COMPOSER_JSON_BYTES:
+        raise ArchiveError(f"{path} is larger than {_fmt_size(MAX_COMPOSER_JSON_BYTES)}")
+    if problem := composer_problem(composer, path):
+        raise ArchiveError(problem)
+
+
 # --------------------------------------------------------------------------
 # entry point
 
@@ -745,11 +793,12 @@ def inspect_archive(fileobj: BinaryIO, runtime: str, limits: Limits = Limits(), 
             )
 
         if what == "zip":
-            entries, expanded, members, procfile = _inspect_zip(src, size, limits)
+            entries, expanded, members, kept = _inspect_zip(src, size, limits)
             kind = "zip"
         else:
-            entries, expanded, members, procfile = _inspect_tar_gz(src, size, limits, subject)
+            entries, expanded, members, kept = _inspect_tar_gz(src, size, limits, subject)
             kind = "tar.gz"
+        procfile = kept.get("Procfile")
 
         entry_point = None
         if runtime == "java":
@@ -760,10 +809,8 @@ def inspect_archive(fileobj: BinaryIO, runtime: str, limits: Limits = Limits(), 
             entry_point = _python_entry_point(entries, procfile)
         elif not any(entries.values()):
             raise ArchiveError("the archive contains no files")
-        elif runtime == "php" and not any(
-            is_file and name.lower().endswith(_PHP_SITE_SUFFIXES) for name, is_file in entries.items()
-        ):
-            raise ArchiveError("the archive has no .php or .html file: a PHP site needs at least one, e.g. index.php")
+        elif runtime == "php":
+            _check_php_site(entries, kept)
 
         return ArchiveInfo(
             kind=kind,
@@ -832,10 +879,21 @@ def content_root(app_dir: str) -> str:
     """Where a php or static site starts in its unpacked archive: the one folder the archive
     holds when it holds nothing else (``zip -r site.zip site/``), else the archive's top.
     A WSGI entry point and a WAR's WEB-INF/ are always at the top (see above)."""
-    names = [n for n in os.listdir(app_dir) if n not in _ARCHIVER_LITTER]
-    if len(names) == 1 and os.path.isdir(os.path.join(app_dir, names[0])):
-        return os.path.join(app_dir, names[0])
-    return app_dir
+    folder = _one_folder(os.listdir(app_dir), lambda name: os.path.isdir(os.path.join(app_dir, name)))
+    return os.path.join(app_dir, folder) if folder else app_dir
+
+
+def _site_root(entries: dict) -> str:
+    """content_root's rule on the archive's names, before it is unpacked: 'site/' or ''."""
+    # A top name that is no file entry is a folder (a zip may list only the files in it).
+    folder = _one_folder({name.split("/")[0] for name in entries}, lambda top: entries.get(top) is not True)
+    return folder + "/" if folder else ""
+
+
+def _one_folder(top_names: Iterable[str], is_folder: Callable[[str], bool]) -> str | None:
+    """The one folder among the top names, when nothing else but archivers' litter is there."""
+    names = [name for name in top_names if name not in _ARCHIVER_LITTER]
+    return names[0] if len(names) == 1 and is_folder(names[0]) else None
 
 
 def _check_expanded(size: int, limit: int) -> None:

@@ -9,6 +9,7 @@ import uuid
 import pytest
 from agent_helpers import http_request, instance_body, make_zip
 from conpaas_agent import archives, instances
+from conpaas_agent.php_platform import PHP_EXTENSIONS, extension_name
 from conpaas_agent.procs import cmdline, pid_alive
 from conpaas_agent.router.health import UnixHTTPConnection
 from conpaas_agent.runtimes import RECIPES, base, php
@@ -224,6 +225,44 @@ def test_php_refuses_a_site_whose_htaccess_closes_everything(start_agent, archiv
     resp = agent.call("PUT", "/v1/instances/c1", instance_body(url, sha, "v1", runtime="php", max_upload_mb=1))
     assert resp.status == 422 and "top-level .htaccess denies every request" in resp.json()["error"]
     assert "c1" not in agent.call("GET", "/v1/status").json()["instances"]
+
+
+# The platform's PostgreSQL on this host: the test passes' server (./run).
+TEST_POSTGRES = os.environ.get("CONPAAS_TEST_POSTGRES", "postgres://postgres@127.0.0.1:5432").rstrip("/")
+
+EXTENSIONS_SITE = {
+    "extensions.php": (
+        "<?php header('Content-Type: application/json'); echo json_encode(["
+        "'extensions' => get_loaded_extensions(),"
+        "'apcu' => apcu_enabled() && apcu_store('k', 1),"
+        "'opcache' => (opcache_get_status(false) ?: [])['opcache_enabled'] ?? false]);"
+    ),
+    # DATABASE_URL as the platform gives it to a linked service, read both ways PHP apps read it.
+    "db.php": (
+        "<?php $u = parse_url(getenv('DATABASE_URL'));"
+        "$dsn = sprintf('host=%s port=%d dbname=%s', $u['host'], $u['port'], ltrim($u['path'], '/'));"
+        "$pdo = new PDO('pgsql:' . str_replace(' ', ';', $dsn), $u['user'], $u['pass'] ?? null,"
+        " [PDO::ATTR_ERRMODE => PDO::ERRMODE_EXCEPTION]);"
+        "$pg = pg_connect($dsn . ' user=' . $u['user'] . (isset($u['pass']) ? ' password=' . $u['pass'] : ''));"
+        "echo $pdo->query('SELECT 40 + 2')->fetchColumn(), ' ', pg_fetch_row(pg_query($pg, 'SELECT 6 * 7'))[0];"
+    ),
+}
+
+
+@pytest.mark.integration
+def test_php_fpm_loads_every_extension_of_the_platforms_list_and_reaches_postgresql(start_agent, archives):
+    # The list uploads are checked against (php_platform) is what an instance really has.
+    agent = start_agent(roles=["backend"])
+    env = {"DATABASE_URL": f"{TEST_POSTGRES}/postgres"}
+    inst, _ = put(agent, archives, "x1", make_zip(EXTENSIONS_SITE), "php", env=env, max_upload_mb=1)
+    answer = get(inst["port"], "/extensions.php")
+    assert answer.status == 200, answer.body
+    body = json.loads(answer.body)
+    loaded = {extension_name(name) for name in body["extensions"]}
+    assert PHP_EXTENSIONS <= loaded, f"php-fpm lacks {sorted(PHP_EXTENSIONS - loaded)}"
+    assert body["apcu"] is True and body["opcache"] is True
+    answer = get(inst["port"], "/db.php")
+    assert (answer.status, answer.body) == (200, b"42 42")
 
 
 @pytest.mark.integration

@@ -90,11 +90,34 @@ def test_it_stores_an_archive_of_each_runtime(api, alice, runtime, content, name
     assert response.json()["kind"] == kind and response.json()["entry_point"] == ""
 
 
+def test_a_php_archive_may_require_the_extensions_the_runtime_has(api, alice):
+    service = ServiceFactory(owner=alice, name="wiki", runtime="php")
+    composer = (
+        '{"require": {"php": ">=8.1", "ext-pdo_pgsql": "*", "ext-mbstring": "*"}, "require-dev": {"ext-xdebug": "*"}}'
+    )
+    response = upload(api, service, zip_archive({"index.php": "<?php", "composer.json": composer}), "wiki.zip")
+    assert response.status_code == 201, response.json()
+
+
 @pytest.mark.parametrize(
     ("runtime", "content", "name", "reason"),
     [
         ("php", zip_archive({"notes.txt": "hi", "style.css": ""}), "site.zip", "no .php or .html file"),
         ("php", zip_archive({"img/": b""}), "site.zip", "contains no files"),
+        (
+            "php",
+            zip_archive(
+                {"index.php": "<?php", "composer.json": '{"require": {"ext-pdo_pgsql": "*", "ext-mongodb": "*"}}'}
+            ),
+            "site.zip",
+            "composer.json requires ext-mongodb, which the php runtime does not have",
+        ),
+        (
+            "php",
+            zip_archive({"index.php": "<?php", "composer.json": "{"}),
+            "site.zip",
+            "composer.json is not valid JSON",
+        ),
         ("java", zip_archive({"index.jsp": "hi", "lib/WEB-INF/web.xml": ""}), "app.war", "not a .war"),
         ("java", tar_gz_archive({"WEB-INF/web.xml": ""}), "app.tar.gz", "needs a .war file"),
         ("java", b"not a zip at all", "app.war", "not a zip or tar.gz archive"),
@@ -104,6 +127,8 @@ def test_it_stores_an_archive_of_each_runtime(api, alice, runtime, content, name
     ids=[
         "php-no-page",
         "php-no-file",
+        "php-missing-extension",
+        "php-bad-composer-json",
         "java-no-web-inf",
         "java-tar-gz",
         "java-not-zip",
