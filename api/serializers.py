@@ -20,7 +20,7 @@ from services.models import (
     active_operations,
     production_urls,
 )
-from versions.models import CodeVersion, Environment, clean_settings, preview_url, setting_problems
+from versions.models import Build, CodeVersion, Environment, clean_settings, preview_url, setting_problems
 from workflows.models import Autoscaling
 
 
@@ -214,10 +214,21 @@ class ScaleSerializer(serializers.Serializer):
         return data
 
 
+class BuildSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Build
+        fields = ["kind", "sha256", "size", "seconds", "summary", "created"]
+
+
 class CodeVersionSerializer(serializers.ModelSerializer):
+    build = BuildSerializer(read_only=True, allow_null=True, help_text="its build, once its first deploy made it")
+    needs_build = serializers.BooleanField(
+        read_only=True, allow_null=True, help_text="null until its first deploy looked; false: nothing to build"
+    )
+
     class Meta:
         model = CodeVersion
-        fields = ["id", "label", "sha256", "size", "kind", "entry_point", "created"]
+        fields = ["id", "label", "sha256", "size", "kind", "entry_point", "created", "build", "needs_build"]
 
 
 class UploadSerializer(serializers.Serializer):

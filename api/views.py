@@ -369,7 +369,7 @@ class CodeVersionViewSet(viewsets.ViewSet):
     @extend_schema(responses={200: CodeVersionSerializer(many=True), 404: NOT_FOUND})
     def list(self, request, service_pk=None):
         service = visible_service(request, service_pk)
-        return Response(CodeVersionSerializer(service.versions.all(), many=True).data)
+        return Response(CodeVersionSerializer(service.versions.select_related("build"), many=True).data)
 
     @extend_schema(parameters=[VERSION_ID], responses={200: CodeVersionSerializer, 404: NOT_FOUND})
     def retrieve(self, request, service_pk=None, pk=None):

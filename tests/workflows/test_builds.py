@@ -175,3 +175,40 @@ def test_a_build_no_version_uses_goes_with_the_last_version(queue, settings):
 
     assert not Build.objects.filter(pk=build.pk).exists()
     assert not build.path.exists()
+
+
+def test_the_api_shows_a_versions_build(queue, client):
+    service = running_service()
+    version = upload(service, "v1", {"wsgi.py": WSGI, "requirements.txt": "hello\n"})
+    client.force_login(service.owner)
+    before = client.get(f"/api/v1/services/{service.pk}/versions/").json()[0]
+    assert before["build"] is None and before["needs_build"] is None
+    deploy(queue, service, version)
+
+    shown = client.get(f"/api/v1/services/{service.pk}/versions/").json()[0]
+
+    build = Build.objects.get()
+    assert shown["needs_build"] is True
+    assert shown["build"] == {
+        "kind": "pip",
+        "sha256": build.sha256,
+        "size": build.size,
+        "seconds": build.seconds,
+        "summary": "Successfully installed hello-0.1",
+        "created": shown["build"]["created"],
+    }
+
+
+def test_nodes_download_a_build_by_its_signed_link_only(queue, client):
+    service = running_service()
+    version = upload(service, "v1", {"wsgi.py": WSGI, "requirements.txt": "hello\n"})
+    deploy(queue, service, version)
+    spec = Instance.objects.filter(version=version).first().spec
+
+    response = client.get(spec["build_url"])
+
+    build = Build.objects.get()
+    assert response.status_code == 200 and b"".join(response.streaming_content) == build.path.read_bytes()
+    assert client.get(spec["build_url"].replace("/builds/", "/builds/x")).status_code == 404
+    token = spec["build_url"].rstrip("/").rsplit("/", 1)[1]
+    assert client.get(f"/api/v1/internal/archives/{token}/").status_code == 404, "a build's link is no archive's"
