@@ -13,7 +13,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import tarfile
 import tempfile
 import threading
 import time
@@ -61,17 +60,6 @@ def make_zip(files: dict[str, bytes | str]) -> bytes:
     with zipfile.ZipFile(buf, "w") as zf:
         for name, content in files.items():
             zf.writestr(name, content)
-    return buf.getvalue()
-
-
-def make_tar_gz(files: dict[str, bytes | str]) -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
-        for name, content in files.items():
-            data = content.encode() if isinstance(content, str) else content
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
     return buf.getvalue()
 
 

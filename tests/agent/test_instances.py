@@ -6,10 +6,12 @@ import threading
 import zipfile
 
 import pytest
-from agent_helpers import app_zip, instance_body, make_tar_gz, make_zip
+from agent_helpers import app_zip, instance_body, make_zip
 from conpaas_agent import archives, instances
 from conpaas_agent.procs import pid_alive
 from conpaas_agent.runtimes import base
+
+from tests.apps import tar_gz_archive
 
 # --- units: unpacking and the WSGI application -------------------------------------------
 
@@ -343,7 +345,9 @@ def test_it_installs_the_versions_build_offline_into_a_virtualenv(start_agent, a
         }
     )
     url, sha = archives.add("requirements.zip", app)
-    build_url, build_sha = archives.add("build.tar.gz", make_tar_gz({"hello.py": "GREETING = 'hello from a build'\n"}))
+    build_url, build_sha = archives.add(
+        "build.tar.gz", tar_gz_archive({"hello.py": "GREETING = 'hello from a build'\n"})
+    )
     agent = start_agent(roles=["backend"])
     body = instance_body(url, sha, "v1", build_url=build_url, build_sha256=build_sha)
     resp = agent.call("PUT", "/v1/instances/req", body)
