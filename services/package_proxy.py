@@ -2,13 +2,14 @@
 
 proxpi, a PyPI caching mirror, run by `manage.py up` as one of its parts on 127.0.0.1. It reaches
 only the package indexes this host's pip is configured for (its index-url and http(s)
-extra-index-urls: `pip config list`, PIP_INDEX_URL, PIP_EXTRA_INDEX_URL) and keeps what it
+extra-index-urls without credentials: `pip config list`, PIP_INDEX_URL, PIP_EXTRA_INDEX_URL) and keeps what it
 fetched in CONPAAS_PACKAGE_CACHE, up to CONPAAS_PACKAGE_CACHE_MB. It is no general proxy: a
 build asks it for a project's files by name, never for a host.
 """
 
 import subprocess
 import sys
+from urllib.parse import urlsplit
 
 from django.conf import settings
 
@@ -40,17 +41,23 @@ def indexes() -> tuple[str, list[str]]:
     fetch over HTTP (a `file://` index is this host's own folder, never a build's)."""
     config = _pip_config()
     index = config.get("index-url") or DEFAULT_INDEX
-    extra = [url for url in config.get("extra-index-url", "").split() if url.startswith(("http://", "https://"))]
-    if not index.startswith(("http://", "https://")):
-        index = DEFAULT_INDEX
-    return index, extra
+    extra = [url for url in config.get("extra-index-url", "").split() if public(url)]
+    return (index if public(index) else DEFAULT_INDEX), extra
+
+
+def public(url: str) -> bool:
+    """An index every tenant may use: over HTTP, and with no credentials of the operator's in it
+    (a private index stays the operator's own)."""
+    parts = urlsplit(url)
+    return parts.scheme in ("http", "https") and not parts.username and not parts.password
 
 
 def command(port: int) -> list[str]:
     # One process, several threads: proxpi's cache lives in its memory (its README).
     return [
-        sys.executable, "-m", "gunicorn", "proxpi.server:app", "--bind", f"127.0.0.1:{port}",
-        "--workers", "1", "--threads", "8", "--timeout", "600", "--no-control-socket",
+        sys.executable, "-m", "gunicorn", "services.package_proxy_wsgi:application", "--chdir",
+        str(settings.BASE_DIR), "--bind", f"127.0.0.1:{port}", "--workers", "1", "--threads", "8",
+        "--timeout", "600", "--no-control-socket",
     ]  # fmt: skip
 
 

@@ -203,7 +203,7 @@ class ControlPlane:
     @property
     def package_proxy_port(self) -> int:
         """The port on 127.0.0.1 of the package proxy `manage.py up` runs (services/package_proxy.py)."""
-        pid = self.part("proxpi.server:app")
+        pid = self.part("services.package_proxy_wsgi:application")
         argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")
         return int(argv[argv.index("--bind") + 1].rsplit(":", 1)[1])
 

@@ -115,10 +115,24 @@ def delete_unreferenced_archives(shas_and_kinds) -> None:
     for sha256, kind in set(shas_and_kinds):
         if not CodeVersion.objects.filter(sha256=sha256).exists():
             archive_path(sha256, kind).unlink(missing_ok=True)
-    for build in Build.objects.filter(versions=None):
+    delete_unused_builds()
+
+
+def delete_unused_builds() -> None:
+    """Remove the builds no code version uses: each row first, locked (a build being linked to a
+    version meanwhile is either kept, or gone before it is linked: versions/builds.py), then its
+    files."""
+    for pk in Build.objects.filter(versions=None).values_list("pk", flat=True):
+        with transaction.atomic():
+            build = Build.objects.select_for_update(of=("self",)).filter(pk=pk, versions=None).first()
+            if build is None:
+                continue
+            try:
+                build.delete()
+            except ProtectedError:
+                continue  # linked meanwhile
         build.path.unlink(missing_ok=True)
-        build.path.with_suffix("").with_suffix(".log").unlink(missing_ok=True)
-        build.delete()
+        (settings.CONPAAS_BUILDS / f"{build.key}.log").unlink(missing_ok=True)
 
 
 class VersionInUse(Conflict):

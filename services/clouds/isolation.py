@@ -39,6 +39,8 @@ CONTROLLERS = ("cpu", "memory", "pids")
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 TOOLS = ("ip", "nft", "useradd", "userdel", "setpriv", "setsid")
 AGENT_PORT = 8470
+# Folders every user may write to: a slot's user's files there go with the slot.
+SHARED_TEMPORARY = ("/tmp", "/var/tmp", "/dev/shm")
 HTTP_PORT = 80
 
 # Joins the cgroups named by its arguments, then execs the rest: a fixed script, the paths and
@@ -537,6 +539,16 @@ table inet conpaas {{
                 self._converge_firewalls(slot.group)
             self.network.converge_host(all_slots())
 
+    def release_all(self) -> int:
+        """Tear down every slot of this installation (builds' sandboxes a crash left); how many."""
+        with registry_lock():
+            mine = [s for s in all_slots() if s.installation == self.installation]
+            for slot in mine:
+                self._teardown(slot)
+            if mine:
+                self.network.converge_host(all_slots())
+            return len(mine)
+
     def remove_network_if_unused(self) -> bool:
         """Remove the bridge and the nodes' cgroup folder once no installation has a node. Not on
         each node's release: while the bridge is up, a deleted node's address answers nothing,
@@ -606,6 +618,7 @@ table inet conpaas {{
                             raise
                         time.sleep(0.05)
         shutil.rmtree(self.home(slot), ignore_errors=True)
+        self._remove_shared_files(slot)
         link = Path(slot.installation) / slot.node
         if link.is_symlink():
             link.unlink()
@@ -613,6 +626,30 @@ table inet conpaas {{
         run("ip", "netns", "del", slot.netns, check=False)  # takes the veth pair with it
         run("ip", "link", "del", slot.veth, check=False)
         slot.path.unlink(missing_ok=True)
+
+    @staticmethod
+    def _remove_shared_files(slot: Slot) -> None:
+        """What the slot's user left in the machine's shared temporary folders: the next node or
+        build given the same user id must not find it."""
+        try:
+            uid = pwd.getpwnam(slot.user).pw_uid
+        except KeyError:
+            return
+        for shared in SHARED_TEMPORARY:
+            try:
+                entries = list(os.scandir(shared))
+            except OSError:
+                continue
+            for entry in entries:
+                try:
+                    if entry.stat(follow_symlinks=False).st_uid != uid:
+                        continue
+                    if entry.is_dir(follow_symlinks=False):
+                        shutil.rmtree(entry.path, ignore_errors=True)
+                    else:
+                        os.unlink(entry.path)
+                except OSError:
+                    pass
 
     def slot_of(self, node: str) -> Slot | None:
         with registry_lock():

@@ -150,6 +150,15 @@ class LocalNodeDriver(NodeDriver):
         """The interpreter nodes run python instances on: a build must be made for it."""
         return "/usr/bin/python3" if self.isolation else sys.executable
 
+    def ex_release_sandboxes(self) -> int:
+        """Remove the builds' sandboxes a stopped or crashed control plane left; how many."""
+        if self.sandboxes is not None:
+            return self.sandboxes.release_all()
+        parent = self.home.parent / "sandboxes"
+        count = len(list(parent.iterdir())) if parent.is_dir() else 0
+        shutil.rmtree(parent, ignore_errors=True)
+        return count
+
     def ex_build_sandbox(self, name: str, proxy_url: str) -> Sandbox:
         """Where a build runs: isolated like a node, its only way out the package proxy at `proxy_url`."""
         if self.sandboxes is None:

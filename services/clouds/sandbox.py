@@ -8,6 +8,7 @@ so at start, as it does for nodes).
 """
 
 import os
+import secrets
 import shutil
 import signal
 import subprocess
@@ -18,6 +19,9 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from services.clouds.isolation import Isolation, IsolationError, Slot
+
+# A line of a build's output longer than this is cut (an installer printing without newlines).
+MAX_LINE = 4096
 
 
 class SandboxError(Exception):
@@ -35,8 +39,9 @@ class Sandbox:
         """Make `path` (put into the sandbox by the platform) the build's own."""
 
     def run(self, argv: list[str], cwd: Path, env: dict, timeout: float, on_line: Callable[[str], None]) -> int:
-        """Run `argv` to its end or `timeout` (then killed: exit -9), each line of its output to
-        `on_line`; its exit code."""
+        """Run `argv` to its end or `timeout`, each line of its output to `on_line`; its exit
+        code (-9 when it was stopped). When it ends, whatever it left running in the sandbox is
+        stopped too, so nothing goes on writing there or holds its output open."""
         process = subprocess.Popen(
             self.argv(argv),
             cwd=cwd,
@@ -47,34 +52,35 @@ class Sandbox:
             start_new_session=True,
             close_fds=True,
         )
-        stopped = threading.Event()
+        timed_out = threading.Event()
 
-        def stop() -> None:
-            stopped.set()
-            self.kill(process)
+        def watch() -> None:
+            try:
+                process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                timed_out.set()
+            self.stop(process)  # closes the output of what it left behind: the reading below ends
 
-        watchdog = threading.Timer(timeout, stop)
-        watchdog.start()
+        watcher = threading.Thread(target=watch, daemon=True)
+        watcher.start()
         try:
-            for raw in process.stdout:
-                on_line(raw.decode(errors="replace").rstrip("\n"))
-            code = process.wait()
+            while line := process.stdout.readline(MAX_LINE):
+                on_line(line.decode(errors="replace").rstrip("\n"))
         finally:
-            watchdog.cancel()
             process.stdout.close()
-            if process.poll() is None:
-                self.kill(process)
-                process.wait()
-        if stopped.is_set():
+            watcher.join()
+        if timed_out.is_set():
             on_line(f"stopped after {timeout:.0f} s")
-        return code
+            return -9
+        return process.returncode
 
-    @staticmethod
-    def kill(process: subprocess.Popen) -> None:
+    def stop(self, process: subprocess.Popen) -> None:
+        """Stop `process` and what it started (its session: not isolated, a daemon escapes)."""
         try:
             os.killpg(process.pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
+        process.wait()
 
     def argv(self, argv: list[str]) -> list[str]:
         return argv
@@ -89,13 +95,19 @@ class Sandbox:
         self.close()
 
 
+def index_url_in_sandbox(proxy_url: str, host: str) -> str:
+    """The proxy's index URL with `host` for its host (the gateway, for an isolated sandbox)."""
+    parts = urlsplit(proxy_url)
+    return parts._replace(netloc=f"{host}:{parts.port}").geturl()
+
+
 class SharedSandbox(Sandbox):
     """Not isolated: a private directory of the platform's, run as the platform's user."""
 
     @classmethod
     def make(cls, parent: Path, name: str, proxy_url: str) -> "SharedSandbox":
         parent.mkdir(parents=True, exist_ok=True)
-        return cls(Path(tempfile.mkdtemp(prefix=f"{name}-", dir=parent)), proxy_url.rstrip("/") + "/index/")
+        return cls(Path(tempfile.mkdtemp(prefix=f"{name}-", dir=parent)), proxy_url)
 
 
 class IsolatedSandbox(Sandbox):
@@ -108,15 +120,19 @@ class IsolatedSandbox(Sandbox):
     @classmethod
     def make(cls, isolation: Isolation, name: str, proxy_url: str) -> "IsolatedSandbox":
         proxy = urlsplit(proxy_url)
-        if not proxy.hostname or not proxy.port:
-            raise SandboxError(f"the package proxy's URL {proxy_url!r} names no host and port")
+        if proxy.hostname not in ("127.0.0.1", "localhost") or not proxy.port:
+            raise SandboxError(
+                f"the package proxy {proxy_url} must listen on 127.0.0.1 with a port: isolated builds "
+                "reach it through the nodes' gateway, which forwards only to this machine"
+            )
         Path(isolation.installation).mkdir(parents=True, exist_ok=True)
+        name = f"{name}-{secrets.token_hex(3)}"  # each attempt its own, whatever a crash left
         try:
             # Its "control plane" is the package proxy: the host forwards that port of the gateway.
-            slot = isolation.allocate(name, name, (proxy.hostname, proxy.port), None, kind="build")
-        except IsolationError as exc:
+            slot = isolation.allocate(name, name, ("127.0.0.1", proxy.port), None, kind="build")
+        except (IsolationError, OSError) as exc:
             raise SandboxError(f"could not make the build's sandbox: {exc}") from exc
-        return cls(isolation, slot, f"http://{isolation.network.gateway}:{proxy.port}/index/")
+        return cls(isolation, slot, index_url_in_sandbox(proxy_url, isolation.network.gateway))
 
     def give(self, path: Path) -> None:
         uid, gid = self.isolation.owner(self.slot)
@@ -127,6 +143,11 @@ class IsolatedSandbox(Sandbox):
 
     def argv(self, argv: list[str]) -> list[str]:
         return self.isolation.launch_argv(self.slot, argv, [])
+
+    def stop(self, process: subprocess.Popen) -> None:
+        """Every process of the sandbox (its cgroups, its user): a daemon cannot escape."""
+        self.isolation.stop_processes(self.slot, timeout=0)
+        process.wait()
 
     def close(self) -> None:
         self.isolation.release(self.slot.node)

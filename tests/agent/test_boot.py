@@ -53,7 +53,16 @@ PYTHON = {"python3", "python3-venv", "gunicorn"}
     [
         ({"roles": ["proxy", "backend"]}, PYTHON | {"haproxy"}),
         ({"runtime": "python"}, PYTHON),
-        ({"runtime": "php"}, PYTHON | {"nginx-light", "php-fpm"}),
+        (
+            {"runtime": "php"},
+            PYTHON
+            | {
+                "nginx-light",
+                "php-fpm",
+                *(f"php-{e}" for e in ("pgsql", "mysql", "mbstring", "intl")),
+                *(f"php-{e}" for e in ("xml", "gd", "zip", "curl", "apcu", "redis")),
+            },
+        ),
         ({"runtime": "static"}, PYTHON | {"nginx-light"}),
         (
             {"runtime": "java", "roles": ["proxy", "backend"]},

@@ -353,7 +353,7 @@ def test_it_installs_the_versions_build_offline_into_a_virtualenv(start_agent, a
     resp = agent.call("PUT", "/v1/instances/req", body)
     assert resp.status == 200, resp.body
     assert get(resp.json()["port"]).body == b"hello from a build"
-    assert (agent.home / "versions" / sha / "venv" / "bin" / "python").exists()
+    assert (agent.home / "versions" / sha / f"venv-{build_sha[:16]}" / "bin" / "python").exists()
     assert agent.call("DELETE", "/v1/instances/req").status == 204
     assert not (agent.home / "versions" / sha).exists(), "the version's code and build go with its last instance"
 

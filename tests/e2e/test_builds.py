@@ -77,6 +77,7 @@ def test_a_build_reaches_nothing_but_the_package_proxy(control_plane):
 
     assert operation["state"] == "failed"
     assert "the build of v1 failed" in operation["error"]
+    assert "Connection refused" in operation["error"], "refused at once, not timed out"
 
 
 def test_a_php_site_gets_its_composer_vendor_built_from_packages_in_its_archive(control_plane):

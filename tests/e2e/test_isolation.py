@@ -98,8 +98,20 @@ def test_tenant_code_cannot_reach_the_package_proxy_nor_the_package_index(tenant
     reaches neither it nor the index it caches."""
     probe, _ = tenants
     proxy = control_plane.package_proxy_port
-    refused(probe, "connect", f"10.77.0.1:{proxy}")
-    refused(probe, "connect", f"127.0.0.1:{proxy}")
+    # While a build runs, the gateway forwards the proxy's port (to the build's sandbox only).
+    with LocalNodeDriver(str(control_plane.home / "nodes")).ex_build_sandbox(
+        "build-probe", f"http://127.0.0.1:{proxy}/index/"
+    ) as sandbox:
+        lines = []
+        fetch = (
+            "import urllib.request as u\n"
+            f"request = u.Request('{sandbox.index_url}pip/', headers={{'Accept': 'text/html'}})\n"
+            "print(u.urlopen(request, timeout=20).status)"
+        )
+        sandbox.run(["/usr/bin/python3", "-c", fetch], sandbox.home, {"PATH": "/usr/bin:/bin"}, 60, lines.append)
+        assert lines == ["200"], f"the sandbox reaches the proxy: {lines[-3:]}"
+        refused(probe, "connect", f"10.77.0.1:{proxy}")
+        refused(probe, "connect", f"127.0.0.1:{proxy}")
     assert "gaierror" in refused(probe, "connect", "pypi.org:443"), "no name service either"
 
 

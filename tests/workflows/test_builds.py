@@ -4,12 +4,14 @@ shipped to every node in the instance spec, reused, refused, and collected."""
 import io
 import tarfile
 
-from django.urls import resolve
+import pytest
+from django.urls import resolve, reverse
 
 from services.choices import OperationState, Outcome
 from services.models import Event, Quota
 from tests.apps import zip_archive
 from tests.factories import NodeFactory, ServiceFactory
+from versions.build_plans import requirements_refer_to_files
 from versions.builds import build_from_token
 from versions.models import Build, CodeVersion, Environment, Instance
 from versions.storage import delete_version, store_version
@@ -91,15 +93,25 @@ def test_a_version_without_requirements_builds_nothing(queue, cloud, fleet):
     assert all("build_url" not in instance.spec for instance in Instance.objects.filter(version=version))
 
 
-def test_requirements_naming_a_file_of_the_archive_build_per_archive(queue, cloud):
+@pytest.mark.parametrize(
+    "requirement",
+    ["./vendor/hello-0.1-py3-none-any.whl", "vendor/hello-0.1-py3-none-any.whl", "-r more.txt", "hello @ file:x"],
+)
+def test_requirements_naming_a_file_of_the_archive_build_per_archive(queue, cloud, requirement):
     service = running_service()
-    local = {"requirements.txt": "./vendor/hello-0.1-py3-none-any.whl\n", "vendor/hello-0.1-py3-none-any.whl": "x"}
+    local = {"requirements.txt": f"{requirement}\n", "vendor/hello-0.1-py3-none-any.whl": "x", "more.txt": ""}
     v1 = upload(service, "v1", {"wsgi.py": WSGI, **local})
     v2 = upload(service, "v2", {"wsgi.py": WSGI, **local, "vendor/hello-0.1-py3-none-any.whl": "y"})
     deploy(queue, service, v1)
     deploy(queue, service, v2, "development")
 
-    assert len(cloud.builds) == 2, "the same requirements.txt, but another wheel in the archive"
+    assert len(cloud.builds) == 2, "the same requirements.txt, but other files in the archive"
+
+
+def test_requirements_naming_only_projects_of_the_index_are_shared_by_versions():
+    assert not requirements_refer_to_files("# pinned\nDjango>=5.2,<6\npsycopg[binary]==3.2 ; python_version>'3'\n\n")
+    assert requirements_refer_to_files("--index-url http://elsewhere/simple\ndjango\n")
+    assert requirements_refer_to_files("hello @ https://example.org/hello-1.0.whl\n")
 
 
 def test_a_php_site_with_composer_json_and_no_vendor_gets_a_composer_build(queue, cloud, fleet):
@@ -210,5 +222,42 @@ def test_nodes_download_a_build_by_its_signed_link_only(queue, client):
     build = Build.objects.get()
     assert response.status_code == 200 and b"".join(response.streaming_content) == build.path.read_bytes()
     assert client.get(spec["build_url"].replace("/builds/", "/builds/x")).status_code == 404
+    assert client.get(spec["archive_url"]).status_code == 200
     token = spec["build_url"].rstrip("/").rsplit("/", 1)[1]
-    assert client.get(f"/api/v1/internal/archives/{token}/").status_code == 404, "a build's link is no archive's"
+    assert client.get(reverse("version-archive", args=[token])).status_code == 404, "a build's link is no archive's"
+
+
+def test_a_build_keeps_folders_and_files_only_and_says_what_it_left_out(queue, cloud, settings):
+    """The packing step runs as the build's user: a link to a file of the platform's is never
+    followed, so nothing but what the build itself could read is ever stored."""
+    service = running_service()
+
+    def links(site):
+        (site / "secret").symlink_to(settings.CONPAAS_HOME / "secret_key")
+        (site / "pkg").mkdir()
+        (site / "pkg" / "bin").symlink_to("/etc")
+        (site / "pkg" / "mod.py").write_text("x = 1\n")
+
+    cloud.build_extra = links
+    version = upload(service, "v1", {"wsgi.py": WSGI, "requirements.txt": "hello\n"})
+
+    assert deploy(queue, service, version).state == OperationState.SUCCEEDED
+
+    build = Build.objects.get()
+    with tarfile.open(build.path) as tar:
+        assert sorted(tar.getnames()) == ["hello.py", "pkg", "pkg/mod.py"]
+    log = (settings.CONPAAS_BUILDS / f"{build.key}.log").read_text()
+    assert "left out secret: a symbolic link" in log and "left out pkg/bin: a symbolic link" in log
+
+
+def test_requirements_over_a_megabyte_are_refused_with_the_reason(queue, cloud):
+    service = running_service()
+    noise = "".join(f"# {n:x}\n" for n in range(200_000))  # not too compressible for the upload's rules
+    version = upload(service, "v1", {"wsgi.py": WSGI, "requirements.txt": noise})
+
+    operation = deploy(queue, service, version)
+
+    assert operation.state == OperationState.FAILED
+    assert operation.error == "v1 cannot be built: requirements.txt is larger than 1024 KB"
+    assert Event.objects.filter(service=service, action="build", outcome=Outcome.FAILED).exists()
+    assert cloud.__dict__.get("builds", []) == []

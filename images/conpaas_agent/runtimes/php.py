@@ -99,8 +99,12 @@ class Php(Recipe):
     def build(self, version_dir: str, app: str, logfile: str, nice: int, built: str | None = None) -> dict:
         """The version's composer build is its site's vendor/ (each instance copies the site)."""
         vendor = os.path.join(content_root(app), "vendor")
-        if built is not None and not os.path.lexists(vendor):
-            os.symlink(os.path.relpath(built, os.path.dirname(vendor)), vendor)
+        if built is not None:
+            link = os.path.relpath(built, os.path.dirname(vendor))
+            if os.path.islink(vendor) and os.readlink(vendor) != link:
+                os.unlink(vendor)  # the version's build was made again
+            if not os.path.lexists(vendor):
+                os.symlink(link, vendor)
         return {}
 
     def start(self, run: Run) -> None:
@@ -142,7 +146,7 @@ class Php(Recipe):
     def site(run: Run) -> str:
         """The instance's own copy of the site, made once per version (marked with its sha256)."""
         site, mark = run.path("site"), run.path("site.sha256")
-        sha = run.spec["archive_sha256"]
+        sha = run.spec["archive_sha256"] + run.spec.get("build_sha256", "")  # its vendor/ is its build
         try:
             with open(mark) as fh:
                 if fh.read().strip() == sha and os.path.isdir(site):

@@ -68,7 +68,8 @@ class Python(Recipe):
             return {"python": sys.executable, "venv": None}
         if built is None:
             raise InstanceError("the version has a requirements.txt but the control plane sent no build of it", 400)
-        venv = os.path.join(version_dir, "venv")
+        # One virtualenv per build: a version staged with another build (made again) gets a new one.
+        venv = os.path.join(version_dir, os.path.basename(built).replace("build-", "venv-", 1))
         python = os.path.join(venv, "bin", "python")
         ready = os.path.join(venv, ".conpaas-ready")
         if not os.path.exists(ready):
@@ -125,5 +126,28 @@ def _make_virtualenv(venv: str, python: str, site: str, logfile: str) -> None:
         fh.write(f"import site; site.addsitedir({site!r})\n")
     with open(os.path.join(purelib, "zz_conpaas_agent.pth"), "w") as fh:
         fh.write("".join(f"{path}\n" for path in agent_site_packages()))
+    _install_scripts(os.path.join(site, "bin"), os.path.join(venv, "bin"), python)
     with open(logfile, "ab") as out:
         out.write(f"--- the version's build is installed ({site})\n".encode())
+
+
+def _install_scripts(source: str, bin_dir: str, python: str) -> None:
+    """The build's console scripts (`pip install --target` leaves them in its bin/, written for
+    the build's interpreter) in the virtualenv's bin/, which is on the instance's PATH, run by
+    its python: a release command such as `alembic upgrade head` finds them and their packages."""
+    try:
+        names = sorted(os.listdir(source))
+    except OSError:
+        return
+    for name in names:
+        path = os.path.join(source, name)
+        target = os.path.join(bin_dir, name)
+        if not os.path.isfile(path) or os.path.islink(path) or os.path.lexists(target):
+            continue
+        with open(path, "rb") as fh:
+            content = fh.read()
+        if content.startswith(b"#!") and b"python" in content.split(b"\n", 1)[0]:
+            content = f"#!{python}".encode() + content[content.find(b"\n") :]
+        with open(target, "wb") as fh:
+            fh.write(content)
+        os.chmod(target, 0o755)

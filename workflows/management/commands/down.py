@@ -30,6 +30,8 @@ class Command(BaseCommand):
                     node.service, "node.destroy", f"destroyed node {node.name} (manage.py down)", Outcome.SUCCEEDED
                 )
         self.stdout.write(f"destroyed {destroyed} local node(s)")
+        if removed := cloud.ex_release_sandboxes():
+            self.stdout.write(f"removed {removed} build sandbox(es) left running")
         if network and cloud.ex_remove_network():
             self.stdout.write("removed the local nodes' network (no installation has a node left)")
         elif network and cloud.isolation is not None:

@@ -16,6 +16,7 @@ from images.conpaas_agent.procs import free_port
 from services import package_proxy
 from services.clouds import describe as describe_nodes
 from services.operations import expire_leases, recover_interrupted, resume_pending
+from versions.builds import forget_interrupted_builds
 from workflows import first_account
 from workflows.reconcile import reconcile_all
 from workflows.tasks import queue_heal_check, queue_health_refresh, queue_metrics_sample
@@ -86,6 +87,8 @@ class Command(BaseCommand):
         call_command("migrate", interactive=False, verbosity=0)
         call_command("collectstatic", interactive=False, verbosity=0)
         interrupted = recover_interrupted()
+        # Builds the last stop interrupted: their sandboxes and half-written files.
+        forget_interrupted_builds()
         if interrupted:
             self.stdout.write(f"{interrupted} operation(s) interrupted by the last stop were marked failed")
         # The data plane went on without us: re-read what the nodes run and converge to the database.
@@ -114,8 +117,9 @@ class Command(BaseCommand):
             if not env.get("CONPAAS_PACKAGE_PROXY_URL"):
                 # Builds reach the package indexes through it, and nothing else (services/package_proxy.py).
                 proxy_port = free_port("127.0.0.1")
-                env["CONPAAS_PACKAGE_PROXY_URL"] = f"http://127.0.0.1:{proxy_port}"
-                parts.append(Part("package proxy", package_proxy.command(proxy_port), package_proxy.environment(env)))
+                env["CONPAAS_PACKAGE_PROXY_URL"] = f"http://127.0.0.1:{proxy_port}/index/"
+                proxy_env = package_proxy.environment(env)
+                parts.append(Part("package proxy", package_proxy.command(proxy_port), proxy_env))
             gunicorn = [sys.executable, "-m", "gunicorn", "conpaas_site.wsgi", "--bind", bind]
             gunicorn += ["--workers", str(web_workers), "--threads", "4", "--graceful-timeout", "10"]
             # No control socket in the invoking user's home: nothing of ours lives outside CONPAAS_HOME.
