@@ -1,6 +1,7 @@
 #!/bin/sh
 # stop-services.sh NAME...: stop and disable the distribution's own services of the packages the
-# agent runs by itself (haproxy, nginx, php*-fpm, tomcat10), so they hold no port and never start
+# agent runs by itself (haproxy, nginx, php*-fpm, tomcat10;
+# apache2, should a package of the tests pull it), so they hold no port and never start
 # at boot. A NAME may be a glob ('php*-fpm'). Used by boot.sh on a VM and by ./run on this host.
 # With systemd, `systemctl disable --now` stops exactly the unit's processes; without it (a
 # container, where policy-rc.d kept them from starting) the services are disabled only: nothing
