@@ -189,6 +189,22 @@ def test_php_runs_a_front_controller_behind_nginx_and_keeps_its_data(start_agent
     assert b"GET /read.php" in (agent.home / "instances" / "p1" / "access.log").read_bytes()
 
 
+@pytest.mark.integration
+def test_php_is_given_an_address_as_remote_addr_through_the_unix_socket_too(start_agent, archives):
+    # A router of the instance's own node connects through the socket, where nginx knows no address
+    # ("unix:"): PHP gets the node's (the router's), as by TCP. MediaWiki answers 500 without one.
+    agent = start_agent(roles=["backend"])
+    site = make_zip({"index.php": "<?php echo $_SERVER['REMOTE_ADDR'];"})
+    inst, _ = put(agent, archives, "p5", site, "php", max_upload_mb=1)
+    assert get(inst["port"], "/").body == b"127.0.0.1"  # this agent's node address
+    connection = UnixHTTPConnection(str(agent.home / "instances" / "p5" / "http.sock"), timeout=5)
+    try:
+        connection.request("GET", "/")
+        assert connection.getresponse().read() == b"127.0.0.1"
+    finally:
+        connection.close()
+
+
 def agent_state(agent) -> dict:
     return json.loads((agent.home / "state.json").read_text())["instances"]
 

@@ -134,7 +134,7 @@ class Php(Recipe):
             run,
             self.name,
             "nginx-php.conf",
-            {"site": site, "socket": socket, "body_mb": body_mb},
+            {"site": site, "socket": socket, "body_mb": body_mb, "node_address": run.host},
             {"denied": denied_locations(site)},
         )
 
