@@ -21,7 +21,8 @@ import requests
 from images.conpaas_agent.waiting import wait_until
 from tests.load import OpenLoop
 
-pytestmark = pytest.mark.integration
+# Minutes of a real application; the Redis pass's broker changes nothing it exercises.
+pytestmark = [pytest.mark.integration, pytest.mark.one_pass]
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "mediawiki"
 spec = importlib.util.spec_from_file_location("mediawiki_build", EXAMPLE / "build.py")
