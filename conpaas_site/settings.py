@@ -120,6 +120,19 @@ CONPAAS_HEAL_GRACE = envint("CONPAAS_HEAL_GRACE", 60)
 # is on, let the autoscaler decide (workflows/autoscale.py).
 CONPAAS_METRICS_INTERVAL = envint("CONPAAS_METRICS_INTERVAL", 5)
 CONPAAS_MAX_UPLOAD_MB = envint("CONPAAS_MAX_UPLOAD_MB", 100)
+# What an uploaded archive may hold (images/conpaas_agent/archives.py). Archive bombs are
+# stopped by bytes, the expanded size and the ratio; the member count only bounds the work of
+# checking one (MediaWiki has 25,000 members, Nextcloud or Drupal with vendor/ more). A node
+# unpacks at most 2 GB of a version's archive (conpaas_agent.instances.MAX_UNPACKED_BYTES).
+CONPAAS_ARCHIVE_MAX_MEMBERS = envint("CONPAAS_ARCHIVE_MAX_MEMBERS", 200_000)
+CONPAAS_ARCHIVE_MAX_EXPANDED_MB = envint("CONPAAS_ARCHIVE_MAX_EXPANDED_MB", 1024)
+CONPAAS_ARCHIVE_MAX_RATIO = envfloat("CONPAAS_ARCHIVE_MAX_RATIO", 100.0)
+if not 0 < CONPAAS_ARCHIVE_MAX_EXPANDED_MB <= 2048:
+    raise ImproperlyConfigured(
+        f"CONPAAS_ARCHIVE_MAX_EXPANDED_MB is 1 to 2048 (what a node unpacks), not {CONPAAS_ARCHIVE_MAX_EXPANDED_MB}"
+    )
+if CONPAAS_ARCHIVE_MAX_MEMBERS < 1 or CONPAAS_ARCHIVE_MAX_RATIO < 1:
+    raise ImproperlyConfigured("CONPAAS_ARCHIVE_MAX_MEMBERS and CONPAAS_ARCHIVE_MAX_RATIO are at least 1")
 # Per-user quotas; an operator overrides them for one user in the admin (services.Quota).
 CONPAAS_QUOTA_SERVICES = envint("CONPAAS_QUOTA_SERVICES", 20)
 CONPAAS_QUOTA_NODES = envint("CONPAAS_QUOTA_NODES", 40)  # all the user's services together

@@ -20,7 +20,12 @@ class UploadRefused(ConpaasError):
 
 
 def upload_limits() -> Limits:
-    return Limits(max_upload_bytes=settings.CONPAAS_MAX_UPLOAD_MB * 2**20)
+    return Limits(
+        max_upload_bytes=settings.CONPAAS_MAX_UPLOAD_MB * 2**20,
+        max_expanded_bytes=settings.CONPAAS_ARCHIVE_MAX_EXPANDED_MB * 2**20,
+        max_members=settings.CONPAAS_ARCHIVE_MAX_MEMBERS,
+        max_ratio=settings.CONPAAS_ARCHIVE_MAX_RATIO,
+    )
 
 
 def store_version(

@@ -71,6 +71,55 @@ def test_it_refuses_tar_links_and_escapes(tmp_path):
         instances.unpack(archive, str(tmp_path / "out"))
 
 
+def test_it_unpacks_with_the_archives_times_and_safe_permissions(tmp_path):
+    def member(name, mode, data=None):
+        info = tarfile.TarInfo(name)
+        info.mode, info.mtime = mode, 1_700_000_000
+        if data is None:
+            info.type = tarfile.DIRTYPE
+        else:
+            info.size = len(data)
+        return info, data
+
+    archive = write(
+        tmp_path / "a.tgz",
+        tar_bytes(
+            [
+                member("bin", 0o555),  # read-only: its files are still written
+                member("bin/run", 0o6777, b"#!/bin/sh\n"),
+                member("deep/er/page.php", 0o400, b"<?php"),
+            ]
+        ),
+    )
+    instances.unpack(archive, str(tmp_path / "out"))
+    out = tmp_path / "out"
+    assert oct(os.stat(out / "bin/run").st_mode & 0o7777) == oct(0o755)  # no setuid/setgid, no group write
+    assert oct(os.stat(out / "deep/er/page.php").st_mode & 0o777) == oct(0o600)  # the owner reads and writes
+    assert oct(os.stat(out / "bin").st_mode & 0o777) == oct(0o755)
+    assert os.stat(out / "bin/run").st_mtime == os.stat(out / "bin").st_mtime == 1_700_000_000
+    assert (out / "deep/er/page.php").read_bytes() == b"<?php"
+
+
+def test_a_refusal_in_the_middle_stops_the_unpacking_there(tmp_path):
+    good = tarfile.TarInfo("a.txt")
+    good.size = 1
+    link = tarfile.TarInfo("link")
+    link.type, link.linkname = tarfile.SYMTYPE, "/etc/passwd"
+    after = tarfile.TarInfo("z.txt")
+    after.size = 1
+    archive = write(tmp_path / "a.tgz", tar_bytes([(good, b"a"), (link, None), (after, b"z")]))
+    with pytest.raises(instances.InstanceError, match="symbolic link"):
+        instances.unpack(archive, str(tmp_path / "out"))
+    assert sorted(os.listdir(tmp_path / "out")) == ["a.txt"]  # the caller removes the folder
+
+
+def test_it_stops_at_the_expanded_size(tmp_path):
+    archive = write(tmp_path / "a.tgz", tar_gz_archive({"a.bin": bytes(600), "b.bin": bytes(600)}))
+    with pytest.raises(instances.InstanceError, match=r"expands to more than 1000 bytes, the limit"):
+        instances.unpack(archive, str(tmp_path / "out"), max_bytes=1000)
+    assert sorted(os.listdir(tmp_path / "out")) == ["a.bin"]
+
+
 def test_it_refuses_what_is_no_archive(tmp_path):
     archive = write(tmp_path / "a.bin", b"not an archive at all")
     with pytest.raises(instances.InstanceError, match="not a zip or tar.gz archive"):

@@ -131,6 +131,33 @@ def test_it_refuses_a_bad_archive_and_stores_nothing(api, service, _isolated_arc
     assert list(_isolated_archives.iterdir()) == []
 
 
+def test_it_takes_an_archive_of_25000_members_as_mediawiki_has(api, service, _isolated_archives, settings):
+    settings.CONPAAS_MAX_UPLOAD_MB = 10
+    # Code, not empty files: the headers of 25,000 empty members expand more than 100 times.
+    files = {"wsgi.py": "application = None\n"} | {f"includes/f{n}.py": os.urandom(32).hex() for n in range(25_000)}
+    response = upload(api, service, tar_gz_archive(files), "wiki", name="wiki.tar.gz")
+    assert response.status_code == 201, response.json()
+
+
+@pytest.mark.parametrize(
+    ("setting", "value", "reason"),
+    [
+        ("CONPAAS_ARCHIVE_MAX_MEMBERS", 10, "the archive has 21 members; the limit is 10"),
+        ("CONPAAS_ARCHIVE_MAX_EXPANDED_MB", 1, "the archive expands to 1.5 MB; the limit is 1 MB"),
+        ("CONPAAS_ARCHIVE_MAX_RATIO", 2, "member 'zeros.bin' expands"),
+    ],
+)
+def test_the_archive_limits_are_settings(api, service, _isolated_archives, settings, setting, value, reason):
+    setattr(settings, setting, value)
+    files = {"wsgi.py": "application = None\n", "zeros.bin": bytes(3 * 2**19)}
+    files |= {f"m{n}.py": "" for n in range(19)}
+    response = upload(api, service, zip_archive(files), "over")
+    assert response.status_code == 400
+    assert reason in response.json()["detail"]
+    assert not CodeVersion.objects.exists()
+    assert list(_isolated_archives.iterdir()) == []
+
+
 def test_it_answers_a_content_length_over_the_limit_before_reading_the_body(api, service, upload_temp_dir):
     body = Tripwire(b"--x\r\n" * 1000)
     response = api.generic(
