@@ -1,13 +1,14 @@
 """The HAProxy runtime API client: the admin stats socket, one request per connection.
 
 Verified against HAProxy 2.6.12:
-- ``add server slotK/NAME ADDR:PORT check inter 1s fall 2 rise 1 observe layer4 error-limit 2
-  on-error mark-down maxconn N`` works on a ``balance roundrobin`` backend; the new server
+- ``add server slotK/NAME ADDR:PORT check inter 1s downinter 100ms fall 2 rise 1 observe layer4
+  error-limit 2 on-error mark-down maxconn N`` works on a ``balance roundrobin`` backend; the new server
   starts in maintenance with checks disabled, so ``enable health`` then ``enable server`` must
   follow. It takes traffic (state UP) right after ``enable server``, before its first check has
   run (2.6 has no ``init-state``), unless ``set server … health down`` follows in the same
   request: then it is DOWN until a check passes. ``set server … health down`` while still in
-  maintenance is undone by ``enable server``.
+  maintenance is undone by ``enable server``. Its first check runs ``downinter`` after ``enable
+  health`` (``inter`` without it).
 - ``http-after-response set-var(proc.X)`` counts, and ``get var proc.X`` answers
   ``proc.X: type=sint value=<N>`` (``Variable not found.`` before the first count).
 - ``del server`` works for dynamic and for config-declared servers, but only in maintenance
