@@ -770,7 +770,7 @@ def python_phase(env, args, cache: Path) -> bool:
             + START_SEGMENTS
             + before_push
             + [
-                ("server added", "router told", "the router's PUT waits for the server's first check (inter 1 s)"),
+                ("server added", "router told", "the router's PUT waits for the first check (downinter 100 ms)"),
                 ("router told", "healthy in the router", "until the watcher saw it healthy (it polls)"),
             ],
         )
