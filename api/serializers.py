@@ -223,7 +223,11 @@ class BuildSerializer(serializers.ModelSerializer):
 class CodeVersionSerializer(serializers.ModelSerializer):
     build = BuildSerializer(read_only=True, allow_null=True, help_text="its build, once its first deploy made it")
     needs_build = serializers.BooleanField(
-        read_only=True, allow_null=True, help_text="null until its first deploy looked; false: nothing to build"
+        read_only=True,
+        allow_null=True,
+        help_text=(
+            "null until its first deploy looked; true: it has dependencies to build (or reuse); false: nothing to build"
+        ),
     )
 
     class Meta:
