@@ -504,16 +504,10 @@ class Watch(threading.Thread):
 
 
 def deploy(api, sid: int, environment: str, version: dict, timeout: float) -> tuple[dict, float]:
-    """Deploy and wait; the operation as it ended, and the seconds from the PATCH to its end."""
+    """benchlib.deploy, timed: the operation as it ended, and the seconds from the PATCH to its end."""
     began = time.monotonic()
-    response = api.patch(f"/api/v1/services/{sid}/environments/{environment}/", json={"version": version["id"]})
-    if response.status_code != 202:
-        raise RuntimeError(f"deploy of {version['label']} answered {response.status_code}: {response.text[:300]}")
-    operation = api.wait_operation(response.json(), timeout=timeout)
-    seconds = time.monotonic() - began
-    if operation["state"] != "succeeded":
-        raise RuntimeError(f"deploy of {version['label']} {operation['state']}: {operation.get('error')}")
-    return operation, seconds
+    operation = benchlib.deploy(api, sid, environment, version, timeout=timeout)
+    return operation, time.monotonic() - began
 
 
 def upload(api, sid: int, release: str) -> dict:

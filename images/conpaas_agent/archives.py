@@ -890,11 +890,8 @@ class _Tree:
         if self.written > self.limit:
             raise ArchiveError(f"the archive expands to more than {_fmt_size(self.limit)}, the limit")
         self.folder(name.rpartition("/")[0])
-        fd = os.open(
-            os.path.join(self.root, name),
-            os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC,
-            (mode & self._SAFE_BITS) | 0o600,
-        )
+        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
+        fd = os.open(os.path.join(self.root, name), flags, 0o600)
         with open(fd, "wb", closefd=True) as out:
             os.fchmod(fd, (mode & self._SAFE_BITS) | 0o600)  # as tarfile does: whatever the umask
             left = size
