@@ -33,6 +33,13 @@ LOG_ENVIRONMENT = OpenApiParameter(
 LOG_LINES = OpenApiParameter(
     "lines", int, QUERY, description="the last lines of each log file of each instance, 1 to 1000 (default 100)"
 )
+LOG_FAILED = OpenApiParameter(
+    "failed",
+    bool,
+    QUERY,
+    description="true: the logs of the instances of the last deploy into the environment that failed, kept "
+    "when they were retired",
+)
 WINDOW = OpenApiParameter(
     "window",
     int,

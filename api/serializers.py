@@ -460,11 +460,21 @@ class LogLineSerializer(serializers.Serializer):
     line = serializers.CharField(trim_whitespace=False)
 
 
+class FailureSerializer(serializers.Serializer):
+    version = serializers.CharField(help_text="the label of the version whose deploy failed")
+    at = serializers.DateTimeField(help_text="when its instances' logs were kept, as they were retired")
+
+
 class LogsSerializer(serializers.Serializer):
     environment = serializers.CharField()
-    version = serializers.IntegerField(allow_null=True, help_text="the code version it runs; null: none")
+    version = serializers.IntegerField(
+        allow_null=True, help_text="the code version it runs; null: none (and with `failed`, always)"
+    )
     lines = LogLineSerializer(many=True, help_text="each file's lines in order, instance by instance")
     errors = serializers.ListField(child=serializers.CharField(), help_text="nodes whose logs could not be read")
+    last_failure = FailureSerializer(
+        allow_null=True, help_text="the last deploy into the environment that failed, whose logs `failed=true` reads"
+    )
 
 
 class SignInSerializer(serializers.Serializer):

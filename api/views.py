@@ -22,6 +22,7 @@ from api.schema import (
     ENVIRONMENT_NAME,
     FORBIDDEN,
     LOG_ENVIRONMENT,
+    LOG_FAILED,
     LOG_LINES,
     NOT_FOUND,
     OPERATION_ID,
@@ -72,7 +73,7 @@ from services.databases import credentials
 from services.models import ApiToken, Application, Operation, Service, slug_validator
 from versions.builds import build_from_token
 from versions.instances import version_from_token
-from versions.logs import DEFAULT_LINES, MAX_LINES, environment_logs
+from versions.logs import DEFAULT_LINES, MAX_LINES, environment_logs, failed_logs
 from versions.models import Environment
 from versions.storage import delete_version, store_version
 from workflows import autoscale, lifecycle
@@ -272,7 +273,7 @@ class ServiceViewSet(
         return Response(AutoscalingSerializer(policy, context=context).data)
 
     @extend_schema(
-        parameters=[SERVICE_ID, LOG_ENVIRONMENT, LOG_LINES],
+        parameters=[SERVICE_ID, LOG_ENVIRONMENT, LOG_LINES, LOG_FAILED],
         responses={200: LogsSerializer, 400: BAD_REQUEST, 404: NOT_FOUND},
     )
     @action(detail=True, methods=["get"])
@@ -284,7 +285,11 @@ class ServiceViewSet(
         lines = request.query_params.get("lines", str(DEFAULT_LINES))
         if not (lines.isascii() and lines.isdigit() and 1 <= int(lines) <= MAX_LINES):
             raise ValidationError({"lines": f"a whole number from 1 to {MAX_LINES}"})
-        return Response(environment_logs(service, environment, int(lines)))
+        failed = request.query_params.get("failed", "false")
+        if failed not in ("true", "false"):
+            raise ValidationError({"failed": "true or false"})
+        read = failed_logs if failed == "true" else environment_logs
+        return Response(read(service, environment, int(lines)))
 
 
 @extend_schema_view(

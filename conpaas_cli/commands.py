@@ -796,10 +796,25 @@ def logs(args: Namespace) -> int:
     service = find_service(api, args.service)
     path = f"services/{service['id']}/logs/"
     params = {"environment": args.environment, "lines": args.lines}
+    if args.failed:
+        if args.follow:
+            raise CliError("--failed shows kept logs, which do not grow: leave out --follow")
+        params["failed"] = "true"
     found = api.get(path, params=params)
     if args.json and not args.follow:
         print_json(found)
         return OK
+    failure = found.get("last_failure")
+    if args.failed:
+        if failure is None:
+            raise CliError(f"no failed deploy into {service['name']} {args.environment} left logs")
+        print(f"the logs of {failure['version']}, kept at {failure['at']} when its failed deploy retired it:")
+    elif not found["lines"] and failure is not None:
+        print(
+            f"{args.environment} has no log lines; {failure['version']}'s deploy failed at {failure['at']}: "
+            f"conpaas logs {service['name']} {args.environment} --failed",
+            file=sys.stderr,
+        )
     seen: dict[tuple, list[str]] = {}  # (node, instance, file) -> its lines at the last poll
     warned: set[str] = set()
 

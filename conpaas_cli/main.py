@@ -206,6 +206,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--follow", "-f", action="store_true", help="keep printing new lines until Ctrl-C")
     p.add_argument("--follow-seconds", type=float, metavar="S", help="with --follow: stop after S seconds")
     p.add_argument("--lines", "-n", type=int, default=20, metavar="N", help="the last N lines of each file (20)")
+    p.add_argument(
+        "--failed", action="store_true", help="the logs of the last failed deploy into ENV, kept when it was retired"
+    )
     p = command("apply", commands.apply, "create or update an application from its manifest", (common, waiting))
     p.add_argument("file", metavar="FILE", help="the manifest (YAML); the paths in it are relative to it")
     p.add_argument("--dry-run", action="store_true", help="print the plan (created, changed, removed); change nothing")

@@ -100,6 +100,10 @@ if not 0 <= CONPAAS_LOCAL_FAIL_RATE <= 1:
 CONPAAS_LOCAL_BOOT_DELAY = envfloat("CONPAAS_LOCAL_BOOT_DELAY", 0)
 # How long a deploy waits for the new instances to pass their health checks.
 CONPAAS_HEALTH_TIMEOUT = envint("CONPAAS_HEALTH_TIMEOUT", 60)
+# An instance whose app answers every health check with the same error status for this long
+# (about 20 checks: a router checks a down server every 100 ms) fails the deploy at once rather
+# than at the timeout; long enough for an app that answers 503 while it warms up.
+CONPAAS_HEALTH_FAIL_AFTER = envfloat("CONPAAS_HEALTH_FAIL_AFTER", 2.5)
 CONPAAS_BOOT_TIMEOUT = envint("CONPAAS_BOOT_TIMEOUT", 300)
 # How long a preview database copy waits for a dump still loading into the database it copies.
 CONPAAS_LOAD_WAIT = envint("CONPAAS_LOAD_WAIT", 1800)

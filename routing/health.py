@@ -15,7 +15,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from images.conpaas_agent.waiting import wait_until
-from routing.table import health_problems, proxy_statuses, running_proxies
+from routing.table import answered_errors, health_problems, proxy_statuses, running_proxies
 from services import agent
 from services.choices import NodeState, ServiceState
 from services.errors import OperationFailed
@@ -63,23 +63,43 @@ def refresh_health(service) -> dict[str, list[str] | None]:
     return save_health(service, statuses, failure)
 
 
+class Unhealthy(OperationFailed):
+    """A release did not pass its health check: its instances' logs tell why (workflows.deploy)."""
+
+
 def wait_healthy(service, release, timeout: float | None = None) -> None:
-    """Poll the routers until `release` passes its health checks on every one (or time out),
-    saving what they answered about once a second for the console."""
+    """Poll the routers until `release` passes its health checks on every one, saving what they
+    answered about once a second for the console. It fails at the timeout, or as soon as an
+    instance's app has answered with the same error status for CONPAAS_HEALTH_FAIL_AFTER seconds:
+    a check that got an answer will not get a better one by waiting."""
     timeout = settings.CONPAAS_HEALTH_TIMEOUT if timeout is None else timeout
     problems, next_save = [], 0.0
+    answering: dict[str, tuple[str, float]] = {}  # instance -> (its error answer, seen since)
 
     def healthy() -> bool:
         nonlocal next_save
         statuses = proxy_statuses(service)
         problems[:] = health_problems(service, release, statuses)
-        if not problems or time.monotonic() >= next_save:
+        now = time.monotonic()
+        if not problems or now >= next_save:
             save_health(service, statuses)
-            next_save = time.monotonic() + 1.0
+            next_save = now + 1.0
+        errors = answered_errors(service, release, statuses)
+        for name, error in errors.items():
+            if answering.get(name, ("", now))[0] != error:
+                answering[name] = (error, now)
+        for name in set(answering) - set(errors):
+            del answering[name]
+        for name, (error, since) in sorted(answering.items()):
+            if now - since >= settings.CONPAAS_HEALTH_FAIL_AFTER:
+                raise Unhealthy(
+                    f"{release.label} answers its health check (GET {service.health_check_path}) with {error}, "
+                    f"check after check for {now - since:.1f} s (instance {name})"
+                )
         return not problems
 
     if not wait_until(healthy, timeout, interval=0.2):
-        raise OperationFailed(
+        raise Unhealthy(
             f"{release.label} did not pass its health check (GET {service.health_check_path}) "
             f"within {timeout} s: " + "; ".join(problems)
         )

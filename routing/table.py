@@ -88,6 +88,21 @@ def instance_problems(service, release) -> tuple[list, list[str]]:
     return running, []
 
 
+def answered_errors(service, release, statuses: list) -> dict[str, str]:
+    """The instances of `release` whose app answered its last health check with the wrong status
+    on some router (HAProxy's L7STS: it serves, and says no), by name: what it answered."""
+    running, _ = instance_problems(service, release)
+    errors = {}
+    for _proxy, status in statuses:
+        servers = status.get("backends", {}).get(release.backend, {}).get("servers", {})
+        for instance in running:
+            server = servers.get(instance.name) or {}
+            last_check = (server.get("check") or "").removeprefix("* ")  # "* ": the next is under way
+            if not server.get("healthy") and last_check.startswith("L7STS") and server.get("check_code"):
+                errors[instance.name] = f"HTTP {server['check_code']}"
+    return errors
+
+
 def health_problems(service, release, statuses: list | None = None) -> list[str]:
     """Why `release` is not healthy on every proxy (an empty list: it is)."""
     running, problems = instance_problems(service, release)

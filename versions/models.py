@@ -348,3 +348,25 @@ class DatabaseCopy(models.Model):
 
     def __str__(self) -> str:
         return f"{self.environment} copy of {self.target.name}"
+
+
+class FailedInstanceLog(models.Model):
+    """The log files of an instance whose release failed its deploy, kept when it was retired:
+    `conpaas logs SERVICE ENV --failed` reads them after the instance and its node may be gone."""
+
+    service = models.ForeignKey(Service, on_delete=models.CASCADE, related_name="failed_logs")
+    environment = models.CharField(max_length=40)
+    version_label = models.CharField(max_length=40)
+    operation = models.ForeignKey(
+        "services.Operation", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    node_name = models.CharField(max_length=80)
+    instance = models.CharField(max_length=120)
+    files = models.JSONField(default=dict)  # log file name -> its last lines
+    created = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-created", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.instance} ({self.environment}, failed {self.created:%Y-%m-%d %H:%M})"

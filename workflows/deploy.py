@@ -6,12 +6,13 @@ serving until the flip; a version that fails its health check never receives a r
 """
 
 import time
+from typing import NoReturn
 
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from routing.health import wait_healthy
+from routing.health import Unhealthy, wait_healthy
 from routing.table import push
 from services import agent, operations
 from services.choices import NodeState, OperationKind, Outcome, ServiceState
@@ -26,6 +27,7 @@ from versions.instances import (
     instance_spec,
     link_environment,
 )
+from versions.logs import keep_failed_logs
 from versions.models import CodeVersion, Environment, Instance, InstanceState, setting_values
 from versions.storage import lock_version
 from workflows.copies import drop_copies, ensure_copies
@@ -80,6 +82,7 @@ def run_deploy(operation) -> str:
         raise OperationFailed("the environment or the version was deleted before the deploy could start")
     settings_ = operation.params.get("settings", environment.settings)
     with_copy = operation.params.get("database_copy", environment.database_copy)
+    release = None
     try:
         wait_for_links(service, operation)
         copies = ensure_copies(environment, operation) if with_copy else {}
@@ -94,9 +97,8 @@ def run_deploy(operation) -> str:
         push(service)
         operation.set_progress(f"waiting for {version.label} to pass its health check")
         wait_healthy(service, release)
-    except OperationFailed:
-        retire_unused(service, operation)
-        raise
+    except OperationFailed as exc:
+        fail(service, release, operation, exc)
     previous = Environment.objects.get(pk=environment.pk)
     operation.set_progress(f"routing {environment.name} to {version.label}")
     Environment.objects.filter(pk=environment.pk).update(
@@ -105,7 +107,7 @@ def run_deploy(operation) -> str:
     try:
         # Each router flips only if the release is still healthy there, in the same step.
         push(service, require_healthy=release)
-    except OperationFailed:
+    except OperationFailed as exc:
         Environment.objects.filter(pk=environment.pk).update(
             version=previous.version,
             settings=previous.settings,
@@ -114,9 +116,10 @@ def run_deploy(operation) -> str:
         )
         try:
             push(service)
-        finally:
+        except OperationFailed:
             retire_unused(service, operation)
-        raise
+            raise
+        fail(service, release, operation, exc)
     was = f" (was {previous.version.label})" if previous.version and previous.version != version else ""
     settings_changed = sorted(
         name for name in set(settings_) | set(previous.settings) if settings_.get(name) != previous.settings.get(name)
@@ -131,6 +134,21 @@ def run_deploy(operation) -> str:
     if not with_copy and previous.database_copy:
         drop_copies(environment, operation)
     return f"deployed {version.label} to {environment.name}"
+
+
+def fail(service, release: Release | None, operation, exc: OperationFailed) -> NoReturn:
+    """End a failed deploy: keep the logs of the release's instances, retire them, and fail with
+    the last lines of those logs when its health check failed (they say why; a start that
+    failed says it already)."""
+    excerpt = keep_failed_logs(service, release, operation) if release else ""
+    retire_unused(service, operation)
+    if isinstance(exc, Unhealthy) and excerpt:
+        environment = release.environment.name
+        raise OperationFailed(
+            f"{exc}\nthe last lines of its logs (all of them: conpaas logs {service.name} {environment} --failed):"
+            f"\n{excerpt}"
+        ) from exc
+    raise exc
 
 
 def run_release(service, release: Release, operation) -> None:

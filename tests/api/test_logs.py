@@ -7,7 +7,7 @@ from services import agent
 from tests.factories import CodeVersionFactory, NodeFactory, ServiceFactory
 from tests.fakes import FakeFleet
 from versions.instances import Release, ensure_instances
-from versions.models import Environment
+from versions.models import Environment, FailedInstanceLog
 
 
 @pytest.fixture
@@ -70,7 +70,13 @@ def test_an_environment_without_a_version_has_no_lines(api, service, running, fl
     api.post(f"/api/v1/services/{service.pk}/environments/", {"name": "staging"}, format="json")
     response = api.get(f"/api/v1/services/{service.pk}/logs/?environment=staging")
     assert response.status_code == 200
-    assert response.json() == {"environment": "staging", "version": None, "lines": [], "errors": []}
+    assert response.json() == {
+        "environment": "staging",
+        "version": None,
+        "lines": [],
+        "errors": [],
+        "last_failure": None,
+    }
     assert not fleet.calls_to("instance_logs")
 
 
@@ -99,3 +105,63 @@ def test_another_users_service_is_a_404(api, bob, fleet):
     other = ServiceFactory(owner=bob, name="theirs")
     assert api.get(f"/api/v1/services/{other.pk}/logs/").status_code == 404
     assert not fleet.calls_to("instance_logs")
+
+
+def test_failed_reads_the_logs_kept_from_the_last_failed_deploy_into_the_environment(api, service, running, fleet):
+    FailedInstanceLog.objects.create(
+        service=service,
+        environment="development",
+        version_label="v3",
+        node_name="n1",
+        instance="n1-v3",
+        files={"instance.log": ["v3 broke"]},
+    )
+    for node in ("n1", "n2"):
+        FailedInstanceLog.objects.create(
+            service=service,
+            environment="development",
+            version_label="v4",
+            node_name=node,
+            instance=f"{node}-v4",
+            files={"instance.log": ["starting", f"v4 broke on {node}"], "access.log": ['"GET / HTTP/1.1" 500']},
+        )
+    FailedInstanceLog.objects.create(
+        service=service,
+        environment="production",
+        version_label="v5",
+        node_name="n1",
+        instance="n1-v5",
+        files={"instance.log": ["v5 broke"]},
+    )
+    calls = len(fleet.calls)
+
+    body = api.get(f"/api/v1/services/{service.pk}/logs/?environment=development&failed=true&lines=1").json()
+
+    assert body["version"] is None and body["errors"] == []
+    assert body["last_failure"]["version"] == "v4"
+    assert body["lines"] == [
+        {"node": "n1", "instance": "n1-v4", "file": "instance.log", "line": "v4 broke on n1"},
+        {"node": "n1", "instance": "n1-v4", "file": "access.log", "line": '"GET / HTTP/1.1" 500'},
+        {"node": "n2", "instance": "n2-v4", "file": "instance.log", "line": "v4 broke on n2"},
+        {"node": "n2", "instance": "n2-v4", "file": "access.log", "line": '"GET / HTTP/1.1" 500'},
+    ]
+    assert len(fleet.calls) == calls, "kept logs need no node"
+    # The live logs say that a deploy failed, for a client to point at its logs.
+    live = api.get(f"/api/v1/services/{service.pk}/logs/?environment=development").json()
+    assert live["last_failure"]["version"] == "v4" and live["lines"]
+
+
+def test_failed_without_a_failed_deploy_has_no_lines(api, service, running):
+    body = api.get(f"/api/v1/services/{service.pk}/logs/?failed=true").json()
+    assert (body["lines"], body["last_failure"]) == ([], None)
+
+
+@pytest.mark.parametrize("failed", ["yes", "", "1"])
+def test_it_refuses_a_bad_failed_flag(api, service, running, failed):
+    response = api.get(f"/api/v1/services/{service.pk}/logs/", {"failed": failed})
+    assert response.status_code == 400 and response.json() == {"failed": "true or false"}
+
+
+def test_failed_in_an_unknown_environment_is_a_404(api, service, running):
+    response = api.get(f"/api/v1/services/{service.pk}/logs/?environment=nope&failed=true")
+    assert response.status_code == 404

@@ -1,7 +1,13 @@
+import re
+import time
+
+from routing.table import answered_errors
 from services.choices import OperationState, Outcome
 from services.models import Event
 from tests.factories import CodeVersionFactory, NodeFactory
-from versions.models import Environment, Instance, InstanceState
+from versions import logs
+from versions.instances import Release
+from versions.models import Environment, FailedInstanceLog, Instance, InstanceState
 from workflows.deploy import request_deploy, retire_unused
 
 from .conftest import env_version, routes, version
@@ -121,3 +127,94 @@ def test_each_router_server_takes_as_many_requests_at_once_as_its_instance_serve
     assert set(Instance.objects.filter(version=v3).values_list("concurrency", flat=True)) == {5}
     # v2 (development) started before: the concurrency its agent reported then.
     assert {s["maxconn"] for s in fleet.routing[proxy.name]["backends"][str(version(service, "v2").pk)]} == {2}
+
+
+JAVA_ERROR = [
+    "SEVERE: Servlet.service() for servlet [app] threw exception",
+    "java.lang.IllegalStateException: no DATABASE_URL",
+    *[f"\tat org.example.App.frame{n}(App.java:{n})" for n in range(40)],
+    "Caused by: java.net.ConnectException: refused",
+    "\tat org.example.Db.open(Db.java:9)",
+]
+
+
+def test_an_app_that_answers_an_error_fails_its_deploy_at_once_with_its_own_logs(
+    service, proxy, fleet, queue, settings
+):
+    settings.CONPAAS_HEALTH_TIMEOUT, settings.CONPAAS_HEALTH_FAIL_AFTER = 30, 0.5
+    v3 = CodeVersionFactory(service=service, label="v3")
+    name = f"{proxy.name}-v{v3.pk}"
+    fleet.make_unhealthy(name)
+    fleet.logs[name] = {
+        "instance.log": JAVA_ERROR,
+        "access.log": ['"GET / HTTP/1.1" 500'] * 30,
+    }
+
+    began = time.monotonic()
+    operation = deploy(queue, service, "development", v3)
+
+    assert operation.state == OperationState.FAILED
+    assert time.monotonic() - began < 10, "it did not wait for the 30 s timeout"
+    assert re.match(
+        rf"v3 answers its health check \(GET /\) with HTTP 500, check after check for 0\.\d s \(instance {name}\)\n",
+        operation.error,
+    )
+    assert f"conpaas logs {service.name} development --failed" in operation.error
+    # The exception and its cause, not 40 stack frames; no access log lines.
+    assert "instance.log: java.lang.IllegalStateException: no DATABASE_URL" in operation.error
+    assert "instance.log: Caused by: java.net.ConnectException: refused" in operation.error
+    assert "… 37 more frames" in operation.error and "frame39" not in operation.error
+    assert "access.log" not in operation.error
+    failure = Event.objects.filter(service=service, action="deploy", outcome=Outcome.FAILED).first()
+    assert "no DATABASE_URL" in failure.message, "the event says why too"
+    # Its instance is retired, its logs kept.
+    assert name not in fleet.instances
+    kept = FailedInstanceLog.objects.get(service=service)
+    assert (kept.environment, kept.version_label, kept.instance, kept.operation) == (
+        "development",
+        "v3",
+        name,
+        operation,
+    )
+    assert kept.files["instance.log"] == JAVA_ERROR and len(kept.files["access.log"]) == 30
+    assert env_version(service, "development") == "v2"
+
+
+def test_a_check_that_changes_its_answer_or_gets_none_waits_for_the_timeout(service, proxy, settings, fleet):
+    """Only the same error answered check after check fails at once: a server still starting
+    (no answer, L4CON) or one whose answer changes may get better."""
+    release = Release.of(service.environments.get(name="development"))
+    name = f"{proxy.name}-v{release.backend}"
+    statuses = [(proxy, fleet.client(proxy).get_proxy())]
+    server = statuses[0][1]["backends"][release.backend]["servers"][name]
+    server.update(healthy=False, status="DOWN", check="L7STS", check_code=500)
+    assert answered_errors(service, release, statuses) == {name: "HTTP 500"}
+    server.update(check="* L7STS")  # the next check under way: the last one's answer still counts
+    assert answered_errors(service, release, statuses) == {name: "HTTP 500"}
+    server.update(check="L4CON", check_code=None)
+    assert answered_errors(service, release, statuses) == {}
+    server.update(healthy=True, status="UP", check="L7OK", check_code=200)
+    assert answered_errors(service, release, statuses) == {}
+
+
+def test_a_deploy_that_fails_to_start_keeps_no_logs_and_says_why_once(service, proxy, fleet, queue, settings):
+    settings.CONPAAS_HEALTH_TIMEOUT = 0
+    v3 = CodeVersionFactory(service=service, label="v3")
+    fleet.make_unhealthy(f"{proxy.name}-v{v3.pk}")  # no log lines: nothing kept, no excerpt
+
+    operation = deploy(queue, service, "production", v3)
+
+    assert operation.state == OperationState.FAILED
+    assert "v3 did not pass its health check (GET /) within 0 s" in operation.error
+    assert "--failed" not in operation.error
+    assert not FailedInstanceLog.objects.exists()
+
+
+def test_kept_logs_are_the_newest_per_service(service, proxy, fleet, queue, settings, monkeypatch):
+    monkeypatch.setattr(logs, "KEPT_PER_SERVICE", 2)
+    for label in ("v3", "v4", "v5"):
+        version_ = CodeVersionFactory(service=service, label=label)
+        fleet.make_unhealthy(f"{proxy.name}-v{version_.pk}")
+        fleet.logs[f"{proxy.name}-v{version_.pk}"] = {"instance.log": [f"{label} broke"]}
+        assert deploy(queue, service, "development", version_).state == OperationState.FAILED
+    assert sorted(FailedInstanceLog.objects.values_list("version_label", flat=True)) == ["v4", "v5"]
