@@ -6,7 +6,7 @@ from django.contrib.auth.admin import UserAdmin
 
 from routing.models import MetricPoint
 from services.models import ApiToken, Application, Event, Node, Operation, Quota, Service
-from versions.models import CodeVersion, Environment, Instance
+from versions.models import CodeVersion, Environment, FailedInstanceLog, Instance
 from workflows.models import Autoscaling
 
 
@@ -149,6 +149,22 @@ class InstanceAdmin(admin.ModelAdmin):
     search_fields = ["node__name", "version__label", "node__service__name"]
     readonly_fields = ["node", "version", "port", "created"]
     exclude = ["spec"]  # holds a signed download link
+
+
+@admin.register(FailedInstanceLog)
+class FailedInstanceLogAdmin(admin.ModelAdmin):
+    """What a failed deploy's instances had logged, kept when they were retired: read-only."""
+
+    list_display = ["instance", "service", "environment", "version_label", "created"]
+    search_fields = ["service__name", "instance", "version_label"]
+    fields = ["service", "environment", "version_label", "operation", "node_name", "instance", "files", "created"]
+    readonly_fields = fields
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
 
 
 @admin.register(ApiToken)

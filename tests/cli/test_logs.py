@@ -9,7 +9,7 @@ import requests
 
 from conpaas_cli import commands
 from images.conpaas_agent.waiting import wait_until
-from tests.apps import label_app
+from tests.apps import label_app, zip_archive
 
 
 @pytest.fixture(scope="module")
@@ -93,6 +93,36 @@ def test_it_refuses_an_unknown_environment_or_a_bad_count_in_one_line(cli, logge
     assert result.code == 1 and result.err == "error: cli-logs has no environment named 'nope'\n", result.err
     result = cli("logs", "cli-logs", "-n", "0")
     assert result.code == 1 and "lines" in result.err and len(result.err.splitlines()) == 1, result.err
+
+
+FAILING_APP = """\
+def application(environ, start_response):
+    raise RuntimeError("cli-logs has no SECRET_KEY")
+"""
+
+
+@pytest.mark.integration
+def test_failed_prints_the_kept_logs_of_the_last_failed_deploy(cli, logged_in, service):
+    result = cli("logs", "cli-logs", "development", "--failed")
+    assert result.code == 1 and result.err == "error: no failed deploy into cli-logs development left logs\n"
+
+    broken = logged_in.upload(service["id"], zip_archive({"wsgi.py": FAILING_APP}), "broken").json()
+    operation = logged_in.deploy(service["id"], "development", broken["id"])
+    assert operation["state"] == "failed" and "RuntimeError: cli-logs has no SECRET_KEY" in operation["error"]
+
+    # development runs nothing: its logs are empty, and say where the failure's logs are
+    result = cli("logs", "cli-logs", "development")
+    assert result.code == 0 and result.out == ""
+    assert "broken's deploy failed at" in result.err and "conpaas logs cli-logs development --failed" in result.err
+    result = cli("logs", "cli-logs", "development", "--failed", "-n", "100")
+    assert result.code == 0, result.err
+    assert result.out.startswith("the logs of broken, kept at "), result.out
+    assert any(
+        line.endswith("RuntimeError: cli-logs has no SECRET_KEY") and " instance.log: " in line
+        for line in result.out.splitlines()
+    ), result.out
+    result = cli("logs", "cli-logs", "development", "--failed", "-f")
+    assert result.code == 1 and "leave out --follow" in result.err
 
 
 @pytest.mark.parametrize(

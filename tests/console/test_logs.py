@@ -1,12 +1,13 @@
 """The service page's logs: recent lines of the selected environment, loaded after the page."""
 
 import pytest
+from django.test import Client
 
 from services import agent
-from tests.factories import CodeVersionFactory, NodeFactory, ServiceFactory
+from tests.factories import CodeVersionFactory, NodeFactory, ServiceFactory, UserFactory
 from tests.fakes import FakeFleet
 from versions.instances import Release, ensure_instances
-from versions.models import Environment
+from versions.models import Environment, FailedInstanceLog
 
 pytestmark = pytest.mark.django_db
 
@@ -63,3 +64,21 @@ def test_another_users_service_is_a_404(client, bob, fleet):
     other = ServiceFactory(owner=bob, name="theirs")
     assert client.get(f"/services/{other.pk}/logs/").status_code == 404
     assert not fleet.calls_to("instance_logs")
+
+
+def test_operators_read_a_failed_deploys_kept_logs_in_the_admin():
+    kept = FailedInstanceLog.objects.create(
+        service=ServiceFactory(name="shop"),
+        environment="development",
+        version_label="v3",
+        node_name="shop-1",
+        instance="shop-1-v3",
+        files={"instance.log": ["RuntimeError: no SECRET_KEY"]},
+    )
+    operator = Client()
+    operator.force_login(UserFactory(username="root", is_staff=True, is_superuser=True))
+    listing = operator.get("/admin/versions/failedinstancelog/").content.decode()
+    assert "shop-1-v3" in listing and "development" in listing
+    page = operator.get(f"/admin/versions/failedinstancelog/{kept.pk}/change/").content.decode()
+    assert "RuntimeError: no SECRET_KEY" in page
+    assert operator.get("/admin/versions/failedinstancelog/add/").status_code == 403, "failed deploys write them"
