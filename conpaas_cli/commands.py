@@ -19,7 +19,9 @@ from conpaas_cli.errors import OK, REFUSED, USAGE, ApiError, CliError, NotLogged
 from conpaas_cli.output import Progress, fields, human_size, print_json, short_time, symbol, table
 from conpaas_cli.packing import IGNORE_FILE, Code, git_label, open_code, time_label
 
-POLL_SECONDS = 0.3  # how often an operation is polled while the CLI waits for it
+# How often an operation is polled while the CLI waits for it: often at first (most end in a
+# few seconds), then less, so a long one costs the control plane a request a second at most.
+POLL_SECONDS = (0.2, 0.3, 0.5, 0.8, 1.0)
 FOLLOW_SECONDS = 1.0  # how often `events --follow` asks for new events
 FINISHED = ("succeeded", "failed")
 # A swap that changes a version's settings starts it with them first: as long as a start (Tomcat's
@@ -197,11 +199,12 @@ def production_label(service: dict) -> str | None:
 
 def wait(api: Client, operation: dict) -> dict:
     """Poll the operation until it ends, showing its progress on one line; the finished operation."""
-    progress = Progress()
+    progress, polls = Progress(), 0
     try:
         while operation["state"] not in FINISHED:
             progress.show(_status(operation))
-            time.sleep(POLL_SECONDS)
+            time.sleep(POLL_SECONDS[min(polls, len(POLL_SECONDS) - 1)])
+            polls += 1
             operation = api.get(f"operations/{operation['id']}/")
     except KeyboardInterrupt:
         progress.done()

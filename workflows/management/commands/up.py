@@ -123,7 +123,8 @@ class Command(BaseCommand):
             gunicorn = [sys.executable, "-m", "gunicorn", "conpaas_site.wsgi", "--bind", bind]
             gunicorn += ["--workers", str(web_workers), "--threads", "4", "--graceful-timeout", "10"]
             # No control socket in the invoking user's home: nothing of ours lives outside CONPAAS_HOME.
-            gunicorn += ["--access-logfile", "-", "--chdir", str(settings.BASE_DIR), "--no-control-socket"]
+            gunicorn += ["--access-logfile", "-", "--logger-class", "conpaas_site.access_log.AccessLog"]
+            gunicorn += ["--chdir", str(settings.BASE_DIR), "--no-control-socket"]
             parts.append(Part("web server", gunicorn, env))
             workers = Part("task workers", [sys.executable, str(settings.BASE_DIR / "manage.py"), "qcluster"], env)
             parts.append(workers)
