@@ -117,10 +117,11 @@ def download(url: str, dest: str, expected_sha256: str) -> None:
         raise InstanceError(f"archive sha256 mismatch: expected {expected_sha256}, downloaded {digest.hexdigest()}")
 
 
-def unpack(archive: str, dest: str, max_bytes: int = MAX_UNPACKED_BYTES) -> None:
-    """Unpack a zip or tar.gz into ``dest`` under the shared archive rules."""
+def unpack(archive: str, dest: str, max_bytes: int = MAX_UNPACKED_BYTES, content_times: bool = False) -> None:
+    """Unpack a zip or tar.gz into ``dest`` under the shared archive rules (``content_times``:
+    extract_archive's, for a code version's files)."""
     try:
-        extract_archive(archive, dest, max_bytes)
+        extract_archive(archive, dest, max_bytes, content_times)
     except ArchiveError as exc:
         raise InstanceError(f"the archive is refused: {exc}") from exc
 
@@ -318,7 +319,9 @@ class Instances:
         sha = spec["archive_sha256"]
         with self._lock_for(self._version_locks, sha):
             version_dir = os.path.join(self.versions_dir, sha)
-            unpacked = self._fetch(version_dir, "app", spec["archive_url"], sha, MAX_UNPACKED_BYTES)
+            # A code version's files are served: their times follow their content (archives.py).
+            # A build's keep the archive's, which its compiled .pyc files record.
+            unpacked = self._fetch(version_dir, "app", spec["archive_url"], sha, MAX_UNPACKED_BYTES, content_times=True)
             built = None
             if spec.get("build_sha256"):
                 build_sha = spec["build_sha256"]
@@ -326,7 +329,9 @@ class Instances:
                 built = self._fetch(version_dir, name, spec["build_url"], build_sha, MAX_BUILD_BYTES)
             return unpacked, recipe.build(version_dir, unpacked, logfile, self.nice, built)
 
-    def _fetch(self, version_dir: str, name: str, url: str, sha: str, max_bytes: int) -> str:
+    def _fetch(
+        self, version_dir: str, name: str, url: str, sha: str, max_bytes: int, content_times: bool = False
+    ) -> str:
         """``version_dir/name``: the archive at ``url`` (a path of the control plane), checked
         against ``sha`` and unpacked, unless it is there already."""
         target = os.path.join(version_dir, name)
@@ -337,7 +342,7 @@ class Instances:
         try:
             archive = os.path.join(tmp, "archive")
             download(urllib.parse.urljoin(self.control_url, url), archive, sha)
-            unpack(archive, os.path.join(tmp, "tree"), max_bytes)
+            unpack(archive, os.path.join(tmp, "tree"), max_bytes, content_times)
             os.replace(os.path.join(tmp, "tree"), target)
             log.info("staged %s of version %s", name, os.path.basename(version_dir)[:12])
         finally:
