@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import ipaddress
 import json
 import logging
 import os
@@ -48,7 +49,7 @@ LOG_TAIL_BYTES = 1024 * 1024  # read at most this much of the end of a log file
 # A release command (migrations) that runs longer is stopped and fails the deploy.
 RELEASE_TIMEOUT = 600
 COMMON_FIELDS = frozenset(
-    {"version", "label", "runtime", "archive_url", "archive_sha256", "env", "build_url", "build_sha256"}
+    {"version", "label", "runtime", "archive_url", "archive_sha256", "env", "build_url", "build_sha256", "routers"}
 )
 # What a build (builds.py) may unpack to on a node: a virtualenv's packages, a vendor/ tree.
 MAX_BUILD_BYTES = 4 * 1024 * 1024 * 1024
@@ -175,9 +176,22 @@ def validate_instance(body: object) -> dict:
         "archive_url": body["archive_url"],
         "archive_sha256": sha,
         "env": dict(env),
+        "routers": validate_routers(body),
         **validate_build(body),
         **recipe.validate(body),
     }
+
+
+def validate_routers(body: dict) -> list[str]:
+    """The addresses of the service's routers (proxy nodes): the instance trusts the X-Forwarded-*
+    headers of these alone, and of a router on its own node (runtimes/base.py: trusted_proxies)."""
+    routers = body.get("routers") or []
+    try:
+        if not isinstance(routers, list) or len(routers) > 64:
+            raise ValueError
+        return sorted({str(ipaddress.ip_address(address)) for address in routers})
+    except ValueError:
+        raise InstanceError("routers must be a list of at most 64 IP addresses", 400) from None
 
 
 def validate_build(body: dict) -> dict:
