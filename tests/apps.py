@@ -10,6 +10,7 @@ import os
 LABEL = os.environ.get("CONPAAS_VERSION", "?")
 # A file beside the code, shared by every worker process, so one /break breaks them all.
 BROKEN_FLAG = os.path.abspath(".broken")
+FORWARDED = ("HTTP_X_FORWARDED_FOR", "HTTP_X_FORWARDED_PROTO", "HTTP_X_FORWARDED_HOST")
 
 
 def application(environ, start_response):
@@ -17,6 +18,9 @@ def application(environ, start_response):
         open(BROKEN_FLAG, "w").close()
     status = "500 Internal Server Error" if os.path.exists(BROKEN_FLAG) else "200 OK"
     body = f"{LABEL}\\n".encode()
+    if environ.get("PATH_INFO") == "/forwarded":  # who the app is told sent the request
+        seen = [environ.get(name, "") for name in ("REMOTE_ADDR", *FORWARDED)]
+        body = ("remote={} for={} proto={} host={}\\n".format(*seen)).encode()
     start_response(status, [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
     return [body]
 """
@@ -147,11 +151,24 @@ header('Content-Type: text/plain');
 if (file_exists($broken)) {
     http_response_code(500);
 }
+if (parse_url($_SERVER['REQUEST_URI'], PHP_URL_PATH) === '/forwarded') {
+    $seen = [];
+    foreach (['REMOTE_ADDR', 'HTTP_X_FORWARDED_FOR', 'HTTP_X_FORWARDED_PROTO', 'HTTP_X_FORWARDED_HOST'] as $name) {
+        $seen[] = $_SERVER[$name] ?? '';
+    }
+    vprintf("remote=%s for=%s proto=%s host=%s\\n", $seen);
+    exit;
+}
 echo getenv('CONPAAS_VERSION'), "\\n";
 """
 
 JSP_LABEL_PAGE = (
     '<%@ page contentType="text/plain; charset=UTF-8" session="false" %><%= System.getenv("CONPAAS_VERSION") + "\\n" %>'
+)
+JSP_FORWARDED_PAGE = (
+    '<%@ page contentType="text/plain; charset=UTF-8" session="false" %>'
+    'remote=<%= request.getRemoteAddr() %> for=<%= request.getHeader("X-Forwarded-For") %>'
+    ' proto=<%= request.getHeader("X-Forwarded-Proto") %> host=<%= request.getHeader("X-Forwarded-Host") %>\n'
 )
 WEB_XML = (
     '<?xml version="1.0" encoding="UTF-8"?>\n'
@@ -167,7 +184,8 @@ def php_label_app(build: str = "") -> bytes:
 def java_label_war(build: str = "", pages: dict[str, str | bytes] | None = None) -> bytes:
     """A WAR (a zip with WEB-INF/) whose index.jsp answers the version's label; no servlet class,
     so nothing to compile before the test: Tomcat compiles the page."""
-    return zip_archive({"WEB-INF/web.xml": WEB_XML, "index.jsp": JSP_LABEL_PAGE, "build.txt": build, **(pages or {})})
+    files = {"WEB-INF/web.xml": WEB_XML, "index.jsp": JSP_LABEL_PAGE, "forwarded.jsp": JSP_FORWARDED_PAGE}
+    return zip_archive({**files, "build.txt": build, **(pages or {})})
 
 
 def static_label_site(label: str) -> bytes:

@@ -1,5 +1,6 @@
 """Instances: what a backend node is asked to run for a code version, and asking it to run it."""
 
+import ipaddress
 import time
 from dataclasses import dataclass, field
 
@@ -96,6 +97,7 @@ def instance_spec(service, release: Release) -> dict:
         "archive_url": archive_url(release.version),
         "archive_sha256": release.version.sha256,
         "env": instance_environment(service, release),
+        "routers": router_addresses(service),
         **build_fields(release.version),
         **runtime_fields(service, release.version),
     }
@@ -152,6 +154,21 @@ def link_environment(service, copies: dict[str, str] | None = None) -> dict[str,
     return env
 
 
+def router_addresses(service) -> list[str]:
+    """The addresses the service's routers reach its instances from: the instances believe their
+    X-Forwarded-* headers and no one else's."""
+    addresses = service.proxy_nodes().values_list("address", flat=True)
+    return sorted({address for address in addresses if is_ip_address(address)})
+
+
+def is_ip_address(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
 def router_url(target) -> str | None:
     """A web service as other nodes reach it: its router's own address (a published address or
     host name is for users outside; a node's firewall lets it reach other routers directly)."""
@@ -185,6 +202,11 @@ def ensure_instances(service, release: Release, operation=None) -> int:
             # Links added, removed or moved: the agent restarts an instance whose spec changed.
             own = {k: v for k, v in instance.spec.get("env", {}).items() if k.startswith("CONPAAS_")}
             instance.spec["env"] = instance_environment(service, release, own)
+            if "routers" in instance.spec:
+                # A router moved: the agent starts the instance again, trusting the new one. An
+                # instance started before the field keeps running (its router's headers unbelieved)
+                # until its version is deployed again, rather than all restarting at an upgrade.
+                instance.spec["routers"] = router_addresses(service)
         began = time.monotonic()
         try:
             started = agent.client_for(node).put_instance(instance.name, instance.spec)

@@ -838,18 +838,35 @@ def inspect_archive(fileobj: BinaryIO, runtime: str, limits: Limits = Limits(), 
 # extraction (the agent)
 
 
-def extract_archive(path: str, dest: str, max_expanded_bytes: int) -> None:
+# A served file's time (content_times): web servers make their validators from a file's time and
+# size (nginx's ETag and Last-Modified, Tomcat's, whitenoise's), and packing gives every file one
+# fixed time (conpaas_cli/packing.py: the same tree packs to the same bytes), so a same-size edit
+# would keep its validators and a client be answered 304 for the old content after a swap. A time
+# from the content changes with it, is the same on every node, and stays put for a file a new
+# version did not change, whose clients keep their copy. (The version's upload time would make
+# every unchanged file new at each deploy, and two versions uploaded in one second share it.)
+# Its CRC-32 in a window of past times, 2010 to 2018: a same-size edit keeps the time once in 2**28.
+CONTENT_TIME_BASE = 1_262_304_000  # 2010-01-01
+CONTENT_TIME_SPAN = 1 << 28
+
+
+def content_time(crc32: int) -> int:
+    return CONTENT_TIME_BASE + crc32 % CONTENT_TIME_SPAN
+
+
+def extract_archive(path: str, dest: str, max_expanded_bytes: int, content_times: bool = False) -> None:
     """Unpack the zip or tar.gz at ``path`` into ``dest``, a new folder, under the member rules of
     ``inspect_archive``, in one pass: each member is checked before it is written. A refused
     archive leaves part of its tree in ``dest``: the caller removes it.
 
-    Files are written with the archive's time and permission bits, less setuid, setgid, sticky
-    and group or other write (tarfile's "data" filter); the archive holds no links (refused), so
-    no path written can lead out of ``dest``."""
+    Files are written with the archive's time (with ``content_times``, the time ``content_time``
+    derives from their content: a code version served to browsers) and permission bits, less
+    setuid, setgid, sticky and group or other write (tarfile's "data" filter); the archive holds
+    no links (refused), so no path written can lead out of ``dest``."""
     with open(path, "rb") as f:
         what = _sniff(f.read(512))
     os.makedirs(dest, exist_ok=True)
-    tree = _Tree(dest, max_expanded_bytes)
+    tree = _Tree(dest, max_expanded_bytes, content_times)
     try:
         if what == "zip":
             _extract_zip(path, tree)
@@ -867,9 +884,10 @@ class _Tree:
 
     _SAFE_BITS = 0o755  # no setuid, setgid, sticky, group or other write
 
-    def __init__(self, root: str, max_expanded_bytes: int) -> None:
+    def __init__(self, root: str, max_expanded_bytes: int, content_times: bool = False) -> None:
         self.root = root
         self.limit = max_expanded_bytes
+        self.content_times = content_times
         self.written = 0
         self._folders = {""}
         self._folder_modes: list[tuple[str, int, float]] = []
@@ -894,15 +912,17 @@ class _Tree:
         fd = os.open(os.path.join(self.root, name), flags, 0o600)
         with open(fd, "wb", closefd=True) as out:
             os.fchmod(fd, (mode & self._SAFE_BITS) | 0o600)  # as tarfile does: whatever the umask
-            left = size
+            left, crc = size, 0
             while left > 0:
                 chunk = read(min(left, _CHUNK))
                 if not chunk:
                     raise ArchiveError(f"the archive is corrupt: member {_show(name)} ends early")
                 out.write(chunk)
+                if self.content_times:
+                    crc = zlib.crc32(chunk, crc)
                 left -= len(chunk)
             out.flush()  # before the time is set: a later write would change it
-            _set_time(out.fileno(), mtime)
+            _set_time(out.fileno(), content_time(crc) if self.content_times else mtime)
 
     def finish(self) -> None:
         for name, mode, mtime in reversed(self._folder_modes):

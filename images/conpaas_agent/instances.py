@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import ipaddress
 import json
 import logging
 import os
@@ -48,7 +49,7 @@ LOG_TAIL_BYTES = 1024 * 1024  # read at most this much of the end of a log file
 # A release command (migrations) that runs longer is stopped and fails the deploy.
 RELEASE_TIMEOUT = 600
 COMMON_FIELDS = frozenset(
-    {"version", "label", "runtime", "archive_url", "archive_sha256", "env", "build_url", "build_sha256"}
+    {"version", "label", "runtime", "archive_url", "archive_sha256", "env", "build_url", "build_sha256", "routers"}
 )
 # What a build (builds.py) may unpack to on a node: a virtualenv's packages, a vendor/ tree.
 MAX_BUILD_BYTES = 4 * 1024 * 1024 * 1024
@@ -117,10 +118,11 @@ def download(url: str, dest: str, expected_sha256: str) -> None:
         raise InstanceError(f"archive sha256 mismatch: expected {expected_sha256}, downloaded {digest.hexdigest()}")
 
 
-def unpack(archive: str, dest: str, max_bytes: int = MAX_UNPACKED_BYTES) -> None:
-    """Unpack a zip or tar.gz into ``dest`` under the shared archive rules."""
+def unpack(archive: str, dest: str, max_bytes: int = MAX_UNPACKED_BYTES, content_times: bool = False) -> None:
+    """Unpack a zip or tar.gz into ``dest`` under the shared archive rules (``content_times``:
+    extract_archive's, for a code version's files)."""
     try:
-        extract_archive(archive, dest, max_bytes)
+        extract_archive(archive, dest, max_bytes, content_times)
     except ArchiveError as exc:
         raise InstanceError(f"the archive is refused: {exc}") from exc
 
@@ -174,9 +176,22 @@ def validate_instance(body: object) -> dict:
         "archive_url": body["archive_url"],
         "archive_sha256": sha,
         "env": dict(env),
+        "routers": validate_routers(body),
         **validate_build(body),
         **recipe.validate(body),
     }
+
+
+def validate_routers(body: dict) -> list[str]:
+    """The addresses of the service's routers (proxy nodes): the instance trusts the X-Forwarded-*
+    headers of these alone, and of a router on its own node (runtimes/base.py: trusted_proxies)."""
+    routers = body.get("routers") or []
+    try:
+        if not isinstance(routers, list) or len(routers) > 64:
+            raise ValueError
+        return sorted({str(ipaddress.ip_address(address)) for address in routers})
+    except ValueError:
+        raise InstanceError("routers must be a list of at most 64 IP addresses", 400) from None
 
 
 def validate_build(body: dict) -> dict:
@@ -318,7 +333,9 @@ class Instances:
         sha = spec["archive_sha256"]
         with self._lock_for(self._version_locks, sha):
             version_dir = os.path.join(self.versions_dir, sha)
-            unpacked = self._fetch(version_dir, "app", spec["archive_url"], sha, MAX_UNPACKED_BYTES)
+            # A code version's files are served: their times follow their content (archives.py).
+            # A build's keep the archive's, which its compiled .pyc files record.
+            unpacked = self._fetch(version_dir, "app", spec["archive_url"], sha, MAX_UNPACKED_BYTES, content_times=True)
             built = None
             if spec.get("build_sha256"):
                 build_sha = spec["build_sha256"]
@@ -326,7 +343,9 @@ class Instances:
                 built = self._fetch(version_dir, name, spec["build_url"], build_sha, MAX_BUILD_BYTES)
             return unpacked, recipe.build(version_dir, unpacked, logfile, self.nice, built)
 
-    def _fetch(self, version_dir: str, name: str, url: str, sha: str, max_bytes: int) -> str:
+    def _fetch(
+        self, version_dir: str, name: str, url: str, sha: str, max_bytes: int, content_times: bool = False
+    ) -> str:
         """``version_dir/name``: the archive at ``url`` (a path of the control plane), checked
         against ``sha`` and unpacked, unless it is there already."""
         target = os.path.join(version_dir, name)
@@ -337,7 +356,7 @@ class Instances:
         try:
             archive = os.path.join(tmp, "archive")
             download(urllib.parse.urljoin(self.control_url, url), archive, sha)
-            unpack(archive, os.path.join(tmp, "tree"), max_bytes)
+            unpack(archive, os.path.join(tmp, "tree"), max_bytes, content_times)
             os.replace(os.path.join(tmp, "tree"), target)
             log.info("staged %s of version %s", name, os.path.basename(version_dir)[:12])
         finally:

@@ -100,6 +100,25 @@ def test_it_unpacks_with_the_archives_times_and_safe_permissions(tmp_path):
     assert (out / "deep/er/page.php").read_bytes() == b"<?php"
 
 
+def test_a_code_versions_files_get_times_from_their_content(tmp_path):
+    """Packed archives give every file one time: a same-size edit must still change the time
+    (nginx's ETag and Last-Modified), and an unchanged file keep it, on every node alike."""
+
+    def staged(name, files):
+        archive = write(tmp_path / f"{name}.tgz", tar_gz_archive(files))
+        instances.unpack(archive, str(tmp_path / name), content_times=True)
+        return {path: os.stat(tmp_path / name / path).st_mtime for path in files}
+
+    v1 = staged("v1", {"index.html": b"<p>v1</p>", "logo.svg": b"<svg/>"})
+    v2 = staged("v2", {"index.html": b"<p>v2</p>", "logo.svg": b"<svg/>"})
+    again = staged("again", {"index.html": b"<p>v1</p>", "logo.svg": b"<svg/>"})
+    assert v1["index.html"] != v2["index.html"], "a same-size edit changes the file's time"
+    assert v1["logo.svg"] == v2["logo.svg"], "an unchanged file keeps its time across versions"
+    assert v1 == again, "the same content gets the same times on every node"
+    for when in (*v1.values(), *v2.values()):
+        assert archives.CONTENT_TIME_BASE <= when < archives.CONTENT_TIME_BASE + archives.CONTENT_TIME_SPAN
+
+
 def test_a_refusal_in_the_middle_stops_the_unpacking_there(tmp_path):
     good = tarfile.TarInfo("a.txt")
     good.size = 1

@@ -13,6 +13,7 @@ from conpaas_agent.php_platform import PHP_EXTENSIONS, extension_name
 from conpaas_agent.procs import cmdline, pid_alive
 from conpaas_agent.router.health import UnixHTTPConnection
 from conpaas_agent.runtimes import RECIPES, base, php
+from conpaas_agent.runtimes.java import internal_proxies
 from conpaas_agent.waiting import wait_until
 
 from tests.apps import java_label_war, static_label_site
@@ -54,6 +55,16 @@ def test_it_refuses_a_field_a_runtime_does_not_take(body, message):
     with pytest.raises(instances.InstanceError) as refused:
         instances.validate_instance(body)
     assert str(refused.value).startswith(message) and refused.value.status == 400
+
+
+def test_an_instance_believes_the_forwarded_headers_of_its_routers_only():
+    body = spec("static", routers=["10.77.0.9", "10.77.0.9", "fd00::1"])
+    assert instances.validate_instance(body)["routers"] == ["10.77.0.9", "fd00::1"]
+    for routers in (["10.77.0.9;"], "10.77.0.9", ["router.example"]):
+        with pytest.raises(instances.InstanceError, match="routers must be a list of at most 64 IP addresses"):
+            instances.validate_instance(spec("static", routers=routers))
+    # Tomcat's RemoteIpValve takes a regular expression: these addresses and no others.
+    assert internal_proxies(["10.0.0.1", "fd00::1"]) == "10[.]0[.]0[.]1|fd00::1"
 
 
 def test_a_config_value_that_could_bend_the_config_is_refused():

@@ -3,7 +3,9 @@
 import json
 import os
 import signal
+import socket
 import time
+from urllib.parse import urlsplit
 
 import pytest
 import requests
@@ -79,6 +81,56 @@ def test_it_routes_production_and_previews_by_header_parameter_and_cookie(shop):
     assert fetch(preview_url).text == "v2\n"
 
 
+# What a client may forge about itself; the router replaces each (router/config.py).
+FORGED = {
+    "X-Forwarded-For": "6.6.6.6",
+    "X-Forwarded-Proto": "https",
+    "X-Forwarded-Host": "forged.example",
+    "Forwarded": "for=6.6.6.6;proto=https",
+}
+# Where each runtime's label app says who sent the request (tests/apps.py); static has none.
+FORWARDED_PATHS = {"python": "forwarded", "php": "forwarded", "java": "forwarded.jsp"}
+
+
+def client_address(url: str) -> str:
+    """This machine's address as the router at `url` sees it (the source of a route to it)."""
+    parts = urlsplit(url)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.connect((parts.hostname, parts.port or 80))
+        return probe.getsockname()[0]
+
+
+def assert_told_the_client(url: str, runtime: str) -> None:
+    """The app is told the client's address, scheme and host as its router saw them, not what
+    the client forged; php and java have it as their remote address too (python's is the router's;
+    Tomcat's RemoteIpValve takes X-Forwarded-For off the request once it believed it)."""
+    if runtime not in FORWARDED_PATHS:
+        return
+    answer = fetch(url + FORWARDED_PATHS[runtime], headers=FORGED)
+    assert answer.status_code == 200, answer.text
+    seen = dict(field.split("=", 1) for field in answer.text.split())
+    client = client_address(url)
+    host = urlsplit(url).netloc.removesuffix(":80")  # the Host header requests sent
+    told = client if runtime != "java" else "null"
+    assert (seen["for"], seen["proto"], seen["host"]) == (told, "http", host), answer.text
+    if runtime != "python":
+        assert seen["remote"] == client, answer.text
+
+
+def assert_revalidated(url: str, before: requests.Response, now: str) -> None:
+    """A static file changed by a swap is never answered 304 to a client holding the old one,
+    even when its size did not change (packing gives every file the same time)."""
+    for condition in (
+        {"If-None-Match": before.headers["ETag"]},
+        {"If-Modified-Since": before.headers["Last-Modified"]},
+    ):
+        answer = fetch(url, headers=condition)
+        assert (answer.status_code, answer.text) == (200, now), condition
+        assert answer.headers["ETag"] != before.headers["ETag"]
+        assert answer.headers["Cache-Control"] == "no-cache"
+    assert fetch(url, headers={"If-None-Match": answer.headers["ETag"]}).status_code == 304
+
+
 def a_second_of(load: OpenLoop) -> None:
     """Wait while a second's worth of the load's requests are answered."""
     since = time.monotonic()
@@ -100,9 +152,13 @@ def test_each_runtime_previews_swaps_under_load_scales_and_logs(shop):
     assert fetch(url, browser).text == "v2\n"
     assert fetch(url, cookies={"conpaas-env": key}).text == "v2\n"
 
-    # A light load through the swaps and the scaling; its marker finds its lines in the logs.
+    assert_told_the_client(url, service["runtime"])
+    served_v1 = fetch(url)
+
+    # A light load through the swaps and the scaling; its marker finds its lines in the logs. It
+    # forges its address: the access logs show the real one.
     marker = f"load-{service['runtime']}"
-    load = OpenLoop(f"{url}?{marker}", rate=15).start()
+    load = OpenLoop(f"{url}?{marker}", rate=15, headers=FORGED).start()
     took = {}
     try:
         a_second_of(load)
@@ -111,6 +167,8 @@ def test_each_runtime_previews_swaps_under_load_scales_and_logs(shop):
         assert swapped.json() == {"production": v2["id"], "development": v1["id"]}
         assert fetch(url).text == "v2\n"
         assert fetch(url, headers={"X-Conpaas-Env": key}).text == "v1\n"
+        if service["runtime"] == "static":
+            assert_revalidated(url, served_v1, "v2\n")
         a_second_of(load)
 
         back = api.post(f"/api/v1/services/{sid}/swap/", json={})
@@ -129,6 +187,8 @@ def test_each_runtime_previews_swaps_under_load_scales_and_logs(shop):
             running = api.get(f"/api/v1/services/{sid}/nodes/").json()
             assert len(running) == nodes and all(node["state"] == "running" for node in running)
             assert {fetch(url).text for _ in range(10)} == {"v1\n"}, f"production answers on {nodes} node(s)"
+            for _ in range(2 * nodes):  # round robin: on 2 nodes, one instance reached over TCP
+                assert_told_the_client(url, service["runtime"])
             assert fetch(url, headers={"X-Conpaas-Env": key}).text == "v2\n"
             a_second_of(load)
     finally:
@@ -150,6 +210,8 @@ def test_each_runtime_previews_swaps_under_load_scales_and_logs(shop):
     assert (logs["version"], logs["errors"]) == (v1["id"], [])
     logged = [line for line in logs["lines"] if line["file"] == "access.log" and marker in line["line"]]
     assert logged, f"production's access log shows the load: {logs['lines'][-5:]}"
+    client = client_address(url)
+    assert all(line["line"].startswith(f"{client} ") for line in logged), f"the client's address: {logged[:3]}"
     assert {line["instance"] for line in logged} == {f"{running[0]['name']}-v{v1['id']}"}
 
 

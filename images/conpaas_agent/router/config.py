@@ -121,6 +121,33 @@ def render_map(entries: dict[str, str]) -> str:
     return "".join(f"{key} {value}\n" for key, value in sorted(entries.items()))
 
 
+# What a client may send to tell an app who it is or how it came (X-Forwarded-For, -Proto, -Host
+# and the headers frameworks read besides: Django's X-Forwarded-Port, gunicorn's -Ssl and
+# -Protocol, nginx's X-Real-IP, RFC 7239's Forwarded): deleted, then the router's own set, so an
+# app (and a runtime trusting its routers: runtimes/base.py trusted_proxies) can believe them.
+FORWARDED_HEADERS = (
+    "Forwarded",
+    "X-Forwarded-For",
+    "X-Forwarded-Proto",
+    "X-Forwarded-Host",
+    "X-Forwarded-Port",
+    "X-Forwarded-Ssl",
+    "X-Forwarded-Protocol",
+    "X-Real-IP",
+)
+
+
+def forwarded_rules() -> list[str]:
+    """Frontend rules giving the app the client's address, scheme and host, and nothing a client
+    forged about them (del-header first: ``option forwardfor`` would append to the client's)."""
+    return [
+        *(f"    http-request del-header {name}" for name in FORWARDED_HEADERS),
+        "    http-request set-header X-Forwarded-For %[src]",
+        "    http-request set-header X-Forwarded-Proto %[ssl_fc,iif(https,http)]",
+        "    http-request set-header X-Forwarded-Host %[req.hdr(Host)] if { req.hdr(Host) -m found }",
+    ]
+
+
 def console_cookie_rules() -> list[str]:
     """Frontend rules that keep the console's cookies and the instances apart.
 
@@ -212,6 +239,7 @@ def render_config(
         # The app learns which environment serves this request (it follows swaps, where an
         # instance's CONPAAS_ENV is the one it was started for), never the preview key.
         "    http-request set-header X-Conpaas-Env %[var(txn.env)]",
+        *forwarded_rules(),
         *console_cookie_rules(),
         "    http-request disable-l7-retry unless { method GET HEAD OPTIONS }",
         "    use_backend %[var(txn.slot)] if { var(txn.slot) -m found }",

@@ -165,6 +165,15 @@ class Run:
     def path(self, *parts: str) -> str:
         return os.path.join(self.dir, *parts)
 
+    def trusted_proxies(self) -> list[str]:
+        """The addresses whose X-Forwarded-For, -Proto and -Host the instance believes: its
+        service's routers (the spec's ``routers``) and a router on this node, which connects from
+        the node's own address (or through the unix socket, which each web server trusts apart).
+        The routers replace what a client sent (router/config.py: FORWARDED_HEADERS). What else
+        may connect (services/clouds/isolation.py: a service linking this one) is not believed;
+        on the node itself runs only this service's own code."""
+        return sorted({self.host, *self.spec.get("routers", ())})
+
     def log_since_start(self) -> str:
         try:
             with open(self.logfile, "rb") as fh:

@@ -48,6 +48,12 @@ def mime_mappings() -> str:
     return "\n".join(lines)
 
 
+def internal_proxies(addresses: list[str]) -> str:
+    """RemoteIpValve's internalProxies, a Java regular expression matching exactly these addresses
+    (dots as [.]: a template value holds no backslash)."""
+    return "|".join(address.replace(".", "[.]") for address in addresses)
+
+
 class Java(Recipe):
     name = "java"
     concurrency = 50  # the connector's maxThreads
@@ -66,7 +72,14 @@ class Java(Recipe):
         base = run.path("tomcat")
         for name in ("conf", "logs", "temp", "work", "webapps"):
             private_dir(os.path.join(base, name))
-        values = {"host": run.host, "port": run.port, "app": run.app, "dir": run.dir, "threads": self.concurrency}
+        values = {
+            "host": run.host,
+            "port": run.port,
+            "app": run.app,
+            "dir": run.dir,
+            "threads": self.concurrency,
+            "proxies": internal_proxies(run.trusted_proxies()),
+        }
         write_config(os.path.join(base, "conf", "server.xml"), render("tomcat-server.xml", values))
         web = render("tomcat-web.xml", {}, {"mime_mappings": mime_mappings()})
         write_config(os.path.join(base, "conf", "web.xml"), web)

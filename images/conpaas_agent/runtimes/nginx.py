@@ -13,6 +13,15 @@ def listen_address(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
+def real_ip(run: Run) -> str:
+    """The realip module's rules: $remote_addr (the access log, PHP's REMOTE_ADDR) is the client's
+    address from X-Forwarded-For when a router sent the request (its single value: the router
+    replaces the client's own), through the unix socket or from a router's address."""
+    trusted = [*run.trusted_proxies(), "unix:"]
+    lines = [f"    set_real_ip_from {address};" for address in trusted]
+    return "\n".join([*lines, "    real_ip_header X-Forwarded-For;"]) + "\n"
+
+
 def start_nginx(run: Run, runtime: str, server: str, values: dict, blocks: dict | None = None) -> None:
     """Render ``nginx.conf`` around the server block of template ``server`` and spawn nginx in
     the foreground, unprivileged: its pid file, logs and temporary files are the instance's."""
@@ -27,6 +36,7 @@ def start_nginx(run: Run, runtime: str, server: str, values: dict, blocks: dict 
             "server": render(server, values, blocks),
             "user": "user root root;\n" if as_root() else "",
             "listen_socket": socket,
+            "real_ip": real_ip(run),
         },
     )
     path = write_config(run.path("nginx.conf"), config)

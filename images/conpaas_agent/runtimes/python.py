@@ -39,6 +39,8 @@ def gunicorn_has_control_socket(python: str, env: dict[str, str]) -> bool:
 
 # Gunicorn sync workers: each serves one request at a time.
 WORKERS = 2
+# gunicorn's default format with the client's address (the router's X-Forwarded-For) for the peer's.
+ACCESS_LOG_FORMAT = '%({x-forwarded-for}i)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s"'
 
 
 class Python(Recipe):
@@ -93,6 +95,13 @@ class Python(Recipe):
             "20",
             "--access-logfile",
             run.path("access.log"),
+            # wsgi.url_scheme from the router's X-Forwarded-Proto (a unix socket's peer is always
+            # believed). REMOTE_ADDR stays the router's, as gunicorn has it: the client's address is
+            # X-Forwarded-For, which the router sets whole, and the access log shows it.
+            "--forwarded-allow-ips",
+            ",".join(run.trusted_proxies()),
+            "--access-logformat",
+            ACCESS_LOG_FORMAT,
             "--chdir",
             run.app,
         ]
