@@ -356,6 +356,12 @@ class DeploySerializer(serializers.Serializer):
         return version
 
 
+class DeleteServiceSerializer(serializers.Serializer):
+    force = serializers.BooleanField(
+        default=False, help_text="delete even though other services link it (they keep a link to nothing)"
+    )
+
+
 class SwapSerializer(serializers.Serializer):
     environment = serializers.CharField(default="development")
     dry_run = serializers.BooleanField(default=False, help_text="answer what the swap would change; change nothing")

@@ -21,6 +21,7 @@ from api.schema import (
     CONFLICT,
     ENVIRONMENT_NAME,
     FORBIDDEN,
+    FORCE,
     LOG_ENVIRONMENT,
     LOG_LINES,
     NOT_FOUND,
@@ -47,6 +48,7 @@ from api.serializers import (
     AutoscalingSerializer,
     CodeVersionSerializer,
     CredentialsSerializer,
+    DeleteServiceSerializer,
     DeploySerializer,
     DumpSerializer,
     EnvironmentSerializer,
@@ -141,9 +143,15 @@ class ServiceViewSet(
         lifecycle.update(service, request.user, **serializer.validated_data)
         return Response(self.get_serializer(self.get_queryset().get(pk=service.pk)).data)
 
-    @extend_schema(parameters=[SERVICE_ID], responses={202: OperationSerializer, 404: NOT_FOUND, 409: CONFLICT})
+    @extend_schema(
+        parameters=[SERVICE_ID, FORCE],
+        responses={202: OperationSerializer, 400: BAD_REQUEST, 404: NOT_FOUND, 409: CONFLICT},
+    )
     def destroy(self, request, pk=None):
-        return accepted(lifecycle.request_delete(self.get_object(), request.user))
+        service = self.get_object()
+        options = DeleteServiceSerializer(data=request.query_params)
+        options.is_valid(raise_exception=True)
+        return accepted(lifecycle.request_delete(service, request.user, **options.validated_data))
 
     @extend_schema(
         parameters=[SERVICE_ID],
