@@ -311,8 +311,28 @@ def services_show(args: Namespace) -> int:
 def services_delete(args: Namespace) -> int:
     api = client()
     service = find_service(api, args.service)
-    operation = api.delete(f"services/{service['id']}/", expect=(202,))
+    if not args.yes:
+        confirm_name(service["name"])
+    try:
+        operation = api.delete(
+            f"services/{service['id']}/", expect=(202,), params={"force": "true"} if args.force else None
+        )
+    except ApiError as exc:
+        if exc.status == 409:  # other services link it: the API names them and says how to go on
+            raise CliError(f"{exc} (--force)") from None
+        raise
     return finish(api, operation, args)
+
+
+def confirm_name(name: str) -> None:
+    """Ask for `name` to be typed before something that cannot be undone; a script says --yes."""
+    if not sys.stdin.isatty():
+        raise CliError(f"not deleted: confirm by typing {name} on a terminal, or give --yes", USAGE)
+    prompt = f"This deletes {name}: its nodes, code versions and history. Type its name to confirm: "
+    print(prompt, end="", file=sys.stderr, flush=True)  # stderr, as login's: stdout stays the result
+    typed = sys.stdin.readline().strip()
+    if typed != name:
+        raise CliError(f"not deleted: {typed!r} is not {name!r}")
 
 
 # --- code versions -------------------------------------------------------------------------------
