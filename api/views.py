@@ -71,11 +71,12 @@ from api.serializers import (
 from routing.metrics import LIVE_KEEP, MINUTE_KEEP, series, service_metrics
 from services import tokens
 from services.databases import credentials
+from services.errors import no_such
 from services.models import ApiToken, Application, Operation, Service, slug_validator
 from versions.builds import build_from_token
 from versions.instances import version_from_token
 from versions.logs import DEFAULT_LINES, MAX_LINES, environment_logs
-from versions.models import Environment
+from versions.models import Environment, no_such_environment
 from versions.storage import delete_version, store_version
 from workflows import autoscale, lifecycle
 from workflows.applying import apply, delete_application, plan_lines
@@ -416,7 +417,7 @@ class CodeVersionViewSet(viewsets.ViewSet):
         service = visible_service(request, service_pk)
         version = service.versions.filter(pk=pk).first() if str(pk).isdigit() else None
         if version is None:
-            raise NotFound(f"{service.name} has no version with id {pk}")
+            raise NotFound(no_such("version with id", pk, service.versions.values_list("pk", flat=True), service.name))
         return version
 
 
@@ -512,7 +513,7 @@ class EnvironmentViewSet(viewsets.ViewSet):
         service = visible_service(request, service_pk)
         environment = service.environments.select_related("version", "service").filter(name=name).first()
         if environment is None:
-            raise NotFound(f"{service.name} has no environment named {name}")
+            raise NotFound(no_such_environment(service, name))
         return environment
 
 

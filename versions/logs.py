@@ -3,7 +3,7 @@
 from services import agent
 from services.choices import NodeState
 from services.errors import NotFound
-from versions.models import Environment, Instance
+from versions.models import Environment, Instance, no_such_environment
 
 MAX_LINES = 1000  # the agent's own bound (images/conpaas_agent/instances.py: MAX_LOG_LINES)
 DEFAULT_LINES = 100
@@ -17,7 +17,7 @@ def environment_logs(service, environment_name: str, lines: int = DEFAULT_LINES)
     in `errors`, and the others' lines are still there."""
     environment = Environment.objects.filter(service=service, name=environment_name).select_related("version").first()
     if environment is None:
-        raise NotFound(f"{service.name} has no environment named {environment_name!r}")
+        raise NotFound(no_such_environment(service, environment_name))
     found = {"environment": environment.name, "version": environment.version_id, "lines": [], "errors": []}
     if environment.version_id is None:
         return found
