@@ -136,11 +136,12 @@ def test_it_shows_a_service_by_name_or_id(cli, logged_in, service):
     assert by_id.json()["name"] == "cli-shop"
 
 
-def test_it_exits_1_for_an_unknown_service(cli, logged_in):
-    for argv in (("services", "show", "nope"), ("nodes", "nope"), ("events", "nope"), ("preview", "nope")):
+def test_it_exits_1_for_an_unknown_service_naming_the_close_ones(cli, logged_in, service):
+    for argv in (("services", "show", "cli-shp"), ("nodes", "cli-shp"), ("events", "cli-shp"), ("preview", "cli-shp")):
         result = cli(*argv)
         assert result.code == 1
-        assert result.err == "error: no service named 'nope'\n"
+        assert result.err.startswith("error: no service named 'cli-shp' (you have: ") and "cli-shop" in result.err
+        assert "; did you mean 'cli-shop'" in result.err and len(result.err.splitlines()) == 1
 
 
 def test_it_lists_nodes(cli, logged_in, service):
