@@ -27,6 +27,9 @@ SINCE = OpenApiParameter(
 RETRY_AFTER = OpenApiParameter(
     "Retry-After", int, OpenApiParameter.HEADER, response=[429], description="seconds until the lockout ends"
 )
+FORCE = OpenApiParameter(
+    "force", bool, QUERY, description="true: delete even though other services link it (they keep a dead link)"
+)
 LOG_ENVIRONMENT = OpenApiParameter(
     "environment", str, QUERY, description="the environment whose instances' logs to read (default production)"
 )

@@ -9,6 +9,7 @@ from routing.metrics import FIGURES
 from routing.metrics import interval as metrics_interval
 from routing.models import MetricPoint, Resolution
 from services.choices import Role, Runtime
+from services.errors import no_such
 from services.models import (
     GONE,
     ApiToken,
@@ -352,8 +353,15 @@ class DeploySerializer(serializers.Serializer):
         service = self.context["service"]
         version = service.versions.filter(pk=version_id).first()
         if version is None:
-            raise serializers.ValidationError(f"{service.name} has no version with id {version_id}")
+            ids = service.versions.values_list("pk", flat=True)
+            raise serializers.ValidationError(no_such("version with id", version_id, ids, service.name))
         return version
+
+
+class DeleteServiceSerializer(serializers.Serializer):
+    force = serializers.BooleanField(
+        default=False, help_text="delete even though other services link it (they keep a link to nothing)"
+    )
 
 
 class SwapSerializer(serializers.Serializer):

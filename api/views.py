@@ -21,6 +21,7 @@ from api.schema import (
     CONFLICT,
     ENVIRONMENT_NAME,
     FORBIDDEN,
+    FORCE,
     LOG_ENVIRONMENT,
     LOG_FAILED,
     LOG_LINES,
@@ -48,6 +49,7 @@ from api.serializers import (
     AutoscalingSerializer,
     CodeVersionSerializer,
     CredentialsSerializer,
+    DeleteServiceSerializer,
     DeploySerializer,
     DumpSerializer,
     EnvironmentSerializer,
@@ -70,11 +72,12 @@ from api.serializers import (
 from routing.metrics import LIVE_KEEP, MINUTE_KEEP, series, service_metrics
 from services import tokens
 from services.databases import credentials
+from services.errors import no_such
 from services.models import ApiToken, Application, Operation, Service, slug_validator
 from versions.builds import build_from_token
 from versions.instances import version_from_token
 from versions.logs import DEFAULT_LINES, MAX_LINES, environment_logs, failed_logs
-from versions.models import Environment
+from versions.models import Environment, no_such_environment
 from versions.storage import delete_version, store_version
 from workflows import autoscale, lifecycle
 from workflows.applying import apply, delete_application, plan_lines
@@ -142,9 +145,15 @@ class ServiceViewSet(
         lifecycle.update(service, request.user, **serializer.validated_data)
         return Response(self.get_serializer(self.get_queryset().get(pk=service.pk)).data)
 
-    @extend_schema(parameters=[SERVICE_ID], responses={202: OperationSerializer, 404: NOT_FOUND, 409: CONFLICT})
+    @extend_schema(
+        parameters=[SERVICE_ID, FORCE],
+        responses={202: OperationSerializer, 400: BAD_REQUEST, 404: NOT_FOUND, 409: CONFLICT},
+    )
     def destroy(self, request, pk=None):
-        return accepted(lifecycle.request_delete(self.get_object(), request.user))
+        service = self.get_object()
+        options = DeleteServiceSerializer(data=request.query_params)
+        options.is_valid(raise_exception=True)
+        return accepted(lifecycle.request_delete(service, request.user, **options.validated_data))
 
     @extend_schema(
         parameters=[SERVICE_ID],
@@ -413,7 +422,7 @@ class CodeVersionViewSet(viewsets.ViewSet):
         service = visible_service(request, service_pk)
         version = service.versions.filter(pk=pk).first() if str(pk).isdigit() else None
         if version is None:
-            raise NotFound(f"{service.name} has no version with id {pk}")
+            raise NotFound(no_such("version with id", pk, service.versions.values_list("pk", flat=True), service.name))
         return version
 
 
@@ -509,7 +518,7 @@ class EnvironmentViewSet(viewsets.ViewSet):
         service = visible_service(request, service_pk)
         environment = service.environments.select_related("version", "service").filter(name=name).first()
         if environment is None:
-            raise NotFound(f"{service.name} has no environment named {name}")
+            raise NotFound(no_such_environment(service, name))
         return environment
 
 

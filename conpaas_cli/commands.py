@@ -15,7 +15,7 @@ import yaml
 
 from conpaas_cli import config
 from conpaas_cli.client import Client
-from conpaas_cli.errors import OK, REFUSED, USAGE, ApiError, CliError, NotLoggedIn
+from conpaas_cli.errors import OK, REFUSED, USAGE, ApiError, CliError, NotLoggedIn, no_such
 from conpaas_cli.output import Progress, fields, human_size, print_json, short_time, symbol, table
 from conpaas_cli.packing import IGNORE_FILE, Code, git_label, open_code, time_label
 
@@ -167,7 +167,7 @@ def find_service(api: Client, name_or_id: str) -> dict:
         for service in services:
             if service["id"] == int(name_or_id):
                 return service
-    raise CliError(f"no service named {name_or_id!r}")
+    raise CliError(no_such("service named", name_or_id, sorted({service["name"] for service in services})))
 
 
 def find_version(api: Client, service: dict, label_or_id: str) -> dict:
@@ -179,15 +179,15 @@ def find_version(api: Client, service: dict, label_or_id: str) -> dict:
         for version in versions:
             if version["id"] == int(label_or_id):
                 return version
-    raise CliError(f"{service['name']} has no version {label_or_id!r}")
+    raise CliError(no_such("version", label_or_id, [version["label"] for version in versions], service["name"]))
 
 
 def find_environment(service: dict, name: str) -> dict:
     for environment in service["environments"]:
         if environment["name"] == name:
             return environment
-    known = ", ".join(environment["name"] for environment in service["environments"]) or "none"
-    raise CliError(f"{service['name']} has no environment named {name!r} (it has: {known})")
+    known = [environment["name"] for environment in service["environments"]]
+    raise CliError(no_such("environment named", name, known, service["name"]))
 
 
 def production_label(service: dict) -> str | None:
@@ -314,8 +314,28 @@ def services_show(args: Namespace) -> int:
 def services_delete(args: Namespace) -> int:
     api = client()
     service = find_service(api, args.service)
-    operation = api.delete(f"services/{service['id']}/", expect=(202,))
+    if not args.yes:
+        confirm_name(service["name"])
+    try:
+        operation = api.delete(
+            f"services/{service['id']}/", expect=(202,), params={"force": "true"} if args.force else None
+        )
+    except ApiError as exc:
+        if exc.status == 409:  # other services link it: the API names them and says how to go on
+            raise CliError(f"{exc} (--force)") from None
+        raise
     return finish(api, operation, args)
+
+
+def confirm_name(name: str) -> None:
+    """Ask for `name` to be typed before something that cannot be undone; a script says --yes."""
+    if not sys.stdin.isatty():
+        raise CliError(f"not deleted: confirm by typing {name} on a terminal, or give --yes", USAGE)
+    prompt = f"This deletes {name}: its nodes, code versions and history. Type its name to confirm: "
+    print(prompt, end="", file=sys.stderr, flush=True)  # stderr, as login's: stdout stays the result
+    typed = sys.stdin.readline().strip()
+    if typed != name:
+        raise CliError(f"not deleted: {typed!r} is not {name!r}")
 
 
 # --- code versions -------------------------------------------------------------------------------
@@ -649,7 +669,8 @@ def settings(args: Namespace) -> int:
         wanted[name] = {"value": value, "sticky": sticky or current.get(name, {}).get("sticky", False)}
     for name in args.unset or []:
         if wanted.pop(name, None) is None:
-            raise CliError(f"{args.environment} of {service['name']} has no setting named {name}", REFUSED)
+            within = f"{args.environment} of {service['name']}"
+            raise CliError(no_such("setting named", name, sorted(current), within), REFUSED)
     answer = api.patch(path, json={"settings": wanted}, expect=(200, 202))
     if "kind" not in answer:  # the environment serves nothing yet: kept for its first deploy
         if args.json:

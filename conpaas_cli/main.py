@@ -67,6 +67,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("service", metavar="SERVICE")
     p = command("delete", commands.services_delete, "delete a service and its nodes", (common, waiting), service_sub)
     p.add_argument("service", metavar="SERVICE")
+    p.add_argument("--yes", "-y", action="store_true", help="do not ask for the name to be typed (for scripts)")
+    p.add_argument(
+        "--force", action="store_true", help="delete it even though other services link it (they keep a dead link)"
+    )
 
     versions = sub.add_parser("versions", help="list, upload and delete code versions")
     versions.set_defaults(handler=None, group=versions)

@@ -20,11 +20,16 @@ class ServiceForm(forms.Form):
 class DeleteServiceForm(forms.Form):
     confirm_name = forms.CharField(label="Type the name of the service to confirm", max_length=40)
 
-    def __init__(self, *args, service, what: str = "service", **kwargs):
+    def __init__(self, *args, service, what: str = "service", linking=(), **kwargs):
         super().__init__(*args, **kwargs)
         self.service, self.what = service, what  # `service`: a service, or an application
         self.fields["confirm_name"].label = f"Type the name of the {what} to confirm"
         self.fields["confirm_name"].widget.attrs.update(autocomplete="off", spellcheck="false", autofocus=True)
+        if linking:  # the services that link it: deleting it anyway is a choice of its own
+            names = ", ".join(s.name for s in linking)
+            self.fields["force"] = forms.BooleanField(
+                required=False, label=f"Delete anyway, leaving {names} with a link to nothing"
+            )
 
     def clean_confirm_name(self):
         name = self.cleaned_data["confirm_name"].strip()

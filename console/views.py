@@ -378,14 +378,18 @@ def service_autoscaling(request, pk: int):
 @require_http_methods(["GET", "POST"])
 def service_delete(request, pk: int):
     service = visible_service(request, pk)
-    form = DeleteServiceForm(request.POST or None, service=service)
+    linking = service.linking_services()
+    form = DeleteServiceForm(request.POST or None, service=service, linking=linking)
     if request.method == "POST" and form.is_valid():
-        lifecycle.request_delete(service, request.user)
-        messages.success(request, f"Service {service.name} is being deleted; its nodes are stopping.")
-        return redirect("console:dashboard")
-    return render(
-        request, "console/service_delete.html", {"service": service, "form": form}, status=400 if form.errors else 200
-    )
+        try:  # the workflow decides whether links refuse it; the page only asks
+            lifecycle.request_delete(service, request.user, force=form.cleaned_data.get("force", False))
+        except ConpaasError as exc:
+            form.add_error(None, str(exc))
+        else:
+            messages.success(request, f"Service {service.name} is being deleted; its nodes are stopping.")
+            return redirect("console:dashboard")
+    context = {"service": service, "form": form, "linking": linking}
+    return render(request, "console/service_delete.html", context, status=400 if form.errors else 200)
 
 
 # ---------------------------------------------------------------- applications

@@ -123,6 +123,12 @@ class Service(models.Model):
     def proxy_nodes(self):
         return self.live_nodes().filter(is_proxy=True)
 
+    def linking_services(self, excluding=()) -> list["Service"]:
+        """The services that link this one and stay (neither being deleted nor in `excluding`,
+        the services deleted with it): deleting it would leave them a link to nothing."""
+        linking = Service.objects.filter(links__target=self).exclude(state=ServiceState.DELETING)
+        return list(linking.exclude(pk__in=[s.pk for s in excluding]).order_by("name"))
+
     def backend_node_list(self):
         return self.live_nodes().filter(is_backend=True, state__in=[NodeState.BOOTING, NodeState.RUNNING])
 

@@ -6,7 +6,7 @@ import re
 from services import agent
 from services.choices import NodeState
 from services.errors import NotFound
-from versions.models import Environment, FailedInstanceLog, Instance
+from versions.models import Environment, FailedInstanceLog, Instance, no_such_environment
 
 MAX_LINES = 1000  # the agent's own bound (images/conpaas_agent/instances.py: MAX_LOG_LINES)
 DEFAULT_LINES = 100
@@ -30,7 +30,7 @@ def environment_logs(service, environment_name: str, lines: int = DEFAULT_LINES)
     deploy into the environment last failed, whose logs `failed_logs` gives."""
     environment = Environment.objects.filter(service=service, name=environment_name).select_related("version").first()
     if environment is None:
-        raise NotFound(f"{service.name} has no environment named {environment_name!r}")
+        raise NotFound(no_such_environment(service, environment_name))
     found = {
         "environment": environment.name,
         "version": environment.version_id,
@@ -70,7 +70,7 @@ def failed_logs(service, environment_name: str, lines: int = DEFAULT_LINES) -> d
     """The kept logs of the instances of the last deploy into the environment that failed, in the
     shape of `environment_logs` (`version` null: nothing of it runs)."""
     if not Environment.objects.filter(service=service, name=environment_name).exists():
-        raise NotFound(f"{service.name} has no environment named {environment_name!r}")
+        raise NotFound(no_such_environment(service, environment_name))
     failure = last_failure(service, environment_name)
     found = {"environment": environment_name, "version": None, "lines": [], "errors": [], "last_failure": failure}
     if failure is not None:

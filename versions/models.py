@@ -9,6 +9,7 @@ from django.core.validators import RegexValidator
 from django.db import models
 from django.utils import timezone
 
+from services.errors import no_such
 from services.models import Node, Service, slug_validator
 
 PREVIEW_KEY_RE = re.compile(r"^[A-Za-z0-9_-]{4,128}$")
@@ -33,6 +34,11 @@ DEVELOPMENT = "development"
 
 def new_preview_key() -> str:
     return secrets.token_urlsafe(18)
+
+
+def no_such_environment(service, name: str) -> str:
+    """`service` has no environment `name`: the sentence, with the ones it has (oldest first)."""
+    return no_such("environment named", name, service.environments.values_list("name", flat=True), service.name)
 
 
 # An environment's settings: {NAME: {"value": str, "sticky": bool}}. A sticky setting stays with

@@ -66,9 +66,13 @@ def apply(owner, manifest: Manifest, archives: dict, dry_run: bool = False) -> A
     services = {}  # name -> Service, filled as steps create them
     for spec in manifest.ordered():
         plan_service(owner, spec, current.get(spec.name), archives, infos, plan, ref, services)
-    for name, service in sorted(current.items()):
-        if name not in manifest.services:
-            plan.add("removed", f"service {name}", lambda s=service: lifecycle.request_delete(s, owner))
+    removed = [service for name, service in sorted(current.items()) if name not in manifest.services]
+    for service in removed:
+        # Only services of the same manifest link it, and the manifest no longer may: their links
+        # are gone (set_links above) before this step, or they are removed with it.
+        plan.add(
+            "removed", f"service {service.name}", lambda s=service: lifecycle.request_delete(s, owner, along=removed)
+        )
     applied = Applied(application, plan, dry_run)
     if dry_run:
         return applied
@@ -257,6 +261,7 @@ def deploying(environment: Environment, version, settings: dict, database_copy: 
 def delete_application(application: Application, user) -> list[Operation]:
     """Delete the application and its services (each with its own delete operation)."""
     with transaction.atomic():
-        operations = [lifecycle.request_delete(s, user) for s in application.services.all()]
+        services = list(application.services.all())
+        operations = [lifecycle.request_delete(s, user, along=services) for s in services]
         application.delete()
     return operations

@@ -8,7 +8,7 @@ from django.db import IntegrityError, transaction
 from routing.table import push
 from services import operations, quotas
 from services.choices import DATA_RUNTIMES, NodeState, OperationKind, ServiceState
-from services.errors import OperationFailed
+from services.errors import Conflict, OperationFailed
 from services.models import Event, Operation, Service
 from services.nodes import boot_node, destroy_node
 from versions.models import DEVELOPMENT, PRODUCTION, Environment, new_preview_key
@@ -60,10 +60,26 @@ def update(service: Service, user, java_heap_mb: int) -> Service:
     return service
 
 
-def request_delete(service: Service, user) -> Operation:
+def request_delete(service: Service, user, force: bool = False, along=()) -> Operation:
+    """Start deleting `service`. Refused while other services link it, unless `force`: their
+    instances would keep a URL to nothing. `along`: the services deleted with it (an
+    application's), whose links to it do not count."""
+    linking = service.linking_services(excluding=along)
+    names = ", ".join(s.name for s in linking)
+    if linking and not force:
+        raise Conflict(
+            f"{service.name} is linked by {names}: delete them or unlink it from their manifest first, "
+            "or force the delete"
+        )
+    message = f"deletion of {service.name} requested"
+    if linking:
+        message += f" (forced); left with a dead link: {names}"
     with transaction.atomic():
         Service.objects.filter(pk=service.pk).update(state=ServiceState.DELETING)
-        return operations.start(service, OperationKind.DELETE, user, message=f"deletion of {service.name} requested")
+        operation = operations.start(service, OperationKind.DELETE, user, message=message)
+        for other in linking:  # their own history says why their link broke, after this one is gone
+            Event.record(other, "link", f"{service.name}, which it links, is being deleted (forced)", actor=user)
+    return operation
 
 
 def run_create(operation) -> str:

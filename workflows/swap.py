@@ -19,7 +19,7 @@ from services.choices import OperationKind, Outcome
 from services.errors import Conflict, NotFound, OperationFailed
 from services.models import Event
 from versions.instances import Release, ensure_instances
-from versions.models import DEVELOPMENT, PRODUCTION, Environment, swapped_settings
+from versions.models import DEVELOPMENT, PRODUCTION, Environment, no_such_environment, swapped_settings
 from workflows.deploy import retire_unused
 
 
@@ -84,7 +84,7 @@ def swap_plan(service, environment_name: str = DEVELOPMENT) -> SwapPlan:
     production = environments.filter(name=PRODUCTION).first()
     other = environments.filter(name=environment_name).first()
     if other is None or production is None:
-        raise NotFound(f"{service.name} has no environment named {environment_name}")
+        raise NotFound(no_such_environment(service, environment_name))
     production_settings, other_settings = swapped_settings(production.settings, other.settings)
     incoming = Release.of(production, other.version, production_settings) if other.version else None
     outgoing = Release.of(other, production.version, other_settings) if production.version else None
@@ -103,7 +103,7 @@ def preview_swap(service, environment_name: str = DEVELOPMENT) -> dict:
 
 def swap(service, environment_name: str = DEVELOPMENT, actor=None) -> dict:
     if not Environment.objects.filter(service=service, name=environment_name).exists():
-        raise NotFound(f"{service.name} has no environment named {environment_name}")
+        raise NotFound(no_such_environment(service, environment_name))
     with operations.holding(service, OperationKind.SWAP, actor, {"environment": environment_name}) as operation:
         plan = swap_plan(service, environment_name)
         production, other = plan.production, plan.other

@@ -38,7 +38,7 @@ def test_it_refuses_to_deploy_another_services_version(api, service):
         f"/api/v1/services/{service.pk}/environments/production/", {"version": foreign.pk}, format="json"
     )
     assert response.status_code == 400
-    assert "has no version with id" in response.json()["version"][0]
+    assert response.json()["version"] == [f"{service.name} has no version with id '{foreign.pk}' (it has none)"]
     assert not Operation.objects.exists()
 
 
@@ -46,13 +46,19 @@ def test_an_unknown_environment_is_not_found(api, service):
     version = CodeVersionFactory(service=service)
     response = api.patch(f"/api/v1/services/{service.pk}/environments/nope/", {"version": version.pk}, format="json")
     assert response.status_code == 404
-    assert "no environment named nope" in response.json()["detail"]
+    assert response.json()["detail"] == "shop has no environment named 'nope' (it has: production, development)"
     assert not Operation.objects.exists()
 
 
 def test_swapping_an_unknown_environment_is_not_found(api, service):
-    response = api.post(f"/api/v1/services/{service.pk}/swap/", {"environment": "nope"}, format="json")
+    response = api.post(f"/api/v1/services/{service.pk}/swap/", {"environment": "developmnt"}, format="json")
     assert response.status_code == 404
+    assert response.json() == {
+        "detail": "shop has no environment named 'developmnt' (it has: production, development); "
+        "did you mean 'development'?"
+    }
+    dry_run = {"environment": "developmnt", "dry_run": True}
+    assert api.post(f"/api/v1/services/{service.pk}/swap/", dry_run, format="json").json() == response.json()
 
 
 def test_it_refuses_to_swap_an_empty_environment(api, service):

@@ -97,7 +97,7 @@ def test_it_refuses_an_empty_environment_naming_it(api, service, running, fleet)
 def test_an_unknown_environment_is_a_404(api, service, running, fleet):
     response = api.get(f"/api/v1/services/{service.pk}/logs/?environment=nope")
     assert response.status_code == 404
-    assert response.json() == {"detail": "shop has no environment named 'nope'"}
+    assert response.json() == {"detail": "shop has no environment named 'nope' (it has: production, development)"}
     assert not fleet.calls_to("instance_logs")
 
 

@@ -3,7 +3,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django_q.models import OrmQ
 
-from services.models import Event, Node, Operation, Service
+from services.models import Event, Link, Node, Operation, Service
 from tests.api.conftest import client_for
 from tests.factories import CodeVersionFactory, ServiceFactory, UserFactory
 
@@ -107,6 +107,41 @@ def test_it_deletes_a_service_as_an_operation(api, service):
     assert response.json()["kind"] == "delete"
     service.refresh_from_db()
     assert service.state == "deleting"
+
+
+def test_it_refuses_to_delete_a_service_others_link_naming_them(api, alice):
+    phpdb = ServiceFactory(owner=alice, name="phpdb", runtime="postgresql")
+    for name in ("site", "shop"):
+        Link.objects.create(service=ServiceFactory(owner=alice, name=name), target=phpdb)
+
+    response = api.delete(f"/api/v1/services/{phpdb.pk}/")
+
+    assert response.status_code == 409
+    assert response.json() == {
+        "detail": "phpdb is linked by shop, site: delete them or unlink it from their manifest first, "
+        "or force the delete"
+    }
+    phpdb.refresh_from_db()
+    assert phpdb.state == "running"
+    assert not Operation.objects.exists() and not OrmQ.objects.exists()
+
+
+def test_a_forced_delete_of_a_linked_service_starts_and_says_who_keeps_a_dead_link(api, alice):
+    phpdb = ServiceFactory(owner=alice, name="phpdb", runtime="postgresql")
+    Link.objects.create(service=ServiceFactory(owner=alice, name="site"), target=phpdb)
+
+    response = api.delete(f"/api/v1/services/{phpdb.pk}/?force=true")
+
+    assert response.status_code == 202 and response.json()["kind"] == "delete"
+    event = Event.objects.get(service=phpdb, action="delete")
+    assert event.message == "deletion of phpdb requested (forced); left with a dead link: site"
+
+
+def test_it_refuses_a_force_that_is_not_a_boolean(api, service):
+    response = api.delete(f"/api/v1/services/{service.pk}/?force=maybe")
+
+    assert response.status_code == 400 and "force" in response.json()
+    assert not Operation.objects.exists()
 
 
 def test_it_starts_a_scale_operation(api, service):

@@ -177,4 +177,4 @@ def test_it_runs_as_a_program(alice, control_plane, tmp_path):
 
     unknown = conpaas("services", "show", "no-such-service")
     assert unknown.returncode == 1
-    assert unknown.stderr == "error: no service named 'no-such-service'\n"
+    assert unknown.stderr.startswith("error: no service named 'no-such-service' (you have")

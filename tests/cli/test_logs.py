@@ -90,7 +90,8 @@ def test_ctrl_c_stops_following_with_0(cli, logged_in, service, monkeypatch):
 @pytest.mark.integration
 def test_it_refuses_an_unknown_environment_or_a_bad_count_in_one_line(cli, logged_in, service):
     result = cli("logs", "cli-logs", "nope")
-    assert result.code == 1 and result.err == "error: cli-logs has no environment named 'nope'\n", result.err
+    expected = "error: cli-logs has no environment named 'nope' (it has: production, development)\n"
+    assert result.code == 1 and result.err == expected, result.err
     result = cli("logs", "cli-logs", "-n", "0")
     assert result.code == 1 and "lines" in result.err and len(result.err.splitlines()) == 1, result.err
 

@@ -1,5 +1,6 @@
 """`conpaas services`, `nodes`, `scale`, `wait` and `events` against a live control plane."""
 
+import io
 import json
 import threading
 
@@ -34,12 +35,73 @@ def test_it_creates_waits_for_and_deletes_a_service(cli, logged_in):
     as_json = cli("services", "create", "cli-tmp-2", "--json")
     assert as_json.code == 0, as_json.err
     assert as_json.json()["state"] == "running" and as_json.json()["url"].startswith("http://")
-    assert cli("services", "delete", "cli-tmp-2", "--no-wait").code == 0
+    assert cli("services", "delete", "cli-tmp-2", "--yes", "--no-wait").code == 0
 
-    deleted = cli("services", "delete", "cli-tmp")
+    deleted = cli("services", "delete", "cli-tmp", "--yes")
     assert deleted.code == 0, deleted.err
     assert "✓ delete succeeded" in deleted.out
     assert all(s["name"] != "cli-tmp" for s in logged_in.get("/api/v1/services/").json())
+
+
+class Terminal(io.StringIO):
+    """What the user types at a terminal."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+def test_a_delete_asks_for_the_name_on_a_terminal(cli, logged_in, monkeypatch):
+    created = logged_in.create_service("cli-typed")
+
+    monkeypatch.setattr("sys.stdin", Terminal("cli-typd\n"))
+    mistyped = cli("services", "delete", "cli-typed")
+    assert mistyped.code == 1
+    assert "Type its name to confirm: " in mistyped.err
+    assert mistyped.err.endswith("error: not deleted: 'cli-typd' is not 'cli-typed'\n")
+    assert logged_in.get(f"/api/v1/services/{created['id']}/").json()["state"] == "running"
+
+    monkeypatch.setattr("sys.stdin", Terminal("cli-typed\n"))
+    typed = cli("services", "delete", "cli-typed")
+    assert typed.code == 0, typed.err
+    assert "✓ delete succeeded" in typed.out
+
+
+def test_a_delete_without_a_terminal_needs_yes(cli, logged_in, service):
+    result = cli("services", "delete", "cli-shop")
+
+    assert result.code == 2
+    assert result.err == "error: not deleted: confirm by typing cli-shop on a terminal, or give --yes\n"
+    assert logged_in.get(f"/api/v1/services/{service['id']}/").json()["state"] == "running"
+
+
+def test_a_linked_service_is_deleted_only_with_force(cli, logged_in, tmp_path):
+    manifest = tmp_path / "manifest.yaml"
+    manifest.write_text(
+        "application: cli-linked\n"
+        "services:\n"
+        "  cli-linkdb: {runtime: python}\n"
+        "  cli-linker: {runtime: python, links: [cli-linkdb]}\n"
+    )
+    try:
+        assert cli("apply", manifest).code == 0
+
+        refused = cli("services", "delete", "cli-linkdb", "--yes")
+        assert refused.code == 1
+        assert refused.err == (
+            "error: cli-linkdb is linked by cli-linker: delete them or unlink it from their manifest first, "
+            "or force the delete (--force)\n"
+        )
+        services = {s["name"]: s for s in logged_in.get("/api/v1/services/").json()}
+        assert services["cli-linkdb"]["state"] == "running"
+
+        forced = cli("services", "delete", "cli-linkdb", "--yes", "--force")
+        assert forced.code == 0, forced.err
+        assert "cli-linkdb" not in {s["name"] for s in logged_in.get("/api/v1/services/").json()}
+    finally:
+        for application in logged_in.get("/api/v1/applications/").json():
+            if application["name"] == "cli-linked":
+                for operation in logged_in.delete(f"/api/v1/applications/{application['id']}/").json():
+                    logged_in.wait_operation(operation)
 
 
 def test_it_refuses_an_unknown_runtime(cli, logged_in):
@@ -74,11 +136,12 @@ def test_it_shows_a_service_by_name_or_id(cli, logged_in, service):
     assert by_id.json()["name"] == "cli-shop"
 
 
-def test_it_exits_1_for_an_unknown_service(cli, logged_in):
-    for argv in (("services", "show", "nope"), ("nodes", "nope"), ("events", "nope"), ("preview", "nope")):
+def test_it_exits_1_for_an_unknown_service_naming_the_close_ones(cli, logged_in, service):
+    for argv in (("services", "show", "cli-shp"), ("nodes", "cli-shp"), ("events", "cli-shp"), ("preview", "cli-shp")):
         result = cli(*argv)
         assert result.code == 1
-        assert result.err == "error: no service named 'nope'\n"
+        assert result.err.startswith("error: no service named 'cli-shp' (you have: ") and "cli-shop" in result.err
+        assert "; did you mean 'cli-shop'" in result.err and len(result.err.splitlines()) == 1
 
 
 def test_it_lists_nodes(cli, logged_in, service):

@@ -80,7 +80,7 @@ def test_settings_are_set_deployed_shown_and_swapped(cli, logged_in, service):
         (["9LIVES=x"], 1, "9LIVES: a setting's name is letters"),
         (["CONPAAS_ENV=x"], 1, "CONPAAS_ENV: names starting with CONPAAS_ are the platform's"),
         (["NOEQUALS"], 2, "'NOEQUALS': a setting is NAME=VALUE"),
-        (["--unset", "MISSING"], 1, "has no setting named MISSING"),
+        (["--unset", "MISSING"], 1, "production of cli-settings has no setting named 'MISSING' (it has"),
         (["X=1", "X=2"], 2, "X is named twice"),
         (["X=1", "--unset", "X"], 2, "X is named twice"),
     ],
@@ -112,4 +112,4 @@ def test_environments_are_added_listed_and_deleted(cli, logged_in, service):
     assert production.code == 1
     assert production.err == "error: production cannot be deleted (delete the service instead)\n"
     unknown = cli("environments", "delete", "cli-settings", "nope")
-    assert unknown.code == 1 and "has no environment named 'nope'" in unknown.err
+    assert unknown.code == 1 and "has no environment named 'nope' (it has: production, development)" in unknown.err

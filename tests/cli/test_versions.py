@@ -77,14 +77,20 @@ def test_it_deploys_and_waits_showing_progress(cli, logged_in, service):
 def test_it_refuses_unknown_versions_and_environments(cli, logged_in, service):
     unknown_version = cli("deploy", "cli-blog", "production", "v9")
     assert unknown_version.code == 1
-    assert unknown_version.err == "error: cli-blog has no version 'v9'\n"
+    assert unknown_version.err.startswith("error: cli-blog has no version 'v9' (it has: ")
+    assert "v1" in unknown_version.err and "v2" in unknown_version.err
 
     unknown_environment = cli("deploy", "cli-blog", "staging", "v1")
     assert unknown_environment.code == 1
-    assert unknown_environment.err.startswith("error: cli-blog has no environment named 'staging'")
+    assert (
+        unknown_environment.err
+        == "error: cli-blog has no environment named 'staging' (it has: production, development)\n"
+    )
 
-    assert cli("versions", "delete", "cli-blog", "v9").err == "error: cli-blog has no version 'v9'\n"
-    assert cli("preview", "cli-blog", "staging").code == 1
+    assert cli("versions", "delete", "cli-blog", "v9").err == unknown_version.err
+    # The preview and the swap (which the API refuses) say it in the same words.
+    assert cli("preview", "cli-blog", "staging").err == unknown_environment.err
+    assert cli("swap", "cli-blog", "staging").err == unknown_environment.err
 
 
 def test_it_prints_a_preview_url_that_serves_the_development_version(cli, logged_in, service):

@@ -56,7 +56,9 @@ def test_a_node_that_does_not_answer_is_said(client, service, running, fleet):
 def test_an_unknown_environment_is_a_404_with_the_reason(client, service, running, fleet):
     response = client.get(f"/services/{service.pk}/logs/?environment=nope")
     assert response.status_code == 404
-    assert "shop has no environment named &#x27;nope&#x27;" in response.content.decode()
+    assert (
+        "shop has no environment named &#x27;nope&#x27; (it has: production, development)" in response.content.decode()
+    )
     assert not fleet.calls_to("instance_logs")
 
 

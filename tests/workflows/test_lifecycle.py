@@ -1,8 +1,12 @@
 """Creating and deleting a service, and adding environments, against the fake agent and cloud."""
 
+import pytest
+
 from services import agent
 from services.choices import NodeState, OperationState, ServiceState
-from services.models import Event, Node, Service
+from services.errors import Conflict
+from services.models import Event, Link, Node, Operation, Service
+from tests.factories import ServiceFactory
 from versions.models import Environment
 from workflows import lifecycle
 from workflows.environments import add_environment, change_preview_key
@@ -79,6 +83,52 @@ def test_it_deletes_a_service_its_nodes_and_its_unshared_archives(service, queue
     assert not Node.objects.filter(service_id=service_id).exists()
     assert not archive.exists()
     assert Event.objects.filter(service=None, action="delete", outcome="succeeded").exists()
+
+
+def linked(target: Service, *names: str) -> list[Service]:
+    """Services of `target`'s owner, each linking `target`."""
+    services = [ServiceFactory(owner=target.owner, name=name) for name in names]
+    for service in services:
+        Link.objects.create(service=service, target=target)
+    return services
+
+
+def test_it_refuses_to_delete_a_linked_service_naming_the_services_that_link_it(service, queue):
+    service.name = "phpdb"
+    service.save()
+    linked(service, "site", "shop")
+
+    with pytest.raises(Conflict) as refusal:
+        lifecycle.request_delete(service, service.owner)
+
+    assert str(refusal.value) == (
+        "phpdb is linked by shop, site: delete them or unlink it from their manifest first, or force the delete"
+    )
+    service.refresh_from_db()
+    assert service.state == ServiceState.RUNNING
+    assert not Operation.objects.exists() and not queue
+
+
+def test_a_forced_delete_says_which_services_keep_a_dead_link(service, queue):
+    site, shop = linked(service, "site", "shop")
+
+    operation = queue.start(lambda: lifecycle.request_delete(service, service.owner, force=True))
+
+    assert operation.state == OperationState.SUCCEEDED, operation.error
+    assert not Service.objects.filter(pk=service.pk).exists()
+    requested = Event.objects.get(operation=operation, action="delete", outcome="info")
+    assert requested.message.endswith("(forced); left with a dead link: shop, site")
+    for other in (site, shop):
+        assert Event.objects.filter(service=other, action="link", message__contains="is being deleted").exists()
+
+
+def test_services_deleted_with_it_or_already_being_deleted_do_not_count(service):
+    site, shop = linked(service, "site", "shop")
+    Service.objects.filter(pk=shop.pk).update(state=ServiceState.DELETING)
+
+    assert service.linking_services() == [site]
+    assert service.linking_services(excluding=[site]) == []
+    lifecycle.request_delete(service, service.owner, along=[service, site])
 
 
 def test_adding_an_environment_gives_the_routers_its_preview_key(service, proxy, fleet, alice):
