@@ -31,6 +31,7 @@ import urllib.parse
 import urllib.request
 
 from .archives import ArchiveError, extract_archive, release_command_problem
+from .platform_requests import ACCESS_LOGS, is_platform_line
 from .procs import children, cmdline, free_port, pid_alive
 from .runtimes import RECIPES
 from .runtimes.base import InstanceError, Recipe, Run, instance_environ, private_dir, socket_path, tail
@@ -58,8 +59,9 @@ MAX_BUILD_BYTES = 4 * 1024 * 1024 * 1024
 # --- logs -------------------------------------------------------------------------------
 
 
-def read_tail(path: str, lines: int) -> list[str]:
-    """The last ``lines`` lines of the log file ``path`` (from its last ``LOG_TAIL_BYTES``).
+def read_tail(path: str, lines: int, skip=None) -> list[str]:
+    """The last ``lines`` lines of the log file ``path`` (from its last ``LOG_TAIL_BYTES``), but
+    those ``skip`` is true for.
 
     The instance's code runs as the agent's user and could swap its log for a link to another
     file (the node's config, or any file when the agent runs as root): the file is opened without
@@ -90,7 +92,8 @@ def read_tail(path: str, lines: int) -> list[str]:
         found.pop()  # the file ends with a newline
     if start and found:
         found.pop(0)  # a line cut by the start of the read
-    return [line.decode(errors="replace")[:MAX_LOG_LINE_CHARS] for line in found[-lines:]]
+    decoded = (line.decode(errors="replace")[:MAX_LOG_LINE_CHARS] for line in found)
+    return [line for line in decoded if not (skip and skip(line))][-lines:]
 
 
 # --- staging -----------------------------------------------------------------------------
@@ -324,7 +327,11 @@ class Instances:
         for wanted in files or ():
             if wanted not in allowed:
                 raise InstanceError(f"{wanted!r} is not a log file of {name}: one of {', '.join(allowed)}", 400)
-        return {base: read_tail(path, lines) for base, path in allowed.items() if not files or base in files}
+        return {
+            base: read_tail(path, lines, is_platform_line if base in ACCESS_LOGS else None)
+            for base, path in allowed.items()
+            if not files or base in files
+        }
 
     # staging
     def stage(self, spec: dict, logfile: str, recipe: Recipe) -> tuple[str, dict]:

@@ -8,6 +8,7 @@ import tempfile
 from dataclasses import dataclass
 
 from ..metrics import LOG_FORMAT, LOG_SAMPLE
+from ..platform_requests import HEALTH_CHECK
 
 # Besides the checks, two connections refused or timed out in a row take a server down at once
 # (it comes back at its next passing check): a killed instance refuses at once and, with its
@@ -107,6 +108,8 @@ def slot_backend(slot: str, health_path: str) -> list[str]:
         f"backend {slot}",
         "    balance roundrobin",
         f"    option httpchk GET {health_path}",
+        # Named, so the instances leave the checks out of their access logs (platform_requests.py).
+        f"    http-check send hdr User-Agent {HEALTH_CHECK}",
         "    http-check expect ! rstatus ^5",
         # What HAProxy answers itself with 503: the queue timeout, every retry refused, no server up.
         f'    http-error status 503 content-type text/plain string "{BUSY_MESSAGE}" hdr Retry-After 1',

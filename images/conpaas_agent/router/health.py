@@ -5,6 +5,7 @@ from __future__ import annotations
 import http.client
 import socket
 
+from ..platform_requests import PROBE
 from .config import CHECK_TIMEOUT
 
 
@@ -31,7 +32,7 @@ def probe(target: str, path: str, timeout: float = CHECK_TIMEOUT) -> str:
         address, _, port = target.rpartition(":")
         connection = http.client.HTTPConnection(address.strip("[]"), int(port), timeout=timeout)
     try:
-        connection.request("GET", path, headers={"Connection": "close", "User-Agent": "conpaas-agent-probe"})
+        connection.request("GET", path, headers={"Connection": "close", "User-Agent": PROBE})
         status = connection.getresponse().status
     except (OSError, http.client.HTTPException) as exc:
         return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__

@@ -16,6 +16,8 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..platform_requests import PROBE, START_PROBE
+
 # Per-instance configuration files are rendered from these (nginx, php-fpm, Tomcat).
 TEMPLATES = Path(__file__).resolve().parents[2] / "templates"
 
@@ -83,7 +85,7 @@ def tail(path: str, lines: int = 40) -> str:
 def answers_http(host: str, port: int) -> bool:
     conn = http.client.HTTPConnection(host, port, timeout=2)
     try:
-        conn.request("GET", "/", headers={"User-Agent": "conpaas-agent-start-probe"})
+        conn.request("GET", "/", headers={"User-Agent": START_PROBE})
         conn.getresponse().read()
         return True
     except (OSError, http.client.HTTPException):
@@ -94,7 +96,8 @@ def answers_http(host: str, port: int) -> bool:
 
 def http_health(url: str, path: str) -> dict:
     try:
-        with urllib.request.urlopen(url, timeout=5) as response:
+        request = urllib.request.Request(url, headers={"User-Agent": PROBE})
+        with urllib.request.urlopen(request, timeout=5) as response:
             status = response.status
     except urllib.error.HTTPError as exc:
         status = exc.code

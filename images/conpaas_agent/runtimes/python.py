@@ -10,6 +10,7 @@ import sys
 import sysconfig
 
 from ..archives import valid_entry_point
+from ..platform_requests import GUNICORN_LOGGER
 from .base import InstanceError, Recipe, Run
 
 _control_socket: dict[str, bool] = {}
@@ -82,6 +83,10 @@ class Python(Recipe):
 
     def start(self, run: Run) -> None:
         python = run.build["python"]
+        logger_folder = run.path("gunicorn")
+        os.makedirs(logger_folder, exist_ok=True)
+        with open(os.path.join(logger_folder, "conpaas_access_log.py"), "w") as fh:
+            fh.write(GUNICORN_LOGGER)
         argv = [
             python,
             "-m",
@@ -102,6 +107,11 @@ class Python(Recipe):
             ",".join(run.trusted_proxies()),
             "--access-logformat",
             ACCESS_LOG_FORMAT,
+            # Without the platform's own requests: a logger class the agent writes, alone in its folder.
+            "--pythonpath",
+            logger_folder,
+            "--logger-class",
+            "conpaas_access_log.AccessLog",
             "--chdir",
             run.app,
         ]
