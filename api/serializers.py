@@ -22,6 +22,7 @@ from services.models import (
     production_urls,
 )
 from versions.models import Build, CodeVersion, Environment, clean_settings, preview_url, setting_problems
+from workflows import lifecycle
 from workflows.models import Autoscaling
 
 
@@ -70,7 +71,19 @@ class ServiceSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Service
-        fields = ["id", "name", "runtime", "java_heap_mb", "state", "url", "environments", "nodes", "created"]
+        fields = [
+            "id",
+            "name",
+            "runtime",
+            "java_heap_mb",
+            "health_check_path",
+            "health_check_status",
+            "state",
+            "url",
+            "environments",
+            "nodes",
+            "created",
+        ]
         read_only_fields = ["id", "state", "url", "environments", "nodes", "created"]
 
     @extend_schema_field(NodeSerializer(many=True))
@@ -79,17 +92,19 @@ class ServiceSerializer(serializers.ModelSerializer):
 
 
 class ServiceUpdateSerializer(serializers.ModelSerializer):
-    """What may change on a service once it exists: its settings, never its name or runtime."""
+    """What may change on a service once it exists: its options, never its name or runtime.
+    Each option is optional; at least one is given."""
 
     class Meta:
         model = Service
-        fields = ["java_heap_mb"]
-        extra_kwargs = {"java_heap_mb": {"required": True}}
+        fields = list(lifecycle.OPTIONS)
 
     def to_internal_value(self, data):
         fixed = sorted(set(data) - set(self.fields)) if isinstance(data, dict) else []
-        if fixed:  # said first: a missing java_heap_mb is not what is wrong with {"name": …}
+        if fixed:  # said first: a missing option is not what is wrong with {"name": …}
             raise serializers.ValidationError({name: ["cannot be changed"] for name in fixed})
+        if isinstance(data, dict) and not data:
+            raise serializers.ValidationError({"detail": f"give one or more of: {', '.join(self.fields)}"})
         return super().to_internal_value(data)
 
 
@@ -123,8 +138,10 @@ def service_list(services) -> list[dict]:
     urls = production_urls(services)
     answer = []
     no_nodes = []
-    rows = services.values_list("id", "name", "runtime", "java_heap_mb", "state", "created")
-    for pk, name, runtime, java_heap_mb, state, made in rows:
+    rows = services.values_list(
+        "id", "name", "runtime", "java_heap_mb", "health_check_path", "health_check_status", "state", "created"
+    )
+    for pk, name, runtime, java_heap_mb, health_path, health_status, state, made in rows:
         live = nodes.get(pk, no_nodes)
         url = urls.get(pk)
         answer.append(
@@ -133,6 +150,8 @@ def service_list(services) -> list[dict]:
                 "name": name,
                 "runtime": runtime,
                 "java_heap_mb": java_heap_mb,
+                "health_check_path": health_path,
+                "health_check_status": health_status,
                 "state": state,
                 "url": url,
                 "environments": [

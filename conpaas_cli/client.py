@@ -23,6 +23,9 @@ def error_message(response: requests.Response) -> str:
             return body["detail"]
         parts = []
         for field, problems in body.items():
+            if field == "manifest":  # each problem names its own path (services.web.nodes: …): one a line
+                parts.append("\n  ".join(["the manifest is refused:", *_flatten(problems)]))
+                continue
             text = "; ".join(_flatten(problems))
             parts.append(text if field in ("non_field_errors", "detail") else f"{field}: {text}")
         return "; ".join(parts)

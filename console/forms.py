@@ -155,3 +155,25 @@ class AutoscalingForm(forms.Form):
     min_nodes = forms.IntegerField(label="Fewest backend nodes")
     max_nodes = forms.IntegerField(label="Most backend nodes", help_text="Within your node quota.")
     cooldown_s = forms.IntegerField(label="Cool-down (s)", help_text="How long after a change before scaling in.")
+
+
+class ServiceOptionsForm(forms.Form):
+    """A service's options (workflows.lifecycle.OPTIONS); lifecycle.update checks them by the
+    model's rules, the API's too, and the view puts its refusal back on the fields."""
+
+    health_check_path = forms.CharField(
+        label="Health check path", max_length=200, help_text="The routers ask every instance for it; / by default."
+    )
+    health_check_status = forms.IntegerField(
+        label="Expected status",
+        required=False,
+        help_text="One status from 200 to 399; empty: any status below 500 passes.",
+    )
+    java_heap_mb = forms.IntegerField(label="JVM heap (MB)", help_text="Instances started from now on have it.")
+
+    def __init__(self, *args, service, **kwargs):
+        super().__init__(*args, **kwargs)
+        if service.runtime != Runtime.JAVA:
+            del self.fields["java_heap_mb"]  # only java services run a JVM
+        for field in self.fields.values():
+            field.widget.attrs.update(autocomplete="off", spellcheck="false")

@@ -18,6 +18,7 @@ urlpatterns = [
     path("services/<int:pk>/logs/", views.service_logs, name="service-logs"),
     path("services/<int:pk>/metrics/", views.service_metrics, name="service-metrics"),
     path("services/<int:pk>/autoscaling/", views.service_autoscaling, name="service-autoscaling"),
+    path("services/<int:pk>/options/", views.service_options, name="service-options"),
     path("services/<int:pk>/delete/", views.service_delete, name="service-delete"),
     path("services/<int:pk>/versions/", views.version_upload, name="version-upload"),
     path("services/<int:pk>/load/", views.dump_load, name="dump-load"),

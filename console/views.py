@@ -30,6 +30,7 @@ from console.forms import (
     EnvironmentForm,
     FirstAccountForm,
     ServiceForm,
+    ServiceOptionsForm,
     SettingsForm,
     UploadForm,
 )
@@ -185,14 +186,23 @@ def autoscaling_context(service: Service, form=None) -> dict:
     return {"autoscaling": policy, "autoscaling_form": form}
 
 
+def options_context(service: Service, form=None) -> dict:
+    if service.is_data:
+        return {}  # no router checks it, no JVM
+    if form is None:
+        form = ServiceOptionsForm(service=service, initial={name: getattr(service, name) for name in lifecycle.OPTIONS})
+    return {"options_form": form}
+
+
 def render_service(
-    request, service: Service, environment_form=None, autoscaling_form=None, status: int = 200
+    request, service: Service, environment_form=None, autoscaling_form=None, options_form=None, status: int = 200
 ) -> HttpResponse:
     context = {
         **overview_context(request, service),
         **activity_context(service),
         **metrics_context(request, service),
         **autoscaling_context(service, autoscaling_form),
+        **options_context(service, options_form),
         "environment_form": environment_form or EnvironmentForm(),
         "upload_form": UploadForm(),
         "upload_limit_mb": settings.CONPAAS_MAX_UPLOAD_MB,
@@ -372,6 +382,27 @@ def service_autoscaling(request, pk: int):
             messages.success(request, f"Autoscaling of {service.name} is {state}.")
             return back_to(service, "autoscaling")
     return render_service(request, service, autoscaling_form=form, status=400)
+
+
+@login_required
+@require_POST
+def service_options(request, pk: int):
+    service = visible_service(request, pk)
+    if service.is_data:
+        raise Http404("a data service has no options to change here")
+    form = ServiceOptionsForm(request.POST, service=service)
+    if form.is_valid():
+        try:
+            lifecycle.update(service, request.user, **form.cleaned_data)
+        except ValidationError as exc:
+            form.add_error(None, exc)
+        except ConpaasError as exc:  # busy with another operation, a router that did not answer
+            form.add_error(None, str(exc))
+        else:
+            messages.success(request, f"The options of {service.name} are saved.")
+            return back_to(service, "options")
+    service.refresh_from_db()  # lifecycle.update set the refused values on it
+    return render_service(request, service, options_form=form, status=400)
 
 
 @login_required

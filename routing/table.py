@@ -28,13 +28,18 @@ def routing_for(service) -> dict:
         )
     # A fresh query: the caller's service may carry prefetched (stale) environments.
     environments = list(Environment.objects.filter(service=service))
-    return {
+    routing = {
         "health_path": service.health_check_path,
         "backends": dict(backends),
         "routes": {env.name: env.backend for env in environments if env.backend in backends},
         "preview_keys": {env.preview_key: env.name for env in environments if env.preview_key},
         "drain_timeout": settings.CONPAAS_DRAIN_TIMEOUT,
     }
+    # Only when set: a router whose agent predates the field (a cloud VM kept across an upgrade)
+    # refuses fields it does not know, and the default is its own rule.
+    if service.health_check_status is not None:
+        routing["health_status"] = service.health_check_status
+    return routing
 
 
 def running_proxies(service):

@@ -13,6 +13,7 @@ from django.utils import timezone
 from knox.models import AbstractAuthToken
 from knox.settings import CONSTANTS
 
+from images.conpaas_agent.router.validation import health_path_problem, health_status_problem
 from images.conpaas_agent.runtimes.data import PG_DATABASE, PG_USER
 from images.conpaas_agent.runtimes.java import MAX_HEAP_MB, MIN_HEAP_MB
 from services.choices import (
@@ -47,6 +48,17 @@ class Application(models.Model):
         return self.name
 
 
+def validate_health_path(value) -> None:
+    """The routers' own rule (they refuse anything else), so a path saved here is one they take."""
+    if problem := health_path_problem(value):
+        raise ValidationError(problem)
+
+
+def validate_health_status(value) -> None:
+    if problem := health_status_problem(value):
+        raise ValidationError(problem)
+
+
 # A small machine's share for one Tomcat: a node holds a few instances (two versions at least).
 JAVA_HEAP_MB = 256
 
@@ -68,7 +80,20 @@ class Service(models.Model):
     runtime = models.CharField(max_length=20, choices=Runtime.choices)
     state = models.CharField(max_length=20, choices=ServiceState.choices, default=ServiceState.CREATING)
     backend_nodes = models.PositiveSmallIntegerField(default=1, help_text="Desired number of backend nodes.")
-    health_check_path = models.CharField(max_length=200, default="/")
+    # The routers' health check of every instance: GET this path, and this status or, when null,
+    # any below 500 (images/conpaas_agent/router/config.py renders both).
+    health_check_path = models.CharField(
+        max_length=200,
+        default="/",
+        validators=[validate_health_path],
+        help_text="The path the routers' health check asks each instance for.",
+    )
+    health_check_status = models.PositiveSmallIntegerField(
+        null=True,
+        blank=True,
+        validators=[validate_health_status],
+        help_text="The status the health check expects; empty: any status below 500.",
+    )
     # The JVM's heap of each instance of a java service; the agent's recipe takes the same range.
     java_heap_mb = models.PositiveIntegerField(
         default=JAVA_HEAP_MB,
@@ -99,6 +124,10 @@ class Service(models.Model):
         errors = {}
         if self.runtime != Runtime.JAVA and self.java_heap_mb != JAVA_HEAP_MB:
             errors["java_heap_mb"] = f"only java services run a JVM; a {self.runtime} service has no heap to set"
+        if self.is_data and self.health_check_path != "/":
+            errors["health_check_path"] = f"a {self.runtime} service has no router to check it over HTTP"
+        if self.is_data and self.health_check_status is not None:
+            errors["health_check_status"] = f"a {self.runtime} service has no router to check it over HTTP"
         same_name = Service.objects.filter(owner_id=self.owner_id, name=self.name).exclude(pk=self.pk)
         if self.owner_id and same_name.exists():
             errors["name"] = f"you already have a service named {self.name}"
@@ -131,6 +160,12 @@ class Service(models.Model):
 
     def backend_node_list(self):
         return self.live_nodes().filter(is_backend=True, state__in=[NodeState.BOOTING, NodeState.RUNNING])
+
+    @property
+    def health_check(self) -> str:
+        """The routers' health check in words (events, the console)."""
+        status = self.health_check_status
+        return f"GET {self.health_check_path} answering {status or 'any status below 500'}"
 
     @property
     def is_data(self) -> bool:

@@ -176,6 +176,7 @@ class FakeAgent:
             "http_port": self.node.http_port,
             "running": self.node.name not in self.fleet.routers_down,
             "health_path": routing["health_path"],
+            "health_status": routing.get("health_status"),
             "routes": routing["routes"],
             "preview_keys": routing["preview_keys"],
             "backends": backends,

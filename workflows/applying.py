@@ -160,7 +160,7 @@ def plan_service(owner, spec: ServiceSpec, service, archives, infos, plan: Plan,
 
         def create():
             services[name], operation = lifecycle.create(
-                owner, name, spec.runtime, application=ref["application"], environments=extra
+                owner, name, spec.runtime, application=ref["application"], environments=extra, **spec.options()
             )
             return operation
 
@@ -185,6 +185,8 @@ def plan_service(owner, spec: ServiceSpec, service, archives, infos, plan: Plan,
                     add_environment(services[name], env, owner)
 
                 plan.add("created", f"environment {name}/{env}", add)
+    if service is not None:
+        plan_options(spec, service, plan, services, owner)
     linked = sorted(service.links.values_list("target__name", flat=True)) if service else []
     if sorted(spec.links) != linked:
         change = [f"link {t}" for t in spec.links if t not in linked] + [
@@ -237,6 +239,24 @@ def plan_service(owner, spec: ServiceSpec, service, archives, infos, plan: Plan,
             return request_deploy(environment, version, owner, settings=settings, database_copy=copy)
 
         plan.add("changed", f"{name}/{env}: " + "; ".join(changes), deploy)
+
+
+def plan_options(spec: ServiceSpec, service: Service, plan: Plan, services: dict, owner) -> None:
+    """A change of the service's options (health check, heap): one line, one lifecycle.update."""
+    changed = {option: value for option, value in spec.options().items() if getattr(service, option) != value}
+    if not changed:
+        return
+    said = []
+    if "java_heap_mb" in changed:
+        said.append(f"java heap {service.java_heap_mb} MB → {spec.java_heap_mb} MB")
+    if changed.keys() & set(lifecycle.HEALTH_OPTIONS):
+        wanted = Service(health_check_path=spec.health_path, health_check_status=spec.health_status)
+        said.append(f"health check {service.health_check} → {wanted.health_check}")
+    plan.add(
+        "changed",
+        f"{spec.name}: " + ", ".join(said),
+        lambda: lifecycle.update(services[spec.name], owner, **changed),
+    )
 
 
 def deploying(environment: Environment, version, settings: dict, database_copy: bool) -> bool:

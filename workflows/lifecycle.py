@@ -17,14 +17,15 @@ from workflows import databases
 from workflows.copies import drop_copies
 
 
-def create(
-    owner, name: str, runtime: str, java_heap_mb: int | None = None, application=None, environments=()
-) -> tuple[Service, Operation]:
+def create(owner, name: str, runtime: str, application=None, environments=(), **options) -> tuple[Service, Operation]:
     """Save a new service (in `application`, with `environments` beside production and
-    development, as a manifest asks) and start booting its first node."""
+    development, as a manifest asks) and start booting its first node. `options` are those
+    `update` changes (OPTIONS); one not given keeps its default."""
     service = Service(owner=owner, name=name, runtime=runtime, application=application)
-    if java_heap_mb is not None:
-        service.java_heap_mb = java_heap_mb
+    for option, value in options.items():
+        if option not in OPTIONS:
+            raise TypeError(f"create() got an unexpected option {option!r}")
+        setattr(service, option, value)
     if runtime in DATA_RUNTIMES:
         service.password = secrets.token_urlsafe(24)
     service.validate()
@@ -46,17 +47,44 @@ def create(
     return service, operation
 
 
-def update(service: Service, user, java_heap_mb: int) -> Service:
-    """Change a service's settings. The JVM heap is read when an instance starts: instances started
-    from now on (a deploy of another version, a new node) have it; running ones keep theirs, since
-    restarting a Tomcat in place would fail the requests it serves meanwhile."""
-    previous = service.java_heap_mb
-    service.java_heap_mb = java_heap_mb
+# What may change on a service once it exists (never its name or runtime).
+OPTIONS = ("java_heap_mb", "health_check_path", "health_check_status")
+HEALTH_OPTIONS = ("health_check_path", "health_check_status")
+
+
+def update(service: Service, user, **changes) -> Service:
+    """Change a service's options (OPTIONS; those not given keep their value).
+
+    The JVM heap is read when an instance starts: instances started from now on (a deploy of
+    another version, a new node) have it; running ones keep theirs, since restarting a Tomcat in
+    place would fail the requests it serves meanwhile. The health check is the routers': they take
+    it at once, holding the service meanwhile as a swap does, so no deploy's gate reads it half-set."""
+    unknown = set(changes) - set(OPTIONS)
+    if unknown:
+        raise TypeError(f"update() got unexpected options {sorted(unknown)}")
+    before = {option: getattr(service, option) for option in OPTIONS}
+    health_before = service.health_check
+    for option, value in changes.items():
+        setattr(service, option, value)
     service.validate()
-    if java_heap_mb != previous:
-        Service.objects.filter(pk=service.pk).update(java_heap_mb=java_heap_mb)
-        message = f"java heap set to {java_heap_mb} MB (was {previous} MB); instances started from now on have it"
-        Event.record(service, "service.update", message, actor=user)
+    changed = {option: value for option, value in changes.items() if value != before[option]}
+    if not changed:
+        return service
+    said = []
+    if "java_heap_mb" in changed:
+        said.append(
+            f"java heap set to {service.java_heap_mb} MB (was {before['java_heap_mb']} MB); "
+            "instances started from now on have it"
+        )
+    if changed.keys() & set(HEALTH_OPTIONS):
+        said.append(f"health check set to {service.health_check} (was {health_before})")
+        with operations.holding(service, OperationKind.ROUTE, user, {"options": sorted(changed)}) as operation:
+            Service.objects.filter(pk=service.pk).update(**changed)
+            push(service)  # the routers re-render their backends' checks (router/proxy.py)
+            Event.record(service, "service.update", "; ".join(said), actor=user, operation=operation)
+        return service
+    Service.objects.filter(pk=service.pk).update(**changed)
+    Event.record(service, "service.update", "; ".join(said), actor=user)
     return service
 
 

@@ -9,11 +9,12 @@ from dataclasses import dataclass, field
 
 import yaml
 from django.core.exceptions import ValidationError
+from django.db import models
 
 from images.conpaas_agent.archives import release_command_problem
 from services.choices import Runtime
 from services.errors import ConpaasError
-from services.models import slug_validator
+from services.models import JAVA_HEAP_MB, Service, slug_validator
 from versions.instances import link_variable
 from versions.models import clean_settings, label_validator
 
@@ -23,7 +24,19 @@ DATA_RUNTIMES = ("postgresql", "redis")
 MAX_MANIFEST_BYTES = 256 * 2**10
 
 TOP_KEYS = ("application", "services")
-SERVICE_KEYS = ("runtime", "nodes", "links", "versions", "environments", "settings", "release", "dump")
+SERVICE_KEYS = (
+    "runtime",
+    "nodes",
+    "links",
+    "versions",
+    "environments",
+    "settings",
+    "release",
+    "health",
+    "java_heap_mb",
+    "dump",
+)
+HEALTH_KEYS = ("path", "status")
 ENVIRONMENT_KEYS = ("version", "database", "settings")
 
 
@@ -32,7 +45,7 @@ class ManifestInvalid(ConpaasError):
 
     def __init__(self, errors: list[str]):
         self.errors = errors
-        super().__init__("; ".join(errors))
+        super().__init__("\n".join(errors))  # one per line: each names its own path
 
 
 @dataclass(frozen=True)
@@ -57,6 +70,19 @@ class ServiceSpec:
     dump: str = ""
     release: str | None = None  # None: the Procfile's release: line, if any
     settings: dict = field(default_factory=dict)  # every environment's (clean_settings' form)
+    # The service's options (workflows.lifecycle.OPTIONS); what the manifest leaves out is the
+    # default, as a missing `nodes` is 1: applying converges to the file.
+    health_path: str = "/"
+    health_status: int | None = None
+    java_heap_mb: int = JAVA_HEAP_MB
+
+    def options(self) -> dict:
+        """The service's options as lifecycle.create and lifecycle.update take them."""
+        return {
+            "java_heap_mb": self.java_heap_mb,
+            "health_check_path": self.health_path,
+            "health_check_status": self.health_status,
+        }
 
     def settings_of(self, environment: str) -> dict:
         """An environment's settings: the service's, then its own over them."""
@@ -246,6 +272,18 @@ class Checker:
             self.error(f"{path}.release", f"not for a {runtime} service: data services have no code versions")
         if not data and "settings" in fields:
             spec.settings = self.settings(fields["settings"], f"{path}.settings")
+        if "health" in fields and data:
+            self.error(f"{path}.health", f"not for a {runtime} service: data services have no router to check them")
+        elif "health" in fields:
+            health = self.mapping(fields["health"], f"{path}.health", HEALTH_KEYS)
+            if "path" in health:
+                spec.health_path = self.option(health["path"], f"{path}.health.path", "health_check_path")
+            if "status" in health:
+                spec.health_status = self.option(health["status"], f"{path}.health.status", "health_check_status")
+        if "java_heap_mb" in fields and runtime != Runtime.JAVA:
+            self.error(f"{path}.java_heap_mb", f"not for a {runtime} service: only java services run a JVM")
+        elif "java_heap_mb" in fields:
+            spec.java_heap_mb = self.option(fields["java_heap_mb"], f"{path}.java_heap_mb", "java_heap_mb")
         if not data and "environments" in fields:
             for env, value in self.mapping(fields["environments"], f"{path}.environments").items():
                 environment = self.environment(f"{path}.environments.{env}", value, spec.versions)
@@ -278,6 +316,24 @@ class Checker:
             self.error(path, f"must name a version of this service (the manifest's: {named})")
             return None
         return value
+
+    def option(self, value, path: str, name: str):
+        """A service option checked by its model field's own rules (the API's too); its default
+        when it is wrong, the error said."""
+        model_field = Service._meta.get_field(name)
+        if isinstance(model_field, models.IntegerField) and value is not None:
+            if isinstance(value, bool) or not isinstance(value, int):
+                self.error(path, "must be a whole number")
+                return model_field.get_default()
+        elif isinstance(model_field, models.CharField) and not isinstance(value, str):
+            self.error(path, "must be text")
+            return model_field.get_default()
+        try:
+            return model_field.clean(value, None)
+        except ValidationError as exc:
+            for message in exc.messages:
+                self.error(path, message)
+            return model_field.get_default()
 
     def settings(self, value, path: str) -> dict:
         """versions.models.clean_settings, each problem at its setting's path."""

@@ -8,7 +8,15 @@ import threading
 import pytest
 from agent_helpers import HAPROXY, app_zip, http_request, instance_body, make_zip, runtime
 from conpaas_agent.procs import pid_alive
-from conpaas_agent.router.config import CHECK_OPTIONS, CONSOLE_COOKIE_PASSES, Paths, render_config, render_map
+from conpaas_agent.router.config import (
+    CHECK_OPTIONS,
+    CONSOLE_COOKIE_PASSES,
+    Paths,
+    check_passes,
+    render_config,
+    render_map,
+)
+from conpaas_agent.router.health import probe
 from conpaas_agent.router.runtime_api import parse_servers_state, server_healthy
 from conpaas_agent.router.validation import InvalidRouting, validate_routing
 from conpaas_agent.waiting import wait_until
@@ -829,3 +837,107 @@ def test_a_new_version_in_a_reused_slot_starts_with_fresh_metrics(start_agent, a
         assert served(agent, "/", {"X-Conpaas-Env": "k-dev"}) == "v3"
     figures = wait_until(lambda: development(3), message="version 3's requests to be counted")
     assert figures["error_rate"] == 0.0
+
+
+# --- the health check's expected status ----------------------------------------------------
+
+
+class StatusServer(SteadyServer):
+    """Answers /health with the class's `status`, so a test can move a server's answer."""
+
+    status = 200
+
+    def do_GET(self):
+        self.send_response(self.status)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+
+def test_it_renders_the_expected_status_or_the_default_rule(tmp_path):
+    paths = Paths(str(tmp_path))
+    for name in ("keys.map", "envs.map"):
+        (tmp_path / name).write_text("")
+    expecting = render_config(paths, "127.0.0.1:8080", 1, {}, "/healthz", 204)
+    (tmp_path / "haproxy.cfg").write_text(expecting)
+    result = subprocess.run([HAPROXY, "-c", "-f", str(tmp_path / "haproxy.cfg")], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert "    option httpchk GET /healthz\n    http-check expect status 204\n" in expecting
+    assert "rstatus" not in expecting
+    default = render_config(paths, "127.0.0.1:8080", 1, {}, "/healthz")
+    assert "    http-check expect ! rstatus ^5\n" in default and "expect status" not in default
+
+
+@pytest.mark.parametrize(
+    ("status", "expected", "passes"),
+    [(200, None, True), (404, None, True), (500, None, False), (200, 200, True), (302, 200, False), (302, 302, True)],
+)
+def test_the_probe_and_haproxy_share_one_rule(status, expected, passes):
+    assert check_passes(status, expected) is passes
+
+
+def test_the_probe_expects_the_status_when_one_is_set():
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), StatusServer)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    target = f"127.0.0.1:{server.server_port}"
+    try:
+        StatusServer.status = 302
+        assert probe(target, "/health") == ""
+        assert probe(target, "/health", 200) == "HTTP 302, expected 200"
+        assert probe(target, "/health", 302) == ""
+    finally:
+        StatusServer.status = 200
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ({"health_status": 404}, "health_status must be one status from 200 to 399"),
+        ({"health_status": "200"}, "health_status"),
+        ({"health_status": True}, "health_status"),
+        ({"health_path": "/ok\n"}, "health_path"),  # a newline would end HAProxy's line
+    ],
+)
+def test_it_refuses_a_bad_health_check(body, message):
+    with pytest.raises(InvalidRouting, match=message):
+        validate_routing(body)
+
+
+def test_a_routing_without_a_status_expects_any_below_500():
+    assert validate_routing({})["health_status"] is None
+    assert validate_routing({"health_status": 204})["health_status"] == 204
+
+
+@pytest.mark.integration
+def test_a_changed_expected_status_rechecks_every_server(start_agent):
+    agent = start_agent(roles=("proxy",))
+    server = QuietServer(("127.0.0.1", 0), StatusServer)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    desired = {
+        **routing({}, {"production": "1"}),
+        "health_path": "/health",
+        "backends": {"1": [{"name": "n-test-s", "address": "127.0.0.1", "port": server.server_port}]},
+    }
+
+    def healthy() -> bool:
+        status = agent.call("GET", "/v1/proxy").json()
+        return status["backends"]["1"]["servers"]["n-test-s"]["healthy"]
+
+    try:
+        StatusServer.status = 302  # below 500: healthy by default
+        assert agent.call("PUT", "/v1/proxy", desired).status == 200
+        wait_until(healthy, message="the server to pass the default check")
+
+        resp = agent.call("PUT", "/v1/proxy", {**desired, "health_status": 200})
+        assert resp.status == 200 and resp.json()["health_status"] == 200
+        wait_until(lambda: not healthy(), message="the server to fail a check that expects 200")
+        gated = agent.call("PUT", "/v1/proxy?require_healthy=1", {**desired, "health_status": 200})
+        assert gated.status == 409, gated.body
+
+        StatusServer.status = 200
+        wait_until(healthy, message="the server to pass once it answers 200")
+    finally:
+        StatusServer.status = 200
+        server.shutdown()
+        server.server_close()

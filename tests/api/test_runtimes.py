@@ -51,7 +51,6 @@ def test_it_changes_the_heap_of_a_java_service(api, alice):
         ("java", {"java_heap_mb": 32}, "java_heap_mb", "greater than or equal to 64"),
         ("java", {"java_heap_mb": 100000}, "java_heap_mb", "less than or equal to 16384"),
         ("java", {"java_heap_mb": "lots"}, "java_heap_mb", "A valid integer is required."),
-        ("java", {}, "java_heap_mb", "This field is required."),
         ("java", {"java_heap_mb": 512, "name": "other"}, "name", "cannot be changed"),
         ("java", {"runtime": "php"}, "runtime", "cannot be changed"),
         ("python", {"java_heap_mb": 512}, "java_heap_mb", "only java services run a JVM"),
@@ -65,6 +64,13 @@ def test_it_refuses_a_bad_change_and_changes_nothing(api, alice, runtime, body, 
     service.refresh_from_db()
     assert (service.name, service.runtime, service.java_heap_mb) == ("shop", runtime, 256)
     assert not Event.objects.filter(action="service.update").exists()
+
+
+def test_a_change_that_names_nothing_is_refused(api, alice):
+    service = ServiceFactory(owner=alice, name="shop", runtime="java")
+    response = api.patch(f"/api/v1/services/{service.pk}/", {}, format="json")
+    assert response.status_code == 400
+    assert response.json()["detail"] == "give one or more of: java_heap_mb, health_check_path, health_check_status"
 
 
 def test_another_users_service_cannot_be_changed(api):

@@ -45,13 +45,21 @@ def test_a_dry_run_prints_the_plan_and_creates_nothing(cli, as_owner, example):
     assert as_owner.get("/api/v1/applications/").json() == []
 
 
-def test_a_bad_manifest_is_refused_with_the_path_of_the_wrong_field(cli, as_owner, example):
-    example.write_text(example.read_text().replace("nodes: 1 ", "nodes: 0 "))
+def test_a_bad_manifest_is_refused_with_the_path_of_the_wrong_field_one_a_line(cli, as_owner, example):
+    text = example.read_text().replace("nodes: 1 ", "nodes: 0 ")
+    example.write_text(text.replace("runtime: python", "runtime: python\n    port: 80"))
 
     result = cli("apply", example)
 
     assert result.code != 0
-    assert "services.web.nodes: must be ≥ 1" in result.err
+    assert result.err.splitlines() == [
+        "error: the manifest is refused:",
+        "  services.api.port: unknown key (expected one of: runtime, nodes, links, versions, environments, "
+        "settings, release, health, java_heap_mb, dump)",
+        "  services.web.port: unknown key (expected one of: runtime, nodes, links, versions, environments, "
+        "settings, release, health, java_heap_mb, dump)",
+        "  services.web.nodes: must be ≥ 1",
+    ]
     assert as_owner.get("/api/v1/applications/").json() == []
 
 

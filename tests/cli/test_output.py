@@ -67,6 +67,11 @@ def test_it_makes_one_line_of_api_errors():
     assert error_message(response(409, b'{"detail": "v1 is in use by production"}')) == "v1 is in use by production"
     assert error_message(response(400, b'{"name": ["taken"], "runtime": ["no php"]}')) == "name: taken; runtime: no php"
     assert error_message(response(400, b'{"non_field_errors": ["bad login"]}')) == "bad login"
+    # A manifest's problems each name their own path: one a line.
+    refused = '{"manifest": ["services.web.nodes: must be ≥ 1", "services.web.links[0]: no service named db"]}'.encode()
+    assert error_message(response(400, refused)) == (
+        "the manifest is refused:\n  services.web.nodes: must be ≥ 1\n  services.web.links[0]: no service named db"
+    )
     assert error_message(response(409, b"<html>oops</html>")) == "HTTP 409 Conflict"
 
 

@@ -356,3 +356,51 @@ def test_settings_apply_per_environment_and_applying_again_changes_nothing(alice
     assert changed.plan.changed == ["web/production: settings GREETING", "web/development: settings GREETING"]
     assert settings_of(alice, "production")["GREETING"]["value"] == "hi"
     assert {o.state for o in Operation.objects.all()} == {OperationState.SUCCEEDED}
+
+
+OPTIONS = """\
+application: shop
+services:
+  web:
+    runtime: python
+    health: {health}
+  app:
+    runtime: java
+    java_heap_mb: {heap}
+"""
+
+
+def test_it_applies_the_health_check_and_the_heap_then_applying_again_changes_nothing(alice, queue, fleet):
+    run(queue, alice, OPTIONS.format(health="{path: /healthz}", heap=512))
+
+    web, app = Service.objects.get(name="web"), Service.objects.get(name="app")
+    assert (web.health_check_path, web.health_check_status, app.java_heap_mb) == ("/healthz", None, 512)
+    router = web.proxy_nodes().get().name
+    assert fleet.routing[router]["health_path"] == "/healthz"
+
+    again = run(queue, alice, OPTIONS.format(health="{path: /healthz}", heap=512))
+    assert lines(again) == {"created": [], "changed": [], "removed": []}
+
+    text = OPTIONS.format(health="{path: /healthz, status: 200}", heap=768)
+    plan = run(queue, alice, text, dry_run=True)
+    assert lines(plan)["changed"] == [
+        "web: health check GET /healthz answering any status below 500 → GET /healthz answering 200",
+        "app: java heap 512 MB → 768 MB",
+    ]
+    web.refresh_from_db()
+    assert web.health_check_status is None, "a dry run changes nothing"
+
+    run(queue, alice, text)
+    web.refresh_from_db(), app.refresh_from_db()
+    assert (web.health_check_status, app.java_heap_mb) == (200, 768)
+    assert fleet.routing[router]["health_status"] == 200
+    assert lines(run(queue, alice, text)) == {"created": [], "changed": [], "removed": []}
+
+    # What the manifest leaves out is the default again, as a missing `nodes` is 1.
+    back = run(queue, alice, "application: shop\nservices:\n  web: {runtime: python}\n  app: {runtime: java}\n")
+    assert lines(back)["changed"] == [
+        "web: health check GET /healthz answering 200 → GET / answering any status below 500",
+        "app: java heap 768 MB → 256 MB",
+    ]
+    web.refresh_from_db()
+    assert (web.health_check_path, web.health_check_status) == ("/", None)

@@ -150,3 +150,48 @@ def test_changing_a_preview_key_replaces_the_old_one_on_the_routers(service, pro
     keys = fleet.routing[proxy.name]["preview_keys"]
     assert keys["readable-key"] == "development"
     assert old_key not in keys
+
+
+def test_a_changed_health_check_reaches_every_router_at_once(alice, fleet, queue):
+    made = {}
+
+    def create():
+        made["service"], operation = lifecycle.create(alice, "shop", "python", health_check_path="/healthz")
+        return operation
+
+    queue.start(create)
+    service = made["service"]
+    node = Node.objects.get(service=service)
+    assert fleet.routing[node.name]["health_path"] == "/healthz"
+    assert "health_status" not in fleet.routing[node.name], "unset: the router's own default, not sent"
+
+    lifecycle.update(service, alice, health_check_status=200)
+
+    assert (fleet.routing[node.name]["health_path"], fleet.routing[node.name]["health_status"]) == ("/healthz", 200)
+    service.refresh_from_db()
+    assert service.locked_by is None, "held only while the routers took it"
+    event = Event.objects.get(service=service, action="service.update")
+    assert event.message == (
+        "health check set to GET /healthz answering 200 (was GET /healthz answering any status below 500)"
+    )
+    assert event.operation.kind == "route" and event.operation.state == OperationState.SUCCEEDED
+
+    puts = len(fleet.calls_to("put_proxy"))
+    lifecycle.update(service, alice, health_check_status=200, health_check_path="/healthz")
+    assert len(fleet.calls_to("put_proxy")) == puts, "nothing changed: the routers are not asked"
+
+
+def test_a_changed_heap_asks_no_router(alice, fleet, queue):
+    made = {}
+
+    def create():
+        made["service"], operation = lifecycle.create(alice, "shop", "java", java_heap_mb=512)
+        return operation
+
+    queue.start(create)
+    puts = len(fleet.calls_to("put_proxy"))
+
+    lifecycle.update(made["service"], alice, java_heap_mb=768)
+
+    assert len(fleet.calls_to("put_proxy")) == puts
+    assert Service.objects.get(pk=made["service"].pk).java_heap_mb == 768

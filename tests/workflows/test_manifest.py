@@ -136,6 +136,21 @@ def web(body: str) -> str:
         (web("runtime: python\nrelease: [migrate]\n"), "services.web.release: must be a command"),
         (web('runtime: python\nrelease: "python \'x"\n'), "services.web.release: has unbalanced quotes"),
         ("application: wiki\nservices: {web: {runtime: python}, 1: {runtime: php}}\n", "services: 1: keys must be"),
+        (web("runtime: python\nhealth: /healthz\n"), "services.web.health: must be a mapping"),
+        (
+            web("runtime: python\nhealth: {url: /x}\n"),
+            "services.web.health.url: unknown key (expected one of: path, status)",
+        ),
+        (web("runtime: python\nhealth: {path: healthz}\n"), "services.web.health.path: must be a path starting with /"),
+        (web("runtime: python\nhealth: {path: '/a b'}\n"), "services.web.health.path: must be a path starting with /"),
+        (web("runtime: python\nhealth: {path: 3}\n"), "services.web.health.path: must be text"),
+        (web("runtime: python\nhealth: {status: 404}\n"), "services.web.health.status: must be one status from 200"),
+        (web("runtime: python\nhealth: {status: ok}\n"), "services.web.health.status: must be a whole number"),
+        (web("runtime: python\nhealth: {status: true}\n"), "services.web.health.status: must be a whole number"),
+        (web("runtime: redis\nhealth: {path: /}\n"), "services.web.health: not for a redis service: data services"),
+        (web("runtime: java\njava_heap_mb: 32\n"), "services.web.java_heap_mb: Ensure this value is greater"),
+        (web("runtime: java\njava_heap_mb: lots\n"), "services.web.java_heap_mb: must be a whole number"),
+        (web("runtime: php\njava_heap_mb: 512\n"), "services.web.java_heap_mb: not for a php service: only java"),
     ],
 )
 def test_it_refuses_a_wrong_field_naming_its_path(text, error):
@@ -143,6 +158,20 @@ def test_it_refuses_a_wrong_field_naming_its_path(text, error):
         parse(text)
 
     assert any(line.startswith(error) for line in refused.value.errors), refused.value.errors
+
+
+def test_it_reads_the_health_check_and_the_heap():
+    manifest = parse(
+        "application: wiki\nservices:\n"
+        "  web: {runtime: python, health: {path: /healthz, status: 200}}\n"
+        "  api: {runtime: php, health: {path: '/up?deep=1'}}\n"
+        "  shop: {runtime: java, java_heap_mb: 512}\n"
+    )
+
+    web, api, shop = (manifest.services[name] for name in ("web", "api", "shop"))
+    assert web.options() == {"java_heap_mb": 256, "health_check_path": "/healthz", "health_check_status": 200}
+    assert (api.health_path, api.health_status) == ("/up?deep=1", None)
+    assert shop.options() == {"java_heap_mb": 512, "health_check_path": "/", "health_check_status": None}
 
 
 def test_it_lists_every_problem_at_once():
@@ -153,11 +182,11 @@ def test_it_lists_every_problem_at_once():
 
     assert refused.value.errors == [
         "services.web.extra: unknown key (expected one of: runtime, nodes, links, versions, environments, "
-        "settings, release, dump)",
+        "settings, release, health, java_heap_mb, dump)",
         "services.web.nodes: must be ≥ 1",
         "services.web.links[0]: no service named db in this manifest",
     ]
-    assert str(refused.value) == "; ".join(refused.value.errors)
+    assert str(refused.value) == "\n".join(refused.value.errors), "one per line"
 
 
 def test_it_refuses_yaml_tags_it_does_not_know():

@@ -101,16 +101,23 @@ def server_options(maxconn: int | None) -> str:
     return CHECK_OPTIONS + (f" maxconn {maxconn}" if maxconn else "")
 
 
-def slot_backend(slot: str, health_path: str) -> list[str]:
+def check_passes(status: int, expected: int | None) -> bool:
+    """The health check's rule on an answer's status, as slot_backend renders it for HAProxy:
+    the expected status, or without one any status below 500. The agent's own probe uses it."""
+    return status == expected if expected is not None else status < 500
+
+
+def slot_backend(slot: str, health_path: str, health_status: int | None = None) -> list[str]:
     """A slot backend's rules, without its servers."""
     counter = QUEUE_TIMEOUTS_VAR.format(slot=slot)
+    expect = f"status {health_status}" if health_status is not None else "! rstatus ^5"
     return [
         f"backend {slot}",
         "    balance roundrobin",
         f"    option httpchk GET {health_path}",
         # Named, so the instances leave the checks out of their access logs (platform_requests.py).
         f"    http-check send hdr User-Agent {HEALTH_CHECK}",
-        "    http-check expect ! rstatus ^5",
+        f"    http-check expect {expect}",
         # What HAProxy answers itself with 503: the queue timeout, every retry refused, no server up.
         f'    http-error status 503 content-type text/plain string "{BUSY_MESSAGE}" hdr Retry-After 1',
         # Counted as a queue timeout when no server took the request (an instance's own 503 has
@@ -185,6 +192,7 @@ def render_config(
     slot_count: int,
     slot_servers: dict[str, list[dict]],
     health_path: str = "/",
+    health_status: int | None = None,
 ) -> str:
     """The whole haproxy.cfg: one frontend, the 503 backend and ``slot_count`` slot backends.
 
@@ -262,7 +270,7 @@ def render_config(
     ]
     for index in range(slot_count):
         slot = f"slot{index}"
-        lines += ["", *slot_backend(slot, health_path)]
+        lines += ["", *slot_backend(slot, health_path, health_status)]
         for server in sorted(slot_servers.get(slot, []), key=lambda s: s["name"]):
             target = server.get("target") or f"{server['address']}:{server['port']}"
             lines.append(f"    server {server['name']} {target} {server_options(server.get('maxconn'))}")

@@ -6,7 +6,7 @@ import http.client
 import socket
 
 from ..platform_requests import PROBE
-from .config import CHECK_TIMEOUT
+from .config import CHECK_TIMEOUT, check_passes
 
 
 class UnixHTTPConnection(http.client.HTTPConnection):
@@ -22,10 +22,10 @@ class UnixHTTPConnection(http.client.HTTPConnection):
         self.sock.connect(self.path)
 
 
-def probe(target: str, path: str, timeout: float = CHECK_TIMEOUT) -> str:
+def probe(target: str, path: str, expected: int | None = None, timeout: float = CHECK_TIMEOUT) -> str:
     """GET `path` on the server at ``target`` (address:port, or a unix socket's path, as HAProxy
-    reaches it); "" when it answers below 500 (HAProxy's rule, `http-check expect ! rstatus ^5`),
-    else why not."""
+    reaches it); "" when the answer passes HAProxy's rule (config.check_passes: `expected`, or
+    below 500 without one), else why not."""
     if target.startswith("/"):
         connection: http.client.HTTPConnection = UnixHTTPConnection(target, timeout)
     else:
@@ -38,4 +38,6 @@ def probe(target: str, path: str, timeout: float = CHECK_TIMEOUT) -> str:
         return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
     finally:
         connection.close()
-    return f"HTTP {status}" if status >= 500 else ""
+    if check_passes(status, expected):
+        return ""
+    return f"HTTP {status}" + (f", expected {expected}" if expected is not None else "")

@@ -50,7 +50,8 @@ class Proxy:
         self.http_bind = http_bind
         self.binary = binary or os.environ.get("CONPAAS_HAPROXY") or "/usr/sbin/haproxy"
         state = state or {}
-        self.routing: dict = state.get("routing") or dict(EMPTY_ROUTING)
+        # Over the defaults: a routing saved by an older agent lacks the fields added since.
+        self.routing: dict = {**EMPTY_ROUTING, **(state.get("routing") or {})}
         self.slots: dict[str, str] = dict(state.get("slots") or {})  # version key -> slotK
         self.slot_count: int = int(state.get("slot_count") or INITIAL_SLOTS)
         self._save = save
@@ -97,7 +98,12 @@ class Proxy:
         write_if_changed(
             self.paths.config,
             render_config(
-                self.paths, self.http_bind, self.slot_count, self._slot_servers(routing, only), routing["health_path"]
+                self.paths,
+                self.http_bind,
+                self.slot_count,
+                self._slot_servers(routing, only),
+                routing["health_path"],
+                routing["health_status"],
             ),
         )
         write_if_changed(self.paths.envs_map, render_map(self._envs_entries(routing)))
@@ -209,11 +215,14 @@ class Proxy:
                 self.start()
             if require_healthy is not None:
                 self._check_healthy(routing, require_healthy)
-            health_path_changed = routing["health_path"] != self.routing.get("health_path", "/")
+            health_check_changed = (routing["health_path"], routing["health_status"]) != (
+                self.routing["health_path"],
+                self.routing["health_status"],
+            )
             slots_grew = self._assign_slots(routing)
             previous, self.routing = self.routing, routing
             self._save()
-            if health_path_changed or slots_grew:
+            if health_check_changed or slots_grew:
                 # A server the new worker reads in the config is UP before any check (2.6 has no
                 # init-state): reload with the servers HAProxy has, add the new ones after, down
                 # until their first check passes, as at any other change.
@@ -353,7 +362,7 @@ class Proxy:
                 )
             # HAProxy's verdict is as old as its last check (up to a second or two): a server that
             # died since still looks UP. One request now closes that window before the commit.
-            elif failure := probe(self.target(server), routing["health_path"]):
+            elif failure := probe(self.target(server), routing["health_path"], routing["health_status"]):
                 problems.append(f"{server['name']} does not answer its health check now ({failure})")
         if problems:
             raise Unhealthy("; ".join(problems))
@@ -433,6 +442,7 @@ class Proxy:
             "http_port": int(port),
             "running": running,
             "health_path": self.routing["health_path"],
+            "health_status": self.routing["health_status"],
             "routes": self.routing["routes"],
             "preview_keys": self.routing["preview_keys"],
             "backends": backends,

@@ -8,6 +8,10 @@ NAME_RE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")  # version keys, server names
 ENV_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")  # environment names
 KEY_RE = re.compile(r"^[A-Za-z0-9_-]{1,128}$")  # preview keys (same as the cookie filter)
 HEALTH_PATH_RE = re.compile(r"^/[A-Za-z0-9._~/%&=+,:@?-]{0,200}$")  # nothing HAProxy would parse
+# An expected status is an answer that says "serving": a success or a redirect. An error code
+# would pass a broken app (404 passes a server that lost the page); without one, any status
+# below 500 passes.
+MIN_HEALTH_STATUS, MAX_HEALTH_STATUS = 200, 399
 HOST_RE = re.compile(r"^[A-Za-z0-9.:-]{1,253}$")
 MAX_MAXCONN = 10_000
 
@@ -16,16 +20,36 @@ class InvalidRouting(ValueError):
     """The desired routing body is malformed (the agent answers 400)."""
 
 
+def health_path_problem(path: object) -> str:
+    """Why `path` cannot be a health check's path ("": it can); the control plane checks with it too."""
+    # fullmatch: `$` would let a trailing newline through into HAProxy's config.
+    if not isinstance(path, str) or not HEALTH_PATH_RE.fullmatch(path):
+        return "must be a path starting with / without spaces or quotes"
+    return ""
+
+
+def health_status_problem(status: object) -> str:
+    """Why `status` cannot be a health check's expected status ("": it can; None: any below 500)."""
+    if status is not None and (
+        isinstance(status, bool) or not isinstance(status, int) or not MIN_HEALTH_STATUS <= status <= MAX_HEALTH_STATUS
+    ):
+        return f"must be one status from {MIN_HEALTH_STATUS} to {MAX_HEALTH_STATUS} (or null: any status below 500)"
+    return ""
+
+
 def validate_routing(body: object) -> dict:
     """Check a ``PUT /v1/proxy`` body and return it normalised."""
     if not isinstance(body, dict):
         raise InvalidRouting("the body must be a JSON object")
-    unknown = set(body) - {"health_path", "backends", "routes", "preview_keys", "drain_timeout"}
+    unknown = set(body) - {"health_path", "health_status", "backends", "routes", "preview_keys", "drain_timeout"}
     if unknown:
         raise InvalidRouting(f"unknown field(s): {', '.join(sorted(unknown))}")
     health_path = body.get("health_path", "/")
-    if not isinstance(health_path, str) or not HEALTH_PATH_RE.match(health_path):
-        raise InvalidRouting("health_path must be a path starting with / without spaces or quotes")
+    if problem := health_path_problem(health_path):
+        raise InvalidRouting(f"health_path {problem}")
+    health_status = body.get("health_status")
+    if problem := health_status_problem(health_status):
+        raise InvalidRouting(f"health_status {problem}")
     drain_timeout = body.get("drain_timeout", 30)
     if isinstance(drain_timeout, bool) or not isinstance(drain_timeout, (int, float)) or not 0 <= drain_timeout <= 3600:
         raise InvalidRouting("drain_timeout must be a number of seconds between 0 and 3600")
@@ -80,6 +104,7 @@ def validate_routing(body: object) -> dict:
             raise InvalidRouting(f"preview key target {env!r} must be an environment name")
     return {
         "health_path": health_path,
+        "health_status": health_status,
         "backends": clean_backends,
         "routes": dict(routes),
         "preview_keys": dict(preview_keys),
@@ -87,4 +112,11 @@ def validate_routing(body: object) -> dict:
     }
 
 
-EMPTY_ROUTING = {"health_path": "/", "backends": {}, "routes": {}, "preview_keys": {}, "drain_timeout": 30}
+EMPTY_ROUTING = {
+    "health_path": "/",
+    "health_status": None,
+    "backends": {},
+    "routes": {},
+    "preview_keys": {},
+    "drain_timeout": 30,
+}
