@@ -63,6 +63,11 @@ def refresh_health(service) -> dict[str, list[str] | None]:
     return save_health(service, statuses, failure)
 
 
+def check_words(service) -> str:
+    expected = service.health_check_status
+    return f"GET {service.health_check_path}" + (f", expecting {expected}" if expected else "")
+
+
 class Unhealthy(OperationFailed):
     """A release did not pass its health check: its instances' logs tell why (workflows.deploy)."""
 
@@ -93,14 +98,14 @@ def wait_healthy(service, release, timeout: float | None = None) -> None:
         for name, (error, since) in sorted(answering.items()):
             if now - since >= settings.CONPAAS_HEALTH_FAIL_AFTER:
                 raise Unhealthy(
-                    f"{release.label} answers its health check (GET {service.health_check_path}) with {error}, "
+                    f"{release.label} answers its health check ({check_words(service)}) with {error}, "
                     f"check after check for {now - since:.1f} s (instance {name})"
                 )
         return not problems
 
     if not wait_until(healthy, timeout, interval=0.2):
         raise Unhealthy(
-            f"{release.label} did not pass its health check (GET {service.health_check_path}) "
+            f"{release.label} did not pass its health check ({check_words(service)}) "
             f"within {timeout} s: " + "; ".join(problems)
         )
 

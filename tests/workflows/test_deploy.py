@@ -218,3 +218,13 @@ def test_kept_logs_are_the_newest_per_service(service, proxy, fleet, queue, sett
         fleet.logs[f"{proxy.name}-v{version_.pk}"] = {"instance.log": [f"{label} broke"]}
         assert deploy(queue, service, "development", version_).state == OperationState.FAILED
     assert sorted(FailedInstanceLog.objects.values_list("version_label", flat=True)) == ["v4", "v5"]
+
+
+def test_a_failed_deploy_names_the_status_its_check_expects(service, proxy, fleet, queue, settings):
+    settings.CONPAAS_HEALTH_TIMEOUT = 0
+    service.health_check_path, service.health_check_status = "/healthz", 200
+    service.save()
+    v3 = CodeVersionFactory(service=service, label="v3")
+    fleet.make_unhealthy(f"{proxy.name}-v{v3.pk}")
+    operation = deploy(queue, service, "production", v3)
+    assert "v3 did not pass its health check (GET /healthz, expecting 200) within 0 s" in operation.error
