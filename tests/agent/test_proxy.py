@@ -861,7 +861,7 @@ def test_it_renders_the_expected_status_or_the_default_rule(tmp_path):
     (tmp_path / "haproxy.cfg").write_text(expecting)
     result = subprocess.run([HAPROXY, "-c", "-f", str(tmp_path / "haproxy.cfg")], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
-    assert "    option httpchk GET /healthz\n    http-check expect status 204\n" in expecting
+    assert "    option httpchk GET /healthz\n" in expecting and "    http-check expect status 204\n" in expecting
     assert "rstatus" not in expecting
     default = render_config(paths, "127.0.0.1:8080", 1, {}, "/healthz")
     assert "    http-check expect ! rstatus ^5\n" in default and "expect status" not in default
