@@ -19,6 +19,7 @@ EXCERPT_LINE_CHARS = 300
 ACCESS_LOGS = ("access.log",)
 STACK_FRAME = re.compile(r"^\s+at \S")  # Java's "\tat org.example.Main.run(Main.java:3)"
 FRAMES_SHOWN = 3  # of each run of stack frames
+DIGITS = re.compile(r"\d+")
 
 
 def environment_logs(service, environment_name: str, lines: int = DEFAULT_LINES) -> dict:
@@ -111,16 +112,28 @@ def keep_failed_logs(service, release, operation=None) -> str:
 
 
 def why(files: dict[str, list[str]]) -> str:
-    """The last lines of each log file but the access logs, stack frames shortened, one file
-    after another, each line named by its file."""
+    """The last lines of each log file but the access logs, repeats and stack frames left out,
+    one file after another, each line named by its file."""
     out = []
     for file, file_lines in files.items():
         if file in ACCESS_LOGS:
             continue
-        for line in shorten_stacks(file_lines)[-EXCERPT_LINES_PER_FILE:]:
+        for line in shorten_stacks(last_of_repeats(file_lines))[-EXCERPT_LINES_PER_FILE:]:
             line = line.rstrip()
             out.append(f"  {file}: {line[:EXCERPT_LINE_CHARS]}" + ("…" if len(line) > EXCERPT_LINE_CHARS else ""))
     return "\n".join(out)
+
+
+def last_of_repeats(lines: list[str]) -> list[str]:
+    """Each line but those repeated later with other numbers only (a time, a request's or a
+    process's number): every health check logs the same error, and once says it."""
+    seen, kept = set(), []
+    for line in reversed(lines):
+        key = DIGITS.sub("#", line)
+        if key not in seen:
+            seen.add(key)
+            kept.append(line)
+    return kept[::-1]
 
 
 def shorten_stacks(lines: list[str]) -> list[str]:

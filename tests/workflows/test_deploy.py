@@ -132,7 +132,7 @@ def test_each_router_server_takes_as_many_requests_at_once_as_its_instance_serve
 JAVA_ERROR = [
     "SEVERE: Servlet.service() for servlet [app] threw exception",
     "java.lang.IllegalStateException: no DATABASE_URL",
-    *[f"\tat org.example.App.frame{n}(App.java:{n})" for n in range(40)],
+    *[f"\tat org.example.App.step{chr(97 + n % 26)}{chr(97 + n // 26)}(App.java:{n})" for n in range(40)],
     "Caused by: java.net.ConnectException: refused",
     "\tat org.example.Db.open(Db.java:9)",
 ]
@@ -163,7 +163,7 @@ def test_an_app_that_answers_an_error_fails_its_deploy_at_once_with_its_own_logs
     # The exception and its cause, not 40 stack frames; no access log lines.
     assert "instance.log: java.lang.IllegalStateException: no DATABASE_URL" in operation.error
     assert "instance.log: Caused by: java.net.ConnectException: refused" in operation.error
-    assert "… 37 more frames" in operation.error and "frame39" not in operation.error
+    assert "… 37 more frames" in operation.error and "stepnb" not in operation.error
     assert "access.log" not in operation.error
     failure = Event.objects.filter(service=service, action="deploy", outcome=Outcome.FAILED).first()
     assert "no DATABASE_URL" in failure.message, "the event says why too"
@@ -228,3 +228,14 @@ def test_a_failed_deploy_names_the_status_its_check_expects(service, proxy, flee
     fleet.make_unhealthy(f"{proxy.name}-v{v3.pk}")
     operation = deploy(queue, service, "production", v3)
     assert "v3 did not pass its health check (GET /healthz, expecting 200) within 0 s" in operation.error
+
+
+def test_the_quoted_lines_leave_out_what_every_check_repeated():
+    """Each health check logs the same error with another time and request number: once is enough."""
+    repeated = [f"2026/12/07 14:24:{n:02} [error] 9#9: *{n} PHP Fatal error: boom" for n in range(10, 40)]
+    excerpt = logs.why({"error.log": ["starting", *repeated, "Stack trace:"], "access.log": ['"GET /" 500']})
+    assert excerpt.splitlines() == [
+        "  error.log: starting",
+        "  error.log: 2026/12/07 14:24:39 [error] 9#9: *39 PHP Fatal error: boom",
+        "  error.log: Stack trace:",
+    ]
