@@ -315,7 +315,8 @@ def services_delete(args: Namespace) -> int:
     api = client()
     service = find_service(api, args.service)
     if not args.yes:
-        confirm_name(service["name"])
+        data = service["runtime"] in DB_CLIENTS
+        confirm_name(service["name"], "its data, nodes and history" if data else "its nodes, code versions and history")
     try:
         operation = api.delete(
             f"services/{service['id']}/", expect=(202,), params={"force": "true"} if args.force else None
@@ -327,11 +328,12 @@ def services_delete(args: Namespace) -> int:
     return finish(api, operation, args)
 
 
-def confirm_name(name: str) -> None:
-    """Ask for `name` to be typed before something that cannot be undone; a script says --yes."""
+def confirm_name(name: str, what: str) -> None:
+    """Ask for `name` to be typed before deleting it and `what` goes with it, which cannot be
+    undone; a script says --yes."""
     if not sys.stdin.isatty():
         raise CliError(f"not deleted: confirm by typing {name} on a terminal, or give --yes", USAGE)
-    prompt = f"This deletes {name}: its nodes, code versions and history. Type its name to confirm: "
+    prompt = f"This deletes {name}: {what}. Type its name to confirm: "
     print(prompt, end="", file=sys.stderr, flush=True)  # stderr, as login's: stdout stays the result
     typed = sys.stdin.readline().strip()
     if typed != name:

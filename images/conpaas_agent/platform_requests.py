@@ -31,7 +31,9 @@ from gunicorn.glogging import Logger
 
 class AccessLog(Logger):
     def access(self, resp, req, environ, request_time):
-        platform = environ.get("HTTP_USER_AGENT", "").startswith("{USER_AGENT_PREFIX}")
-        if not platform or "HTTP_X_FORWARDED_FOR" in environ:
+        # The request's own headers: when the app raised, gunicorn logs an environ without them.
+        headers = dict(req.headers)
+        platform = headers.get("USER-AGENT", "").startswith("{USER_AGENT_PREFIX}")
+        if not platform or "X-FORWARDED-FOR" in headers:
             super().access(resp, req, environ, request_time)
 '''

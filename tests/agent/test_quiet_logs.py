@@ -41,26 +41,39 @@ def test_the_reader_drops_the_platforms_lines_of_access_logs_only_and_still_give
 def requests_of_each_kind(port: int, path: str) -> None:
     """A health check and a probe (straight from the router's or agent's node: no
     X-Forwarded-For) and a client that names itself like them (through a router: with one)."""
+    expected = 500 if path == "/raise" else 200
     for user_agent in (HEALTH_CHECK, PROBE):
-        assert http_request(port, "GET", f"{path}?by=platform", headers={"User-Agent": user_agent}).status == 200
+        answer = http_request(port, "GET", f"{path}?by=platform", headers={"User-Agent": user_agent})
+        assert answer.status == expected
     headers = {"User-Agent": HEALTH_CHECK, "X-Forwarded-For": "10.77.0.9"}
-    assert http_request(port, "GET", f"{path}?by=client", headers=headers).status == 200
+    assert http_request(port, "GET", f"{path}?by=client", headers=headers).status == expected
+
+
+RAISING_APP = """\
+def application(environ, start_response):
+    if environ["PATH_INFO"] == "/raise":
+        raise RuntimeError("broken")
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [b"ok"]
+"""
 
 
 @pytest.mark.integration
 @pytest.mark.parametrize(
-    ("runtime", "archive", "fields"),
+    ("runtime", "archive", "path"),
     [
-        ("python", app_zip(), {}),
-        ("static", make_zip({"index.html": "hi\n"}), {}),
+        ("python", app_zip(), "/"),
+        # gunicorn logs a request its app raised on with an environ of its own, without headers
+        ("python", make_zip({"wsgi.py": RAISING_APP}), "/raise"),
+        ("static", make_zip({"index.html": "hi\n"}), "/"),
     ],
 )
-def test_nginx_and_gunicorn_do_not_log_the_platforms_requests(start_agent, archives, runtime, archive, fields):
+def test_nginx_and_gunicorn_do_not_log_the_platforms_requests(start_agent, archives, runtime, archive, path):
     agent = start_agent(roles=["backend"])
     url, sha = archives.add(f"{uuid.uuid4().hex}.zip", archive)
-    started = agent.call("PUT", "/v1/instances/q1", instance_body(url, sha, "v1", runtime=runtime, **fields))
+    started = agent.call("PUT", "/v1/instances/q1", instance_body(url, sha, "v1", runtime=runtime))
     assert started.status == 200, started.body
-    requests_of_each_kind(started.json()["port"], "/")
+    requests_of_each_kind(started.json()["port"], path)
     log = agent.home / "instances" / "q1" / "access.log"
     wait_until(lambda: log.exists() and "by=client" in log.read_text(), timeout=10)
     written = log.read_text()

@@ -56,7 +56,7 @@ def test_a_delete_asks_for_the_name_on_a_terminal(cli, logged_in, monkeypatch):
     monkeypatch.setattr("sys.stdin", Terminal("cli-typd\n"))
     mistyped = cli("services", "delete", "cli-typed")
     assert mistyped.code == 1
-    assert "Type its name to confirm: " in mistyped.err
+    assert "This deletes cli-typed: its nodes, code versions and history. Type its name to confirm: " in mistyped.err
     assert mistyped.err.endswith("error: not deleted: 'cli-typd' is not 'cli-typed'\n")
     assert logged_in.get(f"/api/v1/services/{created['id']}/").json()["state"] == "running"
 

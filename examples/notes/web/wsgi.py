@@ -6,15 +6,25 @@ app would use psycopg from its requirements.txt."""
 
 import os
 import subprocess
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, unquote, urlsplit
+
+
+def connection_environment() -> dict:
+    """DATABASE_URL as libpq's variables: in psql's command line, its password would be in every
+    traceback and process list."""
+    url = urlsplit(os.environ["DATABASE_URL"])
+    parts = {"PGHOST": url.hostname, "PGPORT": url.port, "PGUSER": url.username, "PGPASSWORD": url.password}
+    parts["PGDATABASE"] = url.path.lstrip("/")
+    return {**os.environ, **{name: unquote(str(value)) for name, value in parts.items() if value}}
 
 
 def sql(statement: str) -> str:
     done = subprocess.run(
-        ["psql", "-X", "-q", "-t", "-A", "-v", "ON_ERROR_STOP=1", os.environ["DATABASE_URL"], "-c", statement],
+        ["psql", "-X", "-q", "-t", "-A", "-v", "ON_ERROR_STOP=1", "-c", statement],
         capture_output=True,
         text=True,
         timeout=20,
+        env=connection_environment(),
     )
     return done.stdout.strip() if done.returncode == 0 else "error: " + done.stderr.strip()
 
