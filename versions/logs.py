@@ -79,7 +79,7 @@ def failed_logs(service, environment_name: str, lines: int = DEFAULT_LINES) -> d
         newest = kept_here.first()
         same_failure = kept_here.filter(operation=newest.operation, version_label=newest.version_label)
         for kept in same_failure.order_by("node_name", "id"):
-            files = {file: file_lines[-lines:] for file, file_lines in kept.files.items()}
+            files = {file: file_lines[-lines:] for file, file_lines in kept.files}
             found["lines"] += log_lines(kept.node_name, kept.instance, files)
     return found
 
@@ -103,7 +103,7 @@ def keep_failed_logs(service, release, operation=None) -> str:
             operation=operation,
             node_name=instance.node.name,
             instance=instance.name,
-            files=files,
+            files=list(files.items()),
         )
         excerpt = excerpt or why(files)
     stale = FailedInstanceLog.objects.filter(service=service).values_list("pk", flat=True)[KEPT_PER_SERVICE:]

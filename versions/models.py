@@ -368,7 +368,9 @@ class FailedInstanceLog(models.Model):
     )
     node_name = models.CharField(max_length=80)
     instance = models.CharField(max_length=120)
-    files = models.JSONField(default=dict)  # log file name -> its last lines
+    # [[log file name, its last lines], ...] in the runtime's order (a JSON object's keys lose it
+    # in PostgreSQL's jsonb).
+    files = models.JSONField(default=list)
     created = models.DateTimeField(default=timezone.now)
 
     class Meta:

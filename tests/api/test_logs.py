@@ -114,7 +114,7 @@ def test_failed_reads_the_logs_kept_from_the_last_failed_deploy_into_the_environ
         version_label="v3",
         node_name="n1",
         instance="n1-v3",
-        files={"instance.log": ["v3 broke"]},
+        files=[["instance.log", ["v3 broke"]]],
     )
     for node in ("n1", "n2"):
         FailedInstanceLog.objects.create(
@@ -123,7 +123,7 @@ def test_failed_reads_the_logs_kept_from_the_last_failed_deploy_into_the_environ
             version_label="v4",
             node_name=node,
             instance=f"{node}-v4",
-            files={"instance.log": ["starting", f"v4 broke on {node}"], "access.log": ['"GET / HTTP/1.1" 500']},
+            files=[["instance.log", ["starting", f"v4 broke on {node}"]], ["access.log", ['"GET / HTTP/1.1" 500']]],
         )
     FailedInstanceLog.objects.create(
         service=service,
@@ -131,7 +131,7 @@ def test_failed_reads_the_logs_kept_from_the_last_failed_deploy_into_the_environ
         version_label="v5",
         node_name="n1",
         instance="n1-v5",
-        files={"instance.log": ["v5 broke"]},
+        files=[["instance.log", ["v5 broke"]]],
     )
     calls = len(fleet.calls)
 

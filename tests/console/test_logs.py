@@ -75,7 +75,7 @@ def test_operators_read_a_failed_deploys_kept_logs_in_the_admin():
         version_label="v3",
         node_name="shop-1",
         instance="shop-1-v3",
-        files={"instance.log": ["RuntimeError: no SECRET_KEY"]},
+        files=[["instance.log", ["RuntimeError: no SECRET_KEY"]]],
     )
     operator = Client()
     operator.force_login(UserFactory(username="root", is_staff=True, is_superuser=True))

@@ -21,7 +21,7 @@ class Migration(migrations.Migration):
                 ('version_label', models.CharField(max_length=40)),
                 ('node_name', models.CharField(max_length=80)),
                 ('instance', models.CharField(max_length=120)),
-                ('files', models.JSONField(default=dict)),
+                ('files', models.JSONField(default=list)),
                 ('created', models.DateTimeField(default=django.utils.timezone.now)),
                 ('operation', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to='services.operation')),
                 ('service', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='failed_logs', to='services.service')),
