@@ -1,4 +1,4 @@
-"""`Authorization: Token <key>` (DESIGN.md): django-rest-knox's check against the stored digest,
+"""`Authorization: Token <key>` (docs/design.md, REST API contract): django-rest-knox's check against the stored digest,
 refusing an expired or revoked token with 401, plus the token's time of last use."""
 
 from knox.auth import TokenAuthentication as KnoxTokenAuthentication

@@ -50,7 +50,7 @@ WINDOW = OpenApiParameter(
     description="seconds (default 60): the live figures cover up to 3600 of them, the kept series up to 86400",
 )
 
-# The refusals of DESIGN.md's contract, each a JSON body with a `detail` sentence (api/errors.py).
+# The refusals of the REST API contract (docs/design.md), each a JSON body with a `detail` sentence (api/errors.py).
 BAD_REQUEST = OpenApiResponse(ValidationErrorSerializer, description="bad input: the body names the field")
 NOT_FOUND = OpenApiResponse(ErrorSerializer, description="no such object, or not the user's to see")
 CONFLICT = OpenApiResponse(ErrorSerializer, description="conflicts with the current state (busy, in use, unhealthy)")

@@ -355,7 +355,7 @@ class ApplicationViewSet(
     )
     @action(detail=False, methods=["post"], parser_classes=[MultiPartParser, FormParser])
     def apply(self, request):
-        """Converge an application to a manifest (DESIGN, Manifest contract): 200 with the plan
+        """Converge an application to a manifest (docs/design.md, Manifest contract): 200 with the plan
         when nothing was started (a dry run, or nothing to do), 202 with the operations started."""
         serializer = ApplySerializer(data=request.data)
         serializer.is_valid(raise_exception=True)

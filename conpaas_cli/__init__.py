@@ -1,1 +1,1 @@
-"""`conpaas`: the command-line client of ConPaaS. It speaks only the REST API of DESIGN.md."""
+"""`conpaas`: the command-line client of ConPaaS. It speaks only the REST API (docs/design.md)."""

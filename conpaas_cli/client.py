@@ -1,4 +1,4 @@
-"""The only module that speaks HTTP: the REST API of DESIGN.md, with its errors turned into `CliError`."""
+"""The only module that speaks HTTP: the REST API (docs/design.md), its errors turned into `CliError`."""
 
 import os
 import secrets

@@ -1,4 +1,4 @@
-"""ConPaaS settings: environment variables with embedded defaults (see DESIGN.md, running contract)."""
+"""ConPaaS settings: environment variables with embedded defaults (docs/design.md, Running contract)."""
 
 import ipaddress
 import os
@@ -284,7 +284,7 @@ KNOX_TOKEN_MODEL = "services.ApiToken"  # knox's own, plus an integer id and the
 MIGRATION_MODULES = {"knox": None}
 REST_KNOX = {
     "TOKEN_TTL": timedelta(days=CONPAAS_TOKEN_TTL_DAYS),
-    "AUTH_HEADER_PREFIX": "Token",  # DESIGN.md: `Authorization: Token <key>`
+    "AUTH_HEADER_PREFIX": "Token",  # docs/design.md, REST API contract: `Authorization: Token <key>`
 }
 
 AUTH_PASSWORD_VALIDATORS = [
@@ -350,7 +350,7 @@ SPECTACULAR_SETTINGS = {
     },
 }
 
-# django-q2 on the ORM broker of the default database; Redis when scaled out (DESIGN.md).
+# django-q2 on the ORM broker of the default database; Redis when scaled out (docs/design.md, Architecture).
 Q_CLUSTER = {
     # The queue's name: installations sharing one Redis keep apart by giving each its own.
     "name": os.getenv("CONPAAS_QUEUE_NAME") or "conpaas",

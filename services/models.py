@@ -454,7 +454,7 @@ class ApiToken(AbstractAuthToken):
 
 class Link(models.Model):
     """`service` links `target`: its instances get the target's connection URL as a variable
-    (DESIGN, Runtimes): DATABASE_URL, REDIS_URL, or `<NAME>_URL` for a web service."""
+    (docs/design.md, Runtimes): DATABASE_URL, REDIS_URL, or `<NAME>_URL` for a web service."""
 
     service = models.ForeignKey(Service, on_delete=models.CASCADE, related_name="links")
     target = models.ForeignKey(Service, on_delete=models.CASCADE, related_name="linked_by")

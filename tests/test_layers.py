@@ -1,4 +1,4 @@
-"""The layers of DESIGN.md only import downwards; import-linter reads the contracts in pyproject.toml."""
+"""The layers (docs/design.md, Layout and layers) import only downwards; import-linter checks pyproject.toml."""
 
 import subprocess
 import sys

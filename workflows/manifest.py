@@ -1,4 +1,4 @@
-"""The manifest: one YAML file describing an application (DESIGN, Manifest contract).
+"""The manifest: one YAML file describing an application (docs/design.md, Manifest contract).
 
 `parse(text)` reads and checks it and returns a `Manifest`, or raises `ManifestInvalid` with
 every problem, each naming the path of the wrong field (`services.web.nodes: must be ≥ 1`).

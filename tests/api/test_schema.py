@@ -1,4 +1,4 @@
-"""The OpenAPI description (DESIGN.md: "OpenAPI schema at /api/schema/") generates without a
+"""The OpenAPI description (docs/design.md, REST API contract: "OpenAPI schema at /api/schema/") generates without a
 single warning, and says what the REST API contract says: integer ids, the query parameters,
 every call."""
 
