@@ -62,7 +62,11 @@ def build_parser() -> argparse.ArgumentParser:
     command("list", commands.services_list, "list your services", subparsers=service_sub)
     p = command("create", commands.services_create, "create a service", (common, waiting), service_sub)
     p.add_argument("name", metavar="NAME")
-    p.add_argument("--runtime", default="python", help="python (the default), php, java or static")
+    p.add_argument(
+        "--runtime",
+        default="python",
+        help="python (the default), php, java, static; postgresql or redis for a data service",
+    )
     p = command("show", commands.services_show, "show a service, its environments and nodes", subparsers=service_sub)
     p.add_argument("service", metavar="SERVICE")
     p = command("delete", commands.services_delete, "delete a service and its nodes", (common, waiting), service_sub)
