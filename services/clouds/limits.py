@@ -167,7 +167,7 @@ class CgroupsV1(Cgroups):
         found = {}
         for controller in CONTROLLERS:
             if controller not in self.own:
-                found[controller] = f"no cgroup v1 hierarchy holds {controller} (a hybrid machine's v2 has none)"
+                found[controller] = "cgroup v1 mounts no hierarchy of their controllers (and v2 gets none beside it)"
             elif not self.own[controller].is_dir():
                 found[controller] = f"{self.own[controller]} is not there"
         return found
