@@ -51,7 +51,8 @@ from benchlib import percentile, say  # noqa: E402
 
 from images.conpaas_agent.procs import children, free_port  # noqa: E402
 from images.conpaas_agent.runtimes.base import SOCKET_NAME  # noqa: E402
-from services.clouds.isolation import CGROUP_ROOT, CONTROLLERS, JOIN_CGROUPS  # noqa: E402
+from services.clouds.isolation import JOIN_CGROUPS  # noqa: E402
+from services.clouds.limits import this_machine  # noqa: E402
 
 UNITS = {"us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0}
 
@@ -226,13 +227,7 @@ def router_place(env, service: dict) -> Place:
     netns = subprocess.run(["ip", "netns", "identify", str(pid)], capture_output=True, text=True).stdout.strip()
     if not netns:
         raise RuntimeError(f"the agent of {config['name']} (pid {pid}) is in no named network namespace")
-    procs = []
-    with open(f"/proc/{pid}/cgroup") as f:
-        for line in f:
-            _, controllers, path = line.rstrip("\n").split(":", 2)
-            for controller in controllers.split(","):
-                if controller in CONTROLLERS:
-                    procs.append(str(CGROUP_ROOT / controller / path.lstrip("/") / "cgroup.procs"))
+    procs = [str(path) for path in this_machine(pid).own_procs()]
     return Place(host, netns, tuple(procs))
 
 

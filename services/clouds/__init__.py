@@ -14,7 +14,7 @@ from libcloud.compute.base import NodeDriver
 from libcloud.compute.providers import DRIVERS, get_driver, set_driver
 from libcloud.compute.types import NodeState
 
-from services.clouds.isolation import Limits
+from services.clouds.limits import Limits
 
 LOCAL = "local"
 LOCAL_PROVIDER = "conpaas_local"
@@ -80,10 +80,14 @@ def describe(name: str | None = None) -> str:
         return f"nodes are VMs of the {name!r} cloud"
     cloud = get_cloud(name)
     if cloud.isolation is not None:
-        return (
+        said = (
             f"local nodes are isolated: a Unix user, a network namespace on {cloud.isolation.network.net} "
             f"and cgroups each, homes under {cloud.isolation.node_root}"
         )
+        if cloud.limits_problem:
+            refused = cloud.limits_required and "; CONPAAS_LOCAL_ISOLATION=required: no node will start"
+            said += f"; but {cloud.limits_problem}{refused or ''}"
+        return said
     return (
         f"local nodes are NOT isolated ({cloud.shared_reason}): they run as this platform's own user on "
         "127.0.0.1, so tenant code can read the platform's files and reach other tenants; run as root "

@@ -11,7 +11,8 @@ The local driver uses this when the platform runs as root with the tools for it.
     on its router's public port; it may open connections to its group, to other nodes' routers,
     and to the control plane's port at the bridge's gateway, which the host forwards to the
     control plane;
-  - is held in cgroups (cpu weight, memory, processes) under the control plane's own.
+  - is held in cgroups (cpu weight, memory, processes) under the control plane's own, v1 or v2
+    (limits.py).
 
 Network namespaces, bridges and users are machine-wide, while several installations (a
 developer's `./run up` and a test run) may share the machine: slots are handed out from a
@@ -32,11 +33,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from images.conpaas_agent.procs import free_port, pid_alive
+from services.clouds.limits import CgroupError, Cgroups, Limits, this_machine
 
 REGISTRY = Path("/run/conpaas-local")
 BRIDGE = "conpaas0"
-CONTROLLERS = ("cpu", "memory", "pids")
-CGROUP_ROOT = Path("/sys/fs/cgroup")
 TOOLS = ("ip", "nft", "useradd", "userdel", "setpriv", "setsid")
 AGENT_PORT = 8470
 # Folders every user may write to: a slot's user's files there go with the slot.
@@ -55,13 +55,6 @@ def free_port_any() -> int:
 
 class IsolationError(Exception):
     """A node's user, namespace or cgroups could not be set up or removed."""
-
-
-@dataclass(frozen=True)
-class Limits:
-    cpu_shares: int = 512
-    memory_mb: int = 2048
-    pids: int = 1024
 
 
 def unavailable_reason(node_root: Path) -> str:
@@ -246,23 +239,13 @@ def all_slots() -> list[Slot]:
     return slots
 
 
-def cgroup_parent(controller: str) -> Path:
-    """Where node cgroups go in `controller`: under this process's own cgroup, so whatever limits the
-    platform also limits its nodes."""
-    own = "/"
-    for line in Path("/proc/self/cgroup").read_text().splitlines():
-        _, names, path = line.split(":", 2)
-        if controller in names.split(","):
-            own = path
-    return CGROUP_ROOT / controller / own.lstrip("/")
-
-
 class Isolation:
-    def __init__(self, installation: Path, node_root: Path, cidr: str, limits: Limits):
+    def __init__(self, installation: Path, node_root: Path, cidr: str, limits: Limits, cgroups: Cgroups | None = None):
         self.installation = str(installation)
         self.node_root = node_root
         self.network = Network(cidr)
         self.limits = limits
+        self.cgroups = cgroups or this_machine()
 
     # --- creating ---------------------------------------------------------------------------
 
@@ -361,22 +344,10 @@ class Isolation:
         )  # fmt: skip
 
     def _cgroups(self, slot: Slot) -> None:
-        values = {
-            "cpu": {"cpu.shares": self.limits.cpu_shares},
-            "memory": {"memory.limit_in_bytes": self.limits.memory_mb * 1024 * 1024},
-            "pids": {"pids.max": self.limits.pids},
-        }
-        for controller in CONTROLLERS:
-            path = self.cgroup(slot, controller)
-            if path is None:
-                continue
-            path.mkdir(parents=True, exist_ok=True)
-            for name, value in values[controller].items():
-                (path / name).write_text(str(value))
-
-    def cgroup(self, slot: Slot, controller: str) -> Path | None:
-        parent = cgroup_parent(controller)
-        return parent / "conpaas" / slot.netns if parent.is_dir() else None
+        try:
+            self.cgroups.create(slot.netns, self.limits)
+        except CgroupError as exc:
+            raise IsolationError(str(exc)) from exc
 
     def home(self, slot: Slot) -> Path:
         return self.node_root / f"n{slot.number}"
@@ -409,7 +380,7 @@ class Isolation:
     def launch_argv(self, slot: Slot, command: list[str], detach: list[str]) -> list[str]:
         """`command` as the node's user, in its namespace and cgroups; `detach` (the local
         driver's: a session of its own, in the background) runs in the cgroups, as root."""
-        procs = [str(p / "cgroup.procs") for c in CONTROLLERS if (p := self.cgroup(slot, c))]
+        procs = [str(path) for path in self.cgroups.procs(slot.netns)]
         user = pwd.getpwnam(slot.user)
         return [
             "sh", "-c", JOIN_CGROUPS, "sh", *procs, "--",
@@ -559,11 +530,7 @@ table inet conpaas {{
                     return False
                 self._teardown(slot)
             self.network.remove_bridge()
-            for controller in CONTROLLERS:
-                try:
-                    (cgroup_parent(controller) / "conpaas").rmdir()
-                except OSError:
-                    pass  # not there
+            self.cgroups.remove_parent()
             return True
 
     def stop_processes(self, slot: Slot, timeout: float = 20.0) -> None:
@@ -584,10 +551,9 @@ table inet conpaas {{
 
     def pids(self, slot: Slot) -> list[int]:
         found: set[int] = set()
-        for controller in CONTROLLERS:
-            path = self.cgroup(slot, controller)
+        for path in self.cgroups.procs(slot.netns):
             try:
-                found.update(int(p) for p in (path / "cgroup.procs").read_text().split()) if path else None
+                found.update(int(p) for p in path.read_text().split())
             except OSError:
                 pass
         try:
@@ -605,18 +571,7 @@ table inet conpaas {{
 
     def _teardown(self, slot: Slot) -> None:
         self.stop_processes(slot)
-        for controller in CONTROLLERS:
-            path = self.cgroup(slot, controller)
-            if path and path.exists():
-                deadline = time.monotonic() + 5
-                while True:
-                    try:
-                        path.rmdir()
-                        break
-                    except OSError:
-                        if time.monotonic() > deadline:
-                            raise
-                        time.sleep(0.05)
+        self.cgroups.remove(slot.netns)
         shutil.rmtree(self.home(slot), ignore_errors=True)
         self._remove_shared_files(slot)
         link = Path(slot.installation) / slot.node

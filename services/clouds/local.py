@@ -30,7 +30,8 @@ from libcloud.compute.types import NodeState
 
 from images.conpaas_agent.procs import cmdline, free_port, group_members, pid_alive
 from services.clouds import CloudError
-from services.clouds.isolation import AGENT_PORT, HTTP_PORT, Isolation, IsolationError, Limits, unavailable_reason
+from services.clouds.isolation import AGENT_PORT, HTTP_PORT, Isolation, IsolationError, unavailable_reason
+from services.clouds.limits import Limits
 from services.clouds.sandbox import IsolatedSandbox, Sandbox, SharedSandbox
 
 IMAGES_DIR = Path(__file__).resolve().parents[2] / "images"
@@ -140,10 +141,21 @@ class LocalNodeDriver(NodeDriver):
         self.sandboxes: Isolation | None = None  # builds' sandboxes, beside the nodes
         self.publish = ex_publish  # the host name or address other machines reach routers at
         self.shared_reason = isolation_problem(ex_isolation, Path(ex_node_root))
+        self.limits_problem = ""  # isolated nodes' cgroup limits that cannot be set, and why
+        self.limits_required = ex_isolation == "required"
         if not self.shared_reason:
             limits = ex_limits or Limits()
             self.isolation = Isolation(self.home, Path(ex_node_root), ex_network, limits)
-            self.sandboxes = Isolation(self.home.parent / "sandboxes", Path(ex_node_root), ex_network, limits)
+            self.sandboxes = Isolation(
+                self.home.parent / "sandboxes", Path(ex_node_root), ex_network, limits, self.isolation.cgroups
+            )
+            self.limits_problem = self.isolation.cgroups.problem()
+
+    def _refuse_without_limits(self, name: str) -> None:
+        """CONPAAS_LOCAL_ISOLATION=required and a limit cannot be set: no node starts. Refused here,
+        not when the driver is made, so that `manage.py down` can still remove the nodes."""
+        if self.limits_required and self.limits_problem:
+            raise CloudError(f"CONPAAS_LOCAL_ISOLATION=required, but {self.limits_problem}: {name} is not started")
 
     @property
     def ex_node_python(self) -> str:
@@ -163,6 +175,7 @@ class LocalNodeDriver(NodeDriver):
         """Where a build runs: isolated like a node, its only way out the package proxy at `proxy_url`."""
         if self.sandboxes is None:
             return SharedSandbox.make(self.home.parent / "sandboxes", name, proxy_url)
+        self._refuse_without_limits(f"build sandbox {name}")
         return IsolatedSandbox.make(self.sandboxes, name, proxy_url)
 
     def create_node(
@@ -182,6 +195,7 @@ class LocalNodeDriver(NodeDriver):
         its published host port (isolated, CONPAAS_LOCAL_PUBLISH). Whatever fails on the way
         leaves nothing behind (home, slot, user, namespace, processes)."""
         config = json.loads(ex_userdata)
+        self._refuse_without_limits(f"node {name}")
         fault = self._injected_fault()
         if self.isolation is None:
             if ex_http_port and port_in_use(ex_http_port):
