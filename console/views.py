@@ -1,7 +1,7 @@
 """The web console: server-rendered pages that call the same domain functions as the API.
 
-Every view that takes a service id goes through `visible_service`, so another user's service is a
-404 exactly like a missing one. Actions that change anything are POST only (and CSRF-checked).
+Every view that takes a service id goes through `Service.objects.get_visible`, so another user's
+service is a 404 exactly like a missing one. Actions that change anything are POST only (and CSRF-checked).
 No page asks a node agent: health is what the workers last saved on the rows (routing/health.py),
 shown with its age; only the swap itself (workflows.swap) checks live, under the service's lock,
 and the logs fragment, which the service page loads after it is shown (an agent may be slow)."""
@@ -60,11 +60,6 @@ DASHBOARD_PAGE = 24
 
 
 # ---------------------------------------------------------------- helpers
-
-
-def visible_service(request, pk) -> Service:
-    """The service, if the user may see it; another user's service is a 404, like a missing one."""
-    return get_object_or_404(Service.objects.visible_to(request.user), pk=pk)
 
 
 def age(seconds: float) -> str:
@@ -327,19 +322,20 @@ def service_create(request):
 @login_required
 @require_GET
 def service_detail(request, pk: int):
-    return render_service(request, visible_service(request, pk))
+    return render_service(request, Service.objects.get_visible(request.user, pk))
 
 
 @login_required
 @require_GET
 def service_overview(request, pk: int):
-    return render(request, "console/fragments/overview.html", overview_context(request, visible_service(request, pk)))
+    service = Service.objects.get_visible(request.user, pk)
+    return render(request, "console/fragments/overview.html", overview_context(request, service))
 
 
 @login_required
 @require_GET
 def service_activity(request, pk: int):
-    context = activity_context(visible_service(request, pk))
+    context = activity_context(Service.objects.get_visible(request.user, pk))
     response = render(request, "console/fragments/activity.html", context)
     if request.GET.get("polling") and not context["active"]:
         # The last operation just ended: the overview (state, versions, nodes, health) reloads itself.
@@ -350,7 +346,7 @@ def service_activity(request, pk: int):
 @login_required
 @require_GET
 def service_logs(request, pk: int):
-    service = visible_service(request, pk)
+    service = Service.objects.get_visible(request.user, pk)
     name = request.GET.get("environment") or PRODUCTION
     context = {"service": service, "environments": service.environments.order_by("created", "id"), "selected": name}
     try:
@@ -364,13 +360,14 @@ def service_logs(request, pk: int):
 @login_required
 @require_GET
 def service_metrics(request, pk: int):
-    return render(request, "console/fragments/metrics.html", metrics_context(request, visible_service(request, pk)))
+    service = Service.objects.get_visible(request.user, pk)
+    return render(request, "console/fragments/metrics.html", metrics_context(request, service))
 
 
 @login_required
 @require_POST
 def service_autoscaling(request, pk: int):
-    service = visible_service(request, pk)
+    service = Service.objects.get_visible(request.user, pk)
     form = AutoscalingForm(request.POST)
     if form.is_valid():
         try:
@@ -387,7 +384,7 @@ def service_autoscaling(request, pk: int):
 @login_required
 @require_POST
 def service_options(request, pk: int):
-    service = visible_service(request, pk)
+    service = Service.objects.get_visible(request.user, pk)
     if service.is_data:
         raise Http404("a data service has no options to change here")
     form = ServiceOptionsForm(request.POST, service=service)
@@ -408,7 +405,7 @@ def service_options(request, pk: int):
 @login_required
 @require_http_methods(["GET", "POST"])
 def service_delete(request, pk: int):
-    service = visible_service(request, pk)
+    service = Service.objects.get_visible(request.user, pk)
     linking = service.linking_services()
     form = DeleteServiceForm(request.POST or None, service=service, linking=linking)
     if request.method == "POST" and form.is_valid():
@@ -427,8 +424,7 @@ def service_delete(request, pk: int):
 
 
 def visible_applications(request):
-    applications = Application.objects.prefetch_related("services").order_by("name", "id")
-    return applications if request.user.is_staff else applications.filter(owner=request.user)
+    return Application.objects.visible_to(request.user).prefetch_related("services").order_by("name", "id")
 
 
 @login_required
@@ -457,7 +453,7 @@ def application_delete(request, pk: int):
 @require_POST
 def dump_load(request, pk: int):
     """Load a dump into a data service: the activity card then shows the load's live counter."""
-    service = visible_service(request, pk)
+    service = Service.objects.get_visible(request.user, pk)
     dump = request.FILES.get("dump")
     if dump is None:
         messages.error(request, "Choose a dump to load.")
@@ -478,7 +474,7 @@ def dump_load(request, pk: int):
 @require_POST
 def version_upload(request, pk: int):
     """Answers JSON to the upload script (progress bar) and redirects a plain form post."""
-    service = visible_service(request, pk)
+    service = Service.objects.get_visible(request.user, pk)
     form = UploadForm(request.POST, request.FILES)
     error, version, status = "", None, 400
     if not form.is_valid():
@@ -506,7 +502,7 @@ def version_upload(request, pk: int):
 @login_required
 @require_POST
 def version_delete(request, pk: int, version_pk: int):
-    service = visible_service(request, pk)
+    service = Service.objects.get_visible(request.user, pk)
     version = get_object_or_404(service.versions, pk=version_pk)
     try:
         delete_version(version, request.user)
@@ -523,7 +519,7 @@ def version_delete(request, pk: int, version_pk: int):
 @login_required
 @require_POST
 def environment_add(request, pk: int):
-    service = visible_service(request, pk)
+    service = Service.objects.get_visible(request.user, pk)
     form = EnvironmentForm(request.POST)
     if not form.is_valid():
         return render_service(request, service, environment_form=form, status=400)
@@ -545,7 +541,7 @@ def environment_add(request, pk: int):
 @login_required
 @require_POST
 def environment_deploy(request, pk: int, name: str):
-    service = visible_service(request, pk)
+    service = Service.objects.get_visible(request.user, pk)
     environment = get_object_or_404(service.environments, name=name)
     form = DeployForm(request.POST, service=service)
     if not form.is_valid():
@@ -568,7 +564,7 @@ def environment_settings(request, pk: int, name: str):
     operation ends, which would lose what is being typed). Written whole; a change reaches the
     instances through a deploy (followed under Operations), or waits for the first deploy when the
     environment has no version. A refusal keeps the text, with each wrong setting named."""
-    service = visible_service(request, pk)
+    service = Service.objects.get_visible(request.user, pk)
     environment = get_object_or_404(service.environments.select_related("version"), name=name)
     if not shows_setting_values(request, service):
         raise PermissionDenied(f"Only the owner of {service.name} sees and changes its settings.")
@@ -602,7 +598,7 @@ def environment_settings(request, pk: int, name: str):
 @login_required
 @require_POST
 def environment_delete(request, pk: int, name: str):
-    service = visible_service(request, pk)
+    service = Service.objects.get_visible(request.user, pk)
     environment = get_object_or_404(service.environments, name=name)
     try:
         delete_environment(environment, request.user)
@@ -624,7 +620,7 @@ def swap_environment(service: Service, request) -> str:
 @require_http_methods(["GET", "POST"])
 def service_swap(request, pk: int):
     """GET: what the swap would change, or why it cannot happen now. POST: swap, then show the result."""
-    service = visible_service(request, pk)
+    service = Service.objects.get_visible(request.user, pk)
     name = swap_environment(service, request)
     error, status = "", 200
     if request.method == "POST":
@@ -659,7 +655,7 @@ def service_swap(request, pk: int):
 @login_required
 @require_GET
 def swap_done(request, pk: int):
-    service = visible_service(request, pk)
+    service = Service.objects.get_visible(request.user, pk)
     name = swap_environment(service, request)
     environments = {env.name: env for env in service.environments.select_related("version")}
     context = {
