@@ -2,10 +2,8 @@
 
 from django.contrib.auth import authenticate
 from django.contrib.auth.signals import user_logged_in
-from django.core.exceptions import ValidationError as DjangoValidationError
-from django.db.models import Prefetch, Q
+from django.db.models import Prefetch
 from django.http import FileResponse, Http404
-from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
@@ -73,7 +71,7 @@ from routing.metrics import LIVE_KEEP, MINUTE_KEEP, series, service_metrics
 from services import tokens
 from services.databases import credentials
 from services.errors import no_such
-from services.models import ApiToken, Application, Operation, Service, slug_validator
+from services.models import ApiToken, Application, Operation, Service
 from versions.builds import build_from_token
 from versions.instances import version_from_token
 from versions.logs import DEFAULT_LINES, MAX_LINES, environment_logs, failed_logs
@@ -87,11 +85,6 @@ from workflows.manifest import ManifestInvalid, parse
 from workflows.models import Autoscaling
 from workflows.scaling import request_scale
 from workflows.swap import preview_swap, swap
-
-
-def visible_service(request, pk) -> Service:
-    """The service, if the user may see it; another user's service is a 404, like a missing one."""
-    return get_object_or_404(Service.objects.visible_to(request.user), pk=pk)
 
 
 def accepted(operation: Operation) -> Response:
@@ -308,9 +301,7 @@ class OperationViewSet(mixins.RetrieveModelMixin, mixins.ListModelMixin, viewset
     serializer_class = OperationSerializer
 
     def get_queryset(self):
-        user = self.request.user
-        operations = Operation.objects.all()
-        return operations if user.is_staff else operations.filter(Q(owner=user) | Q(service__owner=user))
+        return Operation.objects.visible_to(self.request.user)
 
 
 @extend_schema_view(
@@ -323,18 +314,12 @@ class ApplicationViewSet(
     serializer_class = ApplicationSerializer
 
     def perform_create(self, serializer):
-        name = serializer.validated_data["name"]
-        try:
-            slug_validator(name)
-        except DjangoValidationError as exc:
-            raise ValidationError({"name": exc.messages}) from None
-        if Application.objects.filter(owner=self.request.user, name=name).exists():
-            raise ValidationError({"name": [f"you already have an application named {name}"]})
+        # The name's rules are the model's (Application.clean); api/errors.py answers them by field.
+        Application(owner=self.request.user, **serializer.validated_data).validate()
         serializer.save(owner=self.request.user)
 
     def get_queryset(self):
-        applications = Application.objects.prefetch_related("services").order_by("name", "id")
-        return applications if self.request.user.is_staff else applications.filter(owner=self.request.user)
+        return Application.objects.visible_to(self.request.user).prefetch_related("services").order_by("name", "id")
 
     @extend_schema(parameters=[APPLICATION_ID], responses={202: OperationSerializer(many=True), 404: NOT_FOUND})
     def destroy(self, request, pk=None):
@@ -382,7 +367,7 @@ class CodeVersionViewSet(viewsets.ViewSet):
 
     @extend_schema(responses={200: CodeVersionSerializer(many=True), 404: NOT_FOUND})
     def list(self, request, service_pk=None):
-        service = visible_service(request, service_pk)
+        service = Service.objects.get_visible(request.user, service_pk)
         return Response(CodeVersionSerializer(service.versions.select_related("build"), many=True).data)
 
     @extend_schema(parameters=[VERSION_ID], responses={200: CodeVersionSerializer, 404: NOT_FOUND})
@@ -401,7 +386,7 @@ class CodeVersionViewSet(viewsets.ViewSet):
         },
     )
     def create(self, request, service_pk=None):
-        service = visible_service(request, service_pk)
+        service = Service.objects.get_visible(request.user, service_pk)
         upload = UploadSerializer(data=request.data)
         if not upload.is_valid():
             if "archive" in upload.errors:
@@ -419,7 +404,7 @@ class CodeVersionViewSet(viewsets.ViewSet):
 
     @staticmethod
     def _version(request, service_pk, pk):
-        service = visible_service(request, service_pk)
+        service = Service.objects.get_visible(request.user, service_pk)
         version = service.versions.filter(pk=pk).first() if str(pk).isdigit() else None
         if version is None:
             raise NotFound(no_such("version with id", pk, service.versions.values_list("pk", flat=True), service.name))
@@ -433,7 +418,7 @@ class EnvironmentViewSet(viewsets.ViewSet):
 
     @extend_schema(responses={200: EnvironmentSerializer(many=True), 404: NOT_FOUND})
     def list(self, request, service_pk=None):
-        service = visible_service(request, service_pk)
+        service = Service.objects.get_visible(request.user, service_pk)
         environments = service.environments.select_related("version", "service")
         return Response(
             EnvironmentSerializer(environments, many=True, context={"service": service, "request": request}).data
@@ -459,7 +444,7 @@ class EnvironmentViewSet(viewsets.ViewSet):
         },
     )
     def create(self, request, service_pk=None):
-        service = visible_service(request, service_pk)
+        service = Service.objects.get_visible(request.user, service_pk)
         serializer = EnvironmentSerializer(data=request.data, context={"service": service})
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
@@ -515,7 +500,7 @@ class EnvironmentViewSet(viewsets.ViewSet):
 
     @staticmethod
     def _environment(request, service_pk, name):
-        service = visible_service(request, service_pk)
+        service = Service.objects.get_visible(request.user, service_pk)
         environment = service.environments.select_related("version", "service").filter(name=name).first()
         if environment is None:
             raise NotFound(no_such_environment(service, name))

@@ -1,7 +1,7 @@
 """The web console: server-rendered pages that call the same domain functions as the API.
 
-Every view that takes a service id goes through `visible_service`, so another user's service is a
-404 exactly like a missing one. Actions that change anything are POST only (and CSRF-checked).
+Every view that takes a service id goes through `Service.objects.get_visible`, so another user's
+service is a 404 exactly like a missing one. Actions that change anything are POST only (and CSRF-checked).
 No page asks a node agent: health is what the workers last saved on the rows (routing/health.py),
 shown with its age; only the swap itself (workflows.swap) checks live, under the service's lock,
 and the logs fragment, which the service page loads after it is shown (an agent may be slow)."""
@@ -23,6 +23,7 @@ from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from console.charts import DEFAULT_WINDOW, WINDOWS, charts
+from console.errors import back, not_found, refusals
 from console.forms import (
     AutoscalingForm,
     DeleteServiceForm,
@@ -38,7 +39,6 @@ from routing.metrics import interval as metrics_interval
 from routing.metrics import series
 from services import tokens
 from services.choices import ServiceState
-from services.errors import ConpaasError
 from services.models import Application, Service, active_operations, production_urls
 from versions.logs import environment_logs
 from versions.models import DEVELOPMENT, PRODUCTION, Environment, preview_url, setting_problems
@@ -60,11 +60,6 @@ DASHBOARD_PAGE = 24
 
 
 # ---------------------------------------------------------------- helpers
-
-
-def visible_service(request, pk) -> Service:
-    """The service, if the user may see it; another user's service is a 404, like a missing one."""
-    return get_object_or_404(Service.objects.visible_to(request.user), pk=pk)
 
 
 def age(seconds: float) -> str:
@@ -306,8 +301,17 @@ def dashboard_services(request):
     return render(request, "console/fragments/service_list.html", dashboard_context(request))
 
 
+def service_create_refused(request, exc) -> HttpResponse:
+    """A quota: said in place, with its own status."""
+    form = ServiceForm(request.POST)
+    form.is_valid()
+    form.add_error(None, str(exc))
+    return render(request, "console/service_create.html", {"form": form}, status=exc.http_status)
+
+
 @login_required
 @require_http_methods(["GET", "POST"])
+@refusals(service_create_refused)
 def service_create(request):
     form = ServiceForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
@@ -315,9 +319,6 @@ def service_create(request):
             service, _ = lifecycle.create(request.user, form.cleaned_data["name"], form.cleaned_data["runtime"])
         except ValidationError as exc:
             form.add_error(None, exc)
-        except ConpaasError as exc:  # a quota: said in place, with its own status
-            form.add_error(None, str(exc))
-            return render(request, "console/service_create.html", {"form": form}, status=exc.http_status)
         else:
             messages.success(request, f"Service {service.name} is being created; its nodes are starting.")
             return back_to(service)
@@ -327,19 +328,20 @@ def service_create(request):
 @login_required
 @require_GET
 def service_detail(request, pk: int):
-    return render_service(request, visible_service(request, pk))
+    return render_service(request, Service.objects.get_visible(request.user, pk))
 
 
 @login_required
 @require_GET
 def service_overview(request, pk: int):
-    return render(request, "console/fragments/overview.html", overview_context(request, visible_service(request, pk)))
+    service = Service.objects.get_visible(request.user, pk)
+    return render(request, "console/fragments/overview.html", overview_context(request, service))
 
 
 @login_required
 @require_GET
 def service_activity(request, pk: int):
-    context = activity_context(visible_service(request, pk))
+    context = activity_context(Service.objects.get_visible(request.user, pk))
     response = render(request, "console/fragments/activity.html", context)
     if request.GET.get("polling") and not context["active"]:
         # The last operation just ended: the overview (state, versions, nodes, health) reloads itself.
@@ -347,30 +349,38 @@ def service_activity(request, pk: int):
     return response
 
 
+def logs_context(request, pk: int) -> dict:
+    service = Service.objects.get_visible(request.user, pk)
+    name = request.GET.get("environment") or PRODUCTION
+    return {"service": service, "environments": service.environments.order_by("created", "id"), "selected": name}
+
+
+def service_logs_refused(request, exc, pk: int) -> HttpResponse:
+    """An unknown environment, an agent that did not answer: said in the fragment."""
+    context = {**logs_context(request, pk), "error": str(exc)}
+    return render(request, "console/fragments/logs.html", context, status=exc.http_status)
+
+
 @login_required
 @require_GET
+@refusals(service_logs_refused)
 def service_logs(request, pk: int):
-    service = visible_service(request, pk)
-    name = request.GET.get("environment") or PRODUCTION
-    context = {"service": service, "environments": service.environments.order_by("created", "id"), "selected": name}
-    try:
-        context["logs"] = environment_logs(service, name, LOG_LINES)
-    except ConpaasError as exc:
-        context["error"] = str(exc)
-        return render(request, "console/fragments/logs.html", context, status=exc.http_status)
+    context = logs_context(request, pk)
+    context["logs"] = environment_logs(context["service"], context["selected"], LOG_LINES)
     return render(request, "console/fragments/logs.html", context)
 
 
 @login_required
 @require_GET
 def service_metrics(request, pk: int):
-    return render(request, "console/fragments/metrics.html", metrics_context(request, visible_service(request, pk)))
+    service = Service.objects.get_visible(request.user, pk)
+    return render(request, "console/fragments/metrics.html", metrics_context(request, service))
 
 
 @login_required
 @require_POST
 def service_autoscaling(request, pk: int):
-    service = visible_service(request, pk)
+    service = Service.objects.get_visible(request.user, pk)
     form = AutoscalingForm(request.POST)
     if form.is_valid():
         try:
@@ -384,10 +394,21 @@ def service_autoscaling(request, pk: int):
     return render_service(request, service, autoscaling_form=form, status=400)
 
 
+def service_options_refused(request, exc, pk: int) -> HttpResponse:
+    """Busy with another operation, a router that did not answer: said on the form, a 400 like its
+    other refusals. The service is read afresh: lifecycle.update set the refused values on the view's."""
+    service = Service.objects.get_visible(request.user, pk)
+    form = ServiceOptionsForm(request.POST, service=service)
+    form.is_valid()
+    form.add_error(None, str(exc))
+    return render_service(request, service, options_form=form, status=400)
+
+
 @login_required
 @require_POST
+@refusals(service_options_refused)
 def service_options(request, pk: int):
-    service = visible_service(request, pk)
+    service = Service.objects.get_visible(request.user, pk)
     if service.is_data:
         raise Http404("a data service has no options to change here")
     form = ServiceOptionsForm(request.POST, service=service)
@@ -396,8 +417,6 @@ def service_options(request, pk: int):
             lifecycle.update(service, request.user, **form.cleaned_data)
         except ValidationError as exc:
             form.add_error(None, exc)
-        except ConpaasError as exc:  # busy with another operation, a router that did not answer
-            form.add_error(None, str(exc))
         else:
             messages.success(request, f"The options of {service.name} are saved.")
             return back_to(service, "options")
@@ -405,30 +424,33 @@ def service_options(request, pk: int):
     return render_service(request, service, options_form=form, status=400)
 
 
-@login_required
-@require_http_methods(["GET", "POST"])
-def service_delete(request, pk: int):
-    service = visible_service(request, pk)
+def service_delete_page(request, pk: int, refusal=None) -> HttpResponse:
+    service = Service.objects.get_visible(request.user, pk)
     linking = service.linking_services()
     form = DeleteServiceForm(request.POST or None, service=service, linking=linking)
     if request.method == "POST" and form.is_valid():
-        try:  # the workflow decides whether links refuse it; the page only asks
+        if refusal is not None:  # linked services (unless forced), busy: said on the form, a 400
+            form.add_error(None, str(refusal))
+        else:  # the workflow decides whether links refuse it; the page only asks
             lifecycle.request_delete(service, request.user, force=form.cleaned_data.get("force", False))
-        except ConpaasError as exc:
-            form.add_error(None, str(exc))
-        else:
             messages.success(request, f"Service {service.name} is being deleted; its nodes are stopping.")
             return redirect("console:dashboard")
     context = {"service": service, "form": form, "linking": linking}
     return render(request, "console/service_delete.html", context, status=400 if form.errors else 200)
 
 
+@login_required
+@require_http_methods(["GET", "POST"])
+@refusals(lambda request, exc, pk: service_delete_page(request, pk, refusal=exc))
+def service_delete(request, pk: int):
+    return service_delete_page(request, pk)
+
+
 # ---------------------------------------------------------------- applications
 
 
 def visible_applications(request):
-    applications = Application.objects.prefetch_related("services").order_by("name", "id")
-    return applications if request.user.is_staff else applications.filter(owner=request.user)
+    return Application.objects.visible_to(request.user).prefetch_related("services").order_by("name", "id")
 
 
 @login_required
@@ -455,18 +477,15 @@ def application_delete(request, pk: int):
 
 @login_required
 @require_POST
+@refusals(back("load", "Load refused: {}"))
 def dump_load(request, pk: int):
     """Load a dump into a data service: the activity card then shows the load's live counter."""
-    service = visible_service(request, pk)
+    service = Service.objects.get_visible(request.user, pk)
     dump = request.FILES.get("dump")
     if dump is None:
         messages.error(request, "Choose a dump to load.")
         return back_to(service, "load")
-    try:
-        operation = request_load(service, request.user, dump, dump.name)
-    except ConpaasError as exc:
-        messages.error(request, f"Load refused: {exc}")
-        return back_to(service, "load")
+    operation = request_load(service, request.user, dump, dump.name)
     messages.success(request, f"Loading {dump.name} (operation #{operation.pk}).")
     return back_to(service, "activity")
 
@@ -474,56 +493,63 @@ def dump_load(request, pk: int):
 # ---------------------------------------------------------------- code versions
 
 
+def upload_refused(request, error: str, pk: int, status: int = 400) -> HttpResponse:
+    """JSON to the upload script (progress bar), the versions card to a plain form post."""
+    if wants_json(request):
+        return JsonResponse({"ok": False, "error": f"Upload refused: {error}"}, status=status)
+    messages.error(request, f"Upload refused: {error}")
+    return redirect(reverse("console:service", args=[pk]) + "#versions")
+
+
 @login_required
 @require_POST
+@refusals(lambda request, exc, pk: upload_refused(request, str(exc), pk, exc.http_status))  # a bad archive, a quota
 def version_upload(request, pk: int):
     """Answers JSON to the upload script (progress bar) and redirects a plain form post."""
-    service = visible_service(request, pk)
+    service = Service.objects.get_visible(request.user, pk)
     form = UploadForm(request.POST, request.FILES)
-    error, version, status = "", None, 400
     if not form.is_valid():
         error = "Choose an archive to upload." if "archive" in form.errors else form.errors.as_text()
-    else:
-        archive = form.cleaned_data["archive"]
-        try:
-            version = store_version(service, archive, form.cleaned_data["label"], request.user, archive.name)
-        except ConpaasError as exc:  # a bad archive (400), a quota (403)
-            error, status = str(exc), exc.http_status
+        return upload_refused(request, error, pk)
+    archive = form.cleaned_data["archive"]
+    version = store_version(service, archive, form.cleaned_data["label"], request.user, archive.name)
     if wants_json(request):
-        if error:
-            return JsonResponse({"ok": False, "error": f"Upload refused: {error}"}, status=status)
         return JsonResponse(
             {"ok": True, "id": version.pk, "label": version.label, "message": f"Uploaded {version.label}."},
             status=201,
         )
-    if error:
-        messages.error(request, f"Upload refused: {error}")
-    else:
-        messages.success(request, f"Uploaded {version.label}.")
+    messages.success(request, f"Uploaded {version.label}.")
     return back_to(service, "versions")
 
 
 @login_required
 @require_POST
+@refusals(back("versions", "{}."))  # in use (409), or deleted meanwhile (404)
 def version_delete(request, pk: int, version_pk: int):
-    service = visible_service(request, pk)
+    service = Service.objects.get_visible(request.user, pk)
     version = get_object_or_404(service.versions, pk=version_pk)
-    try:
-        delete_version(version, request.user)
-    except ConpaasError as exc:  # in use (409), or deleted meanwhile (404)
-        messages.error(request, f"{exc}.")
-    else:
-        messages.success(request, f"Deleted {version.label}.")
+    delete_version(version, request.user)
+    messages.success(request, f"Deleted {version.label}.")
     return back_to(service, "versions")
 
 
 # ---------------------------------------------------------------- environments, deploy, swap
 
 
+def environment_add_refused(request, exc, pk: int) -> HttpResponse:
+    """Said on the form, with the refusal's own status."""
+    form = EnvironmentForm(request.POST)
+    form.is_valid()
+    form.add_error(None, str(exc))
+    service = Service.objects.get_visible(request.user, pk)
+    return render_service(request, service, environment_form=form, status=exc.http_status)
+
+
 @login_required
 @require_POST
+@refusals(environment_add_refused)
 def environment_add(request, pk: int):
-    service = visible_service(request, pk)
+    service = Service.objects.get_visible(request.user, pk)
     form = EnvironmentForm(request.POST)
     if not form.is_valid():
         return render_service(request, service, environment_form=form, status=400)
@@ -535,40 +561,36 @@ def environment_add(request, pk: int):
     except ValidationError as exc:
         form.add_error(None, exc)
         return render_service(request, service, environment_form=form, status=400)
-    except ConpaasError as exc:
-        form.add_error(None, str(exc))
-        return render_service(request, service, environment_form=form, status=exc.http_status)
     messages.success(request, f"Added environment {environment.name}.")
     return back_to(service, "environments")
 
 
 @login_required
 @require_POST
+@refusals(back("environments", "Not deployed: {}."))
 def environment_deploy(request, pk: int, name: str):
-    service = visible_service(request, pk)
+    service = Service.objects.get_visible(request.user, pk)
     environment = get_object_or_404(service.environments, name=name)
     form = DeployForm(request.POST, service=service)
     if not form.is_valid():
         messages.error(request, f"Choose a version of {service.name} to deploy.")
         return back_to(service, "environments")
     version = form.cleaned_data["version"]
-    try:
-        request_deploy(environment, version, request.user)
-    except ConpaasError as exc:
-        messages.error(request, f"Not deployed: {exc}.")
-        return back_to(service, "environments")
+    request_deploy(environment, version, request.user)
     messages.success(request, f"Deploying {version.label} to {environment.name}; follow it under Operations.")
     return back_to(service, "activity")
 
 
 @login_required
 @require_http_methods(["GET", "POST"])
-def environment_settings(request, pk: int, name: str):
+@refusals(lambda request, exc, pk, name: environment_settings(request, pk, name, refusal=exc))
+def environment_settings(request, pk: int, name: str, refusal=None):
     """The environment's settings, on a page of their own (the overview reloads itself when an
     operation ends, which would lose what is being typed). Written whole; a change reaches the
     instances through a deploy (followed under Operations), or waits for the first deploy when the
-    environment has no version. A refusal keeps the text, with each wrong setting named."""
-    service = visible_service(request, pk)
+    environment has no version. A refusal keeps the text, with each wrong setting named; a refusal
+    of the workflow (busy, the version deleted meanwhile) comes back as `refusal`, said on the form."""
+    service = Service.objects.get_visible(request.user, pk)
     environment = get_object_or_404(service.environments.select_related("version"), name=name)
     if not shows_setting_values(request, service):
         raise PermissionDenied(f"Only the owner of {service.name} sees and changes its settings.")
@@ -576,7 +598,10 @@ def environment_settings(request, pk: int, name: str):
     # The form has one line a setting: a value over several lines (set through the API) cannot be shown.
     multiline = [key for key, setting in environment.settings.items() if len(setting["value"].splitlines()) > 1]
     status = 400 if request.method == "POST" else 200
-    if request.method == "POST" and not multiline and form.is_valid():
+    if request.method == "POST" and not multiline and form.is_valid() and refusal is not None:
+        form.add_error(None, f"{refusal}.")
+        status = refusal.http_status
+    elif request.method == "POST" and not multiline and form.is_valid():
         try:
             wanted = form.settings()
             if wanted == environment.settings:  # stored form already: nothing to deploy
@@ -586,9 +611,6 @@ def environment_settings(request, pk: int, name: str):
         except ValidationError as exc:
             for problem in setting_problems(exc):
                 form.add_error(None, problem)
-        except ConpaasError as exc:  # busy, or the version deleted meanwhile
-            form.add_error(None, f"{exc}.")
-            status = exc.http_status
         else:
             if operation is None:
                 messages.success(request, f"Saved the settings of {name}; they apply at its first deploy.")
@@ -601,15 +623,12 @@ def environment_settings(request, pk: int, name: str):
 
 @login_required
 @require_POST
+@refusals(back("environments", "Not deleted: {}."))
 def environment_delete(request, pk: int, name: str):
-    service = visible_service(request, pk)
+    service = Service.objects.get_visible(request.user, pk)
     environment = get_object_or_404(service.environments, name=name)
-    try:
-        delete_environment(environment, request.user)
-    except ConpaasError as exc:
-        messages.error(request, f"Not deleted: {exc}.")
-    else:
-        messages.success(request, f"Deleted environment {name}.")
+    delete_environment(environment, request.user)
+    messages.success(request, f"Deleted environment {name}.")
     return back_to(service, "environments")
 
 
@@ -622,18 +641,16 @@ def swap_environment(service: Service, request) -> str:
 
 @login_required
 @require_http_methods(["GET", "POST"])
-def service_swap(request, pk: int):
-    """GET: what the swap would change, or why it cannot happen now. POST: swap, then show the result."""
-    service = visible_service(request, pk)
+@refusals(lambda request, exc, pk: service_swap(request, pk, refusal=exc))
+def service_swap(request, pk: int, refusal=None):
+    """GET: what the swap would change, or why it cannot happen now. POST: swap, then show the
+    result; a refused swap comes back as `refusal`, said on this page with its status."""
+    service = Service.objects.get_visible(request.user, pk)
     name = swap_environment(service, request)
-    error, status = "", 200
-    if request.method == "POST":
-        try:
-            swap(service, name, request.user)
-        except ConpaasError as exc:
-            error, status = str(exc), exc.http_status
-        else:
-            return redirect(reverse("console:swap-done", args=[service.pk]) + f"?environment={name}")
+    error, status = (str(refusal), refusal.http_status) if refusal else ("", 200)
+    if request.method == "POST" and refusal is None:
+        swap(service, name, request.user)
+        return redirect(reverse("console:swap-done", args=[service.pk]) + f"?environment={name}")
     rows = environment_rows(service)
     by_name = {row["environment"].name: row for row in rows}
     blockers = swap_blockers(rows, name)
@@ -659,7 +676,7 @@ def service_swap(request, pk: int):
 @login_required
 @require_GET
 def swap_done(request, pk: int):
-    service = visible_service(request, pk)
+    service = Service.objects.get_visible(request.user, pk)
     name = swap_environment(service, request)
     environments = {env.name: env for env in service.environments.select_related("version")}
     context = {
@@ -685,10 +702,8 @@ def token_list(request):
 
 @login_required
 @require_POST
+@refusals(not_found)  # not the user's, or already gone
 def token_revoke(request, token_pk: int):
-    try:
-        token = tokens.revoke(request.user, token_pk)
-    except ConpaasError as exc:  # not the user's, or already gone: 404
-        raise Http404(str(exc)) from None
+    token = tokens.revoke(request.user, token_pk)
     messages.success(request, f"Revoked the token starting {token.prefix}; it no longer signs anything in.")
     return redirect("console:tokens")

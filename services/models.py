@@ -9,6 +9,7 @@ from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
 from django.db import models
 from django.db.models import Q
+from django.shortcuts import get_object_or_404
 from django.utils import timezone
 from knox.models import AbstractAuthToken
 from knox.settings import CONSTANTS
@@ -34,6 +35,13 @@ slug_validator = RegexValidator(
 )
 
 
+class ApplicationQuerySet(models.QuerySet):
+    def visible_to(self, user):
+        """The applications `user` may see: their own; staff see every one. The one rule, for the
+        API, the console and anything else that answers a user."""
+        return self if user.is_staff else self.filter(owner=user)
+
+
 class Application(models.Model):
     """A named group of services, described by one manifest."""
 
@@ -41,11 +49,22 @@ class Application(models.Model):
     name = models.CharField(max_length=40, validators=[slug_validator])
     created = models.DateTimeField(default=timezone.now)
 
+    objects = ApplicationQuerySet.as_manager()
+
     class Meta:
         constraints = [models.UniqueConstraint(fields=["owner", "name"], name="application_unique_name")]
 
     def __str__(self) -> str:
         return self.name
+
+    def clean(self):
+        same_name = Application.objects.filter(owner_id=self.owner_id, name=self.name).exclude(pk=self.pk)
+        if self.owner_id and same_name.exists():
+            raise ValidationError({"name": f"you already have an application named {self.name}"})
+
+    def validate(self) -> None:
+        """Every rule of an application, field-keyed; the uniqueness rule is clean()'s, with its own message."""
+        self.full_clean(validate_unique=False, validate_constraints=False)
 
 
 def validate_health_path(value) -> None:
@@ -68,7 +87,14 @@ GONE = (NodeState.DESTROYING, NodeState.DESTROYED)
 
 class ServiceQuerySet(models.QuerySet):
     def visible_to(self, user):
+        """The services `user` may see: their own; staff see every one. The one rule, for the API,
+        the console and anything else that answers a user."""
         return self if user.is_staff else self.filter(owner=user)
+
+    def get_visible(self, user, pk):
+        """The service with id `pk` if `user` may see it; another user's is a 404 (Http404), exactly
+        like a missing one, so that a request learns nothing about others' services."""
+        return get_object_or_404(self.visible_to(user), pk=pk)
 
 
 class Service(models.Model):
@@ -311,6 +337,13 @@ class Node(models.Model):
         return f"http://{host}:{port}/"
 
 
+class OperationQuerySet(models.QuerySet):
+    def visible_to(self, user):
+        """The operations `user` may see: those they started and those on their services; staff see
+        every one."""
+        return self if user.is_staff else self.filter(Q(owner=user) | Q(service__owner=user))
+
+
 class Operation(models.Model):
     """A long-running action run by a task worker; clients poll it."""
 
@@ -331,6 +364,8 @@ class Operation(models.Model):
     # What it has done so far, as numbers clients show live (a dump load: bytes read of the total,
     # rows or keys loaded).
     counters = models.JSONField(default=dict, blank=True)
+
+    objects = OperationQuerySet.as_manager()
 
     class Meta:
         ordering = ["-created", "-id"]

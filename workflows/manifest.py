@@ -12,14 +12,12 @@ from django.core.exceptions import ValidationError
 from django.db import models
 
 from images.conpaas_agent.archives import release_command_problem
-from services.choices import Runtime
+from services.choices import DATA_RUNTIMES, Runtime
 from services.errors import ConpaasError
 from services.models import JAVA_HEAP_MB, Service, slug_validator
 from versions.instances import link_variable
 from versions.models import clean_settings, label_validator
 
-# Runtimes without code versions: a dump loads them.
-DATA_RUNTIMES = ("postgresql", "redis")
 # The largest manifest read: a description, not a payload.
 MAX_MANIFEST_BYTES = 256 * 2**10
 
@@ -223,13 +221,10 @@ class Checker:
         path = f"services.{name}"
         fields = self.mapping(body, path, SERVICE_KEYS)
         runtime = fields.get("runtime")
-        runtimes = [*Runtime.values, *(r for r in DATA_RUNTIMES if r not in Runtime.values)]
         if runtime is None:
             self.error(f"{path}.runtime", "is required")
-        elif runtime not in runtimes:
-            self.error(f"{path}.runtime", f"must be one of: {', '.join(runtimes)}")
         elif runtime not in Runtime.values:
-            self.error(f"{path}.runtime", f"{runtime} services are not available in this installation")
+            self.error(f"{path}.runtime", f"must be one of: {', '.join(Runtime.values)}")
         spec = ServiceSpec(name=name, runtime=runtime or "")
         if "nodes" in fields:
             nodes = fields["nodes"]
