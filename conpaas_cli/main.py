@@ -8,7 +8,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from conpaas_cli import commands
+from conpaas_cli.commands import apply, auth, data, deploys, environments, events, logs, operations, services, versions
 from conpaas_cli.errors import USAGE, CliError
 
 EPILOG = """\
@@ -40,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(handler=handler)
         return p
 
-    p = command("login", commands.login, "log in to a ConPaaS server and store the API token")
+    p = command("login", auth.login, "log in to a ConPaaS server and store the API token")
     p.add_argument("url", metavar="URL", help="the server, e.g. https://paas.example.org")
     p.add_argument("--username", "-u", help="the user name (asked for when not given)")
     p.add_argument(
@@ -48,60 +48,60 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="read the password from stdin (or set CONPAAS_PASSWORD); asked for otherwise",
     )
-    command("logout", commands.logout, "revoke the stored token on the server and forget the login")
+    command("logout", auth.logout, "revoke the stored token on the server and forget the login")
 
-    tokens = command("tokens", commands.tokens_list, "list your API tokens (the one this login uses is marked)")
+    tokens = command("tokens", auth.tokens_list, "list your API tokens (the one this login uses is marked)")
     token_sub = tokens.add_subparsers(dest="action", metavar="ACTION")
-    command("list", commands.tokens_list, "list your API tokens", subparsers=token_sub)
-    p = command("revoke", commands.tokens_revoke, "revoke one of your API tokens", subparsers=token_sub)
+    command("list", auth.tokens_list, "list your API tokens", subparsers=token_sub)
+    p = command("revoke", auth.tokens_revoke, "revoke one of your API tokens", subparsers=token_sub)
     p.add_argument("token", metavar="ID", type=int, help="the token's id (see: conpaas tokens)")
 
-    services = sub.add_parser("services", help="list, create, show and delete services")
-    services.set_defaults(handler=None, group=services)
-    service_sub = services.add_subparsers(dest="action", metavar="ACTION")
-    command("list", commands.services_list, "list your services", subparsers=service_sub)
-    p = command("create", commands.services_create, "create a service", (common, waiting), service_sub)
+    services_group = sub.add_parser("services", help="list, create, show and delete services")
+    services_group.set_defaults(handler=None, group=services_group)
+    service_sub = services_group.add_subparsers(dest="action", metavar="ACTION")
+    command("list", services.services_list, "list your services", subparsers=service_sub)
+    p = command("create", services.services_create, "create a service", (common, waiting), service_sub)
     p.add_argument("name", metavar="NAME")
     p.add_argument(
         "--runtime",
         default="python",
         help="python (the default), php, java, static; postgresql or redis for a data service",
     )
-    p = command("show", commands.services_show, "show a service, its environments and nodes", subparsers=service_sub)
+    p = command("show", services.services_show, "show a service, its environments and nodes", subparsers=service_sub)
     p.add_argument("service", metavar="SERVICE")
-    p = command("delete", commands.services_delete, "delete a service and its nodes", (common, waiting), service_sub)
+    p = command("delete", services.services_delete, "delete a service and its nodes", (common, waiting), service_sub)
     p.add_argument("service", metavar="SERVICE")
     p.add_argument("--yes", "-y", action="store_true", help="do not ask for the name to be typed (for scripts)")
     p.add_argument(
         "--force", action="store_true", help="delete it even though other services link it (they keep a dead link)"
     )
 
-    versions = sub.add_parser("versions", help="list, upload and delete code versions")
-    versions.set_defaults(handler=None, group=versions)
-    version_sub = versions.add_subparsers(dest="action", metavar="ACTION")
-    p = command("list", commands.versions_list, "list the code versions of a service", subparsers=version_sub)
+    versions_group = sub.add_parser("versions", help="list, upload and delete code versions")
+    versions_group.set_defaults(handler=None, group=versions_group)
+    version_sub = versions_group.add_subparsers(dest="action", metavar="ACTION")
+    p = command("list", versions.versions_list, "list the code versions of a service", subparsers=version_sub)
     p.add_argument("service", metavar="SERVICE")
     p = command(
         "upload",
-        commands.versions_upload,
+        versions.versions_upload,
         "upload a code version: a zip, tar.gz or .war, or a directory packed into a tar.gz",
         subparsers=version_sub,
     )
     p.add_argument("service", metavar="SERVICE")
     p.add_argument("file", metavar="PATH", help="an archive file, or a directory to pack (see: conpaas push --help)")
     p.add_argument("--label", "-l", help="the version's label (default: v1, v2, …)")
-    p = command("delete", commands.versions_delete, "delete a code version no environment uses", subparsers=version_sub)
+    p = command("delete", versions.versions_delete, "delete a code version no environment uses", subparsers=version_sub)
     p.add_argument("service", metavar="SERVICE")
     p.add_argument("version", metavar="VERSION")
 
-    p = command("deploy", commands.deploy, "deploy a code version into an environment", (common, waiting))
+    p = command("deploy", deploys.deploy, "deploy a code version into an environment", (common, waiting))
     p.add_argument("service", metavar="SERVICE")
     p.add_argument("environment", metavar="ENV", help="production, development, …")
     p.add_argument("version", metavar="VERSION")
 
     p = command(
         "push",
-        commands.push,
+        deploys.push,
         "pack a directory, upload it as a code version and deploy it into an environment",
         (common, waiting),
     )
@@ -122,7 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
         "else the time, UTC, as 20250131-123456)",
     )
 
-    p = command("swap", commands.swap, "swap an environment's code version with production's (atomic)")
+    p = command("swap", deploys.swap, "swap an environment's code version with production's (atomic)")
     p.add_argument("service", metavar="SERVICE")
     p.add_argument("environment", metavar="ENV", nargs="?", default="development", help="default: development")
     p.add_argument(
@@ -131,17 +131,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="print what the swap would change (versions, settings) and change nothing; exit 1 if it would be refused",
     )
 
-    environments = sub.add_parser("environments", help="list, add and delete the environments of a service")
-    environments.set_defaults(handler=None, group=environments)
-    environment_sub = environments.add_subparsers(dest="action", metavar="ACTION")
+    environments_group = sub.add_parser("environments", help="list, add and delete the environments of a service")
+    environments_group.set_defaults(handler=None, group=environments_group)
+    environment_sub = environments_group.add_subparsers(dest="action", metavar="ACTION")
     p = command(
         "list",
-        commands.environments_list,
+        environments.environments_list,
         "list a service's environments: version, settings, database copy, preview URL",
         subparsers=environment_sub,
     )
     p.add_argument("service", metavar="SERVICE")
-    p = command("add", commands.environments_add, "add an environment to a service", subparsers=environment_sub)
+    p = command("add", environments.environments_add, "add an environment to a service", subparsers=environment_sub)
     p.add_argument("service", metavar="SERVICE")
     p.add_argument("name", metavar="NAME")
     p.add_argument(
@@ -152,7 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--preview-key", help="a readable preview key (default: a random one)")
     p = command(
         "delete",
-        commands.environments_delete,
+        environments.environments_delete,
         "delete an environment: its route, the instances only it ran and its database copies",
         subparsers=environment_sub,
     )
@@ -161,7 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command(
         "settings",
-        commands.settings,
+        environments.settings,
         "print an environment's settings, or change them (the new set is deployed, health-gated)",
         (common, waiting),
     )
@@ -178,18 +178,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--unset", metavar="NAME", action="append", help="remove a setting")
 
-    p = command("preview", commands.preview, "print the preview URL of an environment")
+    p = command("preview", environments.preview, "print the preview URL of an environment")
     p.add_argument("service", metavar="SERVICE")
     p.add_argument("environment", metavar="ENV", nargs="?", default="development", help="default: development")
 
-    p = command("scale", commands.scale, "set the number of nodes of a role", (common, waiting))
+    p = command("scale", services.scale, "set the number of nodes of a role", (common, waiting))
     p.add_argument("service", metavar="SERVICE")
     p.add_argument("role", metavar="ROLE", choices=["backend", "proxy"], help="backend or proxy")
     p.add_argument("nodes", metavar="N", type=int)
 
     p = command(
         "autoscale",
-        commands.autoscale,
+        services.autoscale,
         "scale a service's backend nodes to a p95 response-time target (without options: show the policy)",
     )
     p.add_argument("service", metavar="SERVICE")
@@ -199,16 +199,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cooldown", type=int, metavar="S", help="seconds after a change before scaling in")
     p.add_argument("--off", action="store_true", help="stop autoscaling (the nodes stay as they are)")
 
-    p = command("nodes", commands.nodes, "list the nodes of a service")
+    p = command("nodes", services.nodes, "list the nodes of a service")
     p.add_argument("service", metavar="SERVICE")
 
-    p = command("events", commands.events, "show the history of a service, oldest first")
+    p = command("events", events.events, "show the history of a service, oldest first")
     p.add_argument("service", metavar="SERVICE")
     p.add_argument("--follow", "-f", action="store_true", help="keep printing new events until Ctrl-C")
     p.add_argument("--follow-seconds", type=float, metavar="S", help="with --follow: stop after S seconds")
     p.add_argument("--limit", "-n", type=int, metavar="N", help="only the N most recent events")
 
-    p = command("logs", commands.logs, "show the recent log lines of an environment's instances")
+    p = command("logs", logs.logs, "show the recent log lines of an environment's instances")
     p.add_argument("service", metavar="SERVICE")
     p.add_argument("environment", metavar="ENV", nargs="?", default="production", help="default: production")
     p.add_argument("--follow", "-f", action="store_true", help="keep printing new lines until Ctrl-C")
@@ -217,13 +217,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--failed", action="store_true", help="the logs of the last failed deploy into ENV, kept when it was retired"
     )
-    p = command("apply", commands.apply, "create or update an application from its manifest", (common, waiting))
+    p = command("apply", apply.apply, "create or update an application from its manifest", (common, waiting))
     p.add_argument("file", metavar="FILE", help="the manifest (YAML); the paths in it are relative to it")
     p.add_argument("--dry-run", action="store_true", help="print the plan (created, changed, removed); change nothing")
 
     p = command(
         "db",
-        commands.db,
+        data.db,
         "a data service: open its client shell (psql, redis-cli) with its credentials; `dump` exports it to "
         "stdout; `load FILE` loads a dump with a live counter",
         (common, waiting),
@@ -237,7 +237,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="with load: the dump (SQL, pg_dump -Fc, Redis protocol, key value lines)",
     )
 
-    p = command("wait", commands.wait_command, "wait for an operation started with --no-wait")
+    p = command("wait", operations.wait_command, "wait for an operation started with --no-wait")
     p.add_argument("operation", metavar="OPERATION", type=int, help="the operation id")
     return parser
 

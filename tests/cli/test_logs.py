@@ -7,7 +7,7 @@ import uuid
 import pytest
 import requests
 
-from conpaas_cli import commands
+from conpaas_cli.commands import common, logs
 from images.conpaas_agent.waiting import wait_until
 from tests.apps import label_app, zip_archive
 
@@ -82,7 +82,7 @@ def test_ctrl_c_stops_following_with_0(cli, logged_in, service, monkeypatch):
     def interrupted(seconds):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(commands.time, "sleep", interrupted)
+    monkeypatch.setattr(common.time, "sleep", interrupted)
     result = cli("logs", "cli-logs", "--follow")
     assert result.code == 0, result.err
 
@@ -138,4 +138,4 @@ def test_failed_prints_the_kept_logs_of_the_last_failed_deploy(cli, logged_in, s
     ],
 )
 def test_new_lines_are_what_follows_the_previous_end(before, now, new):
-    assert commands.new_lines(before, now) == new
+    assert logs.new_lines(before, now) == new

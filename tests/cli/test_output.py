@@ -6,8 +6,9 @@ import stat
 
 import requests
 
-from conpaas_cli import commands, config
+from conpaas_cli import config
 from conpaas_cli.client import error_message
+from conpaas_cli.commands import operations
 from conpaas_cli.output import Progress, symbol, table
 
 
@@ -104,12 +105,12 @@ def test_it_ticks_counters_on_a_terminal_only_and_keeps_notes_everywhere():
 def test_waiting_on_an_operation_polls_often_at_first_then_once_a_second(monkeypatch):
     running = {"id": 7, "kind": "deploy", "state": "running", "progress": "step"}
     pauses, answers = [], iter([running] * 9 + [{**running, "state": "succeeded"}])
-    monkeypatch.setattr(commands.time, "sleep", pauses.append)
+    monkeypatch.setattr(operations.time, "sleep", pauses.append)
 
     class Api:
         def get(self, path):
             assert path == "operations/7/"
             return next(answers)
 
-    assert commands.wait(Api(), {**running, "state": "pending"})["state"] == "succeeded"
+    assert operations.wait(Api(), {**running, "state": "pending"})["state"] == "succeeded"
     assert pauses == [0.2, 0.3, 0.5, 0.8, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0]

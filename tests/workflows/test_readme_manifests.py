@@ -5,7 +5,7 @@ import contextlib
 import re
 from pathlib import Path
 
-from conpaas_cli.commands import named_files
+from conpaas_cli.commands.apply import named_files
 from conpaas_cli.packing import open_code
 from services.models import Service
 from workflows.applying import apply

@@ -1,0 +1,66 @@
+"""`db`: a data service's client shell, its export, and loading a dump into it."""
+
+import os
+from argparse import Namespace
+from pathlib import Path
+
+from conpaas_cli.client import Client
+from conpaas_cli.commands.common import client, find_service
+from conpaas_cli.commands.operations import finish
+from conpaas_cli.errors import CliError
+from conpaas_cli.output import Progress, human_size
+
+# What each data service's shell and export run; the password goes in the client's environment.
+DB_CLIENTS = {
+    "postgresql": {"shell": "psql", "dump": "pg_dump", "secret": "PGPASSWORD", "package": "postgresql-client"},
+    "redis": {"shell": "redis-cli", "dump": "redis-cli", "secret": "REDISCLI_AUTH", "package": "redis-tools"},
+}
+
+
+def db(args: Namespace) -> int:
+    api = client()
+    service = find_service(api, args.service)
+    if service["runtime"] not in DB_CLIENTS:
+        raise CliError(f"{service['name']} is a {service['runtime']} service, not a data service (postgresql, redis)")
+    if args.action == "load":
+        return _db_load(api, service, args)
+    if args.file:
+        raise CliError(f"`conpaas db SERVICE {args.action}` takes no file")
+    creds = api.get(f"services/{service['id']}/credentials/")
+    tool = DB_CLIENTS[service["runtime"]]
+    where = ["-h", creds["host"], "-p", str(creds["port"])]
+    if service["runtime"] == "postgresql":
+        argv = [tool[args.action], *where, "-U", creds["user"], "-d", creds["database"]]
+    else:
+        argv = [tool[args.action], *where, *(["--rdb", "-"] if args.action == "dump" else [])]
+    env = {**os.environ, tool["secret"]: creds["password"]}
+    try:
+        os.execvpe(argv[0], argv, env)  # the client takes over the terminal; the password never on its command line
+    except FileNotFoundError:
+        raise CliError(f"{argv[0]} is not installed here (Debian package {tool['package']})") from None
+
+
+def _db_load(api: Client, service: dict, args: Namespace) -> int:
+    if not args.file:
+        raise CliError("say which dump to load: conpaas db SERVICE load FILE")
+    path = Path(args.file)
+    if not path.is_file():
+        raise CliError(f"{path}: no such file")
+    progress = Progress()
+
+    def show(sent: int, size: int) -> None:
+        share = sent * 100 // max(size, 1)
+        progress.tick(f"uploading {path.name}: {human_size(sent)} of {human_size(size)} ({share}%)")
+
+    try:
+        with path.open("rb") as fh:
+            operation = api.upload(f"services/{service['id']}/load/", fh, path.name, {}, show, "dump", (202,))
+    finally:
+        progress.done()
+
+    def loaded(operation: dict) -> None:
+        counters = operation.get("counters") or {}
+        if counters.get("unit"):
+            print(f"{counters['items']:,} {counters['unit']} loaded into {service['name']}")
+
+    return finish(api, operation, args, then=loaded)
