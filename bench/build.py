@@ -872,7 +872,7 @@ def verify_nodes(env, api, sid: int, url: str, label: str) -> dict:
 # staging: a 25,000-file tree unpacked as a node does
 
 
-# The node's unpack checks every member (archives.py), in Python: within this factor of the
+# The node's unpack checks every member (archives/extraction.py), in Python: within this factor of the
 # system's own tools, which check nothing.
 STAGING_TARGET = 2.0
 

@@ -124,7 +124,7 @@ CONPAAS_HEAL_GRACE = envint("CONPAAS_HEAL_GRACE", 60)
 # is on, let the autoscaler decide (workflows/autoscale.py).
 CONPAAS_METRICS_INTERVAL = envint("CONPAAS_METRICS_INTERVAL", 5)
 CONPAAS_MAX_UPLOAD_MB = envint("CONPAAS_MAX_UPLOAD_MB", 100)
-# What an uploaded archive may hold (images/conpaas_agent/archives.py). Archive bombs are
+# What an uploaded archive may hold (images/conpaas_agent/archives/). Archive bombs are
 # stopped by bytes, the expanded size and the ratio; the member count only bounds the work of
 # checking one (MediaWiki has 25,000 members, Nextcloud or Drupal with vendor/ more). A node
 # unpacks at most 2 GB of a version's archive (conpaas_agent.instances.MAX_UNPACKED_BYTES).

@@ -340,7 +340,7 @@ class Instances:
         sha = spec["archive_sha256"]
         with self._lock_for(self._version_locks, sha):
             version_dir = os.path.join(self.versions_dir, sha)
-            # A code version's files are served: their times follow their content (archives.py).
+            # A code version's files are served: their times follow their content (archives/extraction.py).
             # A build's keep the archive's, which its compiled .pyc files record.
             unpacked = self._fetch(version_dir, "app", spec["archive_url"], sha, MAX_UNPACKED_BYTES, content_times=True)
             built = None

@@ -1,7 +1,7 @@
 """Packing a directory for `conpaas push`: the .conpaasignore rules, what goes in the archive, what is refused.
 
 No server: real folders in tmp_path, real archives read back, and the platform's own archive rulebook
-(images/conpaas_agent/archives.py) to check that what is packed is what the server accepts."""
+(images/conpaas_agent/archives/) to check that what is packed is what the server accepts."""
 
 import os
 import shutil

@@ -1,4 +1,4 @@
-"""Tests for the archive rulebook, images/conpaas_agent/archives.py (pure Python, no Django needed).
+"""Tests for the archive rulebook, images/conpaas_agent/archives/ (pure Python, no Django needed).
 
 Run: cd /work/main && PYTHONPATH=/work/main .venv/bin/python -m pytest -p no:django \
          tests/versions/test_archives.py -q
