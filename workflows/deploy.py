@@ -27,7 +27,7 @@ from versions.instances import (
     link_environment,
 )
 from versions.logs import keep_failed_logs
-from versions.models import CodeVersion, Environment, Instance, InstanceState, setting_values
+from versions.models import CodeVersion, Environment, Instance, InstanceState, changed_settings, setting_values
 from versions.storage import lock_version
 from workflows.copies import drop_copies, ensure_copies
 
@@ -109,11 +109,8 @@ def run_deploy(operation) -> str:
     except OperationFailed as exc:
         fail(service, release, operation, exc)
     was = f" (was {previous.version.label})" if previous.version and previous.version != version else ""
-    settings_changed = sorted(
-        name for name in set(settings_) | set(previous.settings) if settings_.get(name) != previous.settings.get(name)
-    )
-    if settings_changed:
-        was += "; settings changed: " + ", ".join(settings_changed)  # names only: values may be secrets
+    if settings_changed := changed_settings(previous.settings, settings_):
+        was += "; settings changed: " + ", ".join(settings_changed)
     Event.record(
         service, "route", f"{environment.name} now serves {version.label}{was}", Outcome.SUCCEEDED, operation=operation
     )

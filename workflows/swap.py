@@ -16,7 +16,14 @@ from services.choices import OperationKind, Outcome
 from services.errors import Conflict, NotFound, OperationFailed
 from services.models import Event
 from versions.instances import Release, ensure_instances
-from versions.models import DEVELOPMENT, PRODUCTION, Environment, no_such_environment, swapped_settings
+from versions.models import (
+    DEVELOPMENT,
+    PRODUCTION,
+    Environment,
+    changed_settings,
+    no_such_environment,
+    swapped_settings,
+)
 from workflows.deploy import retire_unused
 
 
@@ -45,15 +52,16 @@ class SwapPlan:
     def setting_changes(self, environment: Environment) -> dict[str, dict]:
         """Each setting whose value the environment's instances see change: {from, to, sticky}."""
         before, after = environment.settings, self.settings[environment.name]
+        # A swap changes only values: a sticky name keeps its entry, a travelling one is not sticky
+        # on either side, so the names changed_settings gives are those whose value changes.
         changes = {}
-        for name in sorted(set(before) | set(after)):
+        for name in changed_settings(before, after):
             old, new = before.get(name), after.get(name)
-            if (old or {}).get("value") != (new or {}).get("value"):
-                changes[name] = {
-                    "from": old["value"] if old else None,
-                    "to": new["value"] if new else None,
-                    "sticky": bool((new or old)["sticky"]),
-                }
+            changes[name] = {
+                "from": old["value"] if old else None,
+                "to": new["value"] if new else None,
+                "sticky": bool((new or old)["sticky"]),
+            }
         return changes
 
     def describe(self, refusal: str | None = None) -> dict:
