@@ -3,6 +3,8 @@
 from collections import defaultdict
 
 from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
 
 from services import agent
 from services.choices import NodeState
@@ -66,6 +68,38 @@ def push(service, require_healthy=None) -> list[dict]:
                 raise RouterRefused(f"on {proxy.name}: {exc.detail}") from exc
             raise OperationFailed(f"the router on {proxy.name} did not take the new routes: {exc}") from exc
     return statuses
+
+
+class RoutesNotRestored(OperationFailed):
+    """A flip failed and so did pushing the routes back: the routers may not match the rows.
+    The message is the restoring push's; `flip_error` is what made the flip fail."""
+
+    def __init__(self, message: str, flip_error: OperationFailed):
+        super().__init__(message)
+        self.flip_error = flip_error
+
+
+def flip_or_restore(service, changes: dict[Environment, dict], release) -> None:
+    """Write each environment's new fields, then push, every router flipping only if `release`
+    is healthy there. When a router refuses or fails, the rows get back the values they had (the
+    environments as given) and the routes are pushed again, so the routers agree with the rows;
+    then the flip's error is raised, or RoutesNotRestored when that push fails too."""
+    with transaction.atomic():
+        now = timezone.now()
+        for environment, fields in changes.items():
+            Environment.objects.filter(pk=environment.pk).update(**fields, updated=now)
+    try:
+        push(service, require_healthy=release)
+    except OperationFailed as exc:
+        with transaction.atomic():
+            for environment, fields in changes.items():
+                before = {name: environment.serializable_value(name) for name in fields}
+                Environment.objects.filter(pk=environment.pk).update(**before)
+        try:
+            push(service)
+        except OperationFailed as again:
+            raise RoutesNotRestored(str(again), exc) from again
+        raise
 
 
 def proxy_statuses(service) -> list[tuple[object, dict]]:

@@ -122,6 +122,12 @@ def swapped_settings(production: dict, other: dict) -> tuple[dict, dict]:
     return after(production, other), after(other, production)
 
 
+def changed_settings(before: dict, after: dict) -> list[str]:
+    """The names of the settings added, removed, or changed in value or stickiness, sorted.
+    What deploy, applying and swap report: names only, since values may be secrets."""
+    return sorted(name for name in set(before) | set(after) if before.get(name) != after.get(name))
+
+
 def settings_key(values: dict[str, str], copies: dict[str, str]) -> str:
     """A short fingerprint of what an instance gets besides its code (its environment's setting
     values and database copies); empty when it gets nothing, so plain versions keep their names."""

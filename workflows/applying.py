@@ -18,7 +18,7 @@ from images.conpaas_agent.archives import ArchiveError, inspect_archive
 from services import quotas
 from services.choices import OperationKind, OperationState, ServiceState
 from services.models import Application, Event, Operation, Service
-from versions.models import Environment
+from versions.models import Environment, changed_settings
 from versions.storage import store_version, upload_limits
 from workflows import lifecycle
 from workflows.databases import request_load
@@ -222,10 +222,8 @@ def plan_service(owner, spec: ServiceSpec, service, archives, infos, plan: Plan,
         if environment is not None:
             if serving == wanted.version:
                 changes = []
-            if changed := sorted(
-                n for n in set(settings) | set(environment.settings) if settings.get(n) != environment.settings.get(n)
-            ):
-                changes.append("settings " + ", ".join(changed))  # names only: values may be secrets
+            if changed := changed_settings(environment.settings, settings):
+                changes.append("settings " + ", ".join(changed))
             if copy != environment.database_copy:
                 changes.append("own database copy" if copy else "no database copy")
             if not changes or deploying(environment, versions.get(wanted.version), settings, copy):

@@ -10,10 +10,9 @@ from typing import NoReturn
 
 from django.conf import settings
 from django.db import transaction
-from django.utils import timezone
 
 from routing.health import Unhealthy, wait_healthy
-from routing.table import push
+from routing.table import RoutesNotRestored, flip_or_restore, push
 from services import agent, operations
 from services.choices import NodeState, OperationKind, Outcome, ServiceState
 from services.errors import Conflict, NotFound, OperationFailed
@@ -28,7 +27,7 @@ from versions.instances import (
     link_environment,
 )
 from versions.logs import keep_failed_logs
-from versions.models import CodeVersion, Environment, Instance, InstanceState, setting_values
+from versions.models import CodeVersion, Environment, Instance, InstanceState, changed_settings, setting_values
 from versions.storage import lock_version
 from workflows.copies import drop_copies, ensure_copies
 
@@ -101,31 +100,17 @@ def run_deploy(operation) -> str:
         fail(service, release, operation, exc)
     previous = Environment.objects.get(pk=environment.pk)
     operation.set_progress(f"routing {environment.name} to {version.label}")
-    Environment.objects.filter(pk=environment.pk).update(
-        version=version, settings=settings_, settings_key=release.key, database_copy=with_copy, updated=timezone.now()
-    )
+    fields = {"version": version, "settings": settings_, "settings_key": release.key, "database_copy": with_copy}
     try:
-        # Each router flips only if the release is still healthy there, in the same step.
-        push(service, require_healthy=release)
+        flip_or_restore(service, {previous: fields}, release)
+    except RoutesNotRestored:
+        retire_unused(service, operation)
+        raise
     except OperationFailed as exc:
-        Environment.objects.filter(pk=environment.pk).update(
-            version=previous.version,
-            settings=previous.settings,
-            settings_key=previous.settings_key,
-            database_copy=previous.database_copy,
-        )
-        try:
-            push(service)
-        except OperationFailed:
-            retire_unused(service, operation)
-            raise
         fail(service, release, operation, exc)
     was = f" (was {previous.version.label})" if previous.version and previous.version != version else ""
-    settings_changed = sorted(
-        name for name in set(settings_) | set(previous.settings) if settings_.get(name) != previous.settings.get(name)
-    )
-    if settings_changed:
-        was += "; settings changed: " + ", ".join(settings_changed)  # names only: values may be secrets
+    if settings_changed := changed_settings(previous.settings, settings_):
+        was += "; settings changed: " + ", ".join(settings_changed)
     Event.record(
         service, "route", f"{environment.name} now serves {version.label}{was}", Outcome.SUCCEEDED, operation=operation
     )

@@ -9,17 +9,21 @@ serves; only then do the routes flip. Without such a difference the swap is a ro
 
 from dataclasses import dataclass
 
-from django.db import transaction
-from django.utils import timezone
-
 from routing.health import wait_healthy
-from routing.table import RouterRefused, health_problems, instance_problems, push
+from routing.table import RouterRefused, RoutesNotRestored, flip_or_restore, health_problems, instance_problems, push
 from services import operations
 from services.choices import OperationKind, Outcome
 from services.errors import Conflict, NotFound, OperationFailed
 from services.models import Event
 from versions.instances import Release, ensure_instances
-from versions.models import DEVELOPMENT, PRODUCTION, Environment, no_such_environment, swapped_settings
+from versions.models import (
+    DEVELOPMENT,
+    PRODUCTION,
+    Environment,
+    changed_settings,
+    no_such_environment,
+    swapped_settings,
+)
 from workflows.deploy import retire_unused
 
 
@@ -48,15 +52,16 @@ class SwapPlan:
     def setting_changes(self, environment: Environment) -> dict[str, dict]:
         """Each setting whose value the environment's instances see change: {from, to, sticky}."""
         before, after = environment.settings, self.settings[environment.name]
+        # A swap changes only values: a sticky name keeps its entry, a travelling one is not sticky
+        # on either side, so the names changed_settings gives are those whose value changes.
         changes = {}
-        for name in sorted(set(before) | set(after)):
+        for name in changed_settings(before, after):
             old, new = before.get(name), after.get(name)
-            if (old or {}).get("value") != (new or {}).get("value"):
-                changes[name] = {
-                    "from": old["value"] if old else None,
-                    "to": new["value"] if new else None,
-                    "sticky": bool((new or old)["sticky"]),
-                }
+            changes[name] = {
+                "from": old["value"] if old else None,
+                "to": new["value"] if new else None,
+                "sticky": bool((new or old)["sticky"]),
+            }
         return changes
 
     def describe(self, refusal: str | None = None) -> dict:
@@ -153,48 +158,33 @@ def flip(service, plan: SwapPlan, actor, operation) -> None:
             return now.health_fields()
         return {"health_problems": None, "health_checked": None, "health_version": None}
 
-    def saved(env: Environment) -> dict:
-        return {
-            "version": env.version,
-            "settings": env.settings,
-            "settings_key": env.settings_key,
-            **env.health_fields(),
+    changes = {
+        env: {
+            "version": release.version,
+            "settings": plan.settings[env.name],
+            "settings_key": release.key,
+            **verdict(release, other if env is production else production),
         }
-
-    with transaction.atomic():
-        now = timezone.now()
-        for env, release in ((production, incoming), (other, outgoing)):
-            Environment.objects.filter(pk=env.pk).update(
-                version=release.version,
-                settings=plan.settings[env.name],
-                settings_key=release.key,
-                updated=now,
-                **verdict(release, other if env is production else production),
-            )
+        for env, release in ((production, incoming), (other, outgoing))
+    }
     try:
-        # Each router checks the incoming release's health and commits in one step.
-        push(service, require_healthy=incoming)
+        flip_or_restore(service, changes, incoming)
     except OperationFailed as exc:
-        # Put the database back as it was and make every proxy agree with it again.
-        with transaction.atomic():
-            for env in (production, other):
-                Environment.objects.filter(pk=env.pk).update(**saved(env))
-        try:
-            push(service)
-        except OperationFailed as again:
+        if isinstance(exc, RoutesNotRestored):
             Event.record(
                 service,
                 "swap",
-                f"could not restore the routes after a failed swap: {again}",
+                f"could not restore the routes after a failed swap: {exc}",
                 Outcome.FAILED,
                 actor,
                 operation,
             )
+            exc = exc.flip_error
         if plan.starts_instances:
             retire_unused(service, operation)
         if isinstance(exc, RouterRefused):
             refuse(service, f"{incoming.label} in {other.name} is not healthy {exc}", actor, operation)
-        raise
+        raise exc
 
 
 def settings_summary(plan: SwapPlan) -> str:

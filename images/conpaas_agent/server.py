@@ -14,7 +14,9 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import NamedTuple
 from urllib.parse import parse_qs, urlsplit
 
 from . import instances, signing
@@ -133,73 +135,98 @@ class Agent:
         return component
 
     def handle(self, method: str, path: str, query: dict, body: object) -> tuple[int, object]:
-        if path == "/v1/status" and method == "GET":
-            return 200, {
-                "name": self.name,
-                "roles": self.roles,
-                "instances": self.instances.all() if self.instances else {},
-                "proxy": self.proxy.status() if self.proxy else None,
-            }
-        if path == "/v1/releases":
-            if method != "POST":
-                raise AgentError(405, f"{method} is not allowed on {path}")
-            return 200, self.need("backend").release(body)
-        match = re.fullmatch(r"/v1/instances/([^/]+)", path)
-        if match:
-            manager = self.need("backend")
-            name = match.group(1)
-            if method == "PUT":
-                instance, _created = manager.put(name, body)
-                return 200, instance
-            if method == "GET":
-                instance = manager.get(name)
-                instance["health"] = manager.health(name, query.get("path", ["/"])[0])
-                return 200, instance
-            if method == "DELETE":
-                manager.delete(name)
-                return 204, None
-            raise AgentError(405, f"{method} is not allowed on {path}")
-        match = re.fullmatch(r"/v1/instances/([^/]+)/logs", path)
-        if match:
-            manager = self.need("backend")
-            if method != "GET":
-                raise AgentError(405, f"{method} is not allowed on {path}")
-            try:
-                lines = int(query.get("lines", ["100"])[0])
-            except ValueError as exc:
-                raise AgentError(400, "lines must be a whole number") from exc
-            return 200, {"name": match.group(1), "files": manager.logs(match.group(1), lines, query.get("file"))}
-        if path == "/v1/proxy":
-            proxy = self.need("proxy")
-            if method == "GET":
-                return 200, proxy.status()
-            if method == "PUT":
-                try:
-                    routing = validate_routing(body)
-                except InvalidRouting as exc:
-                    raise AgentError(400, str(exc)) from exc
-                gate = query.get("require_healthy", [None])[0]
-                try:
-                    return 200, proxy.apply(routing, require_healthy=gate)
-                except Unhealthy as exc:
-                    raise AgentError(409, str(exc)) from exc
-            raise AgentError(405, f"{method} is not allowed on {path}")
-        if path == "/v1/proxy/metrics":
-            proxy = self.need("proxy")
-            if method == "GET":
-                try:
-                    window = min(3600.0, max(1.0, float(query.get("window", ["60"])[0])))
-                except ValueError as exc:
-                    raise AgentError(400, "window must be a number of seconds") from exc
-                return 200, proxy.metrics(window)
-            raise AgentError(405, f"{method} is not allowed on {path}")
-        if path == "/v1/proxy/reload":
-            proxy = self.need("proxy")
-            if method == "POST":
-                proxy.reload()
-                return 200, proxy.status()
-            raise AgentError(405, f"{method} is not allowed on {path}")
-        raise AgentError(404, f"no such resource: {path}")
+        """Answer by ROUTES: an unknown path is a 404; on a known one, a node without the route's
+        role a 404, then a method the path does not take a 405."""
+        found = [(route, match) for route in ROUTES if (match := route.path.fullmatch(path))]
+        if not found:
+            raise AgentError(404, f"no such resource: {path}")
+        if role := found[0][0].role:
+            self.need(role)
+        for route, match in found:
+            if route.method == method:
+                return route.handler(self, query, body, *match.groups())
+        raise AgentError(405, f"{method} is not allowed on {path}")
+
+    def status(self, query: dict, body: object) -> tuple[int, object]:
+        return 200, {
+            "name": self.name,
+            "roles": self.roles,
+            "instances": self.instances.all() if self.instances else {},
+            "proxy": self.proxy.status() if self.proxy else None,
+        }
+
+    def run_release(self, query: dict, body: object) -> tuple[int, object]:
+        return 200, self.instances.release(body)
+
+    def put_instance(self, query: dict, body: object, name: str) -> tuple[int, object]:
+        instance, _created = self.instances.put(name, body)
+        return 200, instance
+
+    def get_instance(self, query: dict, body: object, name: str) -> tuple[int, object]:
+        instance = self.instances.get(name)
+        instance["health"] = self.instances.health(name, query.get("path", ["/"])[0])
+        return 200, instance
+
+    def delete_instance(self, query: dict, body: object, name: str) -> tuple[int, object]:
+        self.instances.delete(name)
+        return 204, None
+
+    def instance_logs(self, query: dict, body: object, name: str) -> tuple[int, object]:
+        try:
+            lines = int(query.get("lines", ["100"])[0])
+        except ValueError as exc:
+            raise AgentError(400, "lines must be a whole number") from exc
+        return 200, {"name": name, "files": self.instances.logs(name, lines, query.get("file"))}
+
+    def get_proxy(self, query: dict, body: object) -> tuple[int, object]:
+        return 200, self.proxy.status()
+
+    def put_proxy(self, query: dict, body: object) -> tuple[int, object]:
+        try:
+            routing = validate_routing(body)
+        except InvalidRouting as exc:
+            raise AgentError(400, str(exc)) from exc
+        gate = query.get("require_healthy", [None])[0]
+        try:
+            return 200, self.proxy.apply(routing, require_healthy=gate)
+        except Unhealthy as exc:
+            raise AgentError(409, str(exc)) from exc
+
+    def proxy_metrics(self, query: dict, body: object) -> tuple[int, object]:
+        try:
+            window = min(3600.0, max(1.0, float(query.get("window", ["60"])[0])))
+        except ValueError as exc:
+            raise AgentError(400, "window must be a number of seconds") from exc
+        return 200, self.proxy.metrics(window)
+
+    def reload_proxy(self, query: dict, body: object) -> tuple[int, object]:
+        self.proxy.reload()
+        return 200, self.proxy.status()
+
+
+class Route(NamedTuple):
+    method: str
+    path: re.Pattern  # matched whole; its groups are the handler's last arguments
+    role: str | None  # the role a node needs; every route of one path names the same
+    handler: Callable  # an Agent method taking the query, the body and the path's groups
+
+
+INSTANCE = r"/v1/instances/([^/]+)"
+ROUTES = [  # the agent's whole API
+    Route(method, re.compile(path), role, handler)
+    for method, path, role, handler in (
+        ("GET", "/v1/status", None, Agent.status),
+        ("POST", "/v1/releases", "backend", Agent.run_release),
+        ("PUT", INSTANCE, "backend", Agent.put_instance),
+        ("GET", INSTANCE, "backend", Agent.get_instance),
+        ("DELETE", INSTANCE, "backend", Agent.delete_instance),
+        ("GET", INSTANCE + "/logs", "backend", Agent.instance_logs),
+        ("GET", "/v1/proxy", "proxy", Agent.get_proxy),
+        ("PUT", "/v1/proxy", "proxy", Agent.put_proxy),
+        ("GET", "/v1/proxy/metrics", "proxy", Agent.proxy_metrics),
+        ("POST", "/v1/proxy/reload", "proxy", Agent.reload_proxy),
+    )
+]
 
 
 class Handler(BaseHTTPRequestHandler):
