@@ -259,5 +259,11 @@ def test_it_restarts_what_stopped_while_the_control_plane_was_down(shop, control
     finally:
         control_plane.start()
     wait_until(lambda: fetch(service["url"]).text == "v1\n", timeout=60, message="the restart to bring v1 back")
-    events = [e["message"] for e in api.get(f"/api/v1/services/{service['id']}/events/").json()]
-    assert any(f"restarted {node}-v{v1['id']}" in message for message in events)
+
+    # The router may reach the new process (the same unix socket) a moment before the restart's
+    # event is written.
+    def restart_recorded() -> bool:
+        events = [e["message"] for e in api.get(f"/api/v1/services/{service['id']}/events/").json()]
+        return any(f"restarted {node}-v{v1['id']}" in message for message in events)
+
+    wait_until(restart_recorded, timeout=10, message="the restart's event")
