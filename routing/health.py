@@ -89,7 +89,7 @@ def wait_healthy(service, release, timeout: float | None = None) -> None:
         if not problems or now >= next_save:
             save_health(service, statuses)
             next_save = now + 1.0
-        errors = answered_errors(service, release, statuses)
+        errors = answered_errors(release, statuses)
         for name, error in errors.items():
             if answering.get(name, ("", now))[0] != error:
                 answering[name] = (error, now)

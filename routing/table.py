@@ -127,18 +127,16 @@ def instance_problems(service, release) -> tuple[list, list[str]]:
     return running, []
 
 
-def answered_errors(service, release, statuses: list) -> dict[str, str]:
+def answered_errors(release, statuses: list) -> dict[str, str]:
     """The instances of `release` whose app answered its last health check with the wrong status
-    on some router (HAProxy's L7STS: it serves, and says no), by name: what it answered."""
-    running, _ = instance_problems(service, release)
+    on some router (HAProxy's L7STS: it serves, and says no), by name: what it answered. The
+    routers' own answers name them: no query."""
     errors = {}
     for _proxy, status in statuses:
-        servers = status.get("backends", {}).get(release.backend, {}).get("servers", {})
-        for instance in running:
-            server = servers.get(instance.name) or {}
+        for name, server in status.get("backends", {}).get(release.backend, {}).get("servers", {}).items():
             last_check = (server.get("check") or "").removeprefix("* ")  # "* ": the next is under way
             if not server.get("healthy") and last_check.startswith("L7STS") and server.get("check_code"):
-                errors[instance.name] = f"HTTP {server['check_code']}"
+                errors[name] = f"HTTP {server['check_code']}"
     return errors
 
 

@@ -63,8 +63,15 @@ def log_lines(node: str, instance: str, files: dict[str, list[str]]) -> list[dic
 
 
 def last_failure(service, environment_name: str) -> dict | None:
-    kept = FailedInstanceLog.objects.filter(service=service, environment=environment_name).first()
+    return summary(newest_failure(service, environment_name))
+
+
+def summary(kept: FailedInstanceLog | None) -> dict | None:
     return {"version": kept.version_label, "at": kept.created} if kept else None
+
+
+def newest_failure(service, environment_name: str) -> FailedInstanceLog | None:
+    return FailedInstanceLog.objects.filter(service=service, environment=environment_name).first()
 
 
 def failed_logs(service, environment_name: str, lines: int = DEFAULT_LINES) -> dict:
@@ -72,12 +79,16 @@ def failed_logs(service, environment_name: str, lines: int = DEFAULT_LINES) -> d
     shape of `environment_logs` (`version` null: nothing of it runs)."""
     if not Environment.objects.filter(service=service, name=environment_name).exists():
         raise NotFound(no_such_environment(service, environment_name))
-    failure = last_failure(service, environment_name)
-    found = {"environment": environment_name, "version": None, "lines": [], "errors": [], "last_failure": failure}
-    if failure is not None:
-        kept_here = FailedInstanceLog.objects.filter(service=service, environment=environment_name)
-        newest = kept_here.first()
-        same_failure = kept_here.filter(operation=newest.operation, version_label=newest.version_label)
+    newest = newest_failure(service, environment_name)
+    found = {"environment": environment_name, "version": None, "lines": [], "errors": []}
+    found["last_failure"] = summary(newest)
+    if newest is not None:
+        same_failure = FailedInstanceLog.objects.filter(
+            service=service,
+            environment=environment_name,
+            operation=newest.operation,
+            version_label=newest.version_label,
+        )
         for kept in same_failure.order_by("node_name", "id"):
             files = {file: file_lines[-lines:] for file, file_lines in kept.files}
             found["lines"] += log_lines(kept.node_name, kept.instance, files)

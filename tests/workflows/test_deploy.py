@@ -190,13 +190,13 @@ def test_a_check_that_changes_its_answer_or_gets_none_waits_for_the_timeout(serv
     statuses = [(proxy, fleet.client(proxy).get_proxy())]
     server = statuses[0][1]["backends"][release.backend]["servers"][name]
     server.update(healthy=False, status="DOWN", check="L7STS", check_code=500)
-    assert answered_errors(service, release, statuses) == {name: "HTTP 500"}
+    assert answered_errors(release, statuses) == {name: "HTTP 500"}
     server.update(check="* L7STS")  # the next check under way: the last one's answer still counts
-    assert answered_errors(service, release, statuses) == {name: "HTTP 500"}
+    assert answered_errors(release, statuses) == {name: "HTTP 500"}
     server.update(check="L4CON", check_code=None)
-    assert answered_errors(service, release, statuses) == {}
+    assert answered_errors(release, statuses) == {}
     server.update(healthy=True, status="UP", check="L7OK", check_code=200)
-    assert answered_errors(service, release, statuses) == {}
+    assert answered_errors(release, statuses) == {}
 
 
 def test_a_deploy_that_fails_to_start_keeps_no_logs_and_says_why_once(service, proxy, fleet, queue, settings):
