@@ -879,8 +879,8 @@ STAGING_TARGET = 2.0
 
 def run_staging(args) -> bool:
     """MediaWiki's tree (about 25,000 files) unpacked by a node in <= 2x the time unzip or GNU tar take"""
+    from conpaas_agent.instances import MAX_UNPACKED_BYTES, unpack
     from examples.mediawiki.build import MEDIAWIKI, pack
-    from images.conpaas_agent.instances import MAX_UNPACKED_BYTES, unpack
 
     if not MEDIAWIKI.is_dir():
         say(f"staging: {MEDIAWIKI} is missing: apt-get install --no-install-recommends mediawiki (./run setup does)")

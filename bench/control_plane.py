@@ -32,8 +32,8 @@ import benchlib  # noqa: E402
 import requests  # noqa: E402
 from benchlib import ROOT, say  # noqa: E402
 
-from images.conpaas_agent.procs import free_port  # noqa: E402
-from images.conpaas_agent.waiting import wait_until  # noqa: E402
+from conpaas_common.procs import free_port  # noqa: E402
+from conpaas_common.waiting import wait_until  # noqa: E402
 
 PASSWORD = "bench-secret-1"
 

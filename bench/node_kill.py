@@ -36,7 +36,7 @@ import benchlib  # noqa: E402
 from benchlib import say  # noqa: E402
 from swap_under_load import Client  # noqa: E402
 
-from images.conpaas_agent.waiting import wait_until  # noqa: E402
+from conpaas_common.waiting import wait_until  # noqa: E402
 
 
 def main() -> int:

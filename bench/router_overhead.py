@@ -49,8 +49,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import benchlib  # noqa: E402
 from benchlib import percentile, say  # noqa: E402
 
-from images.conpaas_agent.procs import children, free_port  # noqa: E402
-from images.conpaas_agent.runtimes.base import SOCKET_NAME  # noqa: E402
+from conpaas_agent.runtimes.base import SOCKET_NAME  # noqa: E402
+from conpaas_common.procs import children, free_port  # noqa: E402
 from services.clouds.isolation import JOIN_CGROUPS  # noqa: E402
 from services.clouds.limits import this_machine  # noqa: E402
 

@@ -36,8 +36,8 @@ import benchlib  # noqa: E402
 from benchlib import say  # noqa: E402
 
 from conpaas_cli.packing import open_code  # noqa: E402
-from images.conpaas_agent.procs import children  # noqa: E402
-from images.conpaas_agent.waiting import wait_until  # noqa: E402
+from conpaas_common.procs import children  # noqa: E402
+from conpaas_common.waiting import wait_until  # noqa: E402
 from tests.agent.agent_helpers import AgentProcess, ArchiveServer  # noqa: E402
 
 EXAMPLES = benchlib.ROOT / "examples"

@@ -33,8 +33,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import benchlib  # noqa: E402
 from benchlib import ms, percentile, say  # noqa: E402
 
-from images.conpaas_agent.router.config import BUSY_MESSAGE, QUEUE_TIMEOUT  # noqa: E402
-from images.conpaas_agent.runtimes.python import WORKERS  # noqa: E402
+from conpaas_agent.router.config import BUSY_MESSAGE, QUEUE_TIMEOUT  # noqa: E402
+from conpaas_agent.runtimes.python import WORKERS  # noqa: E402
 from tests.apps import waiting_app  # noqa: E402
 from tests.load import OpenLoop  # noqa: E402
 

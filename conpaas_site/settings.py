@@ -10,6 +10,8 @@ import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 from django.core.management.utils import get_random_secret_key
 
+from conpaas_common.wire import CONSOLE_COOKIE_PREFIX
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 
@@ -124,7 +126,7 @@ CONPAAS_HEAL_GRACE = envint("CONPAAS_HEAL_GRACE", 60)
 # is on, let the autoscaler decide (workflows/autoscale.py).
 CONPAAS_METRICS_INTERVAL = envint("CONPAAS_METRICS_INTERVAL", 5)
 CONPAAS_MAX_UPLOAD_MB = envint("CONPAAS_MAX_UPLOAD_MB", 100)
-# What an uploaded archive may hold (images/conpaas_agent/archives/). Archive bombs are
+# What an uploaded archive may hold (images/conpaas_common/archives/). Archive bombs are
 # stopped by bytes, the expanded size and the ratio; the member count only bounds the work of
 # checking one (MediaWiki has 25,000 members, Nextcloud or Drupal with vendor/ more). A node
 # unpacks at most 2 GB of a version's archive (conpaas_agent.instances.MAX_UNPACKED_BYTES).
@@ -198,14 +200,14 @@ LOGIN_URL = "console:login"
 LOGIN_REDIRECT_URL = "console:dashboard"
 LOGOUT_REDIRECT_URL = "console:login"
 
-# The console's cookies have names of their own, all starting with `conpaas_console_`: browsers
-# share cookies between ports of one host, so an app on a local node would otherwise receive the
-# console's session, or sign its user out by setting a `sessionid` of its own. Every router
-# strips these names from requests and refuses them in instances' Set-Cookie
-# (images/conpaas_agent/router/config.py, CONSOLE_COOKIE_PREFIX).
-SESSION_COOKIE_NAME = "conpaas_console_session"
-CSRF_COOKIE_NAME = "conpaas_console_csrf"
-LANGUAGE_COOKIE_NAME = "conpaas_console_language"
+# The console's cookies have names of their own, all starting with CONSOLE_COOKIE_PREFIX
+# (`conpaas_console_`): browsers share cookies between ports of one host, so an app on a local
+# node would otherwise receive the console's session, or sign its user out by setting a
+# `sessionid` of its own. Every router strips these names from requests and refuses them in
+# instances' Set-Cookie (images/conpaas_agent/router/config.py, console_cookie_rules).
+SESSION_COOKIE_NAME = f"{CONSOLE_COOKIE_PREFIX}session"
+CSRF_COOKIE_NAME = f"{CONSOLE_COOKIE_PREFIX}csrf"
+LANGUAGE_COOKIE_NAME = f"{CONSOLE_COOKIE_PREFIX}language"
 # The console's JavaScript never reads the CSRF cookie (forms carry the token), so scripts of an
 # app on the same host cannot read it either.
 CSRF_COOKIE_HTTPONLY = True

@@ -14,7 +14,7 @@ from django.conf import settings
 from django.db.models import Q
 from django.utils import timezone
 
-from images.conpaas_agent.waiting import wait_until
+from conpaas_common.waiting import wait_until
 from routing.table import answered_errors, health_problems, proxy_statuses, running_proxies
 from services import agent
 from services.choices import NodeState, ServiceState

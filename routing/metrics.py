@@ -16,7 +16,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from images.conpaas_agent.metrics import KEEP_SECONDS
+from conpaas_common.wire import KEEP_SECONDS
 from routing.health import ROUTER_TIMEOUT
 from routing.models import MetricPoint, Resolution
 from routing.table import running_proxies

@@ -5,7 +5,15 @@ import json
 import logging
 from urllib.parse import quote
 
-from images.conpaas_agent import client
+from conpaas_common import client
+from conpaas_common.wire import (
+    PROXY_METRICS_PATH,
+    PROXY_PATH,
+    PROXY_RELOAD_PATH,
+    RELEASES_PATH,
+    STATUS_PATH,
+    instance_path,
+)
 
 log = logging.getLogger("conpaas.agent")
 
@@ -50,40 +58,40 @@ class AgentClient:
         return detail or reply.reason
 
     def status(self, timeout: float | None = None) -> dict:
-        return self.call("GET", "/v1/status", timeout=timeout)
+        return self.call("GET", STATUS_PATH, timeout=timeout)
 
     def put_instance(self, name: str, spec: dict) -> dict:
-        return self.call("PUT", f"/v1/instances/{quote(name)}", spec, timeout=900)
+        return self.call("PUT", instance_path(name), spec, timeout=900)
 
     def run_release(self, spec: dict) -> dict:
         """Run a version's release command (`spec`: an instance spec plus `command`) once on this
         node: {exit_code, output, seconds}."""
-        return self.call("POST", "/v1/releases", spec, timeout=900)
+        return self.call("POST", RELEASES_PATH, spec, timeout=900)
 
     def get_instance(self, name: str, health_path: str = "/") -> dict:
-        return self.call("GET", f"/v1/instances/{quote(name)}?path={quote(health_path)}")
+        return self.call("GET", f"{instance_path(name)}?path={quote(health_path)}")
 
     def instance_logs(self, name: str, lines: int = 100) -> dict[str, list[str]]:
         """The last `lines` lines of each of the instance's log files, by file name."""
-        return self.call("GET", f"/v1/instances/{quote(name)}/logs?lines={int(lines)}", timeout=10)["files"]
+        return self.call("GET", f"{instance_path(name)}/logs?lines={int(lines)}", timeout=10)["files"]
 
     def delete_instance(self, name: str) -> None:
-        self.call("DELETE", f"/v1/instances/{quote(name)}", timeout=60)
+        self.call("DELETE", instance_path(name), timeout=60)
 
     def put_proxy(self, routing: dict, require_healthy: str | None = None) -> dict:
         """Apply the routing; with `require_healthy` (a backend key) the agent changes nothing
         (HTTP 409) unless that backend's servers pass their health checks."""
-        path = "/v1/proxy" + (f"?require_healthy={quote(require_healthy)}" if require_healthy else "")
+        path = PROXY_PATH + (f"?require_healthy={quote(require_healthy)}" if require_healthy else "")
         return self.call("PUT", path, routing, timeout=routing.get("drain_timeout", 30) + 30)
 
     def get_proxy(self) -> dict:
-        return self.call("GET", "/v1/proxy")
+        return self.call("GET", PROXY_PATH)
 
     def proxy_metrics(self, window: int = 60) -> dict:
-        return self.call("GET", f"/v1/proxy/metrics?window={int(window)}")
+        return self.call("GET", f"{PROXY_METRICS_PATH}?window={int(window)}")
 
     def reload_proxy(self) -> dict:
-        return self.call("POST", "/v1/proxy/reload", {}, timeout=60)
+        return self.call("POST", PROXY_RELOAD_PATH, {}, timeout=60)
 
 
 def client_for(node, timeout: float = 30.0) -> AgentClient:

@@ -20,7 +20,7 @@ from psycopg import sql
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from images.conpaas_agent.runtimes.data import REDIS_DATABASES
+from conpaas_common.wire import REDIS_DATABASES
 from services.choices import Runtime
 from services.databases import Server, last_words
 from services.errors import Conflict, OperationFailed

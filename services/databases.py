@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from images.conpaas_agent.runtimes.data import PG_DATABASE, PG_USER
+from conpaas_common.wire import PG_DATABASE, PG_USER
 from services import agent
 from services.choices import Runtime
 from services.errors import Conflict, ConpaasError, OperationFailed

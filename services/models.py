@@ -14,9 +14,14 @@ from django.utils import timezone
 from knox.models import AbstractAuthToken
 from knox.settings import CONSTANTS
 
-from images.conpaas_agent.router.validation import health_path_problem, health_status_problem
-from images.conpaas_agent.runtimes.data import PG_DATABASE, PG_USER
-from images.conpaas_agent.runtimes.java import MAX_HEAP_MB, MIN_HEAP_MB
+from conpaas_common.wire import (
+    MAX_HEAP_MB,
+    MIN_HEAP_MB,
+    PG_DATABASE,
+    PG_USER,
+    health_path_problem,
+    health_status_problem,
+)
 from services.choices import (
     DATA_RUNTIMES,
     NodeState,

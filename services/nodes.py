@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from django.conf import settings
 from django.utils import timezone
 
-from images.conpaas_agent.waiting import wait_until
+from conpaas_common.waiting import wait_until
 from services import agent, clouds
 from services.choices import NodeState, Outcome
 from services.clouds import BootConfig, CloudError, RouterPlace, create_node, find_node

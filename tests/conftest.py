@@ -1,13 +1,9 @@
 import sys
-from pathlib import Path
 
 import pytest
 
 from tests.factories import UserFactory
 from tests.harness import running_control_plane
-
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "images"))
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -18,7 +18,7 @@ from libcloud.compute.base import Node as CloudNode
 from libcloud.compute.drivers.dummy import DummyNodeDriver
 from libcloud.compute.types import NodeState
 
-from images.conpaas_agent.metrics import NO_REQUESTS
+from conpaas_common.wire import NO_REQUESTS
 from services.agent import AgentError
 from services.clouds.sandbox import Sandbox
 from versions import build_plans

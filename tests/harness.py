@@ -22,8 +22,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 import requests
 
-from images.conpaas_agent.procs import free_port, group_members, pid_alive
-from images.conpaas_agent.waiting import wait_until
+from conpaas_common.procs import free_port, group_members, pid_alive
+from conpaas_common.waiting import wait_until
 from services.clouds.local import LocalNodeDriver
 
 REPO = Path(__file__).resolve().parents[1]

@@ -17,7 +17,7 @@ import subprocess
 import sysconfig
 from dataclasses import dataclass
 
-from images.conpaas_agent.archives import content_root
+from conpaas_common.archives import content_root
 
 PIP, COMPOSER = "pip", "composer"
 # A requirements.txt, composer.json or composer.lock larger than this is refused.

@@ -27,7 +27,7 @@ from django.core import signing
 from django.db import transaction
 from django.urls import reverse
 
-from images.conpaas_agent.archives import ArchiveError, extract_archive
+from conpaas_common.archives import ArchiveError, extract_archive
 from services import clouds, quotas
 from services.choices import Outcome
 from services.clouds.sandbox import SandboxError

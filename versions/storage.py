@@ -7,7 +7,7 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.db.models import F, ProtectedError, RestrictedError, Sum
 
-from images.conpaas_agent.archives import ArchiveError, Limits, inspect_archive
+from conpaas_common.archives import ArchiveError, Limits, inspect_archive
 from services import quotas
 from services.choices import OperationKind
 from services.errors import Conflict, ConpaasError, NotFound, QuotaExceeded

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from django.db import transaction
 
-from images.conpaas_agent.archives import ArchiveError, inspect_archive
+from conpaas_common.archives import ArchiveError, inspect_archive
 from services import quotas
 from services.choices import OperationKind, OperationState, ServiceState
 from services.models import Application, Event, Operation, Service

@@ -11,7 +11,7 @@ import yaml
 from django.core.exceptions import ValidationError
 from django.db import models
 
-from images.conpaas_agent.archives import release_command_problem
+from conpaas_common.archives import release_command_problem
 from services.choices import DATA_RUNTIMES, Runtime
 from services.errors import ConpaasError
 from services.models import JAVA_HEAP_MB, Service, slug_validator

@@ -30,9 +30,10 @@ import urllib.error
 import urllib.parse
 import urllib.request
 
-from .archives import ArchiveError, extract_archive, release_command_problem
+from conpaas_common.archives import ArchiveError, extract_archive, release_command_problem
+from conpaas_common.procs import children, cmdline, free_port, pid_alive
+
 from .platform_requests import ACCESS_LOGS, is_platform_line
-from .procs import children, cmdline, free_port, pid_alive
 from .runtimes import RECIPES
 from .runtimes.base import InstanceError, Recipe, Run, instance_environ, private_dir, socket_path, tail
 

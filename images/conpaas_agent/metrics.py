@@ -51,6 +51,8 @@ import socket
 import threading
 import time
 
+from conpaas_common.wire import KEEP_SECONDS
+
 log = logging.getLogger("conpaas_agent.metrics")
 
 # What HAProxy writes for each logged request (after the syslog header): backend, total active
@@ -58,7 +60,6 @@ log = logging.getLogger("conpaas_agent.metrics")
 LOG_FORMAT = "conpaas %b %Ta %ST"
 # HAProxy logs one request in LOG_SAMPLE (render_config: `log … sample 1:LOG_SAMPLE`).
 LOG_SAMPLE = 8
-KEEP_SECONDS = 3600  # the longest window the API accepts (GET /v1/proxy/metrics?window=)
 MAX_SAMPLES = 200_000  # per backend: bounded memory under any load
 POLL_SECONDS = 1.0
 # Polls closer than this (a query polls too) replace the newest point rather than add one: at
@@ -69,17 +70,6 @@ MIN_POINT_GAP = 1.0
 FRESH_WORKER_SECONDS = 5
 # Answers HAProxy makes itself (no server, a queue or connect timeout): not served by an instance.
 HAPROXY_FAILURES = (502, 503, 504)
-# The figures of an environment that served nothing in the window.
-NO_REQUESTS = {
-    "requests": 0,
-    "request_rate": 0.0,
-    "arrival_rate": 0.0,
-    "served_rate": 0.0,
-    "p50_ms": None,
-    "p95_ms": None,
-    "error_rate": 0.0,
-    "queue_timeouts": 0,
-}
 
 
 def percentile(sorted_values: list[int], fraction: float) -> float | None:

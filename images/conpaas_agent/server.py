@@ -19,7 +19,17 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import NamedTuple
 from urllib.parse import parse_qs, urlsplit
 
-from . import instances, signing
+from conpaas_common import signing
+from conpaas_common.wire import (
+    INSTANCES_PATH,
+    PROXY_METRICS_PATH,
+    PROXY_PATH,
+    PROXY_RELOAD_PATH,
+    RELEASES_PATH,
+    STATUS_PATH,
+)
+
+from . import instances
 from .router.proxy import Proxy, Unhealthy
 from .router.runtime_api import HAProxyError
 from .router.validation import InvalidRouting, validate_routing
@@ -211,20 +221,20 @@ class Route(NamedTuple):
     handler: Callable  # an Agent method taking the query, the body and the path's groups
 
 
-INSTANCE = r"/v1/instances/([^/]+)"
+INSTANCE = re.escape(INSTANCES_PATH) + "/([^/]+)"
 ROUTES = [  # the agent's whole API
     Route(method, re.compile(path), role, handler)
     for method, path, role, handler in (
-        ("GET", "/v1/status", None, Agent.status),
-        ("POST", "/v1/releases", "backend", Agent.run_release),
+        ("GET", re.escape(STATUS_PATH), None, Agent.status),
+        ("POST", re.escape(RELEASES_PATH), "backend", Agent.run_release),
         ("PUT", INSTANCE, "backend", Agent.put_instance),
         ("GET", INSTANCE, "backend", Agent.get_instance),
         ("DELETE", INSTANCE, "backend", Agent.delete_instance),
         ("GET", INSTANCE + "/logs", "backend", Agent.instance_logs),
-        ("GET", "/v1/proxy", "proxy", Agent.get_proxy),
-        ("PUT", "/v1/proxy", "proxy", Agent.put_proxy),
-        ("GET", "/v1/proxy/metrics", "proxy", Agent.proxy_metrics),
-        ("POST", "/v1/proxy/reload", "proxy", Agent.reload_proxy),
+        ("GET", re.escape(PROXY_PATH), "proxy", Agent.get_proxy),
+        ("PUT", re.escape(PROXY_PATH), "proxy", Agent.put_proxy),
+        ("GET", re.escape(PROXY_METRICS_PATH), "proxy", Agent.proxy_metrics),
+        ("POST", re.escape(PROXY_RELOAD_PATH), "proxy", Agent.reload_proxy),
     )
 ]
 

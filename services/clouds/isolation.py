@@ -32,7 +32,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from images.conpaas_agent.procs import free_port, pid_alive
+from conpaas_common.procs import free_port, pid_alive
 from services.clouds.limits import CgroupError, Cgroups, Limits, this_machine
 
 REGISTRY = Path("/run/conpaas-local")

@@ -28,7 +28,7 @@ from urllib.parse import urlsplit, urlunsplit
 from libcloud.compute.base import Node, NodeDriver
 from libcloud.compute.types import NodeState
 
-from images.conpaas_agent.procs import cmdline, free_port, group_members, pid_alive
+from conpaas_common.procs import cmdline, free_port, group_members, pid_alive
 from services.clouds import CloudError
 from services.clouds.isolation import AGENT_PORT, HTTP_PORT, Isolation, IsolationError, unavailable_reason
 from services.clouds.limits import Limits

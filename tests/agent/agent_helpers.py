@@ -18,16 +18,14 @@ import threading
 import time
 import zipfile
 
-REPO = pathlib.Path(__file__).resolve().parents[2]
-IMAGES = REPO / "images"
-if str(IMAGES) not in sys.path:
-    sys.path.insert(0, str(IMAGES))
+from conpaas_agent.router.config import Paths
+from conpaas_agent.router.runtime_api import RuntimeAPI
+from conpaas_common import client, signing
+from conpaas_common.procs import free_port, group_members
+from conpaas_common.waiting import wait_until
 
-from conpaas_agent import client, signing  # noqa: E402
-from conpaas_agent.procs import free_port, group_members  # noqa: E402
-from conpaas_agent.router.config import Paths  # noqa: E402
-from conpaas_agent.router.runtime_api import RuntimeAPI  # noqa: E402
-from conpaas_agent.waiting import wait_until  # noqa: E402
+REPO = pathlib.Path(__file__).resolve().parents[2]
+IMAGES = REPO / "images"  # what a node runs from (boot.sh puts it on PYTHONPATH)
 
 HAPROXY = shutil.which("haproxy") or "/usr/sbin/haproxy"
 SECRET = "test-secret-" + "ab" * 16

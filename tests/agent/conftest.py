@@ -1,20 +1,13 @@
 """Fixtures for the node agent tests: real agent processes, real HAProxy, real gunicorn.
 
-No Django here: the agent lives in ``images/`` and is imported from there; the helpers live in
-``agent_helpers.py`` next to this file.
+No Django here: the agent and what it shares with the control plane (``conpaas_agent``,
+``conpaas_common``, both in ``images/``) are installed packages of the project; the helpers live
+in ``agent_helpers.py`` next to this file.
 """
-
-import pathlib
-import sys
 
 import pytest
 
-HERE = pathlib.Path(__file__).resolve().parent
-repo = HERE.parents[1]
-sys.path.insert(0, str(repo / "images"))
-sys.path.insert(0, str(HERE))
-
-from agent_helpers import AgentProcess, ArchiveServer  # noqa: E402
+from tests.agent.agent_helpers import AgentProcess, ArchiveServer
 
 
 @pytest.fixture(scope="session")

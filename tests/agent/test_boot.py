@@ -9,7 +9,8 @@ import stat
 import subprocess
 
 import pytest
-from agent_helpers import IMAGES
+
+from tests.agent.agent_helpers import IMAGES
 
 RECORDER = '#!/bin/sh\necho "$(basename "$0") $*" >> "$RECORD"\n'
 

@@ -5,8 +5,9 @@ import os
 import subprocess
 
 import pytest
-from agent_helpers import unprivileged_agent
-from conpaas_agent.runtimes.data import REDIS_DATABASES
+
+from conpaas_common.wire import REDIS_DATABASES
+from tests.agent.agent_helpers import unprivileged_agent
 
 PASSWORD = "s3cret-" + "x" * 20
 

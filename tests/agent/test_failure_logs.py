@@ -4,8 +4,8 @@ nginx and php-fpm, read by a real agent."""
 import uuid
 
 import pytest
-from agent_helpers import http_request, instance_body, make_zip
 
+from tests.agent.agent_helpers import http_request, instance_body, make_zip
 from versions.logs import why
 
 THROWING_SITE = {"index.php": "<?php throw new RuntimeException('no DATABASE_URL in the environment');"}

@@ -6,11 +6,12 @@ import threading
 import zipfile
 
 import pytest
-from agent_helpers import app_zip, instance_body, make_zip
-from conpaas_agent import archives, instances
-from conpaas_agent.procs import pid_alive
-from conpaas_agent.runtimes import base
 
+from conpaas_agent import instances
+from conpaas_agent.runtimes import base
+from conpaas_common import archives
+from conpaas_common.procs import pid_alive
+from tests.agent.agent_helpers import app_zip, instance_body, make_zip
 from tests.apps import tar_gz_archive
 
 # --- units: unpacking and the WSGI application -------------------------------------------
@@ -210,7 +211,7 @@ def test_a_spec_takes_a_build_url_and_its_sha256_together_or_neither():
 
 
 def get(port, path="/"):
-    from agent_helpers import http_request
+    from tests.agent.agent_helpers import http_request
 
     return http_request(port, "GET", path)
 

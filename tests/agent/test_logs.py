@@ -3,9 +3,10 @@
 import os
 
 import pytest
-from agent_helpers import app_zip, http_request, instance_body
+
 from conpaas_agent import instances
-from conpaas_agent.waiting import wait_until
+from conpaas_common.waiting import wait_until
+from tests.agent.agent_helpers import app_zip, http_request, instance_body
 
 
 def test_it_reads_the_last_lines_of_a_file(tmp_path):

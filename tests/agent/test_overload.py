@@ -8,11 +8,11 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from agent_helpers import instance_body, make_zip, runtime
+
 from conpaas_agent.router.config import BUSY_MESSAGE, QUEUE_TIMEOUT
 from conpaas_agent.runtimes.python import WORKERS
-from conpaas_agent.waiting import wait_until
-
+from conpaas_common.waiting import wait_until
+from tests.agent.agent_helpers import instance_body, make_zip, runtime
 from tests.load import OpenLoop, tally
 
 pytestmark = pytest.mark.integration

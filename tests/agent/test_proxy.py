@@ -6,8 +6,7 @@ import subprocess
 import threading
 
 import pytest
-from agent_helpers import HAPROXY, app_zip, http_request, instance_body, make_zip, runtime
-from conpaas_agent.procs import pid_alive
+
 from conpaas_agent.router.config import (
     CHECK_OPTIONS,
     CONSOLE_COOKIE_PASSES,
@@ -19,7 +18,9 @@ from conpaas_agent.router.config import (
 from conpaas_agent.router.health import probe
 from conpaas_agent.router.runtime_api import parse_servers_state, server_healthy
 from conpaas_agent.router.validation import InvalidRouting, validate_routing
-from conpaas_agent.waiting import wait_until
+from conpaas_common.procs import pid_alive
+from conpaas_common.waiting import wait_until
+from tests.agent.agent_helpers import HAPROXY, app_zip, http_request, instance_body, make_zip, runtime
 
 # --- units: rendering and validation -----------------------------------------------------
 

@@ -4,11 +4,12 @@ logs: nginx and gunicorn do not write them, the agent's reader drops those Tomca
 import uuid
 
 import pytest
-from agent_helpers import app_zip, http_request, instance_body, make_zip
+
 from conpaas_agent import instances
 from conpaas_agent.platform_requests import HEALTH_CHECK, PROBE, is_platform_line
 from conpaas_agent.router.config import slot_backend
-from conpaas_agent.waiting import wait_until
+from conpaas_common.waiting import wait_until
+from tests.agent.agent_helpers import app_zip, http_request, instance_body, make_zip
 
 TOMCAT_LINES = [
     '10.77.0.1 - - [07/Dec/2026:14:00:00 +0000] "GET / HTTP/1.1" 200 5 3 "curl/8.0"',

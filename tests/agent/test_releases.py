@@ -1,7 +1,8 @@
 """The agent runs a version's release command once, before any instance of it: POST /v1/releases."""
 
 import pytest
-from agent_helpers import app_zip, instance_body
+
+from tests.agent.agent_helpers import app_zip, instance_body
 
 pytestmark = pytest.mark.integration
 

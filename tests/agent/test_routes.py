@@ -1,6 +1,7 @@
 """The agent's route table, asked directly (no server): which answer a path and a method get."""
 
 import pytest
+
 from conpaas_agent.server import ROUTES, Agent, AgentError
 
 

@@ -7,15 +7,16 @@ import time
 import uuid
 
 import pytest
-from agent_helpers import http_request, instance_body, make_zip
-from conpaas_agent import archives, instances
-from conpaas_agent.php_platform import PHP_EXTENSIONS, extension_name
-from conpaas_agent.procs import cmdline, pid_alive
+
+from conpaas_agent import instances
 from conpaas_agent.router.health import UnixHTTPConnection
 from conpaas_agent.runtimes import RECIPES, base, php
 from conpaas_agent.runtimes.java import internal_proxies
-from conpaas_agent.waiting import wait_until
-
+from conpaas_common import archives
+from conpaas_common.php_platform import PHP_EXTENSIONS, extension_name
+from conpaas_common.procs import cmdline, pid_alive
+from conpaas_common.waiting import wait_until
+from tests.agent.agent_helpers import http_request, instance_body, make_zip
 from tests.apps import java_label_war, static_label_site
 
 # --- units -----------------------------------------------------------------------------------

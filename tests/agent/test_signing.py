@@ -1,8 +1,9 @@
 import time
 
 import pytest
-from agent_helpers import SECRET
-from conpaas_agent import signing
+
+from conpaas_common import signing
+from tests.agent.agent_helpers import SECRET
 
 
 def test_it_accepts_a_good_signature():
@@ -77,7 +78,7 @@ def test_it_answers_401_to_bad_signatures_over_http(start_agent):
     old = int(time.time()) - 400
     assert agent.call("GET", "/v1/status", timestamp=old).status == 401
     # A body other than the signed one.
-    from conpaas_agent import signing as s
+    from conpaas_common import signing as s
 
     headers = s.signed_headers(SECRET, "PUT", "/v1/instances/x", b'{"version": "1"}')
     tampered = agent.call("PUT", "/v1/instances/x", raw=b'{"version": "2"}', secret=None, headers=headers)

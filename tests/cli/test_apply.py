@@ -9,7 +9,7 @@ import pytest
 import requests
 
 from conpaas_cli import config
-from images.conpaas_agent.waiting import wait_until
+from conpaas_common.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 

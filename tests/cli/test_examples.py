@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from images.conpaas_agent.waiting import wait_until
+from conpaas_common.waiting import wait_until
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from images.conpaas_agent.procs import free_port
+from conpaas_common.procs import free_port
 from tests.cli.conftest import PASSWORD
 from tests.harness import REPO
 

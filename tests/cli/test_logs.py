@@ -8,7 +8,7 @@ import pytest
 import requests
 
 from conpaas_cli.commands import common, logs
-from images.conpaas_agent.waiting import wait_until
+from conpaas_common.waiting import wait_until
 from tests.apps import label_app, zip_archive
 
 

@@ -1,7 +1,7 @@
 """Packing a directory for `conpaas push`: the .conpaasignore rules, what goes in the archive, what is refused.
 
 No server: real folders in tmp_path, real archives read back, and the platform's own archive rulebook
-(images/conpaas_agent/archives/) to check that what is packed is what the server accepts."""
+(images/conpaas_common/archives/) to check that what is packed is what the server accepts."""
 
 import os
 import shutil
@@ -14,7 +14,7 @@ import pytest
 from conpaas_cli.client import MultipartBody
 from conpaas_cli.errors import CliError
 from conpaas_cli.packing import IgnoreRules, PackError, git_label, open_code, scan
-from images.conpaas_agent.archives import inspect_archive
+from conpaas_common.archives import inspect_archive
 
 REPO = Path(__file__).resolve().parents[2]
 

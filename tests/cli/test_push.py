@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from images.conpaas_agent.procs import free_port
+from conpaas_common.procs import free_port
 from tests.apps import WSGI_LABEL_APP
 
 pytestmark = pytest.mark.integration

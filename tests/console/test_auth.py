@@ -1,7 +1,7 @@
 import pytest
 from django.test import Client
 
-from images.conpaas_agent.router.config import CONSOLE_COOKIE_PREFIX
+from conpaas_common.wire import CONSOLE_COOKIE_PREFIX
 from tests.factories import UserFactory
 
 pytestmark = pytest.mark.django_db

@@ -10,7 +10,7 @@ from urllib.parse import urlsplit
 import pytest
 import requests
 
-from images.conpaas_agent.procs import free_port
+from conpaas_common.procs import free_port
 from tests.apps import cookie_echo_app, label_app, zip_archive
 from tests.harness import REPO
 

@@ -9,7 +9,7 @@ import time
 import pytest
 import requests
 
-from images.conpaas_agent.waiting import wait_until
+from conpaas_common.waiting import wait_until
 from tests.apps import label_app, zip_archive
 from tests.harness import descendants, running_control_plane
 

@@ -9,7 +9,7 @@ import threading
 import pytest
 import requests
 
-from images.conpaas_agent.waiting import wait_until
+from conpaas_common.waiting import wait_until
 from tests.harness import ControlPlane, running_control_plane
 from workflows.first_account import CODE_FILE
 

@@ -10,7 +10,7 @@ from urllib.parse import urlsplit
 import pytest
 import requests
 
-from images.conpaas_agent.waiting import wait_until
+from conpaas_common.waiting import wait_until
 from services.clouds.isolation import AGENT_PORT, unavailable_reason
 from services.clouds.local import LocalNodeDriver
 from tests.apps import label_app, probe_app

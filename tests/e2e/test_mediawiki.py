@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from images.conpaas_agent.waiting import wait_until
+from conpaas_common.waiting import wait_until
 from tests.load import OpenLoop
 
 # Minutes of a real application; the Redis pass's broker changes nothing it exercises.

@@ -4,7 +4,7 @@ API's series shows it, non-zero, within a few sampling intervals; the service pa
 import pytest
 import requests
 
-from images.conpaas_agent.waiting import wait_until
+from conpaas_common.waiting import wait_until
 from tests.apps import label_app
 
 pytestmark = pytest.mark.integration

@@ -5,7 +5,7 @@ import time
 import pytest
 import requests
 
-from images.conpaas_agent.waiting import wait_until
+from conpaas_common.waiting import wait_until
 from tests.apps import WSGI_LABEL_APP, label_app, zip_archive
 
 pytestmark = pytest.mark.integration

@@ -4,9 +4,9 @@ import time
 
 import pytest
 
-from images.conpaas_agent.router.config import BUSY_MESSAGE, QUEUE_TIMEOUT
-from images.conpaas_agent.runtimes.python import WORKERS
-from images.conpaas_agent.waiting import wait_until
+from conpaas_agent.router.config import BUSY_MESSAGE, QUEUE_TIMEOUT
+from conpaas_agent.runtimes.python import WORKERS
+from conpaas_common.waiting import wait_until
 from tests.apps import waiting_app
 from tests.load import OpenLoop, tally
 

@@ -5,7 +5,7 @@ import os
 import pytest
 import requests
 
-from images.conpaas_agent.waiting import wait_until
+from conpaas_common.waiting import wait_until
 from services.clouds.local import group_has_live_member
 from tests.apps import label_app
 from tests.harness import ControlPlane

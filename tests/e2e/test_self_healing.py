@@ -8,7 +8,7 @@ from datetime import datetime
 import pytest
 import requests
 
-from images.conpaas_agent.waiting import wait_until
+from conpaas_common.waiting import wait_until
 from services.clouds.local import LocalNodeDriver
 from tests.apps import label_app
 from tests.harness import running_control_plane

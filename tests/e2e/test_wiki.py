@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from images.conpaas_agent.waiting import wait_until
+from conpaas_common.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 

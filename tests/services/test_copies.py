@@ -7,7 +7,7 @@ import psycopg
 import pytest
 import redis
 
-from images.conpaas_agent.procs import free_port
+from conpaas_common.procs import free_port
 from services.choices import NodeState
 from services.copies import copy_name, copy_url, drop_copy, make_copy
 from services.databases import start_server

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from images.conpaas_agent.waiting import wait_until
+from conpaas_common.waiting import wait_until
 from services.clouds import CloudError, describe
 from services.clouds import isolation as isolation_module
 from services.clouds import local as local_module

@@ -15,9 +15,9 @@ import pytest
 from libcloud.compute.base import Node
 from libcloud.compute.types import NodeState
 
-from images.conpaas_agent import client
-from images.conpaas_agent.procs import free_port
-from images.conpaas_agent.waiting import wait_until
+from conpaas_common import client
+from conpaas_common.procs import free_port
+from conpaas_common.waiting import wait_until
 from services.clouds import BootConfig, CloudError
 from services.clouds.isolation import unavailable_reason
 from services.clouds.local import LocalNodeDriver, group_has_live_member

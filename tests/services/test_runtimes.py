@@ -1,7 +1,7 @@
 """The runtime lists: one definition in services/choices.py, held equal to the agent's recipes
 (the agent, standard library only, keeps its own table: images/conpaas_agent/runtimes)."""
 
-from images.conpaas_agent.runtimes import RECIPES
+from conpaas_agent.runtimes import RECIPES
 from services.choices import DATA_RUNTIMES, Runtime
 
 

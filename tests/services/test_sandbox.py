@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from images.conpaas_agent.procs import pid_alive
+from conpaas_common.procs import pid_alive
 from services.clouds.isolation import unavailable_reason
 from services.clouds.local import LocalNodeDriver
 from services.clouds.sandbox import MAX_LINE, SharedSandbox

@@ -1,8 +1,5 @@
-"""Tests for the archive rulebook, images/conpaas_agent/archives/ (pure Python, no Django needed).
-
-Run: cd /work/main && PYTHONPATH=/work/main .venv/bin/python -m pytest -p no:django \
-         tests/versions/test_archives.py -q
-"""
+"""Tests for the archive rulebook, images/conpaas_common/archives/ (pure Python, no Django needed:
+``.venv/bin/python -m pytest -p no:django tests/versions/test_archives.py -q`` runs them alone)."""
 
 import bz2
 import gzip
@@ -10,15 +7,12 @@ import hashlib
 import io
 import os
 import stat
-import sys
 import tarfile
 import zipfile
 
 import pytest
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
-
-from images.conpaas_agent.archives import ArchiveError, ArchiveInfo, Limits, inspect_archive  # noqa: E402
+from conpaas_common.archives import ArchiveError, ArchiveInfo, Limits, inspect_archive
 
 MiB = 2**20
 WSGI = b"def application(environ, start_response):\n    return []\n"
@@ -393,7 +387,7 @@ def test_a_php_site_needs_a_php_or_html_file():
 
 
 def test_a_site_in_one_folder_starts_in_that_folder(tmp_path):
-    from images.conpaas_agent.archives import content_root
+    from conpaas_common.archives import content_root
 
     (tmp_path / "one" / "site").mkdir(parents=True)
     (tmp_path / "one" / "__MACOSX").mkdir()  # what the Finder adds beside it

@@ -1,5 +1,5 @@
 """The php runtime's extensions and the upload rule on composer.json's `require`
-(images/conpaas_agent/php_platform.py, through the archive rules). That php-fpm really loads the
+(images/conpaas_common/php_platform.py, through the archive rules). That php-fpm really loads the
 extensions listed: tests/agent/test_runtimes.py."""
 
 import io
@@ -8,8 +8,8 @@ import os
 
 import pytest
 
-from images.conpaas_agent.archives import ArchiveError, inspect_archive
-from images.conpaas_agent.php_platform import PHP_EXTENSIONS, extension_name
+from conpaas_common.archives import ArchiveError, inspect_archive
+from conpaas_common.php_platform import PHP_EXTENSIONS, extension_name
 from tests.apps import tar_gz_archive, zip_archive
 
 INDEX = "<?php echo 1;"

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from images.conpaas_agent import instances as agent_instances
+from conpaas_agent import instances as agent_instances
 from services.choices import OperationState
 from tests.factories import CodeVersionFactory, NodeFactory, ServiceFactory
 from versions.models import Environment, Instance

@@ -7,6 +7,8 @@ import os
 import tempfile
 from dataclasses import dataclass
 
+from conpaas_common.wire import CONSOLE_COOKIE_PREFIX
+
 from ..metrics import LOG_FORMAT, LOG_SAMPLE
 from ..platform_requests import HEALTH_CHECK
 
@@ -38,9 +40,6 @@ BUSY_MESSAGE = (
 )
 NO_VERSION_BACKEND = "conpaas_noversion"
 MAX_SOCKET_PATH = 97
-# The console's cookies (conpaas_site/settings.py) all start with this: the router keeps them
-# from instances in both directions, since browsers share cookies across ports of one host.
-CONSOLE_COOKIE_PREFIX = "conpaas_console_"
 # How many console cookies one request may carry before the router drops its Cookie header
 # whole (a browser holds one per name and path; the console sets two).
 CONSOLE_COOKIE_PASSES = 4

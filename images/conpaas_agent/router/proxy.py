@@ -11,9 +11,11 @@ import threading
 import time
 from collections.abc import Callable
 
-from ..metrics import LOG_SAMPLE, NO_REQUESTS, RequestLog
-from ..procs import pid_alive
-from ..waiting import wait_until
+from conpaas_common.procs import pid_alive
+from conpaas_common.waiting import wait_until
+from conpaas_common.wire import NO_REQUESTS
+
+from ..metrics import LOG_SAMPLE, RequestLog
 from .config import Paths, render_config, render_map, write_if_changed
 from .health import probe
 from .runtime_api import HAProxyError, RuntimeAPI, parse_servers_state, server_healthy

@@ -4,37 +4,17 @@ from __future__ import annotations
 
 import re
 
+from conpaas_common.wire import health_path_problem, health_status_problem
+
 NAME_RE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")  # version keys, server names
 ENV_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")  # environment names
 KEY_RE = re.compile(r"^[A-Za-z0-9_-]{1,128}$")  # preview keys (same as the cookie filter)
-HEALTH_PATH_RE = re.compile(r"^/[A-Za-z0-9._~/%&=+,:@?-]{0,200}$")  # nothing HAProxy would parse
-# An expected status is an answer that says "serving": a success or a redirect. An error code
-# would pass a broken app (404 passes a server that lost the page); without one, any status
-# below 500 passes.
-MIN_HEALTH_STATUS, MAX_HEALTH_STATUS = 200, 399
 HOST_RE = re.compile(r"^[A-Za-z0-9.:-]{1,253}$")
 MAX_MAXCONN = 10_000
 
 
 class InvalidRouting(ValueError):
     """The desired routing body is malformed (the agent answers 400)."""
-
-
-def health_path_problem(path: object) -> str:
-    """Why `path` cannot be a health check's path ("": it can); the control plane checks with it too."""
-    # fullmatch: `$` would let a trailing newline through into HAProxy's config.
-    if not isinstance(path, str) or not HEALTH_PATH_RE.fullmatch(path):
-        return "must be a path starting with / without spaces or quotes"
-    return ""
-
-
-def health_status_problem(status: object) -> str:
-    """Why `status` cannot be a health check's expected status ("": it can; None: any below 500)."""
-    if status is not None and (
-        isinstance(status, bool) or not isinstance(status, int) or not MIN_HEALTH_STATUS <= status <= MAX_HEALTH_STATUS
-    ):
-        return f"must be one status from {MIN_HEALTH_STATUS} to {MAX_HEALTH_STATUS} (or null: any status below 500)"
-    return ""
 
 
 def validate_routing(body: object) -> dict:

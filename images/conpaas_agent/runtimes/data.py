@@ -15,16 +15,12 @@ import signal
 import socket
 import subprocess
 
+from conpaas_common.wire import PG_DATABASE, PG_USER, REDIS_DATABASES
+
 from .base import InstanceError, Recipe, Run, installed, tail
 
 PG_BIN = os.environ.get("CONPAAS_PG_BIN", "/usr/lib/postgresql/15/bin")
 REDIS_SERVER = "/usr/bin/redis-server"
-# The one role and database of a postgresql service (connection_url names them).
-PG_USER = "conpaas"
-PG_DATABASE = "conpaas"
-# A redis service's databases: index 0 is production's, the others hold environments' copies
-# (services/copies.py).
-REDIS_DATABASES = 16
 _PASSWORD_RE = re.compile(r"^[A-Za-z0-9_-]{16,128}$")
 
 

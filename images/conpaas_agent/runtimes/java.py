@@ -12,13 +12,12 @@ import re
 import signal
 from xml.sax.saxutils import escape
 
+from conpaas_common.wire import MAX_HEAP_MB, MIN_HEAP_MB
+
 from .base import InstanceError, Recipe, Run, answers_http, installed, int_field, private_dir, render, write_config
 
 CATALINA_HOME = "/usr/share/tomcat10"
 JAVA = "/usr/bin/java"
-# The heap (-Xmx) each instance may have, in MB: the control plane sends the service's own
-# (Service.java_heap_mb, validated against the same range).
-MIN_HEAP_MB, MAX_HEAP_MB = 64, 16384
 # What catalina.sh opens on Java 17, so Tomcat's leak prevention can reach into the JDK.
 ADD_OPENS = [
     f"--add-opens={module}=ALL-UNNAMED"

@@ -14,7 +14,8 @@ import shutil
 import signal
 import sys
 
-from ..archives import content_root
+from conpaas_common.archives import content_root
+
 from .base import (
     InstanceError,
     Recipe,

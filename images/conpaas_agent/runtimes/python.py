@@ -9,7 +9,8 @@ import subprocess
 import sys
 import sysconfig
 
-from ..archives import valid_entry_point
+from conpaas_common.archives import valid_entry_point
+
 from ..platform_requests import GUNICORN_LOGGER
 from .base import InstanceError, Recipe, Run
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import os
 import signal
 
-from ..archives import content_root
+from conpaas_common.archives import content_root
+
 from .base import Recipe, Run
 from .nginx import start_nginx
 

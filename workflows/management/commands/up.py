@@ -12,7 +12,7 @@ from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
 from django.db import DatabaseError
 
-from images.conpaas_agent.procs import free_port
+from conpaas_common.procs import free_port
 from services import package_proxy
 from services.clouds import describe as describe_nodes
 from services.operations import expire_leases, recover_interrupted, resume_pending

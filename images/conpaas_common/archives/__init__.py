@@ -2,10 +2,8 @@
 
 The control plane validates an upload with ``inspect_archive`` (and stores the entry point it
 finds); the agent unpacks a staged archive with ``extract_archive`` and runs only an entry point
-that ``valid_entry_point`` accepts. Standard library only; its one sibling, ``php_platform``
-(the php runtime's extensions), is imported relatively and is standard library only too: the
-control plane imports this package as ``images.conpaas_agent.archives`` and the agent as
-``conpaas_agent.archives``.
+that ``valid_entry_point`` accepts. Standard library only; it reads the php runtime's
+extensions from ``conpaas_common.php_platform``.
 
 The package, by concern (callers import from the package, which re-exports what they use):
 

@@ -3,8 +3,7 @@ checked against them.
 
 The one list of the extensions: the archive rules (``archives.inspect_archive``) refuse an upload
 whose composer.json requires one the runtime lacks, and the agent's tests check that the
-instances' php-fpm loads every one (tests/agent/test_runtimes.py). Standard library only, no
-sibling imports: the control plane reads it as ``images.conpaas_agent.php_platform``.
+instances' php-fpm loads every one (tests/agent/test_runtimes.py). Standard library only.
 
 The extensions are those of Debian 12's php-fpm (PHP 8.2) with the packages of
 ``images/recipes/php.txt``, named as composer names them (``ext-<name>``): PHP's name lower-cased,

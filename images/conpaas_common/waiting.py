@@ -1,8 +1,5 @@
-"""Waiting on a condition: the agent, the tests and the benchmarks share this one loop.
-
-Standard library only, no sibling imports: the control plane side imports it as
-``images.conpaas_agent.waiting``.
-"""
+"""Waiting on a condition: the agent, the control plane, the tests and the benchmarks share this
+one loop. Standard library only."""
 
 from __future__ import annotations
 

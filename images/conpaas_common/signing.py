@@ -3,8 +3,7 @@
 A request carries ``X-Conpaas-Timestamp: <unix seconds>``, ``X-Conpaas-Nonce: <random>`` and
 ``X-Conpaas-Signature: hex(HMAC-SHA256(secret, METHOD \\n PATH?QUERY \\n TIMESTAMP \\n NONCE \\n
 sha256hex(body)))``. The agent accepts each nonce once (``ReplayGuard``), so a captured request
-cannot be sent again within the clock window. Standard library only, no sibling imports: the control plane imports this
-module as ``images.conpaas_agent.signing`` and the agent as ``conpaas_agent.signing``.
+cannot be sent again within the clock window. Standard library only.
 """
 
 from __future__ import annotations

@@ -1,6 +1,5 @@
 """One signed request to an agent: the control plane's ``services/agent.py``, the tests and the
-benchmarks all send through ``call``. Standard library only; it imports only ``signing``, so
-the control plane imports it as ``images.conpaas_agent.client``."""
+benchmarks all send through ``call``. Standard library only."""
 
 from __future__ import annotations
 

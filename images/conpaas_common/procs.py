@@ -1,5 +1,5 @@
 """Processes and ports on this host, from ``/proc`` (Linux): shared by the agent, the local
-cloud driver, the tests and the benchmarks. Standard library only, no sibling imports."""
+cloud driver, the tests and the benchmarks. Standard library only."""
 
 from __future__ import annotations
 
