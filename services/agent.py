@@ -1,11 +1,9 @@
 """The agent client: the only place in the control plane that speaks the agent protocol."""
 
-import http.client
-import json
 import logging
 from urllib.parse import quote
 
-from conpaas_common import client
+from conpaas_common.client import AgentError, call_json
 from conpaas_common.wire import (
     PROXY_METRICS_PATH,
     PROXY_PATH,
@@ -15,20 +13,9 @@ from conpaas_common.wire import (
     instance_path,
 )
 
+__all__ = ["AgentClient", "AgentError", "client_for"]  # AgentError: what every call may raise
+
 log = logging.getLogger("conpaas.agent")
-
-
-class AgentError(Exception):
-    """An agent call failed. `status` is the HTTP status (None: no answer at all)."""
-
-    def __init__(self, message: str, status: int | None = None, detail: str = ""):
-        super().__init__(message)
-        self.status = status
-        self.detail = detail or message  # the agent's own sentence, without the node and status
-
-    @property
-    def unreachable(self) -> bool:
-        return self.status is None
 
 
 class AgentClient:
@@ -37,25 +24,8 @@ class AgentClient:
         self.timeout = timeout
 
     def call(self, method: str, path: str, body: dict | None = None, timeout: float | None = None):
-        data = b"" if body is None else json.dumps(body).encode()
-        try:
-            reply = client.call(
-                self.node.agent_url, self.node.secret, method, path, data, timeout=timeout or self.timeout
-            )
-        except (OSError, http.client.HTTPException) as exc:
-            raise AgentError(f"node {self.node.name} did not answer: {exc}") from None
-        if reply.status >= 400:
-            detail = self._error_detail(reply)
-            raise AgentError(f"node {self.node.name}: {detail} (HTTP {reply.status})", reply.status, detail)
-        return reply.json()
-
-    @staticmethod
-    def _error_detail(reply: client.Reply) -> str:
-        try:
-            detail = reply.json().get("error", "")
-        except (ValueError, AttributeError):
-            detail = ""
-        return detail or reply.reason
+        node = self.node
+        return call_json(node.agent_url, node.secret, method, path, body, timeout or self.timeout, f"node {node.name}")
 
     def status(self, timeout: float | None = None) -> dict:
         return self.call("GET", STATUS_PATH, timeout=timeout)

@@ -40,7 +40,9 @@ MAX_BODY = 1024 * 1024
 ROLES = {"proxy", "backend"}
 
 
-class AgentError(Exception):
+class RequestRefused(Exception):
+    """The agent answers this request with an error `status` and `message` (its JSON `error`)."""
+
     def __init__(self, status: int, message: str):
         super().__init__(message)
         self.status = status
@@ -141,7 +143,7 @@ class Agent:
     def need(self, role: str):
         component = self.instances if role == "backend" else self.proxy
         if component is None:
-            raise AgentError(404, f"node {self.name} has no {role} role")
+            raise RequestRefused(404, f"node {self.name} has no {role} role")
         return component
 
     def handle(self, method: str, path: str, query: dict, body: object) -> tuple[int, object]:
@@ -149,13 +151,13 @@ class Agent:
         role a 404, then a method the path does not take a 405."""
         found = [(route, match) for route in ROUTES if (match := route.path.fullmatch(path))]
         if not found:
-            raise AgentError(404, f"no such resource: {path}")
+            raise RequestRefused(404, f"no such resource: {path}")
         if role := found[0][0].role:
             self.need(role)
         for route, match in found:
             if route.method == method:
                 return route.handler(self, query, body, *match.groups())
-        raise AgentError(405, f"{method} is not allowed on {path}")
+        raise RequestRefused(405, f"{method} is not allowed on {path}")
 
     def status(self, query: dict, body: object) -> tuple[int, object]:
         return 200, {
@@ -185,7 +187,7 @@ class Agent:
         try:
             lines = int(query.get("lines", ["100"])[0])
         except ValueError as exc:
-            raise AgentError(400, "lines must be a whole number") from exc
+            raise RequestRefused(400, "lines must be a whole number") from exc
         return 200, {"name": name, "files": self.instances.logs(name, lines, query.get("file"))}
 
     def get_proxy(self, query: dict, body: object) -> tuple[int, object]:
@@ -195,18 +197,18 @@ class Agent:
         try:
             routing = validate_routing(body)
         except InvalidRouting as exc:
-            raise AgentError(400, str(exc)) from exc
+            raise RequestRefused(400, str(exc)) from exc
         gate = query.get("require_healthy", [None])[0]
         try:
             return 200, self.proxy.apply(routing, require_healthy=gate)
         except Unhealthy as exc:
-            raise AgentError(409, str(exc)) from exc
+            raise RequestRefused(409, str(exc)) from exc
 
     def proxy_metrics(self, query: dict, body: object) -> tuple[int, object]:
         try:
             window = min(3600.0, max(1.0, float(query.get("window", ["60"])[0])))
         except ValueError as exc:
-            raise AgentError(400, "window must be a number of seconds") from exc
+            raise RequestRefused(400, "window must be a number of seconds") from exc
         return 200, self.proxy.metrics(window)
 
     def reload_proxy(self, query: dict, body: object) -> tuple[int, object]:
@@ -251,7 +253,7 @@ class Handler(BaseHTTPRequestHandler):
             length = int(self.headers.get("Content-Length") or 0)
             if length < 0 or length > MAX_BODY:
                 self.close_connection = True
-                raise AgentError(400, "the request body is too large")
+                raise RequestRefused(400, "the request body is too large")
             raw = self.rfile.read(length) if length else b""
             if not signing.verify(
                 self.agent.config["secret"],
@@ -262,18 +264,18 @@ class Handler(BaseHTTPRequestHandler):
                 raw,
                 nonce=self.headers.get(signing.NONCE_HEADER),
             ):
-                raise AgentError(401, "missing or invalid request signature")
+                raise RequestRefused(401, "missing or invalid request signature")
             if not self.agent.replay_guard.first_use(self.headers.get(signing.NONCE_HEADER)):
-                raise AgentError(401, "missing nonce, or a request already received (replay)")
+                raise RequestRefused(401, "missing nonce, or a request already received (replay)")
             body = None
             if raw:
                 try:
                     body = json.loads(raw)
                 except ValueError as exc:
-                    raise AgentError(400, f"the body is not valid JSON: {exc}") from exc
+                    raise RequestRefused(400, f"the body is not valid JSON: {exc}") from exc
             url = urlsplit(self.path)
             status, payload = self.agent.handle(self.command, url.path, parse_qs(url.query), body)
-        except AgentError as exc:
+        except RequestRefused as exc:
             status, payload = exc.status, {"error": exc.message}
         except instances.InstanceError as exc:
             status, payload = exc.status, {"error": str(exc)}

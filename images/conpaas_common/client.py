@@ -1,5 +1,6 @@
 """One signed request to an agent: the control plane's ``services/agent.py``, the tests and the
-benchmarks all send through ``call``. Standard library only."""
+benchmarks all send through ``call``; ``call_json`` is the control plane's way, which turns a
+failure into ``AgentError``. Standard library only."""
 
 from __future__ import annotations
 
@@ -9,6 +10,19 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from . import signing
+
+
+class AgentError(Exception):
+    """An agent call failed. `status` is the HTTP status (None: no answer at all)."""
+
+    def __init__(self, message: str, status: int | None = None, detail: str = ""):
+        super().__init__(message)
+        self.status = status
+        self.detail = detail or message  # the agent's own sentence, without the node and status
+
+    @property
+    def unreachable(self) -> bool:
+        return self.status is None
 
 
 @dataclass(frozen=True)
@@ -49,3 +63,28 @@ def call(
         return Reply(response.status, response.reason, response.msg, response.read())
     finally:
         connection.close()
+
+
+def call_json(
+    url: str, secret: str, method: str, path: str, body: object = None, timeout: float = 30.0, node: str = "the agent"
+) -> object:
+    """``call`` with ``body`` sent as JSON, answering the reply's JSON. No answer, or an error
+    status (the agent's sentence is the ``error`` of its JSON answer), raises ``AgentError``
+    whose message names ``node``."""
+    data = b"" if body is None else json.dumps(body).encode()
+    try:
+        reply = call(url, secret, method, path, data, timeout=timeout)
+    except (OSError, http.client.HTTPException) as exc:
+        raise AgentError(f"{node} did not answer: {exc}") from None
+    if reply.status >= 400:
+        detail = _error_detail(reply)
+        raise AgentError(f"{node}: {detail} (HTTP {reply.status})", reply.status, detail)
+    return reply.json()
+
+
+def _error_detail(reply: Reply) -> str:
+    try:
+        detail = reply.json().get("error", "")
+    except (ValueError, AttributeError):
+        detail = ""
+    return detail or reply.reason

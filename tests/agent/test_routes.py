@@ -2,7 +2,7 @@
 
 import pytest
 
-from conpaas_agent.server import ROUTES, Agent, AgentError
+from conpaas_agent.server import ROUTES, Agent, RequestRefused
 
 
 @pytest.fixture
@@ -14,7 +14,7 @@ def agent(tmp_path) -> Agent:
 def answer(agent: Agent, method: str, path: str) -> int:
     try:
         return agent.handle(method, path, {}, None)[0]
-    except AgentError as exc:
+    except RequestRefused as exc:
         return exc.status
 
 
@@ -31,14 +31,14 @@ def test_it_answers_404_to_an_unknown_path(agent):
 
 
 def test_it_answers_404_for_a_role_the_node_does_not_have_whatever_the_method(agent):
-    with pytest.raises(AgentError, match="node n1 has no backend role"):
+    with pytest.raises(RequestRefused, match="node n1 has no backend role"):
         agent.handle("PATCH", "/v1/instances/i1", {}, None)
-    with pytest.raises(AgentError, match="node n1 has no proxy role"):
+    with pytest.raises(RequestRefused, match="node n1 has no proxy role"):
         agent.handle("GET", "/v1/proxy/metrics", {}, None)
 
 
 def test_it_answers_405_to_a_method_a_known_path_does_not_take(agent):
-    with pytest.raises(AgentError, match="POST is not allowed on /v1/status") as raised:
+    with pytest.raises(RequestRefused, match="POST is not allowed on /v1/status") as raised:
         agent.handle("POST", "/v1/status", {}, None)
     assert raised.value.status == 405
 
