@@ -4,7 +4,6 @@ from django.contrib.auth import authenticate
 from django.contrib.auth.signals import user_logged_in
 from django.db.models import Prefetch
 from django.http import FileResponse, Http404
-from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import NotFound, ValidationError
@@ -13,57 +12,26 @@ from rest_framework.permissions import AllowAny, IsAuthenticated
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from api.schema import (
-    APPLICATION_ID,
-    BAD_REQUEST,
-    CONFLICT,
-    ENVIRONMENT_NAME,
-    FORBIDDEN,
-    FORCE,
-    LOG_ENVIRONMENT,
-    LOG_FAILED,
-    LOG_LINES,
-    NOT_FOUND,
-    OPERATION_ID,
-    QUOTA,
-    RETRY_AFTER,
-    SERVICE_ID,
-    SERVICE_PK,
-    SINCE,
-    SWAP_ANSWER,
-    THROTTLED,
-    TOKEN_ID,
-    TOO_LARGE,
-    UNAVAILABLE,
-    UNSUPPORTED,
-    VERSION_ID,
-    WINDOW,
-)
+from api import openapi
 from api.serializers import (
     ApiTokenSerializer,
     ApplicationSerializer,
-    AppliedSerializer,
     ApplySerializer,
     AutoscalingSerializer,
     CodeVersionSerializer,
-    CredentialsSerializer,
     DeleteServiceSerializer,
     DeploySerializer,
     DumpSerializer,
     EnvironmentSerializer,
     EventSerializer,
-    LogsSerializer,
     MetricPointSerializer,
-    MetricsSerializer,
     NodeSerializer,
     OperationSerializer,
     ScaleSerializer,
-    ServiceCreatedSerializer,
     ServiceSerializer,
     ServiceUpdateSerializer,
     SignInSerializer,
     SwapSerializer,
-    TokenSerializer,
     UploadSerializer,
     service_list,
 )
@@ -91,15 +59,7 @@ def accepted(operation: Operation) -> Response:
     return Response(OperationSerializer(operation).data, status=status.HTTP_202_ACCEPTED)
 
 
-@extend_schema_view(
-    retrieve=extend_schema(parameters=[SERVICE_ID], responses={200: ServiceSerializer, 404: NOT_FOUND}),
-    create=extend_schema(responses={201: ServiceCreatedSerializer, 400: BAD_REQUEST, 403: QUOTA, 415: UNSUPPORTED}),
-    partial_update=extend_schema(
-        parameters=[SERVICE_ID],
-        request=ServiceUpdateSerializer,
-        responses={200: ServiceSerializer, 400: BAD_REQUEST, 404: NOT_FOUND, 415: UNSUPPORTED},
-    ),
-)
+@openapi.services
 class ServiceViewSet(
     mixins.ListModelMixin,
     mixins.RetrieveModelMixin,
@@ -138,28 +98,12 @@ class ServiceViewSet(
         lifecycle.update(service, request.user, **serializer.validated_data)
         return Response(self.get_serializer(self.get_queryset().get(pk=service.pk)).data)
 
-    @extend_schema(
-        parameters=[SERVICE_ID, FORCE],
-        responses={202: OperationSerializer, 400: BAD_REQUEST, 404: NOT_FOUND, 409: CONFLICT},
-    )
     def destroy(self, request, pk=None):
         service = self.get_object()
         options = DeleteServiceSerializer(data=request.query_params)
         options.is_valid(raise_exception=True)
         return accepted(lifecycle.request_delete(service, request.user, **options.validated_data))
 
-    @extend_schema(
-        parameters=[SERVICE_ID],
-        request=ScaleSerializer,
-        responses={
-            202: OperationSerializer,
-            400: BAD_REQUEST,
-            403: QUOTA,
-            404: NOT_FOUND,
-            409: CONFLICT,
-            415: UNSUPPORTED,
-        },
-    )
     @action(detail=True, methods=["post"])
     def scale(self, request, pk=None):
         service = self.get_object()
@@ -167,18 +111,6 @@ class ServiceViewSet(
         serializer.is_valid(raise_exception=True)
         return accepted(request_scale(service, **serializer.validated_data, user=request.user))
 
-    @extend_schema(
-        parameters=[SERVICE_ID],
-        request=SwapSerializer,
-        responses={
-            200: SWAP_ANSWER,
-            400: BAD_REQUEST,
-            404: NOT_FOUND,
-            409: CONFLICT,
-            415: UNSUPPORTED,
-            503: UNAVAILABLE,
-        },
-    )
     @action(detail=True, methods=["post"])
     def swap(self, request, pk=None):
         service = self.get_object()
@@ -189,14 +121,10 @@ class ServiceViewSet(
             return Response(preview_swap(service, environment))
         return Response(swap(service, environment, request.user))
 
-    @extend_schema(parameters=[SERVICE_ID], responses={200: NodeSerializer(many=True), 404: NOT_FOUND})
     @action(detail=True, methods=["get"])
     def nodes(self, request, pk=None):
         return Response(NodeSerializer(self.get_object().live_nodes(), many=True).data)
 
-    @extend_schema(
-        parameters=[SERVICE_ID, SINCE], responses={200: EventSerializer(many=True), 400: BAD_REQUEST, 404: NOT_FOUND}
-    )
     @action(detail=True, methods=["get"])
     def events(self, request, pk=None):
         events = self.get_object().events.select_related("actor")
@@ -208,27 +136,11 @@ class ServiceViewSet(
             events = events.filter(pk__gt=since)
         return Response(EventSerializer(events[:500], many=True).data)
 
-    @extend_schema(
-        parameters=[SERVICE_ID],
-        responses={200: CredentialsSerializer, 403: FORBIDDEN, 404: NOT_FOUND, 409: CONFLICT, 503: UNAVAILABLE},
-    )
     @action(detail=True, methods=["get"])
     def credentials(self, request, pk=None):
         """A data service's address and password: its owner's explicit request, the only answer that holds them."""
         return Response(credentials(self.get_object(), request.user))
 
-    @extend_schema(
-        parameters=[SERVICE_ID],
-        request={"multipart/form-data": DumpSerializer},
-        responses={
-            202: OperationSerializer,
-            400: BAD_REQUEST,
-            404: NOT_FOUND,
-            409: CONFLICT,
-            413: TOO_LARGE,
-            415: UNSUPPORTED,
-        },
-    )
     @action(detail=True, methods=["post"], parser_classes=[MultiPartParser])
     def load(self, request, pk=None):
         """Load a dump into a data service (multipart field `dump`): 202 and the load operation,
@@ -240,10 +152,6 @@ class ServiceViewSet(
         dump = upload.validated_data["dump"]
         return accepted(request_load(service, request.user, dump, dump.name))
 
-    @extend_schema(
-        parameters=[SERVICE_ID, WINDOW],
-        responses={200: MetricsSerializer, 400: BAD_REQUEST, 404: NOT_FOUND, 503: UNAVAILABLE},
-    )
     @action(detail=True, methods=["get"])
     def metrics(self, request, pk=None):
         service = self.get_object()
@@ -258,11 +166,6 @@ class ServiceViewSet(
         answer["series"] = {name: MetricPointSerializer(points, many=True).data for name, points in kept.items()}
         return Response(answer)
 
-    @extend_schema(
-        parameters=[SERVICE_ID],
-        request=AutoscalingSerializer,
-        responses={200: AutoscalingSerializer, 400: BAD_REQUEST, 404: NOT_FOUND, 415: UNSUPPORTED},
-    )
     @action(detail=True, methods=["get", "put"])
     def autoscaling(self, request, pk=None):
         service = self.get_object()
@@ -274,10 +177,6 @@ class ServiceViewSet(
         context = {"nodes": autoscale.backend_count(service)}
         return Response(AutoscalingSerializer(policy, context=context).data)
 
-    @extend_schema(
-        parameters=[SERVICE_ID, LOG_ENVIRONMENT, LOG_LINES, LOG_FAILED],
-        responses={200: LogsSerializer, 400: BAD_REQUEST, 404: NOT_FOUND},
-    )
     @action(detail=True, methods=["get"])
     def logs(self, request, pk=None):
         service = self.get_object()
@@ -294,9 +193,7 @@ class ServiceViewSet(
         return Response(read(service, environment, int(lines)))
 
 
-@extend_schema_view(
-    retrieve=extend_schema(parameters=[OPERATION_ID], responses={200: OperationSerializer, 404: NOT_FOUND})
-)
+@openapi.operations
 class OperationViewSet(mixins.RetrieveModelMixin, mixins.ListModelMixin, viewsets.GenericViewSet):
     serializer_class = OperationSerializer
 
@@ -304,10 +201,7 @@ class OperationViewSet(mixins.RetrieveModelMixin, mixins.ListModelMixin, viewset
         return Operation.objects.visible_to(self.request.user)
 
 
-@extend_schema_view(
-    retrieve=extend_schema(parameters=[APPLICATION_ID], responses={200: ApplicationSerializer, 404: NOT_FOUND}),
-    create=extend_schema(responses={201: ApplicationSerializer, 400: BAD_REQUEST, 415: UNSUPPORTED}),
-)
+@openapi.applications
 class ApplicationViewSet(
     mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.CreateModelMixin, viewsets.GenericViewSet
 ):
@@ -321,23 +215,10 @@ class ApplicationViewSet(
     def get_queryset(self):
         return Application.objects.visible_to(self.request.user).prefetch_related("services").order_by("name", "id")
 
-    @extend_schema(parameters=[APPLICATION_ID], responses={202: OperationSerializer(many=True), 404: NOT_FOUND})
     def destroy(self, request, pk=None):
         operations = delete_application(self.get_object(), request.user)
         return Response(OperationSerializer(operations, many=True).data, status=status.HTTP_202_ACCEPTED)
 
-    @extend_schema(
-        request={"multipart/form-data": ApplySerializer},
-        responses={
-            200: AppliedSerializer,
-            202: AppliedSerializer,
-            400: BAD_REQUEST,
-            403: QUOTA,
-            409: CONFLICT,
-            413: TOO_LARGE,
-            415: UNSUPPORTED,
-        },
-    )
     @action(detail=False, methods=["post"], parser_classes=[MultiPartParser, FormParser])
     def apply(self, request):
         """Converge an application to a manifest (docs/design.md, Manifest contract): 200 with the plan
@@ -361,30 +242,17 @@ class ApplicationViewSet(
         return Response(body, status=status.HTTP_202_ACCEPTED if applied.operations else status.HTTP_200_OK)
 
 
-@extend_schema(parameters=[SERVICE_PK])
+@openapi.code_versions
 class CodeVersionViewSet(viewsets.ViewSet):
     parser_classes = [MultiPartParser, FormParser]
 
-    @extend_schema(responses={200: CodeVersionSerializer(many=True), 404: NOT_FOUND})
     def list(self, request, service_pk=None):
         service = Service.objects.get_visible(request.user, service_pk)
         return Response(CodeVersionSerializer(service.versions.select_related("build"), many=True).data)
 
-    @extend_schema(parameters=[VERSION_ID], responses={200: CodeVersionSerializer, 404: NOT_FOUND})
     def retrieve(self, request, service_pk=None, pk=None):
         return Response(CodeVersionSerializer(self._version(request, service_pk, pk)).data)
 
-    @extend_schema(
-        request=UploadSerializer,
-        responses={
-            201: CodeVersionSerializer,
-            400: BAD_REQUEST,
-            403: QUOTA,
-            404: NOT_FOUND,
-            413: TOO_LARGE,
-            415: UNSUPPORTED,
-        },
-    )
     def create(self, request, service_pk=None):
         service = Service.objects.get_visible(request.user, service_pk)
         upload = UploadSerializer(data=request.data)
@@ -396,7 +264,6 @@ class CodeVersionViewSet(viewsets.ViewSet):
         version = store_version(service, archive, upload.validated_data.get("label", ""), request.user, archive.name)
         return Response(CodeVersionSerializer(version).data, status=status.HTTP_201_CREATED)
 
-    @extend_schema(parameters=[VERSION_ID], responses={204: None, 404: NOT_FOUND, 409: CONFLICT})
     def destroy(self, request, service_pk=None, pk=None):
         version = self._version(request, service_pk, pk)
         delete_version(version, request.user)
@@ -411,12 +278,11 @@ class CodeVersionViewSet(viewsets.ViewSet):
         return version
 
 
-@extend_schema(parameters=[SERVICE_PK])
+@openapi.environments
 class EnvironmentViewSet(viewsets.ViewSet):
     lookup_field = "name"
     lookup_value_regex = "[^/]+"
 
-    @extend_schema(responses={200: EnvironmentSerializer(many=True), 404: NOT_FOUND})
     def list(self, request, service_pk=None):
         service = Service.objects.get_visible(request.user, service_pk)
         environments = service.environments.select_related("version", "service")
@@ -424,25 +290,12 @@ class EnvironmentViewSet(viewsets.ViewSet):
             EnvironmentSerializer(environments, many=True, context={"service": service, "request": request}).data
         )
 
-    @extend_schema(parameters=[ENVIRONMENT_NAME], responses={200: EnvironmentSerializer, 404: NOT_FOUND})
     def retrieve(self, request, service_pk=None, name=None):
         environment = self._environment(request, service_pk, name)
         return Response(
             EnvironmentSerializer(environment, context={"service": environment.service, "request": request}).data
         )
 
-    @extend_schema(
-        request=EnvironmentSerializer,
-        responses={
-            201: EnvironmentSerializer,
-            400: BAD_REQUEST,
-            403: QUOTA,
-            404: NOT_FOUND,
-            409: CONFLICT,
-            415: UNSUPPORTED,
-            503: UNAVAILABLE,
-        },
-    )
     def create(self, request, service_pk=None):
         service = Service.objects.get_visible(request.user, service_pk)
         serializer = EnvironmentSerializer(data=request.data, context={"service": service})
@@ -461,19 +314,6 @@ class EnvironmentViewSet(viewsets.ViewSet):
             status=status.HTTP_201_CREATED,
         )
 
-    @extend_schema(
-        parameters=[ENVIRONMENT_NAME],
-        request=DeploySerializer,
-        responses={
-            200: OpenApiResponse(EnvironmentSerializer, description="only the preview key changed"),
-            202: OpenApiResponse(OperationSerializer, description="the deploy of `version`, to follow"),
-            400: BAD_REQUEST,
-            404: NOT_FOUND,
-            409: CONFLICT,
-            415: UNSUPPORTED,
-            503: UNAVAILABLE,
-        },
-    )
     def partial_update(self, request, service_pk=None, name=None):
         environment = self._environment(request, service_pk, name)
         service = environment.service
@@ -488,10 +328,6 @@ class EnvironmentViewSet(viewsets.ViewSet):
             return Response(EnvironmentSerializer(environment, context={"service": service, "request": request}).data)
         return accepted(operation)
 
-    @extend_schema(
-        parameters=[ENVIRONMENT_NAME],
-        responses={204: None, 404: NOT_FOUND, 409: CONFLICT, 503: UNAVAILABLE},
-    )
     def destroy(self, request, service_pk=None, name=None):
         """Delete the environment: out of the routers, its instances stopped, its database copies dropped."""
         environment = self._environment(request, service_pk, name)
@@ -507,6 +343,7 @@ class EnvironmentViewSet(viewsets.ViewSet):
         return environment
 
 
+@openapi.sign_in
 class TokenView(APIView):
     """POST: a username and password for a new API token. DELETE: revoke the token the request is
     sent with (`conpaas logout`).
@@ -522,12 +359,6 @@ class TokenView(APIView):
     def get_permissions(self):
         return [AllowAny()] if self.request.method == "POST" else [IsAuthenticated()]
 
-    @extend_schema(
-        request=SignInSerializer,
-        parameters=[RETRY_AFTER],
-        responses={200: TokenSerializer, 400: BAD_REQUEST, 415: UNSUPPORTED, 429: THROTTLED},
-        auth=[],
-    )
     def post(self, request):
         credentials = SignInSerializer(data=request.data)
         credentials.is_valid(raise_exception=True)
@@ -539,7 +370,6 @@ class TokenView(APIView):
         token, key = tokens.issue(user)
         return Response({"token": key, "expiry": token.expiry})
 
-    @extend_schema(request=None, responses={204: None, 400: BAD_REQUEST})
     def delete(self, request):
         if not isinstance(request.auth, ApiToken):
             raise ValidationError({"detail": "this request was not sent with a token: there is none to revoke"})
@@ -547,7 +377,7 @@ class TokenView(APIView):
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
-@extend_schema_view(destroy=extend_schema(parameters=[TOKEN_ID], responses={204: None, 404: NOT_FOUND}))
+@openapi.api_tokens
 class ApiTokenViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
     """The user's own API tokens that have not expired (never the secret); revoke one by its id."""
 
