@@ -1,6 +1,6 @@
 """The OpenAPI description: its shared parts (typed path parameters, the error bodies, what stays
 out), then what each view reads and answers, applied to the view as a class decorator
-(`@openapi.services` on api/views.py's ServiceViewSet), so that the views read as views.
+(`@openapi.services` on ServiceViewSet, api/views/services.py), so that the views read as views.
 
 tests/api/test_schema.py generates the description with warnings as errors."""
 

@@ -319,7 +319,7 @@ REST_FRAMEWORK = {
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
-    # Request bodies are JSON, as the contract says (uploads: multipart, api/views.py). A form body
+    # Request bodies are JSON, as the contract says (uploads: multipart, api/views/). A form body
     # reads an empty field as a missing one (DRF's rule for HTML forms), so `environment=` would
     # quietly swap development: answered 415 instead.
     "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
