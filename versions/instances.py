@@ -1,4 +1,5 @@
-"""Instances: what a backend node is asked to run for a code version, and asking it to run it."""
+"""Instances: what a backend node is asked to run for a code version, and asking it to run it (their
+records, the Instance rows: versions/models/instance_records.py)."""
 
 import ipaddress
 import time
