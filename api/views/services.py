@@ -25,12 +25,12 @@ from api.serializers import (
 )
 from api.views.operations import accepted
 from routing.metrics import LIVE_KEEP, MINUTE_KEEP, series, service_metrics
-from services.databases import credentials
+from services.data_servers import credentials
 from services.models import Service
 from versions.logs import DEFAULT_LINES, MAX_LINES, environment_logs, failed_logs
 from versions.models import Environment
 from workflows import autoscale, lifecycle
-from workflows.databases import request_load
+from workflows.data_services import request_load
 from workflows.models import Autoscaling
 from workflows.scaling import request_scale
 from workflows.swap import preview_swap, swap

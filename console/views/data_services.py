@@ -7,7 +7,7 @@ from django.views.decorators.http import require_POST
 from console.errors import back, refusals
 from console.views.service_page import back_to
 from services.models import Service
-from workflows.databases import request_load
+from workflows.data_services import request_load
 
 
 @login_required

@@ -23,7 +23,7 @@ REDIS_SERVER = "/usr/bin/redis-server"
 PG_USER = "conpaas"
 PG_DATABASE = "conpaas"
 # A redis service's databases: index 0 is production's, the others hold environments' copies
-# (services/copies.py).
+# (services/database_copies.py).
 REDIS_DATABASES = 16
 _PASSWORD_RE = re.compile(r"^[A-Za-z0-9_-]{16,128}$")
 

@@ -22,7 +22,7 @@ from redis.retry import Retry
 
 from images.conpaas_agent.runtimes.data import REDIS_DATABASES
 from services.choices import Runtime
-from services.databases import Server, last_words
+from services.data_servers import Server, last_words
 from services.errors import Conflict, OperationFailed
 from services.models import Service, data_url
 
