@@ -388,7 +388,7 @@ class SwapSerializer(serializers.Serializer):
     dry_run = serializers.BooleanField(default=False, help_text="answer what the swap would change; change nothing")
 
 
-# Bodies the API answers but never reads: declared for the OpenAPI description (api/schema.py).
+# Bodies the API answers but never reads: declared for the OpenAPI description (api/openapi.py).
 
 
 class ServiceCreatedSerializer(ServiceSerializer):

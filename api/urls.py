@@ -2,17 +2,13 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.routers import DefaultRouter
 
-from api.views import (
-    ApiTokenViewSet,
-    ApplicationViewSet,
-    CodeVersionViewSet,
-    EnvironmentViewSet,
-    OperationViewSet,
-    ServiceViewSet,
-    TokenView,
-    archive_download,
-    build_download,
-)
+from api.views.applications import ApplicationViewSet
+from api.views.auth import ApiTokenViewSet, TokenView
+from api.views.code_versions import CodeVersionViewSet
+from api.views.environments import EnvironmentViewSet
+from api.views.node_downloads import archive_download, build_download
+from api.views.operations import OperationViewSet
+from api.views.services import ServiceViewSet
 
 router = DefaultRouter()
 router.register("services", ServiceViewSet, basename="service")

@@ -16,7 +16,7 @@ Python client may itself be the bottleneck), else a threaded Python client; the 
 
 On an isolated node the "direct" phase is no baseline: wrk in this machine's namespace pays a
 port search for each of the instance's closed connections (TIME_WAIT; the node's own namespace
-reuses them, see services/clouds/isolation.py), so compare the router with nginx, not with it.
+reuses them, see services/clouds/network.py), so compare the router with nginx, not with it.
 Target: router/direct >= nginx (access log on, to the instance's address)/direct — the same as
 router >= nginx — or >= --target-ratio when nginx is absent.
 
@@ -51,8 +51,7 @@ from benchlib import percentile, say  # noqa: E402
 
 from conpaas_agent.runtimes.base import SOCKET_NAME  # noqa: E402
 from conpaas_common.procs import children, free_port  # noqa: E402
-from services.clouds.isolation import JOIN_CGROUPS  # noqa: E402
-from services.clouds.limits import this_machine  # noqa: E402
+from services.clouds.limits import JOIN_CGROUPS, this_machine  # noqa: E402
 
 UNITS = {"us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0}
 

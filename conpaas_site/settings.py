@@ -321,7 +321,7 @@ REST_FRAMEWORK = {
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
-    # Request bodies are JSON, as the contract says (uploads: multipart, api/views.py). A form body
+    # Request bodies are JSON, as the contract says (uploads: multipart, api/views/). A form body
     # reads an empty field as a missing one (DRF's rule for HTML forms), so `environment=` would
     # quietly swap development: answered 415 instead.
     "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
@@ -339,9 +339,9 @@ SPECTACULAR_SETTINGS = {
     "SERVE_INCLUDE_SCHEMA": False,
     # Request bodies get their own components (ServiceRequest: name, runtime) apart from what is answered.
     "COMPONENT_SPLIT_REQUEST": True,
-    # The user-facing API only: the nodes' archive download stays out (api/schema.py).
-    "PREPROCESSING_HOOKS": ["api.schema.public_api_only"],
-    "POSTPROCESSING_HOOKS": ["drf_spectacular.hooks.postprocess_schema_enums", "api.schema.declare_unauthorized"],
+    # The user-facing API only: the nodes' archive download stays out (api/openapi.py).
+    "PREPROCESSING_HOOKS": ["api.openapi.public_api_only"],
+    "POSTPROCESSING_HOOKS": ["drf_spectacular.hooks.postprocess_schema_enums", "api.openapi.declare_unauthorized"],
     # Operation ids (v1_services_list …) are derived from the path after this prefix: kept stable.
     "SCHEMA_PATH_PREFIX": "/api",
     # Three models have a `state`: each its own enum, by name.

@@ -263,7 +263,7 @@ def host_label(service_name: str, username: str) -> str:
 def data_url(runtime: str, address: str, port: int, password: str = "", database: str = "") -> str:
     """A data server's URL: with the password, a linked instance's DATABASE_URL or REDIS_URL.
     `database` names another database than production's (an environment's copy,
-    services/copies.py): a PostgreSQL database name or a Redis database index."""
+    services/database_copies.py): a PostgreSQL database name or a Redis database index."""
     secret = quote(password, safe="")
     if runtime == "postgresql":
         return f"postgres://{PG_USER}{':' + secret if secret else ''}@{address}:{port}/{database or PG_DATABASE}"

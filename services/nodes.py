@@ -101,7 +101,7 @@ def open_links(service: Service, targets: list[Service]) -> None:
     cloud = clouds.get_cloud(settings.CONPAAS_CLOUD)
     isolation = getattr(cloud, "isolation", None)
     if isolation is not None:
-        isolation.set_links(node_group(service.pk), [node_group(t.pk) for t in targets])
+        isolation.firewalls.set_links(node_group(service.pk), [node_group(t.pk) for t in targets])
 
 
 def boot_attempt(node: Node, router_at: RouterPlace | None) -> None:

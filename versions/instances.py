@@ -1,4 +1,5 @@
-"""Instances: what a backend node is asked to run for a code version, and asking it to run it."""
+"""Instances: what a backend node is asked to run for a code version, and asking it to run it (their
+records, the Instance rows: versions/models/instance_records.py)."""
 
 import ipaddress
 import time
@@ -9,8 +10,7 @@ from django.core import signing
 from django.core.exceptions import ValidationError
 from django.urls import reverse
 
-from services import agent
-from services import copies as database_copies
+from services import agent, database_copies
 from services.choices import LINK_VARIABLES, NodeState, Outcome, Runtime
 from services.errors import OperationFailed
 from services.models import Event

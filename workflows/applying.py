@@ -21,7 +21,7 @@ from services.models import Application, Event, Operation, Service
 from versions.models import Environment, changed_settings
 from versions.storage import store_version, upload_limits
 from workflows import lifecycle
-from workflows.databases import request_load
+from workflows.data_services import request_load
 from workflows.deploy import request_deploy
 from workflows.environments import add_environment
 from workflows.links import set_links

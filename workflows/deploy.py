@@ -29,7 +29,7 @@ from versions.instances import (
 from versions.logs import keep_failed_logs
 from versions.models import CodeVersion, Environment, Instance, InstanceState, changed_settings, setting_values
 from versions.storage import lock_version
-from workflows.copies import drop_copies, ensure_copies
+from workflows.preview_databases import drop_copies, ensure_copies
 
 
 def request_deploy(

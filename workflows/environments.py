@@ -10,15 +10,15 @@ from services.errors import Conflict
 from services.models import Event, Operation, Service
 from versions.instances import checked_settings
 from versions.models import PRODUCTION, Environment, new_preview_key
-from workflows.copies import drop_copies
 from workflows.deploy import refuse_production_copy, request_deploy, retire_unused
+from workflows.preview_databases import drop_copies
 
 
 def add_environment(
     service: Service, name: str, user, preview_key: str = "", settings: dict | None = None, database_copy: bool = False
 ) -> Environment:
     """`settings` as versions.models.clean_settings takes them; `database_copy`: the environment gets
-    its own copy of the linked databases at its first deploy (workflows.copies)."""
+    its own copy of the linked databases at its first deploy (workflows.preview_databases)."""
     environment = Environment(
         service=service,
         name=name,

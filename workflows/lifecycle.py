@@ -13,8 +13,8 @@ from services.models import Event, Operation, Service
 from services.nodes import boot_node, destroy_node
 from versions.models import DEVELOPMENT, PRODUCTION, Environment, new_preview_key
 from versions.storage import delete_unreferenced_archives
-from workflows import databases
-from workflows.copies import drop_copies
+from workflows import data_services
+from workflows.preview_databases import drop_copies
 
 
 def create(owner, name: str, runtime: str, application=None, environments=(), **options) -> tuple[Service, Operation]:
@@ -115,7 +115,7 @@ def run_create(operation) -> str:
     service = operation.service
     try:
         if service.is_data:
-            databases.run_create(operation)
+            data_services.run_create(operation)
         elif not service.live_nodes().exclude(state=NodeState.FAILED).exists():
             operation.set_progress("booting the first node")
             boot_node(service, ["proxy", "backend"], operation)

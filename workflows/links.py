@@ -8,8 +8,7 @@ restarts an instance whose spec changed. So a link that changes, or a target who
 
 from django.db import transaction
 
-from services import copies as database_copies
-from services import operations
+from services import database_copies, operations
 from services.choices import OperationKind, ServiceState
 from services.models import Link, Operation, Service
 from services.nodes import open_links

@@ -10,7 +10,7 @@ from routing.metrics import roll_up, sample_due
 from services import operations
 from services.choices import OperationKind
 from services.models import Operation, Service
-from workflows import autoscale, databases, deploy, healing, lifecycle, reconcile, scaling
+from workflows import autoscale, data_services, deploy, healing, lifecycle, reconcile, scaling
 from workflows.links import relink
 
 # Which function runs each kind of operation (swaps and route changes run synchronously).
@@ -21,7 +21,7 @@ WORK = {
     OperationKind.DELETE: lifecycle.run_delete,
     OperationKind.RECONCILE: reconcile.reconcile,
     OperationKind.HEAL: healing.heal,
-    OperationKind.LOAD: databases.run_load,
+    OperationKind.LOAD: data_services.run_load,
 }
 
 log = logging.getLogger("conpaas.health")

@@ -24,6 +24,9 @@ CONTROLLERS = ("cpu", "memory", "pids")
 LIMIT_NAMES = {"cpu": "CPU weight", "memory": "memory", "pids": "process count"}
 PARENT = "conpaas"  # the nodes' cgroups' parent, under the platform's own
 PLATFORM_LEAF = "conpaas-platform"  # v2: where the platform's own processes move
+# Joins the cgroups named by its arguments, then execs the rest: a fixed script, the paths and
+# the command are arguments, so nothing is ever interpolated into shell text.
+JOIN_CGROUPS = 'for f; do [ "$f" = -- ] && break; echo $$ > "$f"; shift; done; shift; exec "$@"'
 
 
 class CgroupError(Exception):

@@ -30,8 +30,10 @@ from libcloud.compute.types import NodeState
 
 from conpaas_common.procs import cmdline, free_port, group_members, pid_alive
 from services.clouds import CloudError
-from services.clouds.isolation import AGENT_PORT, HTTP_PORT, Isolation, IsolationError, unavailable_reason
+from services.clouds.host_commands import IsolationError
+from services.clouds.isolation import Isolation, unavailable_reason
 from services.clouds.limits import Limits
+from services.clouds.network import AGENT_PORT, HTTP_PORT
 from services.clouds.sandbox import IsolatedSandbox, Sandbox, SharedSandbox
 
 IMAGES_DIR = Path(__file__).resolve().parents[2] / "images"

@@ -18,7 +18,9 @@ from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from services.clouds.isolation import Isolation, IsolationError, Slot
+from services.clouds.host_commands import IsolationError
+from services.clouds.isolation import Isolation
+from services.clouds.slots import Slot
 
 # A line of a build's output longer than this is cut (an installer printing without newlines).
 MAX_LINE = 4096
@@ -111,7 +113,7 @@ class SharedSandbox(Sandbox):
 
 
 class IsolatedSandbox(Sandbox):
-    """A node-like slot of its own (isolation.py, kind "build"), released on close."""
+    """A node-like slot of its own (slots.py, kind "build"; its firewall: network.py), released on close."""
 
     def __init__(self, isolation: Isolation, slot: Slot, index_url: str):
         super().__init__(isolation.home(slot), index_url)

@@ -57,7 +57,7 @@ def test_it_runs_redis_with_the_password(data_agent):
     port = reply.json()["port"]
     assert redis(port, PASSWORD, "SET", "k", "v").stdout.strip() == "OK"
     assert redis(port, PASSWORD, "GET", "k").stdout.strip() == "v"
-    # Database 0 is production's, the others hold environments' copies (services/copies.py).
+    # Database 0 is production's, the others hold environments' copies (services/database_copies.py).
     assert redis(port, PASSWORD, "CONFIG", "GET", "databases").stdout.split() == ["databases", str(REDIS_DATABASES)]
     assert "NOAUTH" in redis(port, "", "GET", "k").stdout + redis(port, "", "GET", "k").stderr
     ps = subprocess.run(["ps", "-o", "args=", "-p", str(reply.json()["pid"])], capture_output=True, text=True)

@@ -13,7 +13,7 @@ import pytest
 from django.db import connection
 
 from api.serializers import DeploySerializer
-from api.views import CodeVersionViewSet
+from api.views.code_versions import CodeVersionViewSet
 from services import quotas
 from services.models import Operation, Service
 from tests.api.conftest import client_for

@@ -11,8 +11,9 @@ import pytest
 import requests
 
 from conpaas_common.waiting import wait_until
-from services.clouds.isolation import AGENT_PORT, unavailable_reason
+from services.clouds.isolation import unavailable_reason
 from services.clouds.local import LocalNodeDriver
+from services.clouds.network import AGENT_PORT
 from tests.apps import label_app, probe_app
 
 pytestmark = [

@@ -2,7 +2,7 @@
 
 import pytest
 
-from services.databases import DumpRefused, SqlRows, dump_format, pairs_to_resp
+from services.data_servers import DumpRefused, SqlRows, dump_format, pairs_to_resp
 
 DUMP = (
     b"CREATE TABLE t (x int);\n"

@@ -173,7 +173,7 @@ class Run:
         service's routers (the spec's ``routers``) and a router on this node, which connects from
         the node's own address (or through the unix socket, which each web server trusts apart).
         The routers replace what a client sent (router/config.py: FORWARDED_HEADERS). What else
-        may connect (services/clouds/isolation.py: a service linking this one) is not believed;
+        may connect (services/clouds/network.py: a service linking this one) is not believed;
         on the node itself runs only this service's own code."""
         return sorted({self.host, *self.spec.get("routers", ())})
 

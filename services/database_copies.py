@@ -22,7 +22,7 @@ from redis.retry import Retry
 
 from conpaas_common.wire import REDIS_DATABASES
 from services.choices import Runtime
-from services.databases import Server, last_words
+from services.data_servers import Server, last_words
 from services.errors import Conflict, OperationFailed
 from services.models import Service, data_url
 

@@ -11,7 +11,7 @@ import time
 from django.conf import settings
 from django.db import IntegrityError, transaction
 
-from services import copies as database_copies
+from services import database_copies
 from services.choices import OperationKind, Outcome
 from services.errors import OperationFailed
 from services.models import Event, active_operations

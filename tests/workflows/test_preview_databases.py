@@ -1,10 +1,10 @@
 """Preview databases' workflow against the fake agent: when an environment's copy is made, used,
-kept and dropped. The copying itself (pg_dump | psql, Redis COPY) is services/copies.py, tested
-on real servers in tests/services/test_copies.py and end to end in tests/e2e; here it is recorded."""
+kept and dropped. The copying itself (pg_dump | psql, Redis COPY) is services/database_copies.py, tested
+on real servers in tests/services/test_database_copies.py and end to end in tests/e2e; here it is recorded."""
 
 import pytest
 
-from services import copies
+from services import database_copies
 from services.choices import OperationKind, OperationState
 from services.errors import OperationFailed
 from services.models import Event, Link, Operation
@@ -15,10 +15,10 @@ from workflows.environments import change_environment, delete_environment
 
 @pytest.fixture
 def made(monkeypatch) -> list[tuple]:
-    """What services.copies was asked to do: ("make" | "drop", target name, copy name)."""
+    """What services.database_copies was asked to do: ("make" | "drop", target name, copy name)."""
     calls = []
-    monkeypatch.setattr(copies, "make_copy", lambda service, name: calls.append(("make", service.name, name)))
-    monkeypatch.setattr(copies, "drop_copy", lambda service, name: calls.append(("drop", service.name, name)))
+    monkeypatch.setattr(database_copies, "make_copy", lambda service, name: calls.append(("make", service.name, name)))
+    monkeypatch.setattr(database_copies, "drop_copy", lambda service, name: calls.append(("drop", service.name, name)))
     return calls
 
 
@@ -63,7 +63,7 @@ def test_a_failed_copy_stops_the_deploy_and_keeps_nothing(web, queue, monkeypatc
     def fail(service, name):
         raise OperationFailed("copying the production database into copy_1 failed: ERROR: out of disk")
 
-    monkeypatch.setattr(copies, "make_copy", fail)
+    monkeypatch.setattr(database_copies, "make_copy", fail)
     development = Environment.objects.get(service=web, name="development")
     before = (development.version_id, development.settings_key)
 

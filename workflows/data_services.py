@@ -6,7 +6,7 @@ from django.conf import settings
 
 from services import operations
 from services.choices import OperationKind, ServiceState
-from services.databases import DumpRefused, Server, dump_format, load, remove_dump, start_server, store_dump
+from services.data_servers import DumpRefused, Server, dump_format, load, remove_dump, start_server, store_dump
 from services.errors import Conflict
 from services.models import Operation, Service
 from services.nodes import boot_node

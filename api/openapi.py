@@ -1,13 +1,39 @@
-"""The OpenAPI description's shared parts: typed path parameters, the error bodies, what stays out.
+"""The OpenAPI description: its shared parts (typed path parameters, the error bodies, what stays
+out), then what each view reads and answers, applied to the view as a class decorator
+(`@openapi.services` on ServiceViewSet, api/views/services.py), so that the views read as views.
 
-The viewsets declare what each action reads and answers with these (api/views.py);
 tests/api/test_schema.py generates the description with warnings as errors."""
 
 from drf_spectacular.contrib.knox_auth_token import KnoxTokenScheme
 from drf_spectacular.extensions import OpenApiSerializerExtension
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
 
-from api.serializers import ErrorSerializer, ValidationErrorSerializer
+from api.serializers import (
+    ApplicationSerializer,
+    AppliedSerializer,
+    ApplySerializer,
+    AutoscalingSerializer,
+    CodeVersionSerializer,
+    CredentialsSerializer,
+    DeploySerializer,
+    DumpSerializer,
+    EnvironmentSerializer,
+    ErrorSerializer,
+    EventSerializer,
+    LogsSerializer,
+    MetricsSerializer,
+    NodeSerializer,
+    OperationSerializer,
+    ScaleSerializer,
+    ServiceCreatedSerializer,
+    ServiceSerializer,
+    ServiceUpdateSerializer,
+    SignInSerializer,
+    SwapSerializer,
+    TokenSerializer,
+    UploadSerializer,
+    ValidationErrorSerializer,
+)
 
 PATH = OpenApiParameter.PATH
 QUERY = OpenApiParameter.QUERY
@@ -161,3 +187,181 @@ def declare_unauthorized(result, generator, request, public):
             if isinstance(operation, dict) and operation.get("security"):
                 operation["responses"].setdefault("401", unauthorized)
     return result
+
+
+# ---------------------------------------------------------------- what each view reads and answers
+
+
+def nested_in_service(**actions):
+    """The description of a view under `services/{service_pk}/`: each action's own, and the service's
+    id from the path on them all."""
+
+    def describe(view):
+        return extend_schema(parameters=[SERVICE_PK])(extend_schema_view(**actions)(view))
+
+    return describe
+
+
+services = extend_schema_view(
+    retrieve=extend_schema(parameters=[SERVICE_ID], responses={200: ServiceSerializer, 404: NOT_FOUND}),
+    create=extend_schema(responses={201: ServiceCreatedSerializer, 400: BAD_REQUEST, 403: QUOTA, 415: UNSUPPORTED}),
+    partial_update=extend_schema(
+        parameters=[SERVICE_ID],
+        request=ServiceUpdateSerializer,
+        responses={200: ServiceSerializer, 400: BAD_REQUEST, 404: NOT_FOUND, 415: UNSUPPORTED},
+    ),
+    destroy=extend_schema(
+        parameters=[SERVICE_ID, FORCE],
+        responses={202: OperationSerializer, 400: BAD_REQUEST, 404: NOT_FOUND, 409: CONFLICT},
+    ),
+    scale=extend_schema(
+        parameters=[SERVICE_ID],
+        request=ScaleSerializer,
+        responses={
+            202: OperationSerializer,
+            400: BAD_REQUEST,
+            403: QUOTA,
+            404: NOT_FOUND,
+            409: CONFLICT,
+            415: UNSUPPORTED,
+        },
+    ),
+    swap=extend_schema(
+        parameters=[SERVICE_ID],
+        request=SwapSerializer,
+        responses={
+            200: SWAP_ANSWER,
+            400: BAD_REQUEST,
+            404: NOT_FOUND,
+            409: CONFLICT,
+            415: UNSUPPORTED,
+            503: UNAVAILABLE,
+        },
+    ),
+    nodes=extend_schema(parameters=[SERVICE_ID], responses={200: NodeSerializer(many=True), 404: NOT_FOUND}),
+    events=extend_schema(
+        parameters=[SERVICE_ID, SINCE], responses={200: EventSerializer(many=True), 400: BAD_REQUEST, 404: NOT_FOUND}
+    ),
+    credentials=extend_schema(
+        parameters=[SERVICE_ID],
+        responses={200: CredentialsSerializer, 403: FORBIDDEN, 404: NOT_FOUND, 409: CONFLICT, 503: UNAVAILABLE},
+    ),
+    load=extend_schema(
+        parameters=[SERVICE_ID],
+        request={"multipart/form-data": DumpSerializer},
+        responses={
+            202: OperationSerializer,
+            400: BAD_REQUEST,
+            404: NOT_FOUND,
+            409: CONFLICT,
+            413: TOO_LARGE,
+            415: UNSUPPORTED,
+        },
+    ),
+    metrics=extend_schema(
+        parameters=[SERVICE_ID, WINDOW],
+        responses={200: MetricsSerializer, 400: BAD_REQUEST, 404: NOT_FOUND, 503: UNAVAILABLE},
+    ),
+    autoscaling=extend_schema(
+        parameters=[SERVICE_ID],
+        request=AutoscalingSerializer,
+        responses={200: AutoscalingSerializer, 400: BAD_REQUEST, 404: NOT_FOUND, 415: UNSUPPORTED},
+    ),
+    logs=extend_schema(
+        parameters=[SERVICE_ID, LOG_ENVIRONMENT, LOG_LINES, LOG_FAILED],
+        responses={200: LogsSerializer, 400: BAD_REQUEST, 404: NOT_FOUND},
+    ),
+)
+
+
+operations = extend_schema_view(
+    retrieve=extend_schema(parameters=[OPERATION_ID], responses={200: OperationSerializer, 404: NOT_FOUND}),
+)
+
+
+applications = extend_schema_view(
+    retrieve=extend_schema(parameters=[APPLICATION_ID], responses={200: ApplicationSerializer, 404: NOT_FOUND}),
+    create=extend_schema(responses={201: ApplicationSerializer, 400: BAD_REQUEST, 415: UNSUPPORTED}),
+    destroy=extend_schema(parameters=[APPLICATION_ID], responses={202: OperationSerializer(many=True), 404: NOT_FOUND}),
+    apply=extend_schema(
+        request={"multipart/form-data": ApplySerializer},
+        responses={
+            200: AppliedSerializer,
+            202: AppliedSerializer,
+            400: BAD_REQUEST,
+            403: QUOTA,
+            409: CONFLICT,
+            413: TOO_LARGE,
+            415: UNSUPPORTED,
+        },
+    ),
+)
+
+
+code_versions = nested_in_service(
+    list=extend_schema(responses={200: CodeVersionSerializer(many=True), 404: NOT_FOUND}),
+    retrieve=extend_schema(parameters=[VERSION_ID], responses={200: CodeVersionSerializer, 404: NOT_FOUND}),
+    create=extend_schema(
+        request=UploadSerializer,
+        responses={
+            201: CodeVersionSerializer,
+            400: BAD_REQUEST,
+            403: QUOTA,
+            404: NOT_FOUND,
+            413: TOO_LARGE,
+            415: UNSUPPORTED,
+        },
+    ),
+    destroy=extend_schema(parameters=[VERSION_ID], responses={204: None, 404: NOT_FOUND, 409: CONFLICT}),
+)
+
+
+environments = nested_in_service(
+    list=extend_schema(responses={200: EnvironmentSerializer(many=True), 404: NOT_FOUND}),
+    retrieve=extend_schema(parameters=[ENVIRONMENT_NAME], responses={200: EnvironmentSerializer, 404: NOT_FOUND}),
+    create=extend_schema(
+        request=EnvironmentSerializer,
+        responses={
+            201: EnvironmentSerializer,
+            400: BAD_REQUEST,
+            403: QUOTA,
+            404: NOT_FOUND,
+            409: CONFLICT,
+            415: UNSUPPORTED,
+            503: UNAVAILABLE,
+        },
+    ),
+    partial_update=extend_schema(
+        parameters=[ENVIRONMENT_NAME],
+        request=DeploySerializer,
+        responses={
+            200: OpenApiResponse(EnvironmentSerializer, description="only the preview key changed"),
+            202: OpenApiResponse(OperationSerializer, description="the deploy of `version`, to follow"),
+            400: BAD_REQUEST,
+            404: NOT_FOUND,
+            409: CONFLICT,
+            415: UNSUPPORTED,
+            503: UNAVAILABLE,
+        },
+    ),
+    destroy=extend_schema(
+        parameters=[ENVIRONMENT_NAME],
+        responses={204: None, 404: NOT_FOUND, 409: CONFLICT, 503: UNAVAILABLE},
+    ),
+)
+
+
+sign_in = extend_schema_view(
+    post=extend_schema(
+        request=SignInSerializer,
+        parameters=[RETRY_AFTER],
+        responses={200: TokenSerializer, 400: BAD_REQUEST, 415: UNSUPPORTED, 429: THROTTLED},
+        auth=[],
+    ),
+    delete=extend_schema(request=None, responses={204: None, 400: BAD_REQUEST}),
+)
+
+
+api_tokens = extend_schema_view(
+    destroy=extend_schema(parameters=[TOKEN_ID], responses={204: None, 404: NOT_FOUND}),
+)

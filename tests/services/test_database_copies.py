@@ -9,8 +9,8 @@ import redis
 
 from conpaas_common.procs import free_port
 from services.choices import NodeState
-from services.copies import copy_name, copy_url, drop_copy, make_copy
-from services.databases import start_server
+from services.data_servers import start_server
+from services.database_copies import copy_name, copy_url, drop_copy, make_copy
 from services.errors import Conflict, OperationFailed
 from tests.agent.agent_helpers import SECRET, unprivileged_agent
 from tests.factories import NodeFactory, ServiceFactory
