@@ -68,7 +68,7 @@ MIN_HEAP_MB, MAX_HEAP_MB = 64, 16384
 PG_USER = "conpaas"
 PG_DATABASE = "conpaas"
 # A redis service's databases: index 0 is production's, the others hold environments' copies
-# (services/copies.py).
+# (services/database_copies.py).
 REDIS_DATABASES = 16
 
 # The console's cookies (conpaas_site/settings.py) all start with this: every router keeps them
