@@ -5,6 +5,29 @@ import pytest
 from tests.factories import UserFactory
 from tests.harness import running_control_plane
 
+DATABASE_FIXTURES = {"db", "transactional_db", "django_db_setup", "live_server"}
+
+
+def pytest_addoption(parser):
+    parser.addoption(
+        "--database-only",
+        action="store_true",
+        help="only the tests that use the control plane's database (the PostgreSQL pass of ./run tests)",
+    )
+
+
+def pytest_collection_modifyitems(config, items):
+    """With --database-only, leave out every test that never touches the database: the PostgreSQL
+    pass checks what the database changes, not again what runs the same on any database."""
+    if not config.getoption("--database-only"):
+        return
+    kept, left_out = [], []
+    for item in items:
+        uses_database = item.get_closest_marker("django_db") or DATABASE_FIXTURES & set(item.fixturenames)
+        (kept if uses_database else left_out).append(item)
+    config.hook.pytest_deselected(items=left_out)
+    items[:] = kept
+
 
 @pytest.fixture(scope="session", autouse=True)
 def _local_nodes_network():

@@ -1,8 +1,9 @@
 """PostgreSQL and Redis for real: the settings read DATABASE_URL and CONPAAS_REDIS_URL, the tests
 run on the database DATABASE_URL names, and operations travel through Redis when it is the broker.
 
-`./run tests` runs the suite once on SQLite, once on PostgreSQL (DATABASE_URL set) and the
-end-to-end tests once more with CONPAAS_REDIS_URL set: each pass checks its own configuration."""
+`./run tests` runs the suite once on SQLite, its database tests once on PostgreSQL (DATABASE_URL
+set) and the tests marked `broker` once more with CONPAAS_REDIS_URL set: each pass checks its own
+configuration."""
 
 import os
 import runpy
@@ -124,6 +125,7 @@ def pushed_to(redis_url: str, key: str):
 
 
 @pytest.mark.integration
+@pytest.mark.broker
 @pytest.mark.skipif(not REDIS_URL, reason="CONPAAS_REDIS_URL is not set (the Redis pass of ./run tests sets it)")
 def test_operations_go_through_the_redis_broker(control_plane):
     import redis
