@@ -2,7 +2,11 @@
 user, each with its own data directory in the node's home, reachable with the password only."""
 
 import os
+import socket
+import struct
 import subprocess
+import threading
+from contextlib import suppress
 
 import pytest
 
@@ -76,3 +80,38 @@ def test_it_refuses_a_bad_data_spec(data_agent, body, message):
     reply = data_agent.call("PUT", "/v1/instances/db", body)
     assert reply.status == 400 and message in reply.json()["error"]
     assert data_agent.call("GET", "/v1/status").json()["instances"] == {}
+
+
+def test_a_postgresql_that_takes_tcp_but_refuses_sessions_is_not_ready():
+    """A server still starting (or recovering) accepts the connection and answers the startup
+    packet with SQLSTATE 57P03; the agent must not call it ready or healthy then."""
+    from conpaas_agent.runtimes.data import Postgresql
+
+    message = b"SFATAL\x00C57P03\x00Mthe database system is starting up\x00\x00"
+    starting = b"E" + struct.pack("!I", len(message) + 4) + message
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        port = server.getsockname()[1]
+
+        def answer_like_a_starting_server():
+            with suppress(OSError):
+                while True:
+                    connection, _ = server.accept()
+                    with connection:
+                        connection.recv(1024)
+                        connection.sendall(starting)
+
+        threading.Thread(target=answer_like_a_starting_server, daemon=True).start()
+        assert not Postgresql().accepts("127.0.0.1", port)
+        assert Postgresql().healthy("127.0.0.1", port, "/") == {
+            "ok": False,
+            "status": None,
+            "detail": "refuses connections",
+        }
+
+
+def test_a_postgresql_that_takes_sessions_is_ready(data_agent):
+    from conpaas_agent.runtimes.data import Postgresql
+
+    reply = data_agent.call("PUT", "/v1/instances/db", {"runtime": "postgresql", "password": PASSWORD})
+    assert reply.status == 200, reply.body
+    assert Postgresql().accepts("127.0.0.1", reply.json()["port"])

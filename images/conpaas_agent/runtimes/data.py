@@ -54,11 +54,14 @@ class DataRecipe(Recipe):
         return {"password": password}
 
     def ready(self, run: Run) -> bool:
-        return answers_tcp(run.host, run.port)
+        return self.accepts(run.host, run.port)
 
     def healthy(self, host: str, port: int, path: str) -> dict:
-        ok = answers_tcp(host, port)
+        ok = self.accepts(host, port)
         return {"ok": ok, "status": None, "detail": "accepts connections" if ok else "refuses connections"}
+
+    def accepts(self, host: str, port: int) -> bool:
+        return answers_tcp(host, port)
 
     def refuse_root(self) -> None:
         if os.geteuid() == 0:
@@ -123,6 +126,20 @@ class Postgresql(DataRecipe):
                     raise InstanceError(f"creating the database failed: {tail(run.logfile)}")
         finally:
             os.unlink(pwfile)
+
+    def accepts(self, host: str, port: int) -> bool:
+        """PostgreSQL's own answer (pg_isready): a server still starting or recovering already
+        accepts TCP but refuses every session ("the database system is starting up")."""
+        try:
+            result = subprocess.run(
+                [os.path.join(PG_BIN, "pg_isready"), "-q", "-h", host, "-p", str(port), "-t", "2"],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                timeout=5,
+            )
+        except (OSError, subprocess.TimeoutExpired):
+            return False
+        return result.returncode == 0
 
     def marker(self, run: Run) -> str:
         return run.path("data")
