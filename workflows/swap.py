@@ -118,17 +118,15 @@ def swap(service, environment_name: str = DEVELOPMENT, actor=None) -> dict:
         if plan.starts_instances:
             start_with_new_settings(service, plan, actor, operation)
         flip(service, plan, actor, operation)
-        Event.record(
-            service,
-            "swap",
+        swapped = (
             f"swapped: production now serves {plan.incoming.label}, {other.name} serves {plan.outgoing.label}"
-            + settings_summary(plan),
-            Outcome.SUCCEEDED,
-            actor,
-            operation,
+            + settings_summary(plan)
         )
         if plan.starts_instances:
+            Event.record(service, "swap", swapped, Outcome.SUCCEEDED, actor, operation)  # before the retiring's
             retire_unused(service, operation)  # each version as it ran before, drained first
+        else:
+            operations.record_at_end(operation, swapped)  # with the operation's end: one write fewer
     return {PRODUCTION: plan.incoming.version.pk, other.name: plan.outgoing.version.pk}
 
 
