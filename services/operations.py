@@ -22,6 +22,7 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
 from django.db import DatabaseError, connection, transaction
+from django.db.models import Q
 from django.utils import timezone
 from django_q.tasks import async_task
 
@@ -238,14 +239,12 @@ def end_orphans() -> None:
 def start_next(ended: Operation) -> None:
     """Hand the workers what the end of `ended` lets start: the next operation of its service, and
     of each free service where its owner has operations waiting (one that still cannot start
-    waits again)."""
-    services = {ended.service_id}
+    waits again). One query finds both, usually none."""
+    waiting = Q(service_id=ended.service_id)
     if ended.owner_id is not None:
-        waiting = Operation.objects.filter(
-            owner_id=ended.owner_id, state=OperationState.PENDING, service__locked_by__isnull=True
-        )
-        services |= set(waiting.values_list("service_id", flat=True))
-    start_first(services)
+        waiting |= Q(owner_id=ended.owner_id, service__locked_by__isnull=True)
+    pending = Operation.objects.filter(waiting, state=OperationState.PENDING)
+    start_first(set(pending.values_list("service_id", flat=True)))
 
 
 def resume_pending() -> None:

@@ -85,9 +85,14 @@ class SwapPlan:
 
 
 def swap_plan(service, environment_name: str = DEVELOPMENT) -> SwapPlan:
-    environments = Environment.objects.filter(service=service).select_related("version")
-    production = environments.filter(name=PRODUCTION).first()
-    other = environments.filter(name=environment_name).first()
+    # Both environments in one query, with their database copies (each Release reads them).
+    environments = {
+        environment.name: environment
+        for environment in Environment.objects.filter(service=service, name__in=(PRODUCTION, environment_name))
+        .select_related("version")
+        .prefetch_related("database_copies__target")
+    }
+    production, other = environments.get(PRODUCTION), environments.get(environment_name)
     if other is None or production is None:
         raise NotFound(no_such_environment(service, environment_name))
     production_settings, other_settings = swapped_settings(production.settings, other.settings)
