@@ -1,3 +1,4 @@
+import os
 import threading
 import time
 from datetime import UTC, datetime, timedelta
@@ -184,6 +185,18 @@ def test_one_thread_renews_the_leases_of_all_the_operations_of_a_process(service
         keepers = [thread for thread in threading.enumerate() if thread.name == "operation-leases"]
     assert len(keepers) == 1 and keepers[0] is operations.leases.thread
     assert operations.leases.held == {}, "an ended operation is not renewed"
+
+
+def test_a_forked_worker_starts_its_own_lease_keeper(service):
+    operation = scale_operation(service)
+    with operations.heartbeat(operation):  # the parent's keeper runs and holds it
+        child = os.fork()
+        if child == 0:  # a task worker forked by its cluster: none of the parent's threads
+            keeper = operations.leases
+            os._exit(0 if keeper.thread is None and keeper.held == {} else 1)
+        _, status = os.waitpid(child, 0)
+        assert operations.leases.thread.is_alive() and operation.pk in operations.leases.held
+    assert os.waitstatus_to_exitcode(status) == 0
 
 
 def test_an_operation_shorter_than_a_third_of_its_lease_is_never_renewed(service, settings, monkeypatch):
