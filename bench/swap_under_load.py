@@ -5,8 +5,9 @@ threads load the production URL for the whole run — half reuse one keep-alive 
 open a new connection per request — while another thread swaps production and development
 (`POST /api/v1/services/{id}/swap/`) every ~1 s, and HAProxy is reloaded mid-run (signed
 `POST /v1/proxy/reload` to the proxy node's agent), halfway between two swaps. The swap calls
-run in their own forked process (the clients' GIL stays out of the measured round trip) and the
-client threads run at nice +10 (they share the machine with the platform).
+run in their own forked process (the clients' GIL stays out of the measured round trip); the
+client threads run at the platform's priority (--nice N renices them: the platform then gets the
+CPU first, which hides what a swap costs on a busy machine).
 
 Counted:
 - failed: connection errors, timeouts, non-200 answers, bodies other than "v1\\n"/"v2\\n";
@@ -23,7 +24,8 @@ swap first starts the incoming version with its new environment's value and heal
 (workflows/swap.py) before the routes flip: each swap then takes as long as an instance start,
 and the target is 0 failed, 0 stale over at least 5 swaps (the swap latency is printed).
 
-Run: .venv/bin/python bench/swap_under_load.py [--duration 30] [--clients 8] [--swaps 24] [--reloads 2] [--sticky]
+Run: .venv/bin/python bench/swap_under_load.py [--duration 30] [--clients 8] [--swaps 24] [--reloads 2] [--nice 0]
+     [--sticky]
 """
 
 from __future__ import annotations
@@ -176,10 +178,10 @@ def main() -> int:
         " measured round trip) or in a thread beside the clients",
     )
     parser.add_argument(
-        "--client-nice",
+        "--nice",
         type=int,
-        default=10,
-        help="nice value of the load generator's client threads (0: same priority as the platform)",
+        default=0,
+        help="nice value of the load generator's client threads (default 0: the platform's priority)",
     )
     parser.add_argument("--request-timeout", type=float, default=10.0)
     parser.add_argument("--target-p99-ms", type=float, default=100.0)
@@ -357,10 +359,11 @@ def run(env, args) -> bool:
     ]
     if swap_process is not None:
         swap_process.start()  # forked before any thread of ours runs
-    if args.client_nice:
-        # The load generator shares the machine with the platform: it yields the CPU to it
-        # (Linux nice values are per thread; the client threads inherit this one's).
-        os.nice(args.client_nice)
+    if args.nice:
+        # Asked for: the load generator yields the CPU to the platform (Linux nice values are
+        # per thread; the client threads inherit this one's).
+        os.nice(args.nice)
+    cpu_before = cpu_times()
     for thread in clients + helpers:
         thread.start()
     join_deadline = stop_at + args.request_timeout + 35
@@ -371,6 +374,7 @@ def run(env, args) -> bool:
         if swap_process.is_alive():
             swap_process.terminate()  # the one process this program forked
             swap_process.join(5)
+    busy = cpu_busy(cpu_before, cpu_times())
     elapsed = (
         max(c.results[-1][1] for c in clients if c.results) - start
         if any(c.results for c in clients)
@@ -422,7 +426,7 @@ def run(env, args) -> bool:
     swaps_done = len(swap_latencies)
     reloads_ok = sum(1 for r in reloads if r[2] == 200)
 
-    say(f"swaps sent from: a separate {args.swapper}; client threads at nice +{args.client_nice}")
+    say(f"swaps sent from: a separate {args.swapper}; client threads at nice {args.nice:+d}")
     say(
         f"load: {args.clients} clients ({sum(c.keepalive for c in clients)} keep-alive, "
         f"{sum(not c.keepalive for c in clients)} new connection per request), {elapsed:.1f} s, no think time"
@@ -478,6 +482,17 @@ def run(env, args) -> bool:
     if stuck:
         say(f"threads still running at the deadline: {stuck}")
 
+    say(
+        f"machine during the run: {busy:.0f}% of {os.cpu_count()} CPUs busy (all processes),"
+        f" load average after: {load_average()}"
+    )
+    if swap_latencies:
+        say(
+            f"summary: {swaps_done} swaps  p50={ms(percentile(swap_latencies, 50))}"
+            f"  p99={ms(percentile(swap_latencies, 99))}  max={ms(max(swap_latencies))}"
+            f"  swap errors={len(swap_errors)}  failed requests={failed}  stale={stale}"
+            f"  ({args.clients} clients at nice {args.nice:+d})"
+        )
     p99 = percentile(swap_latencies, 99) if swap_latencies else float("inf")
     return (
         failed == 0
@@ -492,6 +507,29 @@ def run(env, args) -> bool:
         and elapsed >= 30 * 0.98
         and total > 0
     )
+
+
+def cpu_times() -> tuple[int, int]:
+    """(busy, total) jiffies of all CPUs since boot, from /proc/stat ((0, 0) elsewhere)."""
+    try:
+        with open("/proc/stat") as f:
+            fields = [int(x) for x in f.readline().split()[1:]]
+    except OSError:
+        return 0, 0
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    return sum(fields) - idle, sum(fields)
+
+
+def cpu_busy(before: tuple[int, int], after: tuple[int, int]) -> float:
+    total = after[1] - before[1]
+    return 100.0 * (after[0] - before[0]) / total if total > 0 else float("nan")
+
+
+def load_average() -> str:
+    try:
+        return " ".join(open("/proc/loadavg").read().split()[:3])
+    except OSError:
+        return "?"
 
 
 if __name__ == "__main__":

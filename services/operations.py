@@ -5,13 +5,16 @@ checks the row count, so any number of workers can race for it safely. An operat
 its service held, or its owner running CONPAAS_USER_OPERATIONS already, stays pending; whoever
 ends an operation starts the next pending one of its service and its owner's waiting ones.
 
-A running operation holds a lease that a thread of its worker renews (`heartbeat`); when the
-worker is killed or its machine goes away, the lease runs out and `expire_leases` (called by
-`manage.py up` every few seconds) fails the operation and releases its service.
+A running operation holds a lease that its worker process renews (`heartbeat`: one thread per
+process renews the leases of all its operations); when the worker is killed or its machine goes
+away, the lease runs out and `expire_leases` (called by `manage.py up` every few seconds) fails
+the operation and releases its service.
 """
 
 import logging
+import os
 import threading
+import time
 from contextlib import contextmanager
 from datetime import datetime, timedelta
 
@@ -19,6 +22,7 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
 from django.db import DatabaseError, connection, transaction
+from django.db.models import Q
 from django.utils import timezone
 from django_q.tasks import async_task
 
@@ -124,31 +128,77 @@ def renew(operation: Operation, now: datetime | None = None) -> bool:
     return bool(running.update(lease_expires=now + lease_length()))
 
 
-@contextmanager
-def heartbeat(operation: Operation):
-    """Renew the operation's lease while the block runs, from a thread of its own: a worker that
-    waits minutes on a node (a pip install, a boot) still shows it is alive."""
-    stop = threading.Event()
+class LeaseKeeper:
+    """Renews the leases of the operations this process runs, from one thread shared by all of
+    them (started at the first): each lease a third of its length after it was last set, so an
+    operation shorter than that (a swap) costs no thread and no write, and a long one (a deploy
+    waiting minutes on a node) is renewed as long as it runs."""
 
-    def beat():
+    def __init__(self):
+        self.changed = threading.Condition()
+        self.held: dict[int, tuple[Operation, float]] = {}  # pk -> (operation, its lease set at, monotonic)
+        self.thread: threading.Thread | None = None
+
+    def add(self, operation: Operation) -> None:
+        with self.changed:
+            self.held[operation.pk] = (operation, time.monotonic())
+            if self.thread is None:
+                self.thread = threading.Thread(target=self.keep, name="operation-leases", daemon=True)
+                self.thread.start()
+            self.changed.notify()  # the lease length may have changed (tests): the thread looks again
+
+    def drop(self, operation: Operation) -> bool:
+        """Stop renewing the operation's lease; False when it was not held (it just ended)."""
+        with self.changed:
+            return self.held.pop(operation.pk, None) is not None
+
+    def keep(self) -> None:
+        while True:
+            with self.changed:
+                period = settings.CONPAAS_OPERATION_LEASE / 3
+                now = time.monotonic()
+                due = [operation for operation, since in self.held.values() if now - since >= period]
+                if not due:
+                    self.changed.wait(min((since + period - now for _, since in self.held.values()), default=None))
+                    continue
+                for operation in due:
+                    self.held[operation.pk] = (operation, now)
+            self.renew(due)
+
+    def renew(self, due: list[Operation]) -> None:
         try:
-            while not stop.wait(settings.CONPAAS_OPERATION_LEASE / 3):
+            for operation in due:
                 try:
-                    if not renew(operation):
+                    if not renew(operation) and self.drop(operation):
                         log.warning("operation %s lost its lease; what it still does is not recorded", operation.pk)
-                        return
                 except DatabaseError:
                     log.exception("could not renew the lease of operation %s; trying again", operation.pk)
         finally:
-            connection.close()  # this thread's own
+            connection.close()  # this thread's own: renewals are seconds apart
 
-    thread = threading.Thread(target=beat, name=f"lease-{operation.pk}", daemon=True)
-    thread.start()
+
+leases = LeaseKeeper()
+
+
+def _new_lease_keeper() -> None:
+    """A forked worker has none of its parent's threads (nor its operations): it starts its own."""
+    global leases
+    leases = LeaseKeeper()
+
+
+os.register_at_fork(after_in_child=_new_lease_keeper)
+
+
+@contextmanager
+def heartbeat(operation: Operation):
+    """Renew the operation's lease while the block runs (LeaseKeeper): a worker that waits
+    minutes on a node (a pip install, a boot) still shows it is alive."""
+    keeper = leases
+    keeper.add(operation)
     try:
         yield
     finally:
-        stop.set()
-        thread.join()
+        keeper.drop(operation)
 
 
 def finish(
@@ -189,14 +239,12 @@ def end_orphans() -> None:
 def start_next(ended: Operation) -> None:
     """Hand the workers what the end of `ended` lets start: the next operation of its service, and
     of each free service where its owner has operations waiting (one that still cannot start
-    waits again)."""
-    services = {ended.service_id}
+    waits again). One query finds both, usually none."""
+    waiting = Q(service_id=ended.service_id)
     if ended.owner_id is not None:
-        waiting = Operation.objects.filter(
-            owner_id=ended.owner_id, state=OperationState.PENDING, service__locked_by__isnull=True
-        )
-        services |= set(waiting.values_list("service_id", flat=True))
-    start_first(services)
+        waiting |= Q(owner_id=ended.owner_id, service__locked_by__isnull=True)
+    pending = Operation.objects.filter(waiting, state=OperationState.PENDING)
+    start_first(set(pending.values_list("service_id", flat=True)))
 
 
 def resume_pending() -> None:
@@ -237,29 +285,34 @@ def run(operation: Operation, work) -> None:
 
 @contextmanager
 def holding(service: Service, kind: str, owner, params: dict | None = None):
-    """Hold the service for a short synchronous action (a swap), as an operation of its own."""
-    # Born running: it either takes the service at once or is removed again.
+    """Hold the service for a short synchronous action (a swap), as an operation of its own.
+
+    The block may name its success Event with `record_at_end`: it is written with the end."""
+    # Born running, in the transaction that takes the service: a busy service writes nothing.
     now = timezone.now()
-    operation = Operation.objects.create(
-        service=service,
-        service_name=service.name,
-        owner=owner,
-        kind=kind,
-        params=params or {},
-        state=OperationState.RUNNING,
-        started=now,
-        lease_expires=now + lease_length(),
-    )
-    available = Service.objects.filter(pk=service.pk, locked_by__isnull=True).exclude(state=ServiceState.DELETING)
-    if not available.update(locked_by=operation):
-        Operation.objects.filter(pk=operation.pk).delete()
-        if Service.objects.filter(pk=service.pk, state=ServiceState.DELETING).exists():
-            raise ServiceDeleting(service)
-        raise ServiceBusy(holder_of(service.pk))
+    with transaction.atomic():
+        operation = Operation.objects.create(
+            service=service,
+            service_name=service.name,
+            owner=owner,
+            kind=kind,
+            params=params or {},
+            state=OperationState.RUNNING,
+            started=now,
+            lease_expires=now + lease_length(),
+        )
+        available = Service.objects.filter(pk=service.pk, locked_by__isnull=True).exclude(state=ServiceState.DELETING)
+        if not available.update(locked_by=operation):
+            if Service.objects.filter(pk=service.pk, state=ServiceState.DELETING).exists():
+                raise ServiceDeleting(service)
+            raise ServiceBusy(holder_of(service.pk))
+    operation.event_at_end = None
     try:
         with heartbeat(operation):
             yield operation
     except Exception as exc:
+        if operation.event_at_end is not None:  # it happened, then what followed failed
+            Event.record(service, kind, operation.event_at_end, Outcome.SUCCEEDED, operation=operation)
         refused = isinstance(exc, (ConpaasError, ValidationError))  # the request's fault, said in words
         if isinstance(exc, ValidationError):
             error = " ".join(exc.messages)
@@ -269,7 +322,13 @@ def holding(service: Service, kind: str, owner, params: dict | None = None):
         finish(operation, error, record=None if recorded else f"{kind} failed: {error}")
         raise
     else:
-        finish(operation)
+        finish(operation, record=operation.event_at_end)
+
+
+def record_at_end(operation: Operation, message: str) -> None:
+    """The held action's success Event (`holding`), written in the transaction that ends the
+    operation instead of one of its own; written at once if something after it fails."""
+    operation.event_at_end = message
 
 
 def interrupt(operation: Operation, cause: str, expired_by: datetime | None = None) -> bool:

@@ -85,9 +85,14 @@ class SwapPlan:
 
 
 def swap_plan(service, environment_name: str = DEVELOPMENT) -> SwapPlan:
-    environments = Environment.objects.filter(service=service).select_related("version")
-    production = environments.filter(name=PRODUCTION).first()
-    other = environments.filter(name=environment_name).first()
+    # Both environments in one query, with their database copies (each Release reads them).
+    environments = {
+        environment.name: environment
+        for environment in Environment.objects.filter(service=service, name__in=(PRODUCTION, environment_name))
+        .select_related("version")
+        .prefetch_related("database_copies__target")
+    }
+    production, other = environments.get(PRODUCTION), environments.get(environment_name)
     if other is None or production is None:
         raise NotFound(no_such_environment(service, environment_name))
     production_settings, other_settings = swapped_settings(production.settings, other.settings)
@@ -118,17 +123,15 @@ def swap(service, environment_name: str = DEVELOPMENT, actor=None) -> dict:
         if plan.starts_instances:
             start_with_new_settings(service, plan, actor, operation)
         flip(service, plan, actor, operation)
-        Event.record(
-            service,
-            "swap",
+        swapped = (
             f"swapped: production now serves {plan.incoming.label}, {other.name} serves {plan.outgoing.label}"
-            + settings_summary(plan),
-            Outcome.SUCCEEDED,
-            actor,
-            operation,
+            + settings_summary(plan)
         )
         if plan.starts_instances:
+            Event.record(service, "swap", swapped, Outcome.SUCCEEDED, actor, operation)  # before the retiring's
             retire_unused(service, operation)  # each version as it ran before, drained first
+        else:
+            operations.record_at_end(operation, swapped)  # with the operation's end: one write fewer
     return {PRODUCTION: plan.incoming.version.pk, other.name: plan.outgoing.version.pk}
 
 

@@ -1,3 +1,5 @@
+import os
+import threading
 import time
 from datetime import UTC, datetime, timedelta
 
@@ -169,6 +171,45 @@ def test_it_renews_the_lease_while_the_work_runs(service, settings, monkeypatch)
 
     assert swept == [0]
     assert Operation.objects.get(pk=operation.pk).state == OperationState.SUCCEEDED
+
+
+@pytest.mark.django_db(transaction=True)
+def test_one_thread_renews_the_leases_of_all_the_operations_of_a_process(service, settings):
+    settings.CONPAAS_OPERATION_LEASE = 0.3
+    first, second = scale_operation(service), scale_operation(ServiceFactory())
+    assert operations.claim(first) and operations.claim(second)
+
+    with operations.heartbeat(first), operations.heartbeat(second):
+        time.sleep(1)  # three leases long
+        assert operations.expire_leases() == 0
+        keepers = [thread for thread in threading.enumerate() if thread.name == "operation-leases"]
+    assert len(keepers) == 1 and keepers[0] is operations.leases.thread
+    assert operations.leases.held == {}, "an ended operation is not renewed"
+
+
+def test_a_forked_worker_starts_its_own_lease_keeper(service):
+    operation = scale_operation(service)
+    with operations.heartbeat(operation):  # the parent's keeper runs and holds it
+        child = os.fork()
+        if child == 0:  # a task worker forked by its cluster: none of the parent's threads
+            keeper = operations.leases
+            os._exit(0 if keeper.thread is None and keeper.held == {} else 1)
+        _, status = os.waitpid(child, 0)
+        assert operations.leases.thread.is_alive() and operation.pk in operations.leases.held
+    assert os.waitstatus_to_exitcode(status) == 0
+
+
+def test_an_operation_shorter_than_a_third_of_its_lease_is_never_renewed(service, settings, monkeypatch):
+    settings.CONPAAS_OPERATION_LEASE = 30
+    renewed = []
+    monkeypatch.setattr(operations, "renew", lambda operation, now=None: renewed.append(operation) or True)
+    operation = scale_operation(service)
+    assert operations.claim(operation)
+
+    with operations.heartbeat(operation):
+        time.sleep(0.2)
+
+    assert renewed == []
 
 
 def test_it_runs_a_limited_number_of_one_users_operations_at_once(service, queue, settings):
