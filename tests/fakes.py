@@ -1,10 +1,10 @@
 """In-memory stand-ins for our own seams: the node agent (`services.agent.client_for`) and a cloud.
 
 `FakeFleet` holds what every node's agent would hold (instances, the last routing applied) and
-the knobs a test turns: an instance that fails its health check, an instance whose process died,
-a node that does not answer, a router that refuses or fails the health-gated change, a router
-whose HAProxy died. `calls` records every call in order, e.g. to check that a router drained an
-instance before it stopped.
+the knobs a test turns: an instance that fails its health check, one that exits as it starts, an
+instance whose process died, a node that does not answer, a router that refuses or fails the
+health-gated change, a router whose HAProxy died. `calls` records every call in order, e.g. to
+check that a router drained an instance before it stopped.
 """
 
 import copy
@@ -30,6 +30,7 @@ class FakeFleet:
         self.routing: dict[str, dict] = {}  # proxy node name -> the routing it applied last
         self.calls: list[tuple] = []  # (node name, method, argument)
         self.unhealthy: set[str] = set()  # instance names whose health check fails
+        self.crashing: dict[str, str] = {}  # instance name -> the last lines it logs as it exits at start
         self.unreachable: set[str] = set()  # node names that do not answer
         self.refusing: dict[str, int] = {}  # proxy node name -> HTTP status of a health-gated PUT
         self.figures: dict[str, dict] = {}  # proxy node name -> environment -> its metrics figures
@@ -86,6 +87,8 @@ class FakeAgent:
 
     def put_instance(self, name: str, spec: dict) -> dict:
         self._call("put_instance", name, role="backend")
+        if name in self.fleet.crashing:  # as the agent answers it (an InstanceError)
+            self._fail(422, f"instance {name} exited at start (code 1): {self.fleet.crashing[name]}")
         instance = self.fleet.instances.get(name)
         # Like the agent: a changed spec (a link that moved) starts the instance again.
         if instance is None or instance["state"] != "running" or instance["env"] != spec.get("env", {}):

@@ -32,13 +32,15 @@ def test_it_starts_a_deploy_operation(api, service):
     )
 
 
-def test_it_refuses_to_deploy_another_services_version(api, service):
+@pytest.mark.parametrize("whose", ["another service's", "nobody's"])
+def test_it_refuses_to_deploy_a_version_the_service_does_not_have(api, service, whose):
     foreign = CodeVersionFactory(service=ServiceFactory(owner=service.owner, name="other"))
+    version_id = foreign.pk if whose == "another service's" else foreign.pk + 1000
     response = api.patch(
-        f"/api/v1/services/{service.pk}/environments/production/", {"version": foreign.pk}, format="json"
+        f"/api/v1/services/{service.pk}/environments/production/", {"version": version_id}, format="json"
     )
     assert response.status_code == 400
-    assert response.json()["version"] == [f"{service.name} has no version with id '{foreign.pk}' (it has none)"]
+    assert response.json()["version"] == [f"{service.name} has no version with id '{version_id}' (it has none)"]
     assert not Operation.objects.exists()
 
 

@@ -1,4 +1,6 @@
-"""The blue-green core, end to end: real control plane, real nodes, real HAProxy, real gunicorn."""
+"""The blue-green core, end to end: real control plane, real nodes, real HAProxy, real servers of
+each runtime. How the router picks an environment (header, parameter, cookie, unknown keys):
+tests/agent/test_proxy.py; what a swap refuses and restores: tests/workflows/test_swap.py."""
 
 import json
 import os
@@ -11,7 +13,7 @@ import pytest
 import requests
 
 from conpaas_common.waiting import wait_until
-from tests.apps import label_archive
+from tests.apps import label_app, label_archive
 from tests.load import OpenLoop
 
 pytestmark = pytest.mark.integration
@@ -43,42 +45,6 @@ def shop(control_plane, request):
     yield api, api.get(f"/api/v1/services/{sid}/").json(), v1, v2
     operation = api.delete(f"/api/v1/services/{sid}/").json()
     api.wait_operation(operation)
-
-
-def test_it_routes_production_and_previews_by_header_parameter_and_cookie(shop):
-    api, service, v1, v2 = shop
-    url = service["url"]
-    key = environments(api, service["id"])["development"]["preview_key"]
-
-    production = fetch(url)
-    assert production.text == "v1\n"
-    assert "X-Conpaas-Env" not in production.headers
-
-    by_header = fetch(url, headers={"X-Conpaas-Env": key})
-    assert by_header.text == "v2\n"
-    assert by_header.headers["X-Conpaas-Env"] == "development"
-
-    browser = requests.Session()
-    by_parameter = fetch(f"{url}?conpaas-env={key}", browser)
-    assert by_parameter.text == "v2\n"
-    cookie = by_parameter.headers["Set-Cookie"]
-    assert cookie.startswith(f"conpaas-env={key};")
-    assert "Path=/" in cookie and "HttpOnly" in cookie and "SameSite=Lax" in cookie
-    assert fetch(url, browser).text == "v2\n", "the cookie set by the parameter keeps the browser in preview"
-
-    assert fetch(url, cookies={"conpaas-env": key}).text == "v2\n"
-
-    assert fetch(url, headers={"X-Conpaas-Env": "no-such-key"}).text == "v1\n"
-    unknown = fetch(url + "?conpaas-env=no-such-key")
-    assert unknown.text == "v1\n" and "X-Conpaas-Env" not in unknown.headers
-
-    leaving = fetch(url + "?conpaas-env=production", browser)
-    assert leaving.text == "v1\n"
-    assert "Max-Age=0" in leaving.headers["Set-Cookie"]
-    assert fetch(url, browser).text == "v1\n"
-
-    preview_url = environments(api, service["id"])["development"]["preview_url"]
-    assert fetch(preview_url).text == "v2\n"
 
 
 # What a client may forge about itself; the router replaces each (router/config.py).
@@ -215,55 +181,26 @@ def test_each_runtime_previews_swaps_under_load_scales_and_logs(shop):
     assert {line["instance"] for line in logged} == {f"{running[0]['name']}-v{v1['id']}"}
 
 
-def test_it_refuses_to_swap_in_an_unhealthy_version(shop):
-    api, service, v1, v2 = shop
-    url, sid = service["url"], service["id"]
-    key = environments(api, sid)["development"]["preview_key"]
+def test_it_serves_while_the_control_plane_is_down_and_restarts_what_stopped_meanwhile(control_plane):
+    api = control_plane.client("carol")
+    with api.serving("steady", "python", label_app("steady"), "app.zip") as (service, version):
+        node = service["nodes"][0]["name"]
+        instance = f"{node}-v{version['id']}"
+        state = json.loads((control_plane.home / "nodes" / node / "state.json").read_text())
+        control_plane.stop()
+        try:
+            for _ in range(20):
+                assert fetch(service["url"]).text == "steady\n"
+            os.kill(state["instances"][instance]["pid"], signal.SIGTERM)  # it dies with nobody watching
+            wait_until(lambda: fetch(service["url"]).status_code == 503, timeout=30, message="production to go down")
+        finally:
+            control_plane.start()
+        wait_until(lambda: fetch(service["url"]).text == "steady\n", timeout=60, message="the restart to bring it back")
 
-    assert fetch(url + "break", headers={"X-Conpaas-Env": key}).status_code == 500
-    # HAProxy's health checks take the instance out; the preview then has no server left.
-    wait_until(
-        lambda: fetch(url, headers={"X-Conpaas-Env": key}).status_code == 503,
-        timeout=20,
-        message="the router to mark v2 down",
-    )
+        # The router may reach the new process (the same unix socket) a moment before the restart's
+        # event is written.
+        def restart_recorded() -> bool:
+            events = [e["message"] for e in api.get(f"/api/v1/services/{service['id']}/events/").json()]
+            return any(f"restarted {instance}" in message for message in events)
 
-    refused = api.post(f"/api/v1/services/{sid}/swap/", json={"environment": "development"})
-    assert refused.status_code == 409
-    assert "v2 in development is not healthy" in refused.json()["detail"]
-    assert fetch(url).text == "v1\n"
-    envs = environments(api, sid)
-    assert envs["production"]["version"] == v1["id"] and envs["development"]["version"] == v2["id"]
-
-
-def test_it_keeps_serving_while_the_control_plane_is_down(shop, control_plane):
-    api, service, v1, v2 = shop
-    control_plane.stop()
-    try:
-        for _ in range(20):
-            assert fetch(service["url"]).text == "v1\n"
-    finally:
-        control_plane.start()
-    assert api.get(f"/api/v1/services/{service['id']}/").status_code == 200
-
-
-def test_it_restarts_what_stopped_while_the_control_plane_was_down(shop, control_plane):
-    api, service, v1, v2 = shop
-    node = service["nodes"][0]["name"]
-    state = json.loads((control_plane.home / "nodes" / node / "state.json").read_text())
-    production_pid = state["instances"][f"{node}-v{v1['id']}"]["pid"]
-    control_plane.stop()
-    try:
-        os.kill(production_pid, signal.SIGTERM)  # the production instance dies with nobody watching
-        wait_until(lambda: fetch(service["url"]).status_code == 503, timeout=30, message="production to go down")
-    finally:
-        control_plane.start()
-    wait_until(lambda: fetch(service["url"]).text == "v1\n", timeout=60, message="the restart to bring v1 back")
-
-    # The router may reach the new process (the same unix socket) a moment before the restart's
-    # event is written.
-    def restart_recorded() -> bool:
-        events = [e["message"] for e in api.get(f"/api/v1/services/{service['id']}/events/").json()]
-        return any(f"restarted {node}-v{v1['id']}" in message for message in events)
-
-    wait_until(restart_recorded, timeout=10, message="the restart's event")
+        wait_until(restart_recorded, timeout=10, message="the restart's event")

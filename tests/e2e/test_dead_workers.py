@@ -67,6 +67,8 @@ def kill_tree(pid: int | None) -> list[int]:
     return pids
 
 
+# Through the workers: a lease that runs out with its workers, and new workers taking the next deploy.
+@pytest.mark.broker
 def test_it_fails_the_operation_of_killed_workers_within_a_minute_and_deploys_again(plane):
     api = plane.client("erin")
     service = api.create_service("lease")

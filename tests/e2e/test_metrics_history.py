@@ -1,5 +1,6 @@
-"""Metrics kept: under a little load, the control plane's timer samples the real router and the
-API's series shows it, non-zero, within a few sampling intervals; the service page charts it."""
+"""Metrics of the real router: the live figures count every request; under a little load, the
+control plane's timer samples the router and the API's series shows it, non-zero, within a few
+sampling intervals."""
 
 import pytest
 import requests
@@ -22,10 +23,21 @@ def service(api):
     api.wait_operation(api.delete(f"/api/v1/services/{service['id']}/").json())
 
 
-def test_it_keeps_non_zero_figures_of_a_little_load(api, service):
+def test_it_counts_every_request_and_keeps_non_zero_figures_of_a_little_load(api, service):
     sid, url = service["id"], service["url"]
     v1 = api.upload(sid, label_app("kept"), "v1").json()
     assert api.deploy(sid, "production", v1["id"])["state"] == "succeeded"
+    for _ in range(25):
+        requests.get(url, timeout=10)
+
+    def counted():
+        figures = api.get(f"/api/v1/services/{sid}/metrics/").json()["environments"]
+        return figures if figures.get("production", {}).get("requests") == 25 else None
+
+    production = wait_until(counted, timeout=10, message="25 requests in the live figures")["production"]
+    assert production["error_rate"] == 0.0
+    assert production["p50_ms"] is not None and production["p50_ms"] <= production["p95_ms"]
+    assert production["request_rate"] > 0 and production["live_connections"] == 0
 
     def loaded_point():
         for _ in range(10):  # a little load, sent while we wait: ~20 requests a second at most

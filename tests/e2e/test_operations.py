@@ -1,12 +1,14 @@
-"""Deploy failures, scaling, metrics and deletion, end to end through the REST API."""
+"""Deploy failures and deletion, end to end through the REST API: what the real agent, router and
+app say when a version fails, and the nodes a deleted service leaves (none). Every other refusal and
+restore path of a deploy: tests/workflows/test_deploy.py; scaling: the runtimes' passes of
+tests/e2e/test_blue_green.py; live metrics: tests/e2e/test_metrics_history.py."""
 
 import time
 
 import pytest
 import requests
 
-from conpaas_common.waiting import wait_until
-from tests.apps import WSGI_LABEL_APP, label_app, zip_archive
+from tests.apps import label_app, zip_archive
 
 pytestmark = pytest.mark.integration
 
@@ -28,6 +30,8 @@ def service(api):
     api.wait_operation(api.delete(f"/api/v1/services/{service['id']}/").json())
 
 
+# Through the workers: two deploys claimed, their progress, one finished and one failed.
+@pytest.mark.broker
 def test_it_fails_a_deploy_that_never_gets_healthy_and_keeps_the_old_route(api, service):
     sid, url = service["id"], service["url"]
     good = api.upload(sid, label_app("good"), "good").json()
@@ -62,42 +66,6 @@ def test_it_fails_a_deploy_whose_instance_cannot_start(api, service):
     assert "crash could not start" in operation["error"]
     assert "RuntimeError: no config" in operation["error"], "the instance's own error is shown"
     assert api.get(f"/api/v1/services/{sid}/environments/development/").json()["version"] is None
-
-
-def test_it_scales_the_backend_out_and_in(api, service):
-    sid, url = service["id"], service["url"]
-    v1 = api.upload(sid, label_app("scale"), "v1").json()
-    assert api.deploy(sid, "production", v1["id"])["state"] == "succeeded"
-
-    out = api.post(f"/api/v1/services/{sid}/scale/", json={"role": "backend", "nodes": 2})
-    assert out.status_code == 202
-    assert api.wait_operation(out.json())["state"] == "succeeded"
-    nodes = api.get(f"/api/v1/services/{sid}/nodes/").json()
-    assert sorted(node["role"] for node in nodes) == ["backend", "proxy+backend"]
-    assert all(node["state"] == "running" and node["address"] for node in nodes)
-    assert {requests.get(url, timeout=10).text for _ in range(10)} == {"v1\n"}
-
-    back = api.post(f"/api/v1/services/{sid}/scale/", json={"role": "backend", "nodes": 1})
-    assert api.wait_operation(back.json())["state"] == "succeeded"
-    assert [node["role"] for node in api.get(f"/api/v1/services/{sid}/nodes/").json()] == ["proxy+backend"]
-    assert requests.get(url, timeout=10).text == "v1\n"
-
-
-def test_it_reports_metrics_per_environment(api, service):
-    sid, url = service["id"], service["url"]
-    v1 = api.upload(sid, zip_archive({"wsgi.py": WSGI_LABEL_APP}), "v1").json()
-    assert api.deploy(sid, "production", v1["id"])["state"] == "succeeded"
-    for _ in range(25):
-        requests.get(url, timeout=10)
-
-    def counted():
-        figures = api.get(f"/api/v1/services/{sid}/metrics/").json()["environments"]
-        return figures if figures.get("production", {}).get("requests") == 25 else None
-
-    production = wait_until(counted, timeout=10, message="25 requests in the metrics")["production"]
-    assert production["error_rate"] == 0.0
-    assert production["p50_ms"] is not None and production["p50_ms"] <= production["p95_ms"]
-    assert production["request_rate"] > 0 and production["live_connections"] == 0
 
 
 def test_it_deletes_a_service_and_destroys_its_nodes(api, control_plane):

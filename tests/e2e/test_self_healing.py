@@ -125,6 +125,8 @@ def test_a_killed_router_node_is_replaced_on_the_same_url(shop, control_plane):
     assert "so that the service keeps its URL" in " ".join(e["message"] for e in events(api, sid))
 
 
+# Through the broker: the heal check is a timer's task, and the heal an operation it enqueues.
+@pytest.mark.broker
 def test_a_killed_instance_is_restarted(shop, control_plane):
     api, service = shop
     sid, url = service["id"], service["url"]

@@ -1,13 +1,26 @@
+"""Deploys against the fake agent: the new version started, health-checked and flipped in; and every
+way one is refused or fails, each leaving the routes and the rows as they were, the new version's
+instances retired, the service free and an Event saying why. What only the real agent, router and
+app show (their own words on a crash, the fail-fast on a real HAProxy): tests/e2e/test_operations.py."""
+
+import io
 import re
 import time
 
+import pytest
+
 from routing.table import answered_errors
-from services.choices import OperationState, Outcome
-from services.models import Event
-from tests.factories import CodeVersionFactory, NodeFactory
+from services import operations
+from services.choices import OperationKind, OperationState, Outcome
+from services.errors import NotFound
+from services.models import Event, Operation, Quota, Service
+from tests.apps import zip_archive
+from tests.factories import CodeVersionFactory, NodeFactory, OperationFactory
+from tests.fakes import FakeAgent
 from versions import logs
 from versions.instances import Release
-from versions.models import Environment, FailedInstanceLog, Instance, InstanceState
+from versions.models import CodeVersion, Environment, FailedInstanceLog, Instance, InstanceState
+from versions.storage import store_version
 from workflows.deploy import request_deploy, retire_unused
 
 from .conftest import env_version, routes, version
@@ -16,6 +29,18 @@ from .conftest import env_version, routes, version
 def deploy(queue, service, environment_name, new_version):
     environment = Environment.objects.get(service=service, name=environment_name)
     return queue.start(lambda: request_deploy(environment, new_version, service.owner))
+
+
+def assert_nothing_changed(service, proxy, fleet) -> None:
+    """v1 in production and v2 in development, in the rows and on the router; the service free."""
+    assert (env_version(service, "production"), env_version(service, "development")) == ("v1", "v2")
+    assert routes(fleet, proxy) == {"production": "v1", "development": "v2"}
+    assert Service.objects.get(pk=service.pk).locked_by is None
+
+
+def failure_recorded(operation) -> str:
+    """The message of the failed deploy's Event (what the console's activity shows)."""
+    return Event.objects.get(operation=operation, action="deploy", outcome=Outcome.FAILED).message
 
 
 def test_it_deploys_on_every_backend_node_and_flips_the_route(service, proxy, fleet, queue):
@@ -53,6 +78,8 @@ def test_it_fails_an_unhealthy_version_and_keeps_the_old_route(service, proxy, f
     assert not Instance.objects.filter(version=v3).exists()
     assert f"{proxy.name}-v{v3.pk}" not in fleet.instances
     assert fleet.healthy(f"{proxy.name}-v{version(service, 'v1').pk}")
+    assert_nothing_changed(service, proxy, fleet)
+    assert failure_recorded(operation) == operation.error
 
 
 def test_it_rolls_back_when_a_router_refuses_the_flip(service, proxy, fleet, queue):
@@ -72,6 +99,55 @@ def test_it_rolls_back_when_a_router_refuses_the_flip(service, proxy, fleet, que
     assert str(v3.pk) not in last["routing"]["backends"]
     assert routes(fleet, proxy) == {"production": "v1", "development": "v2"}
     assert not Instance.objects.filter(version=v3).exists()
+    assert f"{proxy.name}-v{v3.pk}" not in fleet.instances
+    assert_nothing_changed(service, proxy, fleet)
+    assert failure_recorded(operation) == operation.error
+
+
+def test_it_restores_the_rows_and_the_routes_when_a_router_fails_the_flip(service, proxy, fleet, queue):
+    v3 = CodeVersionFactory(service=service, label="v3")
+    fleet.refuse(proxy, status=502)  # the gated change fails for another reason than health
+
+    operation = deploy(queue, service, "production", v3)
+
+    assert operation.state == OperationState.FAILED
+    assert operation.error.startswith(f"the router on {proxy.name} did not take the new routes")
+    assert fleet.calls_to("put_proxy")[-1][2]["require_healthy"] is None  # pushed again, as the rows say
+    assert not Instance.objects.filter(version=v3).exists()
+    assert_nothing_changed(service, proxy, fleet)
+    assert failure_recorded(operation) == operation.error
+
+
+def test_when_the_routes_cannot_be_restored_the_rows_are_and_the_deploy_fails_saying_so(
+    service, proxy, fleet, queue, monkeypatch
+):
+    v3 = CodeVersionFactory(service=service, label="v3")
+    put_proxy = FakeAgent.put_proxy
+
+    def silent_from_the_flip_on(agent, routing, require_healthy=None):
+        if require_healthy is not None:
+            fleet.unreachable.add(agent.node.name)  # the router's node went away at the flip
+        return put_proxy(agent, routing, require_healthy)
+
+    monkeypatch.setattr(FakeAgent, "put_proxy", silent_from_the_flip_on)
+
+    operation = deploy(queue, service, "production", v3)
+
+    assert operation.state == OperationState.FAILED
+    assert f"the router on {proxy.name} did not take the new routes: node {proxy.name} did not answer" in (
+        operation.error
+    )
+    # The rows are back; the router, unreachable, still has what it had before the flip.
+    gated = [call for call in fleet.calls_to("put_proxy") if call[2]["require_healthy"]]
+    assert [call[2]["require_healthy"] for call in gated] == [str(v3.pk)]
+    assert_nothing_changed(service, proxy, fleet)
+    assert failure_recorded(operation) == operation.error
+    # v3's instance could not be drained through the silent router: it waits, stopping, for the
+    # next retirement once the node answers again.
+    assert list(Instance.objects.filter(version=v3).values_list("state", flat=True)) == [InstanceState.STOPPING]
+    fleet.unreachable.clear()
+    retire_unused(service)
+    assert not Instance.objects.filter(version=v3).exists() and f"{proxy.name}-v{v3.pk}" not in fleet.instances
 
 
 def test_it_fails_when_a_node_cannot_start_the_version(service, proxy, fleet, queue):
@@ -83,7 +159,97 @@ def test_it_fails_when_a_node_cannot_start_the_version(service, proxy, fleet, qu
 
     assert operation.state == OperationState.FAILED
     assert f"v3 could not start on node {backend.name}" in operation.error
-    assert env_version(service, "development") == "v2"
+    # The instance that did start, on the router's node, is retired; the router never routed it.
+    assert f"{proxy.name}-v{v3.pk}" not in fleet.instances
+    assert not Instance.objects.filter(version=v3).exists()
+    assert_nothing_changed(service, proxy, fleet)
+    assert failure_recorded(operation) == operation.error
+
+
+def test_an_instance_that_exits_at_start_fails_the_deploy_in_its_own_words(service, proxy, fleet, queue):
+    v3 = CodeVersionFactory(service=service, label="v3")
+    name = f"{proxy.name}-v{v3.pk}"
+    fleet.crashing[name] = "RuntimeError: no config"
+
+    operation = deploy(queue, service, "development", v3)
+
+    assert operation.state == OperationState.FAILED
+    # The agent's sentence, the node named once and no HTTP status.
+    assert operation.error == (
+        f"v3 could not start on node {proxy.name}: instance {name} exited at start (code 1): RuntimeError: no config"
+    )
+    assert not Instance.objects.filter(version=v3).exists()
+    assert not [call for call in fleet.calls_to("put_proxy") if str(v3.pk) in call[2]["routing"]["backends"]]
+    assert_nothing_changed(service, proxy, fleet)
+    assert failure_recorded(operation) == operation.error
+
+
+def test_a_version_deleted_before_the_request_is_not_found_and_nothing_is_recorded(service):
+    v3 = CodeVersionFactory(service=service, label="v3")
+    CodeVersion.objects.filter(pk=v3.pk).delete()
+
+    with pytest.raises(NotFound, match=f"{service.name} has no version v3 any more"):
+        request_deploy(service.environments.get(name="production"), v3, service.owner)
+
+    assert not Operation.objects.exists() and not Event.objects.filter(action="deploy").exists()
+
+
+@pytest.mark.parametrize("gone", ["version", "environment"])
+def test_a_deploy_whose_version_or_environment_went_away_before_it_ran_fails_changing_nothing(
+    service, proxy, fleet, queue, gone
+):
+    v3 = CodeVersionFactory(service=service, label="v3")
+    staging = Environment.objects.create(service=service, name="staging", preview_key="staging-key")
+    with queue.capture_on_commit(execute=True):
+        operation = request_deploy(staging, v3, service.owner)
+    (v3 if gone == "version" else staging).delete()
+    fleet.calls.clear()
+
+    queue.run()
+
+    operation.refresh_from_db()
+    assert operation.state == OperationState.FAILED
+    assert operation.error == "the environment or the version was deleted before the deploy could start"
+    assert fleet.calls_to("put_instance") == [] and fleet.calls_to("put_proxy") == []
+    assert_nothing_changed(service, proxy, fleet)
+    assert failure_recorded(operation) == operation.error
+
+
+def test_a_deploy_to_a_busy_service_waits_for_the_holder_then_runs(service, proxy, fleet, queue):
+    holder = OperationFactory(service=service, kind=OperationKind.SCALE)
+    assert operations.claim(holder)
+    v3 = CodeVersionFactory(service=service, label="v3")
+    fleet.calls.clear()
+
+    operation = deploy(queue, service, "production", v3)
+
+    assert operation.state == OperationState.PENDING
+    assert operation.progress == f"waiting for scale operation #{holder.pk} to finish"
+    assert fleet.calls_to("put_instance") == []
+    assert routes(fleet, proxy) == {"production": "v1", "development": "v2"}
+
+    operations.finish(holder)  # whoever ends an operation starts the next one of its service
+    queue.run()
+
+    operation.refresh_from_db()
+    assert operation.state == OperationState.SUCCEEDED, operation.error
+    assert routes(fleet, proxy) == {"production": "v3", "development": "v2"}
+
+
+def test_a_build_over_the_storage_quota_fails_the_deploy_and_keeps_the_old_route(service, proxy, fleet, queue):
+    app = {"wsgi.py": "def application(environ, start_response):\n    return []\n", "requirements.txt": "hello\n"}
+    v3 = store_version(service, io.BytesIO(zip_archive(app)), "v3", service.owner, filename="v3.zip")
+    Quota.objects.create(user=service.owner, storage_mb=0)
+    fleet.calls.clear()
+
+    operation = deploy(queue, service, "production", v3)
+
+    assert operation.state == OperationState.FAILED
+    assert operation.error.startswith("the build of v3 is not kept: quota exceeded: storage_mb (0)")
+    assert fleet.calls_to("put_instance") == []
+    assert_nothing_changed(service, proxy, fleet)
+    assert failure_recorded(operation) == operation.error
+    assert Event.objects.filter(action="build", outcome=Outcome.FAILED, operation=operation).exists()
 
 
 def test_it_retires_an_instance_after_the_routers_drained_it(service, proxy, fleet):
