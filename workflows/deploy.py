@@ -12,7 +12,7 @@ from django.conf import settings
 from django.db import transaction
 
 from routing.health import Unhealthy, wait_healthy
-from routing.table import RoutesNotRestored, flip_or_restore, push
+from routing.table import RouterRefused, RoutesNotRestored, flip_or_restore, push
 from services import agent, operations
 from services.choices import NodeState, OperationKind, Outcome, ServiceState
 from services.errors import Conflict, NotFound, OperationFailed
@@ -103,9 +103,19 @@ def run_deploy(operation) -> str:
     fields = {"version": version, "settings": settings_, "settings_key": release.key, "database_copy": with_copy}
     try:
         flip_or_restore(service, {previous: fields}, release)
-    except RoutesNotRestored:
+    except RoutesNotRestored as exc:
+        Event.record(
+            service,
+            "route",
+            f"could not restore the routes after a failed deploy: {exc}",
+            Outcome.FAILED,
+            operation=operation,
+        )
         retire_unused(service, operation)
         raise
+    except RouterRefused as exc:
+        # The router's sentence names the instance; the user also needs what was refused.
+        fail(service, release, operation, RouterRefused(f"{version.label} in {environment.name} is not healthy {exc}"))
     except OperationFailed as exc:
         fail(service, release, operation, exc)
     was = f" (was {previous.version.label})" if previous.version and previous.version != version else ""

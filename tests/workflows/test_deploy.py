@@ -89,7 +89,7 @@ def test_it_rolls_back_when_a_router_refuses_the_flip(service, proxy, fleet, que
     operation = deploy(queue, service, "production", v3)
 
     assert operation.state == OperationState.FAILED
-    assert "refused" in operation.error
+    assert operation.error.startswith(f"v3 in production is not healthy on {proxy.name}: ")
     assert env_version(service, "production") == "v1"
     gated = [call for call in fleet.calls_to("put_proxy") if call[2]["require_healthy"]]
     assert gated[-1][2]["require_healthy"] == str(v3.pk)
@@ -142,6 +142,8 @@ def test_when_the_routes_cannot_be_restored_the_rows_are_and_the_deploy_fails_sa
     assert [call[2]["require_healthy"] for call in gated] == [str(v3.pk)]
     assert_nothing_changed(service, proxy, fleet)
     assert failure_recorded(operation) == operation.error
+    unrestored = Event.objects.get(operation=operation, action="route", outcome=Outcome.FAILED)
+    assert unrestored.message.startswith("could not restore the routes after a failed deploy: the router on")
     # v3's instance could not be drained through the silent router: it waits, stopping, for the
     # next retirement once the node answers again.
     assert list(Instance.objects.filter(version=v3).values_list("state", flat=True)) == [InstanceState.STOPPING]
