@@ -2,9 +2,10 @@
 
 `FakeFleet` holds what every node's agent would hold (instances, the last routing applied) and
 the knobs a test turns: an instance that fails its health check, an instance whose process died,
-a version whose instances exit at their start or fail their health check, a node that does not answer, a router that refuses or fails the health-gated change, a router
-whose HAProxy died. `calls` records every call in order, e.g. to check that a router drained an
-instance before it stopped.
+a version whose instances exit at their start or fail their health check, a node that does not
+answer, a router that refuses or fails the health-gated change, a router whose HAProxy died.
+`calls` records every call in order, e.g. to check that a router drained an instance before it
+stopped.
 """
 
 import copy
