@@ -47,15 +47,20 @@ def pauses_fixture(monkeypatch) -> list[float]:
 class OperationWorker:
     """django-q's workers as one thread of the test process: it runs each operation handed to
     `enqueue` (in place of `services.operations.async_task`), in order, as a worker would, while
-    the request that started it has answered already. `stop()` waits for what was enqueued."""
+    the request that started it has answered already. `wait_idle()` waits until it has run all
+    it was given (and what those operations enqueued); `stop()` too, then ends the thread."""
 
     def __init__(self):
         self.queue: queue.Queue[int | None] = queue.Queue()
         self.crashes: list[BaseException] = []  # what escaped run_operation (a worker would log it)
+        self.unfinished = 0
+        self.idle = threading.Condition()
         self.thread = threading.Thread(target=self._work, name="operation-worker", daemon=True)
         self.thread.start()
 
     def enqueue(self, func: str, operation_id: int, **options) -> None:
+        with self.idle:
+            self.unfinished += 1
         self.queue.put(operation_id)
 
     def _work(self) -> None:
@@ -66,9 +71,16 @@ class OperationWorker:
                 self.crashes.append(exc)
             finally:
                 connections.close_all()  # this thread's own connections, as a worker ends a task
+                with self.idle:
+                    self.unfinished -= 1
+                    self.idle.notify_all()
+
+    def wait_idle(self, timeout: float = 60) -> None:
+        with self.idle:
+            assert self.idle.wait_for(lambda: self.unfinished == 0, timeout), f"operations still run after {timeout} s"
 
     def stop(self, timeout: float = 60) -> None:
+        self.wait_idle(timeout)
         self.queue.put(None)
         self.thread.join(timeout)
-        assert not self.thread.is_alive(), f"an operation still runs after {timeout} s"
         assert not self.crashes, f"run_operation raised: {self.crashes!r}"

@@ -18,6 +18,7 @@ from django.contrib.auth import get_user_model
 from pytest_django.live_server_helper import LiveServer
 
 from conpaas_cli import config
+from conpaas_cli.commands import operations as cli_operations
 from conpaas_cli.main import main
 from services import operations, tokens
 from services.models import Node
@@ -76,6 +77,20 @@ def worker(monkeypatch, fleet) -> OperationWorker:
     worker.stop()  # before the database is emptied under it
 
 
+class FakeApi(Api):
+    """The harness's REST client, which waits for an operation by waiting for the worker to have
+    run what it was given rather than by polling every 0.2 s (the fake's operations take
+    milliseconds), then reads the operation as before."""
+
+    def __init__(self, base: str, token: str, worker: OperationWorker):
+        super().__init__(base, token)
+        self.worker = worker
+
+    def wait_operation(self, operation: dict, timeout: float = 90) -> dict:
+        self.worker.wait_idle(timeout)
+        return super().wait_operation(operation, timeout)
+
+
 @dataclass
 class FakeControlPlane:
     """What tests ask of a control plane (tests/harness.py ControlPlane), answered by `server`."""
@@ -83,13 +98,14 @@ class FakeControlPlane:
     url: str
     fleet: FakeFleet
     cloud: MemoryCloud
+    worker: OperationWorker
 
     def create_user(self, username: str, password: str = PASSWORD, staff: bool = False):
         return get_user_model().objects.create_user(username, password=password, is_staff=staff, is_superuser=staff)
 
     def client(self, username: str, password: str = PASSWORD) -> Api:
         _token, key = tokens.issue(self.create_user(username, password))
-        return Api(self.url, key)
+        return FakeApi(self.url, key, self.worker)
 
     def reached(self, service: dict, preview_key: str | None = None) -> list[dict]:
         """The instances (as the fake agents hold them: label, env…) that a request to the service's
@@ -109,8 +125,11 @@ class FakeControlPlane:
 
 
 @pytest.fixture
-def server(live_server, fleet, cloud, pauses, worker) -> FakeControlPlane:
-    return FakeControlPlane(live_server.url, fleet, cloud)
+def server(live_server, fleet, cloud, pauses, worker, monkeypatch) -> FakeControlPlane:
+    # The fake's operations take milliseconds: the CLI polls them every 20 ms rather than from
+    # 0.2 s up (that schedule is test_output.py's to check).
+    monkeypatch.setattr(cli_operations, "POLL_SECONDS", (0.02,))
+    return FakeControlPlane(live_server.url, fleet, cloud, worker)
 
 
 @pytest.fixture
