@@ -18,6 +18,7 @@ from django.contrib.auth import get_user_model
 from pytest_django.live_server_helper import LiveServer
 
 from conpaas_cli import config
+from conpaas_cli.commands import common as cli_common
 from conpaas_cli.commands import operations as cli_operations
 from conpaas_cli.main import main
 from services import operations, tokens
@@ -127,8 +128,9 @@ class FakeControlPlane:
 @pytest.fixture
 def server(live_server, fleet, cloud, pauses, worker, monkeypatch) -> FakeControlPlane:
     # The fake's operations take milliseconds: the CLI polls them every 20 ms rather than from
-    # 0.2 s up (that schedule is test_output.py's to check).
+    # 0.2 s up (that schedule is test_output.py's to check), and follows events and logs every 0.1 s.
     monkeypatch.setattr(cli_operations, "POLL_SECONDS", (0.02,))
+    monkeypatch.setattr(cli_common, "FOLLOW_SECONDS", 0.1)
     return FakeControlPlane(live_server.url, fleet, cloud, worker)
 
 

@@ -59,10 +59,10 @@ def test_it_prints_the_recent_lines_tagged_by_instance_and_file(cli, logged_in, 
 def test_it_follows_and_prints_only_new_lines(cli, logged_in, server, service):
     before = visit(server, service)
     paths = []
-    later = threading.Timer(1.5, lambda: paths.append(visit(server, service)))
+    later = threading.Timer(0.3, lambda: paths.append(visit(server, service)))
     later.start()
     try:
-        result = cli("logs", "cli-logs", "-f", "--follow-seconds", "4")
+        result = cli("logs", "cli-logs", "-f", "--follow-seconds", "1")
     finally:
         later.join()
     assert result.code == 0, result.err

@@ -189,10 +189,10 @@ def test_it_prints_events_oldest_first(cli, logged_in, service):
 def test_it_follows_new_events_for_a_bounded_time(cli, logged_in, service):
     before = logged_in.get(f"/api/v1/services/{service['id']}/events/").json()[0]["id"]
     # A code version uploaded while the CLI follows: its event must show up in the output.
-    upload = threading.Timer(0.5, lambda: logged_in.upload(service["id"], label_app("follow"), "followed"))
+    upload = threading.Timer(0.3, lambda: logged_in.upload(service["id"], label_app("follow"), "followed"))
     upload.start()
     try:
-        result = cli("events", "cli-shop", "--follow", "--follow-seconds", "2.5", "--json")
+        result = cli("events", "cli-shop", "--follow", "--follow-seconds", "1.5", "--json")
     finally:
         upload.join()
 
