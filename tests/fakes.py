@@ -1,10 +1,11 @@
 """In-memory stand-ins for our own seams: the node agent (`services.agent.client_for`) and a cloud.
 
 `FakeFleet` holds what every node's agent would hold (instances, the last routing applied) and
-the knobs a test turns: an instance that fails its health check, one that exits as it starts, an
-instance whose process died, a node that does not answer, a router that refuses or fails the
-health-gated change, a router whose HAProxy died. `calls` records every call in order, e.g. to
-check that a router drained an instance before it stopped.
+the knobs a test turns: an instance that fails its health check, an instance whose process died,
+a version whose instances exit at their start or fail their health check, a node that does not
+answer, a router that refuses or fails the health-gated change, a router whose HAProxy died.
+`calls` records every call in order, e.g. to check that a router drained an instance before it
+stopped.
 """
 
 import copy
@@ -38,6 +39,8 @@ class FakeFleet:
         self.logs: dict[str, dict[str, list[str]]] = {}  # instance name -> log file name -> its lines
         self.concurrency = 2  # what put_instance reports a new instance serves at once
         self.releases: dict[str, tuple[int, str]] = {}  # version label -> (exit code, output) of its release
+        self.crashing: dict[str, str] = {}  # version label -> what its instances print as they exit at start
+        self.failing: dict[str, dict[str, list[str]]] = {}  # version label -> the logs of its instances, all unhealthy
         self._ports = itertools.count(20000)
 
     def client(self, node, timeout: float = 30.0) -> "FakeAgent":
@@ -94,6 +97,11 @@ class FakeAgent:
         if instance is None or instance["state"] != "running" or instance["env"] != spec.get("env", {}):
             # A data server's spec names no version: the agent calls it by its runtime.
             version, label = spec.get("version", spec.get("runtime")), spec.get("label", spec.get("runtime"))
+            if label in self.fleet.crashing:
+                self._fail(500, f"{name} exited at start:\n{self.fleet.crashing[label]}")
+            if label in self.fleet.failing:
+                self.fleet.unhealthy.add(name)
+                self.fleet.logs[name] = copy.deepcopy(self.fleet.failing[label])
             instance = {"name": name, "node": self.node.name, "version": version, "label": label}
             instance["env"] = dict(spec.get("env", {}))
             instance.update(port=next(self.fleet._ports), concurrency=self.fleet.concurrency, state="running")

@@ -1,32 +1,21 @@
-"""`conpaas apply` against a live control plane: the plan, refusals with the path of the wrong
-field, then the example manifest (a web front linking an api, API_URL) applied, served, and
-applied again as a no-op."""
+"""`conpaas apply` against a live control plane (`server`): the plan, refusals with the path of the
+wrong field, then the example manifest (a web front linking an api, API_URL) applied, and applied
+again as a no-op. That the example serves on real nodes is test_real_platform.py's to show."""
 
 import shutil
 from pathlib import Path
 
 import pytest
-import requests
 
-from conpaas_cli import config
-from conpaas_common.waiting import wait_until
-
-pytestmark = pytest.mark.integration
+from tests.cli.conftest import log_in
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "manifest"
 
 
-@pytest.fixture(scope="module")
-def owner(control_plane):
-    """A user of its own: the example's service names are taken by nobody else's test."""
-    return control_plane.client("manifest-owner")
-
-
 @pytest.fixture
-def as_owner(control_plane, owner, config_file):
-    token = owner.session.headers["Authorization"].removeprefix("Token ")
-    config.save({"url": control_plane.url, "token": token, "username": "manifest-owner"})
-    return owner
+def as_owner(server, config_file):
+    """The CLI logged in as a user of its own (the example's service names are the user's)."""
+    return log_in(server.client("manifest-owner"), "manifest-owner")
 
 
 @pytest.fixture
@@ -72,33 +61,25 @@ def test_a_missing_file_is_named(cli, as_owner, example):
     assert "./api does not exist (paths are relative to the manifest)" in result.err
 
 
-def test_it_applies_the_example_which_serves_then_applying_again_changes_nothing(cli, as_owner, example):
-    try:
-        result = cli("apply", example)
+def test_it_applies_the_example_then_applying_again_changes_nothing(cli, server, as_owner, example):
+    # What examples/manifest/api/release.py prints on a real node.
+    server.fleet.releases["v1"] = (0, "release of v1 for production: nothing to migrate")
 
-        assert result.code == 0, result.err
-        assert "greetings is as its manifest says" in result.out
-        services = {s["name"]: s for s in as_owner.get("/api/v1/services/").json()}
-        api_url = services["api"]["url"]
-        # The front asked the api through API_URL, the api's router as other nodes reach it.
-        page = wait_until(
-            lambda: (text := requests.get(services["web"]["url"], timeout=10).text).startswith("hello") and text,
-            timeout=60,
-            message="the front to show the api's greeting",
-        )
-        assert page.startswith("hello from the api at http://"), page
-        assert requests.get(api_url, timeout=10).json()["greeting"] == "hello"
-        # The api's release command ran once, before v1 served, its output in the events.
-        events = as_owner.get(f"/api/v1/services/{services['api']['id']}/events/").json()
-        releases = [e for e in events if e["action"] == "release"]
-        assert len(releases) == 1 and releases[0]["outcome"] == "succeeded", releases
-        assert "release of v1 for production: nothing to migrate" in releases[0]["message"]
+    result = cli("apply", example)
 
-        again = cli("apply", example)
+    assert result.code == 0, result.err
+    assert "greetings is as its manifest says" in result.out
+    services = {s["name"]: s for s in as_owner.get("/api/v1/services/").json()}
+    assert server.served(services["web"]) == server.served(services["api"]) == "v1"
+    (front,) = server.reached(services["web"])
+    assert front["env"]["API_URL"].startswith("http://"), "the front finds the api in API_URL"
+    # The api's release command ran once, before v1 served, its output in the events.
+    events = as_owner.get(f"/api/v1/services/{services['api']['id']}/events/").json()
+    releases = [e for e in events if e["action"] == "release"]
+    assert len(releases) == 1 and releases[0]["outcome"] == "succeeded", releases
+    assert "release of v1 for production: nothing to migrate" in releases[0]["message"]
 
-        assert again.code == 0, again.err
-        assert again.out.strip() == "greetings: nothing to change"
-    finally:
-        for application in as_owner.get("/api/v1/applications/").json():
-            for operation in as_owner.delete(f"/api/v1/applications/{application['id']}/").json():
-                as_owner.wait_operation(operation)
+    again = cli("apply", example)
+
+    assert again.code == 0, again.err
+    assert again.out.strip() == "greetings: nothing to change"

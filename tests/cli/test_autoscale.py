@@ -1,16 +1,11 @@
-"""`conpaas autoscale SERVICE --p95 MS --min N --max N | --off` against a live control plane."""
+"""`conpaas autoscale SERVICE --p95 MS --min N --max N | --off` against a live control plane (`server`)."""
 
 import pytest
 
-pytestmark = pytest.mark.integration
 
-
-@pytest.fixture(scope="module")
+@pytest.fixture
 def service(alice):
-    created = alice.create_service("cli-auto")
-    yield created
-    if alice.get(f"/api/v1/services/{created['id']}/").status_code == 200:
-        alice.wait_operation(alice.delete(f"/api/v1/services/{created['id']}/").json())
+    return alice.create_service("cli-auto")
 
 
 def policy(alice, service) -> dict:
@@ -40,6 +35,9 @@ def test_it_turns_autoscaling_on_shows_it_and_turns_it_off(cli, logged_in, servi
 
 
 def test_it_says_which_value_the_server_refused_and_changes_nothing(cli, logged_in, service):
+    # A saved policy (a service's unsaved one is answered with `updated` now, at every request).
+    saved = {"enabled": False, "target_p95_ms": 300, "min_nodes": 1, "max_nodes": 3}
+    assert logged_in.put(f"/api/v1/services/{service['id']}/autoscaling/", json=saved).status_code == 200
     before = policy(logged_in, service)
 
     low = cli("autoscale", "cli-auto", "--p95", "250", "--min", "0")

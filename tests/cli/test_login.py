@@ -1,4 +1,5 @@
-"""`conpaas login` / `logout`, and the exits for not being logged in or not reaching the server."""
+"""`conpaas login` / `logout`, and the exits for not being logged in or not reaching the server (against
+`server`, the live control plane with the fake fleet)."""
 
 import io
 import json
@@ -6,8 +7,6 @@ import os
 import stat
 import subprocess
 import sys
-
-import pytest
 
 from conpaas_common.procs import free_port
 from tests.cli.conftest import PASSWORD
@@ -18,46 +17,43 @@ def mode(path) -> int:
     return stat.S_IMODE(os.stat(path).st_mode)
 
 
-@pytest.mark.integration
-def test_it_logs_in_and_stores_the_token_readable_by_the_owner_only(cli, alice, control_plane, tmp_path, monkeypatch):
+def test_it_logs_in_and_stores_the_token_readable_by_the_owner_only(cli, alice, server, tmp_path, monkeypatch):
     monkeypatch.delenv("CONPAAS_CONFIG")
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
     monkeypatch.setattr("sys.stdin", io.StringIO(PASSWORD + "\n"))
 
-    result = cli("login", control_plane.url + "/", "--username", "alice", "--password-stdin")
+    result = cli("login", server.url + "/", "--username", "alice", "--password-stdin")
 
     assert result.code == 0, result.err
     path = tmp_path / "xdg" / "conpaas" / "config.json"
-    assert f"logged in to {control_plane.url} as alice" in result.out
+    assert f"logged in to {server.url} as alice" in result.out
     assert mode(path) == 0o600
     assert mode(path.parent) == 0o700
     stored = json.loads(path.read_text())
-    assert stored["url"] == control_plane.url and stored["username"] == "alice" and stored["token"]
+    assert stored["url"] == server.url and stored["username"] == "alice" and stored["token"]
 
     listed = cli("services", "list")
     assert listed.code == 0, listed.err
     assert listed.out.startswith("ID")
 
 
-@pytest.mark.integration
 def test_it_takes_the_password_from_the_environment_and_prompts_for_the_username(
-    cli, alice, control_plane, config_file, monkeypatch
+    cli, alice, server, config_file, monkeypatch
 ):
     monkeypatch.setenv("CONPAAS_PASSWORD", PASSWORD)
     monkeypatch.setattr("sys.stdin", io.StringIO("alice\n"))
 
-    result = cli("login", control_plane.url)
+    result = cli("login", server.url)
 
     assert result.code == 0, result.err
     assert "Username:" in result.err
     assert mode(config_file) == 0o600
 
 
-@pytest.mark.integration
-def test_it_refuses_a_wrong_password(cli, alice, control_plane, config_file, monkeypatch):
+def test_it_refuses_a_wrong_password(cli, alice, server, config_file, monkeypatch):
     monkeypatch.setenv("CONPAAS_PASSWORD", "not-the-password")
 
-    result = cli("login", control_plane.url, "--username", "alice")
+    result = cli("login", server.url, "--username", "alice")
 
     assert result.code == 1
     assert result.err.startswith("error: login refused: ")
@@ -65,11 +61,10 @@ def test_it_refuses_a_wrong_password(cli, alice, control_plane, config_file, mon
     assert not config_file.exists()
 
 
-@pytest.mark.integration
-def test_it_says_not_logged_in_when_the_token_is_refused(cli, control_plane, config_file):
+def test_it_says_not_logged_in_when_the_token_is_refused(cli, server, config_file):
     from conpaas_cli import config
 
-    config.save({"url": control_plane.url, "token": "0" * 40, "username": "alice"})
+    config.save({"url": server.url, "token": "0" * 40, "username": "alice"})
 
     result = cli("services", "list")
 
@@ -150,8 +145,7 @@ def test_it_exits_2_on_usage_errors(cli):
     assert cli("login", "http://x", "--password-stdin").code == 2
 
 
-@pytest.mark.integration
-def test_it_runs_as_a_program(alice, control_plane, tmp_path):
+def test_it_runs_as_a_program(alice, server, tmp_path):
     """The real entry point, in a subprocess: log in from a script, then list."""
     env = {**os.environ, "CONPAAS_CONFIG": str(tmp_path / "config.json")}
     env.pop("CONPAAS_PASSWORD", None)
@@ -167,7 +161,7 @@ def test_it_runs_as_a_program(alice, control_plane, tmp_path):
             timeout=60,
         )
 
-    login = conpaas("login", control_plane.url, "-u", "alice", "--password-stdin", stdin=PASSWORD + "\n")
+    login = conpaas("login", server.url, "-u", "alice", "--password-stdin", stdin=PASSWORD + "\n")
     assert login.returncode == 0, login.stderr
     assert mode(tmp_path / "config.json") == 0o600
 

@@ -1,31 +1,32 @@
-"""`conpaas logs` and the logs API against a live control plane: a request through the router
-shows up as its instance's access log line; -f prints only new lines and Ctrl-C ends it with 0."""
+"""`conpaas logs` and the logs API against a live control plane (`server`): an access log line of
+an instance shows up tagged by its node and instance; -f prints only new lines and Ctrl-C ends it
+with 0. The fake agents hold the lines; that a request through a real router writes one is
+test_real_platform.py's to show."""
 
 import threading
 import uuid
 
 import pytest
-import requests
 
 from conpaas_cli.commands import common, logs
-from conpaas_common.waiting import wait_until
-from tests.apps import label_app, zip_archive
+from tests.apps import label_app
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def service(alice):
     """`cli-logs` with the label app in production."""
     created = alice.create_service("cli-logs")
     version = alice.upload(created["id"], label_app("logs"), "v1").json()
     assert alice.deploy(created["id"], "production", version["id"])["state"] == "succeeded"
-    yield alice.get(f"/api/v1/services/{created['id']}/").json()
-    alice.wait_operation(alice.delete(f"/api/v1/services/{created['id']}/").json())
+    return alice.get(f"/api/v1/services/{created['id']}/").json()
 
 
-def visit(service) -> str:
-    """A request through the service's router, to a path no other request takes."""
+def visit(server, service) -> str:
+    """A request to a path no other request takes: the access log line its instance writes."""
     path = f"/visit-{uuid.uuid4().hex[:12]}"
-    assert requests.get(service["url"].rstrip("/") + path, timeout=10).status_code == 200
+    (instance,) = server.reached(service)
+    line = f'127.0.0.1 - - [07/Dec/2026:17:00:00 +0000] "GET {path} HTTP/1.1" 200 3 "-" "python-requests/2.32"'
+    server.fleet.logs.setdefault(instance["name"], {}).setdefault("access.log", []).append(line)
     return path
 
 
@@ -35,23 +36,17 @@ def access_lines(api, service, **params) -> list[dict]:
     return [line for line in response.json()["lines"] if line["file"] == "access.log"]
 
 
-@pytest.mark.integration
-def test_a_request_through_the_router_shows_in_the_apis_logs(logged_in, service):
-    path = visit(service)
-    # The instance writes its access line once it has answered.
-    found = wait_until(
-        lambda: [line for line in access_lines(logged_in, service) if f"GET {path} " in line["line"]], timeout=10
-    )
+def test_an_access_line_shows_in_the_apis_logs_tagged_by_node_and_instance(logged_in, server, service):
+    path = visit(server, service)
+    found = [line for line in access_lines(logged_in, service) if f"GET {path} " in line["line"]]
     assert len(found) == 1
     node = logged_in.get(f"/api/v1/services/{service['id']}/nodes/").json()[0]["name"]
     version = service["environments"][0]["version"]
     assert found[0]["node"] == node and found[0]["instance"] == f"{node}-v{version}"
 
 
-@pytest.mark.integration
-def test_it_prints_the_recent_lines_tagged_by_instance_and_file(cli, logged_in, service):
-    path = visit(service)
-    wait_until(lambda: any(path in line["line"] for line in access_lines(logged_in, service)), timeout=10)
+def test_it_prints_the_recent_lines_tagged_by_instance_and_file(cli, logged_in, server, service):
+    path = visit(server, service)
     result = cli("logs", "cli-logs", "-n", "50")
     assert result.code == 0, result.err
     shown = [line for line in result.out.splitlines() if f"GET {path} " in line]
@@ -61,15 +56,13 @@ def test_it_prints_the_recent_lines_tagged_by_instance_and_file(cli, logged_in, 
     assert as_json["environment"] == "production" and as_json["errors"] == []
 
 
-@pytest.mark.integration
-def test_it_follows_and_prints_only_new_lines(cli, logged_in, service):
-    before = visit(service)
-    wait_until(lambda: any(before in line["line"] for line in access_lines(logged_in, service)), timeout=10)
+def test_it_follows_and_prints_only_new_lines(cli, logged_in, server, service):
+    before = visit(server, service)
     paths = []
-    later = threading.Timer(1.5, lambda: paths.append(visit(service)))
+    later = threading.Timer(0.3, lambda: paths.append(visit(server, service)))
     later.start()
     try:
-        result = cli("logs", "cli-logs", "-f", "--follow-seconds", "4")
+        result = cli("logs", "cli-logs", "-f", "--follow-seconds", "1")
     finally:
         later.join()
     assert result.code == 0, result.err
@@ -77,7 +70,6 @@ def test_it_follows_and_prints_only_new_lines(cli, logged_in, service):
     assert result.out.count(f"GET {paths[0]} ") == 1, result.out  # the new line, once
 
 
-@pytest.mark.integration
 def test_ctrl_c_stops_following_with_0(cli, logged_in, service, monkeypatch):
     def interrupted(seconds):
         raise KeyboardInterrupt
@@ -87,7 +79,6 @@ def test_ctrl_c_stops_following_with_0(cli, logged_in, service, monkeypatch):
     assert result.code == 0, result.err
 
 
-@pytest.mark.integration
 def test_it_refuses_an_unknown_environment_or_a_bad_count_in_one_line(cli, logged_in, service):
     result = cli("logs", "cli-logs", "nope")
     expected = "error: cli-logs has no environment named 'nope' (it has: production, development)\n"
@@ -96,18 +87,22 @@ def test_it_refuses_an_unknown_environment_or_a_bad_count_in_one_line(cli, logge
     assert result.code == 1 and "lines" in result.err and len(result.err.splitlines()) == 1, result.err
 
 
-FAILING_APP = """\
-def application(environ, start_response):
-    raise RuntimeError("cli-logs has no SECRET_KEY")
-"""
+# What an app that fails every request (its health check too) writes in its instance's log.
+FAILING_LOG = [
+    "[INFO] Booting worker with pid: 12",
+    "[ERROR] Error handling request /",
+    "Traceback (most recent call last):",
+    '  File "/srv/app/wsgi.py", line 2, in application',
+    "RuntimeError: cli-logs has no SECRET_KEY",
+]
 
 
-@pytest.mark.integration
-def test_failed_prints_the_kept_logs_of_the_last_failed_deploy(cli, logged_in, service):
+def test_failed_prints_the_kept_logs_of_the_last_failed_deploy(cli, logged_in, server, service):
     result = cli("logs", "cli-logs", "development", "--failed")
     assert result.code == 1 and result.err == "error: no failed deploy into cli-logs development left logs\n"
 
-    broken = logged_in.upload(service["id"], zip_archive({"wsgi.py": FAILING_APP}), "broken").json()
+    server.fleet.failing["broken"] = {"instance.log": FAILING_LOG}
+    broken = logged_in.upload(service["id"], label_app("broken"), "broken").json()
     operation = logged_in.deploy(service["id"], "development", broken["id"])
     assert operation["state"] == "failed" and "RuntimeError: cli-logs has no SECRET_KEY" in operation["error"]
 

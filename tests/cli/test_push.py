@@ -1,4 +1,5 @@
-"""`conpaas push` and `versions upload DIR` against a live control plane: pack, upload, deploy, serve."""
+"""`conpaas push` and `versions upload DIR` against a live control plane (`server`, whose routers
+say what a request would reach): pack, upload, deploy, serve."""
 
 import re
 import shutil
@@ -6,23 +7,18 @@ import subprocess
 from pathlib import Path
 
 import pytest
-import requests
 
 from conpaas_common.procs import free_port
 from tests.apps import WSGI_LABEL_APP
-
-pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "examples" / "python"
 LABEL = re.compile(r"^([0-9a-f]{7,40}|\d{8}-\d{6})(-\d+)?$")  # a short commit, or the time
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def service(alice):
-    created = alice.create_service("cli-push")
-    yield created
-    alice.wait_operation(alice.delete(f"/api/v1/services/{created['id']}/").json())
+    return alice.create_service("cli-push")
 
 
 def versions(api, service) -> dict[str, dict]:
@@ -42,12 +38,7 @@ def app(folder: Path, build: str) -> Path:
     return folder
 
 
-def served(url: str, key: str | None = None) -> str:
-    headers = {"X-Conpaas-Env": key} if key else {}
-    return requests.get(url, headers=headers, timeout=10).text
-
-
-def test_it_pushes_the_python_example_to_a_new_environment_showing_progress(cli, logged_in, service):
+def test_it_pushes_the_python_example_to_a_new_environment_showing_progress(cli, logged_in, server, service):
     result = cli("push", "cli-push", EXAMPLE, "--env", "staging")
 
     assert result.code == 0, result.err
@@ -64,10 +55,12 @@ def test_it_pushes_the_python_example_to_a_new_environment_showing_progress(cli,
         f"staging of cli-push now serves {label}",
         f"preview: {staging['preview_url']}",
     ]
-    assert served(service["url"], staging["preview_key"]) == f"Hello from cli-push: staging serves version {label}\n"
+    assert server.served(service, staging["preview_key"]) == label  # what the app says: test_real_platform.py
 
 
-def test_it_pushes_with_a_label_and_deploys_the_same_content_again_without_uploading(cli, logged_in, service, tmp_path):
+def test_it_pushes_with_a_label_and_deploys_the_same_content_again_without_uploading(
+    cli, logged_in, server, service, tmp_path
+):
     folder = app(tmp_path / "shop", "1")
 
     first = cli("push", "cli-push", folder, "--label", "push-1", "--env", "production")
@@ -75,7 +68,7 @@ def test_it_pushes_with_a_label_and_deploys_the_same_content_again_without_uploa
     assert first.err.splitlines()[0].startswith("packed 1 file (") and "; 1 left out by .conpaasignore" in first.err
     assert "production of cli-push now serves push-1" in first.out
     assert f"url: {service['url']}" in first.out
-    assert served(service["url"]) == "push-1\n"
+    assert server.served(service) == "push-1"
 
     count = len(versions(logged_in, service))
     again = cli("push", "cli-push", folder, "-l", "push-1", "-e", "production", "--json")
@@ -98,7 +91,7 @@ def test_it_pushes_with_a_label_and_deploys_the_same_content_again_without_uploa
 
 
 @pytest.mark.skipif(shutil.which("git") is None, reason="needs git")
-def test_it_labels_a_clean_checkout_with_its_commit(cli, logged_in, service, tmp_path):
+def test_it_labels_a_clean_checkout_with_its_commit(cli, logged_in, server, service, tmp_path):
     folder = app(tmp_path / "repo", "git")
 
     def git(*args):
@@ -113,7 +106,7 @@ def test_it_labels_a_clean_checkout_with_its_commit(cli, logged_in, service, tmp
 
     assert result.code == 0, result.err
     assert f"development of cli-push now serves {commit}" in result.out
-    assert served(service["url"], environment(logged_in, service, "development")["preview_key"]) == f"{commit}\n"
+    assert server.served(service, environment(logged_in, service, "development")["preview_key"]) == commit
 
 
 def test_it_uploads_a_directory_as_a_code_version(cli, logged_in, service, tmp_path):
@@ -195,13 +188,14 @@ def test_it_says_the_version_is_uploaded_when_the_environment_is_refused(cli, lo
     assert "bad-env" in versions(logged_in, service)
 
 
-def test_it_exits_1_when_the_deploy_fails(cli, logged_in, service, tmp_path):
+def test_it_exits_1_when_the_deploy_fails(cli, logged_in, server, service, tmp_path):
     folder = tmp_path / "crashing"
     folder.mkdir()
     (folder / "wsgi.py").write_text("raise RuntimeError('this app cannot start')\n")
+    server.fleet.crashing["crashing"] = "RuntimeError: this app cannot start"  # what it prints as it exits
     before = environment(logged_in, service, "development")["version_label"]
 
-    result = cli("push", "cli-push", folder)
+    result = cli("push", "cli-push", folder, "--label", "crashing")
 
     assert result.code == 1
     assert result.out == ""

@@ -1,4 +1,5 @@
-"""`conpaas services`, `nodes`, `scale`, `wait` and `events` against a live control plane."""
+"""`conpaas services`, `nodes`, `scale`, `wait` and `events` against a live control plane (`server`:
+its nodes are the fake fleet's)."""
 
 import io
 import json
@@ -8,16 +9,11 @@ import pytest
 
 from tests.apps import label_app
 
-pytestmark = pytest.mark.integration
 
-
-@pytest.fixture(scope="module")
+@pytest.fixture
 def service(alice):
-    """One service for the whole module, created through the API (the CLI's create is tested on its own)."""
-    created = alice.create_service("cli-shop")
-    yield created
-    if alice.get(f"/api/v1/services/{created['id']}/").status_code == 200:
-        alice.wait_operation(alice.delete(f"/api/v1/services/{created['id']}/").json())
+    """A running service, created through the API (the CLI's create is tested on its own)."""
+    return alice.create_service("cli-shop")
 
 
 def test_it_creates_waits_for_and_deletes_a_service(cli, logged_in):
@@ -82,26 +78,20 @@ def test_a_linked_service_is_deleted_only_with_force(cli, logged_in, tmp_path):
         "  cli-linkdb: {runtime: python}\n"
         "  cli-linker: {runtime: python, links: [cli-linkdb]}\n"
     )
-    try:
-        assert cli("apply", manifest).code == 0
+    assert cli("apply", manifest).code == 0
 
-        refused = cli("services", "delete", "cli-linkdb", "--yes")
-        assert refused.code == 1
-        assert refused.err == (
-            "error: cli-linkdb is linked by cli-linker: delete them or unlink it from their manifest first, "
-            "or force the delete (--force)\n"
-        )
-        services = {s["name"]: s for s in logged_in.get("/api/v1/services/").json()}
-        assert services["cli-linkdb"]["state"] == "running"
+    refused = cli("services", "delete", "cli-linkdb", "--yes")
+    assert refused.code == 1
+    assert refused.err == (
+        "error: cli-linkdb is linked by cli-linker: delete them or unlink it from their manifest first, "
+        "or force the delete (--force)\n"
+    )
+    services = {s["name"]: s for s in logged_in.get("/api/v1/services/").json()}
+    assert services["cli-linkdb"]["state"] == "running"
 
-        forced = cli("services", "delete", "cli-linkdb", "--yes", "--force")
-        assert forced.code == 0, forced.err
-        assert "cli-linkdb" not in {s["name"] for s in logged_in.get("/api/v1/services/").json()}
-    finally:
-        for application in logged_in.get("/api/v1/applications/").json():
-            if application["name"] == "cli-linked":
-                for operation in logged_in.delete(f"/api/v1/applications/{application['id']}/").json():
-                    logged_in.wait_operation(operation)
+    forced = cli("services", "delete", "cli-linkdb", "--yes", "--force")
+    assert forced.code == 0, forced.err
+    assert "cli-linkdb" not in {s["name"] for s in logged_in.get("/api/v1/services/").json()}
 
 
 def test_it_refuses_an_unknown_runtime(cli, logged_in):
@@ -184,6 +174,7 @@ def test_it_shows_refusals_of_the_api_in_one_line(cli, logged_in, service):
 
 
 def test_it_prints_events_oldest_first(cli, logged_in, service):
+    assert cli("scale", "cli-shop", "backend", "1").code == 0
     result = cli("events", "cli-shop")
 
     assert result.code == 0, result.err
@@ -198,10 +189,10 @@ def test_it_prints_events_oldest_first(cli, logged_in, service):
 def test_it_follows_new_events_for_a_bounded_time(cli, logged_in, service):
     before = logged_in.get(f"/api/v1/services/{service['id']}/events/").json()[0]["id"]
     # A code version uploaded while the CLI follows: its event must show up in the output.
-    upload = threading.Timer(0.5, lambda: logged_in.upload(service["id"], label_app("follow"), "followed"))
+    upload = threading.Timer(0.3, lambda: logged_in.upload(service["id"], label_app("follow"), "followed"))
     upload.start()
     try:
-        result = cli("events", "cli-shop", "--follow", "--follow-seconds", "2.5", "--json")
+        result = cli("events", "cli-shop", "--follow", "--follow-seconds", "1.5", "--json")
     finally:
         upload.join()
 

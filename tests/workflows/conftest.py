@@ -6,40 +6,19 @@ runs what was recorded, as a worker would, until nothing is left."""
 import pytest
 
 from routing.table import push
-from services import agent, clouds, nodes, operations
+from services import operations
 from services.models import Service
 from tests.factories import CodeVersionFactory, NodeFactory, ServiceFactory
-from tests.fakes import FakeFleet, MemoryCloud
+from tests.fake_platform import cloud_fixture, fleet_fixture, pauses_fixture  # noqa: F401
+from tests.fakes import FakeFleet
 from versions.instances import Release, ensure_instances
 from versions.models import Environment
 from workflows.tasks import run_operation
 
 
 @pytest.fixture(autouse=True)
-def fleet(db, monkeypatch, settings) -> FakeFleet:
-    settings.CONPAAS_CLOUD = "memory"
-    settings.CONPAAS_HEALTH_TIMEOUT = 0  # an unhealthy version fails at its first check
-    settings.CONPAAS_BOOT_TIMEOUT = 1
-    settings.CONPAAS_DRAIN_TIMEOUT = 0
-    settings.CONPAAS_PACKAGE_PROXY_URL = "http://127.0.0.1:9"  # builds run in the fake cloud's sandbox
-    fleet = FakeFleet()
-    monkeypatch.setattr(agent, "client_for", fleet.client)
-    return fleet
-
-
-@pytest.fixture(autouse=True)
-def cloud(monkeypatch, fleet) -> MemoryCloud:
-    cloud = MemoryCloud(fleet.calls, fleet.unreachable)
-    monkeypatch.setattr(clouds, "get_cloud", lambda name=None: cloud)
-    return cloud
-
-
-@pytest.fixture(autouse=True)
-def pauses(monkeypatch) -> list[float]:
-    """The pauses between boot attempts, recorded instead of slept."""
-    pauses = []
-    monkeypatch.setattr(nodes, "pause", pauses.append)
-    return pauses
+def _fake_platform(fleet, cloud, pauses) -> None:
+    """Every workflow test runs on the fake fleet and the memory cloud (tests/fake_platform.py)."""
 
 
 class Queue(list):
