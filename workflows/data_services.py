@@ -16,15 +16,17 @@ def dumps_dir() -> str:
     return os.path.join(settings.CONPAAS_HOME, "dumps")
 
 
-def run_create(operation) -> None:
-    """A data service is one node running its server: no router, no code version."""
-    service = operation.service
+def ensure_server(service: Service, operation):
+    """A data service is one node running its server: no router, no code version. Its node is
+    booted when it has none (at creation; after 'manage.py down', empty), and the server started
+    when it is not running (the agent leaves a running one alone). Returns the node."""
     node = service.live_nodes().filter(is_backend=True).exclude(state="failed").first()
     if node is None:
         operation.set_progress("booting the server's node")
         node = boot_node(service, ["backend"], operation)
     operation.set_progress(f"starting the {service.runtime} server")
     start_server(service, node)
+    return node
 
 
 def request_load(service: Service, user, fileobj, filename: str = "") -> Operation:

@@ -115,7 +115,7 @@ def run_create(operation) -> str:
     service = operation.service
     try:
         if service.is_data:
-            data_services.run_create(operation)
+            data_services.ensure_server(service, operation)
         elif not service.live_nodes().exclude(state=NodeState.FAILED).exists():
             operation.set_progress("booting the first node")
             boot_node(service, ["proxy", "backend"], operation)

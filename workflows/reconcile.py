@@ -14,10 +14,16 @@ from services.clouds import RouterPlace
 from services.models import Event, Service
 from services.nodes import boot_node, destroy_node, remove_from_cloud
 from versions.instances import Release, ensure_instances, serving_releases
+from workflows.data_services import ensure_server
 
 
 def reconcile(operation) -> str:
     service = operation.service
+    if service.is_data:
+        # Its server's node, and no router: a router booted for it would take its URL's place.
+        node = ensure_server(service, operation)
+        Service.objects.filter(pk=service.pk).update(state=ServiceState.RUNNING)
+        return f"reconciled: the {service.runtime} server runs on {node.name}"
     booted = boot_missing_nodes(service, operation)
     releases, _ = converge_instances(service, operation)
     if booted:

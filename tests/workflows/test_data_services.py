@@ -1,8 +1,9 @@
 """Data services' workflows against the fake agent: one node running the server, the password
 sent to the agent and kept out of every event, no router, no healing."""
 
-from services.choices import OperationState, ServiceState
-from services.models import Event, Operation
+from services import operations
+from services.choices import NodeState, OperationKind, OperationState, ServiceState
+from services.models import Event, Operation, Service
 from workflows import healing, lifecycle
 
 
@@ -44,3 +45,39 @@ def test_self_healing_leaves_a_data_service_alone(alice, queue):
     service, _ = create(alice, queue)
     assert healing.check_due(max_age=0) == 0
     assert not Operation.objects.filter(service=service, kind="heal").exists()
+
+
+def reconcile(queue, service):
+    return queue.start(lambda: operations.start(service, OperationKind.RECONCILE, None))
+
+
+def test_a_reconcile_keeps_a_data_service_on_its_one_node_without_a_router(alice, fleet, cloud, queue):
+    service, _ = create(alice, queue)
+    node = service.live_nodes().get()
+    fleet.calls.clear()
+
+    operation = reconcile(queue, service)
+
+    assert operation.state == OperationState.SUCCEEDED, operation.error
+    assert list(service.live_nodes()) == [node] and len(cloud.list_nodes()) == 1, "no node booted, no router"
+    assert not fleet.calls_to("put_proxy")
+    assert fleet.instances["server"]["version"] == "postgresql"
+    service.refresh_from_db()
+    assert service.url.startswith(f"postgres://conpaas@{node.address}:")
+    ended = Event.objects.get(operation=operation, action="reconcile", outcome="succeeded")
+    assert ended.message == f"reconciled: the postgresql server runs on {node.name}"
+
+
+def test_a_reconcile_after_down_boots_the_servers_node_again_and_no_router(alice, fleet, cloud, queue):
+    service, _ = create(alice, queue, "redis")
+    gone = service.live_nodes().get()
+    gone.state = NodeState.DESTROYED  # what 'manage.py down' leaves
+    gone.save()
+
+    operation = reconcile(queue, service)
+
+    assert operation.state == OperationState.SUCCEEDED, operation.error
+    node = service.live_nodes().get()
+    assert node != gone and node.roles == ["backend"] and node.data_port
+    assert service.proxy_nodes().count() == 0
+    assert Service.objects.get(pk=service.pk).url == f"redis://{node.address}:{node.data_port}/0"
