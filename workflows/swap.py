@@ -202,6 +202,9 @@ def settings_summary(plan: SwapPlan) -> str:
 def swap_refusal(production, other, problems: list[str]) -> str | None:
     """Why swapping `other` with `production` is refused (None: it is not); `problems` are the
     incoming version's health problems. The console shows it on the disabled swap button."""
+    service = production.service
+    if service.is_data:
+        return f"{service.name} is a {service.runtime} service: it has no code versions to swap"
     if other.is_production:
         return "choose an environment other than production to swap with"
     if other.version is None:

@@ -11,7 +11,7 @@ from services import agent, operations
 from services.choices import OperationKind, OperationState, Outcome
 from services.errors import NotFound, OperationFailed
 from services.models import Event, Operation, Service
-from tests.factories import NodeFactory, OperationFactory
+from tests.factories import NodeFactory, OperationFactory, ServiceFactory
 from versions.models import Environment, Instance
 from workflows.swap import SwapRefused, swap
 
@@ -55,6 +55,16 @@ def test_it_refuses_a_swap_with_an_environment_without_a_version(service, fleet)
 
     assert env_version(service, "production") == "v1"
     assert fleet.calls_to("put_proxy") == []
+
+
+def test_a_data_service_has_nothing_to_swap(alice, fleet):
+    database = ServiceFactory(owner=alice, name="shopdb", runtime="postgresql")
+
+    with pytest.raises(SwapRefused, match="^shopdb is a postgresql service: it has no code versions to swap$"):
+        swap(database, "development", alice)
+
+    assert fleet.calls_to("put_proxy") == []
+    assert Event.objects.get(service=database, action="swap").outcome == Outcome.FAILED
 
 
 def test_it_restores_the_database_and_the_routes_when_a_router_fails(service, proxy, fleet):

@@ -18,7 +18,7 @@ class Build(models.Model):
     nodes check. Versions with the same requirements share one."""
 
     owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
-    key = models.CharField(max_length=64)  # the digest of its inputs (images/conpaas_agent/builds.py)
+    key = models.CharField(max_length=64)  # the digest of its inputs (versions/builds.py)
     kind = models.CharField(max_length=10)  # pip | composer
     sha256 = models.CharField(max_length=64)
     size = models.PositiveBigIntegerField()
