@@ -175,6 +175,10 @@ def environment(home: str, index_url: str) -> dict[str, str]:
         "TMPDIR": os.path.join(home, "tmp"),
         "PYTHONDONTWRITEBYTECODE": "1",
         "PIP_DEFAULT_TIMEOUT": "120",
+        # Its only way out is the package proxy, on this host: two tries (after 0 and 0.5 s) ride
+        # out a blip of the index behind it; pip's five (7.5 s of backoff) only made a build
+        # that cannot reach a file fail later.
+        "PIP_RETRIES": "2",
         "PIP_INDEX_URL": index_url,
         "COMPOSER_HOME": os.path.join(home, ".composer"),
         "COMPOSER_NO_INTERACTION": "1",

@@ -1,8 +1,7 @@
 """Recent log lines of an environment's instances, gathered from their nodes' agents, and the
 logs of instances whose deploy failed, kept when they were retired."""
 
-import re
-
+from conpaas_common.excerpts import excerpt
 from services import agent
 from services.choices import NodeState
 from services.errors import NotFound
@@ -17,9 +16,6 @@ KEPT_PER_SERVICE = 20  # failed instances' logs kept per service, the newest
 EXCERPT_LINES_PER_FILE = 12
 EXCERPT_LINE_CHARS = 300
 ACCESS_LOGS = ("access.log",)
-STACK_FRAME = re.compile(r"^\s+at \S")  # Java's "\tat org.example.Main.run(Main.java:3)"
-FRAMES_SHOWN = 3  # of each run of stack frames
-DIGITS = re.compile(r"\d+")
 
 
 def environment_logs(service, environment_name: str, lines: int = DEFAULT_LINES) -> dict:
@@ -129,38 +125,7 @@ def why(files: dict[str, list[str]]) -> str:
     for file, file_lines in files.items():
         if file in ACCESS_LOGS:
             continue
-        for line in shorten_stacks(last_of_repeats(file_lines))[-EXCERPT_LINES_PER_FILE:]:
+        for line in excerpt(file_lines, EXCERPT_LINES_PER_FILE):
             line = line.rstrip()
             out.append(f"  {file}: {line[:EXCERPT_LINE_CHARS]}" + ("…" if len(line) > EXCERPT_LINE_CHARS else ""))
     return "\n".join(out)
-
-
-def last_of_repeats(lines: list[str]) -> list[str]:
-    """Each line but those repeated later with other numbers only (a time, a request's or a
-    process's number): every health check logs the same error, and once says it."""
-    seen, kept = set(), []
-    for line in reversed(lines):
-        key = DIGITS.sub("#", line)
-        if key not in seen:
-            seen.add(key)
-            kept.append(line)
-    return kept[::-1]
-
-
-def shorten_stacks(lines: list[str]) -> list[str]:
-    """Each run of stack frames cut to its first FRAMES_SHOWN and a count: a Java exception's
-    message and its cause stay in the last lines instead of being pushed out by frames."""
-    out, run = [], 0
-    for line in lines:
-        if STACK_FRAME.match(line):
-            run += 1
-            if run <= FRAMES_SHOWN:
-                out.append(line)
-            continue
-        if run > FRAMES_SHOWN:
-            out.append(f"\t… {run - FRAMES_SHOWN} more frames")
-        run = 0
-        out.append(line)
-    if run > FRAMES_SHOWN:
-        out.append(f"\t… {run - FRAMES_SHOWN} more frames")
-    return out

@@ -35,7 +35,7 @@ from conpaas_common.procs import children, cmdline, free_port, pid_alive
 
 from .platform_requests import ACCESS_LOGS, is_platform_line
 from .runtimes import RECIPES
-from .runtimes.base import InstanceError, Recipe, Run, instance_environ, private_dir, socket_path, tail
+from .runtimes.base import InstanceError, Recipe, Run, instance_environ, private_dir, socket_path, tail, why_it_failed
 
 log = logging.getLogger("conpaas_agent.instances")
 
@@ -537,10 +537,12 @@ class Instances:
             exited = next((p for p in run.processes if p.poll() is not None), None)
             if exited is not None:
                 code = exited.returncode
-                raise InstanceError(f"instance {run.name} exited at start (code {code}): {tail(run.logfile)}")
+                raise InstanceError(f"instance {run.name} exited at start (code {code}): {why_it_failed(run.logfile)}")
             if time.monotonic() > deadline:
                 timeout = recipe.start_timeout
-                raise InstanceError(f"instance {run.name} did not answer within {timeout:.0f} s: {tail(run.logfile)}")
+                raise InstanceError(
+                    f"instance {run.name} did not answer within {timeout:.0f} s: {why_it_failed(run.logfile)}"
+                )
             time.sleep(0.05)
 
     def local_socket(self, address: str, port: int) -> str | None:

@@ -165,6 +165,18 @@ class Isolation:
     # --- destroying -------------------------------------------------------------------------
 
     def release(self, node: str) -> None:
+        # The slow part first, outside the machine-wide lock: the node's processes stopped and
+        # the folders of its home removed (a big application's node holds it several times
+        # over: MediaWiki's, ~100,000 files and seconds to remove). Under the lock, every node's
+        # creation and deletion, of every installation, waited that long. The slot stays taken
+        # meanwhile: its record and the installation's link to its home are still there.
+        slot = self.slot_of(node)
+        if slot is not None:
+            self.stop_processes(slot)
+            home = self.home(slot)
+            for entry in os.scandir(home) if home.is_dir() else []:
+                if entry.is_dir(follow_symlinks=False):
+                    shutil.rmtree(entry.path, ignore_errors=True)
         with registry_lock():
             mine = [s for s in all_slots() if s.installation == self.installation and s.node == node]
             for slot in mine:

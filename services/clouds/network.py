@@ -43,6 +43,14 @@ class Network:
     def slots(self) -> range:
         return range(2, self.net.num_addresses - 1)
 
+    def mac(self, slot: int) -> str:
+        """The node's hardware address, one per address (locally administered: 02:00 and the IPv4
+        address's 4 bytes). A router replaced at its dead one's address answers at the same MAC,
+        so the neighbour caches of the host and of the other nodes, which still hold the dead
+        one's, stay right; with a new random MAC it went unanswered until those entries expired
+        (up to ~50 s), unless the bridge happened to change its own MAC, which flushes them."""
+        return ":".join(["02", "00", *(f"{byte:02x}" for byte in ipaddress.ip_address(self.address(slot)).packed)])
+
     def add_namespace(self, slot: Slot) -> None:
         """The node's network namespace, with its end of a veth pair on the bridge at its address."""
         ns, veth, peer = slot.netns, slot.veth, f"cpp{slot.number}"
@@ -53,6 +61,7 @@ class Network:
         inside = ("ip", "netns", "exec", ns)
         run(*inside, "ip", "link", "set", peer, "name", "eth0")
         prefix = self.net.prefixlen
+        run(*inside, "ip", "link", "set", "eth0", "address", self.mac(slot.number))
         run(*inside, "ip", "addr", "add", f"{self.address(slot.number)}/{prefix}", "dev", "eth0")
         run(*inside, "ip", "link", "set", "eth0", "up")
         run(*inside, "ip", "link", "set", "lo", "up")

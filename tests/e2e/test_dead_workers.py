@@ -1,5 +1,5 @@
 """`manage.py up` outlives its parts: task workers or web server killed with SIGKILL are started
-again, and an operation whose worker died is failed within a minute, its service unlocked."""
+again, and an operation whose worker died is failed once its lease runs out, its service unlocked."""
 
 import os
 import signal
@@ -15,6 +15,9 @@ from tests.harness import descendants, running_control_plane
 
 pytestmark = pytest.mark.integration
 
+# A short lease (30 s by default): what is proven is that it runs out, not how long it is.
+LEASE = 10
+
 NEVER_HEALTHY_APP = """\
 def application(environ, start_response):
     start_response("500 Internal Server Error", [("Content-Type", "text/plain")])
@@ -25,7 +28,7 @@ def application(environ, start_response):
 @pytest.fixture(scope="module")
 def plane(tmp_path_factory):
     """A control plane of its own: these tests kill its processes."""
-    with running_control_plane(tmp_path_factory.mktemp("dead-workers")) as plane:
+    with running_control_plane(tmp_path_factory.mktemp("dead-workers"), CONPAAS_OPERATION_LEASE=str(LEASE)) as plane:
         yield plane
 
 
@@ -69,7 +72,7 @@ def kill_tree(pid: int | None) -> list[int]:
 
 # Through the workers: a lease that runs out with its workers, and new workers taking the next deploy.
 @pytest.mark.broker
-def test_it_fails_the_operation_of_killed_workers_within_a_minute_and_deploys_again(plane):
+def test_it_fails_the_operation_of_killed_workers_when_their_lease_runs_out_and_deploys_again(plane):
     api = plane.client("erin")
     service = api.create_service("lease")
     sid = service["id"]
@@ -92,7 +95,8 @@ def test_it_fails_the_operation_of_killed_workers_within_a_minute_and_deploys_ag
     assert ended["state"] == "failed"
     assert ended["error"].startswith("interrupted by the loss of its worker"), ended["error"]
     assert "while waiting for slow to pass its health check" in ended["error"]
-    assert took < 60
+    assert f"no sign of life for {LEASE} s" in ended["error"]
+    assert took < LEASE + 5 + 10, "the lease, the 5 s between lease checks, and slack for a busy machine"
     events = api.get(f"/api/v1/services/{sid}/events/").json()
     assert {"operation": operation["id"], "outcome": "failed", "message": ended["error"]} in [
         {key: event[key] for key in ("operation", "outcome", "message")} for event in events

@@ -4,7 +4,7 @@ MediaWiki from Debian's `mediawiki` package, unchanged but for a LocalSettings.p
 DATABASE_URL (examples/mediawiki: this test packs it with that example's build.py, one
 implementation), on a php service linked to a postgresql service loaded from a dump MediaWiki's own
 installer made, brought up by the example's manifest; a page of the dump reads; v2 (another name
-and skin) is previewed, swapped in and the wiki scaled to 3 backend nodes under load with no failed
+and skin) is previewed, swapped in and the wiki scaled out to 2 backend nodes under load with no failed
 request; an edit saved through MediaWiki's API then reads back on every node. The figures (how long
 each step took, from an empty platform) are printed, not asserted."""
 
@@ -73,7 +73,7 @@ def save_through_the_api(url: str, text: str) -> dict:
     return saved.json()
 
 
-def test_mediawiki_from_a_dump_previews_swaps_and_scales_to_3_nodes_under_load(api, control_plane, wiki_files):
+def test_mediawiki_from_a_dump_previews_swaps_and_scales_out_under_load(api, control_plane, wiki_files):
     took = {"the installer's dump and MediaWiki packed (v1, v2)": wiki_files["took"]}
     began = time.monotonic()
     manifest = (EXAMPLE / "manifest.yaml").read_text()
@@ -114,7 +114,8 @@ def test_mediawiki_from_a_dump_previews_swaps_and_scales_to_3_nodes_under_load(a
         assert title_of(preview.text) == V2 and build.DEMO_TEXT in preview.text
         assert title_of(page(url).text) == V1  # production still serves v1
 
-        # Swapped in and scaled to 3 backend nodes while readers keep reading.
+        # Swapped in and scaled out while readers keep reading: one more node proves it (each node
+        # takes ~20 s here: MediaWiki's 61 MB, for each of the two environments).
         load = OpenLoop(f"{url}index.php?title={build.DEMO_PAGE}", rate=4, timeout=30).start()
         try:
             wait_for_answers(load, 4)
@@ -125,12 +126,12 @@ def test_mediawiki_from_a_dump_previews_swaps_and_scales_to_3_nodes_under_load(a
             took["swap"] = time.monotonic() - step
             assert title_of(page(url).text) == V2
             step = time.monotonic()
-            scaled = api.post(f"/api/v1/services/{sid}/scale/", json={"role": "backend", "nodes": 3})
+            scaled = api.post(f"/api/v1/services/{sid}/scale/", json={"role": "backend", "nodes": 2})
             assert scaled.status_code == 202, scaled.text
             done = api.wait_operation(scaled.json(), timeout=300)
             assert done["state"] == "succeeded", done["error"]
-            took["scale 1 -> 3 backend nodes"] = time.monotonic() - step
-            wait_for_answers(load, 12)  # the new nodes take their share
+            took["scale 1 -> 2 backend nodes"] = time.monotonic() - step
+            wait_for_answers(load, 12)  # the new node takes its share
         finally:
             answers = load.stop()
         failed = [a for a in answers if a.status != 200 or build.DEMO_TEXT.encode() not in a.body]
@@ -141,7 +142,7 @@ def test_mediawiki_from_a_dump_previews_swaps_and_scales_to_3_nodes_under_load(a
         saved = save_through_the_api(url, EDIT)
         assert saved["edit"]["result"] == "Success", saved
         backends = [n for n in api.get(f"/api/v1/services/{sid}/nodes/").json() if "backend" in n["roles"]]
-        assert len(backends) == 3 and all(n["state"] == "running" for n in backends), backends
+        assert len(backends) == 2 and all(n["state"] == "running" for n in backends), backends
         for node in backends:
             state = json.loads((control_plane.home / "nodes" / node["name"] / "state.json").read_text())
             port = state["instances"][f"{node['name']}-v{v2['id']}"]["port"]

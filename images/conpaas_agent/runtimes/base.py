@@ -16,6 +16,8 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from conpaas_common.excerpts import excerpt
+
 from ..platform_requests import PROBE, START_PROBE
 
 # Per-instance configuration files are rendered from these (nginx, php-fpm, Tomcat).
@@ -71,15 +73,25 @@ def private_dir(path: str) -> str:
     return path
 
 
-def tail(path: str, lines: int = 40) -> str:
+def _end_of(path: str) -> list[str]:
     try:
         with open(path, "rb") as fh:
             fh.seek(0, os.SEEK_END)
             fh.seek(max(0, fh.tell() - 16384))
-            text = fh.read().decode(errors="replace")
+            return fh.read().decode(errors="replace").splitlines()
     except OSError:
-        return ""
-    return "\n".join(text.splitlines()[-lines:])
+        return []
+
+
+def tail(path: str, lines: int = 40) -> str:
+    """The log's last lines as they are (a release command's output)."""
+    return "\n".join(_end_of(path)[-lines:])
+
+
+def why_it_failed(path: str, lines: int = 40) -> str:
+    """The log's last lines that say why its process failed, repeats and stack frames cut
+    (conpaas_common.excerpts): the app's own error, not only its supervisor's traceback after it."""
+    return "\n".join(excerpt(_end_of(path), lines))
 
 
 def answers_http(host: str, port: int) -> bool:

@@ -17,7 +17,7 @@ import subprocess
 
 from conpaas_common.wire import PG_DATABASE, PG_USER, REDIS_DATABASES
 
-from .base import InstanceError, Recipe, Run, installed, tail
+from .base import InstanceError, Recipe, Run, installed, why_it_failed
 
 PG_BIN = os.environ.get("CONPAAS_PG_BIN", "/usr/lib/postgresql/15/bin")
 REDIS_SERVER = "/usr/bin/redis-server"
@@ -110,7 +110,7 @@ class Postgresql(DataRecipe):
                     timeout=300,
                 )
                 if result.returncode != 0:
-                    raise InstanceError(f"initdb failed: {tail(run.logfile)}")
+                    raise InstanceError(f"initdb failed: {why_it_failed(run.logfile)}")
                 # Clients come over the network, each with the password.
                 with open(os.path.join(data, "pg_hba.conf"), "a") as hba:
                     hba.write("host all all 0.0.0.0/0 scram-sha-256\nhost all all ::/0 scram-sha-256\n")
@@ -123,7 +123,7 @@ class Postgresql(DataRecipe):
                     timeout=120,
                 )
                 if result.returncode != 0:
-                    raise InstanceError(f"creating the database failed: {tail(run.logfile)}")
+                    raise InstanceError(f"creating the database failed: {why_it_failed(run.logfile)}")
         finally:
             os.unlink(pwfile)
 

@@ -111,6 +111,9 @@ class Php(Recipe):
     def start(self, run: Run) -> None:
         fpm = installed(php_fpm(), "php-fpm", self.name)
         site = self.site(run)
+        # A site refused for its .htaccess is refused before php-fpm starts: stopping one that is
+        # still starting could take the whole stop timeout.
+        denied = denied_locations(site)
         private_dir(run.path("tmp", "php"))
         private_dir(run.path("sessions"))
         socket = run.path("php-fpm.sock")
@@ -136,7 +139,7 @@ class Php(Recipe):
             self.name,
             "nginx-php.conf",
             {"site": site, "socket": socket, "body_mb": body_mb, "node_address": run.host},
-            {"denied": denied_locations(site)},
+            {"denied": denied},
         )
 
     def ready(self, run: Run) -> bool:
