@@ -972,14 +972,17 @@ def label_server(label: str) -> QuietServer:
 @pytest.fixture
 def in_process_router(tmp_path):
     """A Proxy in this process with its own HAProxy, and versions 1 and 2 as servers answering
-    "v1" and "v2" (their ports, as start_versions gives): its runtime API calls can be counted."""
+    "v1" and "v2" (their ports, as start_versions gives), and its state file writes: its runtime
+    API calls can be counted."""
     from conpaas_agent.router.proxy import Proxy
     from conpaas_common.procs import free_port
 
     servers = [label_server("v1"), label_server("v2")]
-    proxy = Proxy(str(tmp_path / "node"), f"127.0.0.1:{free_port()}", None, save=lambda: None, binary=HAPROXY)
+    saves = []  # one entry per state file write
+    home, bind = str(tmp_path / "node"), f"127.0.0.1:{free_port()}"
+    proxy = Proxy(home, bind, None, save=lambda: saves.append(1), binary=HAPROXY)
     try:
-        yield proxy, {"v1": servers[0].server_port, "v2": servers[1].server_port}
+        yield proxy, {"v1": servers[0].server_port, "v2": servers[1].server_port}, saves
     finally:
         if proxy.process is not None and proxy.process.poll() is None:
             proxy.process.terminate()  # the master stops its worker
@@ -1018,7 +1021,7 @@ def serving(proxy) -> str:
 
 
 def started_with_both_versions(in_process_router):
-    proxy, ports = in_process_router
+    proxy, ports, _ = in_process_router
     proxy.start()
     proxy.apply(routes_to(ports, "1", "2"))
 
@@ -1043,13 +1046,15 @@ def swap_commands(production_slot, development_slot):
 def test_a_swap_takes_four_runtime_api_round_trips(in_process_router):
     proxy, ports = started_with_both_versions(in_process_router)
     assert serving(proxy) == "v1"
+    saves = in_process_router[2]
+    saves.clear()
 
     commands = runtime_commands(proxy)
     answer = proxy.apply(routes_to(ports, "2", "1"), require_healthy="2")
 
-    assert commands == swap_commands(
-        "slot1", "slot0"
-    )  # it was 12 requests: each waits for both processes on a busy node
+    # It was 12 requests, and each waits for both processes to be scheduled on a busy node.
+    assert commands == swap_commands("slot1", "slot0")
+    assert len(saves) == 1, "the state is written once, before the runtime changes"
     assert answer["routes"] == {"production": "2", "development": "1"}
     assert answer["backends"]["2"]["servers"]["n-test-i2"]["healthy"] is True
     assert serving(proxy) == "v2"

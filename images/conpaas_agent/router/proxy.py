@@ -274,8 +274,9 @@ class Proxy:
             if changed.added or changed.updated or removed:
                 rows = self.api.servers()
             # else (a swap's fast path): the rows read at the start are still HAProxy's servers
-            self._release_slots(routing, rows)
-            self._save()
+            if self._release_slots(routing, rows):
+                self._save()
+            # else the state is as saved above: one state file write less (a swap's fast path)
             if previous != routing:
                 log.info("routing applied: routes=%s", routing["routes"])
             return self._status(True, rows)
@@ -380,13 +381,14 @@ class Proxy:
             self._retire(removed, drain_timeout)
         return removed
 
-    def _release_slots(self, routing: dict, rows: dict) -> None:
+    def _release_slots(self, routing: dict, rows: dict) -> bool:
         """Free the slots of version backends that left the routing and have no server left
-        (``rows``: HAProxy's servers now)."""
+        (``rows``: HAProxy's servers now); True when it freed any."""
         live = {slot for slot, _ in rows}
-        for key in list(self.slots):
-            if key not in routing["backends"] and self.slots[key] not in live:
-                del self.slots[key]
+        released = [key for key, slot in self.slots.items() if key not in routing["backends"] and slot not in live]
+        for key in released:
+            del self.slots[key]
+        return bool(released)
 
     def _check_healthy(self, routing: dict, key: str, rows: dict) -> None:
         """``rows``: HAProxy's servers, read under the lock this apply holds."""
