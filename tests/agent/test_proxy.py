@@ -2,6 +2,7 @@ import http.server
 import json
 import os
 import re
+import signal
 import subprocess
 import threading
 
@@ -16,7 +17,13 @@ from conpaas_agent.router.config import (
     render_map,
 )
 from conpaas_agent.router.health import probe
-from conpaas_agent.router.runtime_api import parse_servers_state, server_healthy
+from conpaas_agent.router.runtime_api import (
+    MAX_REQUEST_CHARS,
+    HAProxyError,
+    RuntimeAPI,
+    parse_servers_state,
+    server_healthy,
+)
 from conpaas_agent.router.validation import InvalidRouting, validate_routing
 from conpaas_common.procs import pid_alive
 from conpaas_common.waiting import wait_until
@@ -942,3 +949,193 @@ def test_a_changed_expected_status_rechecks_every_server(start_agent):
         StatusServer.status = 200
         server.shutdown()
         server.server_close()
+
+
+# --- the runtime API round trips of a change (a swap's fast path) --------------------------
+
+
+def label_server(label: str) -> QuietServer:
+    """A server that answers its label to every request (its health check too)."""
+
+    class Labelled(SteadyServer):
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(label) + 1))
+            self.end_headers()
+            self.wfile.write(f"{label}\n".encode())
+
+    server = QuietServer(("127.0.0.1", 0), Labelled)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+@pytest.fixture
+def in_process_router(tmp_path):
+    """A Proxy in this process with its own HAProxy, and versions 1 and 2 as servers answering
+    "v1" and "v2" (their ports, as start_versions gives), and its state file writes: its runtime
+    API calls can be counted."""
+    from conpaas_agent.router.proxy import Proxy
+    from conpaas_common.procs import free_port
+
+    servers = [label_server("v1"), label_server("v2")]
+    saves = []  # one entry per state file write
+    home, bind = str(tmp_path / "node"), f"127.0.0.1:{free_port()}"
+    proxy = Proxy(home, bind, None, save=lambda: saves.append(1), binary=HAPROXY)
+    try:
+        yield proxy, {"v1": servers[0].server_port, "v2": servers[1].server_port}, saves
+    finally:
+        if proxy.process is not None and proxy.process.poll() is None:
+            proxy.process.terminate()  # the master stops its worker
+            proxy.process.wait(15)
+        if proxy.request_log.sock is not None:
+            proxy.request_log.sock.close()
+        for server in servers:
+            server.shutdown()
+            server.server_close()
+
+
+def runtime_commands(proxy) -> list[str]:
+    """From now on, every runtime API request this thread sends, its paths relative to the
+    router's directory and map versions as @V (the request log's counter polling runs in its
+    own thread and is left out)."""
+    commands, caller, execute = [], threading.current_thread(), proxy.api.execute
+
+    def counted(command):
+        if threading.current_thread() is caller:
+            commands.append(re.sub(r"@\d+", "@V", command.replace(proxy.paths.dir + "/", "")))
+        return execute(command)
+
+    proxy.api.execute = counted
+    return commands
+
+
+def routes_to(ports, production, development):
+    routes = {"production": production, "development": development}
+    return validate_routing(routing(ports, routes, {"k-dev": "development"}))
+
+
+def serving(proxy) -> str:
+    resp = http_request(int(proxy.http_bind.rpartition(":")[2]), "GET", "/")
+    assert resp.status == 200, (resp.status, resp.body)
+    return resp.body.decode().strip()
+
+
+def started_with_both_versions(in_process_router):
+    proxy, ports, _ = in_process_router
+    proxy.start()
+    proxy.apply(routes_to(ports, "1", "2"))
+
+    def healthy_everywhere() -> bool:
+        backends = proxy.status()["backends"].values()
+        return all(server["healthy"] for backend in backends for server in backend["servers"].values())
+
+    wait_until(healthy_everywhere, message="both versions healthy")
+    return proxy, ports
+
+
+def swap_commands(production_slot, development_slot):
+    return [
+        "show info;show stat",  # running, which worker, the servers the gate and the answer read
+        "prepare map envs.map",
+        f"add map @V envs.map production {production_slot};add map @V envs.map development {development_slot}",
+        "commit map @V envs.map",  # only once every add answered that it succeeded
+    ]
+
+
+@pytest.mark.integration
+def test_a_swap_takes_four_runtime_api_round_trips(in_process_router):
+    proxy, ports = started_with_both_versions(in_process_router)
+    assert serving(proxy) == "v1"
+    saves = in_process_router[2]
+    saves.clear()
+
+    commands = runtime_commands(proxy)
+    answer = proxy.apply(routes_to(ports, "2", "1"), require_healthy="2")
+
+    # It was 12 requests, and each waits for both processes to be scheduled on a busy node.
+    assert commands == swap_commands("slot1", "slot0")
+    assert len(saves) == 1, "the state is written once, before the runtime changes"
+    assert answer["routes"] == {"production": "2", "development": "1"}
+    assert answer["backends"]["2"]["servers"]["n-test-i2"]["healthy"] is True
+    assert serving(proxy) == "v2"
+
+    commands.clear()
+    proxy.apply(routes_to(ports, "2", "1"))
+    assert commands == ["show info;show stat"], "the same routing again changes nothing"
+
+
+def reload_through_the_agent(proxy):
+    proxy.reload()
+
+
+def reload_from_outside(proxy):
+    worker = proxy.api.worker_pid()
+    os.kill(proxy.master_pid(), signal.SIGUSR2)
+    wait_until(lambda: proxy.api.worker_pid() not in (None, worker), message="a new worker")
+
+
+def crash(proxy):
+    worker, master = proxy.api.worker_pid(), proxy.master_pid()
+    os.kill(worker, signal.SIGKILL)
+    os.kill(master, signal.SIGKILL)
+    proxy.process.wait(10)
+    wait_until(lambda: not pid_alive(worker), message="the worker gone")
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("event", [reload_through_the_agent, reload_from_outside, crash])
+def test_a_swap_reads_the_maps_again_after_haproxy_reloaded_or_restarted(in_process_router, event):
+    proxy, ports = started_with_both_versions(in_process_router)
+    event(proxy)
+
+    commands = runtime_commands(proxy)
+    proxy.apply(routes_to(ports, "2", "1"))
+
+    # What this process committed before is forgotten: the maps are read from the new worker.
+    assert "show map envs.map" in commands and "show map keys.map" in commands, commands
+    assert serving(proxy) == "v2"
+    commands.clear()
+    proxy.apply(routes_to(ports, "1", "2"))
+    assert commands == swap_commands("slot0", "slot1"), "then known again"
+    assert serving(proxy) == "v1"
+
+
+@pytest.mark.parametrize(
+    "adds_answer",
+    [
+        "\nVersion number in the future, please use 'prepare map' before.\n\n",  # the second add refused
+        "\n",  # one answer for two adds: one of them was not run
+        "",  # no answer at all
+    ],
+)
+def test_a_map_version_is_committed_only_when_every_add_succeeded(adds_answer):
+    api = RuntimeAPI("/nonexistent")
+    sent = []
+
+    def execute(command):
+        sent.append(command)
+        return "New version created: 7\n\n" if command.startswith("prepare map") else adds_answer
+
+    api.execute = execute
+    with pytest.raises(HAProxyError, match="refused to fill /m.map version 7"):
+        api.replace_map("/m.map", {"production": "slot1", "development": "slot0"})
+    assert sent == ["prepare map /m.map", "add map @7 /m.map production slot1;add map @7 /m.map development slot0"]
+
+
+def test_a_large_map_is_filled_in_requests_haproxy_reads_whole():
+    api = RuntimeAPI("/nonexistent")
+    sent = []
+
+    def execute(command):
+        sent.append(command)
+        if command.startswith("prepare map"):
+            return "New version created: 3\n\n"
+        return "\n" * len(command.split(";"))
+
+    api.execute = execute
+    entries = {f"preview-key-{i:04d}": "development" for i in range(1000)}
+    api.replace_map("/m.map", entries)
+    fills = sent[1:-1]
+    assert len(fills) > 1 and all(len(fill) <= MAX_REQUEST_CHARS for fill in fills)
+    assert ";".join(fills) == ";".join(f"add map @3 /m.map {key} development" for key in entries)
+    assert sent[-1] == "commit map @3 /m.map"

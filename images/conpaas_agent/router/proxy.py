@@ -10,6 +10,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable
+from typing import NamedTuple
 
 from conpaas_common.procs import pid_alive
 from conpaas_common.waiting import wait_until
@@ -62,6 +63,11 @@ class Proxy:
         self.api = RuntimeAPI(self.paths.admin_socket)
         self.lock = threading.RLock()
         self.process: subprocess.Popen | None = None
+        # What this process last committed to each map, and to which worker: a swap then
+        # commits without reading the map first. Dropped whenever the worker may have changed
+        # (start, reload, another pid), so it never stands for a map HAProxy does not hold.
+        self._committed_maps: dict[str, dict[str, str]] = {}
+        self._maps_worker: str | None = None
         self.request_log = RequestLog(self.paths.request_log, stats=self._counters, sample=LOG_SAMPLE)
 
     def _counters(self) -> tuple[dict[str, str], list[dict[str, str]]]:
@@ -121,9 +127,26 @@ class Proxy:
         return pid if pid_alive(pid) else None
 
     def running(self) -> bool:
+        return self._master_alive() and self.api.ping()
+
+    def _master_alive(self) -> bool:
         if self.process is not None and self.process.poll() is not None:
             return False
-        return self.master_pid() is not None and self.api.ping()
+        return self.master_pid() is not None
+
+    def _worker_and_servers(self) -> tuple[str | None, dict] | None:
+        """As ``running()``, in the same one request as the servers' rows: (worker pid, rows),
+        or None when HAProxy does not run."""
+        if not self._master_alive():
+            return None
+        try:
+            return self.api.worker_and_servers()
+        except HAProxyError:
+            return None
+
+    def _forget_maps(self, worker: str | None = None) -> None:
+        self._committed_maps.clear()
+        self._maps_worker = worker
 
     def check_config(self) -> None:
         result = subprocess.run(
@@ -135,6 +158,7 @@ class Proxy:
     def start(self) -> None:
         """Adopt a running HAProxy (pidfile + admin socket), or start one."""
         with self.lock:
+            self._forget_maps()
             self.write_files(self.routing)
             if self.request_log.sock is None:
                 self.request_log.start()
@@ -184,6 +208,7 @@ class Proxy:
             self._reload()
 
     def _reload(self) -> None:
+        self._forget_maps()
         self.check_config()
         master = self.master_pid()
         if master is None or not self.api.ping():
@@ -213,10 +238,17 @@ class Proxy:
         backend is up and passed its last check — checked under the same lock as the commit,
         so a swap cannot route to a server that failed in between."""
         with self.lock:
-            if not self.running():
+            # One request answers whether HAProxy runs, which worker, and its servers: nothing
+            # but this apply changes them until it returns (reloads and starts take the lock).
+            seen = self._worker_and_servers()
+            if seen is None:
                 self.start()
+                seen = self.api.worker_and_servers()
+            worker, rows = seen
+            if worker is None or worker != self._maps_worker:
+                self._forget_maps(worker)
             if require_healthy is not None:
-                self._check_healthy(routing, require_healthy)
+                self._check_healthy(routing, require_healthy, rows)
             health_check_changed = (routing["health_path"], routing["health_status"]) != (
                 self.routing["health_path"],
                 self.routing["health_status"],
@@ -228,22 +260,26 @@ class Proxy:
                 # A server the new worker reads in the config is UP before any check (2.6 has no
                 # init-state): reload with the servers HAProxy has, add the new ones after, down
                 # until their first check passes, as at any other change.
-                self.write_files(routing, only=set(self.api.servers()))
+                self.write_files(routing, only=set(rows))
                 self._reload()
+                rows = self.api.servers()
             # Files before the runtime changes: a reload or restart from here on comes back to the
             # new routing.
             self.write_files(routing)
             desired = self._servers_by_slot(routing)
-            actual = self.api.servers()
-            added = self._converge_servers(desired, actual, last_applied=self._servers_by_slot(previous))
-            self._await_first_checks(added)
+            changed = self._converge_servers(desired, rows, last_applied=self._servers_by_slot(previous))
+            self._await_first_checks(changed.added)
             self._commit_maps(routing)
-            self._retire_unrouted(desired, actual, float(routing["drain_timeout"]))
-            self._release_slots(routing)
-            self._save()
+            removed = self._retire_unrouted(desired, rows, float(routing["drain_timeout"]))
+            if changed.added or changed.updated or removed:
+                rows = self.api.servers()
+            # else (a swap's fast path): the rows read at the start are still HAProxy's servers
+            if self._release_slots(routing, rows):
+                self._save()
+            # else the state is as saved above: one state file write less (a swap's fast path)
             if previous != routing:
                 log.info("routing applied: routes=%s", routing["routes"])
-            return self.status()
+            return self._status(True, rows)
 
     def _assign_slots(self, routing: dict) -> bool:
         """Give each new version backend a free slot; True when the slots had to grow (a reload).
@@ -274,20 +310,21 @@ class Proxy:
             for server in servers
         }
 
-    def _converge_servers(self, desired: dict, actual: dict, last_applied: dict) -> list[tuple[str, str]]:
-        """Add the missing servers, move or re-enable the changed ones; returns the added ones."""
-        added = []
+    def _converge_servers(self, desired: dict, actual: dict, last_applied: dict) -> ServerChanges:
+        """Add the missing servers, move or re-enable the changed ones."""
+        changed = ServerChanges([], [])
         for (slot, name), server in desired.items():
             row = actual.get((slot, name))
             if row is None:
                 target = self.target(server)
                 self.api.add_server(slot, name, target, server.get("maxconn"))
-                added.append((slot, name))
+                changed.added.append((slot, name))
                 log.info("added server %s/%s %s", slot, name, target)
             elif last_applied.get((slot, name)) != server or _in_maintenance(row):
                 self._update_server(slot, name, server, row)
+                changed.updated.append((slot, name))
             # else: as the last apply left it, no runtime API round trip (a swap's fast path)
-        return added
+        return changed
 
     def _update_server(self, slot: str, name: str, server: dict, row: dict) -> None:
         state = parse_servers_state(self.api.execute(f"show servers state {slot}")).get((slot, name), {})
@@ -323,34 +360,42 @@ class Proxy:
             wait_until(checked, 5)
 
     def _commit_maps(self, routing: dict) -> None:
-        """One transaction per map, only when it changes: a swap is one commit."""
+        """One transaction per map, only when it changes: a swap is one commit. A map is read
+        only when this process does not know what the current worker holds."""
         for map_path, entries in (
             (self.paths.envs_map, self._envs_entries(routing)),
             (self.paths.keys_map, routing["preview_keys"]),
         ):
-            if self.api.show_map(map_path) != entries:
+            held = self._committed_maps.pop(map_path, None)  # unknown until this map is done
+            if held is None:
+                held = self.api.show_map(map_path)
+            if held != entries:
                 self.api.replace_map(map_path, entries)
                 log.info("committed %s (%d entries)", os.path.basename(map_path), len(entries))
+            self._committed_maps[map_path] = dict(entries)
 
-    def _retire_unrouted(self, desired: dict, actual: dict, drain_timeout: float) -> None:
-        """Servers nothing routes to any more: maintenance, drain, delete."""
+    def _retire_unrouted(self, desired: dict, actual: dict, drain_timeout: float) -> list[tuple[str, str]]:
+        """Servers nothing routes to any more: maintenance, drain, delete; returns them."""
         removed = [(slot, name) for (slot, name) in actual if slot.startswith("slot") and (slot, name) not in desired]
         if removed:
             self._retire(removed, drain_timeout)
+        return removed
 
-    def _release_slots(self, routing: dict) -> None:
-        """Free the slots of version backends that left the routing and have no server left."""
-        live = {slot for slot, _ in self.api.servers()}
-        for key in list(self.slots):
-            if key not in routing["backends"] and self.slots[key] not in live:
-                del self.slots[key]
+    def _release_slots(self, routing: dict, rows: dict) -> bool:
+        """Free the slots of version backends that left the routing and have no server left
+        (``rows``: HAProxy's servers now); True when it freed any."""
+        live = {slot for slot, _ in rows}
+        released = [key for key, slot in self.slots.items() if key not in routing["backends"] and slot not in live]
+        for key in released:
+            del self.slots[key]
+        return bool(released)
 
-    def _check_healthy(self, routing: dict, key: str) -> None:
+    def _check_healthy(self, routing: dict, key: str, rows: dict) -> None:
+        """``rows``: HAProxy's servers, read under the lock this apply holds."""
         servers = routing["backends"].get(key) or []
         slot = self.slots.get(key)
         if not servers or slot is None:
             raise Unhealthy(f"backend {key} has no server on this router")
-        rows = self.api.servers()
         problems = []
         for server in servers:
             row = rows.get((slot, server["name"]))
@@ -421,9 +466,11 @@ class Proxy:
         return {"window_seconds": window, "environments": environments}
 
     def status(self) -> dict:
+        seen = self._worker_and_servers()
+        return self._status(seen is not None, seen[1] if seen is not None else {})
+
+    def _status(self, running: bool, rows: dict) -> dict:
         host, _, port = self.http_bind.rpartition(":")
-        running = self.running()
-        rows = self.api.servers() if running else {}
         backends = {}
         for key, servers in self.routing["backends"].items():
             slot = self.slots.get(key)
@@ -449,6 +496,13 @@ class Proxy:
             "preview_keys": self.routing["preview_keys"],
             "backends": backends,
         }
+
+
+class ServerChanges(NamedTuple):
+    """What converging the servers did: the (slot, name) of those it added and of those it updated."""
+
+    added: list[tuple[str, str]]
+    updated: list[tuple[str, str]]
 
 
 def _in_maintenance(row: dict[str, str]) -> bool:
