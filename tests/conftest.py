@@ -1,11 +1,16 @@
 import sys
+from pathlib import Path
 
 import pytest
 
 from tests.factories import UserFactory
 from tests.harness import running_control_plane
 
-DATABASE_FIXTURES = {"db", "transactional_db", "django_db_setup", "live_server"}
+DATABASE_FIXTURES = {"db", "transactional_db", "django_db_setup"}
+# Test folders whose tests, but the integration ones, start no process and share nothing but their
+# own database (each xdist worker has its own): ./run tests runs them on two workers.
+PARALLEL_FOLDERS = {"api", "cli", "console", "routing", "versions", "workflows"}
+TESTS = Path(__file__).resolve().parent
 
 
 def pytest_addoption(parser):
@@ -14,17 +19,36 @@ def pytest_addoption(parser):
         action="store_true",
         help="only the tests that use the control plane's database (the PostgreSQL pass of ./run tests)",
     )
+    parser.addoption(
+        "--part",
+        choices=("parallel", "serial"),
+        help="the tests that may run on several workers (pytest-xdist), or the others (./run tests runs both)",
+    )
+
+
+def runs_in_parallel(item) -> bool:
+    folder = item.path.relative_to(TESTS).parts[0] if item.path.is_relative_to(TESTS) else ""
+    return folder in PARALLEL_FOLDERS and not item.get_closest_marker("integration")
 
 
 def pytest_collection_modifyitems(config, items):
     """With --database-only, leave out every test that never touches the database: the PostgreSQL
-    pass checks what the database changes, not again what runs the same on any database."""
-    if not config.getoption("--database-only"):
+    pass checks what the database changes, not again what runs the same on any database. Tests
+    behind a live server (the CLI's) check a client that speaks only the REST API, which no
+    database changes; tests/api checks that API on PostgreSQL. With --part, keep the tests of
+    that part."""
+    database_only, part = config.getoption("--database-only"), config.getoption("--part")
+    if not database_only and not part:
         return
     kept, left_out = [], []
     for item in items:
-        uses_database = item.get_closest_marker("django_db") or DATABASE_FIXTURES & set(item.fixturenames)
-        (kept if uses_database else left_out).append(item)
+        keep = True
+        if database_only:
+            uses_database = item.get_closest_marker("django_db") or DATABASE_FIXTURES & set(item.fixturenames)
+            keep = bool(uses_database) and "live_server" not in item.fixturenames
+        if part:
+            keep = keep and runs_in_parallel(item) == (part == "parallel")
+        (kept if keep else left_out).append(item)
     config.hook.pytest_deselected(items=left_out)
     items[:] = kept
 
