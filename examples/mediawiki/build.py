@@ -2,7 +2,7 @@
 service in front of a PostgreSQL service loaded from a dump. Nothing of MediaWiki is in this
 repository: this script packs Debian's `mediawiki` package as it is installed on this machine.
 
-    sudo apt-get install --no-install-recommends mediawiki   # ./run setup installs it
+    sudo apt-get install --no-install-recommends mediawiki   # ./run tests installs it (./run up does not)
     python3 examples/mediawiki/build.py                      # wiki.sql, wiki-v1.zip, wiki-v2.zip here
     conpaas apply examples/mediawiki/manifest.yaml
 
