@@ -5,6 +5,7 @@ import pytest
 
 from tests.factories import UserFactory
 from tests.harness import running_control_plane
+from tests.s3_store import s3_store  # noqa: F401  (a fixture: a real S3 store)
 
 DATABASE_FIXTURES = {"db", "transactional_db", "django_db_setup"}
 # Test folders whose tests, but the integration ones, start no process and share nothing but their
