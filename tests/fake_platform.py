@@ -94,5 +94,7 @@ def store_fixture(monkeypatch):
 
     fake = FakeStore()
     monkeypatch.setattr(Store, "s3", lambda store: fake)
-    monkeypatch.setattr(Store, "shell", lambda store, script, what, strict=True: fake.shell(store, script, what, strict))
+    monkeypatch.setattr(
+        Store, "shell", lambda store, script, what, strict=True: fake.shell(store, script, what, strict)
+    )
     return fake
