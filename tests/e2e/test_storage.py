@@ -87,7 +87,7 @@ def test_a_linked_app_puts_and_gets_objects_with_boto3_in_its_own_bucket_only(co
         assert admin.get_object(Bucket="photos", Key="cat.jpg")["Body"].read() == body
         admin.create_bucket(Bucket="private")
         denied = requests.get(url + "/other?private", timeout=30).text
-        assert denied.startswith("error: ClientError") and "AccessDenied" in denied, denied
+        assert denied.startswith("error: ") and "AccessDenied" in denied, denied
 
         seen = (
             api.get(f"/api/v1/services/{photos['id']}/").text + api.get(f"/api/v1/services/{files['id']}/events/").text
