@@ -204,13 +204,16 @@ def replicate(storage: Service, volume_nodes: int) -> str:
     """From 2 volume servers (the first node's counts), every object on 2 of them: new writes
     under /buckets/ with replication 001, and the volumes written before set to 001 and copied
     (volume.fix.replication). Returns what was done, in words."""
+    store = Store.of(storage)
+    # Each bucket is a collection of its own: grown 2 volumes at a time, not SeaweedFS's 7, so
+    # that a node's volumes (MAX_VOLUMES of the recipe) hold many buckets.
+    replication = REPLICATED if volume_nodes >= 2 else "000"
+    store.shell(
+        f"fs.configure -locationPrefix=/buckets/ -replication={replication} -volumeGrowthCount=2 -apply\n",
+        "setting the buckets' replication",
+    )
     if volume_nodes < 2:
         return "one volume server: one copy of each object"
-    store = Store.of(storage)
-    store.shell(
-        f"fs.configure -locationPrefix=/buckets/ -replication={REPLICATED} -volumeGrowthCount=2 -apply\n",
-        "replicating new writes",
-    )
     listed = store.shell("volume.list\n", "listing volumes")
     single = sorted(set(re.findall(r"volume Id:(\d+), .*ReplicaPlacement:000,", listed)))
     if not single:

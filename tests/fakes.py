@@ -308,6 +308,7 @@ class FakeStore:
         self.identities: dict[str, str] = {}  # access key -> the one bucket it reaches
         self.scripts: list[str] = []
         self.down = False  # the store does not answer
+        self.volume_lists: list[str] = []  # what `volume.list` answers, one after the other
         self.exceptions = self  # boto3's client.exceptions.BucketAlreadyOwnedByYou
 
     def shell(self, store, script: str, what: str, strict: bool = True) -> str:
@@ -316,6 +317,8 @@ class FakeStore:
         if self.down:
             raise StoreError(f"{what}: weed shell failed (exit 1)")
         self.scripts.append(script)
+        if script == "volume.list\n" and self.volume_lists:
+            return self.volume_lists.pop(0)
         for line in script.splitlines():
             words = dict(word.lstrip("-").split("=", 1) for word in line.split()[1:] if "=" in word)
             if line.startswith("s3.configure"):

@@ -42,9 +42,9 @@ def ensure_store(service: Service, operation) -> Node:
         operation.set_progress(f"starting the volume server on {node.name}")
         instance = put(node, VOLUME, {"runtime": "storage", "role": "volume", "master": master})
         object_storage.record_details(node, {"details": {"volume_port": instance["port"]}})
+    operation.set_progress("setting the buckets' replication")
+    done = object_storage.replicate(service, 1 + len(volumes))
     if volumes:
-        operation.set_progress("replicating")
-        done = object_storage.replicate(service, 1 + len(volumes))
         Event.record(service, "storage.replication", done, Outcome.SUCCEEDED, operation=operation)
     return first
 

@@ -184,3 +184,21 @@ def test_the_workers_count_each_bucket_and_the_quota_counts_them(alice, queue, s
     assert object_storage.stored_bytes(alice) == 1024
     assert any("s3.bucket.quota.enforce" in script for script in store.scripts)
     assert object_storage.count_due(max_age=3600) == 0  # counted just now
+
+
+def volume(vid: int, placement: str) -> str:
+    return f"volume Id:{vid}, Size:8, ReplicaPlacement:{placement}, Collection:web, Version:3\n"
+
+
+def test_volumes_written_before_the_scale_out_are_copied_or_left_writable(alice, queue, store):
+    files, _ = create(alice, queue)
+    # Volume 1 gets its second copy; volume 2 cannot be copied (the store refused).
+    store.volume_lists = [volume(1, "000") + volume(2, "000"), volume(1, "001") * 2 + volume(2, "001")]
+
+    said = object_storage.replicate(files, 2)
+
+    fix = next(script for script in store.scripts if "volume.fix.replication -apply" in script)
+    assert "-volumeId=1 -replication=001" in fix and "-volumeId=2 -replication=001" in fix
+    assert "volume.configure.replication -volumeId=2 -replication=000" in store.scripts[-1]
+    assert "-volumeId=1" not in store.scripts[-1]
+    assert said == "new writes on 2 of 2 volume servers; 1 older volume(s) could not be copied yet"
