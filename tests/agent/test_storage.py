@@ -3,15 +3,20 @@
 killing the second node loses nothing readable."""
 
 import json
+import os
 import re
+import shutil
+import signal
 import subprocess
 import sys
+import tempfile
 import urllib.request
 from pathlib import Path
 
 import pytest
 
 from conpaas_common.waiting import wait_until
+from conpaas_common.weed import WeedMissing, checked_weed
 from tests.agent.agent_helpers import unprivileged_agent
 
 WEED = str(Path(sys.executable).with_name("weed"))
@@ -80,10 +85,11 @@ def test_it_keeps_every_object_on_two_nodes_and_loses_none_with_the_second_dead(
         assert held and {placement for _, placement in held} == {"001"}, held
         assert all([vid for vid, _ in held].count(vid) == 2 for vid, _ in held), held
 
-        second.destroy()
-        wait_until(lambda: data_nodes(details) == 1, 30, message="the master to see the volume node gone")
+        os.killpg(second.pgid, signal.SIGKILL)  # kill -9 the whole node: its agent and volume server
+        second.destroy()  # reaps it
         for key, body in objects.items():
             assert s3.get_object(Bucket="photos", Key=key)["Body"].read() == body, key
+        os.killpg(first.pgid, signal.SIGKILL)  # a test's store is worth no graceful stop (weed takes 10 s)
 
 
 def test_it_refuses_a_bad_storage_spec():
@@ -95,3 +101,22 @@ def test_it_refuses_a_bad_storage_spec():
         ]:
             reply = agent.call("PUT", "/v1/instances/server", body)
             assert reply.status == 400 and message in reply.body, reply.body
+
+
+def test_a_node_runs_no_weed_but_the_pinned_one(monkeypatch):
+    home = Path(tempfile.mkdtemp(prefix="conpaas-weed-"))  # where the node's user (nobody) reads
+    try:
+        home.chmod(0o755)
+        impostor = home / "weed"
+        impostor.write_bytes(b"#!/bin/sh\necho pwned\n")
+        impostor.chmod(0o755)
+        monkeypatch.setenv("CONPAAS_WEED", str(impostor))
+        with unprivileged_agent() as agent:
+            spec = {"runtime": "storage", "role": "master", "password": PASSWORD, "access_key": ACCESS_KEY}
+            reply = agent.call("PUT", "/v1/instances/server", spec)
+    finally:
+        shutil.rmtree(home)
+    assert reply.status == 422 and b"is not SeaweedFS 4.48's weed" in reply.body, reply.body
+    assert checked_weed(WEED) == WEED
+    with pytest.raises(WeedMissing, match="not installed at /nowhere/weed"):
+        checked_weed("/nowhere/weed")
