@@ -254,7 +254,12 @@ def count(storage: Service) -> None:
         except Exception as exc:
             raise StoreError(f"counting bucket {row.name}: {exc}") from None
         Bucket.objects.filter(pk=row.pk).update(object_count=objects, size=size, counted=now)
-    store.shell("s3.bucket.quota.enforce -apply\n", "enforcing the buckets' quotas")
+    # Each bucket's SeaweedFS quota follows the owner's (an operator may have changed it); the
+    # store makes a bucket over it read-only (deletes still work) and writable again below it.
+    size_mb = quota_mb(storage)
+    names = Bucket.objects.filter(storage=storage, granted=True).values_list("name", flat=True)
+    script = "".join(f"s3.bucket.quota -name={name} -op=set -sizeMB={size_mb}\n" for name in names)
+    store.shell(script + "s3.bucket.quota.enforce -apply\n", "enforcing the buckets' quotas")
 
 
 def count_due(max_age: float) -> int:

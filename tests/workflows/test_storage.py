@@ -173,7 +173,8 @@ def test_a_link_to_a_missing_store_is_refused(alice):
         parse(text)
 
 
-def test_the_workers_count_each_bucket_and_the_quota_counts_them(alice, queue, store):
+def test_the_workers_count_each_bucket_and_the_quota_counts_them(alice, queue, store, settings):
+    settings.CONPAAS_QUOTA_STORAGE_MB = 2048
     run(queue, alice, MANIFEST.format(nodes=1))
     store.buckets["web"].update({"a": b"x" * 1000, "b": b"y" * 24})
 
@@ -182,7 +183,7 @@ def test_the_workers_count_each_bucket_and_the_quota_counts_them(alice, queue, s
     bucket = Bucket.objects.get()
     assert (bucket.object_count, bucket.size) == (2, 1024)
     assert object_storage.stored_bytes(alice) == 1024
-    assert any("s3.bucket.quota.enforce" in script for script in store.scripts)
+    assert "s3.bucket.quota -name=web -op=set -sizeMB=2048\ns3.bucket.quota.enforce -apply\n" in store.scripts
     assert object_storage.count_due(max_age=3600) == 0  # counted just now
 
 
