@@ -217,6 +217,8 @@ def replicate(storage: Service, volume_nodes: int) -> str:
     listed = store.shell("volume.list\n", "listing volumes")
     single = sorted(set(re.findall(r"volume Id:(\d+), .*ReplicaPlacement:000,", listed)))
     if not single:
+        # Volumes that lost a copy (a volume node replaced) get it back on another node.
+        store.shell("lock\nvolume.fix.replication -apply\nunlock\n", "copying volumes that lost a copy", strict=False)
         return f"every object on 2 of {volume_nodes} volume servers"
     script = "lock\n"
     script += "".join(f"volume.configure.replication -volumeId={vid} -replication={REPLICATED}\n" for vid in single)

@@ -7,7 +7,7 @@ import io
 import pytest
 
 from services import object_storage
-from services.choices import OperationState, ServiceState
+from services.choices import NodeState, OperationState, ServiceState
 from services.errors import Conflict, QuotaExceeded
 from services.models import Bucket, Event, Link, Operation, Quota, Service
 from tests.apps import label_app
@@ -74,7 +74,6 @@ def test_it_runs_the_store_on_its_first_node_with_the_admin_identity(alice, flee
     put = [arg for name, call, arg in fleet.calls if call == "put_instance"]
     assert put == ["server"]
     assert not secrets_in_the_open(service.password)
-    assert healing.check_due(max_age=0) == 0  # a storage node is not replaced (README, Storage)
 
 
 def test_a_linked_service_gets_a_bucket_of_its_own_and_keys_that_reach_only_it(alice, queue, store):
@@ -203,3 +202,45 @@ def test_volumes_written_before_the_scale_out_are_copied_or_left_writable(alice,
     assert "volume.configure.replication -volumeId=2 -replication=000" in store.scripts[-1]
     assert "-volumeId=1" not in store.scripts[-1]
     assert said == "new writes on 2 of 2 volume servers; 1 older volume(s) could not be copied yet"
+
+
+def heal_check(queue, service):
+    with queue.capture_on_commit(execute=True):
+        operation = healing.check(service)
+    queue.run()
+    if operation is not None:
+        operation.refresh_from_db()
+    return operation
+
+
+def test_a_dead_volume_node_is_replaced_and_its_copies_made_again(alice, queue, cloud, store):
+    files, _ = create(alice, queue)
+    queue.start(lambda: request_scale(files, "backend", 2, alice))
+    assert heal_check(queue, files) is None, "a store whose nodes answer needs nothing (and has no router)"
+    first, second = files.live_nodes().order_by("created")
+    cloud.stop(second.name)
+    store.scripts.clear()
+
+    operation = heal_check(queue, files)
+
+    assert operation.state == OperationState.SUCCEEDED, operation.error
+    second.refresh_from_db()
+    assert second.state == NodeState.DESTROYED
+    nodes = list(files.live_nodes().order_by("created"))
+    assert len(nodes) == 2 and nodes[0] == first and nodes[1].state == NodeState.RUNNING
+    assert files.server_node() == first, "the S3 gateway stays where it was: the same endpoint"
+    assert any("volume.fix.replication -apply" in script for script in store.scripts)
+    ended = Event.objects.get(operation=operation, action="heal", outcome="succeeded")
+    assert f"replaced {second.name}" in ended.message
+
+
+def test_a_dead_first_node_is_not_replaced_by_an_empty_store(alice, queue, cloud):
+    files, _ = create(alice, queue)
+    first = files.live_nodes().get()
+    cloud.stop(first.name)
+
+    operation = heal_check(queue, files)
+
+    assert operation.state == OperationState.FAILED
+    assert f"the store's first node {first.name} is dead: it holds the filer" in operation.error
+    assert not files.live_nodes().exclude(pk=first.pk).exists(), "no empty store booted in its place"
