@@ -1,11 +1,13 @@
 """A storage service end to end: SeaweedFS on two isolated nodes, and a python app linked to it
 that puts and gets objects with boto3 (installed by the build from its requirements.txt through
 the package proxy), reading nothing but the variables the link gives; its keys reach its own
-bucket only, and the store's admin keys are the owner's credentials call's alone."""
+bucket only, and the store's admin keys are the owner's credentials call's alone. The second node
+killed, nothing is lost, and self-healing replaces it."""
 
 import pytest
 import requests
 
+from conpaas_common.waiting import wait_until
 from tests.apps import zip_archive
 
 pytestmark = pytest.mark.integration
@@ -88,6 +90,24 @@ def test_a_linked_app_puts_and_gets_objects_with_boto3_in_its_own_bucket_only(co
         admin.create_bucket(Bucket="private")
         denied = requests.get(url + "/other?private", timeout=30).text
         assert denied.startswith("error: ") and "AccessDenied" in denied, denied
+
+        replicated = [e["message"] for e in api.get(f"/api/v1/services/{files['id']}/events/").json()]
+        assert any(m.startswith("every object on 2 of 2 volume servers") for m in replicated), replicated
+
+        # The second node dies: every object is still read; healing replaces the node, and puts
+        # (which need both copies) work again.
+        second = api.get(f"/api/v1/services/{files['id']}/nodes/").json()[-1]["name"]
+        control_plane.kill_node(second)
+        assert requests.get(url + "/get?cat.jpg", timeout=30).content == body
+
+        def healed():
+            events = api.get(f"/api/v1/services/{files['id']}/events/").json()
+            return next((e for e in events if e["action"] == "heal" and e["message"].startswith("healed in ")), None)
+
+        heal = wait_until(healed, timeout=180, interval=1, message="the store's dead node to be replaced")
+        assert f"replaced {second}" in heal["message"], heal
+        assert requests.post(url + "/put?dog.jpg", data=body, timeout=60).text == "stored"
+        assert requests.get(url + "/get?cat.jpg", timeout=30).content == body
 
         seen = (
             api.get(f"/api/v1/services/{photos['id']}/").text + api.get(f"/api/v1/services/{files['id']}/events/").text
