@@ -178,6 +178,15 @@ def grant_bucket(storage: Service, bucket: str, holder: Service | None = None) -
     return S3Credentials(store.endpoint, row.name, row.access_key, row.secret_key)
 
 
+def revoke_bucket(row: Bucket) -> None:
+    """The bucket's identity deleted from the store (its objects stay, and grant_bucket gives the
+    same keys back); the row says it is no longer granted."""
+    if row.granted:
+        Store.of(row.storage).shell(f"s3.configure -user=bucket-{row.name} -delete -apply\n", f"revoking {row.name}")
+    Bucket.objects.filter(pk=row.pk).update(granted=False)
+    row.granted = False
+
+
 def quota_mb(storage: Service) -> int:
     return quotas.limit(storage.owner, "storage_mb")
 

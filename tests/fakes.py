@@ -321,7 +321,10 @@ class FakeStore:
             return self.volume_lists.pop(0)
         for line in script.splitlines():
             words = dict(word.lstrip("-").split("=", 1) for word in line.split()[1:] if "=" in word)
-            if line.startswith("s3.configure"):
+            if line.startswith("s3.configure") and "-delete" in line.split():
+                bucket = words["user"].removeprefix("bucket-")
+                self.identities = {key: name for key, name in self.identities.items() if name != bucket}
+            elif line.startswith("s3.configure"):
                 self.identities[words["access_key"]] = words["buckets"]
         return ""
 

@@ -244,3 +244,36 @@ def test_a_dead_first_node_is_not_replaced_by_an_empty_store(alice, queue, cloud
     assert operation.state == OperationState.FAILED
     assert f"the store's first node {first.name} is dead: it holds the filer" in operation.error
     assert not files.live_nodes().exclude(pk=first.pk).exists(), "no empty store booted in its place"
+
+
+def test_an_unlinked_or_deleted_service_loses_its_keys_and_its_bucket_stays(alice, queue, store):
+    run(queue, alice, MANIFEST.format(nodes=1))
+    files, web = Service.objects.get(name="files"), Service.objects.get(name="web")
+    bucket = Bucket.objects.get()
+
+    set_links(web, [], alice)
+
+    assert "s3.configure -user=bucket-web -delete -apply\n" in store.scripts
+    bucket.refresh_from_db()
+    assert not bucket.granted and "web" in store.buckets and store.identities == {}
+    # Linked again: the same bucket and keys, pushed again.
+    set_links(web, [files], alice)
+    bucket.refresh_from_db()
+    assert bucket.granted and store.scripts[-1].startswith("s3.configure -user=bucket-web -actions=")
+
+    store.scripts.clear()
+    queue.start(lambda: lifecycle.request_delete(web, alice))
+    assert store.scripts == ["s3.configure -user=bucket-web -delete -apply\n"]
+    assert Bucket.objects.get().holder is None and "web" in store.buckets
+
+
+def test_a_deleted_service_whose_store_does_not_answer_says_its_keys_stay_valid(alice, queue, store):
+    run(queue, alice, MANIFEST.format(nodes=1))
+    files, web = Service.objects.get(name="files"), Service.objects.get(name="web")
+    store.down = True
+
+    operation = queue.start(lambda: lifecycle.request_delete(web, alice))
+
+    assert operation.state == OperationState.SUCCEEDED, operation.error
+    said = Event.objects.get(service=files, action="storage", outcome="failed").message
+    assert said.startswith("the keys of bucket web (of web, deleted) stay valid: revoking web")
