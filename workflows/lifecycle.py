@@ -133,7 +133,9 @@ def run_delete(operation) -> str:
     Service.objects.filter(pk=service.pk).update(state=ServiceState.DELETING)
     for environment in service.environments.all():
         drop_copies(environment, operation)  # on the linked services' servers, which stay
-    for bucket in Bucket.objects.filter(holder=service, granted=True).select_related("storage"):
+    # A store deleted too (an application's) takes the keys with it.
+    buckets = Bucket.objects.filter(holder=service, granted=True).exclude(storage__state=ServiceState.DELETING)
+    for bucket in buckets.select_related("storage"):
         try:  # its bucket stays, with its objects, in the store; its keys go with it
             object_storage.revoke_bucket(bucket)
         except ConpaasError as exc:
