@@ -65,7 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--runtime",
         default="python",
-        help="python (the default), php, java, static; postgresql or redis for a data service",
+        help="python (the default), php, java, static; postgresql or redis for a data service; storage (S3)",
     )
     p = command("show", services.services_show, "show a service, its environments and nodes", subparsers=service_sub)
     p.add_argument("service", metavar="SERVICE")

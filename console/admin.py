@@ -5,7 +5,7 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.admin import UserAdmin
 
 from routing.models import MetricPoint
-from services.models import ApiToken, Application, Event, Node, Operation, Quota, Service
+from services.models import ApiToken, Application, Bucket, Event, Node, Operation, Quota, Service
 from versions.models import CodeVersion, Environment, FailedInstanceLog, Instance
 from workflows.models import Autoscaling
 
@@ -100,6 +100,30 @@ class NodeAdmin(admin.ModelAdmin):
     readonly_fields = ["name", "service", "cloud", "provider_id", "address", "agent_port", "http_port", "created"]
     exclude = ["secret"]
     inlines = [InstanceInline]
+
+
+@admin.register(Bucket)
+class BucketAdmin(admin.ModelAdmin):
+    """Storage services' buckets: made by links (services/object_storage.py), never here; the
+    secret key is not shown (its holder's instances have it)."""
+
+    list_display = ["name", "storage", "holder", "object_count", "size", "counted", "granted"]
+    search_fields = ["name", "storage__name", "holder__name", "access_key"]
+    readonly_fields = [
+        "name",
+        "storage",
+        "holder",
+        "access_key",
+        "object_count",
+        "size",
+        "counted",
+        "granted",
+        "created",
+    ]
+    exclude = ["secret_key"]
+
+    def has_add_permission(self, request):
+        return False
 
 
 @admin.register(Operation)

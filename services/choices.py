@@ -8,10 +8,12 @@ class Runtime(models.TextChoices):
     STATIC = "static", "Static files"
     POSTGRESQL = "postgresql", "PostgreSQL (data service)"
     REDIS = "redis", "Redis (data service)"
+    STORAGE = "storage", "S3 object storage (data service)"
 
 
 # Data services: no code versions, no router; their one node runs the server (README, Data services).
-DATA_RUNTIMES = (Runtime.POSTGRESQL, Runtime.REDIS)
+# A storage service is one too: its first node runs the S3 gateway, more nodes add volume servers.
+DATA_RUNTIMES = (Runtime.POSTGRESQL, Runtime.REDIS, Runtime.STORAGE)
 
 
 class ServiceState(models.TextChoices):
@@ -61,4 +63,13 @@ class Outcome(models.TextChoices):
 
 # A data service's runtime -> the variable its linked instances find its connection URL in; a
 # linked web service is `<NAME>_URL` (versions/instances.py: link_environment).
-LINK_VARIABLES = {"postgresql": "DATABASE_URL", "redis": "REDIS_URL"}
+LINK_VARIABLES = {"postgresql": "DATABASE_URL", "redis": "REDIS_URL", "storage": "S3_ENDPOINT_URL"}
+# A linked storage service gives these besides S3_ENDPOINT_URL: a bucket of the linking service's
+# own and keys that reach only it (services/object_storage.py), so any S3 client works unchanged.
+STORAGE_LINK_VARIABLES = (
+    "S3_ENDPOINT_URL",
+    "S3_BUCKET",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_DEFAULT_REGION",
+)

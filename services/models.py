@@ -203,7 +203,8 @@ class Service(models.Model):
         return self.runtime in DATA_RUNTIMES
 
     def server_node(self) -> "Node | None":
-        """A data service's node that runs its server (the service has one)."""
+        """A data service's node that runs its server (the service has one; a storage service's
+        first node, its S3 gateway)."""
         return self.live_nodes().filter(state=NodeState.RUNNING, data_port__isnull=False).first()
 
     def connection_url(self, with_password: bool = True) -> str | None:
@@ -263,7 +264,10 @@ def host_label(service_name: str, username: str) -> str:
 def data_url(runtime: str, address: str, port: int, password: str = "", database: str = "") -> str:
     """A data server's URL: with the password, a linked instance's DATABASE_URL or REDIS_URL.
     `database` names another database than production's (an environment's copy,
-    services/database_copies.py): a PostgreSQL database name or a Redis database index."""
+    services/database_copies.py): a PostgreSQL database name or a Redis database index. A storage
+    service's is its S3 endpoint: keys travel apart (services/object_storage.py)."""
+    if runtime == "storage":
+        return f"http://{address}:{port}"
     secret = quote(password, safe="")
     if runtime == "postgresql":
         return f"postgres://{PG_USER}{':' + secret if secret else ''}@{address}:{port}/{database or PG_DATABASE}"
@@ -303,8 +307,12 @@ class Node(models.Model):
     http_port = models.PositiveIntegerField(null=True, blank=True)
     public_address = models.CharField(max_length=100, blank=True)
     public_port = models.PositiveIntegerField(null=True, blank=True)
-    # The port of a data service's server on this node (its agent chose it).
+    # The port of a data service's server on this node (its agent chose it). A storage service's
+    # first node: its S3 gateway's; its other nodes' volume servers' ports are in data_details.
     data_port = models.PositiveIntegerField(null=True, blank=True, editable=False)
+    # What the agent reported of its server besides the port (a storage master's `master` and
+    # `filer` addresses, as `weed shell` and the volume servers take them).
+    data_details = models.JSONField(default=dict, blank=True, editable=False)
     secret = models.CharField(max_length=64, default=secrets.token_hex, editable=False)
     error = models.TextField(blank=True)
     created = models.DateTimeField(default=timezone.now)
@@ -505,3 +513,31 @@ class Link(models.Model):
 
     def __str__(self) -> str:
         return f"{self.service} → {self.target}"
+
+
+class Bucket(models.Model):
+    """A bucket of a storage service with the one S3 identity that reaches it (only it): made for
+    a service linking the store (`holder`), or for the platform's own use (backups). The secret key
+    is given to the holder's instances and to no page, event or log (services/object_storage.py).
+    `object_count` and `size` are as the workers last counted them; pages read them, never the store."""
+
+    storage = models.ForeignKey(Service, on_delete=models.CASCADE, related_name="buckets")
+    name = models.CharField(max_length=63)
+    holder = models.ForeignKey(
+        Service, null=True, blank=True, on_delete=models.SET_NULL, related_name="storage_buckets"
+    )
+    access_key = models.CharField(max_length=40, unique=True, editable=False)
+    secret_key = models.CharField(max_length=64, editable=False)
+    # Whether the store has it and its identity (set after both were pushed).
+    granted = models.BooleanField(default=False, editable=False)
+    object_count = models.PositiveBigIntegerField(default=0, editable=False)
+    size = models.PositiveBigIntegerField(default=0, editable=False, help_text="Bytes stored.")
+    counted = models.DateTimeField(null=True, blank=True, editable=False)
+    created = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["storage", "name"], name="bucket_unique_name")]
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return f"{self.storage}/{self.name}"

@@ -126,5 +126,17 @@ def check_storage(owner, used_bytes: int, adding_bytes: int) -> None:
         )
 
 
+def check_storage_room(owner, used_bytes: int, what: str) -> None:
+    """Room left for `what` (a new bucket: its bytes come later, written straight to the store)."""
+    allowed = limit(owner, "storage_mb")
+    if used_bytes >= allowed * 2**20:
+        _refuse(
+            "storage_mb",
+            allowed,
+            f"your archives, builds and storage services take {_mb(used_bytes)} MB: no room for {what}; "
+            f"delete objects or versions you no longer use {ASK}",
+        )
+
+
 def _mb(size: int) -> str:
     return f"{size / 2**20:.1f}"

@@ -84,3 +84,17 @@ class OperationWorker:
         self.queue.put(None)
         self.thread.join(timeout)
         assert not self.crashes, f"run_operation raised: {self.crashes!r}"
+
+
+@pytest.fixture(name="store")
+def store_fixture(monkeypatch):
+    """Storage services' stores in memory (tests/fakes.py FakeStore)."""
+    from services.object_storage import Store
+    from tests.fakes import FakeStore
+
+    fake = FakeStore()
+    monkeypatch.setattr(Store, "s3", lambda store: fake)
+    monkeypatch.setattr(
+        Store, "shell", lambda store, script, what, strict=True: fake.shell(store, script, what, strict)
+    )
+    return fake

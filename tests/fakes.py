@@ -105,6 +105,9 @@ class FakeAgent:
             instance = {"name": name, "node": self.node.name, "version": version, "label": label}
             instance["env"] = dict(spec.get("env", {}))
             instance.update(port=next(self.fleet._ports), concurrency=self.fleet.concurrency, state="running")
+            if spec.get("runtime") == "storage" and spec.get("role") == "master":  # where weed shell finds it
+                address = self.node.address
+                instance["details"] = {"master": f"{address}:9333.19333", "filer": f"{address}:8888.18888"}
             self.fleet.instances[name] = instance
         return self._public(name)
 
@@ -291,3 +294,50 @@ class FakeSandbox(Sandbox):
 
     def close(self) -> None:
         shutil.rmtree(self.home.parent, ignore_errors=True)
+
+
+class FakeStore:
+    """A storage service's store (services/object_storage.py: Store.s3 and Store.shell) in memory:
+    buckets and their objects, the identities `s3.configure` pushed, every `weed shell` script."""
+
+    class BucketAlreadyOwnedByYou(Exception):
+        pass
+
+    def __init__(self):
+        self.buckets: dict[str, dict[str, bytes]] = {}
+        self.identities: dict[str, str] = {}  # access key -> the one bucket it reaches
+        self.scripts: list[str] = []
+        self.down = False  # the store does not answer
+        self.volume_lists: list[str] = []  # what `volume.list` answers, one after the other
+        self.exceptions = self  # boto3's client.exceptions.BucketAlreadyOwnedByYou
+
+    def shell(self, store, script: str, what: str, strict: bool = True) -> str:
+        from services.object_storage import StoreError
+
+        if self.down:
+            raise StoreError(f"{what}: weed shell failed (exit 1)")
+        self.scripts.append(script)
+        if script == "volume.list\n" and self.volume_lists:
+            return self.volume_lists.pop(0)
+        for line in script.splitlines():
+            words = dict(word.lstrip("-").split("=", 1) for word in line.split()[1:] if "=" in word)
+            if line.startswith("s3.configure") and "-delete" in line.split():
+                bucket = words["user"].removeprefix("bucket-")
+                self.identities = {key: name for key, name in self.identities.items() if name != bucket}
+            elif line.startswith("s3.configure"):
+                self.identities[words["access_key"]] = words["buckets"]
+        return ""
+
+    def create_bucket(self, Bucket: str):  # noqa: N803 (boto3's argument names)
+        if self.down:
+            raise OSError("connection refused")
+        if Bucket in self.buckets:
+            raise self.BucketAlreadyOwnedByYou(Bucket)
+        self.buckets[Bucket] = {}
+
+    def get_paginator(self, name: str):
+        return self
+
+    def paginate(self, Bucket: str):  # noqa: N803
+        objects = self.buckets[Bucket]
+        return [{"Contents": [{"Key": key, "Size": len(body)} for key, body in objects.items()]}]

@@ -10,9 +10,9 @@ from django.core import signing
 from django.core.exceptions import ValidationError
 from django.urls import reverse
 
-from services import agent, database_copies
-from services.choices import LINK_VARIABLES, NodeState, Outcome, Runtime
-from services.errors import OperationFailed
+from services import agent, database_copies, object_storage
+from services.choices import LINK_VARIABLES, STORAGE_LINK_VARIABLES, NodeState, Outcome, Runtime
+from services.errors import Conflict, OperationFailed
 from services.models import Event
 from versions.builds import build_fields, ensure_build
 from versions.models import (
@@ -123,8 +123,12 @@ def checked_settings(service, raw: dict) -> dict:
 
 
 def refuse_linked_names(service, wanted: dict) -> None:
-    """A setting may not replace what a link gives (DATABASE_URL, or an environment's copy of it)."""
-    linked = {link_variable(link.target): link.target.name for link in service.links.select_related("target")}
+    """A setting may not replace what a link gives (DATABASE_URL, or an environment's copy of it;
+    a storage service's S3_* and AWS_* variables)."""
+    linked = {}
+    for link in service.links.select_related("target"):
+        names = STORAGE_LINK_VARIABLES if link.target.runtime == Runtime.STORAGE else (link_variable(link.target),)
+        linked.update(dict.fromkeys(names, link.target.name))
     clashes = [
         f"{name}: set by the link to {linked[name]}; a setting cannot replace it" for name in wanted if name in linked
     ]
@@ -144,6 +148,9 @@ def link_environment(service, copies: dict[str, str] | None = None) -> dict[str,
     for link in service.links.select_related("target__owner"):
         target = link.target
         variable = link_variable(target)
+        if target.runtime == Runtime.STORAGE:
+            env.update(storage_environment(service, target))
+            continue
         if variable in copies:
             url = database_copies.copy_url(target, copies[variable])
         else:
@@ -152,6 +159,15 @@ def link_environment(service, copies: dict[str, str] | None = None) -> dict[str,
             raise LinkNotReady(f"the linked service {target.name} has no address yet")
         env[variable] = url
     return env
+
+
+def storage_environment(service, target) -> dict[str, str]:
+    """A linked storage service's variables: `service`'s own bucket in it, made at its first use."""
+    try:
+        credentials = object_storage.grant_bucket(target, object_storage.bucket_for(service), holder=service)
+    except (Conflict, OperationFailed) as exc:
+        raise LinkNotReady(f"the linked storage service {target.name}: {exc}") from None
+    return credentials.environment()
 
 
 def router_addresses(service) -> list[str]:

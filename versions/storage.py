@@ -8,7 +8,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import F, ProtectedError, RestrictedError, Sum
 
 from conpaas_common.archives import ArchiveError, Limits, inspect_archive
-from services import quotas
+from services import object_storage, quotas
 from services.choices import OperationKind
 from services.errors import Conflict, ConpaasError, NotFound, QuotaExceeded
 from services.models import Event, Service, active_operations
@@ -90,10 +90,11 @@ def check_storage_quota(owner, sha256: str, size: int) -> None:
 
 
 def stored_bytes(owner) -> int:
-    """What the owner stores: each archive content once (it is stored once), and their builds."""
+    """What the owner stores: each archive content once (it is stored once), their builds, and
+    their storage services' bytes as last counted."""
     archives = dict(CodeVersion.objects.filter(service__owner_id=owner.pk).values_list("sha256", "size").distinct())
     builds = Build.objects.filter(owner_id=owner.pk).aggregate(total=Sum("size"))["total"] or 0
-    return sum(archives.values()) + builds
+    return sum(archives.values()) + builds + object_storage.stored_bytes(owner)
 
 
 def _write_once(fileobj, path) -> bool:

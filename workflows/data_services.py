@@ -5,11 +5,12 @@ import os
 from django.conf import settings
 
 from services import operations
-from services.choices import OperationKind, ServiceState
+from services.choices import OperationKind, Runtime, ServiceState
 from services.data_servers import DumpRefused, Server, dump_format, load, remove_dump, start_server, store_dump
 from services.errors import Conflict
 from services.models import Operation, Service
 from services.nodes import boot_node
+from workflows.storage import ensure_store
 
 
 def dumps_dir() -> str:
@@ -19,7 +20,10 @@ def dumps_dir() -> str:
 def ensure_server(service: Service, operation):
     """A data service is one node running its server: no router, no code version. Its node is
     booted when it has none (at creation; after 'manage.py down', empty), and the server started
-    when it is not running (the agent leaves a running one alone). Returns the node."""
+    when it is not running (the agent leaves a running one alone). Returns the node. A storage
+    service's nodes are workflows/storage.py's."""
+    if service.runtime == Runtime.STORAGE:
+        return ensure_store(service, operation)
     node = service.live_nodes().filter(is_backend=True).exclude(state="failed").first()
     if node is None:
         operation.set_progress("booting the server's node")

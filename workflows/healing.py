@@ -30,12 +30,13 @@ from django.utils import timezone
 from routing.health import wait_healthy
 from routing.table import push
 from services import operations
-from services.choices import DATA_RUNTIMES, NodeState, OperationKind, OperationState, Outcome, ServiceState
+from services.choices import DATA_RUNTIMES, NodeState, OperationKind, OperationState, Outcome, Runtime, ServiceState
 from services.errors import OperationFailed
 from services.models import Event, Node, Operation, Service, active_operations
-from services.nodes import CloudView, check_agent
+from services.nodes import CloudView, check_agent, destroy_node
 from versions.models import Instance, InstanceState
 from workflows.reconcile import boot_missing_nodes, converge_instances
+from workflows.storage import ensure_store
 
 RETRY_FAILED = 60  # seconds after a failed heal before the next one
 
@@ -45,10 +46,10 @@ def check_due(max_age: float) -> int:
     returns how many heal operations were started."""
     now = timezone.now()
     stale = Q(nodes_checked__isnull=True) | Q(nodes_checked__lte=now - timedelta(seconds=max_age))
-    # Not data services: a new node for a dead server would come up empty (README, Data services).
-    running = Service.objects.filter(state=ServiceState.RUNNING, locked_by__isnull=True).exclude(
-        runtime__in=DATA_RUNTIMES
-    )
+    # Not databases: a new node for a dead server would come up empty (README, Data services). A
+    # storage service's nodes but the first are volume servers whose objects have copies elsewhere.
+    databases = [runtime for runtime in DATA_RUNTIMES if runtime != Runtime.STORAGE]
+    running = Service.objects.filter(state=ServiceState.RUNNING, locked_by__isnull=True).exclude(runtime__in=databases)
     started = 0
     # One query when nothing is due: the usual case on an idle platform.
     for service_id in running.filter(stale).values_list("pk", flat=True):
@@ -94,6 +95,9 @@ def diagnose(service: Service) -> tuple[list[str], dict[Node, str]]:
     failed = service.live_nodes().filter(state=NodeState.FAILED).count()
     if failed:
         findings.append(f"{failed} failed node(s) to replace")
+    elif service.runtime == Runtime.STORAGE:
+        if (nodes := service.backend_node_list().count()) < service.backend_nodes:
+            findings.append(f"{nodes} of {service.backend_nodes} storage node(s)")
     elif not service.proxy_nodes().exists():
         findings.append("no router node")
     elif (backends := service.backend_node_list().count()) < service.backend_nodes:
@@ -109,6 +113,12 @@ def stopped(node: Node, status: dict) -> list[str]:
         for instance in Instance.objects.filter(node=node, state=InstanceState.RUNNING).select_related("node")
         if (reported.get(instance.name) or {}).get("state") != "running"
     ]
+    if node.service.runtime == Runtime.STORAGE:
+        found += [
+            f"the storage server {name} on {node.name} is not running"
+            for name, instance in reported.items()
+            if instance.get("version") == Runtime.STORAGE and instance.get("state") != "running"
+        ]
     if node.is_proxy and status.get("proxy") is not None and not status["proxy"].get("running"):
         found.append(f"the router on {node.name} is not running")
     return found
@@ -120,9 +130,12 @@ def heal(operation) -> str:
     findings, dead = diagnose(service)
     if not findings:
         return "nothing to heal: every node answered and runs what it should"
+    first = service.server_node() if service.runtime == Runtime.STORAGE else None
     for node, why in dead.items():
         Node.objects.filter(pk=node.pk).update(state=NodeState.FAILED, error=why)
         Event.record(service, "heal", f"node {node.name} is dead: {why}", Outcome.FAILED, operation=operation)
+    if service.runtime == Runtime.STORAGE:
+        return heal_store(service, operation, first, list(dead))
     if dead:
         operation.set_progress("taking the dead nodes out of the routers")
         push(service)
@@ -150,3 +163,20 @@ def heal(operation) -> str:
     if unhealthy:
         summary += "; still unhealthy: " + "; ".join(unhealthy)
     return summary
+
+
+def heal_store(service: Service, operation, first: Node | None, dead: list[Node]) -> str:
+    """A storage service: dead volume nodes replaced by new ones (ensure_store boots them and has
+    the objects that lost a copy copied again); a stopped server started again. Its first node is
+    not replaced: it holds the filer, the objects' names, and a new one would be an empty store."""
+    if first is not None and first in dead:
+        raise OperationFailed(
+            f"the store's first node {first.name} is dead: it holds the filer (the objects' names) and is not "
+            "replaced by an empty one; restore it or recreate the service"
+        )
+    for node in dead:
+        destroy_node(node, operation)
+    ensure_store(service, operation)
+    took = (timezone.now() - operation.created).total_seconds()
+    replaced = f"replaced {', '.join(node.name for node in dead)}" if dead else "servers started"
+    return f"healed in {took:.1f} s since it was noticed: {replaced}; the store keeps 2 copies again"

@@ -6,10 +6,10 @@ from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 
 from routing.table import push
-from services import operations, quotas
-from services.choices import DATA_RUNTIMES, NodeState, OperationKind, ServiceState
-from services.errors import Conflict, OperationFailed
-from services.models import Event, Operation, Service
+from services import object_storage, operations, quotas
+from services.choices import DATA_RUNTIMES, NodeState, OperationKind, Outcome, ServiceState
+from services.errors import Conflict, ConpaasError, OperationFailed
+from services.models import Bucket, Event, Operation, Service
 from services.nodes import boot_node, destroy_node
 from versions.models import DEVELOPMENT, PRODUCTION, Environment, new_preview_key
 from versions.storage import delete_unreferenced_archives
@@ -133,6 +133,14 @@ def run_delete(operation) -> str:
     Service.objects.filter(pk=service.pk).update(state=ServiceState.DELETING)
     for environment in service.environments.all():
         drop_copies(environment, operation)  # on the linked services' servers, which stay
+    # A store deleted too (an application's) takes the keys with it.
+    buckets = Bucket.objects.filter(holder=service, granted=True).exclude(storage__state=ServiceState.DELETING)
+    for bucket in buckets.select_related("storage"):
+        try:  # its bucket stays, with its objects, in the store; its keys go with it
+            object_storage.revoke_bucket(bucket)
+        except ConpaasError as exc:
+            message = f"the keys of bucket {bucket.name} (of {service.name}, deleted) stay valid: {exc}"
+            Event.record(bucket.storage, "storage", message, Outcome.FAILED, operation=operation)
     for node in service.live_nodes():
         operation.set_progress(f"destroying node {node.name}")
         destroy_node(node, operation)

@@ -8,16 +8,29 @@ restarts an instance whose spec changed. So a link that changes, or a target who
 
 from django.db import transaction
 
-from services import database_copies, operations
-from services.choices import OperationKind, ServiceState
-from services.models import Link, Operation, Service
+from services import database_copies, object_storage, operations, quotas
+from services.choices import OperationKind, Runtime, ServiceState
+from services.models import Bucket, Link, Operation, Service
 from services.nodes import open_links
 from versions.instances import LinkNotReady, link_environment, link_variable
 from versions.models import DatabaseCopy, Instance
+from versions.storage import stored_bytes
 
 
 def set_links(service: Service, targets: list[Service], user) -> Operation | None:
-    """Link `service` to exactly `targets`; a reconcile passes the change to running instances."""
+    """Link `service` to exactly `targets`; a reconcile passes the change to running instances.
+    A storage service newly linked gives `service` a bucket of its own, made now when the store
+    runs (else at the first start of an instance), refused when the owner has no storage room;
+    one unlinked keeps the bucket and its objects, and its keys are revoked."""
+    linked = set(Link.objects.filter(service=service).values_list("target_id", flat=True))
+    for target in targets:
+        if target.runtime == Runtime.STORAGE and target.pk not in linked:
+            quotas.check_storage_room(service.owner, stored_bytes(service.owner), f"a bucket in {target.name}")
+            if target.state == ServiceState.RUNNING:
+                object_storage.grant_bucket(target, object_storage.bucket_for(service), holder=service)
+    # An unlinked store's keys stop working now, not when the instances next restart.
+    for bucket in Bucket.objects.filter(holder=service, granted=True).exclude(storage__in=targets):
+        object_storage.revoke_bucket(bucket)
     with transaction.atomic():
         Link.objects.filter(service=service).exclude(target__in=targets).delete()
         for target in targets:

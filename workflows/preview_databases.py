@@ -12,7 +12,7 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 
 from services import database_copies
-from services.choices import OperationKind, Outcome
+from services.choices import OperationKind, Outcome, Runtime
 from services.errors import OperationFailed
 from services.models import Event, active_operations
 from versions.instances import link_variable
@@ -27,7 +27,12 @@ def ensure_copies(environment: Environment, operation) -> dict[str, str]:
     """`environment`'s copy of each data service its service links, made where missing; returns
     link variable -> copy name, as a versions.instances.Release takes them."""
     service = environment.service
-    targets = [link.target for link in service.links.select_related("target") if link.target.is_data]
+    # A storage service is no database: an environment shares its service's bucket.
+    targets = [
+        link.target
+        for link in service.links.select_related("target")
+        if link.target.is_data and link.target.runtime != Runtime.STORAGE
+    ]
     drop_copies(environment, operation, keep=targets)
     copies = {}
     for target in targets:

@@ -5,16 +5,20 @@ from django.db import transaction
 from routing.health import wait_healthy
 from routing.table import push
 from services import operations, quotas
-from services.choices import NodeState, OperationKind
+from services.choices import NodeState, OperationKind, Runtime
 from services.errors import Conflict, OperationFailed
 from services.models import Operation, Service
 from services.nodes import boot_node, destroy_node
 from versions.instances import ensure_instances, serving_releases
 from versions.models import Instance, InstanceState
+from workflows.storage import ensure_store
 
 
 def scale(operation) -> str:
     service = operation.service
+    if service.runtime == Runtime.STORAGE:
+        ensure_store(service, operation)
+        return f"{service.backend_node_list().count()} storage node(s) running"
     if operation.params.get("role") == "proxy":
         return "one proxy node runs, as this release supports"  # the API accepts only 1 for proxy
     wanted = int(operation.params["nodes"])
@@ -43,7 +47,12 @@ def scale(operation) -> str:
 
 
 def request_scale(service: Service, role: str, nodes: int, user) -> Operation:
-    if service.is_data:
+    if service.runtime == Runtime.STORAGE and role != "backend":
+        raise Conflict(f"a storage service has no router: scale its backend nodes ({service.name})")
+    if service.runtime == Runtime.STORAGE and nodes < service.live_nodes().filter(is_backend=True).count():
+        # A node's volumes would have to be moved off it first (weed shell volume.server.evacuate).
+        raise Conflict(f"a storage service does not shrink in this release: {service.name} keeps its nodes")
+    if service.is_data and service.runtime != Runtime.STORAGE:
         raise Conflict(f"a {service.runtime} service runs one server on one node: it does not scale")
     with transaction.atomic():
         quotas.lock(service.owner)

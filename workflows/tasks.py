@@ -7,7 +7,7 @@ from django_q.tasks import async_task
 
 from routing.health import refresh_due, refresh_health
 from routing.metrics import roll_up, sample_due
-from services import operations
+from services import object_storage, operations
 from services.choices import OperationKind
 from services.models import Operation, Service
 from workflows import autoscale, data_services, deploy, healing, lifecycle, reconcile, scaling
@@ -25,6 +25,8 @@ WORK = {
 }
 
 log = logging.getLogger("conpaas.health")
+# Seconds between two counts of a storage service's buckets (a listing of every object).
+STORAGE_COUNT_EVERY = 60
 
 
 def run_operation(operation_id: int) -> None:
@@ -79,7 +81,10 @@ def refresh_running_health() -> int:
     """The timer's task (queued by `manage.py up` every CONPAAS_HEALTH_REFRESH seconds): refresh the
     running services not refreshed since; one query when there is none. Returns how many."""
     # A little slack, so a pass a moment early does not skip a service to the next one.
-    return refresh_due(max_age=max(1, settings.CONPAAS_HEALTH_REFRESH) * 0.9)
+    max_age = max(1, settings.CONPAAS_HEALTH_REFRESH) * 0.9
+    # Storage services' buckets are counted on the same timer: pages show the saved counts.
+    object_storage.count_due(max_age=max(max_age, STORAGE_COUNT_EVERY))
+    return refresh_due(max_age=max_age)
 
 
 def queue_health_refresh() -> None:

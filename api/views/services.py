@@ -25,6 +25,8 @@ from api.serializers import (
 )
 from api.views.operations import accepted
 from routing.metrics import LIVE_KEEP, MINUTE_KEEP, series, service_metrics
+from services import object_storage
+from services.choices import Runtime
 from services.data_servers import credentials
 from services.models import Service
 from versions.logs import DEFAULT_LINES, MAX_LINES, environment_logs, failed_logs
@@ -115,8 +117,12 @@ class ServiceViewSet(
 
     @action(detail=True, methods=["get"])
     def credentials(self, request, pk=None):
-        """A data service's address and password: its owner's explicit request, the only answer that holds them."""
-        return Response(credentials(self.get_object(), request.user))
+        """A data service's address and password (a storage service's admin keys): its owner's
+        explicit request, the only answer that holds them."""
+        service = self.get_object()
+        if service.runtime == Runtime.STORAGE:
+            return Response(object_storage.credentials(service, request.user))
+        return Response(credentials(service, request.user))
 
     @action(detail=True, methods=["post"], parser_classes=[MultiPartParser])
     def load(self, request, pk=None):

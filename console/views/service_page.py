@@ -17,9 +17,12 @@ from console.errors import refusals
 from console.forms import AutoscalingForm, EnvironmentForm, ServiceOptionsForm, UploadForm
 from routing.metrics import interval as metrics_interval
 from routing.metrics import series
+from services import quotas
+from services.choices import Runtime
 from services.models import Service, active_operations
 from versions.logs import environment_logs
 from versions.models import PRODUCTION, preview_url
+from versions.storage import stored_bytes
 from workflows import lifecycle
 from workflows.models import Autoscaling
 from workflows.swap import swap_refusal
@@ -148,6 +151,18 @@ def autoscaling_context(service: Service, form=None) -> dict:
     return {"autoscaling": policy, "autoscaling_form": form}
 
 
+def storage_context(service: Service) -> dict:
+    """A storage service's buckets with their objects and bytes as the workers last counted them
+    (workflows.tasks: the store is never asked by a page), and the owner's storage quota."""
+    if service.runtime != Runtime.STORAGE:
+        return {}
+    return {
+        "buckets": service.buckets.select_related("holder"),
+        "storage_used_mb": stored_bytes(service.owner) / 2**20,
+        "storage_quota_mb": quotas.limit(service.owner, "storage_mb"),
+    }
+
+
 def options_context(service: Service, form=None) -> dict:
     if service.is_data:
         return {}  # no router checks it, no JVM
@@ -165,6 +180,7 @@ def render_service(
         **metrics_context(request, service),
         **autoscaling_context(service, autoscaling_form),
         **options_context(service, options_form),
+        **storage_context(service),
         "environment_form": environment_form or EnvironmentForm(),
         "upload_form": UploadForm(),
         "upload_limit_mb": settings.CONPAAS_MAX_UPLOAD_MB,

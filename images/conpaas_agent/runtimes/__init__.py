@@ -10,7 +10,8 @@ from .java import Java
 from .php import Php
 from .python import Python
 from .static import Static
+from .storage import Storage
 
 RECIPES: dict[str, Recipe] = {
-    recipe.name: recipe for recipe in (Python(), Php(), Static(), Java(), Postgresql(), Redis())
+    recipe.name: recipe for recipe in (Python(), Php(), Static(), Java(), Postgresql(), Redis(), Storage())
 }

@@ -266,6 +266,11 @@ class Recipe:
         """The health check: an HTTP GET of ``path``; any status below 500 passes."""
         return http_health(f"http://{host}:{port}{path}", path)
 
+    def details(self, run: Run) -> dict:
+        """What the agent reports of the instance besides its port (``details``): addresses the
+        control plane needs of a server with more than one (a storage node's master)."""
+        return {}
+
     def marker(self, run: Run) -> str:
         """A string in the command line of each of its processes: a restarted agent adopts a pid
         only when it still runs this instance (pids are recycled)."""
