@@ -41,6 +41,13 @@ class FakeFleet:
         self.releases: dict[str, tuple[int, str]] = {}  # version label -> (exit code, output) of its release
         self.crashing: dict[str, str] = {}  # version label -> what its instances print as they exit at start
         self.failing: dict[str, dict[str, list[str]]] = {}  # version label -> the logs of its instances, all unhealthy
+        # backups (backup_wire.md): the base backups taken, oldest first; how far the WAL is
+        # archived and why archiving fails; a backup or a restore that fails with these words
+        self.base_backups: list[dict] = []
+        self.archived_until: str | None = None
+        self.archive_failing: str | None = None
+        self.backup_failing: str = ""
+        self.restore_failing: str = ""
         self._ports = itertools.count(20000)
 
     def client(self, node, timeout: float = 30.0) -> "FakeAgent":
@@ -104,6 +111,9 @@ class FakeAgent:
                 self.fleet.logs[name] = copy.deepcopy(self.fleet.failing[label])
             instance = {"name": name, "node": self.node.name, "version": version, "label": label}
             instance["env"] = dict(spec.get("env", {}))
+            if "restore" in spec and self.fleet.restore_failing:
+                self._fail(500, self.fleet.restore_failing)
+            instance.update(backup=spec.get("backup"), restore=spec.get("restore"))
             instance.update(port=next(self.fleet._ports), concurrency=self.fleet.concurrency, state="running")
             self.fleet.instances[name] = instance
         return self._public(name)
@@ -129,6 +139,31 @@ class FakeAgent:
     def delete_instance(self, name: str) -> None:
         self._call("delete_instance", name, role="backend")
         self.fleet.instances.pop(name, None)
+
+    def backup(self, name: str) -> dict:
+        self._call("backup", name, role="backend")
+        if not (self.fleet.instances.get(name) or {}).get("backup"):
+            self._fail(409, f"instance {name} has no backup location")
+        if self.fleet.backup_failing:
+            self._fail(500, self.fleet.backup_failing)
+        n = len(self.fleet.base_backups) + 1
+        taken = {"backup_id": f"20261207T20000{n}", "begin_time": "2026-12-07T20:00:00+00:00"}
+        taken.update(end_time=f"2026-12-07T20:00:0{n}+00:00", begin_wal="1", end_wal="2", size=1000 * n)
+        self.fleet.base_backups.append(taken)
+        return taken
+
+    def backups(self, name: str) -> dict:
+        self._call("backups", name, role="backend")
+        fleet = self.fleet
+        return {
+            "backups": fleet.base_backups,
+            "archived_until": fleet.archived_until,
+            "archive_failing": fleet.archive_failing,
+        }
+
+    def delete_backup(self, name: str, backup_id: str) -> None:
+        self._call("delete_backup", backup_id, role="backend")
+        self.fleet.base_backups = [b for b in self.fleet.base_backups if b["backup_id"] != backup_id]
 
     def put_proxy(self, routing: dict, require_healthy: str | None = None) -> dict:
         self._call("put_proxy", {"routing": routing, "require_healthy": require_healthy}, role="proxy")

@@ -20,7 +20,7 @@ def ensure_server(service: Service, operation):
     """A data service is one node running its server: no router, no code version. Its node is
     booted when it has none (at creation; after 'manage.py down', empty), and the server started
     when it is not running (the agent leaves a running one alone). Returns the node."""
-    node = service.live_nodes().filter(is_backend=True).exclude(state="failed").first()
+    node = service.live_nodes().filter(is_backend=True, scratch=False).exclude(state="failed").first()
     if node is None:
         operation.set_progress("booting the server's node")
         node = boot_node(service, ["backend"], operation)
