@@ -44,6 +44,7 @@ class FakeFleet:
         # backups (backup_wire.md): the base backups taken, oldest first; how far the WAL is
         # archived and why archiving fails; a backup or a restore that fails with these words
         self.base_backups: list[dict] = []
+        self.specs: dict[str, dict] = {}  # instance name -> the last spec PUT (kept after its deletion)
         self.archived_until: str | None = None
         self.archive_failing: str | None = None
         self.backup_failing: str = ""
@@ -97,6 +98,7 @@ class FakeAgent:
 
     def put_instance(self, name: str, spec: dict) -> dict:
         self._call("put_instance", name, role="backend")
+        self.fleet.specs[name] = copy.deepcopy(spec)
         if name in self.fleet.crashing:  # as the agent answers it (an InstanceError)
             self._fail(422, f"instance {name} exited at start (code 1): {self.fleet.crashing[name]}")
         instance = self.fleet.instances.get(name)
