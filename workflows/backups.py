@@ -110,9 +110,8 @@ def run_backup(operation) -> str:
         backup = take(service, location, operation)
         verify(service, backup, location, operation)
     except ConpaasError as exc:
-        problem = f"backup failed: {exc}"
-        Service.objects.filter(pk=service.pk).update(backup_problem=problem)
-        raise OperationFailed(problem) from None
+        Service.objects.filter(pk=service.pk).update(backup_problem=f"backup failed: {exc}")
+        raise OperationFailed(str(exc)) from None
     if not backup.verified:
         problem = f"backup {backup.backup_id} could not be verified: {backup.verification}"
         Service.objects.filter(pk=service.pk).update(backup_problem=problem)
