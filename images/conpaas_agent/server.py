@@ -183,6 +183,16 @@ class Agent:
         self.instances.delete(name)
         return 204, None
 
+    def take_backup(self, query: dict, body: object, name: str) -> tuple[int, object]:
+        return 200, self.instances.take_backup(name)
+
+    def list_backups(self, query: dict, body: object, name: str) -> tuple[int, object]:
+        return 200, self.instances.backups(name)
+
+    def delete_backup(self, query: dict, body: object, name: str, backup_id: str) -> tuple[int, object]:
+        self.instances.delete_backup(name, backup_id)
+        return 204, None
+
     def instance_logs(self, query: dict, body: object, name: str) -> tuple[int, object]:
         try:
             lines = int(query.get("lines", ["100"])[0])
@@ -233,6 +243,9 @@ ROUTES = [  # the agent's whole API
         ("GET", INSTANCE, "backend", Agent.get_instance),
         ("DELETE", INSTANCE, "backend", Agent.delete_instance),
         ("GET", INSTANCE + "/logs", "backend", Agent.instance_logs),
+        ("POST", INSTANCE + "/backup", "backend", Agent.take_backup),
+        ("GET", INSTANCE + "/backups", "backend", Agent.list_backups),
+        ("DELETE", INSTANCE + "/backups/([^/]+)", "backend", Agent.delete_backup),
         ("GET", re.escape(PROXY_PATH), "proxy", Agent.get_proxy),
         ("PUT", re.escape(PROXY_PATH), "proxy", Agent.put_proxy),
         ("GET", re.escape(PROXY_METRICS_PATH), "proxy", Agent.proxy_metrics),

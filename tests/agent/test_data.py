@@ -11,15 +11,8 @@ from contextlib import suppress
 import pytest
 
 from conpaas_common.wire import REDIS_DATABASES
-from tests.agent.agent_helpers import unprivileged_agent
 
 PASSWORD = "s3cret-" + "x" * 20
-
-
-@pytest.fixture
-def data_agent():
-    with unprivileged_agent() as agent:
-        yield agent
 
 
 def psql(port, password, sql):

@@ -9,18 +9,48 @@ never Debian's cluster or system services (images/stop-services.sh disables thos
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import re
+import secrets
+import shutil
 import signal
 import socket
 import subprocess
+import time
+import urllib.error
+import urllib.request
+from datetime import datetime, timedelta
 
-from conpaas_common.wire import PG_DATABASE, PG_USER, REDIS_DATABASES
+from conpaas_common.wire import (
+    ARCHIVE_TIMEOUT_S,
+    MAX_ARCHIVE_TIMEOUT_S,
+    MIN_ARCHIVE_TIMEOUT_S,
+    PG_DATABASE,
+    PG_USER,
+    REDIS_DATABASES,
+)
 
-from .base import InstanceError, Recipe, Run, installed, why_it_failed
+from .backups import (
+    BACKUP_ID_RE,
+    BACKUP_PROFILE,
+    BACKUP_TIMEOUT,
+    LIST_TIMEOUT,
+    RESTORE_PROFILE,
+    Barman,
+    location,
+    target_time,
+    url_of,
+)
+from .base import InstanceError, Recipe, Run, installed, instance_environ, tail, why_it_failed
 
 PG_BIN = os.environ.get("CONPAAS_PG_BIN", "/usr/lib/postgresql/15/bin")
 REDIS_SERVER = "/usr/bin/redis-server"
+REDIS_CLI = "/usr/bin/redis-cli"
+# Restoring a large database (a base backup, then its WAL) takes long; a PUT that restores waits.
+RESTORE_TIMEOUT = 6 * 3600
+STOP_TIMEOUT = 60
 _PASSWORD_RE = re.compile(r"^[A-Za-z0-9_-]{16,128}$")
 
 
@@ -69,9 +99,39 @@ class DataRecipe(Recipe):
 
 
 class Postgresql(DataRecipe):
+    """A PostgreSQL 15 cluster; with ``backup`` it archives its WAL and takes base backups to that
+    S3 location (barman-cloud, runtimes/backups.py); with ``restore`` a new instance begins as a
+    copy of a base backup recovered to a point in time rather than empty."""
+
     name = "postgresql"
+    fields = frozenset({"password", "backup", "archive_timeout_s", "restore"})
     start_timeout = 60.0
     stop_signals = (signal.SIGINT,)  # "fast" shutdown: clients are disconnected, data is flushed
+
+    def validate(self, body: dict) -> dict:
+        spec = super().validate(body)
+        timeout = body.get("archive_timeout_s", ARCHIVE_TIMEOUT_S)
+        low, high = MIN_ARCHIVE_TIMEOUT_S, MAX_ARCHIVE_TIMEOUT_S
+        if isinstance(timeout, bool) or not isinstance(timeout, int) or not low <= timeout <= high:
+            raise InstanceError(f"archive_timeout_s must be a whole number of seconds from {low} to {high}", 400)
+        if body.get("backup") is not None:
+            spec.update(backup=location(body["backup"], "backup"), archive_timeout_s=timeout)
+        if body.get("restore") is not None:
+            spec["restore"] = self._validate_restore(body["restore"])
+        return spec
+
+    @staticmethod
+    def _validate_restore(restore: object) -> dict:
+        if not isinstance(restore, dict) or not set(restore) <= {"from", "backup_id", "target_time"}:
+            raise InstanceError("restore must be an object with from, backup_id and target_time", 400)
+        backup_id = restore.get("backup_id")
+        if backup_id is not None and (not isinstance(backup_id, str) or not BACKUP_ID_RE.match(backup_id)):
+            raise InstanceError("restore.backup_id must be a barman backup id such as 20261207T203000 (or null)", 400)
+        return {
+            "from": location(restore.get("from"), "restore.from"),
+            "backup_id": backup_id,
+            "target_time": target_time(restore.get("target_time")),
+        }
 
     def start(self, run: Run) -> None:
         self.refuse_root()
@@ -80,8 +140,15 @@ class Postgresql(DataRecipe):
         data = run.path("data")
         sockets = run.path("sockets")
         os.makedirs(sockets, mode=0o700, exist_ok=True)
+        barman = self._barman(run.dir, run.spec)
+        # archive_command and restore_command run with the server's environment: the AWS config
+        # file's path, never a key.
+        run.env.update({k: v for k, v in barman.env.items() if k.startswith("AWS_")})
         if not os.path.exists(os.path.join(data, "PG_VERSION")):
-            self._initdb(run, initdb, postgres, data)
+            if run.spec.get("restore"):
+                self._restore(run, barman, postgres, data)
+            else:
+                self._initdb(run, initdb, postgres, data)
         run.spawn(
             [
                 postgres,
@@ -95,8 +162,194 @@ class Postgresql(DataRecipe):
                 sockets,
                 "-c",
                 "logging_collector=off",
+                *self._archiving(run.spec, barman),
             ]
         )
+
+    @staticmethod
+    def _barman(directory: str, spec: dict) -> Barman:
+        """The instance's barman commands, its AWS config file holding the spec's locations only
+        (a location taken out of the spec leaves no key behind)."""
+        barman = Barman(directory, instance_environ(os.path.join(directory, "home"), {}))
+        profiles = {}
+        if spec.get("backup"):
+            profiles[BACKUP_PROFILE] = spec["backup"]
+        if spec.get("restore"):
+            profiles[RESTORE_PROFILE] = spec["restore"]["from"]
+        barman.write_profiles(profiles)
+        return barman
+
+    @staticmethod
+    def _archiving(spec: dict, barman: Barman) -> list[str]:
+        """The server's settings for WAL archiving, on its command line so that they take
+        precedence over the data directory's files (a restored one holds its source's)."""
+        if not spec.get("backup"):
+            return ["-c", "archive_mode=off"]
+        # barman-cloud-wal-archive exits non-zero when the store fails: PostgreSQL keeps the
+        # segment and tries again, and pg_stat_archiver counts the failure.
+        command = barman.shell_command("wal-archive", BACKUP_PROFILE, spec["backup"], ["-z"], ["%p"])
+        settings = {
+            "wal_level": "replica",
+            "archive_mode": "on",
+            "archive_command": command,
+            "archive_timeout": str(spec["archive_timeout_s"]),
+        }
+        return [arg for name, value in settings.items() for arg in ("-c", f"{name}={value}")]
+
+    def _restore(self, run: Run, barman: Barman, postgres: str, data: str) -> None:
+        """The spec's restore: its base backup into ``data``, then its archived WAL replayed to
+        the target by a server no client can reach, which is promoted, given the spec's
+        password and stopped; ``data`` is removed when any step fails (a retry starts clean)."""
+        restore = run.spec["restore"]
+        where = restore["from"]
+        try:
+            backup_id = restore["backup_id"] or self._choose_backup(barman, where, restore["target_time"])
+            barman.run(barman.argv("restore", RESTORE_PROFILE, where, backup_id, data), RESTORE_TIMEOUT)
+            os.chmod(data, 0o700)  # PostgreSQL refuses a data directory others may read
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(os.path.join(data, "postmaster.pid"))
+            open(os.path.join(data, "recovery.signal"), "w").close()
+            self._recover(run, barman, postgres, data, restore)
+        except BaseException:
+            shutil.rmtree(data, ignore_errors=True)
+            raise
+        with open(run.logfile, "ab") as out:
+            out.write(f"--- restored backup {backup_id} of {url_of(where)}\n".encode())
+
+    @staticmethod
+    def _choose_backup(barman: Barman, where: dict, target: str | None) -> str:
+        """The newest backup of the location that ended before the target time (any, without one)."""
+        backups = barman.list(RESTORE_PROFILE, where)
+        if target:
+            # barman gives whole seconds: a backup that ended within the target's second is not taken.
+            limit = datetime.fromisoformat(target) - timedelta(seconds=1)
+            backups = [b for b in backups if b["end_time"] and datetime.fromisoformat(b["end_time"]) <= limit]
+        if not backups:
+            before = f" that ended before {target}" if target else ""
+            raise InstanceError(f"no backup in {url_of(where)}{before} to restore", 422)
+        return backups[-1]["backup_id"]
+
+    def _recover(self, run: Run, barman: Barman, postgres: str, data: str, restore: dict) -> None:
+        sockets = run.path("sockets")
+        # During recovery only the agent connects: no TCP, and its own socket (a 0700 directory) trusted.
+        hba = private_file(run.path("recovery_hba.conf"), "local all all trust\n")
+        settings = {
+            "listen_addresses": "",
+            "hba_file": hba,
+            "restore_command": barman.shell_command("wal-restore", RESTORE_PROFILE, restore["from"], [], ["%f", "%p"]),
+            "recovery_target_timeline": "latest",
+            "recovery_target_action": "promote",
+        }
+        if restore["target_time"]:
+            settings.update(recovery_target_time=restore["target_time"], recovery_target_inclusive="on")
+        argv = [postgres, "-D", data, "-p", str(run.port), "-k", sockets, "-c", "logging_collector=off"]
+        argv += [arg for name, value in settings.items() for arg in ("-c", f"{name}={value}")]
+        # The new timeline's first WAL and history file go to the backup location too.
+        argv += self._archiving(run.spec, barman)
+        with open(run.logfile, "ab") as out:
+            server = subprocess.Popen(
+                argv, env=run.env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, close_fds=True
+            )
+        try:
+            deadline = time.monotonic() + RESTORE_TIMEOUT
+            while self._sql(run, "SELECT pg_is_in_recovery()", password=None) != "f":
+                if server.poll() is not None:
+                    raise InstanceError(f"recovery failed (code {server.returncode}): {why_it_failed(run.logfile)}")
+                if time.monotonic() > deadline:
+                    raise InstanceError(f"recovery did not end within {RESTORE_TIMEOUT} s", 504)
+                time.sleep(0.2)
+            # The copy has its source's password; it takes the spec's (a scratch server's own).
+            self._sql(run, f"ALTER ROLE {PG_USER} PASSWORD '{run.spec['password']}'", password=None, check=True)
+        finally:
+            if server.poll() is None:
+                server.send_signal(signal.SIGINT)
+                try:
+                    server.wait(STOP_TIMEOUT)
+                except subprocess.TimeoutExpired:
+                    server.kill()
+                    server.wait()
+
+    @staticmethod
+    def _sql(run_or_dir: Run | str, sql: str, password: str | None, port: int = 0, check: bool = False) -> str:
+        """One statement through the instance's unix socket, sent on psql's standard input (it
+        may hold a password); its output, "" when the server does not answer (unless ``check``)."""
+        directory = run_or_dir.dir if isinstance(run_or_dir, Run) else run_or_dir
+        port = run_or_dir.port if isinstance(run_or_dir, Run) else port
+        env = instance_environ(os.path.join(directory, "home"), {"PGCONNECT_TIMEOUT": "5"})
+        if password:
+            env["PGPASSWORD"] = password
+        argv = [os.path.join(PG_BIN, "psql"), "-X", "-q", "-t", "-A", "-v", "ON_ERROR_STOP=1"]
+        argv += ["-h", os.path.join(directory, "sockets"), "-p", str(port), "-U", PG_USER, "-d", "postgres"]
+        try:
+            done = subprocess.run(argv, input=sql, env=env, capture_output=True, text=True, timeout=30)
+        except subprocess.TimeoutExpired:
+            done = None
+        if done is None or done.returncode != 0:
+            if check:
+                raise InstanceError(f"psql failed: {done.stderr.strip() if done else 'no answer in 30 s'}")
+            return ""
+        return done.stdout.strip()
+
+    # backups (POST/GET/DELETE …/backup(s)): the instance's record is its spec and port
+    def _backup_location(self, name: str, record: dict) -> dict:
+        if not record.get("backup"):
+            raise InstanceError(f"instance {name} has no backup location (the spec's backup)", 409)
+        return record["backup"]
+
+    def take_backup(self, name: str, directory: str, record: dict) -> dict:
+        where = self._backup_location(name, record)
+        barman = self._barman(directory, record)
+        label = "conpaas-" + secrets.token_hex(6)  # finds this backup in the list afterwards
+        options = ["-z", "--immediate-checkpoint", "-n", label]
+        options += ["-h", os.path.join(directory, "sockets"), "-p", str(record["port"]), "-U", PG_USER]
+        options += ["-d", PG_DATABASE]
+        password = {"PGPASSWORD": record["password"]}
+        barman.run(barman.argv("backup", BACKUP_PROFILE, where, *options), BACKUP_TIMEOUT, password)
+        found = self._listed(barman, where, label)
+        found["size"] = barman.stored_bytes(BACKUP_PROFILE, where, found["backup_id"])
+        return found
+
+    @staticmethod
+    def _listed(barman: Barman, where: dict, label: str) -> dict:
+        out = barman.run(barman.argv("backup-list", BACKUP_PROFILE, where, "--format", "json"), LIST_TIMEOUT)
+        for info in json.loads(out).get("backups_list", []):
+            if info.get("backup_name") == label and info.get("status") == "DONE":
+                return barman.answer(info)
+        raise InstanceError(f"barman-cloud-backup ended but {url_of(where)} lists no backup named {label}", 502)
+
+    def list_backups(self, name: str, directory: str, record: dict) -> dict:
+        where = self._backup_location(name, record)
+        backups = self._barman(directory, record).list(BACKUP_PROFILE, where)
+        archived_until, failing = self._archiver(directory, record)
+        return {"backups": backups, "archived_until": archived_until, "archive_failing": failing}
+
+    def _archiver(self, directory: str, record: dict) -> tuple[str | None, str | None]:
+        """pg_stat_archiver's last archived time (UTC), and the last failure's words when it
+        came after it (the server's log holds barman's)."""
+        sql = (
+            "SELECT coalesce(to_char(last_archived_time AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US+00:00'), ''),"
+            " failed_count, coalesce(last_failed_wal, ''),"
+            " coalesce(last_failed_time > coalesce(last_archived_time, '-infinity'), false)"
+            " FROM pg_stat_archiver"
+        )
+        row = self._sql(directory, sql, record["password"], record["port"]).split("|")
+        if len(row) != 4:
+            return None, "the server does not answer: its archiving is unknown"
+        archived, failed_count, failed_wal, failing = row
+        if failing != "t":
+            return archived or None, None
+        words = [line for line in tail(os.path.join(directory, "instance.log"), 200).splitlines() if "ERROR" in line]
+        why = f": {words[-1].strip()}" if words else ""
+        return archived or None, f"archiving WAL {failed_wal} failed ({failed_count} failures so far){why}"
+
+    def delete_backup(self, name: str, directory: str, record: dict, backup_id: str) -> None:
+        if not BACKUP_ID_RE.match(backup_id):
+            raise InstanceError("a backup id is a barman backup id such as 20261207T203000", 400)
+        where = self._backup_location(name, record)
+        barman = self._barman(directory, record)
+        if backup_id not in {backup["backup_id"] for backup in barman.list(BACKUP_PROFILE, where)}:
+            raise InstanceError(f"no backup {backup_id} in {url_of(where)}", 404)
+        barman.run(barman.argv("backup-delete", BACKUP_PROFILE, where, "-b", backup_id), BACKUP_TIMEOUT)
 
     def _initdb(self, run: Run, initdb: str, postgres: str, data: str) -> None:
         pwfile = private_file(run.path("pwfile"), run.spec["password"] + "\n")
@@ -146,21 +399,117 @@ class Postgresql(DataRecipe):
 
 
 class Redis(DataRecipe):
+    """A Redis 7 server, its data in an AOF; with ``restore`` a new instance begins with the
+    keys of an RDB file (a presigned S3 URL) rather than empty."""
+
     name = "redis"
+    fields = frozenset({"password", "restore"})
+
+    def validate(self, body: dict) -> dict:
+        spec = super().validate(body)
+        restore = body.get("restore")
+        if restore is not None:
+            url = restore.get("url") if isinstance(restore, dict) and set(restore) == {"url"} else None
+            if not isinstance(url, str) or not url.startswith(("http://", "https://")) or len(url) > 8192:
+                raise InstanceError("restore must be an object whose url is the http(s) URL of an RDB file", 400)
+            spec["restore"] = {"url": url}
+        return spec
 
     def start(self, run: Run) -> None:
         self.refuse_root()
         server = installed(REDIS_SERVER, "redis-server", self.name)
         data = run.path("data")
         os.makedirs(data, mode=0o700, exist_ok=True)
+        restoring = bool(run.spec.get("restore")) and not self._holds_data(data)
+        if restoring:
+            self._download(run.spec["restore"]["url"], data)
+        # Redis 7 ignores an RDB when appendonly is on and no AOF exists: a restore starts
+        # without, then turns it on, which writes the loaded keys into a new AOF.
+        self._write_config(run, appendonly=not restoring)
+        process = run.spawn([server, run.path("redis.conf")])
+        if restoring:
+            try:
+                self._turn_aof_on(run, process)
+            except BaseException:
+                process.kill()
+                process.wait()
+                self._remove_data(data)
+                raise
+            self._write_config(run, appendonly=True)  # what the next start reads
+
+    @staticmethod
+    def _write_config(run: Run, appendonly: bool) -> None:
         # The password is in the config file, not on the command line (ps shows that).
-        config = private_file(
+        private_file(
             run.path("redis.conf"),
             f"bind {run.host}\nport {run.port}\nrequirepass {run.spec['password']}\n"
-            f'dir {data}\ndaemonize no\nprotected-mode no\nappendonly yes\nsave 60 1000\nlogfile ""\n'
+            f"dir {run.path('data')}\ndaemonize no\nprotected-mode no\n"
+            f'appendonly {"yes" if appendonly else "no"}\nsave 60 1000\nlogfile ""\n'
             f"databases {REDIS_DATABASES}\n",
         )
-        run.spawn([server, config])
+
+    @staticmethod
+    def _holds_data(data: str) -> bool:
+        return any(os.path.exists(os.path.join(data, name)) for name in ("dump.rdb", "appendonlydir"))
+
+    @staticmethod
+    def _remove_data(data: str) -> None:
+        for name in os.listdir(data):
+            path = os.path.join(data, name)
+            if os.path.isdir(path):
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                os.unlink(path)
+
+    @staticmethod
+    def _download(url: str, data: str) -> None:
+        """The RDB into ``data`` (dump.rdb, whole or not at all). The URL is signed: never in an
+        answer or a log."""
+        partial = os.path.join(data, "restore.rdb.partial")
+        try:
+            with urllib.request.urlopen(url, timeout=60) as response, open(partial, "wb") as out:
+                shutil.copyfileobj(response, out, 1 << 20)
+        except (urllib.error.URLError, OSError, ValueError) as exc:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(partial)
+            reason = f"HTTP {exc.code} {exc.reason}" if isinstance(exc, urllib.error.HTTPError) else str(exc)
+            if isinstance(exc, urllib.error.URLError) and not isinstance(exc, urllib.error.HTTPError):
+                reason = str(exc.reason)
+            raise InstanceError(f"could not download the RDB file to restore: {reason}") from None
+        os.replace(partial, os.path.join(data, "dump.rdb"))
+
+    def _turn_aof_on(self, run: Run, process: subprocess.Popen) -> None:
+        deadline = time.monotonic() + RESTORE_TIMEOUT
+        while self._cli(run, "PING") != "PONG":  # loading a large RDB answers LOADING meanwhile
+            if process.poll() is not None:
+                raise InstanceError(f"redis-server could not load the RDB file: {why_it_failed(run.logfile)}")
+            if time.monotonic() > deadline:
+                raise InstanceError(f"redis-server did not load the RDB file within {RESTORE_TIMEOUT} s", 504)
+            time.sleep(0.05)
+        if self._cli(run, "CONFIG", "SET", "appendonly", "yes") != "OK":
+            raise InstanceError(f"redis-server refused to turn its AOF on: {why_it_failed(run.logfile)}")
+        while True:
+            info = dict(
+                line.split(":", 1) for line in self._cli(run, "INFO", "persistence").splitlines() if ":" in line
+            )
+            if info.get("aof_rewrite_in_progress") == "0" and info.get("aof_rewrite_scheduled") == "0":
+                if info.get("aof_last_bgrewrite_status") != "ok":
+                    raise InstanceError(f"redis-server could not write its AOF: {why_it_failed(run.logfile)}")
+                if info.get("aof_enabled") == "1" and os.path.isdir(run.path("data", "appendonlydir")):
+                    return
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise InstanceError(f"redis-server did not write its AOF: {why_it_failed(run.logfile)}")
+            time.sleep(0.05)
+
+    @staticmethod
+    def _cli(run: Run, *command: str) -> str:
+        env = instance_environ(run.path("home"), {"REDISCLI_AUTH": run.spec["password"]})
+        argv = [REDIS_CLI, "-h", run.host, "-p", str(run.port), *command]
+        try:
+            done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=30)
+        except subprocess.TimeoutExpired:
+            return ""
+        return done.stdout.strip().replace("\r", "")
 
     def marker(self, run: Run) -> str:
         return run.path("redis.conf")
