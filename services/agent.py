@@ -51,18 +51,6 @@ class AgentClient:
         """The last `lines` lines of each of the instance's log files, by file name."""
         return self.call("GET", f"{instance_path(name)}/logs?lines={int(lines)}", timeout=10)["files"]
 
-    def backup(self, name: str) -> dict:
-        """Take a base backup of a PostgreSQL instance now (barman-cloud-backup): {backup_id,
-        begin_time, end_time, begin_wal, end_wal, size}; 409 when it has no backup location."""
-        return self.call("POST", f"{instance_path(name)}/backup", {}, timeout=3600)
-
-    def backups(self, name: str) -> dict:
-        """{backups: [oldest first], archived_until, archive_failing} of a PostgreSQL instance."""
-        return self.call("GET", f"{instance_path(name)}/backups", timeout=120)
-
-    def delete_backup(self, name: str, backup_id: str) -> None:
-        self.call("DELETE", f"{instance_path(name)}/backups/{quote(backup_id, safe='')}", timeout=600)
-
     def delete_instance(self, name: str) -> None:
         self.call("DELETE", instance_path(name), timeout=60)
 
