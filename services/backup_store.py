@@ -8,6 +8,7 @@ written there by barman-cloud on the service's node (the agent); Redis snapshots
 
 from django.conf import settings
 
+from services import clouds
 from services.errors import ConpaasError
 
 NOT_CONFIGURED = "backups are not configured: set CONPAAS_BACKUP_S3_* (README, Backups)"
@@ -37,6 +38,14 @@ def target_for(service) -> dict:
         "secret_key": settings.CONPAAS_BACKUP_S3_SECRET_KEY,
         "region": settings.CONPAAS_BACKUP_S3_REGION or "us-east-1",
     }
+
+
+def for_nodes(location: dict) -> dict:
+    """`location` as the nodes reach it (an agent's spec): on the local cloud's isolated nodes, a
+    store on this host is at the bridge's gateway (services/clouds/local.py ex_store_url)."""
+    cloud = clouds.get_cloud(settings.CONPAAS_CLOUD)
+    rewrite = getattr(cloud, "ex_store_url", None)
+    return {**location, "endpoint": rewrite(location["endpoint"])} if rewrite else location
 
 
 def client(location: dict):
@@ -72,9 +81,10 @@ def upload_rdb(location: dict, backup_id: str, path: str) -> None:
 
 
 def rdb_url(location: dict, backup_id: str) -> str:
-    """A presigned GET URL of the RDB, for the agent's restore (it holds no S3 keys for Redis)."""
+    """A presigned GET URL of the RDB, for the agent's restore (it holds no S3 keys for Redis),
+    signed for the store's address as the nodes reach it (signing asks the store nothing)."""
     params = {"Bucket": location["bucket"], "Key": rdb_key(location, backup_id)}
-    return client(location).generate_presigned_url("get_object", Params=params, ExpiresIn=PRESIGN_SECONDS)
+    return client(for_nodes(location)).generate_presigned_url("get_object", Params=params, ExpiresIn=PRESIGN_SECONDS)
 
 
 def delete_rdb(location: dict, backup_id: str) -> None:

@@ -47,7 +47,7 @@ def start_server(service: Service, node: Node, restore: dict | None = None) -> i
     CONPAAS_BACKUP_ARCHIVE_TIMEOUT_S); `restore` (backup_wire.md) fills a new server from a backup."""
     spec = {"runtime": service.runtime, "password": service.password}
     if service.runtime == Runtime.POSTGRESQL and backup_store.configured():
-        spec["backup"] = backup_store.target_for(service)
+        spec["backup"] = backup_store.for_nodes(backup_store.target_for(service))
         spec["archive_timeout_s"] = settings.CONPAAS_BACKUP_ARCHIVE_TIMEOUT_S
     if restore is not None:
         spec["restore"] = restore

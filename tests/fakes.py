@@ -44,7 +44,10 @@ class FakeFleet:
         # backups (backup_wire.md): the base backups taken, oldest first; how far the WAL is
         # archived and why archiving fails; a backup or a restore that fails with these words
         self.base_backups: list[dict] = []
-        self.specs: dict[str, dict] = {}  # instance name -> the last spec PUT (kept after its deletion)
+        self.specs: dict[str, dict] = {}
+        self.purged: list[
+            str
+        ] = []  # instances deleted with their data  # instance name -> the last spec PUT (kept after its deletion)
         self.archived_until: str | None = None
         self.archive_failing: str | None = None
         self.backup_failing: str = ""
@@ -138,8 +141,10 @@ class FakeAgent:
             self._fail(404, f"no instance named {name}")
         return {file: found[-lines:] for file, found in self.fleet.logs.get(name, {}).items()}
 
-    def delete_instance(self, name: str) -> None:
+    def delete_instance(self, name: str, purge: bool = False) -> None:
         self._call("delete_instance", name, role="backend")
+        if purge:
+            self.fleet.purged.append(name)
         self.fleet.instances.pop(name, None)
 
     def backup(self, name: str) -> dict:

@@ -192,7 +192,12 @@ def verify(service: Service, backup: Backup, location: dict, operation) -> None:
         return
     try:
         operation.set_progress(f"restoring the backup on {node.name} to verify it")
-        spec = {"runtime": service.runtime, "password": service.password, "restore": restore_spec(backup, location)}
+        # PostgreSQL: the base backup and all the WAL archived after it (target_time null), so the
+        # check covers what a restore to any later moment needs; a target at the backup's own end
+        # fails when nothing committed after it ("recovery ended before the target was reached").
+        restore = {**restore_spec(backup, location), "target_time": None} if backup.kind == BackupKind.BASE else None
+        restore = restore or restore_spec(backup, location)
+        spec = {"runtime": service.runtime, "password": service.password, "restore": restore}
         port = agent.client_for(node).put_instance(instance, spec)["port"]
         server = Server(service.runtime, node.address, port, service.password)
         if backup.kind == BackupKind.BASE:
@@ -213,7 +218,7 @@ def verify(service: Service, backup: Backup, location: dict, operation) -> None:
         record_verdict(service, backup, False, f"the restored copy could not be checked: {exc}", operation)
     finally:
         try:
-            agent.client_for(node).delete_instance(instance)
+            agent.client_for(node).delete_instance(instance, purge=True)
         except agent.AgentError:
             pass  # the node goes next, with everything on it
         destroy_node(node, operation)
@@ -232,7 +237,11 @@ def restore_spec(backup: Backup, location: dict, target_time: datetime | None = 
     (default: the backup's own end, the state it holds), Redis its RDB through a presigned URL."""
     if backup.kind == BackupKind.BASE:
         until = target_time or backup.end_time
-        return {"from": location, "backup_id": backup.backup_id, "target_time": until.isoformat() if until else None}
+        return {
+            "from": backup_store.for_nodes(location),
+            "backup_id": backup.backup_id,
+            "target_time": until.isoformat() if until else None,
+        }
     return {"url": backup_store.rdb_url(location, backup.backup_id)}
 
 
@@ -401,7 +410,7 @@ def run_restore(operation) -> str:
         raise OperationFailed(f"{service.name} has no running server")
     operation.set_progress(f"stopping the {service.runtime} server on {node.name}")
     try:
-        agent.client_for(node).delete_instance(SERVER)
+        agent.client_for(node).delete_instance(SERVER, purge=True)  # its data goes: the backup's replaces it
     except agent.AgentError as exc:
         if exc.status == 404:  # removed by an earlier run of this operation, whose restore failed
             pass
