@@ -319,7 +319,8 @@ def refresh_archives() -> int:
     and say when archiving fails (or no longer fails) in its `backup_problem`. Returns how many."""
     if not backup_store.configured():
         return 0
-    running = Service.objects.filter(runtime=Runtime.POSTGRESQL, state=ServiceState.RUNNING)
+    # A service held by an operation is left alone: a restore has its server down a while.
+    running = Service.objects.filter(runtime=Runtime.POSTGRESQL, state=ServiceState.RUNNING, locked_by__isnull=True)
     refreshed = 0
     for service in running.filter(backups__state=BackupState.COMPLETED).distinct():
         if service.server_node() is None:

@@ -191,6 +191,9 @@ def test_failing_wal_archiving_is_the_services_problem_even_when_the_backup_veri
     assert service.backups.get().verified is True
     assert service.backup_problem == "WAL archiving fails: barman-cloud-wal-archive: access denied"
     fleet.archive_failing = None
+    Service.objects.filter(pk=service.pk).update(locked_by=Operation.objects.first())
+    assert backups.refresh_archives() == 0, "a service held by an operation is left alone"
+    Service.objects.filter(pk=service.pk).update(locked_by=None)
     assert backups.refresh_archives() == 1
     service.refresh_from_db()
     assert service.backup_problem == ""
