@@ -393,6 +393,12 @@ class DeleteServiceSerializer(serializers.Serializer):
         default=False, help_text="delete even though other services link it (they keep a link to nothing)"
     )
 
+    def validate(self, attrs):
+        # A query string's `force=` reads as absent to DRF (an unchecked checkbox): said, not guessed.
+        if self.initial_data.get("force") == "":
+            raise serializers.ValidationError({"force": "true or false"})
+        return attrs
+
 
 class SwapSerializer(serializers.Serializer):
     environment = serializers.CharField(default="development")
