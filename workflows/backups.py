@@ -183,6 +183,10 @@ def verify(service: Service, backup: Backup, location: dict, operation) -> None:
     """Restore the backup into `verify-<id>` on a scratch node and check it; records the verdict
     on the backup (verified True or False with the reason). The scratch node is destroyed
     whatever happened."""
+    for left in service.live_nodes().filter(scratch=True):
+        # A verification whose worker died left its scratch node: it goes now, not never.
+        operation.set_progress(f"destroying {left.name}, left by an interrupted verification")
+        destroy_node(left, operation)
     operation.set_progress("booting a scratch node to verify the backup")
     instance = f"verify-{backup.pk}"
     try:

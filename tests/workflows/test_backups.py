@@ -381,3 +381,15 @@ def test_a_failed_restore_is_a_failed_operation_that_can_run_again(alice, fleet,
     fleet.restore_failing = ""
     again = queue.start(lambda: operations.start(service, OperationKind.RESTORE, alice, params=operation.params))
     assert again.state == OperationState.SUCCEEDED, again.error
+
+
+def test_a_scratch_node_left_by_an_interrupted_verification_goes_at_the_next_backup(alice, cloud, queue):
+    service = create(alice, queue)
+    back_up(queue, service)
+    left = Node.objects.get(scratch=True)
+    Node.objects.filter(pk=left.pk).update(state=NodeState.RUNNING)  # as a worker killed mid-way leaves it
+    cloud.create_node(left.name)
+
+    assert back_up(queue, service).state == OperationState.SUCCEEDED
+    assert not service.live_nodes().filter(scratch=True).exists()
+    assert Event.objects.filter(action="node.destroy", message=f"destroyed node {left.name}").count() == 2
