@@ -127,16 +127,16 @@ class Barman:
             fh.write("\n".join(lines))
 
     @staticmethod
-    def argv(tool: str, profile: str, where: dict, *options: str) -> list[str]:
-        """``barman-cloud-<tool> [options] s3://bucket/prefix db``; the caller adds what follows."""
+    def argv(tool: str, profile: str, where: dict, options: tuple | list = (), rest: tuple | list = ()) -> list[str]:
+        """``barman-cloud-<tool> [options] s3://bucket/prefix db [rest]``."""
         common = ["--cloud-provider", "aws-s3", "--endpoint-url", where["endpoint"], "-P", profile]
-        return [BARMAN + tool, *common, *options, url_of(where), BARMAN_SERVER]
+        return [BARMAN + tool, *common, *options, url_of(where), BARMAN_SERVER, *rest]
 
     def shell_command(self, tool: str, profile: str, where: dict, options: list[str], rest: list[str]) -> str:
         """A command for PostgreSQL's archive_command or restore_command (run by /bin/sh, with
         the postgres process's environment, which names the AWS config file). ``rest`` follows
         the location unquoted: PostgreSQL's %p and %f."""
-        command = " ".join(shlex.quote(arg) for arg in self.argv(tool, profile, where, *options))
+        command = " ".join(shlex.quote(arg) for arg in self.argv(tool, profile, where, options))
         return " ".join([command, *rest])
 
     def run(self, argv: list[str], timeout: float, env: dict[str, str] | None = None) -> str:
@@ -161,7 +161,7 @@ class Barman:
 
     def list(self, profile: str, where: dict) -> list[dict]:
         """The location's finished backups, oldest first, as the agent answers them."""
-        out = self.run(self.argv("backup-list", profile, where, "--format", "json"), LIST_TIMEOUT)
+        out = self.run(self.argv("backup-list", profile, where, ["--format", "json"]), LIST_TIMEOUT)
         try:
             found = json.loads(out)["backups_list"]
         except (ValueError, KeyError, TypeError) as exc:

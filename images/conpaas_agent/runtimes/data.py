@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import pwd
 import re
 import secrets
 import shutil
@@ -67,6 +68,16 @@ def private_file(path: str, text: str) -> str:
     with os.fdopen(fd, "w") as fh:
         fh.write(text)
     return path
+
+
+def _stop(server: subprocess.Popen) -> None:
+    if server.poll() is None:
+        server.send_signal(signal.SIGINT)
+        try:
+            server.wait(STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
 
 
 class DataRecipe(Recipe):
@@ -144,27 +155,22 @@ class Postgresql(DataRecipe):
         # archive_command and restore_command run with the server's environment: the AWS config
         # file's path, never a key.
         run.env.update({k: v for k, v in barman.env.items() if k.startswith("AWS_")})
+        recovery: list[str] = []
         if not os.path.exists(os.path.join(data, "PG_VERSION")):
             if run.spec.get("restore"):
-                self._restore(run, barman, postgres, data)
+                recovery = self._restore(run, barman, data)
             else:
                 self._initdb(run, initdb, postgres, data)
-        run.spawn(
-            [
-                postgres,
-                "-D",
-                data,
-                "-h",
-                run.host,
-                "-p",
-                str(run.port),
-                "-k",
-                sockets,
-                "-c",
-                "logging_collector=off",
-                *self._archiving(run.spec, barman),
-            ]
-        )
+        argv = [postgres, "-D", data, "-h", run.host, "-p", str(run.port), "-k", sockets]
+        argv += ["-c", "logging_collector=off", *self._archiving(run.spec, barman), *recovery]
+        server = run.spawn(argv)
+        if recovery:
+            try:
+                self._await_promotion(run, server, data)
+            except BaseException:
+                _stop(server)
+                shutil.rmtree(data, ignore_errors=True)
+                raise
 
     @staticmethod
     def _barman(directory: str, spec: dict) -> Barman:
@@ -196,25 +202,51 @@ class Postgresql(DataRecipe):
         }
         return [arg for name, value in settings.items() for arg in ("-c", f"{name}={value}")]
 
-    def _restore(self, run: Run, barman: Barman, postgres: str, data: str) -> None:
-        """The spec's restore: its base backup into ``data``, then its archived WAL replayed to
-        the target by a server no client can reach, which is promoted, given the spec's
-        password and stopped; ``data`` is removed when any step fails (a retry starts clean)."""
+    def _restore(self, run: Run, barman: Barman, data: str) -> list[str]:
+        """The spec's restore: its base backup into ``data``, ready to replay its archived WAL
+        to the target; the server's settings for that. ``data`` is removed when a step fails
+        (a retry starts clean)."""
         restore = run.spec["restore"]
         where = restore["from"]
         try:
             backup_id = restore["backup_id"] or self._choose_backup(barman, where, restore["target_time"])
-            barman.run(barman.argv("restore", RESTORE_PROFILE, where, backup_id, data), RESTORE_TIMEOUT)
+            barman.run(barman.argv("restore", RESTORE_PROFILE, where, rest=[backup_id, data]), RESTORE_TIMEOUT)
             os.chmod(data, 0o700)  # PostgreSQL refuses a data directory others may read
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(os.path.join(data, "postmaster.pid"))
             open(os.path.join(data, "recovery.signal"), "w").close()
-            self._recover(run, barman, postgres, data, restore)
+            self._let_the_agent_in(data)
         except BaseException:
             shutil.rmtree(data, ignore_errors=True)
             raise
         with open(run.logfile, "ab") as out:
-            out.write(f"--- restored backup {backup_id} of {url_of(where)}\n".encode())
+            out.write(f"--- restoring backup {backup_id} of {url_of(where)}\n".encode())
+        settings = {
+            "restore_command": barman.shell_command("wal-restore", RESTORE_PROFILE, where, [], ["%f", "%p"]),
+            "recovery_target_timeline": "latest",
+            "recovery_target_action": "promote",
+            # No session before the end of recovery: nobody sees a half-restored database.
+            "hot_standby": "off",
+        }
+        if restore["target_time"]:
+            settings.update(recovery_target_time=restore["target_time"], recovery_target_inclusive="on")
+        return [arg for name, value in settings.items() for arg in ("-c", f"{name}={value}")]
+
+    @staticmethod
+    def _let_the_agent_in(data: str) -> None:
+        """The restored copy has its source's password, which the agent does not know: the node's
+        user may connect through the instance's socket (a 0700 directory) as itself (peer), to
+        give the copy the spec's password."""
+        user = pwd.getpwuid(os.geteuid()).pw_name
+        with open(os.path.join(data, "pg_ident.conf"), "a") as ident:
+            ident.write(f"\nconpaas_node {user} {PG_USER}\n")
+        hba = os.path.join(data, "pg_hba.conf")
+        with open(hba) as fh:
+            rules = fh.read()
+        line = "local all all peer map=conpaas_node\n"
+        if not rules.startswith(line):
+            with open(hba, "w") as fh:
+                fh.write(line + rules)
 
     @staticmethod
     def _choose_backup(barman: Barman, where: dict, target: str | None) -> str:
@@ -229,52 +261,23 @@ class Postgresql(DataRecipe):
             raise InstanceError(f"no backup in {url_of(where)}{before} to restore", 422)
         return backups[-1]["backup_id"]
 
-    def _recover(self, run: Run, barman: Barman, postgres: str, data: str, restore: dict) -> None:
-        sockets = run.path("sockets")
-        # During recovery only the agent connects: no TCP, and its own socket (a 0700 directory) trusted.
-        hba = private_file(run.path("recovery_hba.conf"), "local all all trust\n")
-        settings = {
-            "listen_addresses": "",
-            "hba_file": hba,
-            "restore_command": barman.shell_command("wal-restore", RESTORE_PROFILE, restore["from"], [], ["%f", "%p"]),
-            "recovery_target_timeline": "latest",
-            "recovery_target_action": "promote",
-        }
-        if restore["target_time"]:
-            settings.update(recovery_target_time=restore["target_time"], recovery_target_inclusive="on")
-        argv = [postgres, "-D", data, "-p", str(run.port), "-k", sockets, "-c", "logging_collector=off"]
-        argv += [arg for name, value in settings.items() for arg in ("-c", f"{name}={value}")]
-        # The new timeline's first WAL and history file go to the backup location too.
-        argv += self._archiving(run.spec, barman)
-        with open(run.logfile, "ab") as out:
-            server = subprocess.Popen(
-                argv, env=run.env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, close_fds=True
-            )
-        try:
-            deadline = time.monotonic() + RESTORE_TIMEOUT
-            while self._sql(run, "SELECT pg_is_in_recovery()", password=None) != "f":
-                if server.poll() is not None:
-                    raise InstanceError(f"recovery failed (code {server.returncode}): {why_it_failed(run.logfile)}")
-                if time.monotonic() > deadline:
-                    raise InstanceError(f"recovery did not end within {RESTORE_TIMEOUT} s", 504)
-                time.sleep(0.2)
-            # The copy has its source's password; it takes the spec's (a scratch server's own).
-            self._sql(run, f"ALTER ROLE {PG_USER} PASSWORD '{run.spec['password']}'", password=None, check=True)
-        finally:
-            if server.poll() is None:
-                server.send_signal(signal.SIGINT)
-                try:
-                    server.wait(STOP_TIMEOUT)
-                except subprocess.TimeoutExpired:
-                    server.kill()
-                    server.wait()
+    def _await_promotion(self, run: Run, server: subprocess.Popen, data: str) -> None:
+        """Until the server has replayed the WAL to the target and promoted itself (it removes
+        recovery.signal then) and accepts sessions; then it takes the spec's password."""
+        deadline = time.monotonic() + RESTORE_TIMEOUT
+        while os.path.exists(os.path.join(data, "recovery.signal")) or not self.accepts(run.host, run.port):
+            if server.poll() is not None:
+                raise InstanceError(f"recovery failed (code {server.returncode}): {why_it_failed(run.logfile)}")
+            if time.monotonic() > deadline:
+                raise InstanceError(f"recovery did not end within {RESTORE_TIMEOUT} s", 504)
+            time.sleep(0.2)
+        # Sent on psql's standard input: the password is on no command line.
+        self._sql(run.dir, run.port, f"ALTER ROLE {PG_USER} PASSWORD '{run.spec['password']}'", None, check=True)
 
     @staticmethod
-    def _sql(run_or_dir: Run | str, sql: str, password: str | None, port: int = 0, check: bool = False) -> str:
+    def _sql(directory: str, port: int, sql: str, password: str | None, check: bool = False) -> str:
         """One statement through the instance's unix socket, sent on psql's standard input (it
         may hold a password); its output, "" when the server does not answer (unless ``check``)."""
-        directory = run_or_dir.dir if isinstance(run_or_dir, Run) else run_or_dir
-        port = run_or_dir.port if isinstance(run_or_dir, Run) else port
         env = instance_environ(os.path.join(directory, "home"), {"PGCONNECT_TIMEOUT": "5"})
         if password:
             env["PGPASSWORD"] = password
@@ -304,14 +307,14 @@ class Postgresql(DataRecipe):
         options += ["-h", os.path.join(directory, "sockets"), "-p", str(record["port"]), "-U", PG_USER]
         options += ["-d", PG_DATABASE]
         password = {"PGPASSWORD": record["password"]}
-        barman.run(barman.argv("backup", BACKUP_PROFILE, where, *options), BACKUP_TIMEOUT, password)
+        barman.run(barman.argv("backup", BACKUP_PROFILE, where, options), BACKUP_TIMEOUT, password)
         found = self._listed(barman, where, label)
         found["size"] = barman.stored_bytes(BACKUP_PROFILE, where, found["backup_id"])
         return found
 
     @staticmethod
     def _listed(barman: Barman, where: dict, label: str) -> dict:
-        out = barman.run(barman.argv("backup-list", BACKUP_PROFILE, where, "--format", "json"), LIST_TIMEOUT)
+        out = barman.run(barman.argv("backup-list", BACKUP_PROFILE, where, ["--format", "json"]), LIST_TIMEOUT)
         for info in json.loads(out).get("backups_list", []):
             if info.get("backup_name") == label and info.get("status") == "DONE":
                 return barman.answer(info)
@@ -332,7 +335,7 @@ class Postgresql(DataRecipe):
             " coalesce(last_failed_time > coalesce(last_archived_time, '-infinity'), false)"
             " FROM pg_stat_archiver"
         )
-        row = self._sql(directory, sql, record["password"], record["port"]).split("|")
+        row = self._sql(directory, record["port"], sql, record["password"]).split("|")
         if len(row) != 4:
             return None, "the server does not answer: its archiving is unknown"
         archived, failed_count, failed_wal, failing = row
@@ -349,7 +352,7 @@ class Postgresql(DataRecipe):
         barman = self._barman(directory, record)
         if backup_id not in {backup["backup_id"] for backup in barman.list(BACKUP_PROFILE, where)}:
             raise InstanceError(f"no backup {backup_id} in {url_of(where)}", 404)
-        barman.run(barman.argv("backup-delete", BACKUP_PROFILE, where, "-b", backup_id), BACKUP_TIMEOUT)
+        barman.run(barman.argv("backup-delete", BACKUP_PROFILE, where, ["-b", backup_id]), BACKUP_TIMEOUT)
 
     def _initdb(self, run: Run, initdb: str, postgres: str, data: str) -> None:
         pwfile = private_file(run.path("pwfile"), run.spec["password"] + "\n")
