@@ -2,13 +2,17 @@
 taking base backups with barman-cloud into a real S3 store (SeaweedFS), restored to a point in
 time into a new instance; a real Redis restored from an RDB file behind a presigned URL."""
 
+import json
 import os
+import signal
 import subprocess
 import time
 from datetime import UTC, datetime
 
 import pytest
 
+from conpaas_agent.runtimes.data import Postgresql
+from conpaas_common.procs import free_port
 from conpaas_common.waiting import wait_until
 from tests.agent.test_data import PASSWORD, psql, redis
 
@@ -107,12 +111,31 @@ def test_it_restores_postgresql_from_nothing_with_an_error_and_no_data(s3_store,
     assert data_agent.call("GET", "/v1/status").json()["instances"] == {}
 
 
-def test_it_refuses_a_backup_of_an_instance_without_a_location(data_agent):
-    assert data_agent.call("PUT", "/v1/instances/db", {"runtime": "postgresql", "password": PASSWORD}).status == 200
+def test_it_archives_once_given_a_location_and_says_why_archiving_fails(data_agent):
+    spec = {"runtime": "postgresql", "password": PASSWORD}
+    assert data_agent.call("PUT", "/v1/instances/db", spec).status == 200
     reply = data_agent.call("POST", "/v1/instances/db/backup", {})
     assert reply.status == 409
     assert reply.json()["error"] == "instance db has no backup location (the spec's backup)"
     assert data_agent.call("GET", "/v1/instances/nothing/backups").status == 404
+    port = data_agent.call("GET", "/v1/instances/db").json()["port"]
+    assert psql(port, PASSWORD, "CREATE TABLE t (n int); INSERT INTO t VALUES (1)").returncode == 0
+
+    # A location nothing answers at: the server restarts archiving, and each try fails loudly.
+    nowhere = {**WHERE, "endpoint": f"http://127.0.0.1:{free_port()}"}
+    reply = data_agent.call("PUT", "/v1/instances/db", {**spec, "backup": nowhere, "archive_timeout_s": 1})
+    assert reply.status == 200, reply.body
+    port = reply.json()["port"]
+    assert rows(port, PASSWORD) == "1"
+    assert psql(port, PASSWORD, "SHOW archive_mode").stdout.strip() == "on"
+    assert psql(port, PASSWORD, "INSERT INTO t VALUES (2); SELECT pg_switch_wal()").returncode == 0
+    record = json.loads((data_agent.home / "state.json").read_text())["instances"]["db"]
+    directory = str(data_agent.home / "instances" / "db")
+    state = wait_until(lambda: Postgresql().archiving_state(directory, record)[1], 60, 0.5, "a failure")
+    assert state.startswith("archiving WAL 000000010000000000000001 failed (")
+    assert "Could not connect to the endpoint URL" in state and WHERE["secret_key"] not in state
+    # An immediate stop of this server (its pid): a clean one would try the dead store again first.
+    os.kill(reply.json()["pid"], signal.SIGQUIT)
 
 
 WHERE = {"endpoint": "http://127.0.0.1:9", "bucket": "backups", "access_key": "AK", "secret_key": "sk"}

@@ -117,6 +117,10 @@ class Barman:
                 f"aws_access_key_id = {where['access_key']}",
                 f"aws_secret_access_key = {where['secret_key']}",
                 f"region = {where['region']}",
+                # A store that does not answer fails a command in seconds, not boto's legacy
+                # minute: PostgreSQL tries a failed WAL again itself, and sees the failure sooner.
+                "retry_mode = standard",
+                "max_attempts = 3",
                 # An S3 store on a private network has no per-bucket host names.
                 "s3 =",
                 "    addressing_style = path",

@@ -323,10 +323,10 @@ class Postgresql(DataRecipe):
     def list_backups(self, name: str, directory: str, record: dict) -> dict:
         where = self._backup_location(name, record)
         backups = self._barman(directory, record).list(BACKUP_PROFILE, where)
-        archived_until, failing = self._archiver(directory, record)
+        archived_until, failing = self.archiving_state(directory, record)
         return {"backups": backups, "archived_until": archived_until, "archive_failing": failing}
 
-    def _archiver(self, directory: str, record: dict) -> tuple[str | None, str | None]:
+    def archiving_state(self, directory: str, record: dict) -> tuple[str | None, str | None]:
         """pg_stat_archiver's last archived time (UTC), and the last failure's words when it
         came after it (the server's log holds barman's)."""
         sql = (
