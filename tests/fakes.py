@@ -126,7 +126,7 @@ class FakeAgent:
             self._fail(404, f"no instance named {name}")
         return {file: found[-lines:] for file, found in self.fleet.logs.get(name, {}).items()}
 
-    def delete_instance(self, name: str) -> None:
+    def delete_instance(self, name: str, purge: bool = False) -> None:
         self._call("delete_instance", name, role="backend")
         self.fleet.instances.pop(name, None)
 

@@ -86,12 +86,23 @@ def test_it_backs_up_postgresql_and_restores_it_to_a_point_in_time(s3_store, dat
     assert rows(reply.json()["port"], OTHER_PASSWORD) == "1,2,3,4"
     assert psql(reply.json()["port"], OTHER_PASSWORD, "SHOW archive_mode").stdout.strip() == "off"
 
+    # A scratch server goes with its data.
+    assert data_agent.call("DELETE", "/v1/instances/latest?purge=true").status == 204
+    assert not (data_agent.home / "instances" / "latest").exists()
+
+    # A target after the archived WAL: PostgreSQL's own words, and no data directory left.
+    future = {**restore, "target_time": "2999-01-01T00:00:00+00:00"}
+    reply = data_agent.call("PUT", "/v1/instances/late", {**latest, "restore": future})
+    assert reply.status == 422, reply.body
+    assert "recovery ended before configured recovery target was reached" in reply.json()["error"]
+    assert not (data_agent.home / "instances" / "late" / "data").exists()
+
     assert data_agent.call("DELETE", f"/v1/instances/server/backups/{backup['backup_id']}").status == 204
     assert archived_until(data_agent, "server")["backups"] == []
 
     # The keys are in no log and no answer, nor on any command line.
     assert where["secret_key"] not in (data_agent.home / "agent.log").read_text()
-    for name in ("server", "copy", "latest"):
+    for name in ("server", "copy", "late"):
         assert where["secret_key"] not in (data_agent.home / "instances" / name / "instance.log").read_text()
         answer = data_agent.call("GET", f"/v1/instances/{name}").body.decode()
         assert where["secret_key"] not in answer and PASSWORD not in answer
@@ -196,7 +207,7 @@ def test_it_restores_redis_from_an_rdb_and_keeps_it_in_the_aof(s3_store, data_ag
     assert redis(again["port"], OTHER_PASSWORD, "DBSIZE").stdout.strip() == "20"
 
 
-def test_it_restores_redis_from_a_missing_rdb_with_an_error_and_no_data(s3_store, data_agent):
+def test_it_restores_redis_from_a_missing_or_bad_rdb_with_an_error_and_no_data(s3_store, data_agent):
     s3 = s3_store.client()
     s3.create_bucket(Bucket="backups")
     url = s3.generate_presigned_url("get_object", Params={"Bucket": "backups", "Key": "none.rdb"})
@@ -205,4 +216,13 @@ def test_it_restores_redis_from_a_missing_rdb_with_an_error_and_no_data(s3_store
     )
     assert reply.status == 422, reply.body
     assert reply.json()["error"] == "could not download the RDB file to restore: HTTP 404 Not Found"
+    assert os.listdir(data_agent.home / "instances" / "copy" / "data") == []
+
+    s3.put_object(Bucket="backups", Key="bad.rdb", Body=b"not an RDB file")
+    url = s3.generate_presigned_url("get_object", Params={"Bucket": "backups", "Key": "bad.rdb"})
+    reply = data_agent.call(
+        "PUT", "/v1/instances/copy", {"runtime": "redis", "password": PASSWORD, "restore": {"url": url}}
+    )
+    assert reply.status == 422, reply.body
+    assert "Wrong signature trying to load DB from file" in reply.json()["error"]
     assert os.listdir(data_agent.home / "instances" / "copy" / "data") == []
