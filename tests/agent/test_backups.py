@@ -7,7 +7,7 @@ import os
 import signal
 import subprocess
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -54,6 +54,7 @@ def test_it_backs_up_postgresql_and_restores_it_to_a_point_in_time(s3_store, dat
     backup = reply.json()
     assert set(backup) == {"backup_id", "begin_time", "end_time", "begin_wal", "end_wal", "size"}
     assert backup["size"] > 0 and backup["end_time"] >= backup["begin_time"]
+    assert abs(datetime.fromisoformat(backup["end_time"]) - datetime.now(UTC)) < timedelta(minutes=1)
 
     assert psql(port, PASSWORD, "INSERT INTO t VALUES (3)").returncode == 0
     time.sleep(0.3)
@@ -145,6 +146,10 @@ def test_it_archives_once_given_a_location_and_says_why_archiving_fails(data_age
     state = wait_until(lambda: Postgresql().archiving_state(directory, record)[1], 60, 0.5, "a failure")
     assert state.startswith("archiving WAL 000000010000000000000001 failed (")
     assert "Could not connect to the endpoint URL" in state and WHERE["secret_key"] not in state
+    reply_backup = data_agent.call("POST", "/v1/instances/db/backup", {})
+    assert (
+        reply_backup.status == 502 and reply_backup.json()["error"] == f"no backup while WAL archiving fails: {state}"
+    )
     # An immediate stop of this server (its pid): a clean one would try the dead store again first.
     os.kill(reply.json()["pid"], signal.SIGQUIT)
 

@@ -52,6 +52,9 @@ REDIS_CLI = "/usr/bin/redis-cli"
 # Restoring a large database (a base backup, then its WAL) takes long; a PUT that restores waits.
 RESTORE_TIMEOUT = 6 * 3600
 STOP_TIMEOUT = 60
+# A line barman logs when it fails ("2026-12-07 20:31:17,793 [9617] ERROR: …"), not a client's
+# SQL error that PostgreSQL logs ("… UTC [123] ERROR:  …").
+_BARMAN_ERROR_RE = re.compile(r"^\S+ [0-9:]+,[0-9]{3} \[[0-9]+\] ERROR: ")
 _PASSWORD_RE = re.compile(r"^[A-Za-z0-9_-]{16,128}$")
 
 
@@ -301,6 +304,10 @@ class Postgresql(DataRecipe):
 
     def take_backup(self, name: str, directory: str, record: dict) -> dict:
         where = self._backup_location(name, record)
+        # A base backup is restorable only with the WAL archived up to its end: none while that fails.
+        _archived, failing = self.archiving_state(directory, record)
+        if failing:
+            raise InstanceError(f"no backup while WAL archiving fails: {failing}", 502)
         barman = self._barman(directory, record)
         label = "conpaas-" + secrets.token_hex(6)  # finds this backup in the list afterwards
         options = ["-z", "--immediate-checkpoint", "-n", label]
@@ -341,7 +348,8 @@ class Postgresql(DataRecipe):
         archived, failed_count, failed_wal, failing = row
         if failing != "t":
             return archived or None, None
-        words = [line for line in tail(os.path.join(directory, "instance.log"), 200).splitlines() if "ERROR" in line]
+        log_lines = tail(os.path.join(directory, "instance.log"), 200).splitlines()
+        words = [line for line in log_lines if _BARMAN_ERROR_RE.match(line)]
         why = f": {words[-1].strip()}" if words else ""
         return archived or None, f"archiving WAL {failed_wal} failed ({failed_count} failures so far){why}"
 
