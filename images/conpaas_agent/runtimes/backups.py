@@ -126,9 +126,19 @@ class Barman:
                 "    addressing_style = path",
                 "",
             ]
-        fd = os.open(self.config, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        text = "\n".join(lines)
+        try:
+            with open(self.config) as fh:
+                if fh.read() == text:
+                    return
+        except FileNotFoundError:
+            pass
+        # Whole or not at all: an archive_command may be reading it right now.
+        partial = f"{self.config}.partial"
+        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as fh:
-            fh.write("\n".join(lines))
+            fh.write(text)
+        os.replace(partial, self.config)
 
     @staticmethod
     def argv(tool: str, profile: str, where: dict, options: tuple | list = (), rest: tuple | list = ()) -> list[str]:

@@ -9,7 +9,10 @@ never Debian's cluster or system services (images/stop-services.sh disables thos
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import hashlib
+import hmac
 import json
 import os
 import pwd
@@ -71,6 +74,17 @@ def private_file(path: str, text: str) -> str:
     with os.fdopen(fd, "w") as fh:
         fh.write(text)
     return path
+
+
+def scram_verifier(password: str, iterations: int = 4096) -> str:
+    """What PostgreSQL stores for a scram-sha-256 password (RFC 5802/7677; the control plane's
+    passwords are ASCII, which SASLprep leaves as they are)."""
+    salt = os.urandom(16)
+    salted = hashlib.pbkdf2_hmac("sha256", password.encode(), salt, iterations)
+    stored_key = hashlib.sha256(hmac.new(salted, b"Client Key", "sha256").digest()).digest()
+    server_key = hmac.new(salted, b"Server Key", "sha256").digest()
+    b64 = base64.b64encode
+    return f"SCRAM-SHA-256${iterations}:{b64(salt).decode()}${b64(stored_key).decode()}:{b64(server_key).decode()}"
 
 
 def _stop(server: subprocess.Popen) -> None:
@@ -274,8 +288,10 @@ class Postgresql(DataRecipe):
             if time.monotonic() > deadline:
                 raise InstanceError(f"recovery did not end within {RESTORE_TIMEOUT} s", 504)
             time.sleep(0.2)
-        # Sent on psql's standard input: the password is on no command line.
-        self._sql(run.dir, run.port, f"ALTER ROLE {PG_USER} PASSWORD '{run.spec['password']}'", None, check=True)
+        # Its SCRAM verifier, on psql's standard input: the password itself is on no command
+        # line and in no statement PostgreSQL could log.
+        verifier = scram_verifier(run.spec["password"])
+        self._sql(run.dir, run.port, f"ALTER ROLE {PG_USER} PASSWORD '{verifier}'", None, check=True)
 
     @staticmethod
     def _sql(directory: str, port: int, sql: str, password: str | None, check: bool = False) -> str:
