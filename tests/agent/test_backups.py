@@ -100,6 +100,8 @@ def test_it_backs_up_postgresql_and_restores_it_to_a_point_in_time(s3_store, dat
 
     assert data_agent.call("DELETE", f"/v1/instances/server/backups/{backup['backup_id']}").status == 204
     assert archived_until(data_agent, "server")["backups"] == []
+    again = data_agent.call("DELETE", f"/v1/instances/server/backups/{backup['backup_id']}")
+    assert again.status == 404 and again.json()["error"] == f"no backup {backup['backup_id']} in s3://backups/svc/1"
 
     # The keys are in no log and no answer, nor on any command line.
     assert where["secret_key"] not in (data_agent.home / "agent.log").read_text()
@@ -130,6 +132,8 @@ def test_it_archives_once_given_a_location_and_says_why_archiving_fails(data_age
     assert reply.status == 409
     assert reply.json()["error"] == "instance db has no backup location (the spec's backup)"
     assert data_agent.call("GET", "/v1/instances/nothing/backups").status == 404
+    assert data_agent.call("DELETE", "/v1/instances/db/backups/latest").status == 400
+    assert data_agent.call("DELETE", "/v1/instances/db?purge=maybe").json() == {"error": "purge must be true or false"}
     port = data_agent.call("GET", "/v1/instances/db").json()["port"]
     assert psql(port, PASSWORD, "CREATE TABLE t (n int); INSERT INTO t VALUES (1)").returncode == 0
 
@@ -204,6 +208,8 @@ def test_it_restores_redis_from_an_rdb_and_keeps_it_in_the_aof(s3_store, data_ag
     assert redis(port, OTHER_PASSWORD, "-n", "3", "GET", "env-copy").stdout.strip() == "x"
     assert redis(port, OTHER_PASSWORD, "CONFIG", "GET", "appendonly").stdout.split() == ["appendonly", "yes"]
     assert url not in (data_agent.home / "agent.log").read_text()
+    refused = data_agent.call("GET", "/v1/instances/copy/backups")
+    assert refused.status == 409 and refused.json()["error"] == "a redis instance takes no backups through its agent"
 
     # A restart reads the AOF (the RDB alone would be ignored with appendonly on).
     assert data_agent.call("DELETE", "/v1/instances/copy").status == 204

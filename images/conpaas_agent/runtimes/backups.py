@@ -66,7 +66,7 @@ def location(value: object, field: str) -> dict:
     )
     found = {"endpoint": f"{parts.scheme}://{parts.netloc}", "prefix": "", "region": "us-east-1"}
     for name, pattern, what in checks:
-        given = value.get(name, found.get(name))
+        given = value.get(name) or found.get(name)  # an empty prefix or region: the default
         if not isinstance(given, str) or not pattern.match(given):
             raise InstanceError(f"{field}.{name} must be {what}", 400)
         found[name] = given
