@@ -208,6 +208,9 @@ def test_it_restores_redis_from_an_rdb_and_keeps_it_in_the_aof(s3_store, data_ag
     assert redis(port, OTHER_PASSWORD, "-n", "3", "GET", "env-copy").stdout.strip() == "x"
     assert redis(port, OTHER_PASSWORD, "CONFIG", "GET", "appendonly").stdout.split() == ["appendonly", "yes"]
     assert url not in (data_agent.home / "agent.log").read_text()
+    # A link signed anew is the same restore: the server is left alone.
+    resigned = {**spec, "restore": {"url": url + "&again=1"}}
+    assert data_agent.call("PUT", "/v1/instances/copy", resigned).json()["pid"] == reply.json()["pid"]
     refused = data_agent.call("GET", "/v1/instances/copy/backups")
     assert refused.status == 409 and refused.json()["error"] == "a redis instance takes no backups through its agent"
 
