@@ -65,7 +65,7 @@ def test_it_backs_up_postgresql_and_restores_it_to_a_point_in_time(s3_store, dat
     # archive_timeout 1 s: the segment holding the last commit reaches the store within seconds.
     wait_until(lambda: (archived_until(data_agent, "server")["archived_until"] or "") > written, 30, 0.5, "archiving")
     listed = archived_until(data_agent, "server")
-    assert [b["backup_id"] for b in listed["backups"]] == [backup["backup_id"]]
+    assert listed["backups"] == [backup]
     assert listed["archive_failing"] is None
 
     # Into a new instance, to the target time: the rows committed up to it, no later one.

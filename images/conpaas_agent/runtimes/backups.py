@@ -181,36 +181,42 @@ class Barman:
         except (ValueError, KeyError, TypeError) as exc:
             raise InstanceError(f"barman-cloud-backup-list answered no list: {out[-500:]!r}", 502) from exc
         done = [info for info in found if info.get("status") == "DONE"]
-        return sorted((self.answer(info) for info in done), key=lambda backup: backup["backup_id"])
+        sizes = self.stored_sizes(profile, where) if done else {}
+        return sorted((self.answer(info, sizes) for info in done), key=lambda backup: backup["backup_id"])
 
     @staticmethod
-    def answer(info: dict) -> dict:
+    def answer(info: dict, sizes: dict[str, int]) -> dict:
         return {
             "backup_id": info["backup_id"],
             "begin_time": _utc(info.get("begin_time")),
             "end_time": _utc(info.get("end_time")),
             "begin_wal": info.get("begin_wal"),
             "end_wal": info.get("end_wal"),
-            "size": info.get("size"),
+            "size": sizes.get(info["backup_id"]),
         }
 
-    def stored_bytes(self, profile: str, where: dict, backup_id: str) -> int | None:
-        """What the backup's files take in the store (barman-cloud records no size of its own),
-        summed by Debian's python3 with its boto3, barman's own S3 client."""
-        prefix = "/".join(p for p in (where["prefix"], BARMAN_SERVER, "base", backup_id) if p) + "/"
+    def stored_sizes(self, profile: str, where: dict) -> dict[str, int]:
+        """What each backup's files take in the store, by backup id (barman-cloud records no size
+        of its own), summed by Debian's python3 with its boto3, barman's own S3 client; {} when
+        the store does not say."""
+        prefix = "/".join(p for p in (where["prefix"], BARMAN_SERVER, "base") if p) + "/"
         argv = ["/usr/bin/python3", "-c", _SUM_SIZES, profile, where["endpoint"], where["bucket"], prefix]
         try:
-            return int(self.run(argv, LIST_TIMEOUT).strip())
-        except (InstanceError, ValueError):
-            return None
+            return {key: int(value) for key, value in json.loads(self.run(argv, LIST_TIMEOUT)).items()}
+        except (InstanceError, ValueError, AttributeError):
+            return {}
 
 
+# Sizes by the first path part under the prefix: <prefix>db/base/<backup id>/…
 _SUM_SIZES = """
-import sys, boto3
+import collections, json, sys, boto3
 profile, endpoint, bucket, prefix = sys.argv[1:]
 s3 = boto3.Session(profile_name=profile).client("s3", endpoint_url=endpoint)
-pages = s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
-print(sum(item["Size"] for page in pages for item in page.get("Contents", [])))
+sizes = collections.Counter()
+for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+    for item in page.get("Contents", []):
+        sizes[item["Key"][len(prefix):].split("/", 1)[0]] += item["Size"]
+print(json.dumps(sizes))
 """
 
 

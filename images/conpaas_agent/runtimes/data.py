@@ -331,16 +331,14 @@ class Postgresql(DataRecipe):
         options += ["-d", PG_DATABASE]
         password = {"PGPASSWORD": record["password"]}
         barman.run(barman.argv("backup", BACKUP_PROFILE, where, options), BACKUP_TIMEOUT, password)
-        found = self._listed(barman, where, label)
-        found["size"] = barman.stored_bytes(BACKUP_PROFILE, where, found["backup_id"])
-        return found
+        return self._listed(barman, where, label)
 
     @staticmethod
     def _listed(barman: Barman, where: dict, label: str) -> dict:
         out = barman.run(barman.argv("backup-list", BACKUP_PROFILE, where, ["--format", "json"]), LIST_TIMEOUT)
         for info in json.loads(out).get("backups_list", []):
             if info.get("backup_name") == label and info.get("status") == "DONE":
-                return barman.answer(info)
+                return barman.answer(info, barman.stored_sizes(BACKUP_PROFILE, where))
         raise InstanceError(f"barman-cloud-backup ended but {url_of(where)} lists no backup named {label}", 502)
 
     def list_backups(self, name: str, directory: str, record: dict) -> dict:
