@@ -238,8 +238,12 @@ class Postgresql(DataRecipe):
             raise
         with open(run.logfile, "ab") as out:
             out.write(f"--- restoring backup {backup_id} of {url_of(where)}\n".encode())
+        # barman exits 1 for a WAL the store does not have (the end of the archive), 2-4 when
+        # the store or barman fails: PostgreSQL would take any failure for the end and promote
+        # early, short of the target; a code above 125 makes it stop the recovery instead.
+        fetch = barman.shell_command("wal-restore", RESTORE_PROFILE, where, [], ["%f", "%p"])
         settings = {
-            "restore_command": barman.shell_command("wal-restore", RESTORE_PROFILE, where, [], ["%f", "%p"]),
+            "restore_command": f"{fetch}; code=$?; [ $code -le 1 ] && exit $code; exit 255",
             "recovery_target_timeline": "latest",
             "recovery_target_action": "promote",
             # No session before the end of recovery: nobody sees a half-restored database.
