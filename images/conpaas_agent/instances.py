@@ -573,7 +573,7 @@ class Instances:
             return {"ok": False, "status": None, "detail": "the instance process has exited"}
         return recipe_of(record).healthy(self.host, record["port"], path)
 
-    # backups of a data server (runtimes/data.py: a postgresql instance with a backup location)
+    # backups of a data server (runtimes/postgresql.py: an instance with a backup location)
     def _backing_up(self, name: str):
         record = self.records.get(name)
         if record is None:

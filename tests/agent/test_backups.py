@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from conpaas_agent.runtimes.data import Postgresql
+from conpaas_agent.runtimes.postgresql import Postgresql
 from conpaas_common.procs import free_port
 from conpaas_common.waiting import wait_until
 from tests.agent.test_data import PASSWORD, psql, redis
