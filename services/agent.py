@@ -52,9 +52,9 @@ class AgentClient:
         return self.call("GET", f"{instance_path(name)}/logs?lines={int(lines)}", timeout=10)["files"]
 
     def delete_instance(self, name: str, purge: bool = False) -> None:
-        """Stop and remove the instance; `purge` removes its data too (a data server's, before a
-        restore in place: the agent restores only into an empty data directory)."""
-        self.call("DELETE", instance_path(name) + ("?purge=data" if purge else ""), timeout=60)
+        """Stop and remove the instance; with `purge` its directory too (a data server's data,
+        which a plain delete keeps for the next start of that name)."""
+        self.call("DELETE", instance_path(name) + ("?purge=true" if purge else ""), timeout=60)
 
     def backup(self, name: str) -> dict:
         """Take a base backup of a postgresql instance into its backup location now:

@@ -573,7 +573,7 @@ class Instances:
             return {"ok": False, "status": None, "detail": "the instance process has exited"}
         return recipe_of(record).healthy(self.host, record["port"], path)
 
-    # backups of a data server (runtimes/data.py: a postgresql instance with a backup location)
+    # backups of a data server (runtimes/postgresql.py: an instance with a backup location)
     def _backing_up(self, name: str):
         record = self.records.get(name)
         if record is None:
@@ -602,11 +602,19 @@ class Instances:
             recipe.delete_backup(name, directory, record, backup_id)
         log.info("deleted backup %s of instance %s", backup_id, name)
 
-    def delete(self, name: str) -> None:
+    def delete(self, name: str, purge: bool = False) -> None:
+        """Stop the instance and forget it; its directory (a data server's data) is kept for
+        the next PUT of that name, or removed with ``purge`` (a scratch server, or a restore in
+        place, which only an instance without data takes)."""
+        if not NAME_RE.match(name):
+            raise InstanceError(f"instance name must match {NAME_RE.pattern}", 400)
         with self._lock_for(self._name_locks, name):
             if name in self.records:
                 self._stop(name)
                 self._save()
+            if purge:
+                shutil.rmtree(os.path.join(self.instances_dir, name), ignore_errors=True)
+                log.info("removed the directory of instance %s", name)
         self.collect_unused()
 
     def _stop(self, name: str) -> None:

@@ -180,7 +180,10 @@ class Agent:
         return 200, instance
 
     def delete_instance(self, query: dict, body: object, name: str) -> tuple[int, object]:
-        self.instances.delete(name)
+        purge = query.get("purge", ["false"])[0]
+        if purge not in ("true", "false"):
+            raise RequestRefused(400, "purge must be true or false")
+        self.instances.delete(name, purge=purge == "true")
         return 204, None
 
     def take_backup(self, query: dict, body: object, name: str) -> tuple[int, object]:

@@ -2,13 +2,17 @@
 taking base backups with barman-cloud into a real S3 store (SeaweedFS), restored to a point in
 time into a new instance; a real Redis restored from an RDB file behind a presigned URL."""
 
+import json
 import os
+import signal
 import subprocess
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from conpaas_agent.runtimes.postgresql import Postgresql
+from conpaas_common.procs import free_port
 from conpaas_common.waiting import wait_until
 from tests.agent.test_data import PASSWORD, psql, redis
 
@@ -36,7 +40,7 @@ def archived_until(agent, name):
     return reply.json()
 
 
-def test_it_backs_up_postgresql_and_restores_it_to_a_point_in_time(data_agent, s3_store):
+def test_it_backs_up_postgresql_and_restores_it_to_a_point_in_time(s3_store, data_agent):
     s3_store.client().create_bucket(Bucket="backups")
     where = location(s3_store, "svc/1")
     spec = {"runtime": "postgresql", "password": PASSWORD, "backup": where, "archive_timeout_s": 1}
@@ -50,6 +54,7 @@ def test_it_backs_up_postgresql_and_restores_it_to_a_point_in_time(data_agent, s
     backup = reply.json()
     assert set(backup) == {"backup_id", "begin_time", "end_time", "begin_wal", "end_wal", "size"}
     assert backup["size"] > 0 and backup["end_time"] >= backup["begin_time"]
+    assert abs(datetime.fromisoformat(backup["end_time"]) - datetime.now(UTC)) < timedelta(minutes=1)
 
     assert psql(port, PASSWORD, "INSERT INTO t VALUES (3)").returncode == 0
     time.sleep(0.3)
@@ -58,9 +63,9 @@ def test_it_backs_up_postgresql_and_restores_it_to_a_point_in_time(data_agent, s
     assert psql(port, PASSWORD, "INSERT INTO t VALUES (4)").returncode == 0
     written = datetime.now(UTC).isoformat()
     # archive_timeout 1 s: the segment holding the last commit reaches the store within seconds.
-    wait_until(lambda: (archived_until(data_agent, "server")["archived_until"] or "") > written, 30)
+    wait_until(lambda: (archived_until(data_agent, "server")["archived_until"] or "") > written, 30, 0.5, "archiving")
     listed = archived_until(data_agent, "server")
-    assert [b["backup_id"] for b in listed["backups"]] == [backup["backup_id"]]
+    assert listed["backups"] == [backup]
     assert listed["archive_failing"] is None
 
     # Into a new instance, to the target time: the rows committed up to it, no later one.
@@ -73,7 +78,7 @@ def test_it_backs_up_postgresql_and_restores_it_to_a_point_in_time(data_agent, s
     assert rows(copy_port, OTHER_PASSWORD) == "1,2,3"
     # Promoted and writable with the spec's password, archiving to its own location on its new timeline.
     assert psql(copy_port, OTHER_PASSWORD, "INSERT INTO t VALUES (10)").returncode == 0
-    wait_until(lambda: archived_until(data_agent, "copy")["archived_until"], 30)
+    wait_until(lambda: archived_until(data_agent, "copy")["archived_until"], 30, 0.5, "the copy's archiving")
 
     # To the end of the archived WAL: every row; a scratch server without backup archives nothing.
     latest = {"runtime": "postgresql", "password": OTHER_PASSWORD, "restore": {**restore, "target_time": None}}
@@ -82,20 +87,33 @@ def test_it_backs_up_postgresql_and_restores_it_to_a_point_in_time(data_agent, s
     assert rows(reply.json()["port"], OTHER_PASSWORD) == "1,2,3,4"
     assert psql(reply.json()["port"], OTHER_PASSWORD, "SHOW archive_mode").stdout.strip() == "off"
 
+    # A scratch server goes with its data.
+    assert data_agent.call("DELETE", "/v1/instances/latest?purge=true").status == 204
+    assert not (data_agent.home / "instances" / "latest").exists()
+
+    # A target after the archived WAL: PostgreSQL's own words, and no data directory left.
+    future = {**restore, "target_time": "2999-01-01T00:00:00+00:00"}
+    reply = data_agent.call("PUT", "/v1/instances/late", {**latest, "restore": future})
+    assert reply.status == 422, reply.body
+    assert "recovery ended before configured recovery target was reached" in reply.json()["error"]
+    assert not (data_agent.home / "instances" / "late" / "data").exists()
+
     assert data_agent.call("DELETE", f"/v1/instances/server/backups/{backup['backup_id']}").status == 204
     assert archived_until(data_agent, "server")["backups"] == []
+    again = data_agent.call("DELETE", f"/v1/instances/server/backups/{backup['backup_id']}")
+    assert again.status == 404 and again.json()["error"] == f"no backup {backup['backup_id']} in s3://backups/svc/1"
 
     # The keys are in no log and no answer, nor on any command line.
     assert where["secret_key"] not in (data_agent.home / "agent.log").read_text()
-    for name in ("server", "copy", "latest"):
+    for name in ("server", "copy", "late"):
         assert where["secret_key"] not in (data_agent.home / "instances" / name / "instance.log").read_text()
         answer = data_agent.call("GET", f"/v1/instances/{name}").body.decode()
         assert where["secret_key"] not in answer and PASSWORD not in answer
-    ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
-    assert where["secret_key"] not in ps and "archive_command=" in ps
+    ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout.splitlines()
+    assert [line for line in ps if where["secret_key"] in line] == []
 
 
-def test_it_restores_postgresql_from_nothing_with_an_error_and_no_data(data_agent, s3_store):
+def test_it_restores_postgresql_from_nothing_with_an_error_and_no_data(s3_store, data_agent):
     s3_store.client().create_bucket(Bucket="backups")
     restore = {"from": location(s3_store, "empty"), "backup_id": None, "target_time": None}
     reply = data_agent.call(
@@ -107,12 +125,37 @@ def test_it_restores_postgresql_from_nothing_with_an_error_and_no_data(data_agen
     assert data_agent.call("GET", "/v1/status").json()["instances"] == {}
 
 
-def test_it_refuses_a_backup_of_an_instance_without_a_location(data_agent):
-    assert data_agent.call("PUT", "/v1/instances/db", {"runtime": "postgresql", "password": PASSWORD}).status == 200
+def test_it_archives_once_given_a_location_and_says_why_archiving_fails(data_agent):
+    spec = {"runtime": "postgresql", "password": PASSWORD}
+    assert data_agent.call("PUT", "/v1/instances/db", spec).status == 200
     reply = data_agent.call("POST", "/v1/instances/db/backup", {})
     assert reply.status == 409
     assert reply.json()["error"] == "instance db has no backup location (the spec's backup)"
     assert data_agent.call("GET", "/v1/instances/nothing/backups").status == 404
+    assert data_agent.call("DELETE", "/v1/instances/db/backups/latest").status == 400
+    assert data_agent.call("DELETE", "/v1/instances/db?purge=maybe").json() == {"error": "purge must be true or false"}
+    port = data_agent.call("GET", "/v1/instances/db").json()["port"]
+    assert psql(port, PASSWORD, "CREATE TABLE t (n int); INSERT INTO t VALUES (1)").returncode == 0
+
+    # A location nothing answers at: the server restarts archiving, and each try fails loudly.
+    nowhere = {**WHERE, "endpoint": f"http://127.0.0.1:{free_port()}"}
+    reply = data_agent.call("PUT", "/v1/instances/db", {**spec, "backup": nowhere, "archive_timeout_s": 1})
+    assert reply.status == 200, reply.body
+    port = reply.json()["port"]
+    assert rows(port, PASSWORD) == "1"
+    assert psql(port, PASSWORD, "SHOW archive_mode").stdout.strip() == "on"
+    assert psql(port, PASSWORD, "INSERT INTO t VALUES (2); SELECT pg_switch_wal()").returncode == 0
+    record = json.loads((data_agent.home / "state.json").read_text())["instances"]["db"]
+    directory = str(data_agent.home / "instances" / "db")
+    state = wait_until(lambda: Postgresql().archiving_state(directory, record)[1], 60, 0.5, "a failure")
+    assert state.startswith("archiving WAL 000000010000000000000001 failed (")
+    assert "Could not connect to the endpoint URL" in state and WHERE["secret_key"] not in state
+    reply_backup = data_agent.call("POST", "/v1/instances/db/backup", {})
+    assert (
+        reply_backup.status == 502 and reply_backup.json()["error"] == f"no backup while WAL archiving fails: {state}"
+    )
+    # An immediate stop of this server (its pid): a clean one would try the dead store again first.
+    os.kill(reply.json()["pid"], signal.SIGQUIT)
 
 
 WHERE = {"endpoint": "http://127.0.0.1:9", "bucket": "backups", "access_key": "AK", "secret_key": "sk"}
@@ -141,7 +184,7 @@ def test_it_refuses_a_bad_backup_spec(data_agent, fields, message):
     assert data_agent.call("GET", "/v1/status").json()["instances"] == {}
 
 
-def test_it_restores_redis_from_an_rdb_and_keeps_it_in_the_aof(data_agent, s3_store, tmp_path):
+def test_it_restores_redis_from_an_rdb_and_keeps_it_in_the_aof(s3_store, data_agent, tmp_path):
     source = data_agent.call("PUT", "/v1/instances/source", {"runtime": "redis", "password": PASSWORD}).json()
     for index in range(20):
         assert redis(source["port"], PASSWORD, "SET", f"k{index}", f"v{index}").stdout.strip() == "OK"
@@ -165,6 +208,11 @@ def test_it_restores_redis_from_an_rdb_and_keeps_it_in_the_aof(data_agent, s3_st
     assert redis(port, OTHER_PASSWORD, "-n", "3", "GET", "env-copy").stdout.strip() == "x"
     assert redis(port, OTHER_PASSWORD, "CONFIG", "GET", "appendonly").stdout.split() == ["appendonly", "yes"]
     assert url not in (data_agent.home / "agent.log").read_text()
+    # A link signed anew is the same restore: the server is left alone.
+    resigned = {**spec, "restore": {"url": url + "&again=1"}}
+    assert data_agent.call("PUT", "/v1/instances/copy", resigned).json()["pid"] == reply.json()["pid"]
+    refused = data_agent.call("GET", "/v1/instances/copy/backups")
+    assert refused.status == 409 and refused.json()["error"] == "a redis instance takes no backups through its agent"
 
     # A restart reads the AOF (the RDB alone would be ignored with appendonly on).
     assert data_agent.call("DELETE", "/v1/instances/copy").status == 204
@@ -173,7 +221,7 @@ def test_it_restores_redis_from_an_rdb_and_keeps_it_in_the_aof(data_agent, s3_st
     assert redis(again["port"], OTHER_PASSWORD, "DBSIZE").stdout.strip() == "20"
 
 
-def test_it_restores_redis_from_a_missing_rdb_with_an_error_and_no_data(data_agent, s3_store):
+def test_it_restores_redis_from_a_missing_or_bad_rdb_with_an_error_and_no_data(s3_store, data_agent):
     s3 = s3_store.client()
     s3.create_bucket(Bucket="backups")
     url = s3.generate_presigned_url("get_object", Params={"Bucket": "backups", "Key": "none.rdb"})
@@ -182,4 +230,13 @@ def test_it_restores_redis_from_a_missing_rdb_with_an_error_and_no_data(data_age
     )
     assert reply.status == 422, reply.body
     assert reply.json()["error"] == "could not download the RDB file to restore: HTTP 404 Not Found"
+    assert os.listdir(data_agent.home / "instances" / "copy" / "data") == []
+
+    s3.put_object(Bucket="backups", Key="bad.rdb", Body=b"not an RDB file")
+    url = s3.generate_presigned_url("get_object", Params={"Bucket": "backups", "Key": "bad.rdb"})
+    reply = data_agent.call(
+        "PUT", "/v1/instances/copy", {"runtime": "redis", "password": PASSWORD, "restore": {"url": url}}
+    )
+    assert reply.status == 422, reply.body
+    assert "Wrong signature trying to load DB from file" in reply.json()["error"]
     assert os.listdir(data_agent.home / "instances" / "copy" / "data") == []

@@ -66,7 +66,7 @@ def location(value: object, field: str) -> dict:
     )
     found = {"endpoint": f"{parts.scheme}://{parts.netloc}", "prefix": "", "region": "us-east-1"}
     for name, pattern, what in checks:
-        given = value.get(name, found.get(name))
+        given = value.get(name) or found.get(name)  # an empty prefix or region: the default
         if not isinstance(given, str) or not pattern.match(given):
             raise InstanceError(f"{field}.{name} must be {what}", 400)
         found[name] = given
@@ -117,26 +117,40 @@ class Barman:
                 f"aws_access_key_id = {where['access_key']}",
                 f"aws_secret_access_key = {where['secret_key']}",
                 f"region = {where['region']}",
+                # A store that does not answer fails a command in seconds, not boto's legacy
+                # minute: PostgreSQL tries a failed WAL again itself, and sees the failure sooner.
+                "retry_mode = standard",
+                "max_attempts = 3",
                 # An S3 store on a private network has no per-bucket host names.
                 "s3 =",
                 "    addressing_style = path",
                 "",
             ]
-        fd = os.open(self.config, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        text = "\n".join(lines)
+        try:
+            with open(self.config) as fh:
+                if fh.read() == text:
+                    return
+        except FileNotFoundError:
+            pass
+        # Whole or not at all: an archive_command may be reading it right now.
+        partial = f"{self.config}.partial"
+        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as fh:
-            fh.write("\n".join(lines))
+            fh.write(text)
+        os.replace(partial, self.config)
 
     @staticmethod
-    def argv(tool: str, profile: str, where: dict, *options: str) -> list[str]:
-        """``barman-cloud-<tool> [options] s3://bucket/prefix db``; the caller adds what follows."""
+    def argv(tool: str, profile: str, where: dict, options: tuple | list = (), rest: tuple | list = ()) -> list[str]:
+        """``barman-cloud-<tool> [options] s3://bucket/prefix db [rest]``."""
         common = ["--cloud-provider", "aws-s3", "--endpoint-url", where["endpoint"], "-P", profile]
-        return [BARMAN + tool, *common, *options, url_of(where), BARMAN_SERVER]
+        return [BARMAN + tool, *common, *options, url_of(where), BARMAN_SERVER, *rest]
 
     def shell_command(self, tool: str, profile: str, where: dict, options: list[str], rest: list[str]) -> str:
         """A command for PostgreSQL's archive_command or restore_command (run by /bin/sh, with
         the postgres process's environment, which names the AWS config file). ``rest`` follows
         the location unquoted: PostgreSQL's %p and %f."""
-        command = " ".join(shlex.quote(arg) for arg in self.argv(tool, profile, where, *options))
+        command = " ".join(shlex.quote(arg) for arg in self.argv(tool, profile, where, options))
         return " ".join([command, *rest])
 
     def run(self, argv: list[str], timeout: float, env: dict[str, str] | None = None) -> str:
@@ -161,42 +175,48 @@ class Barman:
 
     def list(self, profile: str, where: dict) -> list[dict]:
         """The location's finished backups, oldest first, as the agent answers them."""
-        out = self.run(self.argv("backup-list", profile, where, "--format", "json"), LIST_TIMEOUT)
+        out = self.run(self.argv("backup-list", profile, where, ["--format", "json"]), LIST_TIMEOUT)
         try:
             found = json.loads(out)["backups_list"]
         except (ValueError, KeyError, TypeError) as exc:
             raise InstanceError(f"barman-cloud-backup-list answered no list: {out[-500:]!r}", 502) from exc
         done = [info for info in found if info.get("status") == "DONE"]
-        return sorted((self.answer(info) for info in done), key=lambda backup: backup["backup_id"])
+        sizes = self.stored_sizes(profile, where) if done else {}
+        return sorted((self.answer(info, sizes) for info in done), key=lambda backup: backup["backup_id"])
 
     @staticmethod
-    def answer(info: dict) -> dict:
+    def answer(info: dict, sizes: dict[str, int]) -> dict:
         return {
             "backup_id": info["backup_id"],
             "begin_time": _utc(info.get("begin_time")),
             "end_time": _utc(info.get("end_time")),
             "begin_wal": info.get("begin_wal"),
             "end_wal": info.get("end_wal"),
-            "size": info.get("size"),
+            "size": sizes.get(info["backup_id"]),
         }
 
-    def stored_bytes(self, profile: str, where: dict, backup_id: str) -> int | None:
-        """What the backup's files take in the store (barman-cloud records no size of its own),
-        summed by Debian's python3 with its boto3, barman's own S3 client."""
-        prefix = "/".join(p for p in (where["prefix"], BARMAN_SERVER, "base", backup_id) if p) + "/"
+    def stored_sizes(self, profile: str, where: dict) -> dict[str, int]:
+        """What each backup's files take in the store, by backup id (barman-cloud records no size
+        of its own), summed by Debian's python3 with its boto3, barman's own S3 client; {} when
+        the store does not say."""
+        prefix = "/".join(p for p in (where["prefix"], BARMAN_SERVER, "base") if p) + "/"
         argv = ["/usr/bin/python3", "-c", _SUM_SIZES, profile, where["endpoint"], where["bucket"], prefix]
         try:
-            return int(self.run(argv, LIST_TIMEOUT).strip())
-        except (InstanceError, ValueError):
-            return None
+            return {key: int(value) for key, value in json.loads(self.run(argv, LIST_TIMEOUT)).items()}
+        except (InstanceError, ValueError, AttributeError):
+            return {}
 
 
+# Sizes by the first path part under the prefix: <prefix>db/base/<backup id>/…
 _SUM_SIZES = """
-import sys, boto3
+import collections, json, sys, boto3
 profile, endpoint, bucket, prefix = sys.argv[1:]
 s3 = boto3.Session(profile_name=profile).client("s3", endpoint_url=endpoint)
-pages = s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
-print(sum(item["Size"] for page in pages for item in page.get("Contents", [])))
+sizes = collections.Counter()
+for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+    for item in page.get("Contents", []):
+        sizes[item["Key"][len(prefix):].split("/", 1)[0]] += item["Size"]
+print(json.dumps(sizes))
 """
 
 
