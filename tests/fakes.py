@@ -52,6 +52,7 @@ class FakeFleet:
         self.archive_failing: str | None = None
         self.backup_failing: str = ""
         self.restore_failing: str = ""
+        self.restore_refusals: list[str] = []  # what the next restores fail with, one each
         self._ports = itertools.count(20000)
 
     def client(self, node, timeout: float = 30.0) -> "FakeAgent":
@@ -116,6 +117,8 @@ class FakeAgent:
                 self.fleet.logs[name] = copy.deepcopy(self.fleet.failing[label])
             instance = {"name": name, "node": self.node.name, "version": version, "label": label}
             instance["env"] = dict(spec.get("env", {}))
+            if "restore" in spec and self.fleet.restore_refusals:
+                self._fail(422, self.fleet.restore_refusals.pop(0))
             if "restore" in spec and self.fleet.restore_failing:
                 self._fail(500, self.fleet.restore_failing)
             instance.update(backup=spec.get("backup"), restore=spec.get("restore"))

@@ -34,6 +34,8 @@ from workflows import lifecycle
 
 POLICY_FIELDS = ("backup_enabled", "backup_every_hours", "backup_keep_days")
 ARCHIVE_PROBLEM = "WAL archiving fails: "
+# PostgreSQL's words when the archived WAL ends before a recovery's target time.
+TARGET_NOT_REACHED = "recovery ended before configured recovery target was reached"
 
 
 # --- the policy ---------------------------------------------------------------------------
@@ -422,6 +424,16 @@ def run_restore(operation) -> str:
         else:
             raise OperationFailed(f"the server on {node.name} could not be stopped: {exc.detail}") from None
     operation.set_progress(f"restoring {backup.backup_id} on {node.name}")
-    start_server(service, node, restore=restore_spec(backup, location, time))
+    spec = restore_spec(backup, location, time)
     what = f"{source.name}'s backup {backup.backup_id}" + (f" up to {time.isoformat()}" if time else "")
+    try:
+        start_server(service, node, restore=spec)
+    except OperationFailed as exc:
+        if backup.kind != BackupKind.BASE or TARGET_NOT_REACHED not in str(exc):
+            raise
+        # Nothing committed after the target is in the archive (an idle database): all of it is
+        # the state at the target. The agent removed the failed attempt's data.
+        operation.set_progress(f"restoring {backup.backup_id} on {node.name} with all the archived WAL")
+        start_server(service, node, restore={**spec, "target_time": None})
+        what += " (the archive holds no transaction after it: all of it restored)"
     return f"{service.name} restored from {what}"

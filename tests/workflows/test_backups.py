@@ -393,3 +393,22 @@ def test_a_scratch_node_left_by_an_interrupted_verification_goes_at_the_next_bac
     assert back_up(queue, service).state == OperationState.SUCCEEDED
     assert not service.live_nodes().filter(scratch=True).exists()
     assert Event.objects.filter(action="node.destroy", message=f"destroyed node {left.name}").count() == 2
+
+
+def test_a_target_past_the_last_archived_transaction_restores_the_whole_archive(alice, fleet, queue):
+    service, backup = verified_backup(queue, alice, fleet)
+    fleet.restore_refusals = ["FATAL:  recovery ended before configured recovery target was reached"]
+
+    operation = queue.start(lambda: backups.request_restore(service, alice, backup_pk=backup.pk))
+
+    assert operation.state == OperationState.SUCCEEDED, operation.error
+    assert fleet.instances["server"]["restore"]["target_time"] is None
+    ended = operation.events.get(outcome="succeeded").message
+    assert ended.endswith("(the archive holds no transaction after it: all of it restored)")
+
+
+def test_another_restore_refusal_fails_the_restore(alice, fleet, queue):
+    service, backup = verified_backup(queue, alice, fleet)
+    fleet.restore_refusals = ["barman-cloud-restore: access denied"]
+    operation = queue.start(lambda: backups.request_restore(service, alice, backup_pk=backup.pk))
+    assert operation.state == OperationState.FAILED and "access denied" in operation.error
