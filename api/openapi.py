@@ -13,6 +13,8 @@ from api.serializers import (
     AppliedSerializer,
     ApplySerializer,
     AutoscalingSerializer,
+    BackupPolicySerializer,
+    BackupSerializer,
     CodeVersionSerializer,
     CredentialsSerializer,
     DeploySerializer,
@@ -24,6 +26,7 @@ from api.serializers import (
     MetricsSerializer,
     NodeSerializer,
     OperationSerializer,
+    RestoreSerializer,
     ScaleSerializer,
     ServiceCreatedSerializer,
     ServiceSerializer,
@@ -270,6 +273,33 @@ services = extend_schema_view(
     logs=extend_schema(
         parameters=[SERVICE_ID, LOG_ENVIRONMENT, LOG_LINES, LOG_FAILED],
         responses={200: LogsSerializer, 400: BAD_REQUEST, 404: NOT_FOUND},
+    ),
+    backups=extend_schema(
+        parameters=[SERVICE_ID],
+        request=None,
+        responses={
+            200: BackupSerializer(many=True),
+            202: OperationSerializer,
+            404: NOT_FOUND,
+            409: CONFLICT,
+        },
+    ),
+    backup_policy=extend_schema(
+        parameters=[SERVICE_ID],
+        request=BackupPolicySerializer,
+        responses={200: BackupPolicySerializer, 400: BAD_REQUEST, 404: NOT_FOUND, 409: CONFLICT, 415: UNSUPPORTED},
+    ),
+    restore=extend_schema(
+        parameters=[SERVICE_ID],
+        request=RestoreSerializer,
+        responses={
+            202: OperationSerializer,
+            400: BAD_REQUEST,
+            403: QUOTA,
+            404: NOT_FOUND,
+            409: CONFLICT,
+            415: UNSUPPORTED,
+        },
     ),
 )
 

@@ -14,6 +14,7 @@ from services.models import (
     GONE,
     ApiToken,
     Application,
+    Backup,
     Event,
     Node,
     Operation,
@@ -82,9 +83,10 @@ class ServiceSerializer(serializers.ModelSerializer):
             "url",
             "environments",
             "nodes",
+            "backup_problem",
             "created",
         ]
-        read_only_fields = ["id", "state", "url", "environments", "nodes", "created"]
+        read_only_fields = ["id", "state", "url", "environments", "nodes", "backup_problem", "created"]
 
     @extend_schema_field(NodeSerializer(many=True))
     def get_nodes(self, service) -> list[dict]:
@@ -139,9 +141,17 @@ def service_list(services) -> list[dict]:
     answer = []
     no_nodes = []
     rows = services.values_list(
-        "id", "name", "runtime", "java_heap_mb", "health_check_path", "health_check_status", "state", "created"
+        "id",
+        "name",
+        "runtime",
+        "java_heap_mb",
+        "health_check_path",
+        "health_check_status",
+        "state",
+        "backup_problem",
+        "created",
     )
-    for pk, name, runtime, java_heap_mb, health_path, health_status, state, made in rows:
+    for pk, name, runtime, java_heap_mb, health_path, health_status, state, backup_problem, made in rows:
         live = nodes.get(pk, no_nodes)
         url = urls.get(pk)
         answer.append(
@@ -165,6 +175,7 @@ def service_list(services) -> list[dict]:
                     for env_name, version, label, key in environments.get(pk, ())
                 ],
                 "nodes": [node_representation(node, created) for node in live],
+                "backup_problem": backup_problem,
                 "created": created(made),
             }
         )
@@ -382,6 +393,12 @@ class DeleteServiceSerializer(serializers.Serializer):
         default=False, help_text="delete even though other services link it (they keep a link to nothing)"
     )
 
+    def validate(self, attrs):
+        # A query string's `force=` reads as absent to DRF (an unchecked checkbox): said, not guessed.
+        if self.initial_data.get("force") == "":
+            raise serializers.ValidationError({"force": "true or false"})
+        return attrs
+
 
 class SwapSerializer(serializers.Serializer):
     environment = serializers.CharField(default="development")
@@ -478,6 +495,50 @@ class AutoscalingSerializer(serializers.ModelSerializer):
 
     def get_nodes(self, policy) -> int:
         return self.context["nodes"]
+
+
+class BackupPolicySerializer(serializers.Serializer):
+    """A data service's backup policy; a PUT changes the fields it names and keeps the others."""
+
+    enabled = serializers.BooleanField(required=False, help_text="take backups on a schedule (on by default)")
+    every_hours = serializers.IntegerField(required=False, help_text="hours between backups (1 to 744; 24)")
+    keep_days = serializers.IntegerField(
+        required=False, help_text="days backups are kept (1 to 3650; 7); the newest verified one is always kept"
+    )
+
+
+class BackupSerializer(serializers.ModelSerializer):
+    recovery_window = serializers.SerializerMethodField(
+        help_text="what a restore can reach: PostgreSQL from the oldest kept base backup's end to the last "
+        "archived WAL; Redis the snapshot's moment"
+    )
+    verified = serializers.BooleanField(
+        allow_null=True, help_text="restored into a scratch server and checked: null while not yet"
+    )
+
+    class Meta:
+        model = Backup
+        fields = ["id", "backup_id", "created", "kind", "size", "state", "verified", "verification", "error",
+                  "recovery_window"]  # fmt: skip
+
+    @extend_schema_field(
+        {"type": "object", "properties": {"from": {"type": "string", "format": "date-time", "nullable": True},
+                                          "to": {"type": "string", "format": "date-time", "nullable": True}}}
+    )  # fmt: skip
+    def get_recovery_window(self, backup) -> dict:
+        window = self.context["window"](backup)
+        field = serializers.DateTimeField()
+        return {end: field.to_representation(value) if value else None for end, value in window.items()}
+
+
+class RestoreSerializer(serializers.Serializer):
+    backup = serializers.IntegerField(
+        required=False, min_value=1, max_value=2**63 - 1, help_text="the id of a backup (from the list)"
+    )
+    time = serializers.DateTimeField(required=False, help_text="PostgreSQL: a moment, ISO 8601 with its offset")
+    into = serializers.CharField(
+        required=False, allow_blank=True, max_length=40, help_text="a new service's name: restore into it"
+    )
 
 
 class LogLineSerializer(serializers.Serializer):

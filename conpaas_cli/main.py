@@ -225,17 +225,27 @@ def build_parser() -> argparse.ArgumentParser:
         "db",
         data.db,
         "a data service: open its client shell (psql, redis-cli) with its credentials; `dump` exports it to "
-        "stdout; `load FILE` loads a dump with a live counter",
+        "stdout; `load FILE` loads a dump with a live counter; `backups`, `backup`, `restore` its backups",
         (common, waiting),
     )
     p.add_argument("service", metavar="SERVICE")
-    p.add_argument("action", metavar="ACTION", nargs="?", choices=["shell", "dump", "load"], default="shell")
+    p.add_argument(
+        "action",
+        metavar="ACTION",
+        nargs="?",
+        choices=["shell", "dump", "load", "backups", "backup", "restore"],
+        default="shell",
+        help="shell (the default), dump, load FILE; backups (list them, verified or not), backup (take one now, "
+        "verified), restore [BACKUP] [--time T] [--into NAME]",
+    )
     p.add_argument(
         "file",
-        metavar="FILE",
+        metavar="FILE|BACKUP",
         nargs="?",
-        help="with load: the dump (SQL, pg_dump -Fc, Redis protocol, key value lines)",
+        help="with load: the dump (SQL, pg_dump -Fc, Redis protocol, key value lines); with restore: a backup's id",
     )
+    p.add_argument("--time", metavar="T", help="with restore (PostgreSQL): the moment to restore to, ISO 8601")
+    p.add_argument("--into", metavar="NAME", help="with restore: into a new service NAME instead of in place")
 
     p = command("wait", operations.wait_command, "wait for an operation started with --no-wait")
     p.add_argument("operation", metavar="OPERATION", type=int, help="the operation id")

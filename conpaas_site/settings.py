@@ -126,6 +126,19 @@ CONPAAS_HEAL_GRACE = envint("CONPAAS_HEAL_GRACE", 60)
 # is on, let the autoscaler decide (workflows/autoscale.py).
 CONPAAS_METRICS_INTERVAL = envint("CONPAAS_METRICS_INTERVAL", 5)
 CONPAAS_MAX_UPLOAD_MB = envint("CONPAAS_MAX_UPLOAD_MB", 100)
+# Backups of data services (workflows/backups.py, README "Backups and restore"): the S3 store
+# they go to. Unset: backups are not configured (a backup fails saying so).
+CONPAAS_BACKUP_S3_ENDPOINT = os.getenv("CONPAAS_BACKUP_S3_ENDPOINT", "")
+CONPAAS_BACKUP_S3_BUCKET = os.getenv("CONPAAS_BACKUP_S3_BUCKET", "")
+CONPAAS_BACKUP_S3_ACCESS_KEY = os.getenv("CONPAAS_BACKUP_S3_ACCESS_KEY", "")
+CONPAAS_BACKUP_S3_SECRET_KEY = os.getenv("CONPAAS_BACKUP_S3_SECRET_KEY", "")
+CONPAAS_BACKUP_S3_REGION = os.getenv("CONPAAS_BACKUP_S3_REGION", "us-east-1")
+# The longest a PostgreSQL server waits before archiving a WAL segment that is not full: the
+# most a restore after the node's loss can lose (the RPO), seconds.
+CONPAAS_BACKUP_ARCHIVE_TIMEOUT_S = envint("CONPAAS_BACKUP_ARCHIVE_TIMEOUT_S", 60)
+# How often the supervisor looks for data services whose last backup is older than their policy's
+# every_hours (seconds).
+CONPAAS_BACKUP_CHECK_INTERVAL = envint("CONPAAS_BACKUP_CHECK_INTERVAL", 300)
 # What an uploaded archive may hold (images/conpaas_common/archives/). Archive bombs are
 # stopped by bytes, the expanded size and the ratio; the member count only bounds the work of
 # checking one (MediaWiki has 25,000 members, Nextcloud or Drupal with vendor/ more). A node

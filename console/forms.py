@@ -177,3 +177,28 @@ class ServiceOptionsForm(forms.Form):
             del self.fields["java_heap_mb"]  # only java services run a JVM
         for field in self.fields.values():
             field.widget.attrs.update(autocomplete="off", spellcheck="false")
+
+
+class BackupPolicyForm(forms.Form):
+    """A data service's backup policy; workflows.backups.configure checks it by the model's rules."""
+
+    enabled = forms.BooleanField(required=False, label="Take backups on a schedule")
+    every_hours = forms.IntegerField(label="Every (hours)")
+    keep_days = forms.IntegerField(label="Keep (days)", help_text="The newest verified backup is always kept.")
+
+
+class RestoreForm(forms.Form):
+    """A restore: a backup, or (PostgreSQL) a moment; in place, or into a new service."""
+
+    backup = forms.IntegerField(required=False, label="Backup (id)", widget=forms.NumberInput(attrs={"min": 1}))
+    time = forms.DateTimeField(
+        required=False,
+        label="Or a moment (PostgreSQL)",
+        help_text="ISO 8601 with its offset, within the recovery window, e.g. 2026-12-07T20:15:00+00:00",
+    )
+    into = forms.CharField(
+        required=False,
+        max_length=40,
+        label="Into a new service",
+        help_text="Empty: in place (same URL and credentials; the server's data is replaced).",
+    )

@@ -4,6 +4,7 @@ from django.urls import path
 from console.views import (
     account,
     applications,
+    backups,
     code_versions,
     dashboard,
     data_services,
@@ -32,6 +33,10 @@ urlpatterns = [
     path("services/<int:pk>/delete/", services.service_delete, name="service-delete"),
     path("services/<int:pk>/versions/", code_versions.version_upload, name="version-upload"),
     path("services/<int:pk>/load/", data_services.dump_load, name="dump-load"),
+    path("services/<int:pk>/backups/", backups.backup_list, name="backups"),
+    path("services/<int:pk>/backups/policy/", backups.backup_policy, name="backup-policy"),
+    path("services/<int:pk>/backups/take/", backups.backup_take, name="backup-take"),
+    path("services/<int:pk>/restore/", backups.backup_restore, name="backup-restore"),
     path("services/<int:pk>/versions/<int:version_pk>/delete/", code_versions.version_delete, name="version-delete"),
     path("services/<int:pk>/environments/", environments.environment_add, name="environment-add"),
     path(

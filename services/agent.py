@@ -10,12 +10,17 @@ from conpaas_common.wire import (
     PROXY_RELOAD_PATH,
     RELEASES_PATH,
     STATUS_PATH,
+    backup_path,
+    backups_path,
     instance_path,
 )
 
 __all__ = ["AgentClient", "AgentError", "client_for"]  # AgentError: what every call may raise
 
 log = logging.getLogger("conpaas.agent")
+
+# A base backup or a restore of a large database takes long; the agent bounds both at 6 h.
+BACKUP_TIMEOUT = RESTORE_TIMEOUT = 6 * 3600 + 60
 
 
 class AgentClient:
@@ -31,7 +36,8 @@ class AgentClient:
         return self.call("GET", STATUS_PATH, timeout=timeout)
 
     def put_instance(self, name: str, spec: dict) -> dict:
-        return self.call("PUT", instance_path(name), spec, timeout=900)
+        # A restore (a base backup and its WAL, or an RDB) answers when the server serves it.
+        return self.call("PUT", instance_path(name), spec, timeout=RESTORE_TIMEOUT if spec.get("restore") else 900)
 
     def run_release(self, spec: dict) -> dict:
         """Run a version's release command (`spec`: an instance spec plus `command`) once on this
@@ -45,8 +51,22 @@ class AgentClient:
         """The last `lines` lines of each of the instance's log files, by file name."""
         return self.call("GET", f"{instance_path(name)}/logs?lines={int(lines)}", timeout=10)["files"]
 
-    def delete_instance(self, name: str) -> None:
-        self.call("DELETE", instance_path(name), timeout=60)
+    def delete_instance(self, name: str, purge: bool = False) -> None:
+        """Stop and remove the instance; with `purge` its directory too (a data server's data,
+        which a plain delete keeps for the next start of that name)."""
+        self.call("DELETE", instance_path(name) + ("?purge=true" if purge else ""), timeout=60)
+
+    def backup(self, name: str) -> dict:
+        """Take a base backup of a postgresql instance into its backup location now:
+        {backup_id, begin_time, end_time, begin_wal, end_wal, size}; 409 without a location."""
+        return self.call("POST", backup_path(name), {}, timeout=BACKUP_TIMEOUT)
+
+    def backups(self, name: str) -> dict:
+        """{backups: [oldest first], archived_until, archive_failing} of a postgresql instance."""
+        return self.call("GET", backups_path(name), timeout=180)
+
+    def delete_backup(self, name: str, backup_id: str) -> None:
+        self.call("DELETE", backups_path(name, backup_id), timeout=600)
 
     def put_proxy(self, routing: dict, require_healthy: str | None = None) -> dict:
         """Apply the routing; with `require_healthy` (a backend key) the agent changes nothing

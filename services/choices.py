@@ -46,6 +46,19 @@ class OperationKind(models.TextChoices):
     RECONCILE = "reconcile"
     HEAL = "heal"
     LOAD = "load"
+    BACKUP = "backup"
+    RESTORE = "restore"
+
+
+class BackupState(models.TextChoices):
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+
+
+class BackupKind(models.TextChoices):
+    BASE = "base", "PostgreSQL base backup (plus the archived WAL after it)"
+    RDB = "rdb", "Redis RDB snapshot"
 
 
 class OperationState(models.TextChoices):

@@ -17,8 +17,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from django.conf import settings
+
 from conpaas_common.wire import PG_DATABASE, PG_USER
-from services import agent
+from services import agent, backup_store
 from services.choices import Runtime
 from services.errors import Conflict, ConpaasError, OperationFailed
 from services.models import Node, Service
@@ -38,9 +40,17 @@ class DumpRefused(ConpaasError):
     """The dump is not one the service's database takes; nothing was loaded."""
 
 
-def start_server(service: Service, node: Node) -> int:
-    """Start (or find running) the service's server on `node`; returns and records its port."""
+def start_server(service: Service, node: Node, restore: dict | None = None) -> int:
+    """Start (or find running) the service's server on `node`; returns and records its port.
+
+    A PostgreSQL server archives its WAL to the backup store when there is one (the RPO is
+    CONPAAS_BACKUP_ARCHIVE_TIMEOUT_S); `restore` (backup_wire.md) fills a new server from a backup."""
     spec = {"runtime": service.runtime, "password": service.password}
+    if service.runtime == Runtime.POSTGRESQL and backup_store.configured():
+        spec["backup"] = backup_store.for_nodes(backup_store.target_for(service))
+        spec["archive_timeout_s"] = settings.CONPAAS_BACKUP_ARCHIVE_TIMEOUT_S
+    if restore is not None:
+        spec["restore"] = restore
     try:
         instance = agent.client_for(node).put_instance(SERVER, spec)
     except agent.AgentError as exc:

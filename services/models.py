@@ -24,6 +24,8 @@ from conpaas_common.wire import (
 )
 from services.choices import (
     DATA_RUNTIMES,
+    BackupKind,
+    BackupState,
     NodeState,
     OperationKind,
     OperationState,
@@ -141,6 +143,20 @@ class Service(models.Model):
     # (the credentials call, `conpaas db`), never in events, logs or other answers.
     password = models.CharField(max_length=64, blank=True, editable=False)
     created = models.DateTimeField(default=timezone.now)
+    # A data service's backup policy (workflows/backups.py): a backup every `backup_every_hours`,
+    # kept `backup_keep_days` (the newest verified one always kept).
+    backup_enabled = models.BooleanField(default=True, help_text="Data services: take backups on a schedule.")
+    backup_every_hours = models.PositiveIntegerField(
+        default=24, validators=[MinValueValidator(1), MaxValueValidator(24 * 31)], help_text="Hours between backups."
+    )
+    backup_keep_days = models.PositiveIntegerField(
+        default=7, validators=[MinValueValidator(1), MaxValueValidator(3650)], help_text="Days backups are kept."
+    )
+    # Why the last backup failed or could not be verified; empty when the last one is good.
+    backup_problem = models.TextField(blank=True, editable=False)
+    # PostgreSQL: the last archived WAL segment's time as the agent last said it (read by the
+    # workers after each backup; the end of the recovery window, never asked per request).
+    backup_archived_until = models.DateTimeField(null=True, blank=True, editable=False)
 
     objects = ServiceQuerySet.as_manager()
 
@@ -324,6 +340,9 @@ class Node(models.Model):
     # Self-healing (workflows/healing.py): since when this node's agent has not answered (None:
     # it answered when last asked).
     unreachable_since = models.DateTimeField(null=True, blank=True, editable=False)
+    # A temporary node of the platform's own (a backup's verification): not counted in the
+    # owner's node quota, destroyed when its work ends.
+    scratch = models.BooleanField(default=False, editable=False)
 
     class Meta:
         ordering = ["created", "id"]
@@ -435,6 +454,39 @@ class Event(models.Model):
             message=message,
             outcome=outcome,
         )
+
+
+class Backup(models.Model):
+    """One backup of a data service in the backup store (services/backup_store.py): a PostgreSQL
+    base backup (the WAL archived after it makes any later second restorable) or a Redis RDB."""
+
+    service = models.ForeignKey(Service, on_delete=models.CASCADE, related_name="backups")
+    created = models.DateTimeField(default=timezone.now)
+    kind = models.CharField(max_length=10, choices=BackupKind.choices)
+    # barman's backup id (PostgreSQL) or ours (Redis: the RDB's name in the store).
+    backup_id = models.CharField(max_length=100, blank=True)
+    state = models.CharField(max_length=20, choices=BackupState.choices, default=BackupState.RUNNING)
+    size = models.BigIntegerField(null=True, blank=True)
+    begin_time = models.DateTimeField(null=True, blank=True)
+    end_time = models.DateTimeField(null=True, blank=True)
+    # None: not verified yet; True/False: restored into a scratch server and checked, or not.
+    verified = models.BooleanField(null=True, blank=True)
+    verification = models.TextField(blank=True)
+    # Redis: keys at backup time; PostgreSQL: rows per table found by the verification.
+    key_count = models.BigIntegerField(null=True, blank=True)
+    table_counts = models.JSONField(default=dict, blank=True)
+    error = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["-created", "-id"]
+
+    def __str__(self) -> str:
+        return f"backup {self.pk} of {self.service}"
+
+    @property
+    def time(self):
+        """The moment the backup holds the data of: its end (PostgreSQL) or its snapshot."""
+        return self.end_time or self.created
 
 
 def active_operations():

@@ -53,10 +53,13 @@ class Backoff:
         return min(self.cap, self.first * 2 ** (failed - 1))
 
 
-def boot_node(service: Service, roles: list[str], operation=None, router_at: RouterPlace | None = None) -> Node:
+def boot_node(
+    service: Service, roles: list[str], operation=None, router_at: RouterPlace | None = None, scratch: bool = False
+) -> Node:
     """A new running node with `roles`, or OperationFailed once every attempt failed.
 
-    `router_at` replaces a dead router where it was, when the cloud can."""
+    `router_at` replaces a dead router where it was, when the cloud can; a `scratch` node is a
+    temporary one of the platform's (Node.scratch)."""
     backoff = Backoff.from_settings()
     for attempt in range(1, backoff.attempts + 1):
         node = Node.objects.create(
@@ -65,6 +68,7 @@ def boot_node(service: Service, roles: list[str], operation=None, router_at: Rou
             cloud=settings.CONPAAS_CLOUD,
             is_proxy="proxy" in roles,
             is_backend="backend" in roles,
+            scratch=scratch,
         )
         of = f" (attempt {attempt} of {backoff.attempts})" if backoff.attempts > 1 else ""
         Event.record(service, "node.boot", f"booting node {node.name} ({', '.join(roles)}){of}", operation=operation)

@@ -52,7 +52,8 @@ def node_counts(owner) -> dict[int, int]:
     counts its first node before it boots, a service scaling up counts its target at once, one
     scaling down keeps counting its nodes until they are gone. A node that failed to boot holds
     nothing (the next scale removes it); a service being deleted counts only what still runs."""
-    live = Count("nodes", filter=~Q(nodes__state__in=[*GONE, NodeState.FAILED]))
+    # A scratch node (a backup's verification) is the platform's, not the owner's.
+    live = Count("nodes", filter=~Q(nodes__state__in=[*GONE, NodeState.FAILED]) & Q(nodes__scratch=False))
     rows = Service.objects.filter(owner_id=owner.pk).annotate(live=live)
     return {
         pk: live if state == ServiceState.DELETING else max(live, desired)

@@ -41,6 +41,18 @@ class FakeFleet:
         self.releases: dict[str, tuple[int, str]] = {}  # version label -> (exit code, output) of its release
         self.crashing: dict[str, str] = {}  # version label -> what its instances print as they exit at start
         self.failing: dict[str, dict[str, list[str]]] = {}  # version label -> the logs of its instances, all unhealthy
+        # backups (backup_wire.md): the base backups taken, oldest first; how far the WAL is
+        # archived and why archiving fails; a backup or a restore that fails with these words
+        self.base_backups: list[dict] = []
+        self.specs: dict[str, dict] = {}
+        self.purged: list[
+            str
+        ] = []  # instances deleted with their data  # instance name -> the last spec PUT (kept after its deletion)
+        self.archived_until: str | None = None
+        self.archive_failing: str | None = None
+        self.backup_failing: str = ""
+        self.restore_failing: str = ""
+        self.restore_refusals: list[str] = []  # what the next restores fail with, one each
         self._ports = itertools.count(20000)
 
     def client(self, node, timeout: float = 30.0) -> "FakeAgent":
@@ -90,6 +102,7 @@ class FakeAgent:
 
     def put_instance(self, name: str, spec: dict) -> dict:
         self._call("put_instance", name, role="backend")
+        self.fleet.specs[name] = copy.deepcopy(spec)
         if name in self.fleet.crashing:  # as the agent answers it (an InstanceError)
             self._fail(422, f"instance {name} exited at start (code 1): {self.fleet.crashing[name]}")
         instance = self.fleet.instances.get(name)
@@ -104,6 +117,11 @@ class FakeAgent:
                 self.fleet.logs[name] = copy.deepcopy(self.fleet.failing[label])
             instance = {"name": name, "node": self.node.name, "version": version, "label": label}
             instance["env"] = dict(spec.get("env", {}))
+            if "restore" in spec and self.fleet.restore_refusals:
+                self._fail(422, self.fleet.restore_refusals.pop(0))
+            if "restore" in spec and self.fleet.restore_failing:
+                self._fail(500, self.fleet.restore_failing)
+            instance.update(backup=spec.get("backup"), restore=spec.get("restore"))
             instance.update(port=next(self.fleet._ports), concurrency=self.fleet.concurrency, state="running")
             if spec.get("runtime") == "storage" and spec.get("role") == "master":  # where weed shell finds it
                 address = self.node.address
@@ -129,9 +147,36 @@ class FakeAgent:
             self._fail(404, f"no instance named {name}")
         return {file: found[-lines:] for file, found in self.fleet.logs.get(name, {}).items()}
 
-    def delete_instance(self, name: str) -> None:
+    def delete_instance(self, name: str, purge: bool = False) -> None:
         self._call("delete_instance", name, role="backend")
+        if purge:
+            self.fleet.purged.append(name)
         self.fleet.instances.pop(name, None)
+
+    def backup(self, name: str) -> dict:
+        self._call("backup", name, role="backend")
+        if not (self.fleet.instances.get(name) or {}).get("backup"):
+            self._fail(409, f"instance {name} has no backup location")
+        if self.fleet.backup_failing:
+            self._fail(500, self.fleet.backup_failing)
+        n = len(self.fleet.base_backups) + 1
+        taken = {"backup_id": f"20261207T20000{n}", "begin_time": "2026-12-07T20:00:00+00:00"}
+        taken.update(end_time=f"2026-12-07T20:00:0{n}+00:00", begin_wal="1", end_wal="2", size=1000 * n)
+        self.fleet.base_backups.append(taken)
+        return taken
+
+    def backups(self, name: str) -> dict:
+        self._call("backups", name, role="backend")
+        fleet = self.fleet
+        return {
+            "backups": fleet.base_backups,
+            "archived_until": fleet.archived_until,
+            "archive_failing": fleet.archive_failing,
+        }
+
+    def delete_backup(self, name: str, backup_id: str) -> None:
+        self._call("delete_backup", backup_id, role="backend")
+        self.fleet.base_backups = [b for b in self.fleet.base_backups if b["backup_id"] != backup_id]
 
     def put_proxy(self, routing: dict, require_healthy: str | None = None) -> dict:
         self._call("put_proxy", {"routing": routing, "require_healthy": require_healthy}, role="proxy")

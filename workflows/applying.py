@@ -16,11 +16,11 @@ from django.db import transaction
 
 from conpaas_common.archives import ArchiveError, inspect_archive
 from services import quotas
-from services.choices import OperationKind, OperationState, ServiceState
+from services.choices import DATA_RUNTIMES, OperationKind, OperationState, ServiceState
 from services.models import Application, Event, Operation, Service
 from versions.models import Environment, changed_settings
 from versions.storage import store_version, upload_limits
-from workflows import lifecycle
+from workflows import backups, lifecycle
 from workflows.data_services import request_load
 from workflows.deploy import request_deploy
 from workflows.environments import add_environment
@@ -187,6 +187,8 @@ def plan_service(owner, spec: ServiceSpec, service, archives, infos, plan: Plan,
                 plan.add("created", f"environment {name}/{env}", add)
     if service is not None:
         plan_options(spec, service, plan, services, owner)
+    if spec.runtime in DATA_RUNTIMES:
+        plan_backups(spec, service, plan, services, owner)
     linked = sorted(service.links.values_list("target__name", flat=True)) if service else []
     if sorted(spec.links) != linked:
         change = [f"link {t}" for t in spec.links if t not in linked] + [
@@ -254,6 +256,23 @@ def plan_options(spec: ServiceSpec, service: Service, plan: Plan, services: dict
         "changed",
         f"{spec.name}: " + ", ".join(said),
         lambda: lifecycle.update(services[spec.name], owner, **changed),
+    )
+
+
+def plan_backups(spec: ServiceSpec, service: Service | None, plan: Plan, services: dict, owner) -> None:
+    """A data service's backup policy, when the manifest's differs from the service's (a new
+    service's is the default)."""
+    current = backups.policy(service or Service())
+    if spec.backups == current:
+        return
+    if spec.backups["enabled"]:
+        said = f"backups every {spec.backups['every_hours']} h, kept {spec.backups['keep_days']} days"
+    else:
+        said = "backups off"
+    plan.add(
+        "created" if service is None else "changed",
+        f"{spec.name}: {said}",
+        lambda: backups.configure(services[spec.name], owner, **spec.backups),
     )
 
 

@@ -24,7 +24,7 @@ def ensure_server(service: Service, operation):
     service's nodes are workflows/storage.py's."""
     if service.runtime == Runtime.STORAGE:
         return ensure_store(service, operation)
-    node = service.live_nodes().filter(is_backend=True).exclude(state="failed").first()
+    node = service.live_nodes().filter(is_backend=True, scratch=False).exclude(state="failed").first()
     if node is None:
         operation.set_progress("booting the server's node")
         node = boot_node(service, ["backend"], operation)

@@ -33,8 +33,10 @@ SERVICE_KEYS = (
     "health",
     "java_heap_mb",
     "dump",
+    "backups",
 )
 HEALTH_KEYS = ("path", "status")
+BACKUP_KEYS = ("every_hours", "keep_days")
 ENVIRONMENT_KEYS = ("version", "database", "settings")
 
 
@@ -73,6 +75,9 @@ class ServiceSpec:
     health_path: str = "/"
     health_status: int | None = None
     java_heap_mb: int = JAVA_HEAP_MB
+    # A data service's backup policy (workflows/backups.py), as backups.policy() gives it; left
+    # out: on, with the defaults.
+    backups: dict = field(default_factory=lambda: {"enabled": True, "every_hours": 24, "keep_days": 7})
 
     def options(self) -> dict:
         """The service's options as lifecycle.create and lifecycle.update take them."""
@@ -279,12 +284,28 @@ class Checker:
             self.error(f"{path}.java_heap_mb", f"not for a {runtime} service: only java services run a JVM")
         elif "java_heap_mb" in fields:
             spec.java_heap_mb = self.option(fields["java_heap_mb"], f"{path}.java_heap_mb", "java_heap_mb")
+        if "backups" in fields:
+            self.backups(spec, fields["backups"], f"{path}.backups", data)
         if not data and "environments" in fields:
             for env, value in self.mapping(fields["environments"], f"{path}.environments").items():
                 environment = self.environment(f"{path}.environments.{env}", value, spec.versions)
                 if self.name(env, f"{path}.environments.{env}") and environment:
                     spec.environments[env] = environment
         return spec
+
+    def backups(self, spec: ServiceSpec, value, path: str, data: bool) -> None:
+        """`backups: {every_hours, keep_days}` (either may be left out: its default) or `false`."""
+        if not data:
+            self.error(path, f"not for a {spec.runtime} service: only data services (postgresql, redis) have backups")
+        elif value is False:
+            spec.backups["enabled"] = False
+        elif isinstance(value, dict):
+            given = self.mapping(value, path, BACKUP_KEYS)
+            for key in BACKUP_KEYS:
+                if key in given:
+                    spec.backups[key] = self.option(given[key], f"{path}.{key}", f"backup_{key}")
+        else:
+            self.error(path, "must be {every_hours: H, keep_days: D} or false")
 
     def environment(self, path: str, value, versions: dict[str, str]) -> EnvironmentSpec | None:
         if isinstance(value, dict):

@@ -13,7 +13,7 @@ from django.core.management.base import CommandError
 from django.db import DatabaseError
 
 from services.operations import expire_leases, resume_pending
-from workflows.tasks import queue_heal_check, queue_health_refresh, queue_metrics_sample
+from workflows.tasks import queue_backup_check, queue_heal_check, queue_health_refresh, queue_metrics_sample
 
 log = logging.getLogger("conpaas.up")
 # A part that dies more often than this in a minute is not going to run (a port taken, a broken
@@ -94,9 +94,10 @@ class Supervisor:
         the health the console shows (a task every interval, run by whichever worker is free; a
         pass that finds nothing due is one query), self-healing's checks of the nodes likewise
         (workflows/healing.py; CONPAAS_HEAL_INTERVAL=0 turns it off), the metrics (each pass
-        samples, autoscales and expires the history), and the running operations' leases (checked
+        samples, autoscales and expires the history), the backups (those due by their policies,
+        workflows/backups.py), and the running operations' leases (checked
         here, so that an operation whose workers all died ends)."""
-        next_refresh = next_heal = next_sample = next_lease_check = time.monotonic()
+        next_refresh = next_heal = next_sample = next_lease_check = next_backups = time.monotonic()
         resume = False
         while not self.stopping:
             for part in self.parts:
@@ -119,6 +120,9 @@ class Supervisor:
                 if settings.CONPAAS_HEAL_INTERVAL > 0 and now >= next_heal:
                     next_heal = now + settings.CONPAAS_HEAL_INTERVAL
                     queue_heal_check()
+                if settings.CONPAAS_BACKUP_CHECK_INTERVAL > 0 and now >= next_backups:
+                    next_backups = now + settings.CONPAAS_BACKUP_CHECK_INTERVAL
+                    queue_backup_check()
                 if now >= next_sample:
                     next_sample = now + max(1, settings.CONPAAS_METRICS_INTERVAL)
                     queue_metrics_sample()

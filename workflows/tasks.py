@@ -10,7 +10,7 @@ from routing.metrics import roll_up, sample_due
 from services import object_storage, operations
 from services.choices import OperationKind
 from services.models import Operation, Service
-from workflows import autoscale, data_services, deploy, healing, lifecycle, reconcile, scaling
+from workflows import autoscale, backups, data_services, deploy, healing, lifecycle, reconcile, scaling
 from workflows.links import relink
 
 # Which function runs each kind of operation (swaps and route changes run synchronously).
@@ -22,6 +22,8 @@ WORK = {
     OperationKind.RECONCILE: reconcile.reconcile,
     OperationKind.HEAL: healing.heal,
     OperationKind.LOAD: data_services.run_load,
+    OperationKind.BACKUP: backups.run_backup,
+    OperationKind.RESTORE: backups.run_restore,
 }
 
 log = logging.getLogger("conpaas.health")
@@ -37,7 +39,13 @@ def run_operation(operation_id: int) -> None:
 
 
 # The operations after which a service may answer at another address than before.
-MOVES = (OperationKind.CREATE, OperationKind.RECONCILE, OperationKind.HEAL, OperationKind.SCALE)
+MOVES = (
+    OperationKind.CREATE,
+    OperationKind.RECONCILE,
+    OperationKind.HEAL,
+    OperationKind.SCALE,
+    OperationKind.RESTORE,
+)
 
 
 def then_relink(work):
@@ -114,3 +122,15 @@ def sample_metrics() -> int:
 
 def queue_metrics_sample() -> None:
     async_task("workflows.tasks.sample_metrics", task_name="sample-metrics", save=False)
+
+
+def check_backups() -> int:
+    """The backups timer's task (queued by `manage.py up` every CONPAAS_BACKUP_CHECK_INTERVAL
+    seconds): start the backups their policies make due, and save how far each PostgreSQL
+    service's WAL is archived. Returns how many backups it started."""
+    backups.refresh_archives()
+    return backups.start_due()
+
+
+def queue_backup_check() -> None:
+    async_task("workflows.tasks.check_backups", task_name="check-backups", save=False)

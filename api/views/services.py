@@ -1,5 +1,5 @@
 """Services: create, show, change and delete them, and their actions (scale, swap, nodes, events,
-credentials, load, metrics, autoscaling, logs)."""
+credentials, load, metrics, autoscaling, logs, backups and restore)."""
 
 from django.db.models import Prefetch
 from rest_framework import mixins, status, viewsets
@@ -11,12 +11,15 @@ from rest_framework.response import Response
 from api import openapi
 from api.serializers import (
     AutoscalingSerializer,
+    BackupPolicySerializer,
+    BackupSerializer,
     DeleteServiceSerializer,
     DumpSerializer,
     EventSerializer,
     MetricPointSerializer,
     NodeSerializer,
     OperationSerializer,
+    RestoreSerializer,
     ScaleSerializer,
     ServiceSerializer,
     ServiceUpdateSerializer,
@@ -31,7 +34,7 @@ from services.data_servers import credentials
 from services.models import Service
 from versions.logs import DEFAULT_LINES, MAX_LINES, environment_logs, failed_logs
 from versions.models import Environment
-from workflows import autoscale, lifecycle
+from workflows import autoscale, backups, lifecycle
 from workflows.data_services import request_load
 from workflows.models import Autoscaling
 from workflows.scaling import request_scale
@@ -174,3 +177,35 @@ class ServiceViewSet(
             raise ValidationError({"failed": "true or false"})
         read = failed_logs if failed == "true" else environment_logs
         return Response(read(service, environment, int(lines)))
+
+    @action(detail=True, methods=["get", "post"])
+    def backups(self, request, pk=None):
+        """A data service's backups, newest first; POST takes one now (202 + operation)."""
+        service = self.get_object()
+        if request.method == "POST":
+            return accepted(backups.request_backup(service, request.user))
+        backups.require_data(service)
+        context = {"window": lambda backup: backups.recovery_window(service, backup)}
+        return Response(BackupSerializer(service.backups.all(), many=True, context=context).data)
+
+    @action(detail=True, methods=["get", "put"], url_path="backups/policy")
+    def backup_policy(self, request, pk=None):
+        service = self.get_object()
+        backups.require_data(service)
+        if request.method == "PUT":
+            serializer = BackupPolicySerializer(data=request.data)
+            serializer.is_valid(raise_exception=True)
+            return Response(backups.configure(service, request.user, **serializer.validated_data))
+        return Response(backups.policy(service))
+
+    @action(detail=True, methods=["post"])
+    def restore(self, request, pk=None):
+        """Restore from `backup` or to `time`, in place or `into` a new service (202 + operation)."""
+        service = self.get_object()
+        serializer = RestoreSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        given = serializer.validated_data
+        operation = backups.request_restore(
+            service, request.user, backup_pk=given.get("backup"), time=given.get("time"), into=given.get("into", "")
+        )
+        return accepted(operation)

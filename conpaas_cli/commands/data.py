@@ -1,6 +1,7 @@
 """`db`: a data service's client shell, its export, and loading a dump into it."""
 
 import os
+import sys
 from argparse import Namespace
 from pathlib import Path
 
@@ -8,7 +9,7 @@ from conpaas_cli.client import Client
 from conpaas_cli.commands.common import client, find_service
 from conpaas_cli.commands.operations import finish
 from conpaas_cli.errors import CliError
-from conpaas_cli.output import Progress, human_size
+from conpaas_cli.output import Progress, human_size, print_json, short_time, table
 
 # What each data service's shell and export run; the password goes in the client's environment.
 DB_CLIENTS = {
@@ -22,8 +23,12 @@ def db(args: Namespace) -> int:
     service = find_service(api, args.service)
     if service["runtime"] not in DB_CLIENTS:
         raise CliError(f"{service['name']} is a {service['runtime']} service, not a data service (postgresql, redis)")
+    if args.action != "restore" and (args.time or args.into):
+        raise CliError("--time and --into go with `conpaas db SERVICE restore`")
     if args.action == "load":
         return _db_load(api, service, args)
+    if args.action in BACKUP_ACTIONS:
+        return BACKUP_ACTIONS[args.action](api, service, args)
     if args.file:
         raise CliError(f"`conpaas db SERVICE {args.action}` takes no file")
     creds = api.get(f"services/{service['id']}/credentials/")
@@ -64,3 +69,63 @@ def _db_load(api: Client, service: dict, args: Namespace) -> int:
             print(f"{counters['items']:,} {counters['unit']} loaded into {service['name']}")
 
     return finish(api, operation, args, then=loaded)
+
+
+# --- backups -------------------------------------------------------------------------------
+
+
+def _backups(api: Client, service: dict, args: Namespace) -> int:
+    if args.file:
+        raise CliError("`conpaas db SERVICE backups` takes no argument")
+    listed = api.get(f"services/{service['id']}/backups/")
+    if args.json:
+        print_json(listed)
+        return 0
+    policy = api.get(f"services/{service['id']}/backups/policy/")
+    if policy["enabled"]:
+        print(f"backups every {policy['every_hours']} h, kept {policy['keep_days']} days")
+    else:
+        print("scheduled backups off")
+    if service.get("backup_problem"):
+        print(f"problem: {service['backup_problem']}", file=sys.stderr)
+    if not listed:
+        print("no backups yet")
+        return 0
+    window = listed[0]["recovery_window"]
+    if service["runtime"] == "postgresql" and window["from"]:
+        print(f"restorable to any moment from {short_time(window['from'])} to {short_time(window['to'])}")
+    table(
+        ["id", "created", "size", "state", "verified"],
+        [
+            (b["id"], short_time(b["created"]), human_size(b["size"]), b["state"], VERIFIED[b["verified"]])
+            for b in listed
+        ],
+    )
+    return 0
+
+
+VERIFIED = {True: "yes", False: "NO", None: "not yet"}
+
+
+def _backup(api: Client, service: dict, args: Namespace) -> int:
+    if args.file:
+        raise CliError("`conpaas db SERVICE backup` takes no argument")
+    operation = api.post(f"services/{service['id']}/backups/", json={}, expect=(202,))
+    return finish(api, operation, args)
+
+
+def _restore(api: Client, service: dict, args: Namespace) -> int:
+    body: dict = {}
+    if args.file:
+        if not args.file.isdigit():
+            raise CliError(f"{args.file}: a backup's id is a number (see: conpaas db {service['name']} backups)")
+        body["backup"] = int(args.file)
+    if args.time:
+        body["time"] = args.time
+    if args.into:
+        body["into"] = args.into
+    operation = api.post(f"services/{service['id']}/restore/", json=body, expect=(202,))
+    return finish(api, operation, args)
+
+
+BACKUP_ACTIONS = {"backups": _backups, "backup": _backup, "restore": _restore}

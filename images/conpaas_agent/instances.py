@@ -247,6 +247,7 @@ class Instances:
         self._lock = threading.Lock()
         self._name_locks: dict[str, threading.Lock] = {}
         self._version_locks: dict[str, threading.Lock] = {}
+        self._backup_locks: dict[str, threading.Lock] = {}
         self._starting: dict[str, int] = {}  # sha256 -> PUTs staging or starting an instance of it
         self.processes: dict[str, list[subprocess.Popen]] = {}
         self.records: dict[str, dict] = {}
@@ -481,7 +482,8 @@ class Instances:
         recipe = RECIPES[spec["runtime"]]
         # The download links are not part of what runs (links expire and are re-signed): a PUT
         # that differs only in archive_url or build_url must leave the running instance alone.
-        identity = {k: v for k, v in spec.items() if k not in ("archive_url", "build_url")}
+        # Nor is a data server's restore, which only an instance without data yet takes.
+        identity = {k: v for k, v in spec.items() if k not in ("archive_url", "build_url", "restore")}
         spec_hash = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
         with self._lock_for(self._name_locks, name):
             record = self.records.get(name)
@@ -573,11 +575,48 @@ class Instances:
             return {"ok": False, "status": None, "detail": "the instance process has exited"}
         return recipe_of(record).healthy(self.host, record["port"], path)
 
-    def delete(self, name: str) -> None:
+    # backups of a data server (runtimes/postgresql.py: an instance with a backup location)
+    def _backing_up(self, name: str):
+        record = self.records.get(name)
+        if record is None:
+            raise InstanceError(f"no instance named {name}", 404)
+        recipe = recipe_of(record)
+        if not hasattr(recipe, "take_backup"):
+            raise InstanceError(f"a {recipe.name} instance takes no backups through its agent", 409)
+        return recipe, os.path.join(self.instances_dir, name), record
+
+    def take_backup(self, name: str) -> dict:
+        recipe, directory, record = self._backing_up(name)
+        # One backup of an instance at a time: barman would take both, twice the work.
+        with self._lock_for(self._backup_locks, name):
+            began = time.monotonic()
+            backup = recipe.take_backup(name, directory, record)
+        log.info("took backup %s of instance %s in %.1f s", backup["backup_id"], name, time.monotonic() - began)
+        return backup
+
+    def backups(self, name: str) -> dict:
+        recipe, directory, record = self._backing_up(name)
+        return recipe.list_backups(name, directory, record)
+
+    def delete_backup(self, name: str, backup_id: str) -> None:
+        recipe, directory, record = self._backing_up(name)
+        with self._lock_for(self._backup_locks, name):
+            recipe.delete_backup(name, directory, record, backup_id)
+        log.info("deleted backup %s of instance %s", backup_id, name)
+
+    def delete(self, name: str, purge: bool = False) -> None:
+        """Stop the instance and forget it; its directory (a data server's data) is kept for
+        the next PUT of that name, or removed with ``purge`` (a scratch server, or a restore in
+        place, which only an instance without data takes)."""
+        if not NAME_RE.match(name):
+            raise InstanceError(f"instance name must match {NAME_RE.pattern}", 400)
         with self._lock_for(self._name_locks, name):
             if name in self.records:
                 self._stop(name)
                 self._save()
+            if purge:
+                shutil.rmtree(os.path.join(self.instances_dir, name), ignore_errors=True)
+                log.info("removed the directory of instance %s", name)
         self.collect_unused()
 
     def _stop(self, name: str) -> None:

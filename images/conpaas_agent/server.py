@@ -180,7 +180,20 @@ class Agent:
         return 200, instance
 
     def delete_instance(self, query: dict, body: object, name: str) -> tuple[int, object]:
-        self.instances.delete(name)
+        purge = query.get("purge", ["false"])[0]
+        if purge not in ("true", "false"):
+            raise RequestRefused(400, "purge must be true or false")
+        self.instances.delete(name, purge=purge == "true")
+        return 204, None
+
+    def take_backup(self, query: dict, body: object, name: str) -> tuple[int, object]:
+        return 200, self.instances.take_backup(name)
+
+    def list_backups(self, query: dict, body: object, name: str) -> tuple[int, object]:
+        return 200, self.instances.backups(name)
+
+    def delete_backup(self, query: dict, body: object, name: str, backup_id: str) -> tuple[int, object]:
+        self.instances.delete_backup(name, backup_id)
         return 204, None
 
     def instance_logs(self, query: dict, body: object, name: str) -> tuple[int, object]:
@@ -233,6 +246,9 @@ ROUTES = [  # the agent's whole API
         ("GET", INSTANCE, "backend", Agent.get_instance),
         ("DELETE", INSTANCE, "backend", Agent.delete_instance),
         ("GET", INSTANCE + "/logs", "backend", Agent.instance_logs),
+        ("POST", INSTANCE + "/backup", "backend", Agent.take_backup),
+        ("GET", INSTANCE + "/backups", "backend", Agent.list_backups),
+        ("DELETE", INSTANCE + "/backups/([^/]+)", "backend", Agent.delete_backup),
         ("GET", re.escape(PROXY_PATH), "proxy", Agent.get_proxy),
         ("PUT", re.escape(PROXY_PATH), "proxy", Agent.put_proxy),
         ("GET", re.escape(PROXY_METRICS_PATH), "proxy", Agent.proxy_metrics),

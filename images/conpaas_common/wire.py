@@ -20,6 +20,16 @@ def instance_path(name: str) -> str:
     return f"{INSTANCES_PATH}/{quote(name)}"
 
 
+# A postgresql instance's backups (its spec's ``backup`` location): POST takes one now, GET lists
+# them, DELETE …/backups/<backup id> removes one.
+def backup_path(name: str) -> str:
+    return f"{instance_path(name)}/backup"
+
+
+def backups_path(name: str, backup_id: str | None = None) -> str:
+    return f"{instance_path(name)}/backups" + (f"/{quote(backup_id)}" if backup_id is not None else "")
+
+
 # A health check's path and expected status: the control plane checks a service's fields with
 # these, and the agent checks the desired routing of PUT /v1/proxy with them again.
 HEALTH_PATH_RE = re.compile(r"^/[A-Za-z0-9._~/%&=+,:@?-]{0,200}$")  # nothing HAProxy would parse
@@ -67,6 +77,11 @@ MIN_HEAP_MB, MAX_HEAP_MB = 64, 16384
 # The one role and database of a postgresql service (its connection URL names them).
 PG_USER = "conpaas"
 PG_DATABASE = "conpaas"
+# The server name barman-cloud files a postgresql service's base backups and WAL under, inside
+# the backup location's prefix; the archive timeout when the spec gives none (archive_timeout_s).
+BARMAN_SERVER = "db"
+ARCHIVE_TIMEOUT_S = 60
+MIN_ARCHIVE_TIMEOUT_S, MAX_ARCHIVE_TIMEOUT_S = 1, 3600
 # A redis service's databases: index 0 is production's, the others hold environments' copies
 # (services/database_copies.py).
 REDIS_DATABASES = 16

@@ -69,6 +69,7 @@ def get_cloud(name: str | None = None) -> NodeDriver:
             ),
             ex_fail_rate=settings.CONPAAS_LOCAL_FAIL_RATE,
             ex_boot_delay=settings.CONPAAS_LOCAL_BOOT_DELAY,
+            ex_backup_store=settings.CONPAAS_BACKUP_S3_ENDPOINT,
         )
     raise CloudError(f"cloud {name!r} is not configured; this installation knows: {LOCAL!r}")
 

@@ -71,6 +71,7 @@ class Isolation:
         address: str | None = None,
         published: int | None = None,
         kind: str = "node",
+        store: tuple[str, int] | None = None,
     ) -> Slot:
         """Take a free slot and set up its namespace, user, cgroups and home (under the registry
         lock), with a host port forwarded to its router when `publish`; the installation's
@@ -86,7 +87,7 @@ class Isolation:
                 number = next_free(held, self.network.slots, str(self.network.net))
             elif (number := self.network.slot_at(address)) in held:
                 raise IsolationError(f"{address} is held by another node ({held[number].node})")
-            slot = Slot(number, self.installation, node, group, control, kind=kind)
+            slot = Slot(number, self.installation, node, group, control, kind=kind, store=store)
             if publish:
                 taken = {s.published for s in held.values()}
                 if published is not None and published in taken:

@@ -29,6 +29,7 @@ from libcloud.compute.base import Node, NodeDriver
 from libcloud.compute.types import NodeState
 
 from conpaas_common.procs import cmdline, free_port, group_members, pid_alive
+from services.choices import DATA_RUNTIMES
 from services.clouds import CloudError
 from services.clouds.host_commands import IsolationError
 from services.clouds.isolation import Isolation, unavailable_reason
@@ -134,6 +135,7 @@ class LocalNodeDriver(NodeDriver):
         ex_publish: str = "",
         ex_fail_rate: float = 0.0,
         ex_boot_delay: float = 0.0,
+        ex_backup_store: str = "",
         **kwargs,
     ):
         # libcloud's first argument is the API key; for this driver it is the nodes directory.
@@ -143,6 +145,9 @@ class LocalNodeDriver(NodeDriver):
         self.isolation: Isolation | None = None
         self.sandboxes: Isolation | None = None  # builds' sandboxes, beside the nodes
         self.publish = ex_publish  # the host name or address other machines reach routers at
+        # The backup store's URL (CONPAAS_BACKUP_S3_ENDPOINT): isolated data nodes reach it at
+        # the gateway, which forwards its port to it when it is on this host.
+        self.backup_store = ex_backup_store
         self.shared_reason = isolation_problem(ex_isolation, Path(ex_node_root))
         self.limits_problem = ""  # isolated nodes' cgroup limits that cannot be set, and why
         self.limits_required = ex_isolation == "required"
@@ -153,6 +158,27 @@ class LocalNodeDriver(NodeDriver):
                 self.home.parent / "sandboxes", Path(ex_node_root), ex_network, limits, self.isolation.cgroups
             )
             self.limits_problem = self.isolation.cgroups.problem()
+
+    def _store_forward(self) -> tuple[str, int] | None:
+        """The backup store's (address, port) on this host, to forward from the gateway; None
+        when there is none or it is elsewhere (isolated nodes then cannot reach it: README)."""
+        if not self.backup_store:
+            return None
+        store = urlsplit(self.backup_store)
+        try:
+            address = socket.gethostbyname(store.hostname or "")
+        except OSError:
+            return None
+        if not is_local_address(address):
+            return None
+        return address, store.port or (443 if store.scheme == "https" else 80)
+
+    def ex_store_url(self, url: str) -> str:
+        """`url` (the backup store's) as this cloud's nodes reach it: isolated ones at the gateway."""
+        if self.isolation is None or not self._store_forward():
+            return url
+        parts = urlsplit(url)
+        return urlunsplit(parts._replace(netloc=f"{self.isolation.network.gateway}:{self._store_forward()[1]}"))
 
     def _refuse_without_limits(self, name: str) -> None:
         """CONPAAS_LOCAL_ISOLATION=required and a limit cannot be set: no node starts. Refused here,
@@ -211,9 +237,17 @@ class LocalNodeDriver(NodeDriver):
             control_ip = socket.gethostbyname(control.hostname or "127.0.0.1")
             control_port = control.port or (443 if control.scheme == "https" else 80)
             group, publish = str(config.get("group") or name), bool(self.publish) and "proxy" in config["roles"]
+            store = self._store_forward() if config.get("runtime") in DATA_RUNTIMES else None
             try:
                 slot = self.isolation.allocate(
-                    name, group, (control_ip, control_port), IMAGES_DIR, publish, ex_address, ex_public_port
+                    name,
+                    group,
+                    (control_ip, control_port),
+                    IMAGES_DIR,
+                    publish,
+                    ex_address,
+                    ex_public_port,
+                    store=store,
                 )
             except IsolationError as exc:
                 raise CloudError(str(exc)) from exc
@@ -392,3 +426,13 @@ class LocalNodeDriver(NodeDriver):
             driver=self,
             extra=extra,
         )
+
+
+def is_local_address(address: str) -> bool:
+    """Whether `address` is one of this host's (a socket can be bound to it)."""
+    with socket.socket() as probe:
+        try:
+            probe.bind((address, 0))
+        except OSError:
+            return False
+    return True

@@ -100,7 +100,8 @@ class Network:
         port on the gateway forwarded to it, and each published router's host port to the router.
         Forwarding through the bridge is allowed for published connections only."""
         nat, published = [], []
-        for host, port in sorted({s.control for s in slots}):
+        # Each control plane's port, and each data node's backup store on this host (workflows/backups.py).
+        for host, port in sorted({s.control for s in slots} | {s.store for s in slots if s.store}):
             nat.append(f'    iifname "{BRIDGE}" ip daddr {self.gateway} tcp dport {port} dnat to {host}:{port}')
         for slot in slots:
             if slot.published:
@@ -225,6 +226,8 @@ table inet conpaas {{
             run("ip", "netns", "exec", slot.netns, "nft", "-f", "-", input=ruleset)
             return
 
+        store = f"ip daddr {gateway} tcp dport {slot.store[1]} accept" if slot.store else ""
+
         def elements(addresses) -> str:
             return f"elements = {{ {', '.join(addresses)} }}" if addresses else ""
 
@@ -250,6 +253,7 @@ table inet conpaas {{
     ip daddr @peers accept
     ip daddr @servers accept
     ip daddr {gateway} tcp dport {control_port} accept
+    {store}
     ip daddr {net} tcp dport {HTTP_PORT} accept
   }}
 }}

@@ -36,6 +36,8 @@ class Slot:
     # "node", or "build": a build's sandbox, whose firewall lets it reach the package proxy
     # (`control`) and nothing else, not even other nodes' routers.
     kind: str = "node"
+    # A data node's backup store on this host (host, port), forwarded from the gateway like `control`.
+    store: tuple[str, int] | None = None
 
     @property
     def netns(self) -> str:
@@ -61,6 +63,7 @@ class Slot:
             "control": list(self.control),
             "published": self.published,
             "kind": self.kind,
+            "store": list(self.store) if self.store else None,
         }
         self.path.write_text(json.dumps(record))
 
@@ -78,6 +81,7 @@ class Slot:
             tuple(record["control"]),
             record.get("published"),
             record.get("kind", "node"),
+            tuple(record["store"]) if record.get("store") else None,
         )
 
     def stale(self) -> bool:

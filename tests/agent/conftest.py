@@ -7,7 +7,7 @@ in ``agent_helpers.py`` next to this file.
 
 import pytest
 
-from tests.agent.agent_helpers import AgentProcess, ArchiveServer
+from tests.agent.agent_helpers import AgentProcess, ArchiveServer, unprivileged_agent
 
 
 @pytest.fixture(scope="session")
@@ -31,3 +31,10 @@ def start_agent(tmp_path):
     yield start
     for agent in started:
         agent.destroy()
+
+
+@pytest.fixture
+def data_agent():
+    """A backend node running as `nobody`, for data services (PostgreSQL refuses root)."""
+    with unprivileged_agent() as agent:
+        yield agent

@@ -11,15 +11,8 @@ from contextlib import suppress
 import pytest
 
 from conpaas_common.wire import REDIS_DATABASES
-from tests.agent.agent_helpers import unprivileged_agent
 
 PASSWORD = "s3cret-" + "x" * 20
-
-
-@pytest.fixture
-def data_agent():
-    with unprivileged_agent() as agent:
-        yield agent
 
 
 def psql(port, password, sql):
@@ -85,7 +78,7 @@ def test_it_refuses_a_bad_data_spec(data_agent, body, message):
 def test_a_postgresql_that_takes_tcp_but_refuses_sessions_is_not_ready():
     """A server still starting (or recovering) accepts the connection and answers the startup
     packet with SQLSTATE 57P03; the agent must not call it ready or healthy then."""
-    from conpaas_agent.runtimes.data import Postgresql
+    from conpaas_agent.runtimes.postgresql import Postgresql
 
     message = b"SFATAL\x00C57P03\x00Mthe database system is starting up\x00\x00"
     starting = b"E" + struct.pack("!I", len(message) + 4) + message
@@ -110,7 +103,7 @@ def test_a_postgresql_that_takes_tcp_but_refuses_sessions_is_not_ready():
 
 
 def test_a_postgresql_that_takes_sessions_is_ready(data_agent):
-    from conpaas_agent.runtimes.data import Postgresql
+    from conpaas_agent.runtimes.postgresql import Postgresql
 
     reply = data_agent.call("PUT", "/v1/instances/db", {"runtime": "postgresql", "password": PASSWORD})
     assert reply.status == 200, reply.body

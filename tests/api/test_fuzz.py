@@ -13,6 +13,7 @@ project's modules). The number of cases run is printed in the terminal summary
 (tests/api/conftest.py)."""
 
 import hashlib
+from datetime import timedelta
 
 import knox.crypto
 import pytest
@@ -20,6 +21,7 @@ import schemathesis
 from django.core.signals import request_finished, request_started
 from django.db import close_old_connections
 from django.db.models import Q
+from django.utils import timezone
 from hypothesis import HealthCheck, settings
 from schemathesis.core.parameters import ParameterLocation
 from schemathesis.specs.openapi.checks import positive_data_acceptance
@@ -28,7 +30,7 @@ from schemathesis.transport.serialization import Binary
 from conpaas_site.wsgi import application
 from routing.table import push
 from services import agent, clouds, operations, tokens
-from services.models import ApiToken, Application, Operation, Service
+from services.models import ApiToken, Application, Backup, Operation, Service
 from tests.api.conftest import FUZZ_REPORT, FuzzReport
 from tests.apps import label_app
 from tests.factories import CodeVersionFactory, NodeFactory, ServiceFactory, UserFactory
@@ -61,8 +63,9 @@ def world(db, monkeypatch, settings, request):
     """Alice's running service `shop` (v1 in production, v2 in development, v3 unused, on one node
     holding both roles), her java service `jvm`, her finished operation, and Bob's service she may
     not see."""
-    settings.CONPAAS_QUOTA_SERVICES = 3
-    settings.CONPAAS_QUOTA_NODES = 3
+    settings.CONPAAS_QUOTA_SERVICES = 4  # one more than alice's three
+    settings.CONPAAS_QUOTA_NODES = 4
+    settings.CONPAAS_BACKUP_S3_ENDPOINT, settings.CONPAAS_BACKUP_S3_BUCKET = "http://10.9.9.9:8333", "backups"
     settings.CONPAAS_QUOTA_ENVIRONMENTS = 4
     settings.CONPAAS_QUOTA_STORAGE_MB = 1
     settings.CONPAAS_MAX_UPLOAD_MB = 1
@@ -84,6 +87,12 @@ def world(db, monkeypatch, settings, request):
     CodeVersionFactory(service=shop, label="v3")
     push(shop)
     ServiceFactory(owner=alice, name="jvm", runtime="java")  # the one kind whose heap may be set
+    # The one kind with backups, with a verified one and its recovery window.
+    wikidb = ServiceFactory(owner=alice, name="wikidb", runtime="postgresql", password="p" * 32)
+    NodeFactory(service=wikidb, data_port=20001)
+    end = timezone.now() - timedelta(hours=1)
+    Backup.objects.create(service=wikidb, kind="base", backup_id="b1", state="completed", verified=True, end_time=end)
+    Service.objects.filter(pk=wikidb.pk).update(backup_archived_until=timezone.now())
     Operation.objects.create(service=shop, service_name="shop", owner=alice, kind="deploy", state="succeeded")
     Application.objects.create(owner=alice, name="shop-app")  # no service: deleting it starts nothing
     bob = UserFactory(username="bob")
@@ -122,7 +131,7 @@ def existing(path: str, name: str, service_id=None) -> tuple[list, list]:
         service_id = None  # the case names no service that exists (maybe not a number the database holds)
     if name == "service_pk" or path.startswith("/api/v1/services/{id}/"):
         # `jvm` only where aim() sends a heap to set: a python app is what the other cases upload.
-        objects, mine = Service.objects.all(), Q(owner__username="alice") & ~Q(name="jvm")
+        objects, mine = Service.objects.all(), Q(owner__username="alice") & ~Q(name__in=["jvm", "wikidb"])
     elif path.startswith("/api/v1/operations/"):
         objects, mine = Operation.objects.all(), Q(owner__username="alice")
     elif path.startswith("/api/v1/applications/"):
@@ -167,6 +176,9 @@ def aim(case) -> None:
     if path.endswith("/logs/") and isinstance(environment, str) and len(environment) % 2:
         if not case.meta.is_negative_at(ParameterLocation.QUERY):
             query["environment"] = "development"  # an environment that exists: its instances' logs
+    if ("/backups/" in path or path.endswith("/restore/")) and str(parameters.get("id", "")).isdigit():
+        if int(parameters["id"]) % 6 and not case.meta.is_negative_at(ParameterLocation.PATH):
+            parameters["id"] = Service.objects.get(name="wikidb").pk  # the service with backups
     body = case.body
     if not isinstance(body, dict) or case.meta.is_negative_at(ParameterLocation.BODY):
         return  # a body meant to be refused stays as generated
@@ -182,6 +194,10 @@ def aim(case) -> None:
         body.update(enabled=True, target_p95_ms=250, min_nodes=1, max_nodes=1, cooldown_s=30)
     if path == "/api/v1/auth/token/" and isinstance(body.get("username"), str) and len(body["username"]) % 2:
         body.update(username="alice", password=PASSWORD)
+    if path.endswith("/restore/") and len(body) % 2:
+        # One backup, and no other field (both a backup and a time are refused), now and then.
+        body.clear()
+        body["backup"] = Backup.objects.get(backup_id="b1").pk
     archive = getattr(body.get("archive"), "data", None)  # generated files come as Binary(bytes)
     if path.endswith("/versions/") and isinstance(archive, bytes) and len(archive) % 3:
         body["archive"] = Binary(label_app(hashlib.sha256(archive).hexdigest()))

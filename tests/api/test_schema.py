@@ -133,8 +133,8 @@ def test_the_token_endpoint_declares_its_lockout_and_its_revocation(schema):
 def test_every_call_that_reads_a_body_declares_the_415_for_one_it_cannot_read(schema):
     with_body = [(method, path, op) for path, method, op in operations(schema) if "requestBody" in op]
     # the PATCH of a service (its heap), the PUT of its autoscaling, creating an application, applying a
-    # manifest and loading a dump
-    assert len(with_body) == 12
+    # manifest, loading a dump, the PUT of a backup policy and a restore
+    assert len(with_body) == 14
     for method, path, operation in with_body:
         assert "415" in operation["responses"], (method, path)
 

@@ -404,3 +404,16 @@ def test_it_applies_the_health_check_and_the_heap_then_applying_again_changes_no
     ]
     web.refresh_from_db()
     assert (web.health_check_path, web.health_check_status) == ("/", None)
+
+
+def test_a_data_services_backup_policy_is_applied_and_then_left_alone(alice, queue):
+    text = "application: wiki\nservices:\n  db: {runtime: postgresql, backups: {every_hours: 6, keep_days: 3}}\n"
+    applied = run(queue, alice, text)
+    assert "db: backups every 6 h, kept 3 days" in applied.plan.created
+    db = Service.objects.get(name="db")
+    assert (db.backup_enabled, db.backup_every_hours, db.backup_keep_days) == (True, 6, 3)
+    assert run(queue, alice, text).plan.changed == []
+    applied = run(queue, alice, "application: wiki\nservices:\n  db: {runtime: postgresql, backups: false}\n")
+    assert applied.plan.changed == ["db: backups off"]
+    db.refresh_from_db()
+    assert db.backup_enabled is False

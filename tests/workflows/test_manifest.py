@@ -151,6 +151,14 @@ def web(body: str) -> str:
         (web("runtime: java\njava_heap_mb: 32\n"), "services.web.java_heap_mb: Ensure this value is greater"),
         (web("runtime: java\njava_heap_mb: lots\n"), "services.web.java_heap_mb: must be a whole number"),
         (web("runtime: php\njava_heap_mb: 512\n"), "services.web.java_heap_mb: not for a php service: only java"),
+        (web("runtime: python\nbackups: false\n"), "services.web.backups: not for a python service: only data"),
+        (
+            web("runtime: redis\nbackups: daily\n"),
+            "services.web.backups: must be {every_hours: H, keep_days: D} or false",
+        ),
+        (web("runtime: redis\nbackups: {every: 3}\n"), "services.web.backups.every: unknown key"),
+        (web("runtime: postgresql\nbackups: {keep_days: 0}\n"), "services.web.backups.keep_days: Ensure this value"),
+        (web("runtime: postgresql\nbackups: {every_hours: x}\n"), "services.web.backups.every_hours: must be a whole"),
     ],
 )
 def test_it_refuses_a_wrong_field_naming_its_path(text, error):
@@ -182,7 +190,7 @@ def test_it_lists_every_problem_at_once():
 
     assert refused.value.errors == [
         "services.web.extra: unknown key (expected one of: runtime, nodes, links, versions, environments, "
-        "settings, release, health, java_heap_mb, dump)",
+        "settings, release, health, java_heap_mb, dump, backups)",
         "services.web.nodes: must be ≥ 1",
         "services.web.links[0]: no service named db in this manifest",
     ]
@@ -220,3 +228,15 @@ def test_it_orders_linked_services_before_those_that_link_them():
     )
 
     assert [s.name for s in parse(text).ordered()] == ["cache", "api", "web"]
+
+
+def test_it_reads_a_data_services_backup_policy():
+    manifest = parse(
+        "application: wiki\nservices:\n"
+        "  db: {runtime: postgresql, backups: {every_hours: 6}}\n"
+        "  cache: {runtime: redis, backups: false}\n"
+        "  other: {runtime: redis}\n"
+    )
+    assert manifest.services["db"].backups == {"enabled": True, "every_hours": 6, "keep_days": 7}
+    assert manifest.services["cache"].backups == {"enabled": False, "every_hours": 24, "keep_days": 7}
+    assert manifest.services["other"].backups == {"enabled": True, "every_hours": 24, "keep_days": 7}

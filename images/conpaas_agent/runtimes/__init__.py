@@ -5,10 +5,11 @@ entry below."""
 from __future__ import annotations
 
 from .base import Recipe
-from .data import Postgresql, Redis
 from .java import Java
 from .php import Php
+from .postgresql import Postgresql
 from .python import Python
+from .redis import Redis
 from .static import Static
 from .storage import Storage
 

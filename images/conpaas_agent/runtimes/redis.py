@@ -1,0 +1,137 @@
+"""redis: a Redis 7 server per node (data.py: what data services share), its data in an AOF;
+with a restore a new instance begins with the keys of an RDB file behind a presigned URL."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import subprocess
+import time
+import urllib.error
+import urllib.request
+
+from conpaas_common.wire import REDIS_DATABASES
+
+from .base import InstanceError, Run, installed, instance_environ, why_it_failed
+from .data import RESTORE_TIMEOUT, DataRecipe, private_file
+
+REDIS_SERVER = "/usr/bin/redis-server"
+REDIS_CLI = "/usr/bin/redis-cli"
+
+
+class Redis(DataRecipe):
+    """A Redis 7 server, its data in an AOF; with ``restore`` a new instance begins with the
+    keys of an RDB file (a presigned S3 URL) rather than empty."""
+
+    name = "redis"
+    fields = frozenset({"password", "restore"})
+
+    def validate(self, body: dict) -> dict:
+        spec = super().validate(body)
+        restore = body.get("restore")
+        if restore is not None:
+            url = restore.get("url") if isinstance(restore, dict) and set(restore) == {"url"} else None
+            if not isinstance(url, str) or not url.startswith(("http://", "https://")) or len(url) > 8192:
+                raise InstanceError("restore must be an object whose url is the http(s) URL of an RDB file", 400)
+            spec["restore"] = {"url": url}
+        return spec
+
+    def start(self, run: Run) -> None:
+        self.refuse_root()
+        server = installed(REDIS_SERVER, "redis-server", self.name)
+        data = run.path("data")
+        os.makedirs(data, mode=0o700, exist_ok=True)
+        restoring = bool(run.spec.get("restore")) and not self._holds_data(data)
+        if restoring:
+            self._download(run.spec["restore"]["url"], data)
+        # Redis 7 ignores an RDB when appendonly is on and no AOF exists: a restore starts
+        # without, then turns it on, which writes the loaded keys into a new AOF.
+        self._write_config(run, appendonly=not restoring)
+        process = run.spawn([server, run.path("redis.conf")])
+        if restoring:
+            try:
+                self._turn_aof_on(run, process)
+            except BaseException:
+                process.kill()
+                process.wait()
+                self._remove_data(data)
+                raise
+            self._write_config(run, appendonly=True)  # what the next start reads
+
+    @staticmethod
+    def _write_config(run: Run, appendonly: bool) -> None:
+        # The password is in the config file, not on the command line (ps shows that).
+        private_file(
+            run.path("redis.conf"),
+            f"bind {run.host}\nport {run.port}\nrequirepass {run.spec['password']}\n"
+            f"dir {run.path('data')}\ndaemonize no\nprotected-mode no\n"
+            f'appendonly {"yes" if appendonly else "no"}\nsave 60 1000\nlogfile ""\n'
+            f"databases {REDIS_DATABASES}\n",
+        )
+
+    @staticmethod
+    def _holds_data(data: str) -> bool:
+        return any(os.path.exists(os.path.join(data, name)) for name in ("dump.rdb", "appendonlydir"))
+
+    @staticmethod
+    def _remove_data(data: str) -> None:
+        for name in os.listdir(data):
+            path = os.path.join(data, name)
+            if os.path.isdir(path):
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                os.unlink(path)
+
+    @staticmethod
+    def _download(url: str, data: str) -> None:
+        """The RDB into ``data`` (dump.rdb, whole or not at all). The URL is signed: never in an
+        answer or a log."""
+        partial = os.path.join(data, "restore.rdb.partial")
+        try:
+            with urllib.request.urlopen(url, timeout=60) as response, open(partial, "wb") as out:
+                shutil.copyfileobj(response, out, 1 << 20)
+        except (urllib.error.URLError, OSError, ValueError) as exc:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(partial)
+            reason = f"HTTP {exc.code} {exc.reason}" if isinstance(exc, urllib.error.HTTPError) else str(exc)
+            if isinstance(exc, urllib.error.URLError) and not isinstance(exc, urllib.error.HTTPError):
+                reason = str(exc.reason)
+            raise InstanceError(f"could not download the RDB file to restore: {reason}") from None
+        os.replace(partial, os.path.join(data, "dump.rdb"))
+
+    def _turn_aof_on(self, run: Run, process: subprocess.Popen) -> None:
+        deadline = time.monotonic() + RESTORE_TIMEOUT
+        while self._cli(run, "PING") != "PONG":  # loading a large RDB answers LOADING meanwhile
+            if process.poll() is not None:
+                raise InstanceError(f"redis-server could not load the RDB file: {why_it_failed(run.logfile)}")
+            if time.monotonic() > deadline:
+                raise InstanceError(f"redis-server did not load the RDB file within {RESTORE_TIMEOUT} s", 504)
+            time.sleep(0.05)
+        if self._cli(run, "CONFIG", "SET", "appendonly", "yes") != "OK":
+            raise InstanceError(f"redis-server refused to turn its AOF on: {why_it_failed(run.logfile)}")
+        while True:
+            info = dict(
+                line.split(":", 1) for line in self._cli(run, "INFO", "persistence").splitlines() if ":" in line
+            )
+            if info.get("aof_rewrite_in_progress") == "0" and info.get("aof_rewrite_scheduled") == "0":
+                if info.get("aof_last_bgrewrite_status") != "ok":
+                    raise InstanceError(f"redis-server could not write its AOF: {why_it_failed(run.logfile)}")
+                if info.get("aof_enabled") == "1" and os.path.isdir(run.path("data", "appendonlydir")):
+                    return
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise InstanceError(f"redis-server did not write its AOF: {why_it_failed(run.logfile)}")
+            time.sleep(0.05)
+
+    @staticmethod
+    def _cli(run: Run, *command: str) -> str:
+        env = instance_environ(run.path("home"), {"REDISCLI_AUTH": run.spec["password"]})
+        argv = [REDIS_CLI, "-h", run.host, "-p", str(run.port), *command]
+        try:
+            done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=30)
+        except subprocess.TimeoutExpired:
+            return ""
+        return done.stdout.strip().replace("\r", "")
+
+    def marker(self, run: Run) -> str:
+        return run.path("redis.conf")

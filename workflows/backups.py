@@ -1,0 +1,439 @@
+"""Backups of data services: the policy, taking one (then verifying it and applying keep_days),
+the schedule, and restoring, in place or into a new service (README, Backups and restore).
+
+A backup goes to the backup store (services/backup_store.py). PostgreSQL: the server archives
+its WAL there all the time (data_servers.start_server), and a backup is a base backup taken by
+the agent with barman-cloud; any second from the oldest kept base backup to the last archived
+WAL can be restored. Redis: the worker takes the server's RDB (redis-cli --rdb) and uploads it.
+
+Every backup is verified: restored into a scratch instance `verify-<id>` on a scratch node of
+the service's own (booted for it, not counted in the owner's quota, destroyed whatever happens:
+never the source's node, so a verification neither competes with the server nor hides a backup
+that only restores where it was taken), then checked (PostgreSQL: count(*) over every table of
+every database; Redis: the key count recorded at backup time). A backup that fails or cannot be
+verified is a failed Event and the service's `backup_problem`; the next good one clears it.
+"""
+
+import os
+import secrets
+import tempfile
+from datetime import datetime, timedelta
+
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.utils import timezone
+from django.utils.dateparse import parse_datetime
+
+from services import agent, backup_store, data_probes, operations
+from services.choices import BackupKind, BackupState, OperationKind, OperationState, Outcome, Runtime, ServiceState
+from services.data_servers import SERVER, Server, start_server
+from services.errors import Conflict, ConpaasError, OperationFailed
+from services.models import Backup, Event, Operation, Service
+from services.nodes import boot_node, destroy_node
+from workflows import lifecycle
+
+POLICY_FIELDS = ("backup_enabled", "backup_every_hours", "backup_keep_days")
+ARCHIVE_PROBLEM = "WAL archiving fails: "
+# PostgreSQL's words when the archived WAL ends before a recovery's target time.
+TARGET_NOT_REACHED = "recovery ended before configured recovery target was reached"
+
+
+# --- the policy ---------------------------------------------------------------------------
+
+
+def require_data(service: Service) -> None:
+    if not service.is_data:
+        raise Conflict(f"{service.name} is a {service.runtime} service: only postgresql and redis have backups")
+
+
+def policy(service: Service) -> dict:
+    return {
+        "enabled": service.backup_enabled,
+        "every_hours": service.backup_every_hours,
+        "keep_days": service.backup_keep_days,
+    }
+
+
+def configure(service: Service, user, **values) -> dict:
+    """Change the policy (`enabled`, `every_hours`, `keep_days`; the others kept). ValidationError
+    keyed by the API's field names; saves nothing then."""
+    require_data(service)
+    for name, value in values.items():
+        setattr(service, f"backup_{name}", value)
+    try:
+        service.validate()
+    except ValidationError as exc:
+        raise ValidationError(
+            {name.removeprefix("backup_"): errors for name, errors in exc.message_dict.items()}
+        ) from None
+    Service.objects.filter(pk=service.pk).update(**{name: getattr(service, name) for name in POLICY_FIELDS})
+    if service.backup_enabled:
+        message = f"backups on: every {service.backup_every_hours} h, kept {service.backup_keep_days} days"
+    else:
+        message = "backups off (those kept stay until removed by a backup's keep_days)"
+    Event.record(service, "backup.policy", message, actor=user)
+    return policy(service)
+
+
+# --- what the API lists -------------------------------------------------------------------
+
+
+def recovery_window(service: Service, backup: Backup) -> dict:
+    """PostgreSQL: from the oldest kept base backup's end to the last archived WAL (as the workers
+    last read it); Redis: the snapshot's moment."""
+    if service.runtime != Runtime.POSTGRESQL:
+        return {"from": backup.time, "to": backup.time}
+    completed = service.backups.filter(state=BackupState.COMPLETED, end_time__isnull=False)
+    oldest = completed.order_by("end_time").first()
+    newest = completed.order_by("-end_time").first()
+    if oldest is None:
+        return {"from": None, "to": None}
+    until = service.backup_archived_until
+    return {"from": oldest.end_time, "to": max(until, newest.end_time) if until else newest.end_time}
+
+
+# --- taking one ---------------------------------------------------------------------------
+
+
+def request_backup(service: Service, user) -> Operation:
+    require_data(service)
+    if service.state != ServiceState.RUNNING:
+        raise Conflict(f"{service.name} is {service.state}: no running server to back up")
+    backup_store.target_for(service)  # refused at once when there is no store
+    return operations.start(service, OperationKind.BACKUP, user, message="backup requested")
+
+
+def run_backup(operation) -> str:
+    """Take a backup, verify it, then apply keep_days. Failing anywhere: `backup_problem` set and
+    the operation failed (never a silent success)."""
+    service = operation.service
+    try:
+        location = backup_store.target_for(service)
+        backup = take(service, location, operation)
+        verify(service, backup, location, operation)
+    except ConpaasError as exc:
+        Service.objects.filter(pk=service.pk).update(backup_problem=f"backup failed: {exc}")
+        raise OperationFailed(str(exc)) from None
+    if not backup.verified:
+        problem = f"backup {backup.backup_id} could not be verified: {backup.verification}"
+        Service.objects.filter(pk=service.pk).update(backup_problem=problem)
+        raise OperationFailed(problem)
+    problem = read_archive(service) if service.runtime == Runtime.POSTGRESQL else ""
+    Service.objects.filter(pk=service.pk).update(backup_problem=problem)
+    removed = apply_retention(service, location, operation)
+    kept = f"; {removed} older backup(s) removed (keep_days {service.backup_keep_days})" if removed else ""
+    if problem:
+        raise OperationFailed(f"backup {backup.backup_id} verified, but {problem}{kept}")
+    return f"backup {backup.backup_id} taken ({backup.size or 0:,} bytes) and verified: {backup.verification}{kept}"
+
+
+def take(service: Service, location: dict, operation) -> Backup:
+    server_node = service.server_node()
+    if server_node is None:
+        raise OperationFailed(f"{service.name} has no running server")
+    kind = BackupKind.BASE if service.runtime == Runtime.POSTGRESQL else BackupKind.RDB
+    backup = Backup.objects.create(service=service, kind=kind)
+    operation.set_progress("taking the backup")
+    try:
+        if kind == BackupKind.BASE:
+            taken = agent.client_for(server_node).backup(SERVER)
+            backup.backup_id = taken["backup_id"]
+            backup.begin_time = parse_time(taken.get("begin_time"))
+            backup.end_time = parse_time(taken.get("end_time"))
+            backup.size = taken.get("size")
+        else:
+            backup.backup_id = timezone.now().strftime("%Y%m%dT%H%M%SZ-") + secrets.token_hex(3)
+            backup.begin_time = timezone.now()
+            server = Server.of(service)
+            backup.key_count = data_probes.redis_key_count(server)
+            with tempfile.TemporaryDirectory(prefix="rdb-") as scratch:
+                path = os.path.join(scratch, "dump.rdb")
+                data_probes.redis_snapshot(server, path)
+                backup.size = os.path.getsize(path)
+                operation.set_progress(f"uploading the snapshot ({backup.size:,} bytes)")
+                try:
+                    backup_store.upload_rdb(location, backup.backup_id, path)
+                except Exception as exc:  # boto3 raises many types; the store's words are the point
+                    raise OperationFailed(f"the backup store refused the snapshot: {exc}") from None
+            backup.end_time = timezone.now()
+    except agent.AgentError as exc:
+        fail(backup, f"the agent of {server_node.name} could not take it: {exc.detail}")
+    except ConpaasError as exc:
+        fail(backup, str(exc))
+    backup.state = BackupState.COMPLETED
+    backup.save()
+    Event.record(
+        service, "backup", f"backup {backup.backup_id} taken ({backup.size or 0:,} bytes)", operation=operation
+    )
+    return backup
+
+
+def fail(backup: Backup, error: str):
+    backup.state, backup.error = BackupState.FAILED, error
+    backup.save()
+    raise OperationFailed(error)
+
+
+def parse_time(value) -> datetime | None:
+    return parse_datetime(value) if value else None
+
+
+# --- verifying ----------------------------------------------------------------------------
+
+
+def verify(service: Service, backup: Backup, location: dict, operation) -> None:
+    """Restore the backup into `verify-<id>` on a scratch node and check it; records the verdict
+    on the backup (verified True or False with the reason). The scratch node is destroyed
+    whatever happened."""
+    for left in service.live_nodes().filter(scratch=True):
+        # A verification whose worker died left its scratch node: it goes now, not never.
+        operation.set_progress(f"destroying {left.name}, left by an interrupted verification")
+        destroy_node(left, operation)
+    operation.set_progress("booting a scratch node to verify the backup")
+    instance = f"verify-{backup.pk}"
+    try:
+        node = boot_node(service, ["backend"], operation, scratch=True)
+    except ConpaasError as exc:
+        record_verdict(service, backup, False, f"no scratch node to restore it on: {exc}", operation)
+        return
+    try:
+        operation.set_progress(f"restoring the backup on {node.name} to verify it")
+        # PostgreSQL: the base backup and all the WAL archived after it (target_time null), so the
+        # check covers what a restore to any later moment needs; a target at the backup's own end
+        # fails when nothing committed after it ("recovery ended before the target was reached").
+        restore = {**restore_spec(backup, location), "target_time": None} if backup.kind == BackupKind.BASE else None
+        restore = restore or restore_spec(backup, location)
+        spec = {"runtime": service.runtime, "password": service.password, "restore": restore}
+        port = agent.client_for(node).put_instance(instance, spec)["port"]
+        server = Server(service.runtime, node.address, port, service.password)
+        if backup.kind == BackupKind.BASE:
+            counts = data_probes.pg_table_counts(server)
+            backup.table_counts = counts
+            verdict = f"restored on {node.name}: {len(counts)} tables, {sum(counts.values()):,} rows"
+            record_verdict(service, backup, True, verdict, operation)
+        else:
+            keys = data_probes.redis_key_count(server)
+            if keys == backup.key_count:
+                record_verdict(service, backup, True, f"restored on {node.name}: {keys:,} keys", operation)
+            else:
+                said = f"restored on {node.name}: {keys:,} keys, {backup.key_count:,} when it was taken"
+                record_verdict(service, backup, False, said, operation)
+    except agent.AgentError as exc:
+        record_verdict(service, backup, False, f"the restore failed on {node.name}: {exc.detail}", operation)
+    except ConpaasError as exc:
+        record_verdict(service, backup, False, f"the restored copy could not be checked: {exc}", operation)
+    finally:
+        try:
+            agent.client_for(node).delete_instance(instance, purge=True)
+        except agent.AgentError:
+            pass  # the node goes next, with everything on it
+        destroy_node(node, operation)
+
+
+def record_verdict(service: Service, backup: Backup, ok: bool, detail: str, operation) -> None:
+    backup.verified, backup.verification = ok, detail
+    backup.save(update_fields=["verified", "verification", "table_counts"])
+    outcome = Outcome.SUCCEEDED if ok else Outcome.FAILED
+    said = "verified" if ok else "NOT verified"
+    Event.record(service, "backup.verify", f"backup {backup.backup_id} {said}: {detail}", outcome, operation=operation)
+
+
+def restore_spec(backup: Backup, location: dict, target_time: datetime | None = None) -> dict:
+    """The instance spec's `restore` (backup_wire.md) of `backup`: PostgreSQL up to `target_time`
+    (default: the backup's own end, the state it holds), Redis its RDB through a presigned URL."""
+    if backup.kind == BackupKind.BASE:
+        until = target_time or backup.end_time
+        return {
+            "from": backup_store.for_nodes(location),
+            "backup_id": backup.backup_id,
+            "target_time": until.isoformat() if until else None,
+        }
+    return {"url": backup_store.rdb_url(location, backup.backup_id)}
+
+
+def read_archive(service: Service) -> str:
+    """Save how far the WAL is archived (the recovery window's end); returns the archive's
+    problem in words, or ''."""
+    node = service.server_node()
+    try:
+        said = agent.client_for(node).backups(SERVER)
+    except agent.AgentError as exc:
+        return f"{ARCHIVE_PROBLEM}the archive could not be read: {exc.detail}"
+    until = parse_time(said.get("archived_until"))
+    if until is not None:
+        Service.objects.filter(pk=service.pk).update(backup_archived_until=until)
+        service.backup_archived_until = until
+    failing = said.get("archive_failing")
+    return f"{ARCHIVE_PROBLEM}{failing}" if failing else ""
+
+
+# --- keep_days ----------------------------------------------------------------------------
+
+
+def apply_retention(service: Service, location: dict, operation) -> int:
+    """Delete the backups older than keep_days, always keeping the newest verified one. Returns
+    how many were removed; one the store will not delete stays, said in an Event."""
+    cutoff = timezone.now() - timedelta(days=service.backup_keep_days)
+    newest = service.backups.filter(state=BackupState.COMPLETED, verified=True).order_by("-created", "-id").first()
+    old = service.backups.filter(created__lt=cutoff).exclude(state=BackupState.RUNNING)
+    if newest is not None:
+        old = old.exclude(pk=newest.pk)
+    removed = 0
+    for backup in old:
+        try:
+            if backup.state == BackupState.COMPLETED and backup.backup_id:
+                if backup.kind == BackupKind.BASE:
+                    agent.client_for(service.server_node()).delete_backup(SERVER, backup.backup_id)
+                else:
+                    backup_store.delete_rdb(location, backup.backup_id)
+        except Exception as exc:  # the agent's or the store's error: kept, tried again next time
+            detail = getattr(exc, "detail", str(exc))
+            message = f"backup {backup.backup_id} is past keep_days but could not be removed: {detail}"
+            Event.record(service, "backup.expire", message, Outcome.FAILED, operation=operation)
+            continue
+        backup.delete()
+        removed += 1
+    return removed
+
+
+# --- the schedule -------------------------------------------------------------------------
+
+
+def start_due(now: datetime | None = None) -> int:
+    """Start a backup of each running data service whose policy is on and whose last backup (or
+    attempt) is older than its every_hours; none while backups are not configured. Returns how
+    many were started."""
+    if not backup_store.configured():
+        return 0
+    now = now or timezone.now()
+    started = 0
+    data = Service.objects.filter(runtime__in=[Runtime.POSTGRESQL, Runtime.REDIS], state=ServiceState.RUNNING)
+    for service in data.filter(backup_enabled=True):
+        attempts = Operation.objects.filter(service=service, kind=OperationKind.BACKUP)
+        if attempts.filter(state__in=[OperationState.PENDING, OperationState.RUNNING]).exists():
+            continue
+        last = attempts.order_by("-created").values_list("created", flat=True).first()
+        if last is not None and now - last < timedelta(hours=service.backup_every_hours):
+            continue
+        operations.start(service, OperationKind.BACKUP, None, message="scheduled backup")
+        started += 1
+    return started
+
+
+def refresh_archives() -> int:
+    """Save how far each PostgreSQL service's WAL is archived (the end of its recovery window),
+    and say when archiving fails (or no longer fails) in its `backup_problem`. Returns how many."""
+    if not backup_store.configured():
+        return 0
+    # A service held by an operation is left alone: a restore has its server down a while.
+    running = Service.objects.filter(runtime=Runtime.POSTGRESQL, state=ServiceState.RUNNING, locked_by__isnull=True)
+    refreshed = 0
+    for service in running.filter(backups__state=BackupState.COMPLETED).distinct():
+        if service.server_node() is None:
+            continue
+        problem = read_archive(service)
+        if problem:
+            Service.objects.filter(pk=service.pk, backup_problem="").update(backup_problem=problem)
+        else:  # only an archive problem clears here; a failed backup's waits for a good backup
+            Service.objects.filter(pk=service.pk, backup_problem__startswith=ARCHIVE_PROBLEM).update(backup_problem="")
+        refreshed += 1
+    return refreshed
+
+
+# --- restoring ----------------------------------------------------------------------------
+
+
+def request_restore(
+    service: Service, user, backup_pk: int | None = None, time: datetime | None = None, into: str = ""
+) -> Operation:
+    """Restore `service` from a backup, or (PostgreSQL) to a moment, in place or into a new
+    service named `into`. Every refusal (ValidationError keyed by field, Conflict) stores nothing."""
+    require_data(service)
+    if (backup_pk is None) == (time is None):
+        raise ValidationError({"backup": "give either a backup or a time, not both and not neither"})
+    if time is not None and service.runtime != Runtime.POSTGRESQL:
+        raise ValidationError({"time": f"a {service.runtime} service restores only a backup (its snapshots)"})
+    backup_store.target_for(service)
+    if backup_pk is not None:
+        backup = service.backups.filter(pk=backup_pk, state=BackupState.COMPLETED).first()
+        if backup is None:
+            raise ValidationError({"backup": f"{service.name} has no completed backup {backup_pk}"})
+        params = {"backup": backup.pk, "time": None}
+        said = f"backup {backup.backup_id}"
+    else:
+        backup = base_for(service, time)
+        params = {"backup": backup.pk, "time": time.isoformat()}
+        said = time.isoformat()
+    if not into:
+        if service.state != ServiceState.RUNNING:
+            raise Conflict(f"{service.name} is {service.state}: no server to restore into")
+        return operations.start(
+            service, OperationKind.RESTORE, user, params=params, message=f"restore of {said} in place requested"
+        )
+    with transaction.atomic():
+        try:
+            new, _ = lifecycle.create(user if user.pk == service.owner_id else service.owner, into, service.runtime)
+        except ValidationError as exc:
+            raise ValidationError({"into": exc.message_dict.get("name", exc.messages)}) from None
+        # The restored data holds the source's roles: the new service has the source's credentials.
+        Service.objects.filter(pk=new.pk).update(password=service.password)
+        return operations.start(
+            new,
+            OperationKind.RESTORE,
+            user,
+            params={**params, "source": service.pk},
+            message=f"restore of {service.name}'s {said} into {new.name} requested",
+        )
+
+
+def base_for(service: Service, time: datetime) -> Backup:
+    """The base backup a restore to `time` starts from: the newest completed one ending by then;
+    ValidationError naming `time` when it is outside the recovery window."""
+    if timezone.is_naive(time):
+        raise ValidationError({"time": "give the time with its offset (ISO 8601, e.g. 2026-12-07T20:15:00+00:00)"})
+    completed = service.backups.filter(state=BackupState.COMPLETED, end_time__isnull=False)
+    base = completed.filter(end_time__lte=time).order_by("-end_time").first()
+    window = recovery_window(service, base) if base else {"from": None, "to": None}
+    if base is None or window["to"] is None or time > window["to"]:
+        first = completed.order_by("end_time").first()
+        shown = f"{window['from'] or first.end_time} to {window['to']}" if first else "empty: no backup yet"
+        raise ValidationError({"time": f"{time.isoformat()} is outside the recovery window ({shown})"})
+    return base
+
+
+def run_restore(operation) -> str:
+    """Replace the service's server's data with the backup's: stop and remove the server, PUT it
+    again with `restore` (same address when the agent keeps the port, same credentials); the
+    operation's end passes a changed address to the linking services (workflows/tasks.py MOVES)."""
+    service = operation.service
+    source = Service.objects.filter(pk=operation.params.get("source", service.pk)).first()
+    backup = Backup.objects.filter(pk=operation.params["backup"]).first()
+    if source is None or backup is None:
+        raise OperationFailed("the backup is gone (its service was deleted, or keep_days removed it)")
+    location = backup_store.target_for(source)
+    time = parse_time(operation.params.get("time"))
+    node = service.server_node()
+    if node is None:
+        raise OperationFailed(f"{service.name} has no running server")
+    operation.set_progress(f"stopping the {service.runtime} server on {node.name}")
+    try:
+        agent.client_for(node).delete_instance(SERVER, purge=True)  # its data goes: the backup's replaces it
+    except agent.AgentError as exc:
+        if exc.status == 404:  # removed by an earlier run of this operation, whose restore failed
+            pass
+        else:
+            raise OperationFailed(f"the server on {node.name} could not be stopped: {exc.detail}") from None
+    operation.set_progress(f"restoring {backup.backup_id} on {node.name}")
+    spec = restore_spec(backup, location, time)
+    what = f"{source.name}'s backup {backup.backup_id}" + (f" up to {time.isoformat()}" if time else "")
+    try:
+        start_server(service, node, restore=spec)
+    except OperationFailed as exc:
+        if backup.kind != BackupKind.BASE or TARGET_NOT_REACHED not in str(exc):
+            raise
+        # Nothing committed after the target is in the archive (an idle database): all of it is
+        # the state at the target. The agent removed the failed attempt's data.
+        operation.set_progress(f"restoring {backup.backup_id} on {node.name} with all the archived WAL")
+        start_server(service, node, restore={**spec, "target_time": None})
+        what += " (the archive holds no transaction after it: all of it restored)"
+    return f"{service.name} restored from {what}"
