@@ -14,6 +14,9 @@ class Runtime(models.TextChoices):
 # Data services: no code versions, no router; their one node runs the server (README, Data services).
 # A storage service is one too: its first node runs the S3 gateway, more nodes add volume servers.
 DATA_RUNTIMES = (Runtime.POSTGRESQL, Runtime.REDIS, Runtime.STORAGE)
+# The databases: one server holding the data, backed up and restored (workflows/backups.py) and
+# rebuilt from its backups when its node dies (workflows/healing.py). A store keeps copies instead.
+DATABASE_RUNTIMES = (Runtime.POSTGRESQL, Runtime.REDIS)
 
 
 class ServiceState(models.TextChoices):

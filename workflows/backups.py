@@ -25,7 +25,16 @@ from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
 from services import agent, backup_store, data_probes, operations
-from services.choices import BackupKind, BackupState, OperationKind, OperationState, Outcome, Runtime, ServiceState
+from services.choices import (
+    DATABASE_RUNTIMES,
+    BackupKind,
+    BackupState,
+    OperationKind,
+    OperationState,
+    Outcome,
+    Runtime,
+    ServiceState,
+)
 from services.data_servers import SERVER, Server, start_server
 from services.errors import Conflict, ConpaasError, OperationFailed
 from services.models import Backup, Event, Operation, Service
@@ -42,7 +51,7 @@ TARGET_NOT_REACHED = "recovery ended before configured recovery target was reach
 
 
 def require_data(service: Service) -> None:
-    if not service.is_data:
+    if service.runtime not in DATABASE_RUNTIMES:
         raise Conflict(f"{service.name} is a {service.runtime} service: only postgresql and redis have backups")
 
 
@@ -307,7 +316,7 @@ def start_due(now: datetime | None = None) -> int:
         return 0
     now = now or timezone.now()
     started = 0
-    data = Service.objects.filter(runtime__in=[Runtime.POSTGRESQL, Runtime.REDIS], state=ServiceState.RUNNING)
+    data = Service.objects.filter(runtime__in=DATABASE_RUNTIMES, state=ServiceState.RUNNING)
     for service in data.filter(backup_enabled=True):
         attempts = Operation.objects.filter(service=service, kind=OperationKind.BACKUP)
         if attempts.filter(state__in=[OperationState.PENDING, OperationState.RUNNING]).exists():

@@ -30,7 +30,7 @@ from django.utils import timezone
 from routing.health import wait_healthy
 from routing.table import push
 from services import operations
-from services.choices import DATA_RUNTIMES, NodeState, OperationKind, OperationState, Outcome, Runtime, ServiceState
+from services.choices import DATABASE_RUNTIMES, NodeState, OperationKind, OperationState, Outcome, Runtime, ServiceState
 from services.errors import OperationFailed
 from services.models import Event, Node, Operation, Service, active_operations
 from services.nodes import CloudView, check_agent, destroy_node
@@ -48,8 +48,9 @@ def check_due(max_age: float) -> int:
     stale = Q(nodes_checked__isnull=True) | Q(nodes_checked__lte=now - timedelta(seconds=max_age))
     # Not databases: a new node for a dead server would come up empty (README, Data services). A
     # storage service's nodes but the first are volume servers whose objects have copies elsewhere.
-    databases = [runtime for runtime in DATA_RUNTIMES if runtime != Runtime.STORAGE]
-    running = Service.objects.filter(state=ServiceState.RUNNING, locked_by__isnull=True).exclude(runtime__in=databases)
+    running = Service.objects.filter(state=ServiceState.RUNNING, locked_by__isnull=True).exclude(
+        runtime__in=DATABASE_RUNTIMES
+    )
     started = 0
     # One query when nothing is due: the usual case on an idle platform.
     for service_id in running.filter(stale).values_list("pk", flat=True):

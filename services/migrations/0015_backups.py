@@ -9,7 +9,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('services', '0013_service_health_check'),
+        ('services', '0014_storage_services'),
     ]
 
     operations = [

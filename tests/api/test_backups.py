@@ -91,8 +91,10 @@ def test_without_a_store_taking_one_is_a_409_that_says_how_to_configure_it(api, 
     assert not Operation.objects.exists()
 
 
-def test_a_web_service_has_no_backups_409(api, alice):
-    web = ServiceFactory(owner=alice, name="web")
+@pytest.mark.parametrize("runtime", ["python", "storage"])
+def test_a_web_or_storage_service_has_no_backups_409(api, alice, runtime):
+    # A store keeps copies of its objects on its nodes; it is no database to restore.
+    web = ServiceFactory(owner=alice, name="web", runtime=runtime)
     for method, url in [
         ("get", f"/api/v1/services/{web.pk}/backups/"),
         ("post", f"/api/v1/services/{web.pk}/backups/"),
