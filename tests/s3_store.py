@@ -48,7 +48,11 @@ def start_weed(home: Path) -> tuple[subprocess.Popen, S3Store]:
     os.chmod(config, 0o600)
     ports = {name: free_port() for name in ("master", "volume", "filer", "s3")}
     argv = [str(WEED), "server", f"-dir={home / 'data'}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1"]
-    argv += ["-master.telemetry=false", "-metricsPort=0", "-volume.max=0", "-filer", "-s3"]
+    # Volumes of 1 GiB, up to 100 (sparse files): `-volume.max=0` sizes the store by free disk
+    # / 30 GiB, which on a disk with less than ~90 GB free is 2 volumes, both taken by the filer,
+    # and a bucket then gets none ("No writable volumes").
+    argv += ["-master.telemetry=false", "-metricsPort=0", "-master.volumeSizeLimitMB=1024", "-volume.max=100"]
+    argv += ["-filer", "-s3"]
     argv += ["-s3.port.iceberg=0", "-s3.port.lance=0", f"-s3.config={config}"]
     for name, port in ports.items():
         # gRPC ports are the HTTP port + 10000 by default: pick free ones too.
