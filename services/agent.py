@@ -61,8 +61,11 @@ class AgentClient:
         {backup_id, begin_time, end_time, begin_wal, end_wal, size}; 409 without a location."""
         return self.call("POST", backup_path(name), {}, timeout=BACKUP_TIMEOUT)
 
-    def backups(self, name: str) -> dict:
-        """{backups: [oldest first], archived_until, archive_failing} of a postgresql instance."""
+    def backups(self, name: str, archive_only: bool = False) -> dict:
+        """{backups: [oldest first], archived_until, archive_failing} of a postgresql instance;
+        `archive_only`: only the last two (cheap: no listing of the store)."""
+        if archive_only:
+            return self.call("GET", backups_path(name) + "?archive_only=true", timeout=30)
         return self.call("GET", backups_path(name), timeout=180)
 
     def delete_backup(self, name: str, backup_id: str) -> None:

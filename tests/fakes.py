@@ -166,9 +166,11 @@ class FakeAgent:
         self.fleet.base_backups.append(taken)
         return taken
 
-    def backups(self, name: str) -> dict:
+    def backups(self, name: str, archive_only: bool = False) -> dict:
         self._call("backups", name, role="backend")
         fleet = self.fleet
+        if archive_only:
+            return {"archived_until": fleet.archived_until, "archive_failing": fleet.archive_failing}
         return {
             "backups": fleet.base_backups,
             "archived_until": fleet.archived_until,

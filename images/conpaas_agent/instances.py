@@ -607,8 +607,14 @@ class Instances:
         log.info("took backup %s of instance %s in %.1f s", backup["backup_id"], name, time.monotonic() - began)
         return backup
 
-    def backups(self, name: str) -> dict:
+    def backups(self, name: str, archive_only: bool = False) -> dict:
+        """The instance's backups and how far its WAL is archived; `archive_only`: the archive's
+        state alone (a query of the server, milliseconds), without listing the store (a
+        barman-cloud process, seconds), for the workers' frequent reads."""
         recipe, directory, record = self._backing_up(name)
+        if archive_only:
+            archived_until, failing = recipe.archiving_state(directory, record)
+            return {"archived_until": archived_until, "archive_failing": failing}
         return recipe.list_backups(name, directory, record)
 
     def delete_backup(self, name: str, backup_id: str) -> None:

@@ -190,7 +190,10 @@ class Agent:
         return 200, self.instances.take_backup(name)
 
     def list_backups(self, query: dict, body: object, name: str) -> tuple[int, object]:
-        return 200, self.instances.backups(name)
+        archive_only = query.get("archive_only", ["false"])[0]
+        if archive_only not in ("true", "false"):
+            raise RequestRefused(400, "archive_only must be true or false")
+        return 200, self.instances.backups(name, archive_only=archive_only == "true")
 
     def delete_backup(self, query: dict, body: object, name: str, backup_id: str) -> tuple[int, object]:
         self.instances.delete_backup(name, backup_id)

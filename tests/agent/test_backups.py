@@ -67,6 +67,10 @@ def test_it_backs_up_postgresql_and_restores_it_to_a_point_in_time(s3_store, dat
     listed = archived_until(data_agent, "server")
     assert listed["backups"] == [backup]
     assert listed["archive_failing"] is None
+    # The workers' frequent read: the archive's state alone, without listing the store.
+    cheap = data_agent.call("GET", "/v1/instances/server/backups?archive_only=true").json()
+    assert cheap == {"archived_until": listed["archived_until"], "archive_failing": None}
+    assert data_agent.call("GET", "/v1/instances/server/backups?archive_only=yes").status == 400
 
     # Into a new instance, to the target time: the rows committed up to it, no later one.
     elsewhere = location(s3_store, "svc/2")
