@@ -11,6 +11,10 @@ DATABASE_FIXTURES = {"db", "transactional_db", "django_db_setup"}
 # Test folders whose tests, but the integration ones, start no process and share nothing but their
 # own database (each xdist worker has its own): ./run tests runs them on two workers.
 PARALLEL_FOLDERS = {"api", "cli", "console", "routing", "versions", "workflows"}
+# Test folders whose tests, the integration ones too, start processes of their own only (agents,
+# servers, stores on free ports, each in a short folder of the test's own: tests/agent/conftest.py)
+# and share nothing else: on two workers too.
+PARALLEL_PROCESS_FOLDERS = {"agent"}
 TESTS = Path(__file__).resolve().parent
 
 
@@ -29,6 +33,8 @@ def pytest_addoption(parser):
 
 def runs_in_parallel(item) -> bool:
     folder = item.path.relative_to(TESTS).parts[0] if item.path.is_relative_to(TESTS) else ""
+    if folder in PARALLEL_PROCESS_FOLDERS:
+        return True
     return folder in PARALLEL_FOLDERS and not item.get_closest_marker("integration")
 
 

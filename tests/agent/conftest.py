@@ -5,6 +5,10 @@ No Django here: the agent and what it shares with the control plane (``conpaas_a
 in ``agent_helpers.py`` next to this file.
 """
 
+import shutil
+import tempfile
+from pathlib import Path
+
 import pytest
 
 from tests.agent.agent_helpers import AgentProcess, ArchiveServer, unprivileged_agent
@@ -38,3 +42,12 @@ def data_agent():
     """A backend node running as `nobody`, for data services (PostgreSQL refuses root)."""
     with unprivileged_agent() as agent:
         yield agent
+
+
+@pytest.fixture
+def tmp_path():
+    """A short folder of the test's own: HAProxy refuses a unix socket's path longer than 97
+    characters, and under pytest-xdist pytest's own folders are longer (popen-gwN/)."""
+    path = Path(tempfile.mkdtemp(prefix="cp-agent-"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)

@@ -14,9 +14,11 @@ import pytest
 from conpaas_agent.runtimes.postgresql import Postgresql
 from conpaas_common.procs import free_port
 from conpaas_common.waiting import wait_until
+from conpaas_common.wire import MAX_ARCHIVE_TIMEOUT_S
 from tests.agent.test_data import PASSWORD, psql, redis
 
 OTHER_PASSWORD = "other-" + "y" * 20
+NO_TIMED_SWITCH = MAX_ARCHIVE_TIMEOUT_S
 
 
 def location(store, prefix, bucket="backups"):
@@ -43,7 +45,9 @@ def archived_until(agent, name):
 def test_it_backs_up_postgresql_and_restores_it_to_a_point_in_time(s3_store, data_agent):
     s3_store.client().create_bucket(Bucket="backups")
     where = location(s3_store, "svc/1")
-    spec = {"runtime": "postgresql", "password": PASSWORD, "backup": where, "archive_timeout_s": 1}
+    # No timed segment switch (each archived segment is 16 MB, and a restore fetches every one
+    # through its own barman-cloud-wal-restore): the test switches where it needs WAL archived.
+    spec = {"runtime": "postgresql", "password": PASSWORD, "backup": where, "archive_timeout_s": NO_TIMED_SWITCH}
     reply = data_agent.call("PUT", "/v1/instances/server", spec)
     assert reply.status == 200, reply.body
     port = reply.json()["port"]
@@ -62,7 +66,8 @@ def test_it_backs_up_postgresql_and_restores_it_to_a_point_in_time(s3_store, dat
     time.sleep(0.3)
     assert psql(port, PASSWORD, "INSERT INTO t VALUES (4)").returncode == 0
     written = datetime.now(UTC).isoformat()
-    # archive_timeout 1 s: the segment holding the last commit reaches the store within seconds.
+    # The segment holding the last commit, closed: it reaches the store within seconds.
+    assert psql(port, PASSWORD, "SELECT pg_switch_wal()").returncode == 0
     wait_until(lambda: (archived_until(data_agent, "server")["archived_until"] or "") > written, 30, 0.5, "archiving")
     listed = archived_until(data_agent, "server")
     assert listed["backups"] == [backup]
@@ -76,11 +81,12 @@ def test_it_backs_up_postgresql_and_restores_it_to_a_point_in_time(s3_store, dat
     elsewhere = location(s3_store, "svc/2")
     restore = {"from": where, "backup_id": None, "target_time": target.isoformat()}
     copy = {"runtime": "postgresql", "password": OTHER_PASSWORD, "restore": restore, "backup": elsewhere}
-    reply = data_agent.call("PUT", "/v1/instances/copy", {**copy, "archive_timeout_s": 1})
+    reply = data_agent.call("PUT", "/v1/instances/copy", {**copy, "archive_timeout_s": NO_TIMED_SWITCH})
     assert reply.status == 200, reply.body
     copy_port = reply.json()["port"]
     assert rows(copy_port, OTHER_PASSWORD) == "1,2,3"
-    # Promoted and writable with the spec's password, archiving to its own location on its new timeline.
+    # Promoted and writable with the spec's password, archiving to its own location on its new
+    # timeline (the promotion archives the timeline's history file at once).
     assert psql(copy_port, OTHER_PASSWORD, "INSERT INTO t VALUES (10)").returncode == 0
     wait_until(lambda: archived_until(data_agent, "copy")["archived_until"], 30, 0.5, "the copy's archiving")
 
