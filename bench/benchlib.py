@@ -286,12 +286,14 @@ def agent_call(config: dict, method: str, path: str, body: object = None, timeou
 
 
 @contextlib.contextmanager
-def platform(name: str, keep: bool = False, settings: dict[str, str] | None = None):
-    """Start a private platform (`settings`: more environment variables for its control plane);
-    on the way out stop everything it started."""
+def platform(
+    name: str, keep: bool = False, settings: dict[str, str] | None = None, secrets: dict[str, str] | None = None
+):
+    """Start a private platform (`settings`: more environment variables for its control plane,
+    printed; `secrets`: more, never printed); on the way out stop everything it started."""
     home = Path(tempfile.mkdtemp(prefix=f"conpaas-bench-{name}-"))
     env = Platform(home)
-    env.plane.env.update(settings or {})
+    env.plane.env.update({**(settings or {}), **(secrets or {})})
     say(f"platform: CONPAAS_HOME={home}" + "".join(f"  {k}={v}" for k, v in (settings or {}).items()))
     try:
         env.plane.manage("migrate", "--noinput")
@@ -391,14 +393,22 @@ def check_loopback(url: str) -> None:
     raise SystemExit(f"refusing to load {url}: the benchmarks only send traffic to this machine")
 
 
-def run_benchmark(title: str, short: str, run, args, target: str, settings: dict[str, str] | None = None) -> int:
-    """Print the machine, run `run(env, args)` on a private platform (`settings`: see platform())
-    within the time limit, and print the PASS/FAIL line; the exit status is 0 on PASS."""
+def run_benchmark(
+    title: str,
+    short: str,
+    run,
+    args,
+    target: str,
+    settings: dict[str, str] | None = None,
+    secrets: dict[str, str] | None = None,
+) -> int:
+    """Print the machine, run `run(env, args)` on a private platform (`settings`, `secrets`: see
+    platform()) within the time limit, and print the PASS/FAIL line; the exit status is 0 on PASS."""
     say(f"== {title} ==")
     print_machine()
     verdict = False
     try:
-        with time_limit(args.time_limit), platform(short, keep=args.keep, settings=settings) as env:
+        with time_limit(args.time_limit), platform(short, args.keep, settings, secrets) as env:
             verdict = run(env, args)
             env.failed = not verdict
     except Exception as exc:  # noqa: BLE001 - a benchmark reports, it does not crash
