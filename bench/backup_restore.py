@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -55,10 +54,6 @@ from benchlib import say  # noqa: E402
 from dump_load import sql_dump, through_platform  # noqa: E402
 
 from conpaas_common.waiting import wait_until  # noqa: E402
-from tests.s3_store import start_weed, stop_weed  # noqa: E402
-
-BUCKET = "backups"
-
 
 # --------------------------------------------------------------------------------------------
 # the platform's side
@@ -463,27 +458,10 @@ def main() -> int:
     parser.add_argument("--time-limit", type=float, default=1800.0, help="hard limit of the whole run, seconds")
     parser.add_argument("--keep", action="store_true", help="keep the CONPAAS_HOME and node logs")
     args = parser.parse_args()
-    store_home = Path(tempfile.mkdtemp(prefix="conpaas-bench-store-"))
-    weed = None
-    try:
-        weed, store = start_weed(store_home)
-        store.client().create_bucket(Bucket=BUCKET)
-        say(f"backup store: SeaweedFS ({store_home}) at {store.endpoint}, bucket {BUCKET}")
-        settings = {
-            "CONPAAS_MAX_UPLOAD_MB": "512",
-            "CONPAAS_BACKUP_S3_ENDPOINT": store.endpoint,
-            "CONPAAS_BACKUP_S3_BUCKET": BUCKET,
-            "CONPAAS_BACKUP_S3_ACCESS_KEY": store.access_key,
-            "CONPAAS_BACKUP_ARCHIVE_TIMEOUT_S": str(args.archive_timeout),
-            "CONPAAS_BACKUP_CHECK_INTERVAL": str(args.check_interval),
-        }
-        secrets = {"CONPAAS_BACKUP_S3_SECRET_KEY": store.secret_key}  # never printed
+    with benchlib.backup_store(args.archive_timeout, args.check_interval) as (settings, secrets):
         target = "every row back after each restore; PITR: exactly the rows committed up to T"
+        settings = {"CONPAAS_MAX_UPLOAD_MB": "512", **settings}
         return benchlib.run_benchmark("backup and restore", "backup", run, args, target, settings, secrets)
-    finally:
-        if weed is not None:
-            stop_weed(weed)
-        shutil.rmtree(store_home, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -34,6 +34,7 @@ from conpaas_common import client  # noqa: E402
 from conpaas_common.procs import all_pids, cmdline, stat_fields  # noqa: E402
 from tests.apps import label_app  # noqa: E402,F401  (re-exported for the programs)
 from tests.harness import ControlPlane  # noqa: E402
+from tests.s3_store import start_weed, stop_weed  # noqa: E402
 
 # The harness finds manage.py through its REPO constant; run from this checkout whatever it says.
 if not (Path(harness.REPO) / "manage.py").exists():
@@ -322,6 +323,31 @@ def platform(
             say(f"platform: kept {home} (control-plane.log, evidence/)")
         else:
             shutil.rmtree(home, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def backup_store(archive_timeout_s: int, check_interval_s: int):
+    """A SeaweedFS S3 store of the run's own on 127.0.0.1 (tests/s3_store.py; isolated nodes
+    reach it through the bridge's gateway, which the local cloud forwards), with a bucket for
+    backups: yields (settings, secrets) for platform(); stopped, by its pid, and removed after."""
+    home = Path(tempfile.mkdtemp(prefix="conpaas-bench-store-"))
+    weed = None
+    try:
+        weed, store = start_weed(home)
+        store.client().create_bucket(Bucket="backups")
+        say(f"backup store: SeaweedFS ({home}) at {store.endpoint}, bucket backups")
+        settings = {
+            "CONPAAS_BACKUP_S3_ENDPOINT": store.endpoint,
+            "CONPAAS_BACKUP_S3_BUCKET": "backups",
+            "CONPAAS_BACKUP_S3_ACCESS_KEY": store.access_key,
+            "CONPAAS_BACKUP_ARCHIVE_TIMEOUT_S": str(archive_timeout_s),
+            "CONPAAS_BACKUP_CHECK_INTERVAL": str(check_interval_s),
+        }
+        yield settings, {"CONPAAS_BACKUP_S3_SECRET_KEY": store.secret_key}
+    finally:
+        if weed is not None:
+            stop_weed(weed)
+        shutil.rmtree(home, ignore_errors=True)
 
 
 # --------------------------------------------------------------------------------------------
