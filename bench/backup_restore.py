@@ -320,21 +320,23 @@ class ArchiveWatch:
         self.first_seen: dict[str, datetime] = {}
         self.exposed: list[float] = []  # seconds of writes not yet archived, at each sample
         self.segments_behind: list[int] = []
+        self.archived_counts: list[tuple[datetime, int]] = []
         self.connection = None
 
     def sample(self) -> None:
         sql = (
-            "SELECT clock_timestamp(), pg_walfile_name(pg_current_wal_lsn()), coalesce(last_archived_wal, '')"
-            " FROM pg_stat_archiver"
+            "SELECT clock_timestamp(), pg_walfile_name(pg_current_wal_lsn()), coalesce(last_archived_wal, ''),"
+            " archived_count FROM pg_stat_archiver"
         )
         try:
             if self.connection is None:
                 self.connection = psycopg.connect(**Writer.dsn_of(self.creds), autocommit=True)
-            now, current, archived = self.connection.execute(sql).fetchone()
+            now, current, archived, count = self.connection.execute(sql).fetchone()
         except psycopg.Error:
             self.connection = None
             return
         self.first_seen.setdefault(current, now)
+        self.archived_counts.append((now, count))
         later = [seen for name, seen in self.first_seen.items() if name > archived]
         if archived and later:
             self.exposed.append((now - min(later)).total_seconds())
@@ -348,6 +350,12 @@ class ArchiveWatch:
         say(f"  writes not yet archived (the server's pg_stat_archiver, every 0.5 s, {len(self.exposed)} samples): "
             f"median {median:.2f} s, p90 {p90:.2f} s, max {max(self.exposed):.2f} s; segments waiting "
             f"median {benchlib.percentile(self.segments_behind, 50)}, max {max(self.segments_behind)}")  # fmt: skip
+        say(f"    each sample, s: {' '.join(f'{lag:.1f}' for lag in self.exposed)}")
+        (began, first), (ended, last) = self.archived_counts[0], self.archived_counts[-1]
+        seconds = (ended - began).total_seconds()
+        switched = len([name for name, seen in self.first_seen.items() if began < seen <= ended])
+        say(f"    over those {seconds:.1f} s: {switched} segments begun (switched), {last - first} archived "
+            f"({(last - first) / seconds:.2f} a second)")  # fmt: skip
         say(f"  RPO with CONPAAS_BACKUP_ARCHIVE_TIMEOUT_S={archive_timeout}: a segment is switched at least every "
             f"{archive_timeout} s while there are writes and archived after its upload: the loss of the node at "
             f"any moment above would have lost the writes shown (max {max(self.exposed):.2f} s)")  # fmt: skip
