@@ -81,6 +81,9 @@ def run(env, args) -> bool:
         say(f"NO RECOVERY: no write succeeded within {args.heal_timeout:.0f} s of the kill")
         say(f"  service state {state['state']!r}, backup_problem {state.get('backup_problem')!r}")
         say(f"  nodes: {[(n['name'], n['state'], n.get('address')) for n in nodes]}")
+        now = credentials(api, sid)
+        say(f"  the credentials' address: {now.get('host')}:{now.get('port')} now, {creds['host']}:{creds['port']} "
+            "before the kill (the writer keeps the first)")  # fmt: skip
         say(f"  events since the kill ({len(events)}):")
         for event in reversed(events):
             say(f"    {event['created'][11:23]} [{event['outcome']}] {event['message'][:220]}")
