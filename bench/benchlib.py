@@ -30,11 +30,11 @@ if str(ROOT) not in sys.path:  # a benchmark runs by its path, and imports tests
     sys.path.insert(0, str(ROOT))
 
 import tests.harness as harness  # noqa: E402
+import tests.s3_store as s3_store  # noqa: E402
 from conpaas_common import client  # noqa: E402
 from conpaas_common.procs import all_pids, cmdline, stat_fields  # noqa: E402
 from tests.apps import label_app  # noqa: E402,F401  (re-exported for the programs)
 from tests.harness import ControlPlane  # noqa: E402
-from tests.s3_store import start_weed, stop_weed  # noqa: E402
 
 # The harness finds manage.py through its REPO constant; run from this checkout whatever it says.
 if not (Path(harness.REPO) / "manage.py").exists():
@@ -332,8 +332,17 @@ def backup_store(archive_timeout_s: int, check_interval_s: int):
     backups: yields (settings, secrets) for platform(); stopped, by its pid, and removed after."""
     home = Path(tempfile.mkdtemp(prefix="conpaas-bench-store-"))
     weed = None
+    # tests/s3_store.py's `-volume.max=0` sizes the store by free disk / 30 GiB volumes: with
+    # less than ~90 GB free that is 2 volumes, both taken by the filer's first writes, and the
+    # bucket's collection gets none (PutObject: "No writable volumes"). Its weed, given 1 GiB
+    # volumes as the platform's storage nodes have (Go's flags: the last value wins).
+    wrapper = home / "weed"
+    wrapper.write_text(f'#!/bin/sh\nexec {s3_store.WEED} "$@" -master.volumeSizeLimitMB=1024 -volume.max=100\n')
+    wrapper.chmod(0o700)
+    real, s3_store.WEED = s3_store.WEED, wrapper
     try:
-        weed, store = start_weed(home)
+        weed, store = s3_store.start_weed(home)
+        s3_store.WEED = real
         store.client().create_bucket(Bucket="backups")
         say(f"backup store: SeaweedFS ({home}) at {store.endpoint}, bucket backups")
         settings = {
@@ -345,8 +354,9 @@ def backup_store(archive_timeout_s: int, check_interval_s: int):
         }
         yield settings, {"CONPAAS_BACKUP_S3_SECRET_KEY": store.secret_key}
     finally:
+        s3_store.WEED = real
         if weed is not None:
-            stop_weed(weed)
+            s3_store.stop_weed(weed)
         shutil.rmtree(home, ignore_errors=True)
 
 
