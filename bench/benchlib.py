@@ -30,6 +30,7 @@ if str(ROOT) not in sys.path:  # a benchmark runs by its path, and imports tests
     sys.path.insert(0, str(ROOT))
 
 import tests.harness as harness  # noqa: E402
+import tests.s3_store as s3_store  # noqa: E402
 from conpaas_common import client  # noqa: E402
 from conpaas_common.procs import all_pids, cmdline, stat_fields  # noqa: E402
 from tests.apps import label_app  # noqa: E402,F401  (re-exported for the programs)
@@ -286,12 +287,14 @@ def agent_call(config: dict, method: str, path: str, body: object = None, timeou
 
 
 @contextlib.contextmanager
-def platform(name: str, keep: bool = False, settings: dict[str, str] | None = None):
-    """Start a private platform (`settings`: more environment variables for its control plane);
-    on the way out stop everything it started."""
+def platform(
+    name: str, keep: bool = False, settings: dict[str, str] | None = None, secrets: dict[str, str] | None = None
+):
+    """Start a private platform (`settings`: more environment variables for its control plane,
+    printed; `secrets`: more, never printed); on the way out stop everything it started."""
     home = Path(tempfile.mkdtemp(prefix=f"conpaas-bench-{name}-"))
     env = Platform(home)
-    env.plane.env.update(settings or {})
+    env.plane.env.update({**(settings or {}), **(secrets or {})})
     say(f"platform: CONPAAS_HOME={home}" + "".join(f"  {k}={v}" for k, v in (settings or {}).items()))
     try:
         env.plane.manage("migrate", "--noinput")
@@ -320,6 +323,41 @@ def platform(name: str, keep: bool = False, settings: dict[str, str] | None = No
             say(f"platform: kept {home} (control-plane.log, evidence/)")
         else:
             shutil.rmtree(home, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def backup_store(archive_timeout_s: int, check_interval_s: int):
+    """A SeaweedFS S3 store of the run's own on 127.0.0.1 (tests/s3_store.py; isolated nodes
+    reach it through the bridge's gateway, which the local cloud forwards), with a bucket for
+    backups: yields (settings, secrets) for platform(); stopped, by its pid, and removed after."""
+    home = Path(tempfile.mkdtemp(prefix="conpaas-bench-store-"))
+    weed = None
+    # tests/s3_store.py's `-volume.max=0` sizes the store by free disk / 30 GiB volumes: with
+    # less than ~90 GB free that is 2 volumes, both taken by the filer's first writes, and the
+    # bucket's collection gets none (PutObject: "No writable volumes"). Its weed, given 1 GiB
+    # volumes as the platform's storage nodes have (Go's flags: the last value wins).
+    wrapper = home / "weed"
+    wrapper.write_text(f'#!/bin/sh\nexec {s3_store.WEED} "$@" -master.volumeSizeLimitMB=1024 -volume.max=100\n')
+    wrapper.chmod(0o700)
+    real, s3_store.WEED = s3_store.WEED, wrapper
+    try:
+        weed, store = s3_store.start_weed(home)
+        s3_store.WEED = real
+        store.client().create_bucket(Bucket="backups")
+        say(f"backup store: SeaweedFS ({home}) at {store.endpoint}, bucket backups")
+        settings = {
+            "CONPAAS_BACKUP_S3_ENDPOINT": store.endpoint,
+            "CONPAAS_BACKUP_S3_BUCKET": "backups",
+            "CONPAAS_BACKUP_S3_ACCESS_KEY": store.access_key,
+            "CONPAAS_BACKUP_ARCHIVE_TIMEOUT_S": str(archive_timeout_s),
+            "CONPAAS_BACKUP_CHECK_INTERVAL": str(check_interval_s),
+        }
+        yield settings, {"CONPAAS_BACKUP_S3_SECRET_KEY": store.secret_key}
+    finally:
+        s3_store.WEED = real
+        if weed is not None:
+            s3_store.stop_weed(weed)
+        shutil.rmtree(home, ignore_errors=True)
 
 
 # --------------------------------------------------------------------------------------------
@@ -391,14 +429,22 @@ def check_loopback(url: str) -> None:
     raise SystemExit(f"refusing to load {url}: the benchmarks only send traffic to this machine")
 
 
-def run_benchmark(title: str, short: str, run, args, target: str, settings: dict[str, str] | None = None) -> int:
-    """Print the machine, run `run(env, args)` on a private platform (`settings`: see platform())
-    within the time limit, and print the PASS/FAIL line; the exit status is 0 on PASS."""
+def run_benchmark(
+    title: str,
+    short: str,
+    run,
+    args,
+    target: str,
+    settings: dict[str, str] | None = None,
+    secrets: dict[str, str] | None = None,
+) -> int:
+    """Print the machine, run `run(env, args)` on a private platform (`settings`, `secrets`: see
+    platform()) within the time limit, and print the PASS/FAIL line; the exit status is 0 on PASS."""
     say(f"== {title} ==")
     print_machine()
     verdict = False
     try:
-        with time_limit(args.time_limit), platform(short, keep=args.keep, settings=settings) as env:
+        with time_limit(args.time_limit), platform(short, args.keep, settings, secrets) as env:
             verdict = run(env, args)
             env.failed = not verdict
     except Exception as exc:  # noqa: BLE001 - a benchmark reports, it does not crash
