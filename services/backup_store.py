@@ -38,15 +38,24 @@ def configured() -> bool:
     return bool(settings.CONPAAS_BACKUP_S3_ENDPOINT and settings.CONPAAS_BACKUP_S3_BUCKET)
 
 
+def require() -> None:
+    """BackupsNotConfigured, saying why, when the installation has no backup store (asked
+    nothing: for refusing a request at once)."""
+    if platform_store.wanted():
+        if platform_store.load() is None:
+            raise BackupsNotConfigured(NOT_STARTED)
+    elif not configured():
+        raise BackupsNotConfigured(NOT_CONFIGURED)
+
+
 def target_for(service) -> dict:
     """The S3 location (backup_wire.md) holding `service`'s backups, with keys for it;
     BackupsNotConfigured when the installation has no backup store. The prefix (and the platform
     store's bucket) is the service's id, not its name: a new service of a deleted one's name never
     finds the old one's backups."""
+    require()
     if platform_store.wanted():
         return platform_target(service)
-    if not configured():
-        raise BackupsNotConfigured(NOT_CONFIGURED)
     return {
         "endpoint": settings.CONPAAS_BACKUP_S3_ENDPOINT,
         "bucket": settings.CONPAAS_BACKUP_S3_BUCKET,
@@ -65,8 +74,6 @@ def platform_target(service) -> dict:
     """`service`'s bucket in the platform's store and the identity that reaches it alone, made
     and pushed on the first call (object_storage.grant: the way storage services' buckets are)."""
     config = platform_store.load()
-    if config is None:
-        raise BackupsNotConfigured(NOT_STARTED)
     store = object_storage.Store(config.endpoint, config.access_key, config.secret_key, config.master, config.filer)
     name = bucket_of(service)
     if not Bucket.objects.filter(storage__isnull=True, name=name, granted=True).exists():

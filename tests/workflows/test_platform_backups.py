@@ -8,7 +8,7 @@ from services import backup_store, platform_store
 from services.choices import OperationState
 from services.models import Bucket, Operation, Service
 from tests.factories import ServiceFactory
-from workflows import lifecycle
+from workflows import backups, lifecycle
 from workflows.links import set_links
 
 
@@ -64,3 +64,11 @@ def test_unlinking_or_deleting_a_database_leaves_its_backups_bucket_and_keys(ali
     assert (row.name, row.granted, row.holder) == (f"backups-{wiki.pk}", True, None)
     assert store.identities == {row.access_key: row.name}
     assert not Operation.objects.filter(state=OperationState.FAILED).exists()
+
+
+def test_asking_for_a_backup_asks_the_store_nothing_the_worker_makes_the_bucket(alice, queue, store):
+    cache = ServiceFactory(owner=alice, name="cache", runtime="redis", state="running")
+
+    operation = backups.request_backup(cache, alice)
+
+    assert operation.kind == "backup" and store.scripts == [] and not Bucket.objects.exists()
