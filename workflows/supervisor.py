@@ -1,6 +1,6 @@
 """What `manage.py up` runs in the foreground until SIGINT or SIGTERM: the control plane's parts
-(the web server, the task workers, the package proxy, the backup store) as child processes, each started again
-when it dies, and the platform's timers."""
+(the web server, the task workers, the package proxy, the platform's backup store) as child
+processes, each started again when it dies, and the platform's timers."""
 
 import logging
 import os

@@ -56,7 +56,9 @@ class Command(BaseCommand):
             if store:
                 # First: it takes seconds to answer, and the first backups wait for it (backup_store.wait_for).
                 log = platform_store.directory() / platform_store.LOG
-                supervisor.start("backup store", store, env, grace=platform_store.STOP_GRACE, log=log)
+                # None of the control plane's settings (its secret key, its database's password).
+                store_env = {name: os.environ[name] for name in ("PATH", "LANG", "TZ") if name in os.environ}
+                supervisor.start("backup store", store, store_env, grace=platform_store.STOP_GRACE, log=log)
             if not env.get("CONPAAS_PACKAGE_PROXY_URL"):
                 # Builds reach the package indexes through it, and nothing else (services/package_proxy.py).
                 proxy_port = free_port("127.0.0.1")
