@@ -64,3 +64,11 @@ def redis_key_count(server: Server) -> int:
 def redis_snapshot(server: Server, path: str) -> None:
     """The server's RDB into `path` (redis-cli --rdb: the server's own BGSAVE, sent to us)."""
     _run([*_redis(server), "--rdb", path], server)
+
+
+def pg_recovery_point(server: Server) -> str:
+    """The commit time of the last transaction a restored server replayed (PostgreSQL keeps it
+    after promotion), ISO 8601; "" when recovery replayed none (an idle database since its base
+    backup: the backup's end is the recovery point then)."""
+    said = _run([*_psql(server, server.database), "-c", "SELECT pg_last_xact_replay_timestamp()"], server)
+    return said.strip().replace(" ", "T", 1)

@@ -40,12 +40,16 @@ class DumpRefused(ConpaasError):
     """The dump is not one the service's database takes; nothing was loaded."""
 
 
-def start_server(service: Service, node: Node, restore: dict | None = None) -> int:
+def start_server(service: Service, node: Node, restore: dict | None = None, port: int | None = None) -> int:
     """Start (or find running) the service's server on `node`; returns and records its port.
 
     A PostgreSQL server archives its WAL to the backup store when there is one (the RPO is
-    CONPAAS_BACKUP_ARCHIVE_TIMEOUT_S); `restore` (backup_wire.md) fills a new server from a backup."""
+    CONPAAS_BACKUP_ARCHIVE_TIMEOUT_S); `restore` (backup_wire.md) fills a new server from a backup.
+    `port` (default: the one the node's server had) keeps its clients' URLs when it is started
+    again: after a restore in place, or rebuilt on a node at the dead one's address."""
     spec = {"runtime": service.runtime, "password": service.password}
+    if port or node.data_port:
+        spec["port"] = port or node.data_port
     if service.runtime == Runtime.POSTGRESQL and backup_store.configured():
         spec["backup"] = backup_store.for_nodes(backup_store.target_for(service))
         spec["archive_timeout_s"] = settings.CONPAAS_BACKUP_ARCHIVE_TIMEOUT_S

@@ -122,7 +122,8 @@ class FakeAgent:
             if "restore" in spec and self.fleet.restore_failing:
                 self._fail(500, self.fleet.restore_failing)
             instance.update(backup=spec.get("backup"), restore=spec.get("restore"))
-            instance.update(port=next(self.fleet._ports), concurrency=self.fleet.concurrency, state="running")
+            port = spec.get("port") or next(self.fleet._ports)  # a rebuilt server asks for its old port
+            instance.update(port=port, concurrency=self.fleet.concurrency, state="running")
             if spec.get("runtime") == "storage" and spec.get("role") == "master":  # where weed shell finds it
                 address = self.node.address
                 instance["details"] = {"master": f"{address}:9333.19333", "filer": f"{address}:8888.18888"}

@@ -35,10 +35,11 @@ from services.choices import (
     Runtime,
     ServiceState,
 )
+from services.clouds import RouterPlace
 from services.data_servers import SERVER, Server, start_server
 from services.errors import Conflict, ConpaasError, OperationFailed
-from services.models import Backup, Event, Operation, Service
-from services.nodes import boot_node, destroy_node
+from services.models import Backup, Event, Node, Operation, Service
+from services.nodes import boot_node, destroy_node, remove_from_cloud
 from workflows import lifecycle
 
 POLICY_FIELDS = ("backup_enabled", "backup_every_hours", "backup_keep_days")
@@ -446,3 +447,57 @@ def run_restore(operation) -> str:
         start_server(service, node, restore={**spec, "target_time": None})
         what += " (the archive holds no transaction after it: all of it restored)"
     return f"{service.name} restored from {what}"
+
+
+# --- a dead database node rebuilt (self-healing) ------------------------------------------
+
+
+def rebuildable(service: Service) -> bool:
+    """Whether a dead node of `service` can be rebuilt: a backup store, and a backup in it."""
+    return backup_store.configured() and service.backups.filter(state=BackupState.COMPLETED).exists()
+
+
+def rebuild(service: Service, dead: Node, operation) -> str:
+    """A new node where `dead` was (its address: the cloud keeps it when it can), its server
+    restored from the newest backup and, for PostgreSQL, all the WAL archived after it, on the
+    dead server's port, with the service's password: its linked apps' URLs stay right. Returns
+    what was kept: the recovery point (the last transaction replayed) and how long it took."""
+    began = timezone.now()
+    newest = service.backups.filter(state=BackupState.COMPLETED).order_by("-end_time", "-id").first()
+    if not backup_store.configured() or newest is None:
+        raise OperationFailed(f"{service.name}'s node {dead.name} is dead and there is no backup to rebuild it from")
+    location = backup_store.target_for(service)
+    operation.set_progress(f"booting a node where {dead.name} was ({dead.address})")
+    remove_from_cloud(dead)  # its address is free for the replacement
+    place = RouterPlace(dead.address, dead.http_port) if dead.address else None
+    node = boot_node(service, ["backend"], operation, place)
+    destroy_node(dead, operation)
+    if newest.kind == BackupKind.BASE:
+        # The newest base backup and every WAL segment archived after it: all that was archived.
+        spec = {"from": backup_store.for_nodes(location), "backup_id": None, "target_time": None}
+    else:
+        spec = restore_spec(newest, location)
+    operation.set_progress(f"restoring {service.name}'s server on {node.name} from {newest.backup_id}")
+    try:
+        start_server(service, node, restore=spec, port=dead.data_port)
+    except OperationFailed as exc:
+        if f"port {dead.data_port} is in use" not in str(exc):
+            raise
+        start_server(service, node, restore=spec, port=None)  # another port: the linked apps are told
+    if newest.kind == BackupKind.BASE:
+        replayed = data_probes.pg_recovery_point(Server.of(service))
+        point = (
+            f"the last transaction kept committed at {replayed}"
+            if replayed
+            else (f"the base backup's end, {newest.end_time.isoformat()} (no transaction after it was archived)")
+        )
+    else:
+        point = f"the snapshot of {newest.end_time.isoformat()} (a Redis backup: writes after it are lost)"
+    took = (timezone.now() - began).total_seconds()
+    where = (
+        "the same address and port"
+        if node.address == dead.address and node.data_port == dead.data_port
+        else (f"{node.address}:{node.data_port} (the linked services are given the new address)")
+    )
+    # The heal operation's end records it as its succeeded event.
+    return f"rebuilt {dead.name} as {node.name} at {where} in {took:.1f} s; recovery point: {point}"

@@ -14,6 +14,9 @@ by one is looked at again next time.
   server: images/conpaas_agent/router/config.py); healing marks it failed, drops it from the
   routing, destroys it and boots its replacement, a router at its address and port so that the
   service keeps its URL (workflows/reconcile.py).
+- A database's dead node (postgresql, redis: once it has a backup) is rebuilt where it was, its
+  server restored from the newest backup and all the WAL archived since, on the same port with
+  the same password (workflows/backups.py rebuild); the event says the recovery point.
 - An instance whose process died is started again, and a router whose HAProxy died.
 - Nodes missing (a replacement whose boot failed) are booted, and a node left booting by an
   operation whose worker died is replaced; after a heal that failed the next one waits
@@ -24,17 +27,29 @@ check noticed it.
 
 from datetime import timedelta
 
-from django.db.models import Q
+from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 
 from routing.health import wait_healthy
 from routing.table import push
 from services import operations
-from services.choices import DATABASE_RUNTIMES, NodeState, OperationKind, OperationState, Outcome, Runtime, ServiceState
+from services.choices import (
+    DATABASE_RUNTIMES,
+    BackupState,
+    NodeState,
+    OperationKind,
+    OperationState,
+    Outcome,
+    Runtime,
+    ServiceState,
+)
+from services.data_servers import SERVER
 from services.errors import OperationFailed
-from services.models import Event, Node, Operation, Service, active_operations
+from services.models import Backup, Event, Node, Operation, Service, active_operations
 from services.nodes import CloudView, check_agent, destroy_node
 from versions.models import Instance, InstanceState
+from workflows import backups
+from workflows.data_services import ensure_server
 from workflows.reconcile import boot_missing_nodes, converge_instances
 from workflows.storage import ensure_store
 
@@ -48,8 +63,11 @@ def check_due(max_age: float) -> int:
     stale = Q(nodes_checked__isnull=True) | Q(nodes_checked__lte=now - timedelta(seconds=max_age))
     # Not databases: a new node for a dead server would come up empty (README, Data services). A
     # storage service's nodes but the first are volume servers whose objects have copies elsewhere.
+    # A database only once it has a backup: a new node for a dead server is restored from it (a
+    # database without one would come up empty, so its node is left as it died: README, Backups).
+    backed_up = Backup.objects.filter(service=OuterRef("pk"), state=BackupState.COMPLETED)
     running = Service.objects.filter(state=ServiceState.RUNNING, locked_by__isnull=True).exclude(
-        runtime__in=DATABASE_RUNTIMES
+        Q(runtime__in=DATABASE_RUNTIMES) & ~Exists(backed_up)
     )
     started = 0
     # One query when nothing is due: the usual case on an idle platform.
@@ -96,6 +114,9 @@ def diagnose(service: Service) -> tuple[list[str], dict[Node, str]]:
     failed = service.live_nodes().filter(state=NodeState.FAILED).count()
     if failed:
         findings.append(f"{failed} failed node(s) to replace")
+    elif service.runtime in DATABASE_RUNTIMES:
+        if service.server_node() is None:
+            findings.append(f"the {service.runtime} server runs on no node")
     elif service.runtime == Runtime.STORAGE:
         if (nodes := service.backend_node_list().count()) < service.backend_nodes:
             findings.append(f"{nodes} of {service.backend_nodes} storage node(s)")
@@ -114,6 +135,9 @@ def stopped(node: Node, status: dict) -> list[str]:
         for instance in Instance.objects.filter(node=node, state=InstanceState.RUNNING).select_related("node")
         if (reported.get(instance.name) or {}).get("state") != "running"
     ]
+    if node.service.runtime in DATABASE_RUNTIMES and node.data_port:
+        if (reported.get(SERVER) or {}).get("state") != "running":
+            found.append(f"the {node.service.runtime} server on {node.name} is not running")
     if node.service.runtime == Runtime.STORAGE:
         found += [
             f"the storage server {name} on {node.name} is not running"
@@ -137,6 +161,8 @@ def heal(operation) -> str:
         Event.record(service, "heal", f"node {node.name} is dead: {why}", Outcome.FAILED, operation=operation)
     if service.runtime == Runtime.STORAGE:
         return heal_store(service, operation, first, list(dead))
+    if service.runtime in DATABASE_RUNTIMES:
+        return heal_database(service, operation)
     if dead:
         operation.set_progress("taking the dead nodes out of the routers")
         push(service)
@@ -181,3 +207,16 @@ def heal_store(service: Service, operation, first: Node | None, dead: list[Node]
     took = (timezone.now() - operation.created).total_seconds()
     replaced = f"replaced {', '.join(node.name for node in dead)}" if dead else "servers started"
     return f"healed in {took:.1f} s since it was noticed: {replaced}; the store keeps 2 copies again"
+
+
+def heal_database(service: Service, operation) -> str:
+    """A database: its dead server's node rebuilt from the backups (workflows/backups.py rebuild),
+    or its stopped server started again with its data. A scratch node a verification left (its
+    worker died) goes."""
+    for scratch in service.live_nodes().filter(state=NodeState.FAILED, scratch=True):
+        destroy_node(scratch, operation)
+    dead = service.live_nodes().filter(state=NodeState.FAILED, scratch=False).order_by("-data_port").first()
+    if dead is not None:
+        return backups.rebuild(service, dead, operation)
+    node = ensure_server(service, operation)
+    return f"healed: the {service.runtime} server runs again on {node.name}"

@@ -21,6 +21,7 @@ import re
 import shlex
 import shutil
 import signal
+import socket
 import stat
 import subprocess
 import tempfile
@@ -482,8 +483,9 @@ class Instances:
         recipe = RECIPES[spec["runtime"]]
         # The download links are not part of what runs (links expire and are re-signed): a PUT
         # that differs only in archive_url or build_url must leave the running instance alone.
-        # Nor is a data server's restore, which only an instance without data yet takes.
-        identity = {k: v for k, v in spec.items() if k not in ("archive_url", "build_url", "restore")}
+        # Nor is a data server's restore, which only an instance without data yet takes, nor the
+        # port it asks for: a running server stays where it is.
+        identity = {k: v for k, v in spec.items() if k not in ("archive_url", "build_url", "restore", "port")}
         spec_hash = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
         with self._lock_for(self._name_locks, name):
             record = self.records.get(name)
@@ -498,7 +500,7 @@ class Instances:
                 app_dir, build = self.stage(spec, logfile, recipe)
             else:
                 app_dir, build = instance_dir, {}
-            port = free_port(self.host)
+            port = self._port_for(spec)
             # The control plane's env (CONPAAS_ENV, CONPAAS_SERVICE, settings, links) may not
             # move the instance off its PORT.
             home = private_dir(os.path.join(instance_dir, "home"))
@@ -548,6 +550,17 @@ class Instances:
                     f"instance {run.name} did not answer within {timeout:.0f} s: {why_it_failed(run.logfile)}"
                 )
             time.sleep(0.05)
+
+    def _port_for(self, spec: dict) -> int:
+        """The port the spec asks for (a data server rebuilt where its clients look), or a free one."""
+        wanted = spec.get("port")
+        if wanted is None:
+            return free_port(self.host)
+        with contextlib.suppress(OSError), socket.socket() as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind((self.host, wanted))
+            return wanted
+        raise InstanceError(f"port {wanted} is in use on this node", 409)
 
     def local_socket(self, address: str, port: int) -> str | None:
         """The unix socket of the instance of this node that listens on ``address:port``, if it

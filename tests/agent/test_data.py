@@ -10,6 +10,7 @@ from contextlib import suppress
 
 import pytest
 
+from conpaas_common.procs import free_port
 from conpaas_common.wire import REDIS_DATABASES
 
 PASSWORD = "s3cret-" + "x" * 20
@@ -67,12 +68,26 @@ def test_it_runs_redis_with_the_password(data_agent):
         ({"runtime": "redis"}, "password is required"),
         ({"runtime": "redis", "password": "short"}, "password is required"),
         ({"runtime": "postgresql", "password": PASSWORD, "archive_url": "x"}, "unknown field(s)"),
+        ({"runtime": "redis", "password": PASSWORD, "port": 80}, "port must be an integer from 1024"),
+        ({"runtime": "redis", "password": PASSWORD, "port": "6379"}, "port must be an integer from 1024"),
     ],
 )
 def test_it_refuses_a_bad_data_spec(data_agent, body, message):
     reply = data_agent.call("PUT", "/v1/instances/db", body)
     assert reply.status == 400 and message in reply.json()["error"]
     assert data_agent.call("GET", "/v1/status").json()["instances"] == {}
+
+
+def test_a_server_takes_the_port_it_is_asked_for_and_says_when_that_port_is_taken(data_agent):
+    """A rebuilt server keeps its clients' URL: the port the dead one had (workflows/healing.py)."""
+    wanted = free_port()
+    reply = data_agent.call("PUT", "/v1/instances/cache", {"runtime": "redis", "password": PASSWORD, "port": wanted})
+    assert reply.status == 200, reply.body
+    assert reply.json()["port"] == wanted
+    assert redis(wanted, PASSWORD, "PING").stdout.strip() == "PONG"
+    taken = data_agent.call("PUT", "/v1/instances/other", {"runtime": "redis", "password": PASSWORD, "port": wanted})
+    assert taken.status == 409 and f"port {wanted} is in use" in taken.json()["error"]
+    assert set(data_agent.call("GET", "/v1/status").json()["instances"]) == {"cache"}
 
 
 def test_a_postgresql_that_takes_tcp_but_refuses_sessions_is_not_ready():

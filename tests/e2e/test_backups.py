@@ -2,7 +2,8 @@
 tests/s3_store.py, on this host's loopback: isolated nodes reach it through the bridge's gateway,
 services/clouds/local.py), a real PostgreSQL server archiving its WAL there with barman-cloud: a backup
 taken and verified on a scratch node, then the server restored in place to a moment between two
-batches of rows: the rows up to it are there, none after. Every refusal and failure path:
+batches of rows: the rows up to it are there, none after; then its node killed and rebuilt by
+self-healing at the same address with every row archived before the kill. Every refusal and failure path:
 tests/workflows/test_backups.py and tests/api/test_backups.py."""
 
 import os
@@ -47,6 +48,8 @@ def plane(tmp_path, s3_store):  # noqa: F811
         # moment is restorable within seconds, not minutes.
         "CONPAAS_BACKUP_ARCHIVE_TIMEOUT_S": "3",
         "CONPAAS_BACKUP_CHECK_INTERVAL": "1",
+        # A dead node is noticed within a second (its cloud says its processes are gone).
+        "CONPAAS_HEAL_INTERVAL": "1",
     }
     home = tmp_path / "home"
     home.mkdir()
@@ -80,7 +83,7 @@ def test_a_verified_backup_restores_the_database_to_a_moment(plane):
         window = api.get(f"/api/v1/services/{sid}/backups/").json()[0]["recovery_window"]
         return window["to"] and datetime.fromisoformat(window["to"].replace("Z", "+00:00")) > after
 
-    wait_until(archived_past_the_last_rows, timeout=30, interval=0.5, message="the WAL archived past the last rows")
+    wait_until(archived_past_the_last_rows, timeout=90, interval=0.5, message="the WAL archived past the last rows")
 
     restore = api.post(f"/api/v1/services/{sid}/restore/", json={"time": moment})
     assert restore.status_code == 202, restore.text
@@ -92,3 +95,31 @@ def test_a_verified_backup_restores_the_database_to_a_moment(plane):
     # The archive is read again once the restore ends: the restored server archives on.
     wait_until(lambda: api.get(f"/api/v1/services/{sid}/").json()["backup_problem"] == "", timeout=20)
     assert api.get(f"/api/v1/services/{sid}/").json()["backup_problem"] == ""
+
+    # The node dies (every process, kill -9): self-healing rebuilds it where it was, from the
+    # backup and the WAL archived since, with what was committed and archived before the kill.
+    psql(creds, "INSERT INTO items SELECT generate_series(10, 12)")
+    committed = datetime.fromisoformat(server_now(creds))
+    wait_until(
+        lambda: (
+            datetime.fromisoformat(
+                api.get(f"/api/v1/services/{sid}/backups/").json()[0]["recovery_window"]["to"].replace("Z", "+00:00")
+            )
+            > committed
+        ),
+        timeout=90,
+        interval=0.5,
+        message="rows 10-12 archived",
+    )
+    [node] = api.get(f"/api/v1/services/{sid}/nodes/").json()
+    plane.kill_node(node["name"])
+
+    def rebuilt():
+        events = api.get(f"/api/v1/services/{sid}/events/").json()
+        return next((e for e in events if e["action"] == "heal" and e["message"].startswith("rebuilt")), None)
+
+    event = wait_until(rebuilt, timeout=180, interval=1, message="the dead node rebuilt")
+    assert event["outcome"] == "succeeded" and "at the same address and port" in event["message"], event
+    assert "recovery point: the last transaction kept committed at" in event["message"]
+    assert api.get(f"/api/v1/services/{sid}/credentials/").json() == creds, "same URL and credentials"
+    assert psql(creds, "SELECT string_agg(id::text, ',' ORDER BY id) FROM items") == "1,2,3,4,5,6,10,11,12"

@@ -15,7 +15,7 @@ from services.choices import BackupKind, BackupState, NodeState, OperationKind, 
 from services.errors import Conflict
 from services.models import Backup, Event, Node, Operation, Service
 from tests.factories import ServiceFactory
-from workflows import backups, lifecycle
+from workflows import backups, healing, lifecycle
 
 
 @pytest.fixture(autouse=True)
@@ -42,6 +42,10 @@ class Probes:
         self.keys: dict[int, int] = {}  # by server port
         self.restored_keys = 0  # what any other server (a scratch one) holds
         self.failing = ""
+        self.recovery_point = "2026-12-07T20:09:58.25+00"
+
+    def pg_recovery_point(self, server):
+        return self.recovery_point
 
     def pg_table_counts(self, server):
         if self.failing:
@@ -59,7 +63,7 @@ class Probes:
 @pytest.fixture(autouse=True)
 def probes(monkeypatch):
     probes = Probes()
-    for name in ("pg_table_counts", "redis_key_count", "redis_snapshot"):
+    for name in ("pg_table_counts", "redis_key_count", "redis_snapshot", "pg_recovery_point"):
         monkeypatch.setattr(data_probes, name, getattr(probes, name))
     return probes
 
@@ -412,3 +416,81 @@ def test_another_restore_refusal_fails_the_restore(alice, fleet, queue):
     fleet.restore_refusals = ["barman-cloud-restore: access denied"]
     operation = queue.start(lambda: backups.request_restore(service, alice, backup_pk=backup.pk))
     assert operation.state == OperationState.FAILED and "access denied" in operation.error
+
+
+# --- a dead database node rebuilt ---------------------------------------------------------
+
+
+def heal_due(queue) -> list[Operation]:
+    """One self-healing pass over every service, its heal operations run to their end."""
+    with queue.capture_on_commit(execute=True):
+        healing.check_due(0)
+    queue.run()
+    return list(Operation.objects.filter(kind=OperationKind.HEAL))
+
+
+def test_a_dead_database_node_is_rebuilt_at_its_address_and_port_from_the_backups(alice, fleet, cloud, queue):
+    service, backup = verified_backup(queue, alice, fleet)
+    dead = service.server_node()
+    url, password = service.connection_url(), service.password
+    cloud.stop(dead.name)
+    fleet.calls.clear()
+
+    [operation] = heal_due(queue)
+
+    assert operation.state == OperationState.SUCCEEDED, operation.error
+    node = service.server_node()
+    assert node != dead and (node.address, node.data_port) == (dead.address, dead.data_port)
+    assert service.connection_url() == url and Service.objects.get(pk=service.pk).password == password
+    assert Node.objects.get(pk=dead.pk).state == NodeState.DESTROYED
+    restore = fleet.specs["server"]["restore"]
+    assert restore["backup_id"] is None and restore["target_time"] is None, "the newest backup and all the WAL"
+    assert fleet.specs["server"]["backup"] == backup_store.target_for(service), "it archives again"
+    rebuilt = operation.events.get(outcome="succeeded", message__startswith="rebuilt").message
+    assert f"rebuilt {dead.name} as {node.name} at the same address and port in " in rebuilt
+    assert rebuilt.endswith("recovery point: the last transaction kept committed at 2026-12-07T20:09:58.25+00")
+    assert password not in rebuilt
+
+
+def test_a_dead_redis_node_is_rebuilt_from_its_newest_snapshot(alice, fleet, cloud, queue, probes):
+    service = create(alice, queue, runtime="redis", name="cache")
+    probes.keys[service.server_node().data_port] = 4
+    probes.restored_keys = 4
+    back_up(queue, service)
+    newest = service.backups.get()
+    cloud.stop(service.server_node().name)
+
+    [operation] = heal_due(queue)
+
+    assert operation.state == OperationState.SUCCEEDED, operation.error
+    assert fleet.specs["server"]["restore"] == {"url": f"http://store/{newest.backup_id}.rdb?signed"}
+    rebuilt = operation.events.get(outcome="succeeded", message__startswith="rebuilt").message
+    assert f"recovery point: the snapshot of {newest.end_time.isoformat()}" in rebuilt
+
+
+def test_a_database_without_a_backup_is_left_as_it_died(alice, fleet, cloud, queue):
+    service = create(alice, queue)
+    cloud.stop(service.server_node().name)
+
+    assert heal_due(queue) == [], "a new node would come up empty"
+
+
+def test_a_rebuild_whose_boot_fails_keeps_the_dead_nodes_address_for_the_next_try(alice, fleet, cloud, queue, settings):
+    settings.CONPAAS_BOOT_ATTEMPTS = 1
+    service, _ = verified_backup(queue, alice, fleet)
+    dead = service.server_node()
+    cloud.stop(dead.name)
+    cloud.refusing = 1
+
+    [failed] = heal_due(queue)
+
+    assert failed.state == OperationState.FAILED and "InstanceLimitExceeded" in failed.error
+    dead.refresh_from_db()
+    assert dead.state == NodeState.FAILED and dead.address, "remembered for the next heal"
+    assert service.server_node() is None
+    Operation.objects.filter(pk=failed.pk).update(finished=timezone.now() - timedelta(seconds=healing.RETRY_FAILED))
+
+    operation = next(op for op in heal_due(queue) if op != failed)
+
+    assert operation.state == OperationState.SUCCEEDED, operation.error
+    assert (service.server_node().address, service.server_node().data_port) == (dead.address, dead.data_port)

@@ -40,7 +40,7 @@ class DataRecipe(Recipe):
     """A server with a data directory instead of a code version (``Instances`` stages nothing)."""
 
     archive = False
-    fields = frozenset({"password"})
+    fields = frozenset({"password", "port"})
     concurrency = 100
 
     def validate(self, body: dict) -> dict:
@@ -48,7 +48,15 @@ class DataRecipe(Recipe):
         password = body.get("password")
         if not isinstance(password, str) or not _PASSWORD_RE.match(password):
             raise InstanceError("password is required: 16 to 128 letters, digits, '-' or '_'", 400)
-        return {"password": password}
+        spec = {"password": password}
+        # A server rebuilt on a new node keeps the dead one's address and port: its clients'
+        # URLs stay right (the control plane's self-healing asks for the port it had).
+        port = body.get("port")
+        if port is not None:
+            if not isinstance(port, int) or isinstance(port, bool) or not 1024 <= port <= 65535:
+                raise InstanceError("port must be an integer from 1024 to 65535", 400)
+            spec["port"] = port
+        return spec
 
     def ready(self, run: Run) -> bool:
         return self.accepts(run.host, run.port)

@@ -69,7 +69,7 @@ class Postgresql(DataRecipe):
     copy of a base backup recovered to a point in time rather than empty."""
 
     name = "postgresql"
-    fields = frozenset({"password", "backup", "archive_timeout_s", "restore"})
+    fields = frozenset({"password", "port", "backup", "archive_timeout_s", "restore"})
     start_timeout = 60.0
     stop_signals = (signal.SIGINT,)  # "fast" shutdown: clients are disconnected, data is flushed
 

@@ -25,7 +25,7 @@ class Redis(DataRecipe):
     keys of an RDB file (a presigned S3 URL) rather than empty."""
 
     name = "redis"
-    fields = frozenset({"password", "restore"})
+    fields = frozenset({"password", "port", "restore"})
 
     def validate(self, body: dict) -> dict:
         spec = super().validate(body)
