@@ -126,8 +126,12 @@ CONPAAS_HEAL_GRACE = envint("CONPAAS_HEAL_GRACE", 60)
 # is on, let the autoscaler decide (workflows/autoscale.py).
 CONPAAS_METRICS_INTERVAL = envint("CONPAAS_METRICS_INTERVAL", 5)
 CONPAAS_MAX_UPLOAD_MB = envint("CONPAAS_MAX_UPLOAD_MB", 100)
-# Backups of data services (workflows/backups.py, README "Backups and restore"): the S3 store
-# they go to. Unset: backups are not configured (a backup fails saying so).
+# Backups of data services (workflows/backups.py, README "Backups and restore"): the operator's
+# S3 store they go to. Unset: the platform's own backup store, which `manage.py up` runs
+# (services/platform_store.py), unless CONPAAS_BACKUP_STORE=off (then there are no backups).
+CONPAAS_BACKUP_STORE = os.getenv("CONPAAS_BACKUP_STORE", "on").strip().lower()
+if CONPAAS_BACKUP_STORE not in ("on", "off"):
+    raise ImproperlyConfigured(f"CONPAAS_BACKUP_STORE is on or off, not {CONPAAS_BACKUP_STORE!r}")
 CONPAAS_BACKUP_S3_ENDPOINT = os.getenv("CONPAAS_BACKUP_S3_ENDPOINT", "")
 CONPAAS_BACKUP_S3_BUCKET = os.getenv("CONPAAS_BACKUP_S3_BUCKET", "")
 CONPAAS_BACKUP_S3_ACCESS_KEY = os.getenv("CONPAAS_BACKUP_S3_ACCESS_KEY", "")

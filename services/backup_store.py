@@ -1,19 +1,31 @@
 """Where backups go: the one place that says which S3 location holds a service's backups, and
 the one S3 client the control plane uses for them (Redis RDB files, presigned restore URLs).
 
-The operator's store is configured with CONPAAS_BACKUP_S3_* (README, Backups and restore); each
+Two stores (README, Backups and restore). The operator's, configured with CONPAAS_BACKUP_S3_*:
+one bucket, one key that every data node holds. Otherwise the platform's own
+(services/platform_store.py, run by `manage.py up`): a bucket per service and an identity that
+reaches only it, so that a tenant's node holds keys to its own backups alone. Either way each
 service keeps its backups under a prefix of its own. PostgreSQL's base backups and WAL are
 written there by barman-cloud on the service's node (the agent); Redis snapshots by the workers.
 """
 
+import http.client
+from urllib.parse import urlsplit
+
 from django.conf import settings
 
-from services import clouds
+from conpaas_common.waiting import wait_until
+from conpaas_common.wire import STORAGE_REGION
+from services import clouds, object_storage, platform_store
 from services.errors import ConpaasError
+from services.models import Bucket
 
 NOT_CONFIGURED = "backups are not configured: set CONPAAS_BACKUP_S3_* (README, Backups)"
+NOT_STARTED = "backups are not available yet: the platform's backup store starts with `manage.py up` (README, Backups)"
 # How long a presigned URL for a restore stays valid (the agent downloads at once).
 PRESIGN_SECONDS = 3600
+# How long a first grant waits for the platform's store (it takes ~4 s to start with `up`).
+STORE_START_WAIT = 30
 
 
 class BackupsNotConfigured(ConpaasError):
@@ -21,15 +33,29 @@ class BackupsNotConfigured(ConpaasError):
 
 
 def configured() -> bool:
+    if platform_store.wanted():
+        return platform_store.load() is not None
     return bool(settings.CONPAAS_BACKUP_S3_ENDPOINT and settings.CONPAAS_BACKUP_S3_BUCKET)
 
 
-def target_for(service) -> dict:
-    """The S3 location (backup_wire.md) holding `service`'s backups; BackupsNotConfigured when the
-    installation has no backup store. The prefix is the service's id, not its name: a new service
-    of a deleted one's name never finds the old one's backups."""
-    if not configured():
+def require() -> None:
+    """BackupsNotConfigured, saying why, when the installation has no backup store (asked
+    nothing: for refusing a request at once)."""
+    if platform_store.wanted():
+        if platform_store.load() is None:
+            raise BackupsNotConfigured(NOT_STARTED)
+    elif not configured():
         raise BackupsNotConfigured(NOT_CONFIGURED)
+
+
+def target_for(service) -> dict:
+    """The S3 location (backup_wire.md) holding `service`'s backups, with keys for it;
+    BackupsNotConfigured when the installation has no backup store. The prefix (and the platform
+    store's bucket) is the service's id, not its name: a new service of a deleted one's name never
+    finds the old one's backups."""
+    require()
+    if platform_store.wanted():
+        return platform_target(service)
     return {
         "endpoint": settings.CONPAAS_BACKUP_S3_ENDPOINT,
         "bucket": settings.CONPAAS_BACKUP_S3_BUCKET,
@@ -38,6 +64,58 @@ def target_for(service) -> dict:
         "secret_key": settings.CONPAAS_BACKUP_S3_SECRET_KEY,
         "region": settings.CONPAAS_BACKUP_S3_REGION or "us-east-1",
     }
+
+
+def bucket_of(service) -> str:
+    return f"backups-{service.pk}"
+
+
+def platform_target(service) -> dict:
+    """`service`'s bucket in the platform's store and the identity that reaches it alone, made
+    and pushed on the first call (object_storage.grant: the way storage services' buckets are)."""
+    config = platform_store.load()
+    store = object_storage.Store(config.endpoint, config.access_key, config.secret_key, config.master, config.filer)
+    name = bucket_of(service)
+    if not Bucket.objects.filter(storage__isnull=True, name=name, granted=True).exists():
+        wait_for(store.endpoint)  # before any row: a store that never answers leaves nothing
+    granted = object_storage.grant(store, object_storage.bucket_row(None, name, service), None)
+    return {
+        "endpoint": granted.endpoint,
+        "bucket": granted.bucket,
+        "prefix": f"services/{service.pk}",
+        "access_key": granted.access_key,
+        "secret_key": granted.secret_key,
+        "region": STORAGE_REGION,
+    }
+
+
+def wait_for(endpoint: str) -> None:
+    """Until the platform's S3 gateway answers with its identities loaded (a request without
+    keys refused with 403), as it does from a few seconds after `manage.py up` started it."""
+    parts = urlsplit(endpoint)
+
+    def answers() -> bool:
+        conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=2)
+        try:
+            conn.request("GET", "/")
+            return conn.getresponse().status == 403
+        except (OSError, http.client.HTTPException):
+            return False
+        finally:
+            conn.close()
+
+    try:
+        wait_until(answers, timeout=STORE_START_WAIT, interval=0.2, message="the backup store")
+    except TimeoutError:
+        log = platform_store.directory() / platform_store.LOG
+        raise object_storage.StoreError(
+            f"the platform's backup store does not answer at {endpoint} (is `manage.py up` running? its log: {log})"
+        ) from None
+
+
+def forget_grants() -> int:
+    """A new platform store holds no bucket: every service's is pushed again at its next use."""
+    return Bucket.objects.filter(storage__isnull=True, granted=True).update(granted=False)
 
 
 def for_nodes(location: dict) -> dict:

@@ -569,11 +569,12 @@ class Link(models.Model):
 
 class Bucket(models.Model):
     """A bucket of a storage service with the one S3 identity that reaches it (only it): made for
-    a service linking the store (`holder`), or for the platform's own use (backups). The secret key
+    a service linking the store (`holder`), or, with no `storage`, a bucket of the platform's own
+    backup store holding `holder`'s backups (services/backup_store.py). The secret key
     is given to the holder's instances and to no page, event or log (services/object_storage.py).
     `object_count` and `size` are as the workers last counted them; pages read them, never the store."""
 
-    storage = models.ForeignKey(Service, on_delete=models.CASCADE, related_name="buckets")
+    storage = models.ForeignKey(Service, null=True, blank=True, on_delete=models.CASCADE, related_name="buckets")
     name = models.CharField(max_length=63)
     holder = models.ForeignKey(
         Service, null=True, blank=True, on_delete=models.SET_NULL, related_name="storage_buckets"
@@ -588,8 +589,14 @@ class Bucket(models.Model):
     created = models.DateTimeField(default=timezone.now)
 
     class Meta:
-        constraints = [models.UniqueConstraint(fields=["storage", "name"], name="bucket_unique_name")]
+        constraints = [
+            models.UniqueConstraint(fields=["storage", "name"], name="bucket_unique_name"),
+            # NULLs differ in a unique index: the backup store's buckets need their own.
+            models.UniqueConstraint(
+                fields=["name"], condition=models.Q(storage__isnull=True), name="backup_store_bucket_unique_name"
+            ),
+        ]
         ordering = ["name"]
 
     def __str__(self) -> str:
-        return f"{self.storage}/{self.name}"
+        return f"{self.storage or 'backup store'}/{self.name}"

@@ -2,8 +2,9 @@
 with the store's admin identity, and `weed shell` for what S3 does not say (identities,
 replication, bucket quotas), its commands on its standard input, never its command line.
 
-`grant_bucket` is the one way to a bucket of one's own: a linked service's (versions/instances.py:
-link_environment) or the platform's (backups). Each bucket has one identity that reaches it alone
+`grant` is the one way to a bucket of one's own: a linked service's (`grant_bucket`, called by
+versions/instances.py: link_environment) or a service's backups' in the platform's backup store
+(services/backup_store.py). Each bucket has one identity that reaches it alone
 (SeaweedFS actions `Read:<bucket>`, `Write:<bucket>`, `List:<bucket>`), kept in the database
 (services.models.Bucket) and pushed to the filer with `s3.configure … -apply`, which the S3
 gateway picks up without a restart. Secret keys never reach events, logs or pages other than the
@@ -156,7 +157,15 @@ def grant_bucket(storage: Service, bucket: str, holder: Service | None = None) -
         raise Conflict(f"{bucket!r}: {problem}")
     if storage.state != ServiceState.RUNNING:
         raise Conflict(f"{storage.name} is not running ({storage.state}): no bucket can be made in it yet")
-    row = Bucket.objects.filter(storage=storage, name=bucket).first()
+    row = bucket_row(storage, bucket, holder)
+    return grant(Store.of(storage), row, quota_mb(storage))
+
+
+def bucket_row(storage: Service | None, bucket: str, holder: Service | None) -> Bucket:
+    """The database's row of a bucket of `storage` (None: of the platform's backup store), made
+    with new keys when missing; Conflict when it holds another service's data."""
+    rows = Bucket.objects.filter(storage=storage, name=bucket)
+    row = rows.first()
     if row is None:
         try:
             with transaction.atomic():
@@ -168,13 +177,19 @@ def grant_bucket(storage: Service, bucket: str, holder: Service | None = None) -
                     secret_key=secrets.token_urlsafe(30),
                 )
         except IntegrityError:  # another worker made it meanwhile
-            row = Bucket.objects.get(storage=storage, name=bucket)
+            row = rows.get()
     if holder is not None and row.holder_id not in (None, holder.pk):
-        raise Conflict(f"bucket {bucket} of {storage.name} belongs to another service")
-    store = Store.of(storage)
+        raise Conflict(f"bucket {bucket} of {storage or 'the backup store'} belongs to another service")
+    return row
+
+
+def grant(store: Store, row: Bucket, size_mb: int | None) -> S3Credentials:
+    """`row`'s bucket and identity in `store` (a storage service's or the platform's backup
+    store), pushed unless the row says they are there."""
     if not row.granted:
-        push_bucket(store, row, quota_mb(storage))
+        push_bucket(store, row, size_mb)
         Bucket.objects.filter(pk=row.pk).update(granted=True)
+        row.granted = True
     return S3Credentials(store.endpoint, row.name, row.access_key, row.secret_key)
 
 
@@ -191,7 +206,9 @@ def quota_mb(storage: Service) -> int:
     return quotas.limit(storage.owner, "storage_mb")
 
 
-def push_bucket(store: Store, row: Bucket, size_mb: int) -> None:
+def push_bucket(store: Store, row: Bucket, size_mb: int | None) -> None:
+    """The bucket made and its identity written in `store`; `size_mb`: SeaweedFS's bound on it
+    (None: none, the backup store's: backups count against the owner's quota elsewhere)."""
     s3 = store.s3()
     try:
         s3.create_bucket(Bucket=row.name)
@@ -200,13 +217,14 @@ def push_bucket(store: Store, row: Bucket, size_mb: int) -> None:
     except Exception as exc:
         raise StoreError(f"creating bucket {row.name}: {exc}") from None
     actions = "Read,Write,List,Tagging"
-    store.shell(
+    script = (
         f"s3.configure -user=bucket-{row.name} -actions={actions} -buckets={row.name} "
         f"-access_key={row.access_key} -secret_key={row.secret_key} -apply\n"
-        # SeaweedFS's own bound on the bucket (s3.bucket.quota.enforce makes one over it read-only).
-        f"s3.bucket.quota -name={row.name} -op=set -sizeMB={size_mb}\n",
-        f"granting bucket {row.name}",
     )
+    if size_mb is not None:
+        # SeaweedFS's own bound on the bucket (s3.bucket.quota.enforce makes one over it read-only).
+        script += f"s3.bucket.quota -name={row.name} -op=set -sizeMB={size_mb}\n"
+    store.shell(script, f"granting bucket {row.name}")
 
 
 def replicate(storage: Service, volume_nodes: int) -> str:

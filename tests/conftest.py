@@ -81,6 +81,8 @@ def _isolated_archives(request, tmp_path_factory):
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # fast, tests only
     settings.CONPAAS_ARCHIVES = tmp_path_factory.mktemp("archives")
     settings.CONPAAS_BUILDS = tmp_path_factory.mktemp("builds")
+    # No platform backup store a developer's `manage.py up` made in ./var: tests that want one say so.
+    settings.CONPAAS_BACKUP_STORE = "off"
     yield settings.CONPAAS_ARCHIVES
 
 

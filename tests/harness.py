@@ -116,6 +116,10 @@ class ControlPlane:
             # Every control plane of a test run shares one package cache: a build fetches from
             # the index once per run, whichever plane asks first.
             "CONPAAS_PACKAGE_CACHE": str(TEST_PACKAGE_CACHE),
+            # No platform backup store: with one, every data service a test makes would take a first
+            # backup at once and verify it on a scratch node (the default policy). Planes that test
+            # the store turn it on.
+            "CONPAAS_BACKUP_STORE": "off",
             "PYTHONUNBUFFERED": "1",
         }
         if self.redis_url:

@@ -109,7 +109,7 @@ def request_backup(service: Service, user) -> Operation:
     require_data(service)
     if service.state != ServiceState.RUNNING:
         raise Conflict(f"{service.name} is {service.state}: no running server to back up")
-    backup_store.target_for(service)  # refused at once when there is no store
+    backup_store.require()  # refused at once when there is no store (its bucket is the worker's to make)
     return operations.start(service, OperationKind.BACKUP, user, message="backup requested")
 
 
@@ -363,7 +363,7 @@ def request_restore(
         raise ValidationError({"backup": "give either a backup or a time, not both and not neither"})
     if time is not None and service.runtime != Runtime.POSTGRESQL:
         raise ValidationError({"time": f"a {service.runtime} service restores only a backup (its snapshots)"})
-    backup_store.target_for(service)
+    backup_store.require()
     if backup_pk is not None:
         backup = service.backups.filter(pk=backup_pk, state=BackupState.COMPLETED).first()
         if backup is None:

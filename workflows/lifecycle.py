@@ -133,8 +133,10 @@ def run_delete(operation) -> str:
     Service.objects.filter(pk=service.pk).update(state=ServiceState.DELETING)
     for environment in service.environments.all():
         drop_copies(environment, operation)  # on the linked services' servers, which stay
-    # A store deleted too (an application's) takes the keys with it.
-    buckets = Bucket.objects.filter(holder=service, granted=True).exclude(storage__state=ServiceState.DELETING)
+    # A store deleted too (an application's) takes the keys with it. Its backups' bucket in the
+    # platform's store (storage None) stays, keys and all, like an operator's store's backups.
+    buckets = Bucket.objects.filter(holder=service, granted=True, storage__isnull=False)
+    buckets = buckets.exclude(storage__state=ServiceState.DELETING)
     for bucket in buckets.select_related("storage"):
         try:  # its bucket stays, with its objects, in the store; its keys go with it
             object_storage.revoke_bucket(bucket)

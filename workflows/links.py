@@ -29,7 +29,9 @@ def set_links(service: Service, targets: list[Service], user) -> Operation | Non
             if target.state == ServiceState.RUNNING:
                 object_storage.grant_bucket(target, object_storage.bucket_for(service), holder=service)
     # An unlinked store's keys stop working now, not when the instances next restart.
-    for bucket in Bucket.objects.filter(holder=service, granted=True).exclude(storage__in=targets):
+    # (Its backups' bucket in the platform's store, storage None, is not a link's: it stays.)
+    unlinked = Bucket.objects.filter(holder=service, granted=True, storage__isnull=False)
+    for bucket in unlinked.exclude(storage__in=targets):
         object_storage.revoke_bucket(bucket)
     with transaction.atomic():
         Link.objects.filter(service=service).exclude(target__in=targets).delete()

@@ -1,12 +1,13 @@
 """What `manage.py up` runs in the foreground until SIGINT or SIGTERM: the control plane's parts
-(the web server, the task workers, the package proxy) as child processes, each started again
-when it dies, and the platform's timers."""
+(the web server, the task workers, the package proxy, the platform's backup store) as child
+processes, each started again when it dies, and the platform's timers."""
 
 import logging
 import os
 import signal
 import subprocess
 import time
+from pathlib import Path
 
 from django.conf import settings
 from django.core.management.base import CommandError
@@ -28,13 +29,22 @@ class Part:
     a process group of its own: when its leader dies, what it leaves behind (gunicorn's or
     django-q's own workers) is killed with the group, and the part is started again."""
 
-    def __init__(self, name: str, argv: list[str], env: dict):
+    def __init__(self, name: str, argv: list[str], env: dict, grace: float | None = None, log: Path | None = None):
         self.name, self.argv, self.env = name, argv, env
+        # `grace`: seconds it gets to stop on SIGTERM, when less than the others; `log`: a file
+        # its output goes to instead of ours.
+        self.grace, self.log = grace, log
         self.deaths: list[float] = []
+        self.stopped: float | None = None  # when SIGTERM was sent
         self.process = self.spawn()
 
     def spawn(self) -> subprocess.Popen:
-        return subprocess.Popen(self.argv, env=self.env, stdin=subprocess.DEVNULL, process_group=0)
+        if self.log is None:
+            return subprocess.Popen(self.argv, env=self.env, stdin=subprocess.DEVNULL, process_group=0)
+        with open(self.log, "ab") as output:
+            return subprocess.Popen(
+                self.argv, env=self.env, stdin=subprocess.DEVNULL, stdout=output, stderr=output, process_group=0
+            )
 
     def died(self) -> bool:
         return self.process.poll() is not None
@@ -54,11 +64,14 @@ class Part:
             pass  # nothing of it is left
 
     def terminate(self) -> None:
+        self.stopped = time.monotonic()
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
 
     def wait(self, deadline: float) -> None:
         """Until `deadline` (time.monotonic()) to finish, then SIGKILL to what is left of it."""
+        if self.grace is not None and self.stopped is not None:
+            deadline = min(deadline, self.stopped + self.grace)
         try:
             self.process.wait(timeout=max(0.1, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
@@ -84,8 +97,8 @@ class Supervisor:
     def stop(self, signum, frame) -> None:
         self.stopping = True
 
-    def start(self, name: str, argv: list[str], env: dict) -> Part:
-        part = Part(name, argv, env)
+    def start(self, name: str, argv: list[str], env: dict, grace: float | None = None, log: Path | None = None) -> Part:
+        part = Part(name, argv, env, grace, log)
         self.parts.append(part)
         return part
 

@@ -14,6 +14,7 @@ from libcloud.compute.base import NodeDriver
 from libcloud.compute.providers import DRIVERS, get_driver, set_driver
 from libcloud.compute.types import NodeState
 
+from services import platform_store
 from services.clouds.limits import Limits
 
 LOCAL = "local"
@@ -69,7 +70,7 @@ def get_cloud(name: str | None = None) -> NodeDriver:
             ),
             ex_fail_rate=settings.CONPAAS_LOCAL_FAIL_RATE,
             ex_boot_delay=settings.CONPAAS_LOCAL_BOOT_DELAY,
-            ex_backup_store=settings.CONPAAS_BACKUP_S3_ENDPOINT,
+            ex_backup_store=platform_store.endpoint(),
         )
     raise CloudError(f"cloud {name!r} is not configured; this installation knows: {LOCAL!r}")
 

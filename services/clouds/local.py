@@ -145,7 +145,7 @@ class LocalNodeDriver(NodeDriver):
         self.isolation: Isolation | None = None
         self.sandboxes: Isolation | None = None  # builds' sandboxes, beside the nodes
         self.publish = ex_publish  # the host name or address other machines reach routers at
-        # The backup store's URL (CONPAAS_BACKUP_S3_ENDPOINT): isolated data nodes reach it at
+        # The backup store's URL (services/platform_store.py: endpoint): isolated data nodes reach it at
         # the gateway, which forwards its port to it when it is on this host.
         self.backup_store = ex_backup_store
         self.shared_reason = isolation_problem(ex_isolation, Path(ex_node_root))

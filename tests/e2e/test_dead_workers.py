@@ -1,6 +1,8 @@
 """`manage.py up` outlives its parts: task workers or web server killed with SIGKILL are started
-again, and an operation whose worker died is failed once its lease runs out, its service unlocked."""
+again, and an operation whose worker died is failed once its lease runs out, its service unlocked.
+Every part, the platform's backup store too, ends on SIGTERM; the store's data stays."""
 
+import json
 import os
 import signal
 import threading
@@ -28,7 +30,8 @@ def application(environ, start_response):
 @pytest.fixture(scope="module")
 def plane(tmp_path_factory):
     """A control plane of its own: these tests kill its processes."""
-    with running_control_plane(tmp_path_factory.mktemp("dead-workers"), CONPAAS_OPERATION_LEASE=str(LEASE)) as plane:
+    home = tmp_path_factory.mktemp("dead-workers")
+    with running_control_plane(home, CONPAAS_OPERATION_LEASE=str(LEASE), CONPAAS_BACKUP_STORE="on") as plane:
         yield plane
 
 
@@ -126,10 +129,26 @@ def test_it_starts_a_killed_web_server_again(plane):
 
 
 def test_it_stops_every_part_on_sigterm(plane):
+    store_home = plane.home / "backup-store"
+    config = json.loads((store_home / "store.json").read_text())
+    store_url = f"http://127.0.0.1:{config['ports']['s3']}/"
+    # The backup store answers (refusing a request without keys) with the identities of its 0600 file.
+    wait_until(lambda: answer(store_url) == 403, timeout=30, message="the backup store to answer")
     started = descendants(plane.process.pid)
-    assert plane.part("gunicorn") in started and plane.part("qcluster") in started
+    store = plane.part(f"-s3.config={store_home / 's3.json'}")
+    assert plane.part("gunicorn") in started and plane.part("qcluster") in started and store in started
 
     plane.stop()  # SIGTERM
 
     assert plane.process.returncode == 0
     assert not [pid for pid in started if os.path.exists(f"/proc/{pid}")], "every process of the parts ended"
+    plane.manage("down")
+    assert json.loads((store_home / "store.json").read_text()) == config, "kept: nodes archive to its ports"
+    assert any((store_home / "data").iterdir()), "its data is kept"
+
+
+def answer(url: str) -> int | None:
+    try:
+        return requests.get(url, timeout=2).status_code
+    except requests.ConnectionError:
+        return None

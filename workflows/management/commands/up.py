@@ -1,5 +1,6 @@
-"""Run the platform in the foreground: migrations, then the web server and the task workers, kept
-running by workflows/supervisor.py."""
+"""Run the platform in the foreground: migrations, then the web server, the task workers, the
+package proxy and (without an operator's S3 store) the platform's backup store, kept running by
+workflows/supervisor.py."""
 
 import os
 import sys
@@ -9,7 +10,8 @@ from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
 
 from conpaas_common.procs import free_port
-from services import package_proxy
+from conpaas_common.weed import WeedMissing, checked_weed
+from services import backup_store, object_storage, package_proxy, platform_store
 from services.clouds import describe as describe_nodes
 from services.operations import recover_interrupted
 from versions.builds import forget_interrupted_builds
@@ -49,7 +51,14 @@ class Command(BaseCommand):
         if host not in ("0.0.0.0", "::", "") and host not in allowed:
             # Nodes fetch archives from the bound address: it must be an allowed host.
             env["CONPAAS_ALLOWED_HOSTS"] = ",".join([*allowed, host])
+        store = self.prepare_backup_store()
         with Supervisor(self.stderr) as supervisor:
+            if store:
+                # First: it takes seconds to answer, and the first backups wait for it (backup_store.wait_for).
+                log = platform_store.directory() / platform_store.LOG
+                # None of the control plane's settings (its secret key, its database's password).
+                store_env = {name: os.environ[name] for name in ("PATH", "LANG", "TZ") if name in os.environ}
+                supervisor.start("backup store", store, store_env, grace=platform_store.STOP_GRACE, log=log)
             if not env.get("CONPAAS_PACKAGE_PROXY_URL"):
                 # Builds reach the package indexes through it, and nothing else (services/package_proxy.py).
                 proxy_port = free_port("127.0.0.1")
@@ -74,3 +83,24 @@ class Command(BaseCommand):
                 )
             supervisor.run(workers)
         self.stdout.write("ConPaaS stopped; local nodes keep serving ('manage.py down' stops them)")
+
+    def prepare_backup_store(self) -> list[str] | None:
+        """The command line of the platform's backup store when this installation uses it (no
+        CONPAAS_BACKUP_S3_*, no CONPAAS_BACKUP_STORE=off), its configuration made on the first run."""
+        if not platform_store.wanted():
+            return None
+        try:
+            weed = checked_weed(object_storage.weed_path())
+        except WeedMissing as exc:
+            raise CommandError(f"the backup store cannot run: {exc} (or set CONPAAS_BACKUP_STORE=off)") from None
+        config, made = platform_store.prepare()
+        if made:
+            backup_store.forget_grants()
+        if used := platform_store.ports_in_use(config):
+            raise CommandError(
+                f"the backup store's port(s) {', '.join(map(str, used))} (kept in "
+                f"{platform_store.directory() / platform_store.CONFIG}) are taken: by a store a killed "
+                "`manage.py up` left running, or by another program; stop it and start again"
+            )
+        self.stdout.write(f"backups go to the platform's own store at {config.endpoint} ({platform_store.directory()})")
+        return platform_store.command(config, weed)
