@@ -277,6 +277,13 @@ def read_archive(service: Service) -> str:
     return f"{ARCHIVE_PROBLEM}{failing}" if failing else ""
 
 
+def forget_archive(service: Service) -> None:
+    """A restored server starts a new timeline: how far the old one was archived says nothing of
+    it (the recovery window ends at the newest backup until the new server archives a segment)."""
+    Service.objects.filter(pk=service.pk).update(backup_archived_until=None)
+    service.backup_archived_until = None
+
+
 # --- keep_days ----------------------------------------------------------------------------
 
 
@@ -434,6 +441,7 @@ def run_restore(operation) -> str:
         else:
             raise OperationFailed(f"the server on {node.name} could not be stopped: {exc.detail}") from None
     operation.set_progress(f"restoring {backup.backup_id} on {node.name}")
+    forget_archive(service)
     spec = restore_spec(backup, location, time)
     what = f"{source.name}'s backup {backup.backup_id}" + (f" up to {time.isoformat()}" if time else "")
     try:
@@ -478,6 +486,7 @@ def rebuild(service: Service, dead: Node, operation) -> str:
     else:
         spec = restore_spec(newest, location)
     operation.set_progress(f"restoring {service.name}'s server on {node.name} from {newest.backup_id}")
+    forget_archive(service)
     try:
         start_server(service, node, restore=spec, port=dead.data_port)
     except OperationFailed as exc:

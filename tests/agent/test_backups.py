@@ -86,8 +86,11 @@ def test_it_backs_up_postgresql_and_restores_it_to_a_point_in_time(s3_store, dat
     copy_port = reply.json()["port"]
     assert rows(copy_port, OTHER_PASSWORD) == "1,2,3"
     # Promoted and writable with the spec's password, archiving to its own location on its new
-    # timeline (the promotion archives the timeline's history file at once).
+    # timeline. Its history file, archived at the promotion, holds no transaction: the archive
+    # counts as reaching somewhere only once a segment of the new timeline is archived.
     assert psql(copy_port, OTHER_PASSWORD, "INSERT INTO t VALUES (10)").returncode == 0
+    assert archived_until(data_agent, "copy")["archived_until"] is None
+    assert psql(copy_port, OTHER_PASSWORD, "SELECT pg_switch_wal()").returncode == 0
     wait_until(lambda: archived_until(data_agent, "copy")["archived_until"], 30, 0.5, "the copy's archiving")
 
     # To the end of the archived WAL: every row; a scratch server without backup archives nothing.

@@ -290,9 +290,12 @@ class Postgresql(DataRecipe):
 
     def archiving_state(self, directory: str, record: dict) -> tuple[str | None, str | None]:
         """pg_stat_archiver's last archived time (UTC), and the last failure's words when it
-        came after it (the server's log holds barman's)."""
+        came after it (the server's log holds barman's). Only a WAL segment's archiving counts: a
+        timeline's history file (archived at a promotion) or a backup label holds no transaction,
+        and counting it would put the recovery window's end past WAL the store does not have."""
         sql = (
-            "SELECT coalesce(to_char(last_archived_time AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US+00:00'), ''),"
+            "SELECT CASE WHEN last_archived_wal ~ '^[0-9A-F]{24}$' THEN"
+            " to_char(last_archived_time AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US+00:00') ELSE '' END,"
             " failed_count, coalesce(last_failed_wal, ''),"
             " coalesce(last_failed_time > coalesce(last_archived_time, '-infinity'), false)"
             " FROM pg_stat_archiver"
