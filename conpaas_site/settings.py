@@ -142,7 +142,7 @@ CONPAAS_BACKUP_S3_REGION = os.getenv("CONPAAS_BACKUP_S3_REGION", "us-east-1")
 CONPAAS_BACKUP_ARCHIVE_TIMEOUT_S = envint("CONPAAS_BACKUP_ARCHIVE_TIMEOUT_S", 60)
 # How often the supervisor looks for data services whose last backup is older than their policy's
 # every_hours (seconds).
-CONPAAS_BACKUP_CHECK_INTERVAL = envint("CONPAAS_BACKUP_CHECK_INTERVAL", 300)
+CONPAAS_BACKUP_CHECK_INTERVAL = envint("CONPAAS_BACKUP_CHECK_INTERVAL", 30)
 # What an uploaded archive may hold (images/conpaas_common/archives/). Archive bombs are
 # stopped by bytes, the expanded size and the ratio; the member count only bounds the work of
 # checking one (MediaWiki has 25,000 members, Nextcloud or Drupal with vendor/ more). A node

@@ -24,6 +24,7 @@ from conpaas_common.wire import (
 )
 from services.choices import (
     DATA_RUNTIMES,
+    DATABASE_RUNTIMES,
     BackupKind,
     BackupState,
     NodeState,
@@ -217,6 +218,11 @@ class Service(models.Model):
     @property
     def is_data(self) -> bool:
         return self.runtime in DATA_RUNTIMES
+
+    @property
+    def is_database(self) -> bool:
+        """A database (postgresql, redis): backed up, restored, rebuilt from its backups."""
+        return self.runtime in DATABASE_RUNTIMES
 
     def server_node(self) -> "Node | None":
         """A data service's node that runs its server (the service has one; a storage service's

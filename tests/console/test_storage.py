@@ -31,6 +31,8 @@ def test_it_shows_the_buckets_as_counted_and_the_quota_but_no_key(client, alice,
     assert "<code>web</code>" in page and "1000" in page and "3.0 MB" in page
     assert "Storage used: 3.0 MB of your 2048 MB" in page
     assert "s" * 40 not in page and "p" * 32 not in page
+    # A store keeps copies on its nodes: no backups page to link to (it would be a 404).
+    assert 'data-testid="backups-link"' not in page
 
 
 def test_operators_see_buckets_in_the_admin_without_their_secret(alice):
