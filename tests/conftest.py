@@ -33,6 +33,8 @@ def pytest_addoption(parser):
 
 def runs_in_parallel(item) -> bool:
     folder = item.path.relative_to(TESTS).parts[0] if item.path.is_relative_to(TESTS) else ""
+    if item.get_closest_marker("serial"):
+        return False
     if folder in PARALLEL_PROCESS_FOLDERS:
         return True
     return folder in PARALLEL_FOLDERS and not item.get_closest_marker("integration")

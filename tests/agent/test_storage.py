@@ -42,6 +42,10 @@ def data_nodes(details: dict) -> int:
     return sum(len(rack["DataNodes"]) for dc in topology["DataCenters"] for rack in dc["Racks"])
 
 
+# On two workers, beside the backup tests' restores, its first puts into a 2-node store failed
+# once with weed's InternalError after 2 minutes (a fresh clone's run, 2026-12-07); one at a time
+# it passed every run. The cause is not found yet: the closing note of issue 19 says so.
+@pytest.mark.serial
 def test_it_keeps_every_object_on_two_nodes_and_loses_none_with_the_second_dead():
     import boto3
 
