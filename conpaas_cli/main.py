@@ -236,7 +236,7 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["shell", "dump", "load", "backups", "backup", "restore"],
         default="shell",
         help="shell (the default), dump, load FILE; backups (list them, verified or not), backup (take one now, "
-        "verified), restore [BACKUP] [--time T] [--into NAME]",
+        "verified), restore [BACKUP] [--time T] [--into NAME] [--yes]",
     )
     p.add_argument(
         "file",
@@ -246,6 +246,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--time", metavar="T", help="with restore (PostgreSQL): the moment to restore to, ISO 8601")
     p.add_argument("--into", metavar="NAME", help="with restore: into a new service NAME instead of in place")
+    p.add_argument(
+        "--yes", "-y", action="store_true", help="with restore in place: do not ask for the name to be typed (scripts)"
+    )
 
     p = command("wait", operations.wait_command, "wait for an operation started with --no-wait")
     p.add_argument("operation", metavar="OPERATION", type=int, help="the operation id")

@@ -202,3 +202,25 @@ class RestoreForm(forms.Form):
         label="Into a new service",
         help_text="Empty: in place (same URL and credentials; the server's data is replaced).",
     )
+    confirm_name = forms.CharField(
+        required=False,
+        max_length=40,
+        label="In place: type the name of the service to confirm",
+        widget=forms.TextInput(attrs={"autocomplete": "off", "spellcheck": "false"}),
+    )
+
+    def __init__(self, *args, service, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.service = service
+
+    def clean(self):
+        given = super().clean()
+        # In place, the server's data is replaced and the writes after the restore point are
+        # gone: as for a deletion, the name typed is the confirmation.
+        if not given.get("into") and (given.get("confirm_name") or "").strip() != self.service.name:
+            self.add_error(
+                "confirm_name",
+                f"A restore in place replaces the data of {self.service.name}: type {self.service.name} "
+                "to confirm, or restore into a new service.",
+            )
+        return given

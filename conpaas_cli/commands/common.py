@@ -1,5 +1,6 @@
 """What every command uses: the client of the stored login, finding a service, code version or
-environment by name, and following what the server adds (`events -f`, `logs -f`)."""
+environment by name, following what the server adds (`events -f`, `logs -f`), and the name typed
+before what cannot be undone."""
 
 import sys
 import time
@@ -7,7 +8,7 @@ from argparse import Namespace
 
 from conpaas_cli import config
 from conpaas_cli.client import Client
-from conpaas_cli.errors import CliError, no_such
+from conpaas_cli.errors import USAGE, CliError, no_such
 
 FOLLOW_SECONDS = 1.0  # how often `events --follow` asks for new events
 
@@ -71,3 +72,14 @@ def follow(args: Namespace, poll) -> None:
             sys.stdout.flush()
     except KeyboardInterrupt:
         pass  # Ctrl-C is how one stops following; not an error
+
+
+def confirm_name(name: str, what: str, undone: str = "not deleted") -> None:
+    """Ask for `name` to be typed before what cannot be undone (`what`: "This deletes shop: …");
+    `undone` says what did not happen otherwise. A script says --yes."""
+    if not sys.stdin.isatty():
+        raise CliError(f"{undone}: confirm by typing {name} on a terminal, or give --yes", USAGE)
+    print(f"{what}. Type its name to confirm: ", end="", file=sys.stderr, flush=True)  # stdout stays the result
+    typed = sys.stdin.readline().strip()
+    if typed != name:
+        raise CliError(f"{undone}: {typed!r} is not {name!r}")

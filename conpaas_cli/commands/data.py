@@ -6,7 +6,7 @@ from argparse import Namespace
 from pathlib import Path
 
 from conpaas_cli.client import Client
-from conpaas_cli.commands.common import client, find_service
+from conpaas_cli.commands.common import client, confirm_name, find_service
 from conpaas_cli.commands.operations import finish
 from conpaas_cli.errors import CliError
 from conpaas_cli.output import Progress, human_size, print_json, short_time, table
@@ -23,8 +23,8 @@ def db(args: Namespace) -> int:
     service = find_service(api, args.service)
     if service["runtime"] not in DB_CLIENTS:
         raise CliError(f"{service['name']} is a {service['runtime']} service, not a data service (postgresql, redis)")
-    if args.action != "restore" and (args.time or args.into):
-        raise CliError("--time and --into go with `conpaas db SERVICE restore`")
+    if args.action != "restore" and (args.time or args.into or args.yes):
+        raise CliError("--time, --into and --yes go with `conpaas db SERVICE restore`")
     if args.action == "load":
         return _db_load(api, service, args)
     if args.action in BACKUP_ACTIONS:
@@ -111,7 +111,12 @@ def _backup(api: Client, service: dict, args: Namespace) -> int:
     if args.file:
         raise CliError("`conpaas db SERVICE backup` takes no argument")
     operation = api.post(f"services/{service['id']}/backups/", json={}, expect=(202,))
-    return finish(api, operation, args)
+
+    def taken(_operation: dict) -> None:
+        newest = api.get(f"services/{service['id']}/backups/")[0]
+        print(f"backup {newest['id']}: {human_size(newest['size'])}, verified {VERIFIED[newest['verified']]}")
+
+    return finish(api, operation, args, then=taken)
 
 
 def _restore(api: Client, service: dict, args: Namespace) -> int:
@@ -124,8 +129,19 @@ def _restore(api: Client, service: dict, args: Namespace) -> int:
         body["time"] = args.time
     if args.into:
         body["into"] = args.into
+    elif not args.yes:
+        confirm_name(
+            service["name"],
+            f"This replaces the data of {service['name']} with the backup's (later writes are gone)",
+            undone="not restored",
+        )
     operation = api.post(f"services/{service['id']}/restore/", json=body, expect=(202,))
-    return finish(api, operation, args)
+
+    def restored(_operation: dict) -> None:
+        if args.into:
+            print(f"{args.into}: {find_service(api, args.into)['url']}")
+
+    return finish(api, operation, args, then=restored)
 
 
 BACKUP_ACTIONS = {"backups": _backups, "backup": _backup, "restore": _restore}

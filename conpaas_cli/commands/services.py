@@ -1,9 +1,8 @@
 """`services` (list, create, show, delete), `nodes`, `scale` and `autoscale`."""
 
-import sys
 from argparse import Namespace
 
-from conpaas_cli.commands.common import client, find_service, production_label
+from conpaas_cli.commands.common import client, confirm_name, find_service, production_label
 from conpaas_cli.commands.data import DB_CLIENTS
 from conpaas_cli.commands.operations import finish
 from conpaas_cli.errors import OK, USAGE, ApiError, CliError
@@ -71,7 +70,8 @@ def services_delete(args: Namespace) -> int:
     service = find_service(api, args.service)
     if not args.yes:
         data = service["runtime"] in DB_CLIENTS
-        confirm_name(service["name"], "its data, nodes and history" if data else "its nodes, code versions and history")
+        what = "its data, nodes and history" if data else "its nodes, code versions and history"
+        confirm_name(service["name"], f"This deletes {service['name']}: {what}")
     try:
         operation = api.delete(
             f"services/{service['id']}/", expect=(202,), params={"force": "true"} if args.force else None
@@ -81,18 +81,6 @@ def services_delete(args: Namespace) -> int:
             raise CliError(f"{exc} (--force)") from None
         raise
     return finish(api, operation, args)
-
-
-def confirm_name(name: str, what: str) -> None:
-    """Ask for `name` to be typed before deleting it and `what` goes with it, which cannot be
-    undone; a script says --yes."""
-    if not sys.stdin.isatty():
-        raise CliError(f"not deleted: confirm by typing {name} on a terminal, or give --yes", USAGE)
-    prompt = f"This deletes {name}: {what}. Type its name to confirm: "
-    print(prompt, end="", file=sys.stderr, flush=True)  # stderr, as login's: stdout stays the result
-    typed = sys.stdin.readline().strip()
-    if typed != name:
-        raise CliError(f"not deleted: {typed!r} is not {name!r}")
 
 
 def nodes(args: Namespace) -> int:

@@ -33,7 +33,7 @@ def render_backups(request, service: Service, policy_form=None, restore_form=Non
         "backups": listed,
         "window": window,
         "policy_form": policy_form or BackupPolicyForm(initial=backups.policy(service)),
-        "restore_form": restore_form or RestoreForm(),
+        "restore_form": restore_form or RestoreForm(service=service),
     }
     return render(request, "console/backups.html", context, status=status)
 
@@ -81,7 +81,7 @@ def backup_take(request, pk: int):
 @refusals(refused_here)
 def backup_restore(request, pk: int):
     service = Service.objects.get_visible(request.user, pk)
-    form = RestoreForm(request.POST)
+    form = RestoreForm(request.POST, service=service)
     if form.is_valid():
         given = form.cleaned_data
         try:

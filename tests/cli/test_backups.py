@@ -25,15 +25,24 @@ def test_it_takes_lists_and_restores_a_backup(cli, database):
     assert "backup succeeded" in taken.out
 
     listed = cli("db", "clidb", "backups", "--json").json()
+    assert f"backup {listed[0]['id']}: " in taken.out and "verified yes" in taken.out
     assert len(listed) == 1 and listed[0]["verified"] is True and listed[0]["state"] == "completed"
     shown = cli("db", "clidb", "backups")
     assert "backups every 24 h, kept 7 days" in shown.out
     assert "restorable to any moment from" in shown.out
     assert f"{listed[0]['id']}" in shown.out and "yes" in shown.out
 
-    restored = cli("db", "clidb", "restore", listed[0]["id"], "--json")
+    unconfirmed = cli("db", "clidb", "restore", listed[0]["id"])
+    assert unconfirmed.code != 0
+    assert "not restored: confirm by typing clidb on a terminal, or give --yes" in unconfirmed.err
+    restored = cli("db", "clidb", "restore", listed[0]["id"], "--yes", "--json")
     assert restored.code == 0, restored.err
     assert restored.json()["kind"] == "restore" and restored.json()["state"] == "succeeded"
+
+    copied = cli("db", "clidb", "restore", listed[0]["id"], "--into", "clicopy")
+    assert copied.code == 0, copied.err
+    copy = cli("services", "show", "clicopy", "--json").json()
+    assert f"clicopy: {copy['url']}" in copied.out
 
 
 def test_a_failed_backup_is_a_failure_and_the_list_says_the_problem(cli, database, server):
@@ -45,9 +54,9 @@ def test_a_failed_backup_is_a_failure_and_the_list_says_the_problem(cli, databas
 
 
 def test_it_refuses_bad_restores_in_one_line(cli, database):
-    neither = cli("db", "clidb", "restore")
+    neither = cli("db", "clidb", "restore", "--yes")
     assert neither.code != 0 and "backup: give either a backup or a time" in neither.err
-    assert "a backup's id is a number" in cli("db", "clidb", "restore", "abc").err
-    assert "--time and --into go with" in cli("db", "clidb", "backups", "--time", "2026-12-07T20:00:00Z").err
-    outside = cli("db", "clidb", "restore", "--time", "2026-12-07T20:00:00Z")
+    assert "a backup's id is a number" in cli("db", "clidb", "restore", "abc", "--yes").err
+    assert "--time, --into and --yes go with" in cli("db", "clidb", "backups", "--time", "2026-12-07T20:00:00Z").err
+    outside = cli("db", "clidb", "restore", "--time", "2026-12-07T20:00:00Z", "--yes")
     assert outside.code != 0 and "time: " in outside.err and "outside the recovery window" in outside.err

@@ -79,13 +79,23 @@ def test_take_one_without_a_store_says_how_to_configure_it(client, database, set
 
 def test_the_restore_form_starts_a_restore_and_refuses_by_field(client, database):
     kept = backup(database, True)
-    refused = client.post(f"/services/{database.pk}/restore/", {"backup": 999})
+    confirmed = {"confirm_name": database.name}
+    refused = client.post(f"/services/{database.pk}/restore/", {"backup": 999, **confirmed})
     assert refused.status_code == 400 and "no completed backup 999" in refused.content.decode()
-    neither = client.post(f"/services/{database.pk}/restore/", {})
+    neither = client.post(f"/services/{database.pk}/restore/", confirmed)
     assert neither.status_code == 400 and "either a backup or a time" in neither.content.decode()
+    unconfirmed = client.post(f"/services/{database.pk}/restore/", {"backup": kept.pk, "confirm_name": "sho"})
+    assert unconfirmed.status_code == 400
+    assert f"replaces the data of {database.name}: type {database.name}" in unconfirmed.content.decode()
     assert not Operation.objects.exists()
-    started = client.post(f"/services/{database.pk}/restore/", {"backup": kept.pk})
+    started = client.post(f"/services/{database.pk}/restore/", {"backup": kept.pk, **confirmed})
     assert started.status_code == 302 and Operation.objects.get().kind == "restore"
+
+
+def test_a_restore_into_a_new_service_needs_no_name_typed(client, database):
+    kept = backup(database, True)
+    started = client.post(f"/services/{database.pk}/restore/", {"backup": kept.pk, "into": "copy"})
+    assert started.status_code == 302 and Operation.objects.get(kind="restore").service.name == "copy"
 
 
 def test_a_web_service_has_no_backups_page_and_others_see_nothing(client, alice, database):
