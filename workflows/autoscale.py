@@ -31,7 +31,7 @@ from django.utils import timezone
 
 from routing.models import MetricPoint, Resolution
 from services.choices import NodeState, OperationKind, Outcome, ServiceState
-from services.errors import ConpaasError
+from services.errors import Conflict, ConpaasError
 from services.models import Event, Operation, Service, active_operations
 from versions.models import PRODUCTION
 from workflows.models import Autoscaling
@@ -191,6 +191,8 @@ def describe(decision: Decision, nodes: int) -> str:
 def configure(service: Service, user, **values) -> Autoscaling:
     """Change the service's policy: the fields given, the others kept (or their defaults).
     Raises ValidationError keyed by field; saves nothing then."""
+    if service.is_data:
+        raise Conflict(f"a {service.runtime} service has no autoscaling: no router measures its requests")
     with transaction.atomic():
         # Locked, so two changes at once apply one after the other; a refusal rolls the new row back.
         policy, _ = Autoscaling.objects.select_for_update().get_or_create(service=service)

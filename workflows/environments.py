@@ -19,6 +19,8 @@ def add_environment(
 ) -> Environment:
     """`settings` as versions.models.clean_settings takes them; `database_copy`: the environment gets
     its own copy of the linked databases at its first deploy (workflows.preview_databases)."""
+    if service.is_data:
+        raise Conflict(f"a {service.runtime} service has no environments: it runs no code versions")
     environment = Environment(
         service=service,
         name=name,

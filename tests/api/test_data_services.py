@@ -1,6 +1,6 @@
 """A data service's HTTP answers: its credentials for its owner alone, and what it refuses at
-once (a dump that is none, code versions, scaling) with nothing stored and no operation. Loading
-into a real server is tests/e2e/test_data_services.py."""
+once (a dump that is none, code versions, scaling, environments, autoscaling) with nothing
+stored and no operation. Loading into a real server is tests/e2e/test_data_services.py."""
 
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
@@ -94,4 +94,8 @@ def test_a_data_service_takes_no_code_version_and_does_not_scale(api, alice, _is
     assert not list(_isolated_archives.iterdir())
     scale = api.post(f"/api/v1/services/{store.pk}/scale/", {"role": "backend", "nodes": 2}, format="json")
     assert scale.status_code == 409 and "does not scale" in scale.json()["detail"]
-    assert not Operation.objects.exists()
+    environment = api.post(f"/api/v1/services/{store.pk}/environments/", {"name": "staging"}, format="json")
+    assert environment.status_code == 409 and "a redis service has no environments" in environment.json()["detail"]
+    autoscaling = api.put(f"/api/v1/services/{store.pk}/autoscaling/", {"enabled": True}, format="json")
+    assert autoscaling.status_code == 409 and "has no autoscaling" in autoscaling.json()["detail"]
+    assert not Operation.objects.exists() and not store.environments.filter(name="staging").exists()

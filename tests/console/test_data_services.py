@@ -19,6 +19,9 @@ def test_it_offers_a_dump_load_instead_of_a_code_upload(client, database):
     assert "Load a dump" in page and "pg_dump -Fc" in page
     assert "Upload a code version" not in page
     assert database.password not in page
+    # What only code runs has no place on it: environments, versions, swaps, request metrics.
+    for panel in ("Add an environment", "Autoscaling", "Swap with production", "Code versions", 'id="metrics"'):
+        assert panel not in page, panel
 
 
 def test_it_starts_a_load_whose_counter_the_activity_shows(client, database, settings, tmp_path):
