@@ -14,7 +14,7 @@ import pytest
 from conpaas_agent.runtimes.postgresql import Postgresql
 from conpaas_common.procs import free_port
 from conpaas_common.waiting import wait_until
-from conpaas_common.wire import MAX_ARCHIVE_TIMEOUT_S
+from conpaas_common.wire import MAX_ARCHIVE_TIMEOUT_S, MIN_ARCHIVE_TIMEOUT_S
 from tests.agent.test_data import PASSWORD, psql, redis
 
 OTHER_PASSWORD = "other-" + "y" * 20
@@ -81,17 +81,17 @@ def test_it_backs_up_postgresql_and_restores_it_to_a_point_in_time(s3_store, dat
     elsewhere = location(s3_store, "svc/2")
     restore = {"from": where, "backup_id": None, "target_time": target.isoformat()}
     copy = {"runtime": "postgresql", "password": OTHER_PASSWORD, "restore": restore, "backup": elsewhere}
-    reply = data_agent.call("PUT", "/v1/instances/copy", {**copy, "archive_timeout_s": NO_TIMED_SWITCH})
+    reply = data_agent.call("PUT", "/v1/instances/copy", {**copy, "archive_timeout_s": MIN_ARCHIVE_TIMEOUT_S})
     assert reply.status == 200, reply.body
     copy_port = reply.json()["port"]
     assert rows(copy_port, OTHER_PASSWORD) == "1,2,3"
     # Promoted and writable with the spec's password, archiving to its own location on its new
     # timeline. Its history file, archived at the promotion, holds no transaction: the archive
-    # counts as reaching somewhere only once a segment of the new timeline is archived.
+    # counts as reaching somewhere only once a segment of the new timeline is archived, which
+    # archive_timeout brings within seconds, as on a server never restored (a restored one's
+    # checkpointer could sleep past it for 5 minutes: a whole run's e2e test saw it).
     assert psql(copy_port, OTHER_PASSWORD, "INSERT INTO t VALUES (10)").returncode == 0
-    assert archived_until(data_agent, "copy")["archived_until"] is None
-    assert psql(copy_port, OTHER_PASSWORD, "SELECT pg_switch_wal()").returncode == 0
-    wait_until(lambda: archived_until(data_agent, "copy")["archived_until"], 30, 0.5, "the copy's archiving")
+    wait_until(lambda: archived_until(data_agent, "copy")["archived_until"], 30, 0.5, "the copy's timed archiving")
 
     # To the end of the archived WAL: every row; a scratch server without backup archives nothing.
     latest = {"runtime": "postgresql", "password": OTHER_PASSWORD, "restore": {**restore, "target_time": None}}

@@ -233,6 +233,10 @@ class Postgresql(DataRecipe):
         # line and in no statement PostgreSQL could log.
         verifier = scram_verifier(run.spec["password"])
         self._sql(run.dir, run.port, f"ALTER ROLE {PG_USER} PASSWORD '{verifier}'", None, check=True)
+        # The checkpointer may have planned its sleep while recovery was still in progress, when
+        # archive_timeout does not count: it would then switch no segment (archive nothing) for
+        # checkpoint_timeout, 5 minutes. A checkpoint wakes it, and it plans by archive_timeout.
+        self._sql(run.dir, run.port, "CHECKPOINT", None, check=True)
 
     @staticmethod
     def _sql(directory: str, port: int, sql: str, password: str | None, check: bool = False) -> str:
