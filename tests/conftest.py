@@ -15,6 +15,11 @@ PARALLEL_FOLDERS = {"api", "cli", "console", "routing", "versions", "workflows"}
 # servers, stores on free ports, each in a short folder of the test's own: tests/agent/conftest.py)
 # and share nothing else: on two workers too.
 PARALLEL_PROCESS_FOLDERS = {"agent"}
+# The parts of a whole run (./run tests): those two groups on two workers; the end-to-end tests
+# (`integration`: real control planes and nodes, each test's own) on two workers too, a file per
+# worker at a time (their module fixtures share a plane); then one at a time what shares the
+# machine (tests/services' bridge and slots) or measures under load (marked `serial`).
+PARTS = ("parallel", "e2e", "serial")
 TESTS = Path(__file__).resolve().parent
 
 
@@ -26,18 +31,21 @@ def pytest_addoption(parser):
     )
     parser.addoption(
         "--part",
-        choices=("parallel", "serial"),
-        help="the tests that may run on several workers (pytest-xdist), or the others (./run tests runs both)",
+        choices=PARTS,
+        help="the tests that share nothing on several workers (pytest-xdist), the end-to-end ones (on several "
+        "workers too, a file per worker), or the others, one at a time (./run tests runs the three)",
     )
 
 
-def runs_in_parallel(item) -> bool:
+def part_of(item) -> str:
     folder = item.path.relative_to(TESTS).parts[0] if item.path.is_relative_to(TESTS) else ""
     if item.get_closest_marker("serial"):
-        return False
+        return "serial"
     if folder in PARALLEL_PROCESS_FOLDERS:
-        return True
-    return folder in PARALLEL_FOLDERS and not item.get_closest_marker("integration")
+        return "parallel"
+    if item.get_closest_marker("integration"):
+        return "e2e"
+    return "parallel" if folder in PARALLEL_FOLDERS else "serial"
 
 
 def pytest_collection_modifyitems(config, items):
@@ -56,7 +64,7 @@ def pytest_collection_modifyitems(config, items):
             uses_database = item.get_closest_marker("django_db") or DATABASE_FIXTURES & set(item.fixturenames)
             keep = bool(uses_database) and "live_server" not in item.fixturenames
         if part:
-            keep = keep and runs_in_parallel(item) == (part == "parallel")
+            keep = keep and part_of(item) == part
         (kept if keep else left_out).append(item)
     config.hook.pytest_deselected(items=left_out)
     items[:] = kept
