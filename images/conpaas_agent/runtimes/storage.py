@@ -37,6 +37,10 @@ _MASTER_RE = re.compile(r"^[A-Za-z0-9.:-]{1,100}:\d{1,5}\.\d{1,5}$")
 # many per node: each bucket is a collection of its own, grown 2 volumes at a time.
 VOLUME_SIZE_MB = 1024
 MAX_VOLUMES = 100
+# A stopping volume server first stops its heartbeats, so the master sends it no new write, then
+# waits this long for the writes under way (SeaweedFS's default, 10 s, made every node of a
+# store take 10 s to stop: a deletion, a scale-in, a heal).
+PRE_STOP_S = 2
 
 
 class Storage(DataRecipe):
@@ -75,7 +79,7 @@ class Storage(DataRecipe):
         if run.spec["role"] == "volume":
             ports = self._ports(run, ("grpc",))
             argv = [weed, "volume", f"-dir={data}", *common, f"-port={run.port}", f"-port.grpc={ports['grpc']}"]
-            argv += [f"-mserver={run.spec['master']}", f"-max={MAX_VOLUMES}"]
+            argv += [f"-mserver={run.spec['master']}", f"-max={MAX_VOLUMES}", f"-preStopSeconds={PRE_STOP_S}"]
             run.spawn(argv)
             return
         identity = {
@@ -88,6 +92,7 @@ class Storage(DataRecipe):
         ports = self._ports(run, names)
         argv = [weed, "server", f"-dir={data}", *common, "-master.telemetry=false"]
         argv += [f"-master.volumeSizeLimitMB={VOLUME_SIZE_MB}", f"-volume.max={MAX_VOLUMES}"]
+        argv += [f"-volume.preStopSeconds={PRE_STOP_S}"]
         argv += ["-filer", "-s3", f"-s3.port={run.port}", "-s3.port.iceberg=0", "-s3.port.lance=0"]
         argv += [f"-s3.config={config}"]
         argv += [f"-{name.replace('.grpc', '.port.grpc')}={ports[name]}" for name in names if name.endswith("grpc")]
