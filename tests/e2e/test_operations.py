@@ -42,9 +42,11 @@ def test_it_fails_a_deploy_that_never_gets_healthy_and_keeps_the_old_route(api, 
     operation = api.deploy(sid, "production", bad["id"])
     took = time.monotonic() - began
     assert operation["state"] == "failed"
-    # At the first checks' answers, not at the 20 s timeout, with the app's own error (gunicorn's
-    # traceback, in the instance's log).
-    assert took < 10, f"the failure took {took:.1f} s"
+    # At the checks' answers, not at the health timeout (CONPAAS_HEALTH_TIMEOUT, 20 s in the
+    # harness), with the app's own error (gunicorn's traceback, in the instance's log). How soon
+    # is the closing note's figure (printed below), not asserted: beside another worker's test it
+    # took 10.5 s once, against 4 s alone.
+    assert took < 20, f"the failure took {took:.1f} s: the health timeout's, not the checks' answers"
     assert "bad answers its health check (GET /) with HTTP 500, check after check" in operation["error"]
     assert "instance.log: RuntimeError: no SECRET_KEY in the environment" in operation["error"]
     kept = api.get(f"/api/v1/services/{sid}/logs/?environment=production&failed=true").json()

@@ -27,6 +27,9 @@ def service(api):
     api.wait_operation(api.delete(f"/api/v1/services/{service['id']}/").json())
 
 
+# A rate it measures (what the new nodes serve) on 2 cores: one at a time, not beside another
+# worker's test.
+@pytest.mark.serial
 def test_scaling_out_at_four_times_one_nodes_capacity_succeeds(api, service):
     sid = service["id"]
     version = api.upload(sid, waiting_app(REQUEST_SECONDS), "v1").json()
