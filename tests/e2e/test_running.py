@@ -25,11 +25,12 @@ def test_down_destroys_every_local_node_and_up_brings_the_services_back(tmp_path
         v1 = api.upload(service["id"], label_app("down"), "v1").json()
         assert api.deploy(service["id"], "production", v1["id"])["state"] == "succeeded"
         assert requests.get(service["url"], timeout=5).text == "v1\n"
+        other = api.create_service("tmp2")  # nodes are stopped side by side
         plane.stop()
 
         result = plane.manage("down")
-        assert "destroyed 1 local node(s)" in result.stdout
-        assert not node_dir.exists()
+        assert "destroyed 2 local node(s)" in result.stdout and "(2 of 2)" in result.stdout, result.stdout
+        assert not node_dir.exists() and not (plane.home / "nodes" / other["nodes"][0]["name"]).exists()
         assert not group_has_live_member(agent_group), "the node's agent, HAProxy and instances are gone"
         # Its address is gone with its namespace: a connection times out (ConnectTimeout) rather
         # than being refused, so the wait is kept short.
