@@ -113,6 +113,50 @@ def wait_for(endpoint: str) -> None:
         ) from None
 
 
+def forget(service) -> str:
+    """At `service`'s deletion, every backup of it leaves the store: what is under its prefix (base
+    backups and WAL, or RDB snapshots), and in the platform's store its bucket and the identity
+    that reached it. Returns what was removed, in words ("" when it had nothing); raises
+    StoreError when the store refuses (what stays is then said by the caller)."""
+    if not configured():
+        return ""
+    if platform_store.wanted():
+        row = Bucket.objects.filter(storage__isnull=True, name=bucket_of(service)).first()
+        if row is None:
+            return ""  # never backed up: no bucket was made
+        config = platform_store.load()
+        store = object_storage.Store(config.endpoint, config.access_key, config.secret_key, config.master, config.filer)
+        objects, size = _delete_objects(store.s3(), row.name, "")
+        try:
+            store.s3().delete_bucket(Bucket=row.name)
+        except Exception as exc:  # boto3 raises many types; the store's words are the point
+            if "NoSuchBucket" not in str(exc):
+                raise object_storage.StoreError(f"deleting bucket {row.name}: {exc}") from None
+        store.shell(f"s3.configure -user=bucket-{row.name} -delete -apply\n", f"revoking {row.name}")
+        row.delete()
+    else:
+        location = target_for(service)
+        objects, size = _delete_objects(client(location), location["bucket"], location["prefix"] + "/")
+    return f"{objects} backup file(s), {size:,} bytes, removed from the backup store" if objects else ""
+
+
+def _delete_objects(s3, bucket: str, prefix: str) -> tuple[int, int]:
+    """Every object of `bucket` under `prefix` deleted, 1,000 a request; how many, how many bytes."""
+    objects = size = 0
+    try:
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+            keys = [{"Key": item["Key"]} for item in page.get("Contents", ())]
+            if keys:
+                s3.delete_objects(Bucket=bucket, Delete={"Objects": keys, "Quiet": True})
+                objects += len(keys)
+                size += sum(item["Size"] for item in page["Contents"])
+    except Exception as exc:  # boto3 raises many types; the store's words are the point
+        if "NoSuchBucket" in str(exc):
+            return objects, size
+        raise object_storage.StoreError(f"deleting the backups in {bucket}/{prefix}: {exc}") from None
+    return objects, size
+
+
 def forget_grants() -> int:
     """A new platform store holds no bucket: every service's is pushed again at its next use."""
     return Bucket.objects.filter(storage__isnull=True, granted=True).update(granted=False)

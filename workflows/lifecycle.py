@@ -6,7 +6,7 @@ from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 
 from routing.table import push
-from services import object_storage, operations, quotas
+from services import backup_store, object_storage, operations, quotas
 from services.choices import DATA_RUNTIMES, NodeState, OperationKind, Outcome, ServiceState
 from services.errors import Conflict, ConpaasError, OperationFailed
 from services.models import Bucket, Event, Operation, Service
@@ -133,8 +133,7 @@ def run_delete(operation) -> str:
     Service.objects.filter(pk=service.pk).update(state=ServiceState.DELETING)
     for environment in service.environments.all():
         drop_copies(environment, operation)  # on the linked services' servers, which stay
-    # A store deleted too (an application's) takes the keys with it. Its backups' bucket in the
-    # platform's store (storage None) stays, keys and all, like an operator's store's backups.
+    # A store deleted too (an application's) takes the keys with it.
     buckets = Bucket.objects.filter(holder=service, granted=True, storage__isnull=False)
     buckets = buckets.exclude(storage__state=ServiceState.DELETING)
     for bucket in buckets.select_related("storage"):
@@ -146,6 +145,16 @@ def run_delete(operation) -> str:
     for node in service.live_nodes():
         operation.set_progress(f"destroying node {node.name}")
         destroy_node(node, operation)
+    if service.is_database:
+        # Its data goes, so do its backups (the deletion's confirmation says so); the server is
+        # gone first, so no WAL is archived behind the removal.
+        operation.set_progress("removing its backups from the backup store")
+        try:
+            if removed := backup_store.forget(service):
+                Event.record(service, "backup", removed, Outcome.SUCCEEDED, operation=operation)
+        except ConpaasError as exc:
+            message = f"its backups stay in the backup store: {exc}"
+            Event.record(service, "backup", message, Outcome.FAILED, operation=operation)
     shas = list(service.versions.values_list("sha256", "kind"))
     name = service.name
     with transaction.atomic():

@@ -69,8 +69,12 @@ def services_delete(args: Namespace) -> int:
     api = client()
     service = find_service(api, args.service)
     if not args.yes:
-        data = service["runtime"] in DB_CLIENTS
-        what = "its data, nodes and history" if data else "its nodes, code versions and history"
+        if service["runtime"] in DB_CLIENTS:
+            what = "its data, backups, nodes and history"
+        elif service["runtime"] == "storage":
+            what = "its objects, nodes and history"
+        else:
+            what = "its nodes, code versions and history"
         confirm_name(service["name"], f"This deletes {service['name']}: {what}")
     try:
         operation = api.delete(

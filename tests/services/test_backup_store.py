@@ -132,6 +132,43 @@ def test_the_platforms_store_gives_each_service_a_bucket_only_its_key_reaches(db
     assert oct(os.stat(platform_store.directory() / platform_store.ADMIN_IDENTITY).st_mode & 0o777) == "0o600"
 
 
+def test_a_deleted_service_takes_its_bucket_and_its_key_out_of_the_platforms_store(db, running_store):
+    alpha, beta = ServiceFactory(runtime="postgresql"), ServiceFactory(runtime="postgresql")
+    a, b = backup_store.target_for(alpha), backup_store.target_for(beta)
+    for key in ("base/data.tar", "wals/000000010000000000000001.gz"):
+        s3(a).put_object(Bucket=a["bucket"], Key=f"{a['prefix']}/{key}", Body=b"alpha")
+    s3(b).put_object(Bucket=b["bucket"], Key=f"{b['prefix']}/base", Body=b"beta")
+
+    assert backup_store.forget(alpha) == "2 backup file(s), 10 bytes, removed from the backup store"
+
+    admin = s3({**a, "access_key": running_store.access_key, "secret_key": running_store.secret_key})
+    with pytest.raises(ClientError, match="NoSuchBucket|Not Found|404"):
+        admin.head_bucket(Bucket=a["bucket"])
+    with pytest.raises(ClientError):  # its key is no identity of the store any more
+        s3(a).list_objects_v2(Bucket=b["bucket"])
+    assert list(Bucket.objects.filter(storage__isnull=True).values_list("holder", flat=True)) == [beta.pk]
+    assert s3(b).get_object(Bucket=b["bucket"], Key=f"{b['prefix']}/base")["Body"].read() == b"beta"
+    assert backup_store.forget(alpha) == "", "nothing left: nothing to say"
+
+
+def test_a_deleted_service_takes_its_prefix_out_of_the_operators_store(db, settings, s3_store):
+    s3_store.client().create_bucket(Bucket="backups")
+    settings.CONPAAS_BACKUP_STORE = "off"
+    settings.CONPAAS_BACKUP_S3_ENDPOINT, settings.CONPAAS_BACKUP_S3_BUCKET = s3_store.endpoint, "backups"
+    settings.CONPAAS_BACKUP_S3_ACCESS_KEY = s3_store.access_key
+    settings.CONPAAS_BACKUP_S3_SECRET_KEY = s3_store.secret_key
+    alpha, beta = ServiceFactory(runtime="redis"), ServiceFactory(runtime="redis")
+    client = s3_store.client()
+    for service in (alpha, beta):
+        client.put_object(Bucket="backups", Key=f"services/{service.pk}/redis/1.rdb", Body=b"snapshot")
+    # A prefix is not a name's beginning: services/1 is not services/10's.
+    client.put_object(Bucket="backups", Key=f"services/{alpha.pk}0/redis/1.rdb", Body=b"other")
+
+    assert backup_store.forget(alpha) == "1 backup file(s), 8 bytes, removed from the backup store"
+    left = [item["Key"] for item in client.list_objects_v2(Bucket="backups")["Contents"]]
+    assert sorted(left) == sorted([f"services/{beta.pk}/redis/1.rdb", f"services/{alpha.pk}0/redis/1.rdb"])
+
+
 def test_up_refuses_to_start_a_store_whose_port_is_taken_or_whose_weed_is_not_the_pinned_one(db, own_store, settings):
     config, _ = platform_store.prepare()
     with socket.socket() as taken:

@@ -494,3 +494,30 @@ def test_a_rebuild_whose_boot_fails_keeps_the_dead_nodes_address_for_the_next_tr
 
     assert operation.state == OperationState.SUCCEEDED, operation.error
     assert (service.server_node().address, service.server_node().data_port) == (dead.address, dead.data_port)
+
+
+def test_deleting_a_database_removes_its_backups_and_a_refusal_is_said_not_fatal(alice, queue, monkeypatch):
+    forgotten = []
+
+    def forget(service):
+        forgotten.append(service.name)
+        return "3 backup file(s), 4,096 bytes, removed from the backup store"
+
+    monkeypatch.setattr(backup_store, "forget", forget)
+    service = create(alice, queue)
+    deleted = queue.start(lambda: lifecycle.request_delete(service, alice))
+    assert deleted.state == OperationState.SUCCEEDED, deleted.error
+    assert forgotten == ["wikidb"] and not Service.objects.filter(name="wikidb").exists()
+    said = Event.objects.get(action="backup", operation=deleted)
+    assert (said.outcome, said.message) == ("succeeded", "3 backup file(s), 4,096 bytes, removed from the backup store")
+
+    def refuse(service):
+        raise backup_store.object_storage.StoreError("deleting the backups in backups/services/9/: AccessDenied")
+
+    monkeypatch.setattr(backup_store, "forget", refuse)
+    other = create(alice, queue, name="otherdb")
+    deleted = queue.start(lambda: lifecycle.request_delete(other, alice))
+    assert deleted.state == OperationState.SUCCEEDED, "the service goes; what stays is said"
+    said = Event.objects.get(action="backup", operation=deleted)
+    assert said.outcome == "failed" and said.message.startswith("its backups stay in the backup store: deleting")
+    assert not Service.objects.filter(name="otherdb").exists()
