@@ -31,10 +31,18 @@ def pytest_addoption(parser):
     )
     parser.addoption(
         "--part",
-        choices=PARTS,
+        type=parts_given,
         help="the tests that share nothing on several workers (pytest-xdist), the end-to-end ones (on several "
-        "workers too, a file per worker), or the others, one at a time (./run tests runs the three)",
+        "workers too, a file per worker), or the others, one at a time (./run tests runs the three); "
+        "several, comma-separated, run together",
     )
+
+
+def parts_given(value: str) -> set[str]:
+    parts = set(value.split(","))
+    if not parts <= set(PARTS):
+        raise ValueError(f"parts are {', '.join(PARTS)}")
+    return parts
 
 
 def part_of(item) -> str:
@@ -64,7 +72,7 @@ def pytest_collection_modifyitems(config, items):
             uses_database = item.get_closest_marker("django_db") or DATABASE_FIXTURES & set(item.fixturenames)
             keep = bool(uses_database) and "live_server" not in item.fixturenames
         if part:
-            keep = keep and part_of(item) == part
+            keep = keep and part_of(item) in part
         (kept if keep else left_out).append(item)
     config.hook.pytest_deselected(items=left_out)
     items[:] = kept
