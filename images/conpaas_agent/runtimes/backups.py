@@ -23,6 +23,9 @@ from conpaas_common.wire import BARMAN_SERVER
 from .base import InstanceError
 
 BARMAN = "/usr/bin/barman-cloud-"
+# WAL archiving through barman's own entry point, with gzip at level 6 (wal_archive.py says why),
+# run by Debian's python3, which has barman.
+WAL_ARCHIVE = ["/usr/bin/python3", os.path.join(os.path.dirname(os.path.abspath(__file__)), "wal_archive.py")]
 BACKUP_PROFILE, RESTORE_PROFILE = "backup", "restore"
 # barman-cloud-backup's ids are its start time: 20261207T203000.
 BACKUP_ID_RE = re.compile(r"^[0-9]{8}T[0-9]{6}$")
@@ -144,7 +147,8 @@ class Barman:
     def argv(tool: str, profile: str, where: dict, options: tuple | list = (), rest: tuple | list = ()) -> list[str]:
         """``barman-cloud-<tool> [options] s3://bucket/prefix db [rest]``."""
         common = ["--cloud-provider", "aws-s3", "--endpoint-url", where["endpoint"], "-P", profile]
-        return [BARMAN + tool, *common, *options, url_of(where), BARMAN_SERVER, *rest]
+        command = WAL_ARCHIVE if tool == "wal-archive" else [BARMAN + tool]
+        return [*command, *common, *options, url_of(where), BARMAN_SERVER, *rest]
 
     def shell_command(self, tool: str, profile: str, where: dict, options: list[str], rest: list[str]) -> str:
         """A command for PostgreSQL's archive_command or restore_command (run by /bin/sh, with
