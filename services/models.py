@@ -158,6 +158,10 @@ class Service(models.Model):
     # PostgreSQL: the last archived WAL segment's time as the agent last said it (read by the
     # workers after each backup; the end of the recovery window, never asked per request).
     backup_archived_until = models.DateTimeField(null=True, blank=True, editable=False)
+    # PostgreSQL: when its last restore in place ended. The moments between the one it restored
+    # to and this one now have two histories, and a restore to a time follows the newest: the
+    # recovery window starts here.
+    backup_history_from = models.DateTimeField(null=True, blank=True, editable=False)
 
     objects = ServiceQuerySet.as_manager()
 

@@ -88,18 +88,22 @@ def configure(service: Service, user, **values) -> dict:
 # --- what the API lists -------------------------------------------------------------------
 
 
-def recovery_window(service: Service, backup: Backup) -> dict:
-    """PostgreSQL: from the oldest kept base backup's end to the last archived WAL (as the workers
-    last read it); Redis: the snapshot's moment."""
+def recovery_window(service: Service, backup: Backup | None = None) -> dict:
+    """PostgreSQL: from the oldest kept base backup's end, or the end of the last restore in place
+    when later, to the last archived WAL (as the workers last read it); `to` None when nothing
+    since that restore is archived yet. Redis: the snapshot's moment."""
     if service.runtime != Runtime.POSTGRESQL:
-        return {"from": backup.time, "to": backup.time}
+        return {"from": backup.time, "to": backup.time} if backup else {"from": None, "to": None}
     completed = service.backups.filter(state=BackupState.COMPLETED, end_time__isnull=False)
     oldest = completed.order_by("end_time").first()
     newest = completed.order_by("-end_time").first()
     if oldest is None:
         return {"from": None, "to": None}
-    until = service.backup_archived_until
-    return {"from": oldest.end_time, "to": max(until, newest.end_time) if until else newest.end_time}
+    until, since = service.backup_archived_until, service.backup_history_from
+    to = max(until, newest.end_time) if until else newest.end_time
+    if since is None or since <= oldest.end_time:
+        return {"from": oldest.end_time, "to": to}
+    return {"from": since, "to": to if to > since else None}
 
 
 # --- taking one ---------------------------------------------------------------------------
@@ -410,11 +414,22 @@ def base_for(service: Service, time: datetime) -> Backup:
         raise ValidationError({"time": "give the time with its offset (ISO 8601, e.g. 2026-12-07T20:15:00+00:00)"})
     completed = service.backups.filter(state=BackupState.COMPLETED, end_time__isnull=False)
     base = completed.filter(end_time__lte=time).order_by("-end_time").first()
-    window = recovery_window(service, base) if base else {"from": None, "to": None}
-    if base is None or window["to"] is None or time > window["to"]:
-        first = completed.order_by("end_time").first()
-        shown = f"{window['from'] or first.end_time} to {window['to']}" if first else "empty: no backup yet"
-        raise ValidationError({"time": f"{time.isoformat()} is outside the recovery window ({shown})"})
+    window = recovery_window(service)
+    if window["from"] is None:
+        raise ValidationError({"time": f"{time.isoformat()} is outside the recovery window (empty: no backup yet)"})
+    if window["to"] is None:
+        raise ValidationError(
+            {
+                "time": f"{time.isoformat()} is outside the recovery window: {service.name} was restored in place at "
+                f"{window['from'].isoformat()} and nothing written since is archived yet (restore a backup by its id)"
+            }
+        )
+    if base is None or not window["from"] <= time <= window["to"]:
+        said = f"{time.isoformat()} is outside the recovery window ({window['from']} to {window['to']})"
+        if service.backup_history_from and time < service.backup_history_from:
+            said += f": {service.name} was restored in place at {service.backup_history_from.isoformat()}, which "
+            said += "replaced the history before it (restore a backup by its id)"
+        raise ValidationError({"time": said})
     return base
 
 
@@ -454,6 +469,8 @@ def run_restore(operation) -> str:
         operation.set_progress(f"restoring {backup.backup_id} on {node.name} with all the archived WAL")
         start_server(service, node, restore={**spec, "target_time": None})
         what += " (the archive holds no transaction after it: all of it restored)"
+    if source == service:
+        Service.objects.filter(pk=service.pk).update(backup_history_from=timezone.now())
     return f"{service.name} restored from {what}"
 
 

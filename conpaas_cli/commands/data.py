@@ -92,8 +92,11 @@ def _backups(api: Client, service: dict, args: Namespace) -> int:
         print("no backups yet")
         return 0
     window = listed[0]["recovery_window"]
-    if service["runtime"] == "postgresql" and window["from"]:
-        print(f"restorable to any moment from {short_time(window['from'])} to {short_time(window['to'])}")
+    if service["runtime"] == "postgresql" and window["from"] and window["to"]:
+        print(f"restorable to any moment from {short_time(window['from'])} to {short_time(window['to'])} (UTC)")
+    elif service["runtime"] == "postgresql" and window["from"]:
+        since = short_time(window["from"])
+        print(f"restored in place at {since} (UTC): no moment restorable until its WAL is archived")
     table(
         ["id", "created", "size", "state", "verified"],
         [

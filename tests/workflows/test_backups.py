@@ -312,6 +312,31 @@ def test_a_restore_to_a_time_starts_from_the_newest_base_backup_before_it(alice,
     assert fleet.instances["server"]["restore"]["target_time"] == "2026-12-07T20:07:00+00:00"
 
 
+def test_after_a_restore_in_place_the_window_starts_at_it(alice, fleet, queue):
+    """The moments between the one restored to and the restore itself have two histories: a
+    restore to one of them would follow the new one and give the restored data, not what the
+    service held then (a new user's trial restored 1,000 rows of a moment that held 1,500)."""
+    service, backup = verified_backup(queue, alice, fleet)
+    operation = queue.start(lambda: backups.request_restore(service, alice, backup_pk=backup.pk))
+    assert operation.state == OperationState.SUCCEEDED, operation.error
+    service.refresh_from_db()
+    restored_at = service.backup_history_from
+    assert restored_at is not None and service.backup_archived_until is None
+    assert backups.recovery_window(service) == {"from": restored_at, "to": None}
+    with pytest.raises(ValidationError, match="was restored in place at .* nothing written since is archived yet"):
+        backups.request_restore(service, alice, time=datetime(2026, 12, 7, 20, 7, tzinfo=UTC))
+
+    # The restored server archives: from the restore on, any moment; before it, a backup by id.
+    Service.objects.filter(pk=service.pk).update(backup_archived_until=restored_at + timedelta(minutes=5))
+    service.refresh_from_db()
+    assert backups.recovery_window(service) == {"from": restored_at, "to": restored_at + timedelta(minutes=5)}
+    with pytest.raises(ValidationError, match="which replaced the history before it"):
+        backups.request_restore(service, alice, time=datetime(2026, 12, 7, 20, 7, tzinfo=UTC))
+    later = queue.start(lambda: backups.request_restore(service, alice, time=restored_at + timedelta(minutes=1)))
+    assert later.state == OperationState.SUCCEEDED, later.error
+    assert fleet.instances["server"]["restore"]["backup_id"] == backup.backup_id, "the base before, the new timeline"
+
+
 @pytest.mark.parametrize(
     ("kwargs", "field", "words"),
     [
