@@ -19,8 +19,7 @@ def add_environment(
 ) -> Environment:
     """`settings` as versions.models.clean_settings takes them; `database_copy`: the environment gets
     its own copy of the linked databases at its first deploy (workflows.preview_databases)."""
-    if service.is_data:
-        raise Conflict(f"a {service.runtime} service has no environments: it runs no code versions")
+    refuse_data_service(service)
     environment = Environment(
         service=service,
         name=name,
@@ -39,8 +38,15 @@ def add_environment(
     return environment
 
 
+def refuse_data_service(service: Service) -> None:
+    """A data service runs no code: environments, settings and preview keys would change nothing."""
+    if service.is_data:
+        raise Conflict(f"a {service.runtime} service has no environments: it runs no code versions")
+
+
 def change_preview_key(environment: Environment, preview_key: str, user) -> None:
     service = environment.service
+    refuse_data_service(service)
     candidate = Environment(pk=environment.pk, service=service, name=environment.name, preview_key=preview_key)
     candidate.validate()
     with operations.holding(service, OperationKind.ROUTE, user, {"environment": environment.name}) as operation:
@@ -59,6 +65,7 @@ def change_environment(
     """Deploy a version, new settings or a database copy into the environment: a deploy operation
     when it serves (or is given) a version, so the change reaches instances health-gated; without
     one, the change is saved for its first deploy (None)."""
+    refuse_data_service(environment.service)
     if version is not None or environment.version_id is not None:
         return request_deploy(environment, version or environment.version, user, settings, database_copy)
     refuse_production_copy(environment, database_copy)

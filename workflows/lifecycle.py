@@ -35,7 +35,8 @@ def create(owner, name: str, runtime: str, application=None, environments=(), **
             quotas.check_new_service(owner)
             service.save()
             Environment.objects.create(service=service, name=PRODUCTION)
-            Environment.objects.create(service=service, name=DEVELOPMENT, preview_key=new_preview_key())
+            if not service.is_data:  # a data service runs no code: production only, its server
+                Environment.objects.create(service=service, name=DEVELOPMENT, preview_key=new_preview_key())
             for extra in environments:
                 quotas.check_new_environment(service)
                 Environment.objects.create(service=service, name=extra, preview_key=new_preview_key())
@@ -145,20 +146,23 @@ def run_delete(operation) -> str:
     for node in service.live_nodes():
         operation.set_progress(f"destroying node {node.name}")
         destroy_node(node, operation)
+    backups_said = ""
     if service.is_database:
         # Its data goes, so do its backups (the deletion's confirmation says so); the server is
         # gone first, so no WAL is archived behind the removal.
         operation.set_progress("removing its backups from the backup store")
         try:
-            if removed := backup_store.forget(service):
-                Event.record(service, "backup", removed, Outcome.SUCCEEDED, operation=operation)
+            if backups_said := backup_store.forget(service):
+                Event.record(service, "backup", backups_said, Outcome.SUCCEEDED, operation=operation)
         except ConpaasError as exc:
-            message = f"its backups stay in the backup store: {exc}"
-            Event.record(service, "backup", message, Outcome.FAILED, operation=operation)
+            backups_said = f"its backups stay in the backup store: {exc}"
+            Event.record(service, "backup", backups_said, Outcome.FAILED, operation=operation)
+        # The operation outlives the service and its events: its last words say what happened.
+        operation.set_progress(backups_said[:200] or "it had no backup")
     shas = list(service.versions.values_list("sha256", "kind"))
     name = service.name
     with transaction.atomic():
         service.environments.all().delete()
         service.delete()
     delete_unreferenced_archives(shas)
-    return f"service {name} deleted"
+    return f"service {name} deleted" + (f"; {backups_said}" if backups_said else "")

@@ -99,3 +99,8 @@ def test_a_data_service_takes_no_code_version_and_does_not_scale(api, alice, _is
     autoscaling = api.put(f"/api/v1/services/{store.pk}/autoscaling/", {"enabled": True}, format="json")
     assert autoscaling.status_code == 409 and "has no autoscaling" in autoscaling.json()["detail"]
     assert not Operation.objects.exists() and not store.environments.filter(name="staging").exists()
+    settings = api.patch(
+        f"/api/v1/services/{store.pk}/environments/production/", {"settings": {"A": "1"}}, format="json"
+    )
+    assert settings.status_code == 409 and "has no environments" in settings.json()["detail"]
+    assert store.environments.get(name="production").settings == {}

@@ -533,6 +533,7 @@ def test_deleting_a_database_removes_its_backups_and_a_refusal_is_said_not_fatal
     deleted = queue.start(lambda: lifecycle.request_delete(service, alice))
     assert deleted.state == OperationState.SUCCEEDED, deleted.error
     assert forgotten == ["wikidb"] and not Service.objects.filter(name="wikidb").exists()
+    assert deleted.progress == "3 backup file(s), 4,096 bytes, removed from the backup store", "after its events"
     said = Event.objects.get(action="backup", operation=deleted)
     assert (said.outcome, said.message) == ("succeeded", "3 backup file(s), 4,096 bytes, removed from the backup store")
 

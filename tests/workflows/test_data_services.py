@@ -29,6 +29,7 @@ def test_it_runs_the_server_on_one_node_without_a_router(alice, fleet, queue):
     assert len(service.password) >= 32
     assert fleet.instances["server"]["version"] == "postgresql"
     assert service.url == f"postgres://conpaas@{node.address}:{node.data_port}/conpaas"
+    assert list(service.environments.values_list("name", flat=True)) == ["production"], "no code: no preview"
     assert service.connection_url() == f"postgres://conpaas:{service.password}@{node.address}:{node.data_port}/conpaas"
     assert not Event.objects.filter(message__contains=service.password).exists()
     assert service.password not in str(list(Operation.objects.values_list("params", "progress", "error")))
