@@ -317,6 +317,8 @@ def platform(
         try:
             done = env.plane.manage("down", check=False)
             say(f"platform: manage.py down -> {done.returncode} {done.stdout.strip()}")
+            if done.returncode:
+                say(f"platform: manage.py down said: {done.stderr.strip()[-1500:]}")
         except Exception as exc:  # noqa: BLE001 - report and go on
             say(f"platform: manage.py down failed: {exc!r}")
         if env.failed or keep:
