@@ -35,8 +35,8 @@ def wait(api: Client, operation: dict) -> dict:
 
 def _status(operation: dict) -> str:
     what = f"{operation['kind']} #{operation['id']}"
-    if operation["state"] == "pending":
-        return f"{what}: queued"
+    if operation["state"] == "pending":  # its progress says why it waits (another operation, a limit)
+        return f"{what}: queued, {operation['progress']}" if operation.get("progress") else f"{what}: queued"
     return f"{what}: {operation.get('progress') or operation['state']}"
 
 

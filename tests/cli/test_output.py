@@ -114,3 +114,12 @@ def test_waiting_on_an_operation_polls_often_at_first_then_once_a_second(monkeyp
 
     assert operations.wait(Api(), {**running, "state": "pending"})["state"] == "succeeded"
     assert pauses == [0.2, 0.3, 0.5, 0.8, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0]
+
+
+def test_a_queued_operation_says_what_it_waits_for():
+    from conpaas_cli.commands.operations import _status
+
+    waiting = {"id": 3, "kind": "load", "state": "pending", "progress": "waiting for backup operation #2 to finish"}
+    assert _status(waiting) == "load #3: queued, waiting for backup operation #2 to finish"
+    assert _status({**waiting, "progress": ""}) == "load #3: queued"
+    assert _status({**waiting, "state": "running", "progress": "loading"}) == "load #3: loading"
