@@ -268,12 +268,16 @@ def load(server: Server, path: str, fmt: str, report: Callable[[str, dict], None
         errors, replies = int(summary.group(1)), int(summary.group(2))
         counters["items"] = replies - errors
         if errors:
+            say()  # the counter: what was loaded, not what was read
             first = next((line for line in said.splitlines() if line.startswith((b"ERR", b"WRONGTYPE", b"-"))), b"")
             raise OperationFailed(
                 f"{errors:,} of {replies:,} commands of the dump failed (the others were loaded): "
                 f"{first.decode(errors='replace')[:300]}"
             )
     elif code != 0:
+        # One transaction, rolled back: the rows counted while reading are not in the database.
+        counters["items"] = 0
+        report(f"nothing loaded: the database refused the dump after {counters['bytes_read']:,} bytes", dict(counters))
         raise OperationFailed(f"the database refused the dump, nothing was loaded: {last_words(said)}")
     say()
     return counters

@@ -88,6 +88,7 @@ def test_it_loads_a_sql_dump_with_counters_a_broken_one_not_at_all_and_a_pg_dump
     failed = api.wait_operation(load(api, postgres, broken).json())
     assert failed["state"] == "failed"
     assert 'relation "nowhere" does not exist' in failed["error"] and "nothing was loaded" in failed["error"]
+    assert failed["counters"]["items"] == 0 and failed["progress"].startswith("nothing loaded"), failed
     assert "does not exist" in psql(creds, "SELECT * FROM more").stderr
 
     # pg_dump's custom format goes to pg_restore.
