@@ -84,6 +84,9 @@ def test_a_minute_average_stands_for_its_raw_points(shop):
     assert [p.time for p in left] == [START + timedelta(seconds=65)], "the minute's raw points are gone"
 
 
+# 1,560 passes of sampling and roll-up: what it checks is arithmetic over the rows, the same on any
+# database (the queries are the other tests'), so in the first pass only.
+@pytest.mark.one_pass
 def test_rows_stay_bounded_over_a_day_and_more(shop, fleet, settings):
     # A pass a minute (the default is 5 s): 26 hours are 1,560 passes, and the rules are the same.
     settings.CONPAAS_METRICS_INTERVAL = 60
