@@ -20,6 +20,22 @@ PARALLEL_PROCESS_FOLDERS = {"agent"}
 # worker at a time (their module fixtures share a plane); then one at a time what shares the
 # machine (tests/services' bridge and slots) or measures under load (marked `serial`).
 PARTS = ("parallel", "e2e", "serial")
+# The e2e part's longest files, longest first (from ./run tests' durations, 2026-12-08): a file goes
+# to whichever worker is free, so the long ones start first and the workers end together (xdist's
+# own order, most tests first, left a 2-minute file of one test to the end: 453 s, not ~380 s).
+E2E_LONGEST_FIRST = (
+    "e2e/test_storage.py",
+    "e2e/test_mediawiki.py",
+    "e2e/test_backups.py",
+    "e2e/test_blue_green.py",
+    "console/test_browser.py",
+    "cli/test_real_platform.py",
+    "e2e/test_isolation.py",
+    "e2e/test_dead_workers.py",
+    "e2e/test_self_healing.py",
+    "e2e/test_data_services.py",
+    "e2e/test_builds.py",
+)
 TESTS = Path(__file__).resolve().parent
 
 
@@ -75,6 +91,9 @@ def pytest_collection_modifyitems(config, items):
             keep = keep and part_of(item) in part
         (kept if keep else left_out).append(item)
     config.hook.pytest_deselected(items=left_out)
+    if part and "e2e" in part:
+        rank = {name: position for position, name in enumerate(E2E_LONGEST_FIRST)}
+        kept.sort(key=lambda item: rank.get(item.path.relative_to(TESTS).as_posix(), len(rank)))  # stable
     items[:] = kept
 
 
