@@ -73,8 +73,7 @@ def bucket_of(service) -> str:
 def platform_target(service) -> dict:
     """`service`'s bucket in the platform's store and the identity that reaches it alone, made
     and pushed on the first call (object_storage.grant: the way storage services' buckets are)."""
-    config = platform_store.load()
-    store = object_storage.Store(config.endpoint, config.access_key, config.secret_key, config.master, config.filer)
+    store = platform_s3()
     name = bucket_of(service)
     if not Bucket.objects.filter(storage__isnull=True, name=name, granted=True).exists():
         wait_for(store.endpoint)  # before any row: a store that never answers leaves nothing
@@ -87,6 +86,12 @@ def platform_target(service) -> dict:
         "secret_key": granted.secret_key,
         "region": STORAGE_REGION,
     }
+
+
+def platform_s3() -> object_storage.Store:
+    """The platform's backup store, with its admin identity."""
+    config = platform_store.load()
+    return object_storage.Store(config.endpoint, config.access_key, config.secret_key, config.master, config.filer)
 
 
 def wait_for(endpoint: str) -> None:
@@ -124,15 +129,15 @@ def forget(service) -> str:
         row = Bucket.objects.filter(storage__isnull=True, name=bucket_of(service)).first()
         if row is None:
             return ""  # never backed up: no bucket was made
-        config = platform_store.load()
-        store = object_storage.Store(config.endpoint, config.access_key, config.secret_key, config.master, config.filer)
-        objects, size = _delete_objects(store.s3(), row.name, "")
+        store = platform_s3()
+        s3 = store.s3()
+        objects, size = _delete_objects(s3, row.name, "")
         try:
-            store.s3().delete_bucket(Bucket=row.name)
+            s3.delete_bucket(Bucket=row.name)
         except Exception as exc:  # boto3 raises many types; the store's words are the point
             if "NoSuchBucket" not in str(exc):
                 raise object_storage.StoreError(f"deleting bucket {row.name}: {exc}") from None
-        store.shell(f"s3.configure -user=bucket-{row.name} -delete -apply\n", f"revoking {row.name}")
+        object_storage.revoke(store, row)
         row.delete()
     else:
         location = target_for(service)

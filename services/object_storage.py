@@ -194,12 +194,17 @@ def grant(store: Store, row: Bucket, size_mb: int | None) -> S3Credentials:
 
 
 def revoke_bucket(row: Bucket) -> None:
-    """The bucket's identity deleted from the store (its objects stay, and grant_bucket gives the
-    same keys back); the row says it is no longer granted."""
+    """The bucket's identity deleted from its storage service (its objects stay, and grant_bucket
+    gives the same keys back); the row says it is no longer granted."""
     if row.granted:
-        Store.of(row.storage).shell(f"s3.configure -user=bucket-{row.name} -delete -apply\n", f"revoking {row.name}")
+        revoke(Store.of(row.storage), row)
     Bucket.objects.filter(pk=row.pk).update(granted=False)
     row.granted = False
+
+
+def revoke(store: Store, row: Bucket) -> None:
+    """`row`'s identity deleted from `store` (a storage service's or the platform's backup store)."""
+    store.shell(f"s3.configure -user=bucket-{row.name} -delete -apply\n", f"revoking {row.name}")
 
 
 def quota_mb(storage: Service) -> int:

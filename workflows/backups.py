@@ -477,11 +477,6 @@ def run_restore(operation) -> str:
 # --- a dead database node rebuilt (self-healing) ------------------------------------------
 
 
-def rebuildable(service: Service) -> bool:
-    """Whether a dead node of `service` can be rebuilt: a backup store, and a backup in it."""
-    return backup_store.configured() and service.backups.filter(state=BackupState.COMPLETED).exists()
-
-
 def rebuild(service: Service, dead: Node, operation) -> str:
     """A new node where `dead` was (its address: the cloud keeps it when it can), its server
     restored from the newest backup and, for PostgreSQL, all the WAL archived after it, on the

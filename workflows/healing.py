@@ -61,8 +61,7 @@ def check_due(max_age: float) -> int:
     returns how many heal operations were started."""
     now = timezone.now()
     stale = Q(nodes_checked__isnull=True) | Q(nodes_checked__lte=now - timedelta(seconds=max_age))
-    # Not databases: a new node for a dead server would come up empty (README, Data services). A
-    # storage service's nodes but the first are volume servers whose objects have copies elsewhere.
+    # A storage service's nodes but the first are volume servers whose objects have copies elsewhere.
     # A database only once it has a backup: a new node for a dead server is restored from it (a
     # database without one would come up empty, so its node is left as it died: README, Backups).
     backed_up = Backup.objects.filter(service=OuterRef("pk"), state=BackupState.COMPLETED)

@@ -8,9 +8,7 @@ import signal
 import socket
 import subprocess
 
-import boto3
 import pytest
-from botocore.config import Config
 from botocore.exceptions import ClientError
 from django.core.management.base import CommandError
 
@@ -47,14 +45,8 @@ def running_store(own_store):
 
 
 def s3(location: dict):
-    return boto3.client(
-        "s3",
-        endpoint_url=location["endpoint"],
-        aws_access_key_id=location["access_key"],
-        aws_secret_access_key=location["secret_key"],
-        region_name=location["region"],
-        config=Config(retries={"max_attempts": 1}),
-    )
+    """A client as the control plane makes them, with `location`'s keys."""
+    return backup_store.client(location)
 
 
 def test_with_an_operators_store_every_service_gets_its_bucket_and_key(db, settings):
