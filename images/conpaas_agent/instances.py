@@ -135,6 +135,12 @@ def unpack(archive: str, dest: str, max_bytes: int = MAX_UNPACKED_BYTES, content
 # --- instances ---------------------------------------------------------------------------
 
 
+# Spec fields a new instance starts with that never restart a running one: download links (they
+# expire and are re-signed), a restore and a port (only a server without data or port takes them),
+# and the master a replica or a sentinel begins with.
+START_ONLY_FIELDS = ("archive_url", "build_url", "restore", "port", "replica_port", "replica_of", "monitor")
+
+
 def validate_instance(body: object) -> dict:
     """The instance spec, checked: the common fields, then the runtime's own (its recipe's)."""
     if not isinstance(body, dict):
@@ -481,15 +487,15 @@ class Instances:
 
     def _put(self, name: str, spec: dict) -> tuple[dict, bool]:
         recipe = RECIPES[spec["runtime"]]
-        # The download links are not part of what runs (links expire and are re-signed): a PUT
-        # that differs only in archive_url or build_url must leave the running instance alone.
-        # Nor is a data server's restore, which only an instance without data yet takes, nor the
-        # port it asks for: a running server stays where it is.
-        identity = {k: v for k, v in spec.items() if k not in ("archive_url", "build_url", "restore", "port")}
+        # What only a start takes (START_ONLY_FIELDS) is not part of what runs: a PUT that differs
+        # only there leaves the running instance alone.
+        identity = {k: v for k, v in spec.items() if k not in START_ONLY_FIELDS}
         spec_hash = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
         with self._lock_for(self._name_locks, name):
             record = self.records.get(name)
             if record and record.get("spec_hash") == spec_hash and self.alive(name):
+                return self.public(name), False
+            if record and self._reconfigured(name, record, recipe, spec, spec_hash):
                 return self.public(name), False
             if record:
                 self._stop(name)
@@ -534,6 +540,31 @@ class Instances:
             self._save()
             log.info("started instance %s version %s on port %s (pids %s)", name, spec["version"], port, pids)
             return self.public(name), True
+
+    def _reconfigured(self, name: str, record: dict, recipe: Recipe, spec: dict, spec_hash: str) -> bool:
+        """A running instance whose recipe takes the new spec in place (a router's members)."""
+        reconfigure = getattr(recipe, "reconfigure", None)
+        if reconfigure is None or record.get("runtime") != spec["runtime"] or not self.alive(name):
+            return False
+        details = reconfigure(os.path.join(self.instances_dir, name), self.host, record, spec)
+        if details is None:
+            return False
+        self.records[name] = {**record, **spec, "port": record["port"], "details": details, "spec_hash": spec_hash}
+        self._save()
+        log.info("reconfigured instance %s in place", name)
+        return True
+
+    def replication(self, name: str) -> dict | None:
+        """A data server's part in its service's replication (its recipe's answer), if it has one."""
+        record = self.records.get(name)
+        if record is None:
+            raise InstanceError(f"no instance named {name}", 404)
+        recipe = recipe_of(record)
+        if not hasattr(recipe, "replication"):
+            return None
+        if not self.alive(name):
+            return {"role": None, "detail": "the server has exited"}
+        return recipe.replication(os.path.join(self.instances_dir, name), self.host, record["port"], record)
 
     @staticmethod
     def _wait_ready(recipe: Recipe, run: Run) -> None:

@@ -177,6 +177,8 @@ class Agent:
     def get_instance(self, query: dict, body: object, name: str) -> tuple[int, object]:
         instance = self.instances.get(name)
         instance["health"] = self.instances.health(name, query.get("path", ["/"])[0])
+        if (replication := self.instances.replication(name)) is not None:
+            instance["replication"] = replication
         return 200, instance
 
     def delete_instance(self, query: dict, body: object, name: str) -> tuple[int, object]:

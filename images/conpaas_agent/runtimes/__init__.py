@@ -10,9 +10,12 @@ from .php import Php
 from .postgresql import Postgresql
 from .python import Python
 from .redis import Redis
+from .sentinel import Sentinel
 from .static import Static
 from .storage import Storage
+from .tcp_router import TcpRouter
 
 RECIPES: dict[str, Recipe] = {
-    recipe.name: recipe for recipe in (Python(), Php(), Static(), Java(), Postgresql(), Redis(), Storage())
+    recipe.name: recipe
+    for recipe in (Python(), Php(), Static(), Java(), Postgresql(), Redis(), Storage(), Sentinel(), TcpRouter())
 }

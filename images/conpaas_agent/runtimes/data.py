@@ -10,6 +10,7 @@ never Debian's cluster or system services (images/stop-services.sh disables thos
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import socket
@@ -27,6 +28,20 @@ def answers_tcp(host: str, port: int) -> bool:
             return True
     except OSError:
         return False
+
+
+def validate_address(value: object, field: str) -> dict:
+    """`{host, port}` of another server (a master to replicate): an IP address and a port."""
+    if not isinstance(value, dict) or set(value) != {"host", "port"}:
+        raise InstanceError(f"{field} must be an object with host and port", 400)
+    try:
+        host = str(ipaddress.ip_address(value["host"]))
+    except ValueError:
+        raise InstanceError(f"{field}.host must be an IP address", 400) from None
+    port = value["port"]
+    if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
+        raise InstanceError(f"{field}.port must be an integer from 1 to 65535", 400)
+    return {"host": host, "port": port}
 
 
 def private_file(path: str, text: str) -> str:

@@ -1,5 +1,7 @@
 """redis: a Redis 7 server per node (data.py: what data services share), its data in an AOF;
-with a restore a new instance begins with the keys of an RDB file behind a presigned URL."""
+with a restore a new instance begins with the keys of an RDB file behind a presigned URL; with
+``replica_of`` it starts as a replica of that master (Redis Sentinel, sentinel.py, moves the
+master role afterwards: the spec's master is only where a new server starts)."""
 
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ import urllib.request
 from conpaas_common.wire import REDIS_DATABASES
 
 from .base import InstanceError, Run, installed, instance_environ, why_it_failed
-from .data import RESTORE_TIMEOUT, DataRecipe, private_file
+from .data import RESTORE_TIMEOUT, DataRecipe, private_file, validate_address
 
 REDIS_SERVER = "/usr/bin/redis-server"
 REDIS_CLI = "/usr/bin/redis-cli"
@@ -25,10 +27,12 @@ class Redis(DataRecipe):
     keys of an RDB file (a presigned S3 URL) rather than empty."""
 
     name = "redis"
-    fields = frozenset({"password", "port", "restore"})
+    fields = frozenset({"password", "port", "restore", "replica_of"})
 
     def validate(self, body: dict) -> dict:
         spec = super().validate(body)
+        if body.get("replica_of") is not None:
+            spec["replica_of"] = validate_address(body["replica_of"], "replica_of")
         restore = body.get("restore")
         if restore is not None:
             url = restore.get("url") if isinstance(restore, dict) and set(restore) == {"url"} else None
@@ -42,7 +46,8 @@ class Redis(DataRecipe):
         server = installed(REDIS_SERVER, "redis-server", self.name)
         data = run.path("data")
         os.makedirs(data, mode=0o700, exist_ok=True)
-        restoring = bool(run.spec.get("restore")) and not self._holds_data(data)
+        # A replica takes its master's data whatever it held: no restore.
+        restoring = bool(run.spec.get("restore")) and not run.spec.get("replica_of") and not self._holds_data(data)
         if restoring:
             self._download(run.spec["restore"]["url"], data)
         # Redis 7 ignores an RDB when appendonly is on and no AOF exists: a restore starts
@@ -61,14 +66,50 @@ class Redis(DataRecipe):
 
     @staticmethod
     def _write_config(run: Run, appendonly: bool) -> None:
-        # The password is in the config file, not on the command line (ps shows that).
+        # The password is in the config file, not on the command line (ps shows that). Every
+        # member of a replicated service has the same one: replicas authenticate with it
+        # (masterauth), and so does Sentinel.
+        password = run.spec["password"]
+        replica = ""
+        if master := run.spec.get("replica_of"):
+            replica = f"replicaof {master['host']} {master['port']}\n"
         private_file(
             run.path("redis.conf"),
-            f"bind {run.host}\nport {run.port}\nrequirepass {run.spec['password']}\n"
+            f"bind {run.host}\nport {run.port}\nrequirepass {password}\nmasterauth {password}\n"
             f"dir {run.path('data')}\ndaemonize no\nprotected-mode no\n"
             f'appendonly {"yes" if appendonly else "no"}\nsave 60 1000\nlogfile ""\n'
-            f"databases {REDIS_DATABASES}\n",
+            f"databases {REDIS_DATABASES}\n{replica}",
         )
+
+    def replication(self, directory: str, host: str, port: int, record: dict) -> dict:
+        """The server's part in its replication, as Redis says it (INFO replication): `primary`
+        or `replica`, and for a replica whether its link to the master is up and the seconds
+        since it last heard from it (`lag_s`; Redis counts no lag of its own in time)."""
+        env = instance_environ(os.path.join(directory, "home"), {})
+        env["REDISCLI_AUTH"] = record["password"]
+        try:
+            done = subprocess.run(
+                [REDIS_CLI, "-h", host, "-p", str(port), "INFO", "replication"],
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=5,
+            )
+        except subprocess.TimeoutExpired:
+            return {"role": None, "detail": "the server did not answer within 5 s"}
+        info = dict(line.split(":", 1) for line in done.stdout.replace("\r", "").splitlines() if ":" in line)
+        if info.get("role") == "master":
+            return {"role": "primary", "lag_s": 0, "replicas": int(info.get("connected_slaves", 0))}
+        if info.get("role") == "slave":
+            up = info.get("master_link_status") == "up"
+            return {
+                "role": "replica",
+                "lag_s": int(info.get("master_last_io_seconds_ago", -1)) if up else None,
+                "master": f"{info.get('master_host')}:{info.get('master_port')}",
+                "link": "up" if up else "down",
+                "in_sync": up and info.get("master_sync_in_progress") == "0",
+            }
+        return {"role": None, "detail": (done.stdout + done.stderr).strip()[:200] or "no answer"}
 
     @staticmethod
     def _holds_data(data: str) -> bool:

@@ -1,0 +1,103 @@
+"""A replicated Redis on agents: servers started as replicas of a master, Redis Sentinel on each
+node and on the router, and the TCP router (HAProxy) that always sends the service's port to the
+current master. Real processes throughout: kill -9 of the master, and the router's port takes
+writes again once Sentinel has promoted a replica."""
+
+import os
+import signal
+import time
+
+from conpaas_common.procs import free_port
+from tests.agent.agent_helpers import unprivileged_agent
+from tests.agent.test_data import PASSWORD, redis
+
+
+def put(agent, name, spec):
+    reply = agent.call("PUT", f"/v1/instances/{name}", spec)
+    assert reply.status == 200, reply.body
+    return reply.json()
+
+
+def wait_for(condition, timeout=30.0, what="the condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if result := condition():
+            return result
+        time.sleep(0.1)
+    raise AssertionError(f"{what} did not hold within {timeout} s")
+
+
+def replication(agent, name):
+    return agent.call("GET", f"/v1/instances/{name}").json().get("replication")
+
+
+def test_it_fails_over_behind_one_address_when_the_master_dies():
+    with unprivileged_agent() as node:
+        master = put(node, "s1", {"runtime": "redis", "password": PASSWORD})
+        at = {"host": "127.0.0.1", "port": master["port"]}
+        replicas = [put(node, name, {"runtime": "redis", "password": PASSWORD, "replica_of": at}) for name in ("s2",)]
+        servers = {"s1": master, "s2": replicas[0]}
+        members = [{"name": name, "host": "127.0.0.1", "port": s["port"]} for name, s in servers.items()]
+        router = put(
+            node, "router", {"runtime": "tcp_router", "engine": "redis", "password": PASSWORD, "members": members}
+        )
+        port, replica_port = router["port"], router["details"]["replica_port"]
+        # Three sentinels (two nodes and the router, in the platform), two make the quorum.
+        for name in ("q1", "q2", "q3"):
+            put(node, name, {"runtime": "sentinel", "password": PASSWORD, "monitor": at, "quorum": 2})
+
+        assert replication(node, "s1")["role"] == "primary"
+        wait_for(lambda: replication(node, "s2").get("link") == "up", what="s2's link to its master")
+        assert replication(node, "s2")["role"] == "replica"
+        wait_for(
+            lambda: redis(port, PASSWORD, "SET", "k", "v1").stdout.strip() == "OK", what="a write through the router"
+        )
+        # Reads through the replica port reach the replica, which refuses writes.
+        wait_for(lambda: redis(replica_port, PASSWORD, "GET", "k").stdout.strip() == "v1", what="a replica read")
+        assert "READONLY" in redis(replica_port, PASSWORD, "SET", "k", "x").stdout
+        assert "NOAUTH" in redis(port, "", "GET", "k").stdout
+
+        # A new member put in the router's slots takes no write before its check passes.
+        third = put(node, "s3", {"runtime": "redis", "password": PASSWORD, "replica_of": at})
+        members.append({"name": "s3", "host": "127.0.0.1", "port": third["port"]})
+        again = put(
+            node, "router", {"runtime": "tcp_router", "engine": "redis", "password": PASSWORD, "members": members}
+        )
+        assert again["pid"] == router["pid"]  # taken in place, not restarted
+        failed = [redis(port, PASSWORD, "INCR", "n").stdout for _ in range(50)]
+        assert all(answer.strip().isdigit() for answer in failed), failed
+
+        os.kill(master["pid"], signal.SIGKILL)
+        killed = time.monotonic()
+        wait_for(
+            lambda: redis(port, PASSWORD, "SET", "k", "v2").stdout.strip() == "OK",
+            timeout=30,
+            what="a write through the router after the master's death",
+        )
+        took = time.monotonic() - killed
+        assert took < 20, took
+        # The sentinels say so once the failover is complete.
+        new_master = wait_for(
+            lambda: (
+                (replication(node, "q1")["master"] or {}).get("port") != master["port"]
+                and replication(node, "q1")["master"]["port"]
+            ),
+            what="the sentinels' new master",
+        )
+        assert new_master in (servers["s2"]["port"], third["port"])
+        promoted = "s2" if new_master == servers["s2"]["port"] else "s3"
+        assert replication(node, promoted)["role"] == "primary"
+        assert redis(port, PASSWORD, "GET", "k").stdout.strip() == "v2"
+
+
+def test_it_refuses_a_router_spec_it_cannot_take():
+    with unprivileged_agent() as node:
+        body = {"runtime": "tcp_router", "engine": "mongodb", "password": PASSWORD, "members": []}
+        assert node.call("PUT", "/v1/instances/router", body).status == 400
+        six = [{"name": f"m{n}", "host": "127.0.0.1", "port": free_port()} for n in range(6)]
+        body = {"runtime": "tcp_router", "engine": "redis", "password": PASSWORD, "members": six}
+        reply = node.call("PUT", "/v1/instances/router", body)
+        assert reply.status == 400 and "at most 5" in reply.json()["error"]
+        body = {"runtime": "redis", "password": PASSWORD, "replica_of": {"host": "db.example", "port": 6379}}
+        reply = node.call("PUT", "/v1/instances/s", body)
+        assert reply.status == 400 and "IP address" in reply.json()["error"]
