@@ -45,13 +45,23 @@ class ApiTokenSerializer(serializers.ModelSerializer):
 
 class NodeSerializer(serializers.ModelSerializer):
     role = serializers.SerializerMethodField()
+    # A replicated data service's member: primary, replica (or old-primary, about to be one), as
+    # last seen by the workers; lag_s: a replica's seconds behind (null when unknown).
+    replication_role = serializers.SerializerMethodField()
+    lag_s = serializers.SerializerMethodField()
 
     class Meta:
         model = Node
-        fields = ["id", "name", "role", "roles", "state", "address", "cloud", "created"]
+        fields = ["id", "name", "role", "roles", "state", "address", "cloud", "created", "replication_role", "lag_s"]
 
     def get_role(self, node) -> str:
         return "+".join(node.roles)
+
+    def get_replication_role(self, node) -> str | None:
+        return node.replication.get("role")
+
+    def get_lag_s(self, node) -> float | None:
+        return node.replication.get("lag_s")
 
 
 class EnvironmentSummarySerializer(serializers.ModelSerializer):
@@ -134,7 +144,9 @@ def service_list(services) -> list[dict]:
         Node.objects.filter(service__in=services)
         .exclude(state__in=GONE)
         .order_by("created", "id")
-        .values("service_id", "id", "name", "is_proxy", "is_backend", "state", "address", "cloud", "created")
+        .values(
+            "service_id", "id", "name", "is_proxy", "is_backend", "state", "address", "cloud", "created", "replication"
+        )
     ):
         nodes.setdefault(node["service_id"], []).append(node)
     urls = production_urls(services)
@@ -193,6 +205,8 @@ def node_representation(node: dict, created) -> dict:
         "address": node["address"],
         "cloud": node["cloud"],
         "created": created(node["created"]),
+        "replication_role": node["replication"].get("role"),
+        "lag_s": node["replication"].get("lag_s"),
     }
 
 

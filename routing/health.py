@@ -17,7 +17,7 @@ from django.utils import timezone
 from conpaas_common.waiting import wait_until
 from routing.table import answered_errors, health_problems, proxy_statuses, running_proxies
 from services import agent
-from services.choices import NodeState, ServiceState
+from services.choices import DATA_RUNTIMES, NodeState, ServiceState
 from services.errors import OperationFailed
 from services.models import Node, Service
 from versions.instances import Release
@@ -117,6 +117,7 @@ def refresh_due(max_age: float) -> int:
     now = timezone.now()
     stale = Q(router_checked__isnull=True) | Q(router_checked__lte=now - timedelta(seconds=max_age))
     proxies = Node.objects.filter(is_proxy=True, state=NodeState.RUNNING, service__state=ServiceState.RUNNING)
+    proxies = proxies.exclude(service__runtime__in=DATA_RUNTIMES)  # TCP routers: services/replication.py
     refreshed = 0
     # One query when nothing is due (or nothing runs): the usual case on an idle platform.
     for service_id in set(proxies.filter(stale).values_list("service_id", flat=True)):

@@ -21,7 +21,7 @@ from routing.health import ROUTER_TIMEOUT
 from routing.models import MetricPoint, Resolution
 from routing.table import running_proxies
 from services import agent
-from services.choices import NodeState, ServiceState
+from services.choices import DATA_RUNTIMES, NodeState, ServiceState
 from services.errors import OperationFailed
 from services.models import Service
 
@@ -149,9 +149,11 @@ def sample_due(now: datetime | None = None) -> list[Service]:
     services sampled. A router that does not answer leaves a gap in its service's history."""
     now = now or timezone.now()
     at = slot(now)
-    running = Service.objects.filter(
-        state=ServiceState.RUNNING, nodes__is_proxy=True, nodes__state=NodeState.RUNNING
-    ).distinct()
+    running = (
+        Service.objects.filter(state=ServiceState.RUNNING, nodes__is_proxy=True, nodes__state=NodeState.RUNNING)
+        .exclude(runtime__in=DATA_RUNTIMES)  # a data service's router counts no HTTP requests
+        .distinct()
+    )
     done = MetricPoint.objects.filter(resolution=Resolution.RAW, time=at).values("service_id")
     sampled = []
     for service in running.exclude(pk__in=done).select_related("owner"):

@@ -11,12 +11,16 @@ class Runtime(models.TextChoices):
     STORAGE = "storage", "S3 object storage (data service)"
 
 
-# Data services: no code versions, no router; their one node runs the server (README, Data services).
-# A storage service is one too: its first node runs the S3 gateway, more nodes add volume servers.
+# Data services: no code versions, no HTTP router; their server nodes run the server (README, Data
+# services). A storage service is one too: its first node runs the S3 gateway, more nodes add
+# volume servers.
 DATA_RUNTIMES = (Runtime.POSTGRESQL, Runtime.REDIS, Runtime.STORAGE)
 # The databases: one server holding the data, backed up and restored (workflows/backups.py) and
 # rebuilt from its backups when its node dies (workflows/healing.py). A store keeps copies instead.
 DATABASE_RUNTIMES = (Runtime.POSTGRESQL, Runtime.REDIS)
+# The databases that replicate (workflows/replication.py): a router node is their one address, in
+# front of a primary and replicas that a manager of the engine's own fails over (Redis Sentinel).
+REPLICATED_RUNTIMES = (Runtime.REDIS,)
 
 
 class ServiceState(models.TextChoices):
@@ -80,6 +84,8 @@ class Outcome(models.TextChoices):
 # A data service's runtime -> the variable its linked instances find its connection URL in; a
 # linked web service is `<NAME>_URL` (versions/instances.py: link_environment).
 LINK_VARIABLES = {"postgresql": "DATABASE_URL", "redis": "REDIS_URL", "storage": "S3_ENDPOINT_URL"}
+# …and the one that reaches its replicas for reads, when it has a router (workflows/replication.py).
+LINK_REPLICA_VARIABLES = {"postgresql": "DATABASE_REPLICA_URL", "redis": "REDIS_REPLICA_URL"}
 # A linked storage service gives these besides S3_ENDPOINT_URL: a bucket of the linking service's
 # own and keys that reach only it (services/object_storage.py), so any S3 client works unchanged.
 STORAGE_LINK_VARIABLES = (

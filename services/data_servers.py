@@ -40,16 +40,25 @@ class DumpRefused(ConpaasError):
     """The dump is not one the service's database takes; nothing was loaded."""
 
 
-def start_server(service: Service, node: Node, restore: dict | None = None, port: int | None = None) -> int:
+def start_server(
+    service: Service,
+    node: Node,
+    restore: dict | None = None,
+    port: int | None = None,
+    replica_of: dict | None = None,
+) -> int:
     """Start (or find running) the service's server on `node`; returns and records its port.
 
     A PostgreSQL server archives its WAL to the backup store when there is one (the RPO is
     CONPAAS_BACKUP_ARCHIVE_TIMEOUT_S); `restore` (backup_wire.md) fills a new server from a backup.
     `port` (default: the one the node's server had) keeps its clients' URLs when it is started
-    again: after a restore in place, or rebuilt on a node at the dead one's address."""
+    again: after a restore in place, or rebuilt on a node at the dead one's address. A new
+    server with `replica_of` ({host, port}) starts as a replica of that primary."""
     spec = {"runtime": service.runtime, "password": service.password}
     if port or node.data_port:
         spec["port"] = port or node.data_port
+    if replica_of is not None:
+        spec["replica_of"] = replica_of
     if service.runtime == Runtime.POSTGRESQL and backup_store.configured():
         spec["backup"] = backup_store.for_nodes(backup_store.target_for(service))
         spec["archive_timeout_s"] = settings.CONPAAS_BACKUP_ARCHIVE_TIMEOUT_S
@@ -179,7 +188,9 @@ class Server:
 
     @classmethod
     def of(cls, service: Service) -> "Server":
-        node = service.server_node()
+        """The service's server as its clients reach it: through its router (the primary now),
+        or the server's own address for a service made before routers."""
+        node = service.router_node() or service.server_node()
         if node is None:
             raise OperationFailed(f"{service.name} has no running server")
         return cls(service.runtime, node.address, node.data_port, service.password)

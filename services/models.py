@@ -25,6 +25,7 @@ from conpaas_common.wire import (
 from services.choices import (
     DATA_RUNTIMES,
     DATABASE_RUNTIMES,
+    REPLICATED_RUNTIMES,
     BackupKind,
     BackupState,
     NodeState,
@@ -229,17 +230,41 @@ class Service(models.Model):
         return self.runtime in DATABASE_RUNTIMES
 
     def server_node(self) -> "Node | None":
-        """A data service's node that runs its server (the service has one; a storage service's
-        first node, its S3 gateway)."""
-        return self.live_nodes().filter(state=NodeState.RUNNING, data_port__isnull=False).first()
+        """A data service's node that runs its server: a replicated one's primary, as last seen
+        (Node.replication); a storage service's first node, its S3 gateway."""
+        servers = self.live_nodes().filter(state=NodeState.RUNNING, data_port__isnull=False, is_proxy=False)
+        return servers.filter(replication__role="primary").first() or servers.first()
+
+    @property
+    def is_routed(self) -> bool:
+        """A replicated data service with a router node in front of its servers: every one made
+        since routers exist (one made before gets its router when it is scaled)."""
+        if self.runtime not in REPLICATED_RUNTIMES:
+            return False
+        nodes = self.live_nodes()
+        return nodes.filter(is_proxy=True).exists() or not nodes.filter(scratch=False).exists()
+
+    def router_node(self) -> "Node | None":
+        """A replicated data service's router: its one address (workflows/replication.py)."""
+        return self.live_nodes().filter(state=NodeState.RUNNING, data_port__isnull=False, is_proxy=True).first()
 
     def connection_url(self, with_password: bool = True) -> str | None:
-        """What a linked instance receives (DATABASE_URL, REDIS_URL): the server's address with
-        the credentials; without them, the service's URL. None until the server runs."""
-        node = self.server_node()
+        """What a linked instance receives (DATABASE_URL, REDIS_URL): the service's router's
+        address (the server's, for a service made before routers) with the credentials; without
+        them, the service's URL. None until it runs."""
+        node = self.router_node() or self.server_node()
         if node is None:
             return None
         return data_url(self.runtime, node.address, node.data_port, self.password if with_password else "")
+
+    def replica_url(self, with_password: bool = True) -> str | None:
+        """Where reads reach the replicas (the primary while none is up): the router's replica
+        port (DATABASE_REPLICA_URL, REDIS_REPLICA_URL). None without a router."""
+        router = self.router_node()
+        port = router.data_details.get("replica_port") if router else None
+        if not port:
+            return None
+        return data_url(self.runtime, router.address, port, self.password if with_password else "")
 
     @property
     def url(self) -> str | None:
@@ -309,9 +334,10 @@ def production_urls(services) -> dict[int, str]:
     proxies = proxies.select_related("service__owner").only(
         "service__name", "service__owner__username", "address", "http_port", "public_address", "public_port"
     )
-    for node in proxies:
+    for node in proxies.exclude(service__runtime__in=DATA_RUNTIMES):
         urls.setdefault(node.service_id, node.service.url_through(node))
     servers = Node.objects.filter(service__in=services, data_port__isnull=False, state=NodeState.RUNNING)
+    servers = servers.order_by("-is_proxy", "created", "id")  # a data service's router first: its address
     fields = ("service_id", "service__runtime", "address", "data_port")
     for service_id, runtime, address, port in servers.values_list(*fields):
         urls.setdefault(service_id, data_url(runtime, address, port))
@@ -350,6 +376,9 @@ class Node(models.Model):
     # Self-healing (workflows/healing.py): since when this node's agent has not answered (None:
     # it answered when last asked).
     unreachable_since = models.DateTimeField(null=True, blank=True, editable=False)
+    # A replicated data service's server: its part as its agent last said it (`role`: primary or
+    # replica, `lag_s`, `link`), saved by the workers (services/replication.py); pages read it.
+    replication = models.JSONField(default=dict, blank=True, editable=False)
     # A temporary node of the platform's own (a backup's verification): not counted in the
     # owner's node quota, destroyed when its work ends.
     scratch = models.BooleanField(default=False, editable=False)

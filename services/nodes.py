@@ -108,11 +108,17 @@ def open_links(service: Service, targets: list[Service]) -> None:
         isolation.firewalls.set_links(node_group(service.pk), [node_group(t.pk) for t in targets])
 
 
+def agent_roles(node: Node) -> list[str]:
+    """The roles its agent takes: a data service's router node runs its router (and a sentinel)
+    as instances, never the HTTP router of web services."""
+    return ["backend"] if node.service.is_data else node.roles
+
+
 def boot_attempt(node: Node, router_at: RouterPlace | None) -> None:
     config = BootConfig(
         node.name,
         node.secret,
-        node.roles,
+        agent_roles(node),
         settings.CONPAAS_URL,
         group=node_group(node.service_id),
         runtime=node.service.runtime,

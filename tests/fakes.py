@@ -22,12 +22,16 @@ from libcloud.compute.types import NodeState
 from conpaas_common.wire import NO_REQUESTS
 from services.agent import AgentError
 from services.clouds.sandbox import Sandbox
+from services.nodes import agent_roles
 from versions import build_plans
 
 
 class FakeFleet:
     def __init__(self):
-        self.instances: dict[str, dict] = {}  # instance name -> what the agent of its node reports
+        self.instances: dict[str, dict] = {}  # instance name -> what the agent of its node reports (the last put)
+        # (node name, instance name) -> the same: several nodes run a `server` or a `sentinel`
+        self.on_node: dict[tuple[str, str], dict] = {}
+        self.primary: tuple[str, int] | None = None  # (address, port) the sentinels name, once one is promoted
         self.routing: dict[str, dict] = {}  # proxy node name -> the routing it applied last
         self.calls: list[tuple] = []  # (node name, method, argument)
         self.unhealthy: set[str] = set()  # instance names whose health check fails
@@ -62,6 +66,10 @@ class FakeFleet:
     def make_unhealthy(self, name: str) -> None:
         self.unhealthy.add(name)
 
+    def promote(self, node) -> None:
+        """Sentinel made `node`'s server the primary: the others are its replicas."""
+        self.primary = (node.address, self.on_node[(node.name, "server")]["port"])
+
     def kill(self, name: str) -> None:
         """The instance's process exited (a host restart): the next put_instance starts it again."""
         self.instances[name]["state"] = "exited"
@@ -88,7 +96,7 @@ class FakeAgent:
         self.fleet.calls.append((self.node.name, method, copy.deepcopy(argument)))
         if self.node.name in self.fleet.unreachable:
             raise AgentError(f"node {self.node.name} did not answer: connection refused")
-        if role and role not in self.node.roles:
+        if role and role not in agent_roles(self.node):
             self._fail(404, f"node {self.node.name} has no {role} role")
 
     def _fail(self, status: int, detail: str):
@@ -96,16 +104,16 @@ class FakeAgent:
 
     def status(self, timeout: float | None = None) -> dict:
         self._call("status")
-        mine = {k: v for k, v in self.fleet.instances.items() if v["node"] == self.node.name}
-        proxy = self._proxy_status() if self.node.is_proxy else None
-        return {"name": self.node.name, "roles": self.node.roles, "instances": mine, "proxy": proxy}
+        mine = {name: v for (node, name), v in self.fleet.on_node.items() if node == self.node.name}
+        proxy = self._proxy_status() if "proxy" in agent_roles(self.node) else None
+        return {"name": self.node.name, "roles": agent_roles(self.node), "instances": mine, "proxy": proxy}
 
     def put_instance(self, name: str, spec: dict) -> dict:
         self._call("put_instance", name, role="backend")
         self.fleet.specs[name] = copy.deepcopy(spec)
         if name in self.fleet.crashing:  # as the agent answers it (an InstanceError)
             self._fail(422, f"instance {name} exited at start (code 1): {self.fleet.crashing[name]}")
-        instance = self.fleet.instances.get(name)
+        instance = self.fleet.on_node.get((self.node.name, name))
         # Like the agent: a changed spec (a link that moved) starts the instance again.
         if instance is None or instance["state"] != "running" or instance["env"] != spec.get("env", {}):
             # A data server's spec names no version: the agent calls it by its runtime.
@@ -127,7 +135,11 @@ class FakeAgent:
             if spec.get("runtime") == "storage" and spec.get("role") == "master":  # where weed shell finds it
                 address = self.node.address
                 instance["details"] = {"master": f"{address}:9333.19333", "filer": f"{address}:8888.18888"}
-            self.fleet.instances[name] = instance
+            if spec.get("runtime") == "tcp_router":
+                instance["details"] = {"replica_port": spec.get("replica_port") or next(self.fleet._ports)}
+            instance.update(runtime=spec.get("runtime"), replica_of=spec.get("replica_of"), spec=spec)
+            self.fleet.instances[name] = self.fleet.on_node[(self.node.name, name)] = instance
+        instance["spec"] = copy.deepcopy(spec)  # a router's members change in place
         return self._public(name)
 
     def run_release(self, spec: dict) -> dict:
@@ -137,10 +149,26 @@ class FakeAgent:
 
     def get_instance(self, name: str, health_path: str = "/") -> dict:
         self._call("get_instance", name, role="backend")
-        if name not in self.fleet.instances:
+        instance = self.fleet.on_node.get((self.node.name, name))
+        if instance is None:
             self._fail(404, f"no instance named {name}")
         ok = self.fleet.healthy(name)
-        return {**self._public(name), "health": {"ok": ok, "status": 200 if ok else 500, "detail": ""}}
+        answer = {**self._public(name), "health": {"ok": ok, "status": 200 if ok else 500, "detail": ""}}
+        if instance["runtime"] == "sentinel":
+            host, port = self.fleet.primary or (
+                instance["spec"]["monitor"]["host"],
+                instance["spec"]["monitor"]["port"],
+            )
+            answer["replication"] = {"role": "sentinel", "master": {"host": host, "port": port}}
+        elif instance["runtime"] == "redis":
+            at = (self.node.address, instance["port"])
+            primary = at == self.fleet.primary if self.fleet.primary else instance["replica_of"] is None
+            answer["replication"] = (
+                {"role": "primary", "lag_s": 0}
+                if primary
+                else {"role": "replica", "lag_s": 0, "link": "up", "in_sync": True}
+            )
+        return answer
 
     def instance_logs(self, name: str, lines: int = 100) -> dict[str, list[str]]:
         self._call("instance_logs", name, role="backend")
@@ -152,7 +180,9 @@ class FakeAgent:
         self._call("delete_instance", name, role="backend")
         if purge:
             self.fleet.purged.append(name)
-        self.fleet.instances.pop(name, None)
+        instance = self.fleet.on_node.pop((self.node.name, name), None)
+        if instance is not None and self.fleet.instances.get(name) is instance:
+            self.fleet.instances.pop(name)
 
     def backup(self, name: str) -> dict:
         self._call("backup", name, role="backend")
@@ -215,7 +245,8 @@ class FakeAgent:
         return self._proxy_status()
 
     def _public(self, name: str) -> dict:
-        return {k: v for k, v in self.fleet.instances[name].items() if k != "node"}
+        hidden = ("node", "spec", "replica_of")
+        return {k: v for k, v in self.fleet.on_node[(self.node.name, name)].items() if k not in hidden}
 
     def _proxy_status(self) -> dict:
         """The shape of the agent's Proxy.status(): the raw HAProxy fields and the verdict."""

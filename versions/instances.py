@@ -11,7 +11,7 @@ from django.core.exceptions import ValidationError
 from django.urls import reverse
 
 from services import agent, database_copies, object_storage
-from services.choices import LINK_VARIABLES, STORAGE_LINK_VARIABLES, NodeState, Outcome, Runtime
+from services.choices import LINK_REPLICA_VARIABLES, LINK_VARIABLES, STORAGE_LINK_VARIABLES, NodeState, Outcome, Runtime
 from services.errors import Conflict, OperationFailed
 from services.models import Event
 from versions.builds import build_fields, ensure_build
@@ -158,6 +158,8 @@ def link_environment(service, copies: dict[str, str] | None = None) -> dict[str,
         if not url:
             raise LinkNotReady(f"the linked service {target.name} has no address yet")
         env[variable] = url
+        if variable not in copies and (replicas := target.replica_url()):
+            env[LINK_REPLICA_VARIABLES[target.runtime]] = replicas
     return env
 
 

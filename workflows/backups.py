@@ -370,6 +370,13 @@ def request_restore(
     """Restore `service` from a backup, or (PostgreSQL) to a moment, in place or into a new
     service named `into`. Every refusal (ValidationError keyed by field, Conflict) stores nothing."""
     require_data(service)
+    if not into and service.backend_nodes > 1:
+        # Its replicas would have to be rebuilt from the restored primary, and Sentinel would
+        # fail over to one of them while the primary restores.
+        raise Conflict(
+            f"{service.name} runs {service.backend_nodes} servers: scale it to 1 before restoring in place, "
+            "or restore into a new service"
+        )
     if (backup_pk is None) == (time is None):
         raise ValidationError({"backup": "give either a backup or a time, not both and not neither"})
     if time is not None and service.runtime != Runtime.POSTGRESQL:

@@ -10,6 +10,7 @@ from services.data_servers import DumpRefused, Server, dump_format, load, remove
 from services.errors import Conflict
 from services.models import Operation, Service
 from services.nodes import boot_node
+from workflows import replication
 from workflows.storage import ensure_store
 
 
@@ -18,12 +19,16 @@ def dumps_dir() -> str:
 
 
 def ensure_server(service: Service, operation):
-    """A data service is one node running its server: no router, no code version. Its node is
-    booted when it has none (at creation; after 'manage.py down', empty), and the server started
-    when it is not running (the agent leaves a running one alone). Returns the node. A storage
-    service's nodes are workflows/storage.py's."""
+    """A data service runs its server and no code version. Its node is booted when it has none
+    (at creation; after 'manage.py down', empty), and the server started when it is not running
+    (the agent leaves a running one alone). Returns the node. A storage service's nodes are
+    workflows/storage.py's; a replicated service (a router in front of its servers) is
+    workflows/replication.py's, which a service made before routers has not."""
     if service.runtime == Runtime.STORAGE:
         return ensure_store(service, operation)
+    if service.is_routed:
+        replication.converge(service, operation)
+        return service.server_node()
     node = service.live_nodes().filter(is_backend=True, scratch=False).exclude(state="failed").first()
     if node is None:
         operation.set_progress("booting the server's node")

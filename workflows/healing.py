@@ -32,7 +32,7 @@ from django.utils import timezone
 
 from routing.health import wait_healthy
 from routing.table import push
-from services import operations
+from services import operations, replication
 from services.choices import (
     DATABASE_RUNTIMES,
     BackupState,
@@ -45,10 +45,12 @@ from services.choices import (
 )
 from services.data_servers import SERVER
 from services.errors import OperationFailed
-from services.models import Backup, Event, Node, Operation, Service, active_operations
+from services.models import GONE, Backup, Event, Node, Operation, Service, active_operations
 from services.nodes import CloudView, check_agent, destroy_node
+from services.replication import ROUTER
 from versions.models import Instance, InstanceState
 from workflows import backups
+from workflows import replication as replicated
 from workflows.data_services import ensure_server
 from workflows.reconcile import boot_missing_nodes, converge_instances
 from workflows.storage import ensure_store
@@ -64,9 +66,12 @@ def check_due(max_age: float) -> int:
     # A storage service's nodes but the first are volume servers whose objects have copies elsewhere.
     # A database only once it has a backup: a new node for a dead server is restored from it (a
     # database without one would come up empty, so its node is left as it died: README, Backups).
+    # A replicated one (its router in front) always: its replicas hold the data, its router is
+    # replaced where it was.
     backed_up = Backup.objects.filter(service=OuterRef("pk"), state=BackupState.COMPLETED)
+    routed = Node.objects.filter(service=OuterRef("pk"), is_proxy=True).exclude(state__in=GONE)
     running = Service.objects.filter(state=ServiceState.RUNNING, locked_by__isnull=True).exclude(
-        Q(runtime__in=DATABASE_RUNTIMES) & ~Exists(backed_up)
+        Q(runtime__in=DATABASE_RUNTIMES) & ~Exists(backed_up) & ~Exists(routed)
     )
     started = 0
     # One query when nothing is due: the usual case on an idle platform.
@@ -113,6 +118,11 @@ def diagnose(service: Service) -> tuple[list[str], dict[Node, str]]:
     failed = service.live_nodes().filter(state=NodeState.FAILED).count()
     if failed:
         findings.append(f"{failed} failed node(s) to replace")
+    elif service.is_routed:
+        if service.router_node() is None:
+            findings.append("the router runs on no node")
+        if (servers := len(replication.server_nodes(service))) < service.backend_nodes:
+            findings.append(f"{servers} of {service.backend_nodes} server node(s)")
     elif service.runtime in DATABASE_RUNTIMES:
         if service.server_node() is None:
             findings.append(f"the {service.runtime} server runs on no node")
@@ -135,8 +145,13 @@ def stopped(node: Node, status: dict) -> list[str]:
         if (reported.get(instance.name) or {}).get("state") != "running"
     ]
     if node.service.runtime in DATABASE_RUNTIMES and node.data_port:
-        if (reported.get(SERVER) or {}).get("state") != "running":
-            found.append(f"the {node.service.runtime} server on {node.name} is not running")
+        # A replicated service's nodes run a sentinel too: whatever they run must run.
+        expected = {ROUTER if node.is_proxy else SERVER, *reported}
+        found += [
+            f"the {name} of {node.service.name} on {node.name} is not running"
+            for name in sorted(expected)
+            if (reported.get(name) or {}).get("state") != "running"
+        ]
     if node.service.runtime == Runtime.STORAGE:
         found += [
             f"the storage server {name} on {node.name} is not running"
@@ -160,6 +175,8 @@ def heal(operation) -> str:
         Event.record(service, "heal", f"node {node.name} is dead: {why}", Outcome.FAILED, operation=operation)
     if service.runtime == Runtime.STORAGE:
         return heal_store(service, operation, first, list(dead))
+    if service.is_routed and replication.server_nodes(service):
+        return replicated.heal(service, list(dead), operation)
     if service.runtime in DATABASE_RUNTIMES:
         return heal_database(service, operation)
     if dead:
@@ -214,8 +231,18 @@ def heal_database(service: Service, operation) -> str:
     worker died) goes."""
     for scratch in service.live_nodes().filter(state=NodeState.FAILED, scratch=True):
         destroy_node(scratch, operation)
-    dead = service.live_nodes().filter(state=NodeState.FAILED, scratch=False).order_by("-data_port").first()
+    dead = (
+        service.live_nodes()
+        .filter(state=NodeState.FAILED, scratch=False, is_backend=True)
+        .order_by("-data_port")
+        .first()
+    )
     if dead is not None:
-        return backups.rebuild(service, dead, operation)
+        said = backups.rebuild(service, dead, operation)
+        if service.is_routed:  # its router, its other nodes: to the new server
+            said += "; " + replicated.heal(
+                service, list(service.live_nodes().filter(state=NodeState.FAILED)), operation
+            )
+        return said
     node = ensure_server(service, operation)
     return f"healed: the {service.runtime} server runs again on {node.name}"

@@ -5,12 +5,14 @@ from django.db import transaction
 from routing.health import wait_healthy
 from routing.table import push
 from services import operations, quotas
-from services.choices import NodeState, OperationKind, Runtime
+from services.choices import REPLICATED_RUNTIMES, NodeState, OperationKind, Runtime
 from services.errors import Conflict, OperationFailed
 from services.models import Operation, Service
 from services.nodes import boot_node, destroy_node
 from versions.instances import ensure_instances, serving_releases
 from versions.models import Instance, InstanceState
+from workflows import replication
+from workflows.replication import MAX_SERVERS
 from workflows.storage import ensure_store
 
 
@@ -19,6 +21,8 @@ def scale(operation) -> str:
     if service.runtime == Runtime.STORAGE:
         ensure_store(service, operation)
         return f"{service.backend_node_list().count()} storage node(s) running"
+    if service.is_data:
+        return replication.converge(service, operation)
     if operation.params.get("role") == "proxy":
         return "one proxy node runs, as this release supports"  # the API accepts only 1 for proxy
     wanted = int(operation.params["nodes"])
@@ -52,8 +56,13 @@ def request_scale(service: Service, role: str, nodes: int, user) -> Operation:
     if service.runtime == Runtime.STORAGE and nodes < service.live_nodes().filter(is_backend=True).count():
         # A node's volumes would have to be moved off it first (weed shell volume.server.evacuate).
         raise Conflict(f"a storage service does not shrink in this release: {service.name} keeps its nodes")
-    if service.is_data and service.runtime != Runtime.STORAGE:
-        raise Conflict(f"a {service.runtime} service runs one server on one node: it does not scale")
+    if service.is_data and service.runtime not in (Runtime.STORAGE, *REPLICATED_RUNTIMES):
+        raise Conflict(f"a {service.runtime} service runs one server on one node: it does not scale in this release")
+    if service.runtime in REPLICATED_RUNTIMES:
+        if role != "backend":
+            raise Conflict(f"a {service.runtime} service has one router: scale its server nodes (role backend)")
+        if not 1 <= nodes <= MAX_SERVERS:
+            raise Conflict(f"a {service.runtime} service runs 1 to {MAX_SERVERS} servers, not {nodes}")
     with transaction.atomic():
         quotas.lock(service.owner)
         if role == "backend":

@@ -7,7 +7,7 @@ from django_q.tasks import async_task
 
 from routing.health import refresh_due, refresh_health
 from routing.metrics import roll_up, sample_due
-from services import object_storage, operations
+from services import object_storage, operations, replication
 from services.choices import OperationKind
 from services.models import Operation, Service
 from workflows import autoscale, backups, data_services, deploy, healing, lifecycle, reconcile, scaling
@@ -92,6 +92,8 @@ def refresh_running_health() -> int:
     max_age = max(1, settings.CONPAAS_HEALTH_REFRESH) * 0.9
     # Storage services' buckets are counted on the same timer: pages show the saved counts.
     object_storage.count_due(max_age=max(max_age, STORAGE_COUNT_EVERY))
+    # Replicated data services' members: roles and lag for pages, a failover noticed as an event.
+    replication.refresh_due(max_age=max_age)
     return refresh_due(max_age=max_age)
 
 

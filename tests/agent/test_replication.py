@@ -52,7 +52,12 @@ def test_it_fails_over_behind_one_address_when_the_master_dies():
         wait_for(
             lambda: redis(port, PASSWORD, "SET", "k", "v1").stdout.strip() == "OK", what="a write through the router"
         )
-        # Reads through the replica port reach the replica, which refuses writes.
+        # The replica port reaches the primary until the replica's first check passes, then the
+        # replica, which refuses writes.
+        wait_for(
+            lambda: "role:slave" in redis(replica_port, PASSWORD, "INFO", "replication").stdout,
+            what="the replica port reaching the replica",
+        )
         wait_for(lambda: redis(replica_port, PASSWORD, "GET", "k").stdout.strip() == "v1", what="a replica read")
         assert "READONLY" in redis(replica_port, PASSWORD, "SET", "k", "x").stdout
         assert "NOAUTH" in redis(port, "", "GET", "k").stdout

@@ -10,7 +10,7 @@ import pytest
 
 from conpaas_agent import instances
 from conpaas_agent.router.health import UnixHTTPConnection
-from conpaas_agent.runtimes import RECIPES, base, php
+from conpaas_agent.runtimes import PARTS, RECIPES, base, php
 from conpaas_agent.runtimes.java import internal_proxies
 from conpaas_common import archives
 from conpaas_common.php_platform import PHP_EXTENSIONS, extension_name
@@ -27,9 +27,11 @@ def spec(runtime, **fields):
 
 
 def test_every_runtime_the_control_plane_accepts_has_a_recipe():
-    # Code-version runtimes take archives; data services (postgresql, redis, storage) run a server instead.
+    # Code-version runtimes take archives; data services (postgresql, redis, storage) run a server
+    # instead, and a replicated one its router and sentinels too (PARTS).
     assert {name for name, recipe in RECIPES.items() if recipe.archive} == archives.RUNTIMES
-    assert {name for name, recipe in RECIPES.items() if not recipe.archive} == {"postgresql", "redis", "storage"}
+    servers = {"postgresql", "redis", "storage"}
+    assert {name for name, recipe in RECIPES.items() if not recipe.archive} == servers | PARTS
 
 
 def test_each_runtime_takes_its_own_fields():

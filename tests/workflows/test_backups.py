@@ -12,6 +12,7 @@ from django.utils import timezone
 from services import backup_store, data_probes, operations, quotas
 from services.backup_store import NOT_CONFIGURED, BackupsNotConfigured
 from services.choices import BackupKind, BackupState, NodeState, OperationKind, OperationState
+from services.data_servers import Server
 from services.errors import Conflict
 from services.models import Backup, Event, Node, Operation, Service
 from tests.factories import ServiceFactory
@@ -220,7 +221,7 @@ def test_a_redis_backup_is_an_rdb_in_the_store_verified_by_its_key_count(alice, 
 
 def test_a_redis_backup_whose_copy_lacks_keys_is_unverified(alice, queue, probes):
     service = create(alice, queue, "redis", "cache")
-    probes.keys = {service.server_node().data_port: 42}  # the scratch server answers 0 keys
+    probes.keys = {Server.of(service).port: 42}  # the scratch server answers 0 keys
     operation = back_up(queue, service)
     assert operation.state == OperationState.FAILED
     assert "0 keys, 42 when it was taken" in service.backups.get().verification
@@ -479,7 +480,7 @@ def test_a_dead_database_node_is_rebuilt_at_its_address_and_port_from_the_backup
 
 def test_a_dead_redis_node_is_rebuilt_from_its_newest_snapshot(alice, fleet, cloud, queue, probes):
     service = create(alice, queue, runtime="redis", name="cache")
-    probes.keys[service.server_node().data_port] = 4
+    probes.keys[Server.of(service).port] = 4
     probes.restored_keys = 4
     back_up(queue, service)
     newest = service.backups.get()
@@ -488,7 +489,10 @@ def test_a_dead_redis_node_is_rebuilt_from_its_newest_snapshot(alice, fleet, clo
     [operation] = heal_due(queue)
 
     assert operation.state == OperationState.SUCCEEDED, operation.error
-    assert fleet.specs["server"]["restore"] == {"url": f"http://store/{newest.backup_id}.rdb?signed"}
+    rebuilt_at = service.server_node()
+    assert fleet.on_node[(rebuilt_at.name, "server")]["restore"] == {
+        "url": f"http://store/{newest.backup_id}.rdb?signed"
+    }
     rebuilt = operation.events.get(outcome="succeeded", message__startswith="rebuilt").message
     assert f"recovery point: the snapshot of {newest.end_time.isoformat()}" in rebuilt
 

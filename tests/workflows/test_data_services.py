@@ -35,11 +35,15 @@ def test_it_runs_the_server_on_one_node_without_a_router(alice, fleet, queue):
     assert service.password not in str(list(Operation.objects.values_list("params", "progress", "error")))
 
 
-def test_a_redis_url_carries_the_password_as_redis_clients_read_it(alice, queue):
+def test_a_redis_url_names_its_router_and_carries_the_password_as_redis_clients_read_it(alice, queue):
     service, _ = create(alice, queue, "redis")
-    node = service.live_nodes().get()
-    assert service.connection_url() == f"redis://:{service.password}@{node.address}:{node.data_port}/0"
-    assert service.url == f"redis://{node.address}:{node.data_port}/0"
+    router = service.router_node()
+    [server] = service.live_nodes().filter(is_backend=True)
+    assert router.roles == ["proxy"] and router != server and router.address != server.address
+    assert service.connection_url() == f"redis://:{service.password}@{router.address}:{router.data_port}/0"
+    assert service.url == f"redis://{router.address}:{router.data_port}/0"
+    replica_port = router.data_details["replica_port"]
+    assert service.replica_url() == f"redis://:{service.password}@{router.address}:{replica_port}/0"
 
 
 def test_self_healing_leaves_a_data_service_alone(alice, queue):
@@ -69,16 +73,17 @@ def test_a_reconcile_keeps_a_data_service_on_its_one_node_without_a_router(alice
     assert ended.message == f"reconciled: the postgresql server runs on {node.name}"
 
 
-def test_a_reconcile_after_down_boots_the_servers_node_again_and_no_router(alice, fleet, cloud, queue):
+def test_a_reconcile_after_down_boots_the_router_and_the_server_again_at_the_same_url(alice, fleet, cloud, queue):
     service, _ = create(alice, queue, "redis")
-    gone = service.live_nodes().get()
-    gone.state = NodeState.DESTROYED  # what 'manage.py down' leaves
-    gone.save()
+    url = service.url
+    gone = list(service.live_nodes())
+    service.live_nodes().update(state=NodeState.DESTROYED)  # what 'manage.py down' leaves
 
     operation = reconcile(queue, service)
 
     assert operation.state == OperationState.SUCCEEDED, operation.error
-    node = service.live_nodes().get()
-    assert node != gone and node.roles == ["backend"] and node.data_port
-    assert service.proxy_nodes().count() == 0
-    assert Service.objects.get(pk=service.pk).url == f"redis://{node.address}:{node.data_port}/0"
+    router, server = service.router_node(), service.server_node()
+    assert router not in gone and server not in gone and server.data_port
+    assert [n.roles for n in service.live_nodes()] == [["proxy"], ["backend"]]
+    assert Service.objects.get(pk=service.pk).url == f"redis://{router.address}:{router.data_port}/0"
+    assert url.startswith("redis://")

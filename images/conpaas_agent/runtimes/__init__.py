@@ -19,3 +19,6 @@ RECIPES: dict[str, Recipe] = {
     recipe.name: recipe
     for recipe in (Python(), Php(), Static(), Java(), Postgresql(), Redis(), Storage(), Sentinel(), TcpRouter())
 }
+# Recipes that are parts of a replicated data service rather than a service's runtime: its
+# sentinels and its router (workflows/replication.py).
+PARTS = frozenset({"sentinel", "tcp_router"})

@@ -1,0 +1,146 @@
+"""What a replicated data service's members say of their replication (workflows/replication.py
+makes them): who is the primary now, each member's role and lag, saved on the nodes for pages
+to read, and a failover noticed as an event.
+
+The primary is the one the service's sentinels name (a majority of those that answer): Redis
+Sentinel decides failovers, never the control plane. Without sentinels (one server) it is the
+server that says it is one.
+"""
+
+import logging
+from collections import Counter
+from datetime import timedelta
+
+from django.db.models import Q
+from django.utils import timezone
+
+from services import agent
+from services.choices import REPLICATED_RUNTIMES, NodeState, Outcome, ServiceState
+from services.models import Event, Node, Service
+
+log = logging.getLogger("conpaas.replication")
+
+# The instances of a replicated service's nodes: the server on each server node, the router on
+# the router node, a sentinel on each of both once the service has two servers or more.
+SERVER, ROUTER, SENTINEL = "server", "router", "sentinel"
+
+
+def server_nodes(service: Service) -> list[Node]:
+    """The service's running server nodes, oldest first."""
+    nodes = service.live_nodes().filter(state=NodeState.RUNNING, is_backend=True, scratch=False)
+    return list(nodes.order_by("created", "id"))
+
+
+def member_of(service: Service, where: dict | None, nodes: list[Node] | None = None) -> Node | None:
+    """The server node at `where` ({host, port}, as a sentinel names it)."""
+    if not where:
+        return None
+    for node in nodes if nodes is not None else server_nodes(service):
+        if node.address == where.get("host") and node.data_port == where.get("port"):
+            return node
+    return None
+
+
+def sentinels_say(service: Service, nodes: list[Node]) -> Node | None:
+    """The primary a majority of the sentinels that answer name, if they do."""
+    said = []
+    for node in nodes:
+        try:
+            answer = agent.client_for(node, timeout=5).get_instance(SENTINEL).get("replication") or {}
+        except agent.AgentError:
+            continue
+        if answer.get("master"):
+            said.append((answer["master"]["host"], answer["master"]["port"]))
+    if not said:
+        return None
+    (host, port), votes = Counter(said).most_common(1)[0]
+    return member_of(service, {"host": host, "port": port}) if votes * 2 > len(said) else None
+
+
+def observe(service: Service) -> dict[Node, dict]:
+    """Each running server node's replication as its agent says it now."""
+    seen = {}
+    for node in server_nodes(service):
+        try:
+            seen[node] = agent.client_for(node, timeout=5).get_instance(SERVER).get("replication") or {}
+        except agent.AgentError as exc:
+            seen[node] = {"role": None, "detail": f"its agent did not answer: {exc.detail}"}
+    return seen
+
+
+def primary(service: Service, seen: dict[Node, dict] | None = None) -> Node | None:
+    """The service's primary now: the sentinels' choice (with two servers or more, each runs
+    one, and so does the router), or the one server that says it is one."""
+    seen = observe(service) if seen is None else seen
+    if len(seen) > 1:
+        router = service.router_node()
+        if (chosen := sentinels_say(service, [*seen, *([router] if router else [])])) is not None:
+            return chosen
+    primaries = [node for node, state in seen.items() if state.get("role") == "primary"]
+    return primaries[0] if len(primaries) == 1 else None
+
+
+def role_of(node: Node, state: dict, primary_node: Node | None) -> str | None:
+    """A member's role as saved: a server that still says primary when the sentinels chose
+    another is an old primary about to be turned into a replica."""
+    if node == primary_node:
+        return "primary"
+    said = state.get("role")
+    return "old-primary" if said == "primary" and primary_node is not None else said
+
+
+def refresh(service: Service) -> Node | None:
+    """Save each member's replication on its node; a primary other than the one saved before
+    (alive or dead) is a failover, recorded as an event with what is known of it. Returns the
+    primary."""
+    seen = observe(service)
+    now = primary(service, seen)
+    lag_before = now.replication.get("lag_s") if now is not None else None
+    saved_primaries = list(service.live_nodes().filter(replication__role="primary"))
+    for node, state in seen.items():
+        saved = {**state, "role": role_of(node, state, now)}
+        if node.replication != saved:
+            Node.objects.filter(pk=node.pk).update(replication=saved)
+            node.replication = saved
+    if now is None:
+        return None
+    for before in (node for node in saved_primaries if node != now):
+        if before not in seen:  # dead: nothing it said was saved above
+            Node.objects.filter(pk=before.pk).update(replication={**before.replication, "role": "old-primary"})
+        behind = f"{lag_before} s" if lag_before is not None else "an unknown time"
+        Event.record(
+            service,
+            "failover",
+            f"{now.name} is the primary now, in place of {before.name} (Redis Sentinel promoted it); the "
+            f"service's address is unchanged. Replication is asynchronous: what {before.name} acknowledged "
+            f"in its last moments may be lost ({now.name} was last seen {behind} behind it)",
+            Outcome.SUCCEEDED,
+        )
+    return now
+
+
+def refresh_due(max_age: float) -> int:
+    """Refresh every running replicated service whose router was last asked `max_age` seconds
+    ago or more, each claimed with a conditional UPDATE of its router's `router_checked` first
+    (passes that overlap never ask twice). Returns how many."""
+    now = timezone.now()
+    stale = Q(router_checked__isnull=True) | Q(router_checked__lte=now - timedelta(seconds=max_age))
+    routers = Node.objects.filter(
+        is_proxy=True,
+        state=NodeState.RUNNING,
+        service__state=ServiceState.RUNNING,
+        service__runtime__in=REPLICATED_RUNTIMES,
+        service__locked_by__isnull=True,
+    )
+    refreshed = 0
+    for service_id in set(routers.filter(stale).values_list("service_id", flat=True)):
+        if not routers.filter(stale, service_id=service_id).update(router_checked=now):
+            continue
+        service = Service.objects.filter(pk=service_id).first()
+        if service is not None:
+            try:
+                refresh(service)
+            except Exception:  # one service's trouble never stops the pass
+                log.exception("could not refresh the replication of %s", service.name)
+            refreshed += 1
+    return refreshed

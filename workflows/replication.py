@@ -1,0 +1,200 @@
+"""Replicated data services (redis; README, Replication and failover): a router node, the
+service's one address for its whole life, in front of `backend_nodes` server nodes, one primary
+and its replicas. From two servers, Redis Sentinel runs on every server node and on the router
+node (a majority survives the loss of any one node) and fails the primary over by itself, with
+or without the control plane; the router follows the primary by its own health checks.
+
+`converge` makes what the database says true and can run again at any time: the router booted
+(where a dead one was, on its port), server nodes booted or removed, servers started (a new one
+as a replica of the primary now), the sentinels and the router's members set, new replicas
+waited for until they are in sync. Creating, scaling and healing the service all call it.
+"""
+
+import time
+
+from django.utils import timezone
+
+from services import agent, replication
+from services.choices import NodeState
+from services.clouds import RouterPlace
+from services.data_servers import start_server
+from services.errors import OperationFailed
+from services.models import Node, Service
+from services.nodes import boot_node, destroy_node
+from services.replication import ROUTER, SENTINEL
+
+# How long a converge waits for the sentinels to name a primary when the servers run but none
+# says it is one (a failover under way), and for new replicas to be in sync.
+PRIMARY_WAIT = 30
+SYNC_WAIT = 900
+# One primary and up to 4 replicas: the router's slots (images/conpaas_agent/runtimes/tcp_router.py).
+MAX_SERVERS = 5
+
+
+def converge(service: Service, operation, router_at: Node | None = None) -> str:
+    """The service as its rows say; returns what it did, in words. `router_at`: a dead router
+    node whose address and port the new router takes."""
+    began = time.monotonic()
+    router = ensure_router_node(service, operation, router_at)
+    servers = ensure_server_nodes(service, operation)
+    primary = start_servers(service, servers, operation)
+    started = time.monotonic()
+    set_sentinels(service, servers, router, primary, operation)
+    set_router(service, router, servers, operation, port=router_at.data_port if router_at else None)
+    synced = await_replicas(service, operation)
+    replication.refresh(service)
+    said = f"{primary.name} is the primary"
+    if len(servers) > 1:
+        said += f", {len(servers) - 1} replica(s) in sync"
+        if synced:
+            said += f" {time.monotonic() - started:.1f} s after they started"
+    return f"{said}; the router {router.name} is the service's address ({time.monotonic() - began:.1f} s in all)"
+
+
+def ensure_router_node(service: Service, operation, dead: Node | None = None) -> Node:
+    router = service.live_nodes().filter(is_proxy=True).exclude(state=NodeState.FAILED).first()
+    if router is not None:
+        return router
+    place = RouterPlace(dead.address, dead.http_port) if dead is not None and dead.address else None
+    operation.set_progress("booting the router node" + (f" where {dead.name} was" if dead else ""))
+    return boot_node(service, ["proxy"], operation, place)
+
+
+def ensure_server_nodes(service: Service, operation) -> list[Node]:
+    """Boot server nodes up to `backend_nodes`, or remove replicas beyond it (newest first,
+    never the primary): the router and the sentinels forget them first."""
+    for failed in service.live_nodes().filter(state=NodeState.FAILED, is_backend=True, scratch=False):
+        destroy_node(failed, operation)
+    servers = replication.server_nodes(service)
+    while len(servers) < service.backend_nodes:
+        operation.set_progress(f"booting server node {len(servers) + 1} of {service.backend_nodes}")
+        servers.append(boot_node(service, ["backend"], operation))
+    if len(servers) > service.backend_nodes:
+        primary = replication.primary(service)
+        removable = [node for node in reversed(servers) if node != primary]
+        going = removable[: len(servers) - service.backend_nodes]
+        staying = [node for node in servers if node not in going]
+        router = service.router_node()
+        if router is not None:
+            set_router(service, router, staying, operation)
+        if primary is not None:
+            set_sentinels(service, staying, router, primary, operation)
+        for node in going:
+            operation.set_progress(f"removing replica {node.name}")
+            destroy_node(node, operation)
+        servers = staying
+    return servers
+
+
+def start_servers(service: Service, servers: list[Node], operation) -> Node:
+    """Every server running; returns the primary. The first server of a new service is the
+    primary; any other starts as a replica of the primary now."""
+    running = [node for node in servers if node.data_port]
+    if not running:
+        operation.set_progress(f"starting the {service.runtime} server on {servers[0].name}")
+        start_server(service, servers[0])
+        primary = servers[0]
+    else:
+        primary = wait_for_primary(service, operation)
+        start_server(service, primary)  # started again if it stopped: the agent leaves a running one
+    for node in servers:
+        if node != primary:
+            operation.set_progress(f"starting {node.name} as a replica of {primary.name}")
+            start_server(service, node, replica_of={"host": primary.address, "port": primary.data_port})
+    return primary
+
+
+def wait_for_primary(service: Service, operation) -> Node:
+    deadline = time.monotonic() + PRIMARY_WAIT
+    while (primary := replication.primary(service)) is None:
+        if time.monotonic() > deadline:
+            raise OperationFailed(
+                f"no server of {service.name} is its primary and its sentinels name none after {PRIMARY_WAIT} s"
+            )
+        operation.set_progress("waiting for the sentinels to name the primary")
+        time.sleep(1)
+    return primary
+
+
+def quorum(sentinels: int) -> int:
+    return sentinels // 2 + 1
+
+
+def set_sentinels(service: Service, servers: list[Node], router: Node | None, primary: Node, operation) -> None:
+    """A sentinel on every server node and the router node from two servers; none below."""
+    nodes = [*servers, *([router] if router is not None else [])]
+    if len(servers) < 2:
+        for node in nodes:
+            try:
+                agent.client_for(node).delete_instance(SENTINEL)
+            except agent.AgentError as exc:
+                if exc.status != 404:
+                    raise OperationFailed(f"the sentinel on {node.name} did not stop: {exc.detail}") from None
+        return
+    spec = {
+        "runtime": "sentinel",
+        "password": service.password,
+        "monitor": {"host": primary.address, "port": primary.data_port},
+        "quorum": quorum(len(nodes)),
+    }
+    operation.set_progress(f"starting {len(nodes)} sentinels (quorum {spec['quorum']})")
+    for node in nodes:
+        try:
+            agent.client_for(node).put_instance(SENTINEL, spec)
+        except agent.AgentError as exc:
+            raise OperationFailed(f"the sentinel did not start on {node.name}: {exc.detail}") from None
+
+
+def set_router(service: Service, router: Node, servers: list[Node], operation, port: int | None = None) -> None:
+    """The router's members: every server, each checked for its role there."""
+    spec = {
+        "runtime": "tcp_router",
+        "engine": service.runtime,
+        "password": service.password,
+        "members": [{"name": node.name, "host": node.address, "port": node.data_port} for node in servers],
+    }
+    if port or router.data_port:
+        spec["port"] = port or router.data_port
+    if replica_port := router.data_details.get("replica_port"):
+        spec["replica_port"] = replica_port
+    operation.set_progress(f"setting the router's members ({len(servers)})")
+    try:
+        answer = agent.client_for(router).put_instance(ROUTER, spec)
+    except agent.AgentError as exc:
+        raise OperationFailed(f"the router on {router.name} did not take its members: {exc.detail}") from None
+    details = {"replica_port": answer["details"]["replica_port"]}
+    Node.objects.filter(pk=router.pk).update(data_port=answer["port"], data_details=details)
+    router.data_port, router.data_details = answer["port"], details
+
+
+def await_replicas(service: Service, operation) -> bool:
+    """Until every replica's link to the primary is up and its first sync done; whether any
+    replica was waited for."""
+    deadline = time.monotonic() + SYNC_WAIT
+    waited = False
+    while True:
+        seen = replication.observe(service)
+        behind = [
+            node.name for node, state in seen.items() if state.get("role") == "replica" and not state.get("in_sync")
+        ]
+        if not behind:
+            return waited
+        if time.monotonic() > deadline:
+            raise OperationFailed(f"{', '.join(behind)} did not catch up with the primary within {SYNC_WAIT} s")
+        waited = True
+        operation.set_progress(f"waiting for {', '.join(behind)} to sync with the primary")
+        time.sleep(0.5)
+
+
+def heal(service: Service, dead: list[Node], operation) -> str:
+    """Dead nodes replaced: a server by a new replica of the primary now (the sentinels have
+    failed over already when it was the primary), the router where it was, on its port."""
+    began = timezone.now()
+    replication.refresh(service)  # the failover's event, while the dead primary is still known
+    dead_router = next((node for node in dead if node.is_proxy), None)
+    for node in dead:  # its address is free for its replacement
+        destroy_node(node, operation)
+    said = converge(service, operation, router_at=dead_router)
+    took = (timezone.now() - began).total_seconds()
+    names = ", ".join(node.name for node in dead) or "nothing dead"
+    return f"healed in {took:.1f} s: replaced {names}; {said}"
