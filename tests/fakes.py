@@ -160,6 +160,8 @@ class FakeAgent:
                 instance["spec"]["monitor"]["port"],
             )
             answer["replication"] = {"role": "sentinel", "master": {"host": host, "port": port}}
+        elif instance["runtime"] == "tcp_router":
+            answer["replication"] = {"role": "router", "primary": self._primary_member(instance["spec"]["members"])}
         elif instance["runtime"] == "redis":
             at = (self.node.address, instance["port"])
             primary = at == self.fleet.primary if self.fleet.primary else instance["replica_of"] is None
@@ -243,6 +245,22 @@ class FakeAgent:
     def reload_proxy(self) -> dict:
         self._call("reload_proxy", role="proxy")
         return self._proxy_status()
+
+    def _primary_member(self, members: list[dict]) -> str | None:
+        """The member a router's checks find the primary: the promoted one, else the first
+        member whose server started as no one's replica."""
+        for member in members:
+            server = next(
+                (i for (n, name), i in self.fleet.on_node.items() if name == "server" and n == member["name"]), None
+            )
+            if server is None:
+                continue
+            if self.fleet.primary:
+                if (member["host"], member["port"]) == self.fleet.primary:
+                    return member["name"]
+            elif server["replica_of"] is None:
+                return member["name"]
+        return None
 
     def _public(self, name: str) -> dict:
         hidden = ("node", "spec", "replica_of")

@@ -12,7 +12,8 @@ from django.core.exceptions import ValidationError
 from django.db import models
 
 from conpaas_common.archives import release_command_problem
-from services.choices import DATA_RUNTIMES, Runtime
+from conpaas_common.wire import MAX_REPLICATED_SERVERS
+from services.choices import DATA_RUNTIMES, DATABASE_RUNTIMES, REPLICATED_RUNTIMES, Runtime
 from services.errors import ConpaasError
 from services.models import JAVA_HEAP_MB, Service, slug_validator
 from versions.instances import link_variable
@@ -237,6 +238,10 @@ class Checker:
                 self.error(f"{path}.nodes", "must be a whole number")
             elif nodes < 1:
                 self.error(f"{path}.nodes", "must be ≥ 1")
+            elif runtime in REPLICATED_RUNTIMES and nodes > MAX_REPLICATED_SERVERS:
+                self.error(f"{path}.nodes", f"a {runtime} service runs 1 to {MAX_REPLICATED_SERVERS} servers")
+            elif runtime in DATABASE_RUNTIMES and runtime not in REPLICATED_RUNTIMES and nodes != 1:
+                self.error(f"{path}.nodes", f"a {runtime} service runs one server in this release")
             else:
                 spec.nodes = nodes
         if "links" in fields:

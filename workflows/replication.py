@@ -26,9 +26,8 @@ from services.replication import ROUTER, SENTINEL
 # How long a converge waits for the sentinels to name a primary when the servers run but none
 # says it is one (a failover under way), and for new replicas to be in sync.
 PRIMARY_WAIT = 30
+ROUTER_WAIT = 30
 SYNC_WAIT = 900
-# One primary and up to 4 replicas: the router's slots (images/conpaas_agent/runtimes/tcp_router.py).
-MAX_SERVERS = 5
 
 
 def converge(service: Service, operation, router_at: Node | None = None) -> str:
@@ -41,6 +40,7 @@ def converge(service: Service, operation, router_at: Node | None = None) -> str:
     started = time.monotonic()
     set_sentinels(service, servers, router, primary, operation)
     set_router(service, router, servers, operation, port=router_at.data_port if router_at else None)
+    await_router(service, router, primary, operation)
     synced = await_replicas(service, operation)
     replication.refresh(service)
     said = f"{primary.name} is the primary"
@@ -165,6 +165,26 @@ def set_router(service: Service, router: Node, servers: list[Node], operation, p
     details = {"replica_port": answer["details"]["replica_port"]}
     Node.objects.filter(pk=router.pk).update(data_port=answer["port"], data_details=details)
     router.data_port, router.data_details = answer["port"], details
+
+
+def await_router(service: Service, router: Node, primary: Node, operation) -> None:
+    """Until the router's checks send the service's port to the primary: the operation ends when
+    a client is served, not refused by a router that has not checked its members yet."""
+    deadline = time.monotonic() + ROUTER_WAIT
+    while True:
+        try:
+            said = agent.client_for(router, timeout=10).get_instance(ROUTER).get("replication") or {}
+        except agent.AgentError as exc:
+            said = {"detail": exc.detail}
+        if said.get("primary") == primary.name:
+            return
+        if time.monotonic() > deadline:
+            raise OperationFailed(
+                f"the router on {router.name} does not reach the primary {primary.name} after {ROUTER_WAIT} s: "
+                f"it sends the service's port to {said.get('primary') or 'no server'}"
+            )
+        operation.set_progress(f"waiting for the router to reach the primary {primary.name}")
+        time.sleep(0.1)
 
 
 def await_replicas(service: Service, operation) -> bool:

@@ -2,6 +2,7 @@
 
 from django.db import transaction
 
+from conpaas_common.wire import MAX_REPLICATED_SERVERS
 from routing.health import wait_healthy
 from routing.table import push
 from services import operations, quotas
@@ -12,7 +13,6 @@ from services.nodes import boot_node, destroy_node
 from versions.instances import ensure_instances, serving_releases
 from versions.models import Instance, InstanceState
 from workflows import replication
-from workflows.replication import MAX_SERVERS
 from workflows.storage import ensure_store
 
 
@@ -61,8 +61,8 @@ def request_scale(service: Service, role: str, nodes: int, user) -> Operation:
     if service.runtime in REPLICATED_RUNTIMES:
         if role != "backend":
             raise Conflict(f"a {service.runtime} service has one router: scale its server nodes (role backend)")
-        if not 1 <= nodes <= MAX_SERVERS:
-            raise Conflict(f"a {service.runtime} service runs 1 to {MAX_SERVERS} servers, not {nodes}")
+        if not 1 <= nodes <= MAX_REPLICATED_SERVERS:
+            raise Conflict(f"a {service.runtime} service runs 1 to {MAX_REPLICATED_SERVERS} servers, not {nodes}")
     with transaction.atomic():
         quotas.lock(service.owner)
         if role == "backend":

@@ -96,3 +96,7 @@ CONSOLE_COOKIE_PREFIX = "conpaas_console_"
 WEED_SHA256 = "8dc07b173ff9ad6068a601213174f6009cf7e66684e88d87f0fa20da3dbff876"
 STORAGE_ACCESS_KEY_RE = re.compile(r"^[A-Z0-9]{16,40}$")
 STORAGE_REGION = "us-east-1"
+
+# A replicated data service's servers (a primary and its replicas): the slots of its router
+# (conpaas_agent/runtimes/tcp_router.py), what a scale and a manifest's `nodes` may ask for.
+MAX_REPLICATED_SERVERS = 5

@@ -92,6 +92,8 @@ def test_it_fails_over_behind_one_address_when_the_master_dies():
         assert new_master in (servers["s2"]["port"], third["port"])
         promoted = "s2" if new_master == servers["s2"]["port"] else "s3"
         assert replication(node, promoted)["role"] == "primary"
+        # The router says where it sends the port: the member its checks find the primary.
+        assert wait_for(lambda: replication(node, "router")["primary"] == promoted, what="the router's primary")
         assert redis(port, PASSWORD, "GET", "k").stdout.strip() == "v2"
 
 

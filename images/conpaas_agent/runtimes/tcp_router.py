@@ -23,13 +23,14 @@ import tempfile
 import time
 
 from conpaas_common.procs import free_port
+from conpaas_common.wire import MAX_REPLICATED_SERVERS
 
 from ..router.runtime_api import HAProxyError, RuntimeAPI
 from .base import InstanceError, Recipe, Run, installed
 from .data import _PASSWORD_RE, answers_tcp, private_file, validate_address
 
 HAPROXY = "/usr/sbin/haproxy"
-MAX_MEMBERS = 5
+MAX_MEMBERS = MAX_REPLICATED_SERVERS
 ENGINES = ("redis",)
 NAME_RE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 MAX_SOCKET_PATH = 100
@@ -122,6 +123,24 @@ class TcpRouter(Recipe):
 
     def details(self, run: Run) -> dict:
         return {"replica_port": run.spec["replica_port"], "slots": self._placed(run.spec["members"], {})}
+
+    def replication(self, directory: str, host: str, port: int, record: dict) -> dict:
+        """Where the router sends connections now, as its checks say: the primary's member name
+        (None while no member passes as one) and the replicas'."""
+        try:
+            stats = RuntimeAPI(admin_socket(directory), timeout=5).execute("show stat")
+        except HAProxyError as exc:
+            return {"role": "router", "primary": None, "replicas": [], "detail": str(exc)}
+        slots = record.get("details", {}).get("slots", {})
+        up: dict[str, list[str]] = {PRIMARY: [], REPLICAS: []}
+        for line in stats.splitlines():
+            fields = line.split(",")
+            if len(fields) > 17 and fields[0] in up and fields[17] == "UP" and fields[1][:1] in "mr":
+                member = slots.get(fields[1][1:])
+                if member:
+                    up[fields[0]].append(member["name"])
+        primary = up[PRIMARY][0] if len(up[PRIMARY]) == 1 else None
+        return {"role": "router", "primary": primary, "replicas": sorted(up[REPLICAS])}
 
     def reconfigure(self, directory: str, host: str, record: dict, spec: dict) -> dict | None:
         """Take the spec's members without a restart (the runtime API); returns the record's new
