@@ -94,10 +94,15 @@ def nodes(args: Namespace) -> int:
     if args.json:
         print_json(found)
         return OK
-    table(
-        ["name", "role", "state", "address", "cloud", "created"],
-        [[n["name"], n["role"], n["state"], n["address"], n.get("cloud"), short_time(n.get("created"))] for n in found],
-    )
+    rows = [[n["name"], n["role"], n["state"], n["address"], n.get("cloud"), short_time(n.get("created"))] for n in found]
+    if any(n.get("replication_role") for n in found):  # a replicated data service's members
+        for row, node in zip(rows, found, strict=True):
+            lag = node.get("lag_s")
+            row.append(node.get("replication_role") or "-")
+            row.append("-" if lag is None else f"{lag} s")
+        table(["name", "role", "state", "address", "cloud", "created", "replication", "lag"], rows)
+    else:
+        table(["name", "role", "state", "address", "cloud", "created"], rows)
     return OK
 
 

@@ -211,3 +211,17 @@ def test_it_follows_in_human_form(cli, logged_in, service):
     assert result.code == 0, result.err
     assert len(result.out.splitlines()) == 2
     assert cli("events", "cli-shop", "--follow-seconds", "1").code == 2
+
+
+def test_it_lists_a_replicated_services_members_with_their_role_and_lag(cli, logged_in, alice):
+    cache = alice.create_service("cli-cache", "redis")
+    scaled = alice.post(f"/api/v1/services/{cache['id']}/scale/", json={"role": "backend", "nodes": 2}).json()
+    assert alice.wait_operation(scaled)["state"] == "succeeded"
+
+    result = cli("nodes", "cli-cache")
+
+    assert result.code == 0, result.err
+    header, *rows = result.out.splitlines()
+    assert header.split()[-2:] == ["REPLICATION", "LAG"]
+    assert sorted(row.split()[-3:] for row in rows if "backend" in row) == [["primary", "0", "s"], ["replica", "0", "s"]]
+    assert [row.split()[-2:] for row in rows if "proxy" in row] == [["-", "-"]]

@@ -70,6 +70,8 @@ def web(body: str) -> str:
         (web("runtime: cobol\n"), "services.web.runtime: must be one of: python, php, java, static"),
         (web("runtime: python\nnodes: 0\n"), "services.web.nodes: must be ≥ 1"),
         (web("runtime: python\nnodes: -3\n"), "services.web.nodes: must be ≥ 1"),
+        (web("runtime: redis\nnodes: 6\n"), "services.web.nodes: a redis service runs 1 to 5 servers"),
+        (web("runtime: postgresql\nnodes: 2\n"), "services.web.nodes: a postgresql service runs one server in this"),
         (web("runtime: python\nnodes: two\n"), "services.web.nodes: must be a whole number"),
         (web("runtime: python\nnodes: 1.5\n"), "services.web.nodes: must be a whole number"),
         (web("runtime: python\nnodes: true\n"), "services.web.nodes: must be a whole number"),
