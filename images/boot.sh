@@ -37,7 +37,7 @@ if [ "${CONPAAS_LOCAL:-0}" != 1 ]; then
     apt-get install -y -q --no-install-recommends $PACKAGES
     # The agent runs its own HAProxy, nginx, php-fpm, Tomcat, PostgreSQL and Redis: the
     # distribution's services must not hold a port.
-    sh "$IMAGES/stop-services.sh" haproxy nginx 'php*-fpm' tomcat10 'postgresql*' redis-server redis-sentinel
+    sh "$IMAGES/stop-services.sh" haproxy nginx 'php*-fpm' tomcat10 'postgresql*' redis-server redis-sentinel etcd patroni
 fi
 
 export PYTHONPATH="$IMAGES${PYTHONPATH:+:$PYTHONPATH}"

@@ -94,7 +94,9 @@ def nodes(args: Namespace) -> int:
     if args.json:
         print_json(found)
         return OK
-    rows = [[n["name"], n["role"], n["state"], n["address"], n.get("cloud"), short_time(n.get("created"))] for n in found]
+    rows = [
+        [n["name"], n["role"], n["state"], n["address"], n.get("cloud"), short_time(n.get("created"))] for n in found
+    ]
     if any(n.get("replication_role") for n in found):  # a replicated data service's members
         for row, node in zip(rows, found, strict=True):
             lag = node.get("lag_s")

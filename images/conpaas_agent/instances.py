@@ -671,14 +671,20 @@ class Instances:
 
     def _stop(self, name: str) -> None:
         record = self.records.pop(name)
-        self._terminate_all(recipe_of(record), pids_of(record), self.processes.pop(name, None))
+        recipe = recipe_of(record)
+        self._terminate_all(recipe, pids_of(record), self.processes.pop(name, None), record)
+        # What its processes started and left (Patroni's PostgreSQL runs in a session of its own).
+        for pid in recipe.lingering_pids(os.path.join(self.instances_dir, name), record):
+            self._terminate(pid, None, signal.SIGTERM, False)
         log.info("stopped instance %s (pids %s)", name, pids_of(record))
 
     @classmethod
-    def _terminate_all(cls, recipe: Recipe, pids: list[int], processes: list[subprocess.Popen] | None) -> None:
+    def _terminate_all(
+        cls, recipe: Recipe, pids: list[int], processes: list[subprocess.Popen] | None, record: dict | None = None
+    ) -> None:
         """Stop the processes in the reverse order of their start (nginx before its php-fpm)."""
         by_pid = {process.pid: process for process in processes or []}
-        signals = recipe.stop_signals
+        signals = recipe.stop_signals_for(record or {})
         for index in reversed(range(len(pids))):
             sig = signals[index] if index < len(signals) else signal.SIGTERM
             cls._terminate(pids[index], by_pid.get(pids[index]), sig, recipe.resignal_children)

@@ -3,13 +3,16 @@ node and on the router, and the TCP router (HAProxy) that always sends the servi
 current master. Real processes throughout: kill -9 of the master, and the router's port takes
 writes again once Sentinel has promoted a replica."""
 
+import contextlib
 import os
 import signal
+import subprocess
 import time
 
 from conpaas_common.procs import free_port
 from tests.agent.agent_helpers import unprivileged_agent
 from tests.agent.test_data import PASSWORD, redis
+from tests.harness import descendants as descendants_of
 
 
 def put(agent, name, spec):
@@ -108,3 +111,45 @@ def test_it_refuses_a_router_spec_it_cannot_take():
         body = {"runtime": "redis", "password": PASSWORD, "replica_of": {"host": "db.example", "port": 6379}}
         reply = node.call("PUT", "/v1/instances/s", body)
         assert reply.status == 400 and "IP address" in reply.json()["error"]
+
+
+def psql(port, sql):
+    env = {**os.environ, "PGPASSWORD": PASSWORD, "PGCONNECT_TIMEOUT": "3"}
+    argv = ["psql", "-X", "-q", "-t", "-A", "-h", "127.0.0.1", "-p", str(port), "-U", "conpaas", "conpaas", "-c", sql]
+    return subprocess.run(argv, env=env, capture_output=True, text=True, timeout=30)
+
+
+def test_postgresql_members_fail_over_through_patroni_behind_one_address():
+    with unprivileged_agent() as node:
+        dcs = put(node, "dcs", {"runtime": "etcd"})
+        cluster = {"scope": "db", "dcs": {"host": "127.0.0.1", "port": dcs["port"]}}
+        spec = {"runtime": "postgresql", "password": PASSWORD}
+        first = put(node, "p1", {**spec, "cluster": {**cluster, "member": "p1"}})
+        wait_for(lambda: replication(node, "p1").get("role") == "primary", 60, "p1 to bootstrap as the primary")
+        second = put(node, "p2", {**spec, "cluster": {**cluster, "member": "p2"}})
+        wait_for(lambda: replication(node, "p2").get("in_sync"), 60, "p2 to stream from p1")
+        assert replication(node, "p2")["role"] == "standby" and replication(node, "p2")["lag_s"] == 0
+        members = [
+            {"name": name, "host": "127.0.0.1", "port": s["port"], "check_port": s["details"]["api_port"]}
+            for name, s in (("p1", first), ("p2", second))
+        ]
+        router = put(
+            node, "router", {"runtime": "tcp_router", "engine": "postgresql", "password": PASSWORD, "members": members}
+        )
+        port, replica_port = router["port"], router["details"]["replica_port"]
+        wait_for(lambda: replication(node, "router")["primary"] == "p1", 10, "the router to reach p1")
+        assert psql(port, "CREATE TABLE t (n int); INSERT INTO t VALUES (1)").returncode == 0
+        wait_for(lambda: psql(replica_port, "SELECT pg_is_in_recovery()").stdout.strip() == "t", 10, "a standby read")
+        wait_for(lambda: psql(replica_port, "SELECT count(*) FROM t").stdout.strip() == "1", 10, "the row on p2")
+
+        # Every process of p1: Patroni, and its PostgreSQL, which runs in a session of its own.
+        postmaster = int((node.home / "instances" / "p1" / "data" / "postmaster.pid").read_text().split()[0])
+        killed = time.monotonic()
+        for pid in [first["pid"], *descendants_of(first["pid"]), postmaster, *descendants_of(postmaster)]:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        wait_for(lambda: psql(port, "INSERT INTO t VALUES (2)").returncode == 0, 60, "a write after p1's death")
+        took = time.monotonic() - killed
+        assert took < 30, took
+        assert replication(node, "p2")["role"] == "primary"
+        assert psql(port, "SELECT count(*) FROM t").stdout.strip() == "2"

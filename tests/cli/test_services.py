@@ -223,5 +223,8 @@ def test_it_lists_a_replicated_services_members_with_their_role_and_lag(cli, log
     assert result.code == 0, result.err
     header, *rows = result.out.splitlines()
     assert header.split()[-2:] == ["REPLICATION", "LAG"]
-    assert sorted(row.split()[-3:] for row in rows if "backend" in row) == [["primary", "0", "s"], ["replica", "0", "s"]]
+    assert sorted(row.split()[-3:] for row in rows if "backend" in row) == [
+        ["primary", "0", "s"],
+        ["replica", "0", "s"],
+    ]
     assert [row.split()[-2:] for row in rows if "proxy" in row] == [["-", "-"]]

@@ -5,6 +5,7 @@ entry below."""
 from __future__ import annotations
 
 from .base import Recipe
+from .etcd import Etcd
 from .java import Java
 from .php import Php
 from .postgresql import Postgresql
@@ -17,8 +18,8 @@ from .tcp_router import TcpRouter
 
 RECIPES: dict[str, Recipe] = {
     recipe.name: recipe
-    for recipe in (Python(), Php(), Static(), Java(), Postgresql(), Redis(), Storage(), Sentinel(), TcpRouter())
+    for recipe in (Python(), Php(), Static(), Java(), Postgresql(), Redis(), Storage(), Sentinel(), TcpRouter(), Etcd())
 }
 # Recipes that are parts of a replicated data service rather than a service's runtime: its
-# sentinels and its router (workflows/replication.py).
-PARTS = frozenset({"sentinel", "tcp_router"})
+# router, and what decides its failovers (Redis's sentinels, the etcd of PostgreSQL's Patroni).
+PARTS = frozenset({"sentinel", "tcp_router", "etcd"})

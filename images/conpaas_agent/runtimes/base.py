@@ -248,6 +248,15 @@ class Recipe:
         """The runtime's own fields of the spec, checked, with defaults (InstanceError 400)."""
         return {}
 
+    def stop_signals_for(self, record: dict) -> tuple[signal.Signals, ...]:
+        """The stop signals of an instance's processes (``stop_signals``, unless its spec says
+        it runs other processes)."""
+        return self.stop_signals
+
+    def lingering_pids(self, directory: str, record: dict) -> list[int]:
+        """Processes of the instance that its own left running apart from them when stopped."""
+        return []
+
     def build(self, version_dir: str, app: str, logfile: str, nice: int, built: str | None = None) -> dict:
         """Once per version on this node, under the version's lock: set the version up with
         `built`, the unpacked result of its build (builds.py) when it has one. Nothing here

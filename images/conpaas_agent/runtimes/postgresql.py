@@ -19,8 +19,10 @@ import subprocess
 import time
 from datetime import datetime, timedelta
 
+from conpaas_common.procs import cmdline, pid_alive
 from conpaas_common.wire import ARCHIVE_TIMEOUT_S, MAX_ARCHIVE_TIMEOUT_S, MIN_ARCHIVE_TIMEOUT_S, PG_DATABASE, PG_USER
 
+from . import patroni
 from .backups import (
     BACKUP_ID_RE,
     BACKUP_PROFILE,
@@ -53,6 +55,11 @@ def scram_verifier(password: str, iterations: int = 4096) -> str:
     return f"SCRAM-SHA-256${iterations}:{b64(salt).decode()}${b64(stored_key).decode()}:{b64(server_key).decode()}"
 
 
+def as_options(settings: dict[str, str]) -> list[str]:
+    """Settings as the server's command line takes them."""
+    return [arg for name, value in settings.items() for arg in ("-c", f"{name}={value}")]
+
+
 def _stop(server: subprocess.Popen) -> None:
     if server.poll() is None:
         server.send_signal(signal.SIGINT)
@@ -69,7 +76,7 @@ class Postgresql(DataRecipe):
     copy of a base backup recovered to a point in time rather than empty."""
 
     name = "postgresql"
-    fields = frozenset({"password", "port", "backup", "archive_timeout_s", "restore"})
+    fields = frozenset({"password", "port", "backup", "archive_timeout_s", "restore", "cluster"})
     start_timeout = 60.0
     stop_signals = (signal.SIGINT,)  # "fast" shutdown: clients are disconnected, data is flushed
 
@@ -83,6 +90,8 @@ class Postgresql(DataRecipe):
             spec.update(backup=location(body["backup"], "backup"), archive_timeout_s=timeout)
         if body.get("restore") is not None:
             spec["restore"] = self._validate_restore(body["restore"])
+        if body.get("cluster") is not None:
+            spec["cluster"] = patroni.validate_cluster(body["cluster"])
         return spec
 
     @staticmethod
@@ -110,13 +119,17 @@ class Postgresql(DataRecipe):
         # file's path, never a key.
         run.env.update({k: v for k, v in barman.env.items() if k.startswith("AWS_")})
         recovery: list[str] = []
+        clustered = bool(run.spec.get("cluster"))
         if not os.path.exists(os.path.join(data, "PG_VERSION")):
             if run.spec.get("restore"):
                 recovery = self._restore(run, barman, data)
-            else:
+            elif not clustered:  # Patroni makes a member's data: initdb, or a clone of the primary
                 self._initdb(run, initdb, postgres, data)
+        if clustered and not recovery:
+            patroni.spawn(run, PG_BIN, self._archiving(run.spec, barman))
+            return
         argv = [postgres, "-D", data, "-h", run.host, "-p", str(run.port), "-k", sockets]
-        argv += ["-c", "logging_collector=off", *self._archiving(run.spec, barman), *recovery]
+        argv += ["-c", "logging_collector=off", *as_options(self._archiving(run.spec, barman)), *recovery]
         server = run.spawn(argv)
         if recovery:
             try:
@@ -125,6 +138,11 @@ class Postgresql(DataRecipe):
                 _stop(server)
                 shutil.rmtree(data, ignore_errors=True)
                 raise
+            if clustered:
+                # Restored and promoted by a plain server, then handed to Patroni as its data.
+                _stop(server)
+                run.processes.remove(server)
+                patroni.spawn(run, PG_BIN, self._archiving(run.spec, barman))
 
     @staticmethod
     def _barman(directory: str, spec: dict) -> Barman:
@@ -140,11 +158,13 @@ class Postgresql(DataRecipe):
         return barman
 
     @staticmethod
-    def _archiving(spec: dict, barman: Barman) -> list[str]:
-        """The server's settings for WAL archiving, on its command line so that they take
-        precedence over the data directory's files (a restored one holds its source's)."""
+    def _archiving(spec: dict, barman: Barman) -> dict[str, str]:
+        """The server's settings for WAL archiving, on its command line (or in Patroni's config)
+        so that they take precedence over the data directory's files (a restored one holds its
+        source's). A replicated service's members all have them: the primary archives, and a
+        standby promoted goes on where it stopped."""
         if not spec.get("backup"):
-            return ["-c", "archive_mode=off"]
+            return {"archive_mode": "off"}
         # barman-cloud-wal-archive exits non-zero when the store fails: PostgreSQL keeps the
         # segment and tries again, and pg_stat_archiver counts the failure.
         command = barman.shell_command("wal-archive", BACKUP_PROFILE, spec["backup"], ["-z"], ["%p"])
@@ -154,7 +174,7 @@ class Postgresql(DataRecipe):
             "archive_command": command,
             "archive_timeout": str(spec["archive_timeout_s"]),
         }
-        return [arg for name, value in settings.items() for arg in ("-c", f"{name}={value}")]
+        return settings
 
     def _restore(self, run: Run, barman: Barman, data: str) -> list[str]:
         """The spec's restore: its base backup into ``data``, ready to replay its archived WAL
@@ -188,7 +208,7 @@ class Postgresql(DataRecipe):
         }
         if restore["target_time"]:
             settings.update(recovery_target_time=restore["target_time"], recovery_target_inclusive="on")
-        return [arg for name, value in settings.items() for arg in ("-c", f"{name}={value}")]
+        return as_options(settings)
 
     @staticmethod
     def _let_the_agent_in(data: str) -> None:
@@ -367,5 +387,64 @@ class Postgresql(DataRecipe):
             return False
         return result.returncode == 0
 
+    def stop_signals_for(self, record: dict) -> tuple[signal.Signals, ...]:
+        # Patroni stops its PostgreSQL on SIGTERM (fast shutdown), then itself.
+        return (signal.SIGTERM,) if record.get("cluster") else self.stop_signals
+
+    def lingering_pids(self, directory: str, record: dict) -> list[int]:
+        """Patroni's PostgreSQL runs in a session of its own: when Patroni did not stop it (it
+        was killed), its postmaster, named by the data directory's postmaster.pid."""
+        data = os.path.join(directory, "data")
+        try:
+            with open(os.path.join(data, "postmaster.pid")) as fh:
+                pid = int(fh.readline())
+        except (OSError, ValueError):
+            return []
+        return [pid] if pid_alive(pid) and data in cmdline(pid) else []
+
+    def ready(self, run: Run) -> bool:
+        """A member is up when its Patroni answers (it may be cloning the primary: the control
+        plane waits for it to be in sync); a lone server when it takes sessions."""
+        if run.spec.get("cluster"):
+            return patroni.answers(run.host, api_port_of_record(run.dir))
+        return self.accepts(run.host, run.port)
+
+    def details(self, run: Run) -> dict:
+        return {"api_port": api_port_of_record(run.dir)} if run.spec.get("cluster") else {}
+
+    def replication(self, directory: str, host: str, port: int, record: dict) -> dict:
+        """A member's role as Patroni says it (`primary`, `standby`), and a standby's lag: the
+        seconds since the last transaction it replayed was committed, 0 when it has replayed all
+        it received (an idle primary commits nothing: no lag grows)."""
+        if not record.get("cluster"):
+            return {"role": "primary", "lag_s": 0}
+        status, said = patroni.api(host, api_port_of_record(directory), "/patroni")
+        role = patroni.ROLES.get(said.get("role", ""))
+        if status is None or role is None:
+            return {"role": None, "detail": "Patroni does not answer" if status is None else said.get("state", "")}
+        answer = {"role": role, "state": said.get("state"), "timeline": said.get("timeline")}
+        if role == "standby":
+            sql = (
+                "SELECT CASE WHEN pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn() THEN 0 ELSE"
+                " coalesce(extract(epoch FROM now() - pg_last_xact_replay_timestamp()), -1) END,"
+                " (SELECT status FROM pg_stat_wal_receiver)"
+            )
+            row = self._sql(directory, port, sql, record["password"]).split("|")
+            streaming = len(row) == 2 and row[1] == "streaming"
+            answer.update(link="up" if streaming else "down", in_sync=streaming and said.get("state") == "running")
+            answer["lag_s"] = round(float(row[0]), 1) if streaming and row[0] not in ("", "-1") else None
+        else:
+            answer["lag_s"] = 0
+        return answer
+
     def marker(self, run: Run) -> str:
         return run.path("data")
+
+
+def api_port_of_record(directory: str) -> int:
+    """The member's Patroni REST API port, kept in its directory (patroni.api_port_of)."""
+    try:
+        with open(os.path.join(directory, "api_port")) as fh:
+            return int(fh.read())
+    except (OSError, ValueError):
+        return 0

@@ -31,12 +31,19 @@ from .data import _PASSWORD_RE, answers_tcp, private_file, validate_address
 
 HAPROXY = "/usr/sbin/haproxy"
 MAX_MEMBERS = MAX_REPLICATED_SERVERS
-ENGINES = ("redis",)
+ENGINES = ("redis", "postgresql")
 NAME_RE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 MAX_SOCKET_PATH = 100
 CHECK = "check inter 500ms downinter 250ms fastinter 250ms fall 2 rise 1 on-marked-down shutdown-sessions"
 # Database connections are long-lived (pools): an idle one is not cut for an hour.
 TIMEOUTS = "timeout connect 3s\n    timeout client 1h\n    timeout server 1h\n    timeout check 2s\n"
+
+
+def _patroni_checks(path: str) -> str:
+    # Each member's Patroni answers 200 on /primary only for the primary, on /replica only for a
+    # running standby: its REST API's port is the server's check port.
+    lines = ["option httpchk", f"http-check send meth GET uri {path}", "http-check expect status 200"]
+    return "".join(f"    {line}\n" for line in lines)
 
 
 def _redis_checks(password: str, expect: str) -> str:
@@ -56,6 +63,7 @@ SLOTS = (
     (REPLICAS, "r", "master_link_status:up"),
     (REPLICAS, "b", None),
 )
+PATRONI_PATHS = {"role:master": "/primary", "master_link_status:up": "/replica"}
 
 
 class TcpRouter(Recipe):
@@ -73,6 +81,8 @@ class TcpRouter(Recipe):
         if not isinstance(password, str) or not _PASSWORD_RE.match(password):
             raise InstanceError("password is required: 16 to 128 letters, digits, '-' or '_'", 400)
         spec = {"engine": engine, "password": password, "members": self._members(body.get("members"))}
+        if engine == "postgresql" and any("check_port" not in member for member in spec["members"]):
+            raise InstanceError("a postgresql member needs its check_port: its Patroni REST API's", 400)
         for field in ("port", "replica_port"):
             value = body.get(field)
             if value is not None:
@@ -92,6 +102,10 @@ class TcpRouter(Recipe):
                 raise InstanceError(f"each member needs a name of its own matching {NAME_RE.pattern}", 400)
             names.add(name)
             address = validate_address({k: member.get(k) for k in ("host", "port")}, f"member {name}")
+            check_port = member.get("check_port")
+            if check_port is not None:
+                check_port = validate_address({"host": address["host"], "port": check_port}, f"member {name}")["port"]
+                address["check_port"] = check_port
             clean.append({"name": name, **address})
         return sorted(clean, key=lambda m: m["name"])
 
@@ -177,7 +191,8 @@ class TcpRouter(Recipe):
         for backend, _prefix, expect in SLOTS:
             text = backends.setdefault(backend, [f"backend {backend}\n    mode tcp\n    balance roundrobin\n"])
             if expect:
-                text.append(_redis_checks(password, expect))
+                checks = _patroni_checks(PATRONI_PATHS[expect]) if spec["engine"] == "postgresql" else None
+                text.append(checks or _redis_checks(password, expect))
         lines = [
             "global\n",
             f"    stats socket {admin_socket(directory)} mode 600 level admin\n",
@@ -192,6 +207,8 @@ class TcpRouter(Recipe):
                 member = members.get(str(n))
                 where = f"{member['host']}:{member['port']}" if member else "127.0.0.1:1"
                 extra = " backup" if prefix == "b" else ""
+                if member and member.get("check_port") and prefix != "b":
+                    extra += f" port {member['check_port']}"
                 # The backup slots are checked as primaries, with the primary backend's rules.
                 track = f" track {PRIMARY}/m{n}" if prefix == "b" else f" {CHECK}"
                 backends[backend].append(f"    server {prefix}{n} {where}{track}{extra} disabled\n")
@@ -212,9 +229,11 @@ class TcpRouter(Recipe):
                 server = f"{backend}/{prefix}{n}"
                 commands += [f"disable server {server}", f"shutdown sessions server {server}"]
             if new:
-                for backend, prefix, _expect in SLOTS:
+                for backend, prefix, expect in SLOTS:
                     server = f"{backend}/{prefix}{n}"
                     commands.append(f"set server {server} addr {new['host']} port {new['port']}")
+                    if new.get("check_port") and expect:
+                        commands.append(f"set server {server} check-port {new['check_port']}")
                 for backend, prefix, expect in SLOTS:
                     server = f"{backend}/{prefix}{n}"
                     commands.append(f"enable server {server}")
