@@ -89,6 +89,7 @@ class ServiceSerializer(serializers.ModelSerializer):
             "java_heap_mb",
             "health_check_path",
             "health_check_status",
+            "synchronous",
             "state",
             "url",
             "environments",
@@ -159,11 +160,12 @@ def service_list(services) -> list[dict]:
         "java_heap_mb",
         "health_check_path",
         "health_check_status",
+        "synchronous",
         "state",
         "backup_problem",
         "created",
     )
-    for pk, name, runtime, java_heap_mb, health_path, health_status, state, backup_problem, made in rows:
+    for pk, name, runtime, java_heap_mb, health_path, health_status, synchronous, state, backup_problem, made in rows:
         live = nodes.get(pk, no_nodes)
         url = urls.get(pk)
         answer.append(
@@ -174,6 +176,7 @@ def service_list(services) -> list[dict]:
                 "java_heap_mb": java_heap_mb,
                 "health_check_path": health_path,
                 "health_check_status": health_status,
+                "synchronous": synchronous,
                 "state": state,
                 "url": url,
                 "environments": [

@@ -19,8 +19,11 @@ DATA_RUNTIMES = (Runtime.POSTGRESQL, Runtime.REDIS, Runtime.STORAGE)
 # rebuilt from its backups when its node dies (workflows/healing.py). A store keeps copies instead.
 DATABASE_RUNTIMES = (Runtime.POSTGRESQL, Runtime.REDIS)
 # The databases that replicate (workflows/replication.py): a router node is their one address, in
-# front of a primary and replicas that a manager of the engine's own fails over (Redis Sentinel).
-REPLICATED_RUNTIMES = (Runtime.REDIS,)
+# front of a primary and replicas that a manager of the engine's own fails over (Redis Sentinel,
+# Patroni).
+REPLICATED_RUNTIMES = (Runtime.POSTGRESQL, Runtime.REDIS)
+# Who promotes a replica when the primary dies, by runtime (events say it).
+FAILOVER_MANAGERS = {"postgresql": "Patroni", "redis": "Redis Sentinel"}
 
 
 class ServiceState(models.TextChoices):

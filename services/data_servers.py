@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from django.conf import settings
 
 from conpaas_common.wire import PG_DATABASE, PG_USER
-from services import agent, backup_store
+from services import agent, backup_store, replication
 from services.choices import Runtime
 from services.errors import Conflict, ConpaasError, OperationFailed
 from services.models import Node, Service
@@ -59,6 +59,8 @@ def start_server(
         spec["port"] = port or node.data_port
     if replica_of is not None:
         spec["replica_of"] = replica_of
+    if service.runtime == Runtime.POSTGRESQL and (cluster := replication.cluster_spec(service, node)):
+        spec["cluster"] = cluster
     if service.runtime == Runtime.POSTGRESQL and backup_store.configured():
         spec["backup"] = backup_store.for_nodes(backup_store.target_for(service))
         spec["archive_timeout_s"] = settings.CONPAAS_BACKUP_ARCHIVE_TIMEOUT_S
@@ -70,6 +72,9 @@ def start_server(
         raise OperationFailed(f"the {service.runtime} server did not start on {node.name}: {exc.detail}") from None
     Node.objects.filter(pk=node.pk).update(data_port=instance["port"])
     node.data_port = instance["port"]
+    if api_port := (instance.get("details") or {}).get("api_port"):  # a Patroni member's: the router checks it
+        node.data_details = {**node.data_details, "api_port": api_port}
+        Node.objects.filter(pk=node.pk).update(data_details=node.data_details)
     return instance["port"]
 
 

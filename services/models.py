@@ -135,6 +135,11 @@ class Service(models.Model):
         validators=[MinValueValidator(MIN_HEAP_MB), MaxValueValidator(MAX_HEAP_MB)],
         help_text="Java services: the heap (-Xmx) of each instance, in MB.",
     )
+    # A replicated PostgreSQL service: a commit waits until a standby has it (Patroni's
+    # synchronous mode), so a failover loses no acknowledged commit.
+    synchronous = models.BooleanField(
+        default=False, help_text="PostgreSQL services: each commit waits for a standby to have it."
+    )
     # Labels of uploads without one: v1, v2, … counted with an atomic UPDATE, never latest+1.
     version_counter = models.PositiveIntegerField(default=0)
     # The operation that holds this service; claimed with a conditional UPDATE (services/operations.py).
@@ -179,6 +184,8 @@ class Service(models.Model):
             errors["java_heap_mb"] = f"only java services run a JVM; a {self.runtime} service has no heap to set"
         if self.is_data and self.health_check_path != "/":
             errors["health_check_path"] = f"a {self.runtime} service has no router to check it over HTTP"
+        if self.synchronous and self.runtime != Runtime.POSTGRESQL:
+            errors["synchronous"] = f"only postgresql services commit synchronously; a {self.runtime} service cannot"
         if self.is_data and self.health_check_status is not None:
             errors["health_check_status"] = f"a {self.runtime} service has no router to check it over HTTP"
         same_name = Service.objects.filter(owner_id=self.owner_id, name=self.name).exclude(pk=self.pk)

@@ -15,14 +15,33 @@ from django.db.models import Q
 from django.utils import timezone
 
 from services import agent
-from services.choices import REPLICATED_RUNTIMES, NodeState, Outcome, ServiceState
+from services.choices import FAILOVER_MANAGERS, REPLICATED_RUNTIMES, NodeState, Outcome, Runtime, ServiceState
 from services.models import Event, Node, Service
 
 log = logging.getLogger("conpaas.replication")
 
 # The instances of a replicated service's nodes: the server on each server node, the router on
-# the router node, a sentinel on each of both once the service has two servers or more.
-SERVER, ROUTER, SENTINEL = "server", "router", "sentinel"
+# the router node; for redis a sentinel on each of both once the service has two servers or more,
+# for postgresql the etcd of its Patroni members on the router node.
+SERVER, ROUTER, SENTINEL, DCS = "server", "router", "sentinel", "dcs"
+
+
+def cluster_spec(service: Service, node: Node) -> dict | None:
+    """A replicated PostgreSQL server's Patroni membership: the service's cluster, the node's
+    member name, the etcd on its router; None for a service without a router (made before)."""
+    router = service.live_nodes().filter(is_proxy=True).exclude(state=NodeState.FAILED).first()
+    dcs_port = router.data_details.get("dcs_port") if router else None
+    if not dcs_port:
+        return None
+    cluster = {
+        "scope": f"conpaas-{service.pk}",
+        "member": node.name,
+        "dcs": {"host": router.address, "port": dcs_port},
+        "synchronous": service.synchronous,
+    }
+    if api_port := node.data_details.get("api_port"):
+        cluster["api_port"] = api_port
+    return cluster
 
 
 def server_nodes(service: Service) -> list[Node]:
@@ -72,7 +91,7 @@ def primary(service: Service, seen: dict[Node, dict] | None = None) -> Node | No
     """The service's primary now: the sentinels' choice (with two servers or more, each runs
     one, and so does the router), or the one server that says it is one."""
     seen = observe(service) if seen is None else seen
-    if len(seen) > 1:
+    if len(seen) > 1 and service.runtime == Runtime.REDIS:
         router = service.router_node()
         if (chosen := sentinels_say(service, [*seen, *([router] if router else [])])) is not None:
             return chosen
@@ -108,12 +127,19 @@ def refresh(service: Service) -> Node | None:
         if before not in seen:  # dead: nothing it said was saved above
             Node.objects.filter(pk=before.pk).update(replication={**before.replication, "role": "old-primary"})
         behind = f"{lag_before} s" if lag_before is not None else "an unknown time"
+        manager = FAILOVER_MANAGERS[service.runtime]
+        if service.synchronous:
+            lost = f"Commits are synchronous: {now.name} had every commit {before.name} acknowledged, none is lost"
+        else:
+            lost = (
+                f"Replication is asynchronous: what {before.name} acknowledged in its last moments may be lost "
+                f"({now.name} was last seen {behind} behind it)"
+            )
         Event.record(
             service,
             "failover",
-            f"{now.name} is the primary now, in place of {before.name} (Redis Sentinel promoted it); the "
-            f"service's address is unchanged. Replication is asynchronous: what {before.name} acknowledged "
-            f"in its last moments may be lost ({now.name} was last seen {behind} behind it)",
+            f"{now.name} is the primary now, in place of {before.name} ({manager} promoted it); the "
+            f"service's address is unchanged. {lost}",
             Outcome.SUCCEEDED,
         )
     return now

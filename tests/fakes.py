@@ -32,6 +32,8 @@ class FakeFleet:
         # (node name, instance name) -> the same: several nodes run a `server` or a `sentinel`
         self.on_node: dict[tuple[str, str], dict] = {}
         self.primary: tuple[str, int] | None = None  # (address, port) the sentinels name, once one is promoted
+        self.bootstrapped: dict[str, str] = {}  # Patroni cluster -> the node whose member bootstrapped it
+        self.nodes: dict[str, object] = {}  # node name -> the node, as its agent was last called
         self.routing: dict[str, dict] = {}  # proxy node name -> the routing it applied last
         self.calls: list[tuple] = []  # (node name, method, argument)
         self.unhealthy: set[str] = set()  # instance names whose health check fails
@@ -138,6 +140,12 @@ class FakeAgent:
             if spec.get("runtime") == "tcp_router":
                 instance["details"] = {"replica_port": spec.get("replica_port") or next(self.fleet._ports)}
             instance.update(runtime=spec.get("runtime"), replica_of=spec.get("replica_of"), spec=spec)
+            if cluster := spec.get("cluster"):  # Patroni: the first member bootstraps the cluster,
+                if spec.get("restore"):  # and a restored one is it again
+                    self.fleet.bootstrapped[cluster["scope"]] = self.node.name
+                self.fleet.bootstrapped.setdefault(cluster["scope"], self.node.name)
+                instance["details"] = {"api_port": cluster.get("api_port") or next(self.fleet._ports)}
+            self.fleet.nodes[self.node.name] = self.node
             self.fleet.instances[name] = self.fleet.on_node[(self.node.name, name)] = instance
         instance["spec"] = copy.deepcopy(spec)  # a router's members change in place
         return self._public(name)
@@ -162,15 +170,24 @@ class FakeAgent:
             answer["replication"] = {"role": "sentinel", "master": {"host": host, "port": port}}
         elif instance["runtime"] == "tcp_router":
             answer["replication"] = {"role": "router", "primary": self._primary_member(instance["spec"]["members"])}
-        elif instance["runtime"] == "redis":
-            at = (self.node.address, instance["port"])
-            primary = at == self.fleet.primary if self.fleet.primary else instance["replica_of"] is None
-            answer["replication"] = (
-                {"role": "primary", "lag_s": 0}
-                if primary
-                else {"role": "replica", "lag_s": 0, "link": "up", "in_sync": True}
-            )
+        elif instance["runtime"] in ("redis", "postgresql"):
+            if self._is_primary(self.node.name, instance):
+                answer["replication"] = {"role": "primary", "lag_s": 0}
+            else:
+                role = "replica" if instance["runtime"] == "redis" else "standby"
+                answer["replication"] = {"role": role, "lag_s": 0, "link": "up", "in_sync": True}
         return answer
+
+    def _is_primary(self, node_name: str, server: dict) -> bool:
+        """As Sentinel or Patroni would have it: the promoted server; else a redis server that
+        started as no one's replica, the first member of a Patroni cluster, or a lone server."""
+        node = self.fleet.nodes.get(node_name)
+        if self.fleet.primary:
+            return node is not None and (node.address, server["port"]) == self.fleet.primary
+        cluster = server["spec"].get("cluster")
+        if cluster:
+            return self.fleet.bootstrapped.get(cluster["scope"]) == node_name
+        return server["replica_of"] is None
 
     def instance_logs(self, name: str, lines: int = 100) -> dict[str, list[str]]:
         self._call("instance_logs", name, role="backend")
@@ -247,18 +264,10 @@ class FakeAgent:
         return self._proxy_status()
 
     def _primary_member(self, members: list[dict]) -> str | None:
-        """The member a router's checks find the primary: the promoted one, else the first
-        member whose server started as no one's replica."""
+        """The member a router's checks find the primary."""
         for member in members:
-            server = next(
-                (i for (n, name), i in self.fleet.on_node.items() if name == "server" and n == member["name"]), None
-            )
-            if server is None:
-                continue
-            if self.fleet.primary:
-                if (member["host"], member["port"]) == self.fleet.primary:
-                    return member["name"]
-            elif server["replica_of"] is None:
+            server = self.fleet.on_node.get((member["name"], "server"))
+            if server is not None and server["state"] == "running" and self._is_primary(member["name"], server):
                 return member["name"]
         return None
 

@@ -249,6 +249,8 @@ def plan_options(spec: ServiceSpec, service: Service, plan: Plan, services: dict
     said = []
     if "java_heap_mb" in changed:
         said.append(f"java heap {service.java_heap_mb} MB → {spec.java_heap_mb} MB")
+    if "synchronous" in changed:
+        said.append(f"synchronous commits {'on' if spec.synchronous else 'off'}")
     if changed.keys() & set(lifecycle.HEALTH_OPTIONS):
         wanted = Service(health_check_path=spec.health_path, health_check_status=spec.health_status)
         said.append(f"health check {service.health_check} → {wanted.health_check}")

@@ -40,7 +40,7 @@ from services.data_servers import SERVER, Server, start_server
 from services.errors import Conflict, ConpaasError, OperationFailed
 from services.models import Backup, Event, Node, Operation, Service
 from services.nodes import boot_node, destroy_node, remove_from_cloud
-from workflows import lifecycle
+from workflows import lifecycle, replication
 
 POLICY_FIELDS = ("backup_enabled", "backup_every_hours", "backup_keep_days")
 ARCHIVE_PROBLEM = "WAL archiving fails: "
@@ -464,6 +464,7 @@ def run_restore(operation) -> str:
             raise OperationFailed(f"the server on {node.name} could not be stopped: {exc.detail}") from None
     operation.set_progress(f"restoring {backup.backup_id} on {node.name}")
     forget_archive(service)
+    replication.reset_dcs(service, operation)
     spec = restore_spec(backup, location, time)
     what = f"{source.name}'s backup {backup.backup_id}" + (f" up to {time.isoformat()}" if time else "")
     try:
@@ -506,6 +507,7 @@ def rebuild(service: Service, dead: Node, operation) -> str:
         spec = restore_spec(newest, location)
     operation.set_progress(f"restoring {service.name}'s server on {node.name} from {newest.backup_id}")
     forget_archive(service)
+    replication.reset_dcs(service, operation)
     try:
         start_server(service, node, restore=spec, port=dead.data_port)
     except OperationFailed as exc:

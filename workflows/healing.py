@@ -115,6 +115,13 @@ def diagnose(service: Service) -> tuple[list[str], dict[Node, str]]:
             findings.append(f"node {node.name} is dead: {why}")
         elif status is not None:
             findings += stopped(node, status)
+    if service.is_routed and not service.backups.filter(state=BackupState.COMPLETED).exists():
+        # Its last server dead, and no backup: a new one would come up empty. It is left as it
+        # died (README, Backups); its router, which holds no data, is still replaced.
+        servers = set(replication.server_nodes(service))
+        if servers and servers <= set(dead):
+            for node in servers:
+                findings.remove(f"node {node.name} is dead: {dead.pop(node)}")
     failed = service.live_nodes().filter(state=NodeState.FAILED).count()
     if failed:
         findings.append(f"{failed} failed node(s) to replace")
@@ -239,10 +246,12 @@ def heal_database(service: Service, operation) -> str:
     )
     if dead is not None:
         said = backups.rebuild(service, dead, operation)
-        if service.is_routed:  # its router, its other nodes: to the new server
-            said += "; " + replicated.heal(
-                service, list(service.live_nodes().filter(state=NodeState.FAILED)), operation
-            )
+        if service.is_routed:  # its router to the new server (a dead router replaced where it was)
+            dead_routers = list(service.live_nodes().filter(state=NodeState.FAILED, is_proxy=True))
+            if dead_routers:
+                said += "; " + replicated.heal(service, dead_routers, operation)
+            else:
+                replicated.converge(service, operation)
         return said
     node = ensure_server(service, operation)
     return f"healed: the {service.runtime} server runs again on {node.name}"

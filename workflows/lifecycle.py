@@ -13,7 +13,7 @@ from services.models import Bucket, Event, Operation, Service
 from services.nodes import boot_node, destroy_node
 from versions.models import DEVELOPMENT, PRODUCTION, Environment, new_preview_key
 from versions.storage import delete_unreferenced_archives
-from workflows import data_services
+from workflows import data_services, replication
 from workflows.preview_databases import drop_copies
 
 
@@ -49,7 +49,7 @@ def create(owner, name: str, runtime: str, application=None, environments=(), **
 
 
 # What may change on a service once it exists (never its name or runtime).
-OPTIONS = ("java_heap_mb", "health_check_path", "health_check_status")
+OPTIONS = ("java_heap_mb", "health_check_path", "health_check_status", "synchronous")
 HEALTH_OPTIONS = ("health_check_path", "health_check_status")
 
 
@@ -77,6 +77,19 @@ def update(service: Service, user, **changes) -> Service:
             f"java heap set to {service.java_heap_mb} MB (was {before['java_heap_mb']} MB); "
             "instances started from now on have it"
         )
+    if "synchronous" in changed:
+        with operations.holding(service, OperationKind.ROUTE, user, {"options": ["synchronous"]}) as operation:
+            Service.objects.filter(pk=service.pk).update(synchronous=service.synchronous)
+            replication.set_synchronous(service)
+            mode = (
+                "wait for a standby: a failover loses no acknowledged commit"
+                if service.synchronous
+                else ("no longer wait for a standby (a failover may lose the last acknowledged commits)")
+            )
+            Event.record(service, "service.update", f"commits now {mode}", actor=user, operation=operation)
+        changed.pop("synchronous")
+        if not changed:
+            return service
     if changed.keys() & set(HEALTH_OPTIONS):
         said.append(f"health check set to {service.health_check} (was {health_before})")
         with operations.holding(service, OperationKind.ROUTE, user, {"options": sorted(changed)}) as operation:

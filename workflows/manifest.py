@@ -13,7 +13,7 @@ from django.db import models
 
 from conpaas_common.archives import release_command_problem
 from conpaas_common.wire import MAX_REPLICATED_SERVERS
-from services.choices import DATA_RUNTIMES, DATABASE_RUNTIMES, REPLICATED_RUNTIMES, Runtime
+from services.choices import DATA_RUNTIMES, REPLICATED_RUNTIMES, Runtime
 from services.errors import ConpaasError
 from services.models import JAVA_HEAP_MB, Service, slug_validator
 from versions.instances import link_variable
@@ -33,6 +33,7 @@ SERVICE_KEYS = (
     "release",
     "health",
     "java_heap_mb",
+    "synchronous",
     "dump",
     "backups",
 )
@@ -76,6 +77,7 @@ class ServiceSpec:
     health_path: str = "/"
     health_status: int | None = None
     java_heap_mb: int = JAVA_HEAP_MB
+    synchronous: bool = False
     # A data service's backup policy (workflows/backups.py), as backups.policy() gives it; left
     # out: on, with the defaults.
     backups: dict = field(default_factory=lambda: {"enabled": True, "every_hours": 24, "keep_days": 7})
@@ -86,6 +88,7 @@ class ServiceSpec:
             "java_heap_mb": self.java_heap_mb,
             "health_check_path": self.health_path,
             "health_check_status": self.health_status,
+            "synchronous": self.synchronous,
         }
 
     def settings_of(self, environment: str) -> dict:
@@ -240,8 +243,6 @@ class Checker:
                 self.error(f"{path}.nodes", "must be ≥ 1")
             elif runtime in REPLICATED_RUNTIMES and nodes > MAX_REPLICATED_SERVERS:
                 self.error(f"{path}.nodes", f"a {runtime} service runs 1 to {MAX_REPLICATED_SERVERS} servers")
-            elif runtime in DATABASE_RUNTIMES and runtime not in REPLICATED_RUNTIMES and nodes != 1:
-                self.error(f"{path}.nodes", f"a {runtime} service runs one server in this release")
             else:
                 spec.nodes = nodes
         if "links" in fields:
@@ -285,6 +286,13 @@ class Checker:
                 spec.health_path = self.option(health["path"], f"{path}.health.path", "health_check_path")
             if "status" in health:
                 spec.health_status = self.option(health["status"], f"{path}.health.status", "health_check_status")
+        if "synchronous" in fields:
+            if runtime != Runtime.POSTGRESQL:
+                self.error(f"{path}.synchronous", f"not for a {runtime} service: only postgresql commits synchronously")
+            elif not isinstance(fields["synchronous"], bool):
+                self.error(f"{path}.synchronous", "must be true or false")
+            else:
+                spec.synchronous = fields["synchronous"]
         if "java_heap_mb" in fields and runtime != Runtime.JAVA:
             self.error(f"{path}.java_heap_mb", f"not for a {runtime} service: only java services run a JVM")
         elif "java_heap_mb" in fields:

@@ -1,8 +1,10 @@
-"""Replicated data services (redis; README, Replication and failover): a router node, the
-service's one address for its whole life, in front of `backend_nodes` server nodes, one primary
-and its replicas. From two servers, Redis Sentinel runs on every server node and on the router
-node (a majority survives the loss of any one node) and fails the primary over by itself, with
-or without the control plane; the router follows the primary by its own health checks.
+"""Replicated data services (postgresql, redis; README, Replication and failover): a router
+node, the service's one address for its whole life, in front of `backend_nodes` server nodes, one
+primary and its replicas (standbys). The engine's own manager fails the primary over by itself,
+with or without the control plane, and the router follows by its own health checks: Patroni
+members agreeing through an etcd on the router node for postgresql; for redis, from two servers,
+Redis Sentinel on every server node and on the router node (a majority survives the loss of any
+one node).
 
 `converge` makes what the database says true and can run again at any time: the router booted
 (where a dead one was, on its port), server nodes booted or removed, servers started (a new one
@@ -15,13 +17,13 @@ import time
 from django.utils import timezone
 
 from services import agent, replication
-from services.choices import NodeState
+from services.choices import FAILOVER_MANAGERS, NodeState, Runtime
 from services.clouds import RouterPlace
 from services.data_servers import start_server
 from services.errors import OperationFailed
 from services.models import Node, Service
 from services.nodes import boot_node, destroy_node
-from services.replication import ROUTER, SENTINEL
+from services.replication import DCS, ROUTER, SENTINEL
 
 # How long a converge waits for the sentinels to name a primary when the servers run but none
 # says it is one (a failover under way), and for new replicas to be in sync.
@@ -35,6 +37,8 @@ def converge(service: Service, operation, router_at: Node | None = None) -> str:
     node whose address and port the new router takes."""
     began = time.monotonic()
     router = ensure_router_node(service, operation, router_at)
+    if service.runtime == Runtime.POSTGRESQL:
+        ensure_dcs(service, router, operation)
     servers = ensure_server_nodes(service, operation)
     primary = start_servers(service, servers, operation)
     started = time.monotonic()
@@ -86,21 +90,50 @@ def ensure_server_nodes(service: Service, operation) -> list[Node]:
     return servers
 
 
+def ensure_dcs(service: Service, router: Node, operation) -> None:
+    """The etcd of a postgresql service's Patroni members, on its router node, on its port."""
+    spec = {"runtime": "etcd"}
+    if port := router.data_details.get("dcs_port"):
+        spec["port"] = port
+    operation.set_progress(f"starting the members' etcd on {router.name}")
+    try:
+        answer = agent.client_for(router).put_instance(DCS, spec)
+    except agent.AgentError as exc:
+        raise OperationFailed(f"the etcd on {router.name} did not start: {exc.detail}") from None
+    router.data_details = {**router.data_details, "dcs_port": answer["port"]}
+    Node.objects.filter(pk=router.pk).update(data_details=router.data_details)
+
+
+def reset_dcs(service: Service, operation) -> None:
+    """A postgresql service's etcd emptied before a server restored from a backup starts: its
+    Patroni then takes the cluster over as it is (an earlier point in time than the etcd knew,
+    which a standby's rules would refuse to promote)."""
+    router = service.live_nodes().filter(is_proxy=True, state=NodeState.RUNNING).first()
+    if service.runtime != Runtime.POSTGRESQL or router is None or not router.data_details.get("dcs_port"):
+        return
+    operation.set_progress(f"emptying the members' etcd on {router.name}")
+    try:
+        agent.client_for(router).delete_instance(DCS, purge=True)
+    except agent.AgentError as exc:
+        if exc.status != 404:
+            raise OperationFailed(f"the etcd on {router.name} could not be emptied: {exc.detail}") from None
+    ensure_dcs(service, router, operation)
+
+
 def start_servers(service: Service, servers: list[Node], operation) -> Node:
     """Every server running; returns the primary. The first server of a new service is the
-    primary; any other starts as a replica of the primary now."""
+    primary; any other starts as a replica of the primary now (a Patroni member clones it)."""
     running = [node for node in servers if node.data_port]
     if not running:
         operation.set_progress(f"starting the {service.runtime} server on {servers[0].name}")
         start_server(service, servers[0])
-        primary = servers[0]
-    else:
-        primary = wait_for_primary(service, operation)
-        start_server(service, primary)  # started again if it stopped: the agent leaves a running one
+    primary = wait_for_primary(service, operation)
+    start_server(service, primary)  # started again if it stopped: the agent leaves a running one
     for node in servers:
         if node != primary:
             operation.set_progress(f"starting {node.name} as a replica of {primary.name}")
-            start_server(service, node, replica_of={"host": primary.address, "port": primary.data_port})
+            replica_of = {"host": primary.address, "port": primary.data_port}
+            start_server(service, node, replica_of=replica_of if service.runtime == Runtime.REDIS else None)
     return primary
 
 
@@ -108,10 +141,9 @@ def wait_for_primary(service: Service, operation) -> Node:
     deadline = time.monotonic() + PRIMARY_WAIT
     while (primary := replication.primary(service)) is None:
         if time.monotonic() > deadline:
-            raise OperationFailed(
-                f"no server of {service.name} is its primary and its sentinels name none after {PRIMARY_WAIT} s"
-            )
-        operation.set_progress("waiting for the sentinels to name the primary")
+            manager = FAILOVER_MANAGERS[service.runtime]
+            raise OperationFailed(f"no server of {service.name} is its primary ({manager}) after {PRIMARY_WAIT} s")
+        operation.set_progress("waiting for a primary")
         time.sleep(1)
     return primary
 
@@ -121,7 +153,10 @@ def quorum(sentinels: int) -> int:
 
 
 def set_sentinels(service: Service, servers: list[Node], router: Node | None, primary: Node, operation) -> None:
-    """A sentinel on every server node and the router node from two servers; none below."""
+    """A redis service's sentinels: on every server node and the router node from two servers;
+    none below. (A postgresql service's Patroni members need none: they agree through etcd.)"""
+    if service.runtime != Runtime.REDIS:
+        return
     nodes = [*servers, *([router] if router is not None else [])]
     if len(servers) < 2:
         for node in nodes:
@@ -151,7 +186,7 @@ def set_router(service: Service, router: Node, servers: list[Node], operation, p
         "runtime": "tcp_router",
         "engine": service.runtime,
         "password": service.password,
-        "members": [{"name": node.name, "host": node.address, "port": node.data_port} for node in servers],
+        "members": [member(node) for node in servers],
     }
     if port or router.data_port:
         spec["port"] = port or router.data_port
@@ -162,9 +197,17 @@ def set_router(service: Service, router: Node, servers: list[Node], operation, p
         answer = agent.client_for(router).put_instance(ROUTER, spec)
     except agent.AgentError as exc:
         raise OperationFailed(f"the router on {router.name} did not take its members: {exc.detail}") from None
-    details = {"replica_port": answer["details"]["replica_port"]}
+    details = {**router.data_details, "replica_port": answer["details"]["replica_port"]}
     Node.objects.filter(pk=router.pk).update(data_port=answer["port"], data_details=details)
     router.data_port, router.data_details = answer["port"], details
+
+
+def member(node: Node) -> dict:
+    """A server as its router checks it: a Patroni member through its REST API's port."""
+    answer = {"name": node.name, "host": node.address, "port": node.data_port}
+    if api_port := node.data_details.get("api_port"):
+        answer["check_port"] = api_port
+    return answer
 
 
 def await_router(service: Service, router: Node, primary: Node, operation) -> None:
@@ -195,7 +238,9 @@ def await_replicas(service: Service, operation) -> bool:
     while True:
         seen = replication.observe(service)
         behind = [
-            node.name for node, state in seen.items() if state.get("role") == "replica" and not state.get("in_sync")
+            node.name
+            for node, state in seen.items()
+            if state.get("role") in ("replica", "standby") and not state.get("in_sync")
         ]
         if not behind:
             return waited
@@ -218,3 +263,13 @@ def heal(service: Service, dead: list[Node], operation) -> str:
     took = (timezone.now() - began).total_seconds()
     names = ", ".join(node.name for node in dead) or "nothing dead"
     return f"healed in {took:.1f} s: replaced {names}; {said}"
+
+
+def set_synchronous(service: Service) -> None:
+    """A postgresql service's commits wait for a standby, or no longer: Patroni's setting, given
+    to its members in place (the agent changes it without a restart)."""
+    if service.runtime != Runtime.POSTGRESQL:
+        return
+    for node in replication.server_nodes(service):
+        if node.data_port:
+            start_server(service, node)

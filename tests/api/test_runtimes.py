@@ -70,7 +70,10 @@ def test_a_change_that_names_nothing_is_refused(api, alice):
     service = ServiceFactory(owner=alice, name="shop", runtime="java")
     response = api.patch(f"/api/v1/services/{service.pk}/", {}, format="json")
     assert response.status_code == 400
-    assert response.json()["detail"] == "give one or more of: java_heap_mb, health_check_path, health_check_status"
+    assert (
+        response.json()["detail"]
+        == "give one or more of: java_heap_mb, health_check_path, health_check_status, synchronous"
+    )
 
 
 def test_another_users_service_cannot_be_changed(api):

@@ -44,9 +44,9 @@ def test_a_bad_manifest_is_refused_with_the_path_of_the_wrong_field_one_a_line(c
     assert result.err.splitlines() == [
         "error: the manifest is refused:",
         "  services.api.port: unknown key (expected one of: runtime, nodes, links, versions, environments, "
-        "settings, release, health, java_heap_mb, dump, backups)",
+        "settings, release, health, java_heap_mb, synchronous, dump, backups)",
         "  services.web.port: unknown key (expected one of: runtime, nodes, links, versions, environments, "
-        "settings, release, health, java_heap_mb, dump, backups)",
+        "settings, release, health, java_heap_mb, synchronous, dump, backups)",
         "  services.web.nodes: must be ≥ 1",
     ]
     assert as_owner.get("/api/v1/applications/").json() == []

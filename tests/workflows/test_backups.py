@@ -103,7 +103,7 @@ def test_it_takes_a_postgresql_backup_and_verifies_it_on_a_scratch_node_it_destr
     )
     assert restore
     scratch = Node.objects.get(scratch=True)
-    assert scratch.state == NodeState.DESTROYED and len(cloud.list_nodes()) == 1
+    assert scratch.state == NodeState.DESTROYED and len(cloud.list_nodes()) == 2  # its router and server
     assert (scratch.name, "delete_instance", f"verify-{backup.pk}") in fleet.calls
     assert service.backup_problem == ""
     assert service.backup_archived_until == datetime(2026, 12, 7, 20, 5, tzinfo=UTC)
@@ -128,7 +128,7 @@ def test_the_verifier_restores_the_backup_and_its_wal_and_archives_nothing(alice
 def test_a_scratch_node_is_not_counted_in_the_owners_node_quota(alice, queue):
     service = create(alice, queue)
     Node.objects.create(service=service, name="scratch-1", cloud="memory", is_backend=True, scratch=True)
-    assert quotas.node_counts(alice)[service.pk] == 1
+    assert quotas.node_counts(alice)[service.pk] == 2  # its router and its server
 
 
 def test_without_a_store_a_backup_is_refused_saying_how_to_configure_it(alice, queue, settings):
@@ -296,12 +296,19 @@ def test_a_restore_in_place_replaces_the_servers_data_keeping_its_address(alice,
 
     assert operation.state == OperationState.SUCCEEDED, operation.error
     methods = [(n, m, a) for n, m, a in fleet.calls if m in ("delete_instance", "put_instance")]
-    assert methods == [(node.name, "delete_instance", "server"), (node.name, "put_instance", "server")]
+    router = service.router_node()
+    # The members' etcd emptied, so that Patroni takes the restored server as the cluster it is.
+    assert methods[:4] == [
+        (node.name, "delete_instance", "server"),
+        (router.name, "delete_instance", "dcs"),
+        (router.name, "put_instance", "dcs"),
+        (node.name, "put_instance", "server"),
+    ]
     restore = fleet.instances["server"]["restore"]
     assert restore["backup_id"] == backup.backup_id and restore["target_time"] == "2026-12-07T20:00:01+00:00"
     assert fleet.instances["server"]["backup"] == backup_store.target_for(service), "it archives again"
     assert service.server_node() == node
-    assert fleet.purged[-1] == "server", "the old data is removed before the restore"
+    assert "server" in fleet.purged, "the old data is removed before the restore"
     assert operation.events.filter(outcome="succeeded").get().message.startswith("wikidb restored from")
 
 
@@ -469,9 +476,9 @@ def test_a_dead_database_node_is_rebuilt_at_its_address_and_port_from_the_backup
     assert node != dead and (node.address, node.data_port) == (dead.address, dead.data_port)
     assert service.connection_url() == url and Service.objects.get(pk=service.pk).password == password
     assert Node.objects.get(pk=dead.pk).state == NodeState.DESTROYED
-    restore = fleet.specs["server"]["restore"]
+    restore = fleet.on_node[(node.name, "server")]["restore"]
     assert restore["backup_id"] is None and restore["target_time"] is None, "the newest backup and all the WAL"
-    assert fleet.specs["server"]["backup"] == backup_store.target_for(service), "it archives again"
+    assert fleet.on_node[(node.name, "server")]["backup"] == backup_store.target_for(service), "it archives again"
     rebuilt = operation.events.get(outcome="succeeded", message__startswith="rebuilt").message
     assert f"rebuilt {dead.name} as {node.name} at the same address and port in " in rebuilt
     assert rebuilt.endswith("recovery point: the last transaction kept committed at 2026-12-07T20:09:58.25+00")

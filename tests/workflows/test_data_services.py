@@ -19,18 +19,24 @@ def create(alice, queue, runtime="postgresql"):
     return made["service"], operation
 
 
-def test_it_runs_the_server_on_one_node_without_a_router(alice, fleet, queue):
+def test_it_runs_the_server_on_a_node_behind_its_router(alice, fleet, queue):
     service, operation = create(alice, queue)
 
     assert operation.state == OperationState.SUCCEEDED, operation.error
     assert service.state == ServiceState.RUNNING
-    node = service.live_nodes().get()
-    assert node.roles == ["backend"] and node.data_port
+    router, node = service.router_node(), service.server_node()
+    assert node.roles == ["backend"] and node.data_port and router.roles == ["proxy"]
     assert len(service.password) >= 32
-    assert fleet.instances["server"]["version"] == "postgresql"
-    assert service.url == f"postgres://conpaas@{node.address}:{node.data_port}/conpaas"
+    server = fleet.on_node[(node.name, "server")]
+    assert server["version"] == "postgresql"
+    # A Patroni member, agreeing with any later standby through the etcd on the router node.
+    dcs = fleet.on_node[(router.name, "dcs")]
+    assert server["spec"]["cluster"]["dcs"] == {"host": router.address, "port": dcs["port"]}
+    assert service.url == f"postgres://conpaas@{router.address}:{router.data_port}/conpaas"
     assert list(service.environments.values_list("name", flat=True)) == ["production"], "no code: no preview"
-    assert service.connection_url() == f"postgres://conpaas:{service.password}@{node.address}:{node.data_port}/conpaas"
+    assert (
+        service.connection_url() == f"postgres://conpaas:{service.password}@{router.address}:{router.data_port}/conpaas"
+    )
     assert not Event.objects.filter(message__contains=service.password).exists()
     assert service.password not in str(list(Operation.objects.values_list("params", "progress", "error")))
 
@@ -56,21 +62,20 @@ def reconcile(queue, service):
     return queue.start(lambda: operations.start(service, OperationKind.RECONCILE, None))
 
 
-def test_a_reconcile_keeps_a_data_service_on_its_one_node_without_a_router(alice, fleet, cloud, queue):
+def test_a_reconcile_keeps_a_data_service_on_its_nodes(alice, fleet, cloud, queue):
     service, _ = create(alice, queue)
-    node = service.live_nodes().get()
+    nodes = list(service.live_nodes())
     fleet.calls.clear()
 
     operation = reconcile(queue, service)
 
     assert operation.state == OperationState.SUCCEEDED, operation.error
-    assert list(service.live_nodes()) == [node] and len(cloud.list_nodes()) == 1, "no node booted, no router"
+    assert list(service.live_nodes()) == nodes and len(cloud.list_nodes()) == 2, "no node booted"
     assert not fleet.calls_to("put_proxy")
-    assert fleet.instances["server"]["version"] == "postgresql"
     service.refresh_from_db()
-    assert service.url.startswith(f"postgres://conpaas@{node.address}:")
+    assert service.url.startswith(f"postgres://conpaas@{service.router_node().address}:")
     ended = Event.objects.get(operation=operation, action="reconcile", outcome="succeeded")
-    assert ended.message == f"reconciled: the postgresql server runs on {node.name}"
+    assert ended.message == f"reconciled: the postgresql server runs on {service.server_node().name}"
 
 
 def test_a_reconcile_after_down_boots_the_router_and_the_server_again_at_the_same_url(alice, fleet, cloud, queue):

@@ -71,7 +71,9 @@ def web(body: str) -> str:
         (web("runtime: python\nnodes: 0\n"), "services.web.nodes: must be ≥ 1"),
         (web("runtime: python\nnodes: -3\n"), "services.web.nodes: must be ≥ 1"),
         (web("runtime: redis\nnodes: 6\n"), "services.web.nodes: a redis service runs 1 to 5 servers"),
-        (web("runtime: postgresql\nnodes: 2\n"), "services.web.nodes: a postgresql service runs one server in this"),
+        (web("runtime: postgresql\nnodes: 9\n"), "services.web.nodes: a postgresql service runs 1 to 5 servers"),
+        (web("runtime: redis\nsynchronous: true\n"), "services.web.synchronous: not for a redis service"),
+        (web("runtime: postgresql\nsynchronous: 1\n"), "services.web.synchronous: must be true or false"),
         (web("runtime: python\nnodes: two\n"), "services.web.nodes: must be a whole number"),
         (web("runtime: python\nnodes: 1.5\n"), "services.web.nodes: must be a whole number"),
         (web("runtime: python\nnodes: true\n"), "services.web.nodes: must be a whole number"),
@@ -179,9 +181,19 @@ def test_it_reads_the_health_check_and_the_heap():
     )
 
     web, api, shop = (manifest.services[name] for name in ("web", "api", "shop"))
-    assert web.options() == {"java_heap_mb": 256, "health_check_path": "/healthz", "health_check_status": 200}
+    assert web.options() == {
+        "java_heap_mb": 256,
+        "health_check_path": "/healthz",
+        "health_check_status": 200,
+        "synchronous": False,
+    }
     assert (api.health_path, api.health_status) == ("/up?deep=1", None)
-    assert shop.options() == {"java_heap_mb": 512, "health_check_path": "/", "health_check_status": None}
+    assert shop.options() == {
+        "java_heap_mb": 512,
+        "health_check_path": "/",
+        "health_check_status": None,
+        "synchronous": False,
+    }
 
 
 def test_it_lists_every_problem_at_once():
@@ -192,7 +204,7 @@ def test_it_lists_every_problem_at_once():
 
     assert refused.value.errors == [
         "services.web.extra: unknown key (expected one of: runtime, nodes, links, versions, environments, "
-        "settings, release, health, java_heap_mb, dump, backups)",
+        "settings, release, health, java_heap_mb, synchronous, dump, backups)",
         "services.web.nodes: must be ≥ 1",
         "services.web.links[0]: no service named db in this manifest",
     ]

@@ -8,6 +8,7 @@ The config is JSON, which is YAML too: the agent writes it with the standard lib
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
@@ -85,7 +86,13 @@ def write_config(run: Run, pg_bin: str, parameters: dict[str, str]) -> str:
         "scope": cluster["scope"],
         "name": cluster["member"],
         "log": {"level": "WARNING"},
-        "restapi": {"listen": api, "connect_address": api},
+        # Reading it (the router's checks) is open; changing it (a switchover, its settings)
+        # takes the service's password: linked services reach this port too.
+        "restapi": {
+            "listen": api,
+            "connect_address": api,
+            "authentication": {"username": PG_USER, "password": password},
+        },
         "etcd3": {"hosts": [f"{cluster['dcs']['host']}:{cluster['dcs']['port']}"], "protocol": "http"},
         "bootstrap": {
             "dcs": {
@@ -151,6 +158,19 @@ def api(host: str, port: int, path: str, timeout: float = 3) -> tuple[int | None
             return exc.code, {}
     except (OSError, ValueError):
         return None, {}
+
+
+def set_synchronous(host: str, port: int, password: str, synchronous: bool) -> None:
+    """Patroni's synchronous mode for the whole cluster (its settings in etcd): PATCH /config."""
+    body = json.dumps({"synchronous_mode": synchronous}).encode()
+    request = urllib.request.Request(f"http://{host}:{port}/config", data=body, method="PATCH")
+    request.add_header("Content-Type", "application/json")
+    request.add_header("Authorization", "Basic " + base64.b64encode(f"{PG_USER}:{password}".encode()).decode())
+    try:
+        with urllib.request.urlopen(request, timeout=10):
+            pass
+    except (OSError, urllib.error.HTTPError) as exc:
+        raise InstanceError(f"Patroni did not take synchronous_mode={synchronous}: {exc}", 502) from None
 
 
 def answers(host: str, port: int) -> bool:

@@ -387,6 +387,22 @@ class Postgresql(DataRecipe):
             return False
         return result.returncode == 0
 
+    def reconfigure(self, directory: str, host: str, record: dict, spec: dict) -> dict | None:
+        """A member whose cluster's synchronous mode alone changed takes it without a restart:
+        Patroni's settings are the whole cluster's."""
+        before, after = record.get("cluster"), spec.get("cluster")
+        if not before or not after or before["synchronous"] == after["synchronous"]:
+            return None
+        fields = ("runtime", "password", "backup", "archive_timeout_s")
+        if any(record.get(f) != spec.get(f) for f in fields) or {**before, "synchronous": 0, "api_port": 0} != {
+            **after,
+            "synchronous": 0,
+            "api_port": 0,
+        }:
+            return None
+        patroni.set_synchronous(host, api_port_of_record(directory), spec["password"], after["synchronous"])
+        return record.get("details") or {}
+
     def stop_signals_for(self, record: dict) -> tuple[signal.Signals, ...]:
         # Patroni stops its PostgreSQL on SIGTERM (fast shutdown), then itself.
         return (signal.SIGTERM,) if record.get("cluster") else self.stop_signals
