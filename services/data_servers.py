@@ -72,8 +72,10 @@ def start_server(
         raise OperationFailed(f"the {service.runtime} server did not start on {node.name}: {exc.detail}") from None
     Node.objects.filter(pk=node.pk).update(data_port=instance["port"])
     node.data_port = instance["port"]
-    if api_port := (instance.get("details") or {}).get("api_port"):  # a Patroni member's: the router checks it
-        node.data_details = {**node.data_details, "api_port": api_port}
+    # A Patroni member's API port (the router checks it), and what a restored server replayed to.
+    said = {k: v for k, v in (instance.get("details") or {}).items() if k in ("api_port", "recovery_point")}
+    if said:
+        node.data_details = {**node.data_details, **said}
         Node.objects.filter(pk=node.pk).update(data_details=node.data_details)
     return instance["port"]
 

@@ -29,6 +29,7 @@ from services.choices import (
     DATABASE_RUNTIMES,
     BackupKind,
     BackupState,
+    NodeState,
     OperationKind,
     OperationState,
     Outcome,
@@ -477,6 +478,8 @@ def run_restore(operation) -> str:
         operation.set_progress(f"restoring {backup.backup_id} on {node.name} with all the archived WAL")
         start_server(service, node, restore={**spec, "target_time": None})
         what += " (the archive holds no transaction after it: all of it restored)"
+    if service.is_routed:  # ends when the router sends the service's port to the restored server
+        replication.converge(service, operation)
     if source == service:
         Service.objects.filter(pk=service.pk).update(backup_history_from=timezone.now())
     return f"{service.name} restored from {what}"
@@ -514,8 +517,16 @@ def rebuild(service: Service, dead: Node, operation) -> str:
         if f"port {dead.data_port} is in use" not in str(exc):
             raise
         start_server(service, node, restore=spec, port=None)  # another port: the linked apps are told
+    if service.is_routed:  # the router to the rebuilt server (a dead router replaced where it was)
+        dead_routers = list(service.live_nodes().filter(state=NodeState.FAILED, is_proxy=True))
+        if dead_routers:
+            replication.heal(service, dead_routers, operation)
+        else:
+            replication.converge(service, operation)
     if newest.kind == BackupKind.BASE:
-        replayed = data_probes.pg_recovery_point(Server.of(service))
+        replayed = node.data_details.get("recovery_point")
+        if replayed is None:  # an agent that does not say it
+            replayed = data_probes.pg_recovery_point(Server.of(service))
         point = (
             f"the last transaction kept committed at {replayed}"
             if replayed

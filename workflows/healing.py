@@ -245,13 +245,6 @@ def heal_database(service: Service, operation) -> str:
         .first()
     )
     if dead is not None:
-        said = backups.rebuild(service, dead, operation)
-        if service.is_routed:  # its router to the new server (a dead router replaced where it was)
-            dead_routers = list(service.live_nodes().filter(state=NodeState.FAILED, is_proxy=True))
-            if dead_routers:
-                said += "; " + replicated.heal(service, dead_routers, operation)
-            else:
-                replicated.converge(service, operation)
-        return said
+        return backups.rebuild(service, dead, operation)
     node = ensure_server(service, operation)
     return f"healed: the {service.runtime} server runs again on {node.name}"

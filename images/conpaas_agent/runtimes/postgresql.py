@@ -39,6 +39,8 @@ from .data import RESTORE_TIMEOUT, DataRecipe, private_file
 
 PG_BIN = os.environ.get("CONPAAS_PG_BIN", "/usr/lib/postgresql/15/bin")
 STOP_TIMEOUT = 60
+# What Patroni writes in a member's postgresql.conf that a copy restored elsewhere must not keep.
+PATRONI_ONLY_SETTINGS = ("recovery_target", "hba_file", "ident_file", "listen_addresses", "port", "unix_socket_")
 # A line barman logs when it fails ("2026-12-07 20:31:17,793 [9617] ERROR: …"), not a client's
 # SQL error that PostgreSQL logs ("… UTC [123] ERROR:  …").
 _BARMAN_ERROR_RE = re.compile(r"^\S+ [0-9:]+,[0-9]{3} \[[0-9]+\] ERROR: ")
@@ -129,7 +131,8 @@ class Postgresql(DataRecipe):
             patroni.spawn(run, PG_BIN, self._archiving(run.spec, barman))
             return
         argv = [postgres, "-D", data, "-h", run.host, "-p", str(run.port), "-k", sockets]
-        argv += ["-c", "logging_collector=off", *as_options(self._archiving(run.spec, barman)), *recovery]
+        argv += ["-c", "logging_collector=off"]
+        argv += [*as_options(self._archiving(run.spec, barman)), *recovery]
         server = run.spawn(argv)
         if recovery:
             try:
@@ -186,6 +189,7 @@ class Postgresql(DataRecipe):
             backup_id = restore["backup_id"] or self._choose_backup(barman, where, restore["target_time"])
             barman.run(barman.argv("restore", RESTORE_PROFILE, where, rest=[backup_id, data]), RESTORE_TIMEOUT)
             os.chmod(data, 0o700)  # PostgreSQL refuses a data directory others may read
+            self._forget_patroni_settings(data)
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(os.path.join(data, "postmaster.pid"))
             open(os.path.join(data, "recovery.signal"), "w").close()
@@ -209,6 +213,21 @@ class Postgresql(DataRecipe):
         if restore["target_time"]:
             settings.update(recovery_target_time=restore["target_time"], recovery_target_inclusive="on")
         return as_options(settings)
+
+    @staticmethod
+    def _forget_patroni_settings(data: str) -> None:
+        """A base backup of a Patroni member holds the postgresql.conf Patroni wrote: its source's
+        files (hba_file), and every recovery target set empty, which PostgreSQL counts as a second
+        target beside the restore's. The restored server reads its own settings; Patroni, when it
+        takes the server over, writes the file again."""
+        path = os.path.join(data, "postgresql.conf")
+        with open(path) as fh:
+            lines = fh.readlines()
+        if not any(line.startswith("# It will be overwritten by Patroni") for line in lines):
+            return
+        kept = [line for line in lines if not line.startswith(PATRONI_ONLY_SETTINGS)]
+        with open(path, "w") as fh:
+            fh.writelines(kept)
 
     @staticmethod
     def _let_the_agent_in(data: str) -> None:
@@ -257,6 +276,11 @@ class Postgresql(DataRecipe):
         # archive_timeout does not count: it would then switch no segment (archive nothing) for
         # checkpoint_timeout, 5 minutes. A checkpoint wakes it, and it plans by archive_timeout.
         self._sql(run.dir, run.port, "CHECKPOINT", None, check=True)
+        # What it replayed to, said with the instance (details): a Patroni member's server is
+        # started again by Patroni, which forgets it.
+        point = self._sql(run.dir, run.port, "SELECT pg_last_xact_replay_timestamp()", None, check=True)
+        with open(run.path("recovery_point"), "w") as fh:
+            fh.write(point.replace(" ", "T", 1))
 
     @staticmethod
     def _sql(directory: str, port: int, sql: str, password: str | None, check: bool = False) -> str:
@@ -403,6 +427,10 @@ class Postgresql(DataRecipe):
         patroni.set_synchronous(host, api_port_of_record(directory), spec["password"], after["synchronous"])
         return record.get("details") or {}
 
+    def _bootstrapped(self, directory: str, port: int, record: dict) -> bool:
+        sql = f"SELECT 1 FROM pg_database WHERE datname = '{PG_DATABASE}'"
+        return self._sql(directory, port, sql, record["password"]) == "1"
+
     def stop_signals_for(self, record: dict) -> tuple[signal.Signals, ...]:
         # Patroni stops its PostgreSQL on SIGTERM (fast shutdown), then itself.
         return (signal.SIGTERM,) if record.get("cluster") else self.stop_signals
@@ -426,7 +454,11 @@ class Postgresql(DataRecipe):
         return self.accepts(run.host, run.port)
 
     def details(self, run: Run) -> dict:
-        return {"api_port": api_port_of_record(run.dir)} if run.spec.get("cluster") else {}
+        details = {"api_port": api_port_of_record(run.dir)} if run.spec.get("cluster") else {}
+        if run.spec.get("restore"):
+            with contextlib.suppress(OSError), open(run.path("recovery_point")) as fh:
+                details["recovery_point"] = fh.read()
+        return details
 
     def replication(self, directory: str, host: str, port: int, record: dict) -> dict:
         """A member's role as Patroni says it (`primary`, `standby`), and a standby's lag: the
@@ -438,6 +470,9 @@ class Postgresql(DataRecipe):
         role = patroni.ROLES.get(said.get("role", ""))
         if status is None or role is None:
             return {"role": None, "detail": "Patroni does not answer" if status is None else said.get("state", "")}
+        if role == "primary" and (said.get("state") != "running" or not self._bootstrapped(directory, port, record)):
+            # A new cluster's primary serves once Patroni's bootstrap made the service's database.
+            return {"role": None, "detail": f"bootstrapping ({said.get('state')})"}
         answer = {"role": role, "state": said.get("state"), "timeline": said.get("timeline")}
         if role == "standby":
             sql = (
