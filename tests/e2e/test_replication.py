@@ -1,19 +1,19 @@
-"""Replicated Redis end to end, on isolated nodes: scaled 1 → 3 while a writer counts through the
-service's URL (no failed write), a linked app reading through REDIS_REPLICA_URL, then kill -9 of
-every process of the primary's node: writes through the same URL again within seconds, the
-failover an event, the dead node replaced by a replica of the new primary."""
+"""Replicated Redis and PostgreSQL end to end, on isolated nodes: scaled 1 → 3 while a writer
+commits through the service's URL (no failed write), a linked app reading through
+REDIS_REPLICA_URL, then kill -9 of every process of the primary's node: writes through the same
+URL again within seconds, the failover an event, the dead node replaced by a new replica; with
+synchronous commits, no acknowledged row lost."""
 
 import os
 import subprocess
-import threading
 import time
-from urllib.parse import urlsplit
 
 import pytest
 import requests
 
 from conpaas_common.waiting import wait_until
 from tests.apps import zip_archive
+from tests.writers import PostgresWriter, RedisWriter
 
 pytestmark = pytest.mark.integration
 
@@ -54,28 +54,6 @@ services:
 """
 
 
-class Writer(threading.Thread):
-    """INCR through the service's URL every 20 ms, a new connection after each failure, as a
-    client library with retries does; records each acknowledged value and each failure's time."""
-
-    def __init__(self, url: str):
-        super().__init__(daemon=True)
-        parts = urlsplit(url)
-        self.cli = ["redis-cli", "-h", parts.hostname, "-p", str(parts.port)]
-        self.env = {**os.environ, "REDISCLI_AUTH": parts.password}
-        self.acked, self.failures, self.stop = [], [], threading.Event()
-
-    def run(self):
-        while not self.stop.is_set():
-            done = subprocess.run([*self.cli, "INCR", "counter"], env=self.env, capture_output=True, text=True)
-            answer = done.stdout.strip()
-            if done.returncode == 0 and answer.isdigit():
-                self.acked.append((time.monotonic(), int(answer)))
-            else:
-                self.failures.append((time.monotonic(), (answer + done.stderr)[:100]))
-            time.sleep(0.02)
-
-
 def nodes(api, sid):
     return api.get(f"/api/v1/services/{sid}/nodes/").json()
 
@@ -99,7 +77,7 @@ def test_redis_scales_under_writes_and_fails_over_behind_one_url(control_plane):
         # One server: the replicas' URL reaches the primary.
         assert requests.get(reader["url"], timeout=10).text == "master hello"
 
-        writer = Writer(creds["url"])
+        writer = RedisWriter(creds["url"])
         writer.start()
         wait_until(lambda: writer.acked, timeout=10, message="a first write")
         scale = api.post(f"/api/v1/services/{sid}/scale/", json={"role": "backend", "nodes": 3})
@@ -118,13 +96,7 @@ def test_redis_scales_under_writes_and_fails_over_behind_one_url(control_plane):
         primary = next(n for n in nodes(api, sid) if n["replication_role"] == "primary")
         killed_at = time.monotonic()
         assert control_plane.kill_node(primary["name"]) > 0
-        wait_until(
-            lambda: any(at > killed_at for at, _ in writer.acked),
-            timeout=30,
-            interval=0.1,
-            message="a write through the same URL after the primary's death",
-        )
-        back = next(at for at, _ in writer.acked if at > killed_at) - killed_at
+        back = wait_until(lambda: writer.outage(killed_at), timeout=30, interval=0.1, message="a write after the kill")
         assert back < 15, f"writes came back {back:.1f} s after the kill"
 
         def replaced():
@@ -145,3 +117,54 @@ def test_redis_scales_under_writes_and_fails_over_behind_one_url(control_plane):
         for application in api.get("/api/v1/applications/").json():
             for operation in api.delete(f"/api/v1/applications/{application['id']}/").json():
                 api.wait_operation(operation, timeout=120)
+
+
+def test_postgresql_scales_and_fails_over_losing_no_synchronous_commit(control_plane):
+    api = control_plane.client("pia")
+    created = api.post("/api/v1/services/", json={"name": "ledger", "runtime": "postgresql", "synchronous": True})
+    assert created.status_code == 201, created.text
+    service = created.json()
+    sid = service["id"]
+    writer = None
+    try:
+        assert api.wait_operation(service["operation"], timeout=120)["state"] == "succeeded"
+        creds = api.get(f"/api/v1/services/{sid}/credentials/").json()
+        writer = PostgresWriter(creds["url"])
+        writer.start()
+        wait_until(lambda: writer.acked, timeout=15, message="a first commit")
+        scale = api.post(f"/api/v1/services/{sid}/scale/", json={"role": "backend", "nodes": 3})
+        assert api.wait_operation(scale.json(), timeout=240)["state"] == "succeeded"
+        assert writer.failures == [], "a commit failed while standbys were added"
+        members = nodes(api, sid)
+        assert sorted(str(n["replication_role"]) for n in members) == ["None", "primary", "standby", "standby"]
+        assert all(n["lag_s"] is not None for n in members if n["replication_role"] == "standby")
+
+        primary = next(n for n in members if n["replication_role"] == "primary")
+        killed_at = time.monotonic()
+        assert control_plane.kill_node(primary["name"]) > 0
+        back = wait_until(lambda: writer.outage(killed_at), timeout=60, interval=0.1, message="a commit after the kill")
+        assert back < 30, f"commits came back {back:.1f} s after the kill"
+        wait_until(lambda: len([a for a, _ in writer.acked if a > killed_at]) > 20, timeout=30, message="more commits")
+        writer.stop.set()
+        writer.join(10)
+        assert writer.missing() == [], "an acknowledged synchronous commit was lost"
+        assert api.get(f"/api/v1/services/{sid}/").json()["url"] == service["url"]
+
+        def replaced():
+            now = nodes(api, sid)
+            roles = sorted(str(n["replication_role"]) for n in now)
+            return primary["name"] not in {n["name"] for n in now} and roles == [
+                "None",
+                "primary",
+                "standby",
+                "standby",
+            ]
+
+        wait_until(replaced, timeout=180, interval=1, message=f"{primary['name']} to be replaced by a standby")
+        said = " ".join(e["message"] for e in api.get(f"/api/v1/services/{sid}/events/").json())
+        assert f"in place of {primary['name']} (Patroni promoted it)" in said and "none is lost" in said
+    finally:
+        if writer is not None:
+            writer.stop.set()
+            writer.join(5)
+        api.wait_operation(api.delete(f"/api/v1/services/{sid}/").json(), timeout=120)
