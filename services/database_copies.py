@@ -81,7 +81,7 @@ def copy_url(service: Service, name: str, with_password: bool = True) -> str | N
     """Like Service.connection_url, naming copy `name`: what a preview environment's instances
     get. None until the server runs."""
     _check(service, name)
-    node = service.server_node()
+    node = service.router_node() or service.server_node()  # the router: the primary, after a failover too
     if node is None:
         return None
     password = service.password if with_password else ""
