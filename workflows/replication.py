@@ -90,16 +90,21 @@ def ensure_server_nodes(service: Service, operation) -> list[Node]:
     return servers
 
 
+def put_part(node: Node, name: str, spec: dict, failure: str) -> dict:
+    """Start (or reconfigure) one of the service's parts on `node`: its instance, as the agent says it."""
+    try:
+        return agent.client_for(node).put_instance(name, spec)
+    except agent.AgentError as exc:
+        raise OperationFailed(f"{failure} on {node.name}: {exc.detail}") from None
+
+
 def ensure_dcs(service: Service, router: Node, operation) -> None:
     """The etcd of a postgresql service's Patroni members, on its router node, on its port."""
     spec = {"runtime": "etcd"}
     if port := router.data_details.get("dcs_port"):
         spec["port"] = port
     operation.set_progress(f"starting the members' etcd on {router.name}")
-    try:
-        answer = agent.client_for(router).put_instance(DCS, spec)
-    except agent.AgentError as exc:
-        raise OperationFailed(f"the etcd on {router.name} did not start: {exc.detail}") from None
+    answer = put_part(router, DCS, spec, "the etcd did not start")
     router.data_details = {**router.data_details, "dcs_port": answer["port"]}
     Node.objects.filter(pk=router.pk).update(data_details=router.data_details)
 
@@ -174,10 +179,7 @@ def set_sentinels(service: Service, servers: list[Node], router: Node | None, pr
     }
     operation.set_progress(f"starting {len(nodes)} sentinels (quorum {spec['quorum']})")
     for node in nodes:
-        try:
-            agent.client_for(node).put_instance(SENTINEL, spec)
-        except agent.AgentError as exc:
-            raise OperationFailed(f"the sentinel did not start on {node.name}: {exc.detail}") from None
+        put_part(node, SENTINEL, spec, "the sentinel did not start")
 
 
 def set_router(service: Service, router: Node, servers: list[Node], operation, port: int | None = None) -> None:
@@ -193,10 +195,7 @@ def set_router(service: Service, router: Node, servers: list[Node], operation, p
     if replica_port := router.data_details.get("replica_port"):
         spec["replica_port"] = replica_port
     operation.set_progress(f"setting the router's members ({len(servers)})")
-    try:
-        answer = agent.client_for(router).put_instance(ROUTER, spec)
-    except agent.AgentError as exc:
-        raise OperationFailed(f"the router on {router.name} did not take its members: {exc.detail}") from None
+    answer = put_part(router, ROUTER, spec, "the router did not take its members")
     details = {**router.data_details, "replica_port": answer["details"]["replica_port"]}
     Node.objects.filter(pk=router.pk).update(data_port=answer["port"], data_details=details)
     router.data_port, router.data_details = answer["port"], details
