@@ -259,7 +259,8 @@ class Service(models.Model):
         """What a linked instance receives (DATABASE_URL, REDIS_URL): the service's router's
         address (the server's, for a service made before routers) with the credentials; without
         them, the service's URL. None until it runs."""
-        node = self.router_node() or self.server_node()
+        # A replicated service's clients go through its router alone: none before it runs.
+        node = self.router_node() or (None if self.is_routed else self.server_node())
         if node is None:
             return None
         return data_url(self.runtime, node.address, node.data_port, self.password if with_password else "")

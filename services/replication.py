@@ -83,7 +83,7 @@ def observe(service: Service) -> dict[Node, dict]:
         try:
             seen[node] = agent.client_for(node, timeout=5).get_instance(SERVER).get("replication") or {}
         except agent.AgentError as exc:
-            seen[node] = {"role": None, "detail": f"its agent did not answer: {exc.detail}"}
+            seen[node] = {"role": None, "unreachable": True, "detail": f"its agent did not answer: {exc.detail}"}
     return seen
 
 
@@ -118,14 +118,18 @@ def refresh(service: Service) -> Node | None:
     saved_primaries = list(service.live_nodes().filter(replication__role="primary"))
     for node, state in seen.items():
         saved = {**state, "role": role_of(node, state, now)}
+        if state.get("unreachable") and node != now:
+            # Silent, not demoted: it keeps the role it had, so that its failover is still told.
+            saved = {**node.replication, "detail": state["detail"]}
         if node.replication != saved:
             Node.objects.filter(pk=node.pk).update(replication=saved)
             node.replication = saved
     if now is None:
         return None
     for before in (node for node in saved_primaries if node != now):
-        if before not in seen:  # dead: nothing it said was saved above
-            Node.objects.filter(pk=before.pk).update(replication={**before.replication, "role": "old-primary"})
+        if before not in seen or seen[before].get("unreachable"):  # dead: it said nothing of its own
+            silent = next((node for node in seen if node == before), before)
+            Node.objects.filter(pk=before.pk).update(replication={**silent.replication, "role": "old-primary"})
         behind = f"{lag_before} s" if lag_before is not None else "an unknown time"
         manager = FAILOVER_MANAGERS[service.runtime]
         if service.synchronous:

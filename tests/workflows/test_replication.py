@@ -158,3 +158,18 @@ def test_the_nodes_say_their_role_and_lag(cache, queue):
     assert set(by_role) == {None, "primary", "replica"}  # the router has none
     assert by_role["replica"]["lag_s"] == 0 and by_role[None]["roles"] == ["proxy"]
     assert all(node["state"] == NodeState.RUNNING for node in answer)
+
+
+def test_a_silent_primary_keeps_its_role_until_its_failover_is_told(cache, fleet, queue):
+    scale(queue, cache, 2)
+    old, new = servers(cache)
+    fleet.unreachable.add(old.name)
+
+    replication.refresh(cache)  # the timer's pass, before Sentinel has promoted the replica
+
+    assert Node.objects.get(pk=old.pk).replication["role"] == "primary"
+    fleet.promote(new)
+    replication.refresh(cache)
+    replication.refresh(cache)
+    assert Event.objects.filter(service=cache, action="failover").count() == 1
+    assert Node.objects.get(pk=old.pk).replication["role"] == "old-primary"
