@@ -130,23 +130,23 @@ def refresh(service: Service) -> Node | None:
         if before not in seen or seen[before].get("unreachable"):  # dead: it said nothing of its own
             silent = next((node for node in seen if node == before), before)
             Node.objects.filter(pk=before.pk).update(replication={**silent.replication, "role": "old-primary"})
-        behind = f"{lag_before} s" if lag_before is not None else "an unknown time"
-        manager = FAILOVER_MANAGERS[service.runtime]
-        if service.synchronous:
-            lost = f"Commits are synchronous: {now.name} had every commit {before.name} acknowledged, none is lost"
-        else:
-            lost = (
-                f"Replication is asynchronous: what {before.name} acknowledged in its last moments may be lost "
-                f"({now.name} was last seen {behind} behind it)"
-            )
-        Event.record(
-            service,
-            "failover",
-            f"{now.name} is the primary now, in place of {before.name} ({manager} promoted it); the "
-            f"service's address is unchanged. {lost}",
-            Outcome.SUCCEEDED,
-        )
+        tell_failover(service, now, before, lag_before)
     return now
+
+
+def tell_failover(service: Service, now: Node, before: Node, lag_before: float | None) -> None:
+    """The failover's event: who took over from whom, and what may be lost."""
+    behind = f"{lag_before} s" if lag_before is not None else "an unknown time"
+    manager = FAILOVER_MANAGERS[service.runtime]
+    if service.synchronous:
+        lost = f"Commits are synchronous: {now.name} had every commit {before.name} acknowledged, none is lost"
+    else:
+        lost = (
+            f"Replication is asynchronous: what {before.name} acknowledged in its last moments may be lost "
+            f"({now.name} was last seen {behind} behind it)"
+        )
+    message = f"{now.name} is the primary now, in place of {before.name} ({manager} promoted it); "
+    Event.record(service, "failover", message + f"the service's address is unchanged. {lost}", Outcome.SUCCEEDED)
 
 
 def refresh_due(max_age: float) -> int:

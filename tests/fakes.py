@@ -175,7 +175,7 @@ class FakeAgent:
                 answer["replication"] = {"role": "primary", "lag_s": 0}
             else:
                 role = "replica" if instance["runtime"] == "redis" else "standby"
-                answer["replication"] = {"role": role, "lag_s": 0, "link": "up", "in_sync": True}
+                answer["replication"] = {"role": role, "lag_s": 0, "link": "up", "in_sync": True, "sync_standby": True}
         return answer
 
     def _is_primary(self, node_name: str, server: dict) -> bool:

@@ -45,7 +45,7 @@ def converge(service: Service, operation, router_at: Node | None = None) -> str:
     set_sentinels(service, servers, router, primary, operation)
     set_router(service, router, servers, operation, port=router_at.data_port if router_at else None)
     await_router(service, router, primary, operation)
-    synced = await_replicas(service, operation)
+    synced = await_replicas(service, primary, operation)
     replication.refresh(service)
     said = f"{primary.name} is the primary"
     if len(servers) > 1:
@@ -229,24 +229,30 @@ def await_router(service: Service, router: Node, primary: Node, operation) -> No
         time.sleep(0.1)
 
 
-def await_replicas(service: Service, operation) -> bool:
-    """Until every replica's link to the primary is up and its first sync done; whether any
-    replica was waited for."""
+def await_replicas(service: Service, primary: Node, operation) -> bool:
+    """Until every other server is a replica (standby) whose link to the primary is up and whose
+    first sync is done (a Patroni member still cloning says no role yet); whether any was waited
+    for. What a member that is not there yet says is in the progress."""
     deadline = time.monotonic() + SYNC_WAIT
     waited = False
     while True:
         seen = replication.observe(service)
-        behind = [
-            node.name
+        behind = {
+            node.name: state.get("detail") or state.get("state") or "not in sync yet"
             for node, state in seen.items()
-            if state.get("role") in ("replica", "standby") and not state.get("in_sync")
-        ]
+            if node != primary and not (state.get("role") in ("replica", "standby") and state.get("in_sync"))
+        }
+        if service.synchronous and len(seen) > 1 and not any(state.get("sync_standby") for state in seen.values()):
+            # Until Patroni names the standby commits wait for, no failover is possible (it
+            # promotes that standby alone): the operation ends once there is one.
+            behind["the synchronous standby"] = "none named yet"
         if not behind:
             return waited
+        said = "; ".join(f"{name}: {why}" for name, why in behind.items())
         if time.monotonic() > deadline:
-            raise OperationFailed(f"{', '.join(behind)} did not catch up with the primary within {SYNC_WAIT} s")
+            raise OperationFailed(f"not in sync with the primary within {SYNC_WAIT} s: {said}")
         waited = True
-        operation.set_progress(f"waiting for {', '.join(behind)} to sync with the primary")
+        operation.set_progress(f"waiting for the replicas to sync with the primary ({said})"[:200])
         time.sleep(0.5)
 
 
@@ -254,11 +260,20 @@ def heal(service: Service, dead: list[Node], operation) -> str:
     """Dead nodes replaced: a server by a new replica of the primary now (the sentinels have
     failed over already when it was the primary), the router where it was, on its port."""
     began = timezone.now()
-    replication.refresh(service)  # the failover's event, while the dead primary is still known
+    replication.refresh(service)  # the failover's event, when it is over already
+    # A dead primary whose failover is still under way: its event once converge finds the new one.
+    untold = [n for n in Node.objects.filter(pk__in=[n.pk for n in dead]) if n.replication.get("role") == "primary"]
+    lags = [n.replication.get("lag_s") for n in replication.server_nodes(service) if n not in dead]
     dead_router = next((node for node in dead if node.is_proxy), None)
     for node in dead:  # its address is free for its replacement
         destroy_node(node, operation)
     said = converge(service, operation, router_at=dead_router)
+    primary = service.server_node()
+    for before in untold:
+        if primary is not None and primary != before:
+            replication.tell_failover(
+                service, primary, before, max((lag for lag in lags if lag is not None), default=None)
+            )
     took = (timezone.now() - began).total_seconds()
     names = ", ".join(node.name for node in dead) or "nothing dead"
     return f"healed in {took:.1f} s: replaced {names}; {said}"

@@ -128,6 +128,7 @@ def test_postgresql_scales_and_fails_over_losing_no_synchronous_commit(control_p
     writer = None
     try:
         assert api.wait_operation(service["operation"], timeout=120)["state"] == "succeeded"
+        url = api.get(f"/api/v1/services/{sid}/").json()["url"]
         creds = api.get(f"/api/v1/services/{sid}/credentials/").json()
         writer = PostgresWriter(creds["url"])
         writer.start()
@@ -148,7 +149,7 @@ def test_postgresql_scales_and_fails_over_losing_no_synchronous_commit(control_p
         writer.stop.set()
         writer.join(10)
         assert writer.missing() == [], "an acknowledged synchronous commit was lost"
-        assert api.get(f"/api/v1/services/{sid}/").json()["url"] == service["url"]
+        assert api.get(f"/api/v1/services/{sid}/").json()["url"] == url
 
         def replaced():
             now = nodes(api, sid)

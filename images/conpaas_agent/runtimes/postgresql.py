@@ -483,6 +483,8 @@ class Postgresql(DataRecipe):
             row = self._sql(directory, port, sql, record["password"]).split("|")
             streaming = len(row) == 2 and row[1] == "streaming"
             answer.update(link="up" if streaming else "down", in_sync=streaming and said.get("state") == "running")
+            # The standby synchronous commits wait for: the one Patroni would promote.
+            answer["sync_standby"] = bool(said.get("sync_standby"))
             answer["lag_s"] = round(float(row[0]), 1) if streaming and row[0] not in ("", "-1") else None
         else:
             answer["lag_s"] = 0

@@ -41,8 +41,15 @@ TIMEOUTS = "timeout connect 3s\n    timeout client 1h\n    timeout server 1h\n  
 
 def _patroni_checks(path: str) -> str:
     # Each member's Patroni answers 200 on /primary only for the primary, on /replica only for a
-    # running standby: its REST API's port is the server's check port.
-    lines = ["option httpchk", f"http-check send meth GET uri {path}", "http-check expect status 200"]
+    # running standby: its REST API's port is the server's check port. Its answer is read whole
+    # (up to the JSON's closing brace): a check that hung up after the status line would make
+    # Patroni log a broken pipe, twice a second per member.
+    lines = [
+        "option tcp-check",
+        "tcp-check connect",
+        f'tcp-check send "GET {path} HTTP/1.0\\r\\n\\r\\n"',
+        'tcp-check expect rstring "(?s)^HTTP/1[.][01] 200 .*[}]"',
+    ]
     return "".join(f"    {line}\n" for line in lines)
 
 
