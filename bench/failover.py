@@ -97,6 +97,16 @@ def run_case(env, name: str, runtime: str, synchronous: bool) -> bool:
         writer.join(10)
     missing = writer.missing()
     url_after = api.get(f"/api/v1/services/{sid}/").json()["url"]
+
+    def replaced():
+        now = nodes(api, sid)
+        members = [n for n in now if n["roles"] == ["backend"]]
+        return primary["name"] not in {n["name"] for n in now} and len(members) == 3 and all(
+            n["replication_role"] in ("primary", "standby", "replica") for n in members
+        )
+
+    healed = wait_until(replaced, timeout=600, interval=1) and time.monotonic() - killed_at
+    said_heal = f"replaced by a new member {healed:.0f} s after the kill" if healed else "NOT replaced within 600 s"
     failed_after = len([f for f in writer.failures if f[0] > killed_at])
     say(
         f"{name}: kill -9 of {killed} processes of the primary's node {primary['name']}: first acknowledged write "
@@ -104,7 +114,8 @@ def run_case(env, name: str, runtime: str, synchronous: bool) -> bool:
         f"in all, {len(missing)} of them missing afterwards{': ' + str(missing[:10]) if missing else ''}"
     )
     say(f"{name}: URL before {url_before}, after {url_after}: {'unchanged' if url_before == url_after else 'CHANGED'}")
-    api.wait_operation(api.delete(f"/api/v1/services/{sid}/").json(), timeout=120)
+    say(f"{name}: the dead primary's node {said_heal}")
+    api.wait_operation(api.delete(f"/api/v1/services/{sid}/").json(), timeout=600)
     ok = not during and outage <= FAILOVER_TARGET_S and url_before == url_after
     return ok and (not synchronous or not missing)
 
