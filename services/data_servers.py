@@ -337,7 +337,7 @@ def credentials(service: Service, user) -> dict:
         raise Conflict(f"{service.name} is a {service.runtime} service: it has no credentials")
     server = Server.of(service)
     user_name = PG_USER if service.runtime == Runtime.POSTGRESQL else None
-    return {
+    answer = {
         "url": service.connection_url(),
         "host": server.host,
         "port": server.port,
@@ -345,3 +345,6 @@ def credentials(service: Service, user) -> dict:
         "password": server.password,
         "database": PG_DATABASE if user_name else "0",
     }
+    if replicas := service.replica_url():  # a replicated service: where reads reach its replicas
+        answer["replica_url"] = replicas
+    return answer

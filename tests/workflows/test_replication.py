@@ -173,3 +173,12 @@ def test_a_silent_primary_keeps_its_role_until_its_failover_is_told(cache, fleet
     replication.refresh(cache)
     assert Event.objects.filter(service=cache, action="failover").count() == 1
     assert Node.objects.get(pk=old.pk).replication["role"] == "old-primary"
+
+
+def test_the_owners_credentials_name_the_replicas_url_too(cache, queue):
+    from services.data_servers import credentials
+
+    said = credentials(cache, cache.owner)
+    router = cache.router_node()
+    assert said["url"] == cache.connection_url() and (said["host"], said["port"]) == (router.address, router.data_port)
+    assert said["replica_url"] == cache.replica_url()
