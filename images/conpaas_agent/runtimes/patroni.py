@@ -123,6 +123,11 @@ def write_config(run: Run, pg_bin: str, parameters: dict[str, str]) -> str:
             # A new standby clones the primary at once: a spread checkpoint would make it wait
             # minutes on an idle primary.
             "basebackup": [{"checkpoint": "fast"}],
+            # After an asynchronous failover a standby may have received WAL the promoted one never
+            # had: its timeline diverged. It is rewound, or cloned again when that fails, rather
+            # than left out of the cluster.
+            "remove_data_directory_on_rewind_failure": True,
+            "remove_data_directory_on_diverged_timelines": True,
             "authentication": {
                 "superuser": {"username": PG_USER, "password": password},
                 "replication": {"username": REPLICATION_USER, "password": password},
