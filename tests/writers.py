@@ -64,9 +64,19 @@ class PostgresWriter(Writer):
         self.connection.execute("INSERT INTO writes (n) VALUES (%s)", (number,))
 
     def missing(self) -> list[int]:
-        """Acknowledged numbers the database does not have (read through the same URL)."""
-        with psycopg.connect(self.url, connect_timeout=5) as connection:
-            present = {row[0] for row in connection.execute("SELECT n FROM writes")}
+        """Acknowledged numbers the database does not have (read through the same URL, again for
+        up to 30 s while it does not answer: right after a failover the router may briefly have
+        no primary, which is the outage's figure, not this count's)."""
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with psycopg.connect(self.url, connect_timeout=5) as connection:
+                    present = {row[0] for row in connection.execute("SELECT n FROM writes")}
+                break
+            except psycopg.OperationalError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
         return [number for _, number in self.acked if number not in present]
 
 
