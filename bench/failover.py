@@ -101,8 +101,10 @@ def run_case(env, name: str, runtime: str, synchronous: bool) -> bool:
     def replaced():
         now = nodes(api, sid)
         members = [n for n in now if n["roles"] == ["backend"]]
-        return primary["name"] not in {n["name"] for n in now} and len(members) == 3 and all(
-            n["replication_role"] in ("primary", "standby", "replica") for n in members
+        return (
+            primary["name"] not in {n["name"] for n in now}
+            and len(members) == 3
+            and all(n["replication_role"] in ("primary", "standby", "replica") for n in members)
         )
 
     healed = wait_until(replaced, timeout=180, interval=1) and time.monotonic() - killed_at
