@@ -29,15 +29,15 @@ if [ "${CONPAAS_LOCAL:-0}" != 1 ]; then
             proxy) PACKAGES="$PACKAGES $(packages_of proxy)" ;;
             backend)
                 case $RUNTIME in
-                    php | static | java | postgresql | redis) PACKAGES="$PACKAGES $(packages_of "$RUNTIME")" ;;
+                    php | static | java | postgresql | redis | mysql) PACKAGES="$PACKAGES $(packages_of "$RUNTIME")" ;;
                 esac ;;
         esac
     done
     # shellcheck disable=SC2086 # word splitting wanted: a list of package names
     apt-get install -y -q --no-install-recommends $PACKAGES
-    # The agent runs its own HAProxy, nginx, php-fpm, Tomcat, PostgreSQL and Redis: the
+    # The agent runs its own HAProxy, nginx, php-fpm, Tomcat, PostgreSQL, Redis and MariaDB: the
     # distribution's services must not hold a port.
-    sh "$IMAGES/stop-services.sh" haproxy nginx 'php*-fpm' tomcat10 'postgresql*' redis-server redis-sentinel etcd patroni
+    sh "$IMAGES/stop-services.sh" haproxy nginx 'php*-fpm' tomcat10 'postgresql*' redis-server redis-sentinel etcd patroni mariadb
 fi
 
 export PYTHONPATH="$IMAGES${PYTHONPATH:+:$PYTHONPATH}"

@@ -137,8 +137,18 @@ def unpack(archive: str, dest: str, max_bytes: int = MAX_UNPACKED_BYTES, content
 
 # Spec fields a new instance starts with that never restart a running one: download links (they
 # expire and are re-signed), a restore and a port (only a server without data or port takes them),
-# and the master a replica or a sentinel begins with.
-START_ONLY_FIELDS = ("archive_url", "build_url", "restore", "port", "replica_port", "replica_of", "monitor")
+# the master a replica or a sentinel begins with, and the Galera members a member joins.
+START_ONLY_FIELDS = (
+    "archive_url",
+    "build_url",
+    "restore",
+    "port",
+    "replica_port",
+    "replica_of",
+    "monitor",
+    "peers",
+    "bootstrap",
+)
 
 
 def validate_instance(body: object) -> dict:
@@ -563,7 +573,8 @@ class Instances:
         if not hasattr(recipe, "replication"):
             return None
         if not self.alive(name):
-            return {"role": None, "detail": "the server has exited"}
+            stopped = recipe.stopped_state(os.path.join(self.instances_dir, name), record)
+            return {"role": None, "detail": "the server has exited", **stopped}
         return recipe.replication(os.path.join(self.instances_dir, name), self.host, record["port"], record)
 
     @staticmethod

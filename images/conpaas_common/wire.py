@@ -77,6 +77,9 @@ MIN_HEAP_MB, MAX_HEAP_MB = 64, 16384
 # The one role and database of a postgresql service (its connection URL names them).
 PG_USER = "conpaas"
 PG_DATABASE = "conpaas"
+# …and of a mysql service (MariaDB).
+MYSQL_USER = "conpaas"
+MYSQL_DATABASE = "conpaas"
 # The server name barman-cloud files a postgresql service's base backups and WAL under, inside
 # the backup location's prefix; the archive timeout when the spec gives none (archive_timeout_s).
 BARMAN_SERVER = "db"
@@ -100,3 +103,6 @@ STORAGE_REGION = "us-east-1"
 # A replicated data service's servers (a primary and its replicas): the slots of its router
 # (conpaas_agent/runtimes/tcp_router.py), what a scale and a manifest's `nodes` may ask for.
 MAX_REPLICATED_SERVERS = 5
+# A mysql service runs one server or a Galera cluster of at least this many: two members cannot
+# tell a dead peer from a cut link, and neither would take writes alone.
+MIN_GALERA_SERVERS = 3

@@ -7,6 +7,7 @@ from __future__ import annotations
 from .base import Recipe
 from .etcd import Etcd
 from .java import Java
+from .mysql import Mysql
 from .php import Php
 from .postgresql import Postgresql
 from .python import Python
@@ -18,7 +19,11 @@ from .tcp_router import TcpRouter
 
 RECIPES: dict[str, Recipe] = {
     recipe.name: recipe
-    for recipe in (Python(), Php(), Static(), Java(), Postgresql(), Redis(), Storage(), Sentinel(), TcpRouter(), Etcd())
+    for recipe in (
+        *(Python(), Php(), Static(), Java()),
+        *(Postgresql(), Redis(), Mysql(), Storage()),
+        *(Sentinel(), TcpRouter(), Etcd()),
+    )
 }
 # Recipes that are parts of a replicated data service rather than a service's runtime: its
 # router, and what decides its failovers (Redis's sentinels, the etcd of PostgreSQL's Patroni).

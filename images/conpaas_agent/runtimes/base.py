@@ -257,6 +257,10 @@ class Recipe:
         """Processes of the instance that its own left running apart from them when stopped."""
         return []
 
+    def stopped_state(self, directory: str, record: dict) -> dict:
+        """What a data server that is not running says of its data (a Galera member's position)."""
+        return {}
+
     def build(self, version_dir: str, app: str, logfile: str, nice: int, built: str | None = None) -> dict:
         """Once per version on this node, under the version's lock: set the version up with
         `built`, the unpacked result of its build (builds.py) when it has one. Nothing here

@@ -9,6 +9,11 @@ connections once its check passes, so a new replica never receives a write, and 
 out has its connections shut. The config file holds the members too, so a restart comes back
 the same (its slots again DOWN until checked).
 
+A mysql member (Galera) is checked on its galera_check port: every synced member passes for both
+backends, and the primary backend sends every connection to the first of them (``balance first``):
+writes go to one member at a time, so concurrent writes to the same rows do not fail Galera's
+certification on two members; reads spread over all.
+
 A redis member is checked with its own protocol (AUTH, INFO replication: ``role:master`` for
 the primary backend, ``role:slave`` with its link up for the replicas), every 500 ms, every
 250 ms while down: a failover Sentinel makes is followed within about a quarter of a second.
@@ -31,7 +36,9 @@ from .data import _PASSWORD_RE, answers_tcp, private_file, validate_address
 
 HAPROXY = "/usr/sbin/haproxy"
 MAX_MEMBERS = MAX_REPLICATED_SERVERS
-ENGINES = ("redis", "postgresql")
+ENGINES = ("redis", "postgresql", "mysql")
+# Engines whose members answer an HTTP check on their own check_port (Patroni's REST API, galera_check).
+HTTP_CHECKED = ("postgresql", "mysql")
 NAME_RE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 MAX_SOCKET_PATH = 100
 CHECK = "check inter 500ms downinter 250ms fastinter 250ms fall 2 rise 1 on-marked-down shutdown-sessions"
@@ -39,11 +46,11 @@ CHECK = "check inter 500ms downinter 250ms fastinter 250ms fall 2 rise 1 on-mark
 TIMEOUTS = "timeout connect 3s\n    timeout client 1h\n    timeout server 1h\n    timeout check 2s\n"
 
 
-def _patroni_checks(path: str) -> str:
+def _http_checks(path: str) -> str:
     # Each member's Patroni answers 200 on /primary only for the primary, on /replica only for a
-    # running standby: its REST API's port is the server's check port. Its answer is read whole
-    # (up to the JSON's closing brace): a check that hung up after the status line would make
-    # Patroni log a broken pipe, twice a second per member.
+    # running standby; galera_check on / for a synced member: the server's check port. Its
+    # answer is read whole (up to the JSON's closing brace): a check that hung up after the
+    # status line would make Patroni log a broken pipe, twice a second per member.
     lines = [
         "option tcp-check",
         "tcp-check connect",
@@ -70,7 +77,10 @@ SLOTS = (
     (REPLICAS, "r", "master_link_status:up"),
     (REPLICAS, "b", None),
 )
-PATRONI_PATHS = {"role:master": "/primary", "master_link_status:up": "/replica"}
+CHECK_PATHS = {
+    "postgresql": {"role:master": "/primary", "master_link_status:up": "/replica"},
+    "mysql": {"role:master": "/", "master_link_status:up": "/"},
+}
 
 
 class TcpRouter(Recipe):
@@ -88,8 +98,8 @@ class TcpRouter(Recipe):
         if not isinstance(password, str) or not _PASSWORD_RE.match(password):
             raise InstanceError("password is required: 16 to 128 letters, digits, '-' or '_'", 400)
         spec = {"engine": engine, "password": password, "members": self._members(body.get("members"))}
-        if engine == "postgresql" and any("check_port" not in member for member in spec["members"]):
-            raise InstanceError("a postgresql member needs its check_port: its Patroni REST API's", 400)
+        if engine in HTTP_CHECKED and any("check_port" not in member for member in spec["members"]):
+            raise InstanceError(f"a {engine} member needs its check_port (Patroni's REST API, galera_check)", 400)
         for field in ("port", "replica_port"):
             value = body.get(field)
             if value is not None:
@@ -160,7 +170,9 @@ class TcpRouter(Recipe):
                 member = slots.get(fields[1][1:])
                 if member:
                     up[fields[0]].append(member["name"])
-        primary = up[PRIMARY][0] if len(up[PRIMARY]) == 1 else None
+        # Galera: every synced member passes, and `balance first` takes the lowest slot.
+        first = record.get("engine") == "mysql" and up[PRIMARY]
+        primary = up[PRIMARY][0] if len(up[PRIMARY]) == 1 or first else None
         return {"role": "router", "primary": primary, "replicas": sorted(up[REPLICAS])}
 
     def reconfigure(self, directory: str, host: str, record: dict, spec: dict) -> dict | None:
@@ -195,10 +207,12 @@ class TcpRouter(Recipe):
     def _write(self, directory: str, host: str, port: int, replica_port: int, spec: dict, members: dict) -> None:
         password = spec["password"]
         backends = {}
+        engine = spec["engine"]
         for backend, _prefix, expect in SLOTS:
-            text = backends.setdefault(backend, [f"backend {backend}\n    mode tcp\n    balance roundrobin\n"])
+            balance = "first" if engine == "mysql" and backend == PRIMARY else "roundrobin"
+            text = backends.setdefault(backend, [f"backend {backend}\n    mode tcp\n    balance {balance}\n"])
             if expect:
-                checks = _patroni_checks(PATRONI_PATHS[expect]) if spec["engine"] == "postgresql" else None
+                checks = _http_checks(CHECK_PATHS[engine][expect]) if engine in HTTP_CHECKED else None
                 text.append(checks or _redis_checks(password, expect))
         lines = [
             "global\n",
