@@ -65,7 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--runtime",
         default="python",
-        help="python (the default), php, java, static; postgresql or redis for a data service; storage (S3)",
+        help="python (the default), php, java, static; postgresql, mysql or redis for a data service; storage (S3)",
     )
     p = command("show", services.services_show, "show a service, its environments and nodes", subparsers=service_sub)
     p.add_argument("service", metavar="SERVICE")
@@ -224,7 +224,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = command(
         "db",
         data.db,
-        "a data service: open its client shell (psql, redis-cli) with its credentials; `dump` exports it to "
+        "a data service: open its client shell (psql, mariadb, redis-cli) with its credentials; `dump` exports it to "
         "stdout; `load FILE` loads a dump with a live counter; `backups`, `backup`, `restore` its backups",
         (common, waiting),
     )

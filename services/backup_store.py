@@ -190,8 +190,13 @@ def client(location: dict):
     )
 
 
-def rdb_key(location: dict, backup_id: str) -> str:
-    return f"{location['prefix']}/redis/{backup_id}.rdb"
+# A snapshot the worker takes and uploads whole, by backup kind (BackupKind): its folder and suffix.
+SNAPSHOTS = {"rdb": ("redis", "rdb"), "sql": ("mysql", "sql")}
+
+
+def snapshot_key(location: dict, backup_id: str, kind: str) -> str:
+    folder, suffix = SNAPSHOTS[kind]
+    return f"{location['prefix']}/{folder}/{backup_id}.{suffix}"
 
 
 def ensure_bucket(s3, bucket: str) -> None:
@@ -201,18 +206,19 @@ def ensure_bucket(s3, bucket: str) -> None:
         s3.create_bucket(Bucket=bucket)
 
 
-def upload_rdb(location: dict, backup_id: str, path: str) -> None:
+def upload_snapshot(location: dict, backup_id: str, kind: str, path: str) -> None:
     s3 = client(location)
     ensure_bucket(s3, location["bucket"])
-    s3.upload_file(path, location["bucket"], rdb_key(location, backup_id))
+    s3.upload_file(path, location["bucket"], snapshot_key(location, backup_id, kind))
 
 
-def rdb_url(location: dict, backup_id: str) -> str:
-    """A presigned GET URL of the RDB, for the agent's restore (it holds no S3 keys for Redis),
-    signed for the store's address as the nodes reach it (signing asks the store nothing)."""
-    params = {"Bucket": location["bucket"], "Key": rdb_key(location, backup_id)}
+def snapshot_url(location: dict, backup_id: str, kind: str) -> str:
+    """A presigned GET URL of the snapshot (an RDB, a SQL dump), for the agent's restore (it holds
+    no S3 keys for them), signed for the store's address as the nodes reach it (signing asks the
+    store nothing)."""
+    params = {"Bucket": location["bucket"], "Key": snapshot_key(location, backup_id, kind)}
     return client(for_nodes(location)).generate_presigned_url("get_object", Params=params, ExpiresIn=PRESIGN_SECONDS)
 
 
-def delete_rdb(location: dict, backup_id: str) -> None:
-    client(location).delete_object(Bucket=location["bucket"], Key=rdb_key(location, backup_id))
+def delete_snapshot(location: dict, backup_id: str, kind: str) -> None:
+    client(location).delete_object(Bucket=location["bucket"], Key=snapshot_key(location, backup_id, kind))

@@ -1,6 +1,6 @@
-"""What the workers ask a data server directly, with the database's own client (psql,
-redis-cli) against its address, the password in the client's environment: a PostgreSQL
-server's rows per table, a Redis server's keys, and a Redis snapshot (RDB). Backups use them
+"""What the workers ask a data server directly, with the database's own client (psql, mariadb,
+redis-cli) against its address, the password in the client's environment: a PostgreSQL or
+MariaDB server's rows per table, a Redis server's keys, a Redis snapshot (RDB) and a MariaDB dump. Backups use them
 (workflows/backups.py); the workflow tests put stand-ins here, the one seam."""
 
 import subprocess
@@ -64,6 +64,43 @@ def redis_key_count(server: Server) -> int:
 def redis_snapshot(server: Server, path: str) -> None:
     """The server's RDB into `path` (redis-cli --rdb: the server's own BGSAVE, sent to us)."""
     _run([*_redis(server), "--rdb", path], server)
+
+
+def _mariadb(server: Server, database: str) -> list[str]:
+    return ["mariadb", "--no-defaults", "-N", "-B", "-h", server.host, "-P", str(server.port), "-u", server.user,
+            "--connect-timeout=10", database]  # fmt: skip
+
+
+# One count(*) per table of the service's databases (production's and the copies), the names
+# quoted by the server (QUOTE of a backtick-escaped name), run as one statement each.
+MYSQL_COUNTS = (
+    "SELECT CONCAT('SELECT ', QUOTE(CONCAT(table_schema, '/', table_name)), ', COUNT(*) FROM `', "
+    "REPLACE(table_schema, '`', '``'), '`.`', REPLACE(table_name, '`', '``'), '`;') FROM information_schema.tables "
+    "WHERE table_type = 'BASE TABLE' AND table_schema NOT IN ('mysql', 'sys', 'performance_schema', "
+    "'information_schema') ORDER BY 1"
+)
+
+
+def mysql_table_counts(server: Server) -> dict[str, int]:
+    """Rows of every table of every database of the server, as `database/table`."""
+    statements = _run(_mariadb(server, server.database), server, MYSQL_COUNTS)
+    if not statements.strip():
+        return {}
+    counts = {}
+    for line in _run(_mariadb(server, server.database), server, statements).splitlines():
+        if "\t" in line:
+            table, rows = line.rsplit("\t", 1)
+            counts[table] = int(rows)
+    return counts
+
+
+def mysql_dump(server: Server, path: str) -> None:
+    """The service's database as SQL into `path`: one consistent read of every InnoDB table
+    (--single-transaction takes no lock), its routines and triggers with it."""
+    argv = ["mariadb-dump", "--no-defaults", "-h", server.host, "-P", str(server.port), "-u", server.user,
+            "--single-transaction", "--routines", "--triggers", "--events", f"--result-file={path}",
+            server.database]  # fmt: skip
+    _run(argv, server)
 
 
 def pg_recovery_point(server: Server) -> str:

@@ -1,9 +1,11 @@
 """Data services' servers and dumps: starting the server on the service's node, and loading a dump
-into it with the database's own client (psql, pg_restore, redis-cli --pipe) run by the worker
+into it with the database's own client (psql, pg_restore, mariadb, redis-cli --pipe) run by the worker
 against the server's address, the password in the client's environment, never on a command line.
 
 A dump's format is told by its first bytes (`dump_format`): PostgreSQL takes a plain SQL script
-(loaded in one transaction: an error loads nothing) or a `pg_dump -Fc` archive; Redis takes the
+(loaded in one transaction: an error loads nothing) or a `pg_dump -Fc` archive; MariaDB a
+`mysqldump`/`mariadb-dump` script (in one transaction too, but MariaDB commits each CREATE TABLE
+at once: a data-only dump, `--no-create-info`, loads whole or not at all); Redis takes the
 Redis protocol or one `key value` per line (checked whole before anything is loaded). While a
 load runs, the bytes read and the rows (COPY lines and INSERTs) or keys sent are counted.
 """
@@ -19,7 +21,7 @@ from dataclasses import dataclass
 
 from django.conf import settings
 
-from conpaas_common.wire import PG_DATABASE, PG_USER
+from conpaas_common.wire import MYSQL_DATABASE, MYSQL_USER, PG_DATABASE, PG_USER
 from services import agent, backup_store, replication
 from services.choices import Runtime
 from services.errors import Conflict, ConpaasError, OperationFailed
@@ -46,6 +48,7 @@ def start_server(
     restore: dict | None = None,
     port: int | None = None,
     replica_of: dict | None = None,
+    bootstrap: bool = False,
 ) -> int:
     """Start (or find running) the service's server on `node`; returns and records its port.
 
@@ -53,7 +56,8 @@ def start_server(
     CONPAAS_BACKUP_ARCHIVE_TIMEOUT_S); `restore` (backup_wire.md) fills a new server from a backup.
     `port` (default: the one the node's server had) keeps its clients' URLs when it is started
     again: after a restore in place, or rebuilt on a node at the dead one's address. A new
-    server with `replica_of` ({host, port}) starts as a replica of that primary."""
+    server with `replica_of` ({host, port}) starts as a replica of that primary. A mysql server
+    joins its service's Galera cluster, or starts it again from its data with `bootstrap`."""
     spec = {"runtime": service.runtime, "password": service.password}
     if port or node.data_port:
         spec["port"] = port or node.data_port
@@ -61,6 +65,8 @@ def start_server(
         spec["replica_of"] = replica_of
     if service.runtime == Runtime.POSTGRESQL and (cluster := replication.cluster_spec(service, node)):
         spec["cluster"] = cluster
+    if service.runtime == Runtime.MYSQL and service.is_routed:
+        spec.update(replication.galera_spec(service, node, bootstrap))
     if service.runtime == Runtime.POSTGRESQL and backup_store.configured():
         spec["backup"] = backup_store.for_nodes(backup_store.target_for(service))
         spec["archive_timeout_s"] = settings.CONPAAS_BACKUP_ARCHIVE_TIMEOUT_S
@@ -72,8 +78,10 @@ def start_server(
         raise OperationFailed(f"the {service.runtime} server did not start on {node.name}: {exc.detail}") from None
     Node.objects.filter(pk=node.pk).update(data_port=instance["port"])
     node.data_port = instance["port"]
-    # A Patroni member's API port (the router checks it), and what a restored server replayed to.
-    said = {k: v for k, v in (instance.get("details") or {}).items() if k in ("api_port", "recovery_point")}
+    # A Patroni member's API port (the router checks it), a Galera member's ports, and what a
+    # restored server replayed to.
+    kept = ("api_port", "recovery_point", "galera_port", "ist_port", "sst_port", "check_port")
+    said = {k: v for k, v in (instance.get("details") or {}).items() if k in kept}
     if said:
         node.data_details = {**node.data_details, **said}
         Node.objects.filter(pk=node.pk).update(data_details=node.data_details)
@@ -97,6 +105,10 @@ def dump_format(path: str, runtime: str) -> str:
         if b"\0" in head or not _is_text(head):
             raise DumpRefused("the dump is neither a plain SQL script nor a pg_dump custom-format archive (-Fc)")
         return "sql"
+    if runtime == Runtime.MYSQL:
+        if head.startswith(PG_CUSTOM_MAGIC) or b"\0" in head or not _is_text(head):
+            raise DumpRefused("the dump is not a SQL script (mysqldump or mariadb-dump, uncompressed)")
+        return "mysql"
     if runtime == Runtime.REDIS:
         if head.startswith(b"*"):
             return "resp"
@@ -172,13 +184,24 @@ class SqlRows:
             if line[:4].upper() == b"COPY" and line.rstrip().upper().endswith(b"FROM STDIN;"):
                 self.in_copy = True
             elif line[:11].upper() == b"INSERT INTO":
-                self.rows += 1
+                self.rows += self.inserted(line)
         self.rest = data[pos:]
+
+    def inserted(self, line: bytes) -> int:
+        return 1
 
     def finish(self) -> None:
         """The last line, when the script does not end with a newline."""
         if self.rest:
             self.feed(b"\n")
+
+
+class MysqlRows(SqlRows):
+    """mysqldump writes many rows per INSERT (`VALUES (…),(…)`): each tuple counts (a value that
+    itself holds `),(` counts as one more, which a progress counter can bear)."""
+
+    def inserted(self, line: bytes) -> int:
+        return 1 + line.count(b"),(")
 
 
 # --- loading -------------------------------------------------------------------------------
@@ -192,6 +215,11 @@ class Server:
     password: str
     user: str = PG_USER
     database: str = PG_DATABASE
+
+    def __post_init__(self):
+        if self.runtime == Runtime.MYSQL:  # its one user and database, as a postgresql server's
+            object.__setattr__(self, "user", MYSQL_USER)
+            object.__setattr__(self, "database", MYSQL_DATABASE)
 
     @classmethod
     def of(cls, service: Service) -> "Server":
@@ -207,18 +235,25 @@ class Server:
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LC_ALL": "C.UTF-8"}
         if self.runtime == Runtime.POSTGRESQL:
             return {**env, "PGPASSWORD": self.password, "PGCONNECT_TIMEOUT": "10"}
+        if self.runtime == Runtime.MYSQL:
+            return {**env, "MYSQL_PWD": self.password}
         return {**env, "REDISCLI_AUTH": self.password}
 
     def loader_argv(self, fmt: str) -> list[str]:
         where = ["-h", self.host, "-p", str(self.port)]
         if fmt == "sql":
             return ["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "--single-transaction", *where]  # + user, db
+        if fmt == "mysql":
+            # One transaction (autocommit off, COMMIT at the end: the client stops at the first
+            # error, and what was not committed is rolled back when it disconnects).
+            return ["mariadb", "--no-defaults", "--batch", "--init-command=SET autocommit=0", "-h", self.host,
+                    "-P", str(self.port), "--connect-timeout=10", "-u", self.user, self.database]  # fmt: skip
         if fmt == "custom":
             return ["pg_restore", "--no-owner", "--no-privileges", "--exit-on-error", "--single-transaction", *where]
         return ["redis-cli", *where, "--pipe"]
 
 
-UNIT = {"sql": "rows", "custom": "", "resp": "keys", "pairs": "keys"}
+UNIT = {"sql": "rows", "mysql": "rows", "custom": "", "resp": "keys", "pairs": "keys"}
 
 
 def load(server: Server, path: str, fmt: str, report: Callable[[str, dict], None]) -> dict:
@@ -231,7 +266,7 @@ def load(server: Server, path: str, fmt: str, report: Callable[[str, dict], None
     total = os.path.getsize(path)
     unit = UNIT[fmt]
     counters = {"bytes_read": 0, "bytes_total": total, "items": 0, "unit": unit}
-    rows = SqlRows() if fmt == "sql" else None
+    rows = SqlRows() if fmt == "sql" else MysqlRows() if fmt == "mysql" else None
 
     def say() -> None:
         counted = f", {counters['items']:,} {unit} loaded" if unit else ""
@@ -264,6 +299,8 @@ def load(server: Server, path: str, fmt: str, report: Callable[[str, dict], None
                 if rows is not None:
                     rows.finish()
                     counters["items"] = rows.rows
+                if fmt == "mysql":
+                    process.stdin.write(b"\nCOMMIT;\n")
                 if fmt == "pairs" and rest:
                     chunk, count = pairs_to_resp([rest])
                     counters["items"] += count
@@ -292,6 +329,13 @@ def load(server: Server, path: str, fmt: str, report: Callable[[str, dict], None
                 f"{errors:,} of {replies:,} commands of the dump failed (the others were loaded): "
                 f"{first.decode(errors='replace')[:300]}"
             )
+    elif code != 0 and fmt == "mysql":
+        report(f"the database refused the dump after {counters['bytes_read']:,} bytes", dict(counters))
+        raise OperationFailed(
+            f"the database refused the dump: {last_words(said)}. MariaDB commits at each CREATE, DROP or ALTER "
+            "statement: what the dump loaded before its last one stays (a data-only dump, mysqldump "
+            "--no-create-info, loads whole or not at all)"
+        )
     elif code != 0:
         # One transaction, rolled back: the rows counted while reading are not in the database.
         counters["items"] = 0
@@ -336,14 +380,14 @@ def credentials(service: Service, user) -> dict:
     if not service.is_data:
         raise Conflict(f"{service.name} is a {service.runtime} service: it has no credentials")
     server = Server.of(service)
-    user_name = PG_USER if service.runtime == Runtime.POSTGRESQL else None
+    named = service.runtime in (Runtime.POSTGRESQL, Runtime.MYSQL)  # a user and database; redis: index 0
     answer = {
         "url": service.connection_url(),
         "host": server.host,
         "port": server.port,
-        "user": user_name,
+        "user": server.user if named else None,
         "password": server.password,
-        "database": PG_DATABASE if user_name else "0",
+        "database": server.database if named else "0",
     }
     if replicas := service.replica_url():  # a replicated service: where reads reach its replicas
         answer["replica_url"] = replicas

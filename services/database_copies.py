@@ -1,13 +1,13 @@
-"""Copies of a data service's production database, on its own server, for preview environments:
-a preview then writes to its copy, never to production data.
-
-PostgreSQL: a copy is another database of the same cluster (`copy_<n>`), filled by pg_dump of
-production piped into psql (production is in use by the app, so CREATE DATABASE … TEMPLATE, which
-needs it idle, cannot be used). Redis: a copy is another database index (1 to 15), filled by COPY
-of every key of db 0. Copy names are made here (`copy_name`), never taken from users; every
-function checks the name's shape again, so that production's own database can never be dropped
-or flushed through them. The password travels only in the clients' environment or connection
-arguments, never on a command line or in an error.
+"""Copies of a data service's production database, on its own server, for preview environments: a
+preview then writes to its copy, never to production data. PostgreSQL: a copy is another database
+of the same cluster (`copy_<n>`), filled by pg_dump of production piped into psql (production is in
+use by the app, so CREATE DATABASE … TEMPLATE, which needs it idle, cannot be used). MySQL: the
+same with mariadb-dump --single-transaction into mariadb (a Galera cluster replicates the copy to
+every member). Redis: a copy is another database index (1 to 15), filled by COPY of every key of db
+0. Copy names are made here (`copy_name`), never taken from users; every function checks the name's
+shape again, so that production's own database can never be dropped or flushed through them. The
+password travels only in the clients' environment or connection arguments, never on a command line
+or in an error.
 """
 
 import re
@@ -27,6 +27,8 @@ from services.errors import Conflict, OperationFailed
 from services.models import Service, data_url
 
 PG_COPY = re.compile(r"^copy_[1-9][0-9]{0,5}$")
+# The runtimes whose copies are databases named `copy_<n>` beside production's.
+NAMED_DATABASES = (Runtime.POSTGRESQL, Runtime.MYSQL)
 PG_PREFIX = "copy_"
 # Keys copied per round trip to Redis.
 REDIS_BATCH = 1000
@@ -37,7 +39,7 @@ def copy_name(service: Service, taken: set[str]) -> str:
     """A free copy name on `service`'s server: `copy_<n>` for PostgreSQL, a database index ("1"
     to "15") for Redis. `taken`: the names other copies of this service hold. Conflict when
     Redis has no free index left."""
-    if service.runtime == Runtime.POSTGRESQL:
+    if service.runtime in NAMED_DATABASES:
         number = 1
         while f"{PG_PREFIX}{number}" in taken:
             number += 1
@@ -61,6 +63,8 @@ def make_copy(service: Service, name: str) -> None:
     server = Server.of(service)
     if service.runtime == Runtime.POSTGRESQL:
         _pg_copy(server, name)
+    elif service.runtime == Runtime.MYSQL:
+        _mysql_copy(server, name)
     else:
         _redis_copy(server, name)
 
@@ -73,6 +77,8 @@ def drop_copy(service: Service, name: str) -> None:
     server = Server.of(service)
     if service.runtime == Runtime.POSTGRESQL:
         _pg_drop(server, name)
+    elif service.runtime == Runtime.MYSQL:
+        _mysql_admin(server, f"DROP DATABASE IF EXISTS `{name}`")
     else:
         _redis_flush(server, name)
 
@@ -90,7 +96,7 @@ def copy_url(service: Service, name: str, with_password: bool = True) -> str | N
 
 def _check(service: Service, name: str) -> None:
     """A copy name is one `copy_name` makes: never production's database, never anything else."""
-    if service.runtime == Runtime.POSTGRESQL:
+    if service.runtime in NAMED_DATABASES:
         valid = bool(PG_COPY.match(name))
     elif service.runtime == Runtime.REDIS:
         valid = name.isascii() and name.isdigit() and 1 <= int(name) < REDIS_DATABASES and name == str(int(name))
@@ -169,6 +175,52 @@ def _psql_error(output: bytes) -> str:
         return last_words(output)
     context = [line.strip() for line in lines if line.startswith(("CONTEXT:", "COPY ", "SQL "))]
     return " | ".join([error[error.index("ERROR:") :], *context])[:500]
+
+
+# --- MySQL ---------------------------------------------------------------------------------
+
+
+def _mysql_argv(server: Server, tool: str, database: str) -> list[str]:
+    where = ["-h", server.host, "-P", str(server.port), "-u", server.user, "--connect-timeout=10"]
+    return [tool, "--no-defaults", *where, database]
+
+
+def _mysql_admin(server: Server, statement: str) -> None:
+    """One statement on production's database (the one sure to exist); `statement` names only a
+    copy name `_check` let through."""
+    done = subprocess.run(
+        _mysql_argv(server, "mariadb", server.database),
+        input=statement,
+        capture_output=True,
+        text=True,
+        env=server.client_env(),
+        timeout=120,
+    )
+    if done.returncode != 0:
+        said = _masked(last_words(done.stderr.encode()), server)
+        raise OperationFailed(f"the {server.runtime} server refused: {said}")
+
+
+def _mysql_copy(server: Server, name: str) -> None:
+    _mysql_admin(server, f"DROP DATABASE IF EXISTS `{name}`; CREATE DATABASE `{name}`")
+    env = server.client_env()
+    dump_argv = _mysql_argv(server, "mariadb-dump", server.database)
+    dump_argv[-1:-1] = ["--single-transaction", "--routines", "--triggers"]
+    with tempfile.TemporaryFile() as dump_said, tempfile.TemporaryFile() as load_said:
+        dump = subprocess.Popen(dump_argv, stdout=subprocess.PIPE, stderr=dump_said, env=env)
+        try:
+            load_argv = _mysql_argv(server, "mariadb", name)
+            load = subprocess.run(load_argv, stdin=dump.stdout, stdout=load_said, stderr=subprocess.STDOUT, env=env)
+        finally:
+            dump.stdout.close()  # the loader gone, the dump ends on its next write
+            dumped = dump.wait()
+        if load.returncode == 0 and dumped == 0:
+            return
+        failed = load_said if load.returncode != 0 else dump_said
+        failed.seek(0)
+        said = _masked(last_words(failed.read()), server)
+    _mysql_admin(server, f"DROP DATABASE IF EXISTS `{name}`")  # no half-made copy is left behind
+    raise OperationFailed(f"copying the production database into {name} failed: {said}")
 
 
 # --- Redis ---------------------------------------------------------------------------------

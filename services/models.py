@@ -17,6 +17,8 @@ from knox.settings import CONSTANTS
 from conpaas_common.wire import (
     MAX_HEAP_MB,
     MIN_HEAP_MB,
+    MYSQL_DATABASE,
+    MYSQL_USER,
     PG_DATABASE,
     PG_USER,
     health_path_problem,
@@ -233,7 +235,7 @@ class Service(models.Model):
 
     @property
     def is_database(self) -> bool:
-        """A database (postgresql, redis): backed up, restored, rebuilt from its backups."""
+        """A database (postgresql, redis, mysql): backed up, restored, rebuilt from its backups."""
         return self.runtime in DATABASE_RUNTIMES
 
     def server_node(self) -> "Node | None":
@@ -330,6 +332,8 @@ def data_url(runtime: str, address: str, port: int, password: str = "", database
     secret = quote(password, safe="")
     if runtime == "postgresql":
         return f"postgres://{PG_USER}{':' + secret if secret else ''}@{address}:{port}/{database or PG_DATABASE}"
+    if runtime == "mysql":
+        return f"mysql://{MYSQL_USER}{':' + secret if secret else ''}@{address}:{port}/{database or MYSQL_DATABASE}"
     return f"redis://{':' + secret + '@' if secret else ''}{address}:{port}/{database or '0'}"
 
 

@@ -4,7 +4,8 @@ to read, and a failover noticed as an event.
 
 The primary is the one the service's sentinels name (a majority of those that answer): Redis
 Sentinel decides failovers, never the control plane. Without sentinels (one server) it is the
-server that says it is one.
+server that says it is one. A mysql service (Galera) has no primary of the engine's: every synced
+member writes, and its "primary" is the member the router sends the service's port to now.
 """
 
 import logging
@@ -14,6 +15,7 @@ from datetime import timedelta
 from django.db.models import Q
 from django.utils import timezone
 
+from conpaas_common.wire import MAX_REPLICATED_SERVERS, MIN_GALERA_SERVERS
 from services import agent
 from services.choices import FAILOVER_MANAGERS, REPLICATED_RUNTIMES, NodeState, Outcome, Runtime, ServiceState
 from services.models import Event, Node, Service
@@ -42,6 +44,32 @@ def cluster_spec(service: Service, node: Node) -> dict | None:
     if api_port := node.data_details.get("api_port"):
         cluster["api_port"] = api_port
     return cluster
+
+
+def servers_problem(runtime: str, nodes: int) -> str:
+    """Why a replicated service cannot run `nodes` servers ("" when it can): the scale API and a
+    manifest's `nodes` say the same."""
+    if not 1 <= nodes <= MAX_REPLICATED_SERVERS:
+        return f"a {runtime} service runs 1 to {MAX_REPLICATED_SERVERS} servers, not {nodes}"
+    if runtime == Runtime.MYSQL and 1 < nodes < MIN_GALERA_SERVERS:
+        return (
+            f"a mysql service runs 1 server or a Galera cluster of {MIN_GALERA_SERVERS} to {MAX_REPLICATED_SERVERS}, "
+            f"not {nodes}: a cluster of {nodes} loses its majority, and takes no write, when one member is cut off"
+        )
+    return ""
+
+
+def galera_spec(service: Service, node: Node, bootstrap: bool = False) -> dict:
+    """A mysql server's Galera membership: the service's cluster, the node's member name, and the
+    members it joins when it starts: every other server that has run one (Galera skips those that
+    are down). The first has none, and starts the cluster; `bootstrap` starts it again from this
+    member's data (workflows/replication.py: the most advanced of a cluster stopped whole)."""
+    peers = [
+        {"host": other.address, "port": other.data_details["galera_port"]}
+        for other in server_nodes(service)
+        if other != node and other.data_details.get("galera_port")
+    ]
+    return {"galera": {"cluster": f"conpaas-{service.pk}", "member": node.name}, "peers": peers, "bootstrap": bootstrap}
 
 
 def server_nodes(service: Service) -> list[Node]:
@@ -91,6 +119,10 @@ def primary(service: Service, seen: dict[Node, dict] | None = None) -> Node | No
     """The service's primary now: the sentinels' choice (with two servers or more, each runs
     one, and so does the router), or the one server that says it is one."""
     seen = observe(service) if seen is None else seen
+    if service.runtime == Runtime.MYSQL:
+        synced = [node for node, state in seen.items() if state.get("role") == "synced"]
+        writer = router_says(service).get("primary")
+        return next((node for node in synced if node.name == writer), synced[0] if synced else None)
     if len(seen) > 1 and service.runtime == Runtime.REDIS:
         router = service.router_node()
         if (chosen := sentinels_say(service, [*seen, *([router] if router else [])])) is not None:
@@ -99,9 +131,24 @@ def primary(service: Service, seen: dict[Node, dict] | None = None) -> Node | No
     return primaries[0] if len(primaries) == 1 else None
 
 
+def router_says(service: Service) -> dict:
+    """Where the service's router sends connections now ({primary, replicas}: member names), {}
+    when it does not answer."""
+    router = service.router_node()
+    if router is None:
+        return {}
+    try:
+        return agent.client_for(router, timeout=5).get_instance(ROUTER).get("replication") or {}
+    except agent.AgentError:
+        return {}
+
+
 def role_of(node: Node, state: dict, primary_node: Node | None) -> str | None:
     """A member's role as saved: a server that still says primary when the sentinels chose
-    another is an old primary about to be turned into a replica."""
+    another is an old primary about to be turned into a replica. A Galera member's is its state
+    (synced, donor, joining): each writes."""
+    if node.service.runtime == Runtime.MYSQL:
+        return state.get("role")
     if node == primary_node:
         return "primary"
     said = state.get("role")
@@ -126,6 +173,9 @@ def refresh(service: Service) -> Node | None:
             node.replication = saved
     if now is None:
         return None
+    if service.runtime == Runtime.MYSQL:
+        tell_writer_moved(service, now, seen)
+        return now
     for before in (node for node in saved_primaries if node != now):
         if before not in seen or seen[before].get("unreachable"):  # dead: it said nothing of its own
             silent = next((node for node in seen if node == before), before)
@@ -147,6 +197,27 @@ def tell_failover(service: Service, now: Node, before: Node, lag_before: float |
         )
     message = f"{now.name} is the primary now, in place of {before.name} ({manager} promoted it); "
     Event.record(service, "failover", message + f"the service's address is unchanged. {lost}", Outcome.SUCCEEDED)
+
+
+def tell_writer_moved(service: Service, now: Node, seen: dict[Node, dict]) -> None:
+    """A mysql service's router sending writes to another member than before: its event. Galera
+    certifies each commit on every member before it is acknowledged: none is lost."""
+    router = service.router_node()
+    if router is None:
+        return
+    before = router.replication.get("writer")
+    if before == now.name:
+        return
+    Node.objects.filter(pk=router.pk).update(replication={**router.replication, "writer": now.name})
+    router.replication = {**router.replication, "writer": now.name}
+    if before is None:
+        return
+    why = "it left the cluster" if before not in {node.name for node in seen} else "it is not synced"
+    message = (
+        f"writes go to {now.name} now, in place of {before} ({why}); the service's address is unchanged. "
+        "Galera had every commit on every member before it was acknowledged: none is lost"
+    )
+    Event.record(service, "failover", message, Outcome.SUCCEEDED)
 
 
 def refresh_due(max_age: float) -> int:

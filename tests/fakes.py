@@ -33,6 +33,7 @@ class FakeFleet:
         self.on_node: dict[tuple[str, str], dict] = {}
         self.primary: tuple[str, int] | None = None  # (address, port) the sentinels name, once one is promoted
         self.bootstrapped: dict[str, str] = {}  # Patroni cluster -> the node whose member bootstrapped it
+        self.seqno: dict[str, int] = {}  # node name -> the last commit its Galera member holds (0 unless set)
         self.nodes: dict[str, object] = {}  # node name -> the node, as its agent was last called
         self.routing: dict[str, dict] = {}  # proxy node name -> the routing it applied last
         self.calls: list[tuple] = []  # (node name, method, argument)
@@ -140,6 +141,13 @@ class FakeAgent:
             if spec.get("runtime") == "tcp_router":
                 instance["details"] = {"replica_port": spec.get("replica_port") or next(self.fleet._ports)}
             instance.update(runtime=spec.get("runtime"), replica_of=spec.get("replica_of"), spec=spec)
+            if galera := spec.get("galera"):
+                # Galera: a member joins a synced one it is told of, or starts the cluster.
+                if spec["peers"] and not spec["bootstrap"] and not self._galera_synced(galera["cluster"]):
+                    self._fail(422, f"instance {name} exited at start (code 1): WSREP: failed to reach primary view")
+                ports = ("galera_port", "ist_port", "sst_port", "check_port")
+                instance["details"] = {port: next(self.fleet._ports) for port in ports}
+                instance["bootstrapped"] = bool(spec["bootstrap"] or not spec["peers"])
             if cluster := spec.get("cluster"):  # Patroni: the first member bootstraps the cluster,
                 if spec.get("restore"):  # and a restored one is it again
                     self.fleet.bootstrapped[cluster["scope"]] = self.node.name
@@ -170,6 +178,13 @@ class FakeAgent:
             answer["replication"] = {"role": "sentinel", "master": {"host": host, "port": port}}
         elif instance["runtime"] == "tcp_router":
             answer["replication"] = {"role": "router", "primary": self._primary_member(instance["spec"]["members"])}
+        elif instance["runtime"] == "mysql":
+            seqno = self.fleet.seqno.get(self.node.name, 0)
+            if instance["state"] != "running":
+                answer["replication"] = {"role": None, "detail": "the server has exited", "seqno": seqno}
+            else:
+                answer["replication"] = {"role": "synced", "lag_s": 0, "in_sync": True, "cluster": "Primary"}
+                answer["replication"]["seqno"] = seqno
         elif instance["runtime"] in ("redis", "postgresql"):
             if self._is_primary(self.node.name, instance):
                 answer["replication"] = {"role": "primary", "lag_s": 0}
@@ -263,9 +278,20 @@ class FakeAgent:
         self._call("reload_proxy", role="proxy")
         return self._proxy_status()
 
+    def _galera_synced(self, cluster: str) -> bool:
+        return any(
+            i.get("runtime") == "mysql" and i["state"] == "running" and i["spec"]["galera"]["cluster"] == cluster
+            for i in self.fleet.on_node.values()
+        )
+
     def _primary_member(self, members: list[dict]) -> str | None:
-        """The member a router's checks find the primary."""
+        """The member a router's checks find the primary (a Galera cluster's: the first synced)."""
         for member in members:
+            server = self.fleet.on_node.get((member["name"], "server"))
+            if server is not None and server.get("runtime") == "mysql":
+                if server["state"] == "running":
+                    return member["name"]
+                continue
             server = self.fleet.on_node.get((member["name"], "server"))
             if server is not None and server["state"] == "running" and self._is_primary(member["name"], server):
                 return member["name"]

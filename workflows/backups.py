@@ -5,12 +5,14 @@ A backup goes to the backup store (services/backup_store.py). PostgreSQL: the se
 its WAL there all the time (data_servers.start_server), and a backup is a base backup taken by
 the agent with barman-cloud; any second from the oldest kept base backup to the last archived
 WAL can be restored. Redis: the worker takes the server's RDB (redis-cli --rdb) and uploads it.
+MySQL: the worker dumps the service's database in one consistent read (mariadb-dump
+--single-transaction, through the router: a synced member) and uploads the SQL.
 
 Every backup is verified: restored into a scratch instance `verify-<id>` on a scratch node of
 the service's own (booted for it, not counted in the owner's quota, destroyed whatever happens:
 never the source's node, so a verification neither competes with the server nor hides a backup
-that only restores where it was taken), then checked (PostgreSQL: count(*) over every table of
-every database; Redis: the key count recorded at backup time). A backup that fails or cannot be
+that only restores where it was taken), then checked (PostgreSQL, MySQL: count(*) over every
+table of every database; Redis: the key count recorded at backup time). A backup that fails or cannot be
 verified is a failed Event and the service's `backup_problem`; the next good one clears it.
 """
 
@@ -43,6 +45,7 @@ from services.models import Backup, Event, Node, Operation, Service
 from services.nodes import boot_node, destroy_node, remove_from_cloud
 from workflows import lifecycle, replication
 
+KINDS = {Runtime.POSTGRESQL: BackupKind.BASE, Runtime.REDIS: BackupKind.RDB, Runtime.MYSQL: BackupKind.SQL}
 POLICY_FIELDS = ("backup_enabled", "backup_every_hours", "backup_keep_days")
 ARCHIVE_PROBLEM = "WAL archiving fails: "
 # PostgreSQL's words when the archived WAL ends before a recovery's target time.
@@ -54,7 +57,7 @@ TARGET_NOT_REACHED = "recovery ended before configured recovery target was reach
 
 def require_data(service: Service) -> None:
     if service.runtime not in DATABASE_RUNTIMES:
-        raise Conflict(f"{service.name} is a {service.runtime} service: only postgresql and redis have backups")
+        raise Conflict(f"{service.name} is a {service.runtime} service: only postgresql, redis and mysql have backups")
 
 
 def policy(service: Service) -> dict:
@@ -146,7 +149,7 @@ def take(service: Service, location: dict, operation) -> Backup:
     server_node = service.server_node()
     if server_node is None:
         raise OperationFailed(f"{service.name} has no running server")
-    kind = BackupKind.BASE if service.runtime == Runtime.POSTGRESQL else BackupKind.RDB
+    kind = KINDS[service.runtime]
     backup = Backup.objects.create(service=service, kind=kind)
     operation.set_progress("taking the backup")
     try:
@@ -160,14 +163,17 @@ def take(service: Service, location: dict, operation) -> Backup:
             backup.backup_id = timezone.now().strftime("%Y%m%dT%H%M%SZ-") + secrets.token_hex(3)
             backup.begin_time = timezone.now()
             server = Server.of(service)
-            backup.key_count = data_probes.redis_key_count(server)
-            with tempfile.TemporaryDirectory(prefix="rdb-") as scratch:
-                path = os.path.join(scratch, "dump.rdb")
-                data_probes.redis_snapshot(server, path)
+            with tempfile.TemporaryDirectory(prefix="snapshot-") as scratch:
+                path = os.path.join(scratch, "snapshot")
+                if kind == BackupKind.RDB:
+                    backup.key_count = data_probes.redis_key_count(server)
+                    data_probes.redis_snapshot(server, path)
+                else:
+                    data_probes.mysql_dump(server, path)
                 backup.size = os.path.getsize(path)
                 operation.set_progress(f"uploading the snapshot ({backup.size:,} bytes)")
                 try:
-                    backup_store.upload_rdb(location, backup.backup_id, path)
+                    backup_store.upload_snapshot(location, backup.backup_id, kind, path)
                 except Exception as exc:  # boto3 raises many types; the store's words are the point
                     raise OperationFailed(f"the backup store refused the snapshot: {exc}") from None
             backup.end_time = timezone.now()
@@ -221,8 +227,9 @@ def verify(service: Service, backup: Backup, location: dict, operation) -> None:
         spec = {"runtime": service.runtime, "password": service.password, "restore": restore}
         port = agent.client_for(node).put_instance(instance, spec)["port"]
         server = Server(service.runtime, node.address, port, service.password)
-        if backup.kind == BackupKind.BASE:
-            counts = data_probes.pg_table_counts(server)
+        if backup.kind in (BackupKind.BASE, BackupKind.SQL):
+            base = backup.kind == BackupKind.BASE
+            counts = data_probes.pg_table_counts(server) if base else data_probes.mysql_table_counts(server)
             backup.table_counts = counts
             verdict = f"restored on {node.name}: {len(counts)} tables, {sum(counts.values()):,} rows"
             record_verdict(service, backup, True, verdict, operation)
@@ -263,7 +270,7 @@ def restore_spec(backup: Backup, location: dict, target_time: datetime | None = 
             "backup_id": backup.backup_id,
             "target_time": until.isoformat() if until else None,
         }
-    return {"url": backup_store.rdb_url(location, backup.backup_id)}
+    return {"url": backup_store.snapshot_url(location, backup.backup_id, backup.kind)}
 
 
 def read_archive(service: Service) -> str:
@@ -307,7 +314,7 @@ def apply_retention(service: Service, location: dict, operation) -> int:
                 if backup.kind == BackupKind.BASE:
                     agent.client_for(service.server_node()).delete_backup(SERVER, backup.backup_id)
                 else:
-                    backup_store.delete_rdb(location, backup.backup_id)
+                    backup_store.delete_snapshot(location, backup.backup_id, backup.kind)
         except Exception as exc:  # the agent's or the store's error: kept, tried again next time
             detail = getattr(exc, "detail", str(exc))
             message = f"backup {backup.backup_id} is past keep_days but could not be removed: {detail}"
@@ -533,7 +540,7 @@ def rebuild(service: Service, dead: Node, operation) -> str:
             else (f"the base backup's end, {newest.end_time.isoformat()} (no transaction after it was archived)")
         )
     else:
-        point = f"the snapshot of {newest.end_time.isoformat()} (a Redis backup: writes after it are lost)"
+        point = f"the snapshot of {newest.end_time.isoformat()} (a {service.runtime} backup: writes after it are lost)"
     took = (timezone.now() - began).total_seconds()
     where = (
         "the same address and port"

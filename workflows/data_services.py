@@ -41,7 +41,8 @@ def ensure_server(service: Service, operation):
 def request_load(service: Service, user, fileobj, filename: str = "") -> Operation:
     """Check the dump and hand it to the workers; a refused dump stores nothing."""
     if not service.is_data:
-        raise Conflict(f"{service.name} is a {service.runtime} service: only postgresql and redis services load dumps")
+        what = f"{service.name} is a {service.runtime} service"
+        raise Conflict(f"{what}: only postgresql, redis and mysql services load dumps")
     if service.state == ServiceState.FAILED:
         raise Conflict(f"{service.name} failed to start: no server to load into")
     path = store_dump(fileobj, dumps_dir())

@@ -14,7 +14,7 @@ by one is looked at again next time.
   server: images/conpaas_agent/router/config.py); healing marks it failed, drops it from the
   routing, destroys it and boots its replacement, a router at its address and port so that the
   service keeps its URL (workflows/reconcile.py).
-- A database's dead node (postgresql, redis: once it has a backup) is rebuilt where it was, its
+- A database's dead node (postgresql, redis, mysql: once it has a backup) is rebuilt where it was, its
   server restored from the newest backup and all the WAL archived since, on the same port with
   the same password (workflows/backups.py rebuild); the event says the recovery point.
 - An instance whose process died is started again, and a router whose HAProxy died.

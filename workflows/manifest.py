@@ -12,7 +12,7 @@ from django.core.exceptions import ValidationError
 from django.db import models
 
 from conpaas_common.archives import release_command_problem
-from conpaas_common.wire import MAX_REPLICATED_SERVERS
+from services import replication
 from services.choices import DATA_RUNTIMES, REPLICATED_RUNTIMES, Runtime
 from services.errors import ConpaasError
 from services.models import JAVA_HEAP_MB, Service, slug_validator
@@ -241,8 +241,8 @@ class Checker:
                 self.error(f"{path}.nodes", "must be a whole number")
             elif nodes < 1:
                 self.error(f"{path}.nodes", "must be ≥ 1")
-            elif runtime in REPLICATED_RUNTIMES and nodes > MAX_REPLICATED_SERVERS:
-                self.error(f"{path}.nodes", f"a {runtime} service runs 1 to {MAX_REPLICATED_SERVERS} servers")
+            elif runtime in REPLICATED_RUNTIMES and (problem := replication.servers_problem(runtime, nodes)):
+                self.error(f"{path}.nodes", problem)
             else:
                 spec.nodes = nodes
         if "links" in fields:
@@ -309,7 +309,8 @@ class Checker:
     def backups(self, spec: ServiceSpec, value, path: str, data: bool) -> None:
         """`backups: {every_hours, keep_days}` (either may be left out: its default) or `false`."""
         if not data:
-            self.error(path, f"not for a {spec.runtime} service: only data services (postgresql, redis) have backups")
+            only = "only databases (postgresql, redis, mysql) have backups"
+            self.error(path, f"not for a {spec.runtime} service: {only}")
         elif value is False:
             spec.backups["enabled"] = False
         elif isinstance(value, dict):

@@ -1,10 +1,12 @@
-"""Replicated data services (postgresql, redis; README, Replication and failover): a router
+"""Replicated data services (postgresql, redis, mysql; README, Replication and failover): a router
 node, the service's one address for its whole life, in front of `backend_nodes` server nodes, one
 primary and its replicas (standbys). The engine's own manager fails the primary over by itself,
 with or without the control plane, and the router follows by its own health checks: Patroni
 members agreeing through an etcd on the router node for postgresql; for redis, from two servers,
 Redis Sentinel on every server node and on the router node (a majority survives the loss of any
-one node).
+one node). A mysql service's servers are a Galera cluster: every member writes, the router sends
+the service's port to one synced member at a time and its replica port to all; a cluster stopped
+whole is started again from its most advanced member (`start_galera`).
 
 `converge` makes what the database says true and can run again at any time: the router booted
 (where a dead one was, on its port), server nodes booted or removed, servers started (a new one
@@ -17,13 +19,13 @@ import time
 from django.utils import timezone
 
 from services import agent, replication
-from services.choices import FAILOVER_MANAGERS, NodeState, Runtime
+from services.choices import FAILOVER_MANAGERS, NodeState, Outcome, Runtime
 from services.clouds import RouterPlace
 from services.data_servers import start_server
 from services.errors import OperationFailed
-from services.models import Node, Service
+from services.models import Event, Node, Service
 from services.nodes import boot_node, destroy_node
-from services.replication import DCS, ROUTER, SENTINEL
+from services.replication import DCS, ROUTER, SENTINEL, SERVER
 
 # How long a converge waits for the sentinels to name a primary when the servers run but none
 # says it is one (a failover under way), and for new replicas to be in sync.
@@ -40,16 +42,20 @@ def converge(service: Service, operation, router_at: Node | None = None) -> str:
     if service.runtime == Runtime.POSTGRESQL:
         ensure_dcs(service, router, operation)
     servers = ensure_server_nodes(service, operation)
-    primary = start_servers(service, servers, operation)
+    if service.runtime == Runtime.MYSQL:
+        synced = start_galera(service, servers, operation)
+    else:
+        synced = [start_servers(service, servers, operation)]
     started = time.monotonic()
-    set_sentinels(service, servers, router, primary, operation)
+    set_sentinels(service, servers, router, synced[0], operation)
     set_router(service, router, servers, operation, port=router_at.data_port if router_at else None)
-    await_router(service, router, primary, operation)
+    primary = await_router(service, router, synced, operation)
     synced = await_replicas(service, primary, operation)
     replication.refresh(service)
-    said = f"{primary.name} is the primary"
+    galera = service.runtime == Runtime.MYSQL
+    said = f"{primary.name} takes the writes" if galera else f"{primary.name} is the primary"
     if len(servers) > 1:
-        said += f", {len(servers) - 1} replica(s) in sync"
+        said += f", {len(servers) - 1} other member(s) synced" if galera else f", {len(servers) - 1} replica(s) in sync"
         if synced:
             said += f" {time.monotonic() - started:.1f} s after they started"
     return f"{said}; the router {router.name} is the service's address ({time.monotonic() - began:.1f} s in all)"
@@ -85,9 +91,20 @@ def ensure_server_nodes(service: Service, operation) -> list[Node]:
             set_sentinels(service, staying, router, primary, operation)
         for node in going:
             operation.set_progress(f"removing replica {node.name}")
+            if service.runtime == Runtime.MYSQL:
+                leave_galera(node)
             destroy_node(node, operation)
         servers = staying
     return servers
+
+
+def leave_galera(node: Node) -> None:
+    """A Galera member stopped cleanly before its node goes: it leaves the cluster, which counts
+    its quorum without it (members killed at once would leave the rest without a majority)."""
+    try:
+        agent.client_for(node, timeout=120).delete_instance(SERVER)
+    except agent.AgentError:
+        pass  # a member that does not answer is dead already: the others have seen it go
 
 
 def put_part(node: Node, name: str, spec: dict, failure: str) -> dict:
@@ -140,6 +157,58 @@ def start_servers(service: Service, servers: list[Node], operation) -> Node:
             replica_of = {"host": primary.address, "port": primary.data_port}
             start_server(service, node, replica_of=replica_of if service.runtime == Runtime.REDIS else None)
     return primary
+
+
+def start_galera(service: Service, servers: list[Node], operation) -> list[Node]:
+    """A mysql service's servers as a Galera cluster; returns its synced members. The first
+    server of a new service starts the cluster; every other joins a synced member and is given
+    the data by a state transfer. A cluster none of whose members runs in a primary component
+    (stopped whole: a power cut, every server killed) starts again from its most advanced
+    member (the highest seqno each says), which Galera will not do by itself."""
+    seen = replication.observe(service)
+    synced = [node for node in servers if seen.get(node, {}).get("role") == "synced"]
+    if not synced:
+        synced = [bootstrap_galera(service, servers, seen, operation)]
+    for node in servers:
+        if node in synced or seen.get(node, {}).get("role") in ("donor", "joining"):
+            continue  # synced, or on its way
+        began = time.monotonic()
+        operation.set_progress(f"{node.name} joining the Galera cluster (a state transfer from a synced member)")
+        first = not node.data_port
+        start_server(service, node)
+        said = "joined" if first else "rejoined"
+        message = f"{node.name} {said} the Galera cluster and is synced ({time.monotonic() - began:.1f} s)"
+        Event.record(service, "galera.join", message, Outcome.SUCCEEDED, operation=operation)
+        synced.append(node)
+    return synced
+
+
+def bootstrap_galera(service: Service, servers: list[Node], seen: dict[Node, dict], operation) -> Node:
+    """The member a cluster with no synced member starts from: the only one of a new service, or
+    the most advanced (ties: the oldest). The others that run, outside any primary component,
+    are stopped to join it afresh."""
+    started = [node for node in servers if node.data_port]
+    if not started:
+        operation.set_progress(f"starting the Galera cluster on {servers[0].name}")
+        start_server(service, servers[0])
+        return servers[0]
+    positions = {node: seen.get(node, {}).get("seqno", -1) for node in started}
+    most = max(started, key=lambda node: positions[node])  # max keeps the first of equals: the oldest
+    for node in started:
+        if seen.get(node, {}).get("cluster"):  # it runs, cut off: it joins the new component
+            leave_galera(node)
+    operation.set_progress(f"starting the Galera cluster again from {most.name} (seqno {positions[most]})")
+    start_server(service, most, bootstrap=True)
+    others = ", ".join(f"{node.name} at {positions[node]}" for node in started if node != most) or "none"
+    unknown = [node.name for node in started if seen.get(node, {}).get("unreachable")]
+    message = (
+        f"no member of the Galera cluster was running in a primary component: started it again from "
+        f"{most.name}, the most advanced (seqno {positions[most]}; others: {others})"
+    )
+    if unknown:
+        message += f"; {', '.join(unknown)} did not answer, and may hold later commits"
+    Event.record(service, "galera.bootstrap", message, Outcome.SUCCEEDED, operation=operation)
+    return most
 
 
 def wait_for_primary(service: Service, operation) -> Node:
@@ -202,30 +271,33 @@ def set_router(service: Service, router: Node, servers: list[Node], operation, p
 
 
 def member(node: Node) -> dict:
-    """A server as its router checks it: a Patroni member through its REST API's port."""
+    """A server as its router checks it: a Patroni member through its REST API's port, a Galera
+    member through its galera_check's."""
     answer = {"name": node.name, "host": node.address, "port": node.data_port}
-    if api_port := node.data_details.get("api_port"):
-        answer["check_port"] = api_port
+    if check_port := node.data_details.get("api_port") or node.data_details.get("check_port"):
+        answer["check_port"] = check_port
     return answer
 
 
-def await_router(service: Service, router: Node, primary: Node, operation) -> None:
-    """Until the router's checks send the service's port to the primary: the operation ends when
-    a client is served, not refused by a router that has not checked its members yet."""
+def await_router(service: Service, router: Node, primaries: list[Node], operation) -> Node:
+    """Until the router's checks send the service's port to the primary (a Galera cluster's: any
+    synced member), which it returns: the operation ends when a client is served, not refused by
+    a router that has not checked its members yet."""
     deadline = time.monotonic() + ROUTER_WAIT
+    names = " or ".join(node.name for node in primaries)
     while True:
         try:
             said = agent.client_for(router, timeout=10).get_instance(ROUTER).get("replication") or {}
         except agent.AgentError as exc:
             said = {"detail": exc.detail}
-        if said.get("primary") == primary.name:
-            return
+        if chosen := next((node for node in primaries if node.name == said.get("primary")), None):
+            return chosen
         if time.monotonic() > deadline:
             raise OperationFailed(
-                f"the router on {router.name} does not reach the primary {primary.name} after {ROUTER_WAIT} s: "
+                f"the router on {router.name} does not reach the primary {names} after {ROUTER_WAIT} s: "
                 f"it sends the service's port to {said.get('primary') or 'no server'}"
             )
-        operation.set_progress(f"waiting for the router to reach the primary {primary.name}")
+        operation.set_progress(f"waiting for the router to reach the primary {names}")
         time.sleep(0.1)
 
 
@@ -240,7 +312,7 @@ def await_replicas(service: Service, primary: Node, operation) -> bool:
         behind = {
             node.name: state.get("detail") or state.get("state") or "not in sync yet"
             for node, state in seen.items()
-            if node != primary and not (state.get("role") in ("replica", "standby") and state.get("in_sync"))
+            if node != primary and not (state.get("role") in ("replica", "standby", "synced") and state.get("in_sync"))
         }
         if service.synchronous and len(seen) > 1 and not any(state.get("sync_standby") for state in seen.values()):
             # Until Patroni names the standby commits wait for, no failover is possible (it

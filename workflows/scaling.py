@@ -2,10 +2,10 @@
 
 from django.db import transaction
 
-from conpaas_common.wire import MAX_REPLICATED_SERVERS
 from routing.health import wait_healthy
 from routing.table import push
 from services import operations, quotas
+from services import replication as replicated
 from services.choices import REPLICATED_RUNTIMES, NodeState, OperationKind, Runtime
 from services.errors import Conflict, OperationFailed
 from services.models import Operation, Service
@@ -61,8 +61,8 @@ def request_scale(service: Service, role: str, nodes: int, user) -> Operation:
     if service.runtime in REPLICATED_RUNTIMES:
         if role != "backend":
             raise Conflict(f"a {service.runtime} service has one router: scale its server nodes (role backend)")
-        if not 1 <= nodes <= MAX_REPLICATED_SERVERS:
-            raise Conflict(f"a {service.runtime} service runs 1 to {MAX_REPLICATED_SERVERS} servers, not {nodes}")
+        if problem := replicated.servers_problem(service.runtime, nodes):
+            raise Conflict(problem)
     with transaction.atomic():
         quotas.lock(service.owner)
         if role == "backend":

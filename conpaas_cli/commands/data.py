@@ -14,6 +14,7 @@ from conpaas_cli.output import Progress, human_size, print_json, short_time, tab
 # What each data service's shell and export run; the password goes in the client's environment.
 DB_CLIENTS = {
     "postgresql": {"shell": "psql", "dump": "pg_dump", "secret": "PGPASSWORD", "package": "postgresql-client"},
+    "mysql": {"shell": "mariadb", "dump": "mariadb-dump", "secret": "MYSQL_PWD", "package": "mariadb-client"},
     "redis": {"shell": "redis-cli", "dump": "redis-cli", "secret": "REDISCLI_AUTH", "package": "redis-tools"},
 }
 
@@ -22,7 +23,8 @@ def db(args: Namespace) -> int:
     api = client()
     service = find_service(api, args.service)
     if service["runtime"] not in DB_CLIENTS:
-        raise CliError(f"{service['name']} is a {service['runtime']} service, not a data service (postgresql, redis)")
+        what = f"{service['name']} is a {service['runtime']} service"
+        raise CliError(f"{what}, not a database (postgresql, redis, mysql)")
     if args.action != "restore" and (args.time or args.into or args.yes):
         raise CliError("--time, --into and --yes go with `conpaas db SERVICE restore`")
     if args.action == "load":
@@ -36,6 +38,10 @@ def db(args: Namespace) -> int:
     where = ["-h", creds["host"], "-p", str(creds["port"])]
     if service["runtime"] == "postgresql":
         argv = [tool[args.action], *where, "-U", creds["user"], "-d", creds["database"]]
+    elif service["runtime"] == "mysql":
+        where = ["--no-defaults", "-h", creds["host"], "-P", str(creds["port"]), "-u", creds["user"]]
+        consistent = ["--single-transaction", "--routines", "--triggers"] if args.action == "dump" else []
+        argv = [tool[args.action], *where, *consistent, creds["database"]]
     else:
         argv = [tool[args.action], *where, *(["--rdb", "-"] if args.action == "dump" else [])]
     env = {**os.environ, tool["secret"]: creds["password"]}

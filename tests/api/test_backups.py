@@ -103,7 +103,7 @@ def test_a_web_or_storage_service_has_no_backups_409(api, alice, runtime):
     ]:
         answer = getattr(api, method)(url, {"backup": 1}, format="json") if method == "post" else api.get(url)
         assert answer.status_code == 409, (method, url)
-        assert "only postgresql and redis have backups" in answer.json()["detail"]
+        assert "only postgresql, redis and mysql have backups" in answer.json()["detail"]
 
 
 def test_another_users_service_is_a_404_everywhere(database, bob):

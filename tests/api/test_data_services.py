@@ -79,7 +79,7 @@ def test_a_code_service_loads_no_dump(api, service, dumps):
     refused = load(api, service, b"CREATE TABLE t (x int);\n")
 
     assert refused.status_code == 409
-    assert refused.json()["detail"] == "shop is a python service: only postgresql and redis services load dumps"
+    assert refused.json()["detail"] == "shop is a python service: only postgresql, redis and mysql services load dumps"
     assert not Operation.objects.exists()
 
 

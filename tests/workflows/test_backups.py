@@ -28,10 +28,10 @@ def store(settings, monkeypatch):
     settings.CONPAAS_BACKUP_S3_SECRET_KEY = "SECRET-KEY"
     uploaded = {}
     monkeypatch.setattr(
-        backup_store, "upload_rdb", lambda loc, bid, path: uploaded.update({bid: open(path, "rb").read()})
+        backup_store, "upload_snapshot", lambda loc, bid, kind, path: uploaded.update({bid: open(path, "rb").read()})
     )
-    monkeypatch.setattr(backup_store, "rdb_url", lambda loc, bid: f"http://store/{bid}.rdb?signed")
-    monkeypatch.setattr(backup_store, "delete_rdb", lambda loc, bid: uploaded.pop(bid))
+    monkeypatch.setattr(backup_store, "snapshot_url", lambda loc, bid, kind: f"http://store/{bid}.{kind}?signed")
+    monkeypatch.setattr(backup_store, "delete_snapshot", lambda loc, bid, kind: uploaded.pop(bid))
     return uploaded
 
 
@@ -274,7 +274,7 @@ def test_the_policy_is_on_by_default_and_changes_with_an_event(alice, queue):
 
 def test_a_web_service_has_no_backups(alice):
     web = ServiceFactory(owner=alice, name="web")
-    with pytest.raises(Conflict, match="only postgresql and redis have backups"):
+    with pytest.raises(Conflict, match="only postgresql, redis and mysql have backups"):
         backups.request_backup(web, alice)
     with pytest.raises(Conflict):
         backups.request_restore(web, alice, backup_pk=1)

@@ -38,7 +38,7 @@ GALERA = "/usr/lib/galera/libgalera_smm.so"
 CHECK = os.path.join(os.path.dirname(os.path.abspath(__file__)), "galera_check.py")
 MAX_SOCKET_PATH = 100
 MAX_PEERS = 8
-_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 # Galera's states (wsrep_local_state_comment) as the platform names a member's part.
 ROLES = {"Synced": "synced", "Donor/Desynced": "donor", "Joining": "joining", "Joined": "joining"}
 # The ports a member listens on besides its SQL port: Galera's group communication, incremental
