@@ -181,8 +181,9 @@ def _psql_error(output: bytes) -> str:
 
 
 def _mysql_argv(server: Server, tool: str, database: str) -> list[str]:
-    where = ["-h", server.host, "-P", str(server.port), "-u", server.user, "--connect-timeout=10"]
-    return [tool, "--no-defaults", *where, database]
+    where = ["-h", server.host, "-P", str(server.port), "-u", server.user]
+    timeout = ["--connect-timeout=10"] if tool == "mariadb" else []  # mariadb-dump has no such option
+    return [tool, "--no-defaults", *where, *timeout, database]
 
 
 def _mysql_admin(server: Server, statement: str) -> None:
