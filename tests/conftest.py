@@ -28,6 +28,7 @@ E2E_LONGEST_FIRST = (
     "e2e/test_mediawiki.py",
     "e2e/test_backups.py",
     "e2e/test_replication.py",
+    "e2e/test_mysql.py",
     "e2e/test_blue_green.py",
     "console/test_browser.py",
     "cli/test_real_platform.py",

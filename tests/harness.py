@@ -21,6 +21,7 @@ from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import requests
+import urllib3
 
 from conpaas_common.procs import free_port, group_members, pid_alive
 from conpaas_common.waiting import wait_until
@@ -281,6 +282,10 @@ class Api:
         self.base = base
         self.session = requests.Session()
         self.session.headers["Authorization"] = f"Token {token}"
+        # A GET on a keep-alive connection the server closed meanwhile (gunicorn's keep-alive
+        # timeout, between two polls) is sent again on a new one, as a browser does.
+        retry = urllib3.util.Retry(total=2, connect=0, read=2, status=0, allowed_methods={"GET", "HEAD"})
+        self.session.mount("http://", requests.adapters.HTTPAdapter(max_retries=retry))
 
     def __getattr__(self, method):
         def call(path, **kwargs):

@@ -1,4 +1,4 @@
-"""Writers that commit numbered rows (PostgreSQL) or keys (Redis) through a data service's URL,
+"""Writers that commit numbered rows (PostgreSQL, MySQL) or keys (Redis) through a data service's URL,
 one every `every` seconds, reconnecting after a failure as a client library with retries does,
 and recording each acknowledgement and each failure with its time: what the replication tests
 and bench/failover.py measure a failover and a scale by."""
@@ -8,6 +8,7 @@ import time
 from urllib.parse import urlsplit
 
 import psycopg
+import pymysql
 import redis
 
 
@@ -80,6 +81,50 @@ class PostgresWriter(Writer):
         return [number for _, number in self.acked if number not in present]
 
 
+class MysqlWriter(Writer):
+    """INSERT INTO writes (n) through PyMySQL, autocommit: an acknowledgement is a commit (Galera's:
+    certified on every member)."""
+
+    def _connect(self, timeout: int):
+        parts = urlsplit(self.url)
+        return pymysql.connect(
+            host=parts.hostname,
+            port=parts.port,
+            user=parts.username,
+            password=parts.password,
+            database=parts.path.lstrip("/"),
+            autocommit=True,
+            connect_timeout=timeout,
+            read_timeout=timeout,
+            write_timeout=timeout,
+        )
+
+    def connect(self):
+        connection = self._connect(3)
+        with connection.cursor() as cursor:
+            cursor.execute("CREATE TABLE IF NOT EXISTS writes (n int PRIMARY KEY)")
+        return connection
+
+    def write(self, number: int) -> None:
+        with self.connection.cursor() as cursor:
+            cursor.execute("INSERT INTO writes (n) VALUES (%s)", (number,))
+
+    def missing(self) -> list[int]:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                connection = self._connect(10)
+                with connection, connection.cursor() as cursor:
+                    cursor.execute("SELECT n FROM writes")
+                    present = {row[0] for row in cursor.fetchall()}
+                break
+            except pymysql.err.OperationalError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
+        return [number for _, number in self.acked if number not in present]
+
+
 class RedisWriter(Writer):
     """SET write:<n> through redis-py; an acknowledgement is the server's OK."""
 
@@ -101,4 +146,4 @@ class RedisWriter(Writer):
 
 
 def writer_for(runtime: str, url: str, every: float = 0.02) -> Writer:
-    return {"postgresql": PostgresWriter, "redis": RedisWriter}[runtime](url, every)
+    return {"postgresql": PostgresWriter, "redis": RedisWriter, "mysql": MysqlWriter}[runtime](url, every)

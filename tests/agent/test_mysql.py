@@ -129,6 +129,11 @@ def test_a_galera_cluster_behind_the_router_fails_over_rejoins_and_restarts_from
         wait_for(lambda: node.call("GET", "/v1/instances/router").json()["replication"]["primary"], what="a primary")
         writer = node.call("GET", "/v1/instances/router").json()["replication"]["primary"]
         assert mysql(port, PASSWORD, "SELECT @@wsrep_node_name").stdout.strip() == writer
+        # Reads through the replica port spread over every synced member, once their checks passed.
+        reader = router["details"]["replica_port"]
+        wait_for(lambda: len(node.call("GET", "/v1/instances/router").json()["replication"]["replicas"]) == 3)
+        read = [mysql(reader, PASSWORD, "SELECT @@wsrep_node_name").stdout.strip() for _ in range(6)]
+        assert sorted(set(read)) == sorted(servers), read
 
         os.kill(servers[writer]["pid"], signal.SIGKILL)
         killed = time.monotonic()

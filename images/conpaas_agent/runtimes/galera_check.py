@@ -1,11 +1,12 @@
 """galera_check: the health endpoint of a Galera member, what the service's router checks (as
 Percona's clustercheck does for HAProxy): `GET /` answers 200 while the member is synced in a
-primary component, 503 otherwise (joining, a donor busy with a state transfer, cut off from the
-others). A member that answers connections is not always one that should take them.
+primary component, or a donor of a state transfer (mariabackup's leaves it taking writes), 503
+otherwise (joining, cut off from the others). A member that answers connections is not always one
+that should take them.
 
 Run by the mysql recipe beside its server, standard library only. The server is asked through
-its unix socket as the node's user, at most every CACHE_S: the router checks twice a second per
-port."""
+its unix socket (the member's client option file), at most every CACHE_S: the router checks twice
+a second per port."""
 
 from __future__ import annotations
 
@@ -17,12 +18,13 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 CACHE_S = 0.2
+SERVING = ("Synced", "Donor/Desynced")
 QUERY = "SHOW GLOBAL STATUS WHERE Variable_name IN ('wsrep_local_state_comment', 'wsrep_cluster_status', 'wsrep_ready')"
 
 
 class State:
-    def __init__(self, socket: str):
-        self.socket = socket
+    def __init__(self, client: str):
+        self.client = client  # the client option file: the service user's credentials and the socket
         self.lock = threading.Lock()
         self.read_at = 0.0
         self.value: dict[str, str] = {}
@@ -35,7 +37,7 @@ class State:
             return self.value
 
     def _read(self) -> dict[str, str]:
-        argv = ["mariadb", "--no-defaults", f"--socket={self.socket}", "-N", "-B", "--connect-timeout=2"]
+        argv = ["mariadb", f"--defaults-file={self.client}", "-N", "-B", "--connect-timeout=2"]
         try:
             done = subprocess.run(argv, input=QUERY, capture_output=True, text=True, timeout=3)
         except subprocess.TimeoutExpired:
@@ -48,7 +50,7 @@ def serve(host: str, port: int, state: State) -> None:
         def do_GET(self) -> None:
             said = state.get()
             synced = (
-                said.get("wsrep_local_state_comment") == "Synced"
+                said.get("wsrep_local_state_comment") in SERVING
                 and said.get("wsrep_cluster_status") == "Primary"
                 and said.get("wsrep_ready") == "ON"
             )
@@ -68,11 +70,11 @@ def serve(host: str, port: int, state: State) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--config", required=True)  # the member's my.cnf: marks the process as its
-    parser.add_argument("--socket", required=True)
+    parser.add_argument("--client", required=True)
     parser.add_argument("--host", required=True)
     parser.add_argument("--port", type=int, required=True)
     args = parser.parse_args()
-    serve(args.host, args.port, State(args.socket))
+    serve(args.host, args.port, State(args.client))
 
 
 if __name__ == "__main__":

@@ -1,13 +1,16 @@
 """mysql: a MariaDB 10.11 server per node (data.py: what data services share), run directly as the
 node's user from its own config file, never Debian's service. With ``galera`` it is a member of a
 Galera cluster (Debian's galera-4): every member takes writes, a member that joins is given the
-data by a state transfer from a synced one (rsync), and a small check server (galera_check.py)
+data by a state transfer from a synced one (mariabackup, which leaves the donor taking writes),
+and a small check server (galera_check.py)
 answers the service's router whether the member is synced. With ``restore`` a new server begins
 with the tables of a SQL dump (a backup) behind a presigned URL.
 
-The service's user (MYSQL_USER) reaches the server over the network with the password; the agent
-reaches it through the server's unix socket as the node's own user (unix_socket authentication,
-which mariadb-install-db gives the user that runs it), so it never needs the password itself."""
+The service's user (MYSQL_USER) reaches the server over the network with the password, and so do
+the agent and the check server through the server's unix socket, from a 0600 client option file
+(client.cnf): a member's data may come from another node by a state transfer, and the accounts of
+another node's user with it. Only a new server's first statements (making that user) go as the
+node's own user (unix_socket authentication, which mariadb-install-db gives the user running it)."""
 
 from __future__ import annotations
 
@@ -96,10 +99,28 @@ def ports_of(run: Run) -> dict[str, int]:
     return ports
 
 
-def sql(directory: str, statement: str, timeout: float = 30, database: str = "") -> subprocess.CompletedProcess:
-    """One or more statements through the server's socket as the node's user, on the client's
-    standard input (nothing on a command line): tab-separated rows, no header."""
-    argv = [CLIENT, "--no-defaults", f"--socket={socket_of(directory)}", "-N", "-B", "--connect-timeout=5"]
+def client_options(directory: str) -> str:
+    return os.path.join(directory, "client.cnf")
+
+
+def write_client_options(directory: str, password: str) -> None:
+    """The service user's credentials and the server's socket, for the agent's and the check
+    server's client (the password in no command line and no environment)."""
+    text = f"[client]\nuser={MYSQL_USER}\npassword={password}\nsocket={socket_of(directory)}\n"
+    private_file(client_options(directory), text)
+
+
+def sql(
+    directory: str, statement: str, timeout: float = 30, database: str = "", as_node_user: bool = False
+) -> subprocess.CompletedProcess:
+    """One or more statements through the server's socket, on the client's standard input
+    (nothing on a command line): tab-separated rows, no header. As the service's user, or as the
+    node's own (unix_socket) while a new server has no other."""
+    if as_node_user:
+        argv = [CLIENT, "--no-defaults", f"--socket={socket_of(directory)}"]
+    else:
+        argv = [CLIENT, f"--defaults-file={client_options(directory)}"]
+    argv += ["-N", "-B", "--connect-timeout=5"]
     env = instance_environ(os.path.join(directory, "home"), {})
     return subprocess.run(
         [*argv, *([database] if database else [])],
@@ -157,10 +178,11 @@ class Mysql(DataRecipe):
             shutil.rmtree(data, ignore_errors=True)  # what a failed transfer left: a new one starts clean
         os.makedirs(data, mode=0o700, exist_ok=True)
         self._write_config(run, data)
+        write_client_options(run.dir, run.spec["password"])
         if galera:
             ports = ports_of(run)
             # Its config file's path marks it as this instance's process (marker()).
-            argv = [sys.executable, CHECK, "--config", run.path("my.cnf"), "--socket", socket_of(run.dir)]
+            argv = [sys.executable, CHECK, "--config", run.path("my.cnf"), "--client", client_options(run.dir)]
             run.spawn([*argv, "--host", run.host, "--port", str(ports["check_port"])])
             if starts_cluster:
                 self._mark_safe_to_bootstrap(data)
@@ -236,7 +258,10 @@ class Mysql(DataRecipe):
                 f"wsrep_node_address={run.host}:{ports['galera_port']}",
                 f'wsrep_provider_options="{options}"',
                 f"wsrep_sst_receive_address={run.host}:{ports['sst_port']}",
-                "wsrep_sst_method=rsync",
+                "wsrep_sst_method=mariabackup",
+                # A donor's mariabackup connects as the service's user: the node's own account
+                # came with the data from whichever node made it.
+                f"wsrep_sst_auth={MYSQL_USER}:{run.spec['password']}",
             ]
         private_file(run.path("my.cnf"), "\n".join(lines) + "\n")
 
@@ -253,7 +278,7 @@ class Mysql(DataRecipe):
 
     def _await_socket(self, run: Run, server: subprocess.Popen) -> None:
         deadline = time.monotonic() + 120
-        while sql(run.dir, "SELECT 1", timeout=10).returncode != 0:
+        while sql(run.dir, "SELECT 1", timeout=10, as_node_user=True).returncode != 0:
             if server.poll() is not None:
                 code = server.returncode
                 raise InstanceError(f"mariadbd exited at start (code {code}): {why_it_failed(run.logfile)}")
@@ -270,7 +295,7 @@ class Mysql(DataRecipe):
             f"CREATE USER IF NOT EXISTS '{MYSQL_USER}'@'%' IDENTIFIED BY '{run.spec['password']}';\n"
             f"GRANT ALL PRIVILEGES ON *.* TO '{MYSQL_USER}'@'%' WITH GRANT OPTION;\n"
         )
-        done = sql(run.dir, statements)
+        done = sql(run.dir, statements, as_node_user=True)
         if done.returncode != 0:
             raise InstanceError(f"creating the service's user failed: {done.stderr.strip()[:300]}")
 
@@ -289,7 +314,7 @@ class Mysql(DataRecipe):
                 reason = str(exc.reason)
             raise InstanceError(f"could not download the dump to restore: {reason}") from None
         try:
-            argv = [CLIENT, "--no-defaults", f"--socket={socket_of(run.dir)}", MYSQL_DATABASE]
+            argv = [CLIENT, f"--defaults-file={client_options(run.dir)}", MYSQL_DATABASE]
             with open(partial, "rb") as dump, open(run.logfile, "ab") as out:
                 done = subprocess.run(argv, stdin=dump, stdout=out, stderr=subprocess.STDOUT, env=run.env,
                                       timeout=RESTORE_TIMEOUT)  # fmt: skip
