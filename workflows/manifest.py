@@ -409,8 +409,17 @@ class Checker:
                     self.error(f"{where}.{name}", f"set by the link to {linked[name]}; a setting cannot replace it")
 
     def links(self, service: ServiceSpec, services: dict[str, ServiceSpec]) -> None:
+        given: dict[str, str] = {}  # variable -> the linked service that gives it
         for i, target in enumerate(service.links):
             if target == service.name:
                 self.error(f"services.{service.name}.links[{i}]", "a service cannot link itself")
             elif target not in services:
                 self.error(f"services.{service.name}.links[{i}]", f"no service named {target} in this manifest")
+            elif (variable := link_variable(services[target])) in given:
+                # A postgresql and a mysql service both give DATABASE_URL: one would hide the other.
+                self.error(
+                    f"services.{service.name}.links[{i}]",
+                    f"{target} and {given[variable]} would both give {variable}: link one service of each kind",
+                )
+            else:
+                given[variable] = target

@@ -48,15 +48,18 @@ def test_the_owner_reads_the_credentials_staff_are_refused_and_others_find_nothi
 
 
 @pytest.mark.parametrize(
-    ("data", "why"),
+    ("runtime", "data", "why"),
     [
-        (b"\x00\x01\x02binary", "neither a plain SQL script"),
-        (b"", "empty"),
-        (b"\x1f\x8b\x08", "gzip"),
+        ("postgresql", b"\x00\x01\x02binary", "neither a plain SQL script"),
+        ("postgresql", b"", "empty"),
+        ("postgresql", b"\x1f\x8b\x08", "gzip"),
+        ("mysql", b"\x00\x01\x02binary", "not a SQL script (mysqldump or mariadb-dump, uncompressed)"),
+        ("mysql", b"PGDMP\x01", "not a SQL script"),
+        ("mysql", b"\x1f\x8b\x08", "gzip"),
     ],
 )
-def test_what_is_not_a_dump_is_refused_at_once_storing_nothing(api, alice, dumps, data, why):
-    database = data_service(alice, "postgresql")
+def test_what_is_not_a_dump_is_refused_at_once_storing_nothing(api, alice, dumps, runtime, data, why):
+    database = data_service(alice, runtime)
     events = Event.objects.count()
 
     refused = load(api, database, data)

@@ -234,6 +234,23 @@ def test_it_refuses_links_that_go_round_in_a_circle():
     assert refused.value.errors == ["services.aa.links[0]: links go round in a circle (aa → bb → cc → aa)"]
 
 
+def test_it_refuses_two_links_that_would_give_the_same_variable_and_takes_mysql_nodes():
+    text = (
+        "application: shop\nservices:\n"
+        "  pg: {runtime: postgresql}\n  my: {runtime: mysql, nodes: 3}\n  two: {runtime: mysql, nodes: 2}\n"
+        "  web: {runtime: python, links: [pg, my]}\n"
+    )
+
+    with pytest.raises(ManifestInvalid) as refused:
+        parse(text)
+
+    assert refused.value.errors == [
+        "services.two.nodes: a mysql service runs 1 server or a Galera cluster of 3 to 5, not 2: a cluster of 2 "
+        "loses its majority, and takes no write, when one member is cut off",
+        "services.web.links[1]: my and pg would both give DATABASE_URL: link one service of each kind",
+    ]
+
+
 def test_it_orders_linked_services_before_those_that_link_them():
     text = (
         "application: wiki\nservices:\n"
