@@ -129,6 +129,10 @@ def test_postgresql_members_fail_over_through_patroni_behind_one_address():
         second = put(node, "p2", {**spec, "cluster": {**cluster, "member": "p2"}})
         wait_for(lambda: replication(node, "p2").get("in_sync"), 60, "p2 to stream from p1")
         assert replication(node, "p2")["role"] == "standby" and replication(node, "p2")["lag_s"] == 0
+        # The control plane's next spec names the REST API port the member took: no restart.
+        named = {**cluster, "member": "p2", "api_port": second["details"]["api_port"]}
+        again = put(node, "p2", {**spec, "cluster": named})
+        assert again["pid"] == second["pid"]
         members = [
             {"name": name, "host": "127.0.0.1", "port": s["port"], "check_port": s["details"]["api_port"]}
             for name, s in (("p1", first), ("p2", second))

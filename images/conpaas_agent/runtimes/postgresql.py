@@ -413,9 +413,13 @@ class Postgresql(DataRecipe):
 
     def reconfigure(self, directory: str, host: str, record: dict, spec: dict) -> dict | None:
         """A member whose cluster's synchronous mode alone changed takes it without a restart:
-        Patroni's settings are the whole cluster's."""
+        Patroni's settings are the whole cluster's. Nor does a spec that now names the REST API
+        port the member already listens on (a new member's first spec has none) restart it: that
+        restart stopped a leader just after a failover, and its standbys promoted one another."""
         before, after = record.get("cluster"), spec.get("cluster")
-        if not before or not after or before["synchronous"] == after["synchronous"]:
+        if not before or not after:
+            return None
+        if after.get("api_port") not in (None, api_port_of_record(directory)):
             return None
         fields = ("runtime", "password", "backup", "archive_timeout_s")
         if any(record.get(f) != spec.get(f) for f in fields) or {**before, "synchronous": 0, "api_port": 0} != {
@@ -424,7 +428,8 @@ class Postgresql(DataRecipe):
             "api_port": 0,
         }:
             return None
-        patroni.set_synchronous(host, api_port_of_record(directory), spec["password"], after["synchronous"])
+        if before["synchronous"] != after["synchronous"]:
+            patroni.set_synchronous(host, api_port_of_record(directory), spec["password"], after["synchronous"])
         return record.get("details") or {}
 
     def _bootstrapped(self, directory: str, port: int, record: dict) -> bool:
