@@ -48,8 +48,11 @@ class Writer(threading.Thread):
         return next((at for at, _ in self.acked if at > moment), None)
 
     def outage(self, moment: float) -> float | None:
-        """Seconds from `moment` (a kill) to the first acknowledged write after it."""
-        first = self.first_ack_after(moment)
+        """Seconds from `moment` (a kill) to the first acknowledged write after the writes began
+        to fail (a write in flight may still be acknowledged in the milliseconds the kill takes);
+        to the first acknowledged one when none failed."""
+        failed = next((at for at, _ in self.failures if at > moment), None)
+        first = self.first_ack_after(moment if failed is None else failed)
         return None if first is None else first - moment
 
 
