@@ -27,9 +27,10 @@ _SCOPE_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 _MEMBER_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 # Patroni's rhythm: the leader lock lives TTL seconds, renewed every LOOP_WAIT. A primary whose
 # node died loses it within TTL, and a standby takes over at its next loop: failover within
-# TTL + LOOP_WAIT seconds (Patroni wants LOOP_WAIT + 2 x RETRY_TIMEOUT <= TTL). Shorter would
-# fail over on a busy machine's pauses; 10 s measured 11.6 s (bench/failover.py).
-TTL, LOOP_WAIT, RETRY_TIMEOUT = 8, 1, 3
+# TTL + LOOP_WAIT seconds (Patroni wants LOOP_WAIT + 2 x RETRY_TIMEOUT <= TTL: 7 is the least
+# with these). Shorter would fail over on a busy machine's pauses; bench/failover.py measured
+# 11.6 s with 10, 9.8 s and 10.2 s with 8.
+TTL, LOOP_WAIT, RETRY_TIMEOUT = 7, 1, 3
 # A standby further behind than this (bytes of WAL) is not promoted: what it lacks would be lost.
 MAXIMUM_LAG_ON_FAILOVER = 16 << 20
 
