@@ -106,6 +106,26 @@ def _check(service: Service, name: str) -> None:
         raise ValueError(f"{name!r} is not a copy name of a {service.runtime} service")
 
 
+def _piped(dump_argv: list[str], load_argv: list[str], server: Server) -> bytes | None:
+    """`dump | load` with the server's password in both clients' environment: None when both
+    succeeded, else the words of the one that failed (the loader's when it stopped first: the
+    dump then fails too, on its next write)."""
+    env = server.client_env()
+    with tempfile.TemporaryFile() as dump_said, tempfile.TemporaryFile() as load_said:
+        dump = subprocess.Popen(dump_argv, stdout=subprocess.PIPE, stderr=dump_said, env=env)
+        try:
+            load = subprocess.run(load_argv, stdin=dump.stdout, stdout=load_said, stderr=subprocess.STDOUT, env=env)
+        finally:
+            # The loader gone, the dump ends on its next write (SIGPIPE) instead of waiting forever.
+            dump.stdout.close()
+            dumped = dump.wait()
+        if load.returncode == 0 and dumped == 0:
+            return None
+        failed = load_said if load.returncode != 0 else dump_said
+        failed.seek(0)
+        return failed.read()
+
+
 # --- PostgreSQL ----------------------------------------------------------------------------
 
 
@@ -136,32 +156,11 @@ def _pg_copy(server: Server, name: str) -> None:
     _pg_drop(server, name)
     _pg_admin(server, sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
     where = ["-h", server.host, "-p", str(server.port), "-U", server.user]
-    env = server.client_env()
-    with tempfile.TemporaryFile() as dump_said, tempfile.TemporaryFile() as psql_said:
-        dump = subprocess.Popen(
-            ["pg_dump", "--no-password", *where, "-d", server.database],
-            stdout=subprocess.PIPE,
-            stderr=dump_said,
-            env=env,
-        )
-        try:
-            restore = subprocess.run(
-                ["psql", "-X", "-q", "--no-password", "-v", "ON_ERROR_STOP=1", *where, "-d", name],
-                stdin=dump.stdout,
-                stdout=psql_said,
-                stderr=subprocess.STDOUT,
-                env=env,
-            )
-        finally:
-            # psql gone, pg_dump ends on its next write (SIGPIPE) instead of waiting forever.
-            dump.stdout.close()
-            dumped = dump.wait()
-        if restore.returncode == 0 and dumped == 0:
-            return
-        # psql stopping first makes pg_dump fail too: psql's words are the cause then.
-        failed = psql_said if restore.returncode != 0 else dump_said
-        failed.seek(0)
-        said = _masked(_psql_error(failed.read()), server)
+    dump = ["pg_dump", "--no-password", *where, "-d", server.database]
+    said = _piped(dump, ["psql", "-X", "-q", "--no-password", "-v", "ON_ERROR_STOP=1", *where, "-d", name], server)
+    if said is None:
+        return
+    said = _masked(_psql_error(said), server)
     _pg_drop(server, name)  # no half-made copy is left behind
     raise OperationFailed(f"copying the production database into {name} failed: {said}")
 
@@ -204,22 +203,12 @@ def _mysql_admin(server: Server, statement: str) -> None:
 
 def _mysql_copy(server: Server, name: str) -> None:
     _mysql_admin(server, f"DROP DATABASE IF EXISTS `{name}`; CREATE DATABASE `{name}`")
-    env = server.client_env()
-    dump_argv = _mysql_argv(server, "mariadb-dump", server.database)
-    dump_argv[-1:-1] = ["--single-transaction", "--routines", "--triggers"]
-    with tempfile.TemporaryFile() as dump_said, tempfile.TemporaryFile() as load_said:
-        dump = subprocess.Popen(dump_argv, stdout=subprocess.PIPE, stderr=dump_said, env=env)
-        try:
-            load_argv = _mysql_argv(server, "mariadb", name)
-            load = subprocess.run(load_argv, stdin=dump.stdout, stdout=load_said, stderr=subprocess.STDOUT, env=env)
-        finally:
-            dump.stdout.close()  # the loader gone, the dump ends on its next write
-            dumped = dump.wait()
-        if load.returncode == 0 and dumped == 0:
-            return
-        failed = load_said if load.returncode != 0 else dump_said
-        failed.seek(0)
-        said = _masked(last_words(failed.read()), server)
+    dump = _mysql_argv(server, "mariadb-dump", server.database)
+    dump[-1:-1] = ["--single-transaction", "--routines", "--triggers"]
+    said = _piped(dump, _mysql_argv(server, "mariadb", name), server)
+    if said is None:
+        return
+    said = _masked(last_words(said), server)
     _mysql_admin(server, f"DROP DATABASE IF EXISTS `{name}`")  # no half-made copy is left behind
     raise OperationFailed(f"copying the production database into {name} failed: {said}")
 

@@ -10,10 +10,14 @@ never Debian's cluster or system services (images/stop-services.sh disables thos
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import os
 import re
+import shutil
 import socket
+import urllib.error
+import urllib.request
 
 from .base import InstanceError, Recipe, Run
 
@@ -42,6 +46,31 @@ def validate_address(value: object, field: str) -> dict:
     if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
         raise InstanceError(f"{field}.port must be an integer from 1 to 65535", 400)
     return {"host": host, "port": port}
+
+
+def validate_restore_url(restore: object, what: str) -> dict:
+    """A spec's `restore` that names a file behind a presigned URL (an RDB, a SQL dump)."""
+    url = restore.get("url") if isinstance(restore, dict) and set(restore) == {"url"} else None
+    if not isinstance(url, str) or not url.startswith(("http://", "https://")) or len(url) > 8192:
+        raise InstanceError(f"restore must be an object whose url is the http(s) URL of {what}", 400)
+    return {"url": url}
+
+
+def download(url: str, path: str, what: str) -> None:
+    """The file behind a presigned URL into `path`, whole or not at all (a partial download is
+    removed). The URL is signed: never in an answer or a log."""
+    partial = path + ".partial"
+    try:
+        with urllib.request.urlopen(url, timeout=60) as response, open(partial, "wb") as out:
+            shutil.copyfileobj(response, out, 1 << 20)
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(partial)
+        reason = f"HTTP {exc.code} {exc.reason}" if isinstance(exc, urllib.error.HTTPError) else str(exc)
+        if isinstance(exc, urllib.error.URLError) and not isinstance(exc, urllib.error.HTTPError):
+            reason = str(exc.reason)
+        raise InstanceError(f"could not download {what} to restore: {reason}") from None
+    os.replace(partial, path)
 
 
 def private_file(path: str, text: str) -> str:

@@ -25,14 +25,12 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 
 from conpaas_common.procs import free_port
 from conpaas_common.wire import MYSQL_DATABASE, MYSQL_USER
 
 from .base import InstanceError, Run, installed, instance_environ, why_it_failed
-from .data import RESTORE_TIMEOUT, DataRecipe, private_file, validate_address
+from .data import RESTORE_TIMEOUT, DataRecipe, download, private_file, validate_address, validate_restore_url
 
 MARIADBD = "/usr/sbin/mariadbd"
 INSTALL_DB = "/usr/bin/mariadb-install-db"
@@ -156,12 +154,8 @@ class Mysql(DataRecipe):
         spec = super().validate(body)
         if body.get("galera") is not None:
             spec.update(validate_galera(body))
-        restore = body.get("restore")
-        if restore is not None:
-            url = restore.get("url") if isinstance(restore, dict) and set(restore) == {"url"} else None
-            if not isinstance(url, str) or not url.startswith(("http://", "https://")) or len(url) > 8192:
-                raise InstanceError("restore must be an object whose url is the http(s) URL of a SQL dump", 400)
-            spec["restore"] = {"url": url}
+        if body.get("restore") is not None:
+            spec["restore"] = validate_restore_url(body["restore"], "a SQL dump")
         return spec
 
     def start(self, run: Run) -> None:
@@ -306,24 +300,15 @@ class Mysql(DataRecipe):
     @staticmethod
     def _restore(run: Run, url: str) -> None:
         """The dump behind the presigned URL, loaded into the new server (never logged: it is signed)."""
-        partial = run.path("restore.sql.partial")
-        try:
-            with urllib.request.urlopen(url, timeout=60) as response, open(partial, "wb") as out:
-                shutil.copyfileobj(response, out, 1 << 20)
-        except (urllib.error.URLError, OSError, ValueError) as exc:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(partial)
-            reason = f"HTTP {exc.code} {exc.reason}" if isinstance(exc, urllib.error.HTTPError) else str(exc)
-            if isinstance(exc, urllib.error.URLError) and not isinstance(exc, urllib.error.HTTPError):
-                reason = str(exc.reason)
-            raise InstanceError(f"could not download the dump to restore: {reason}") from None
+        path = run.path("restore.sql")
+        download(url, path, "the dump")
         try:
             argv = [CLIENT, f"--defaults-file={client_options(run.dir)}", MYSQL_DATABASE]
-            with open(partial, "rb") as dump, open(run.logfile, "ab") as out:
+            with open(path, "rb") as dump, open(run.logfile, "ab") as out:
                 done = subprocess.run(argv, stdin=dump, stdout=out, stderr=subprocess.STDOUT, env=run.env,
                                       timeout=RESTORE_TIMEOUT)  # fmt: skip
         finally:
-            os.unlink(partial)
+            os.unlink(path)
         if done.returncode != 0:
             raise InstanceError(f"the dump did not load: {why_it_failed(run.logfile, 5)}")
 

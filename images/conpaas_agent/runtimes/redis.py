@@ -5,18 +5,15 @@ master role afterwards: the spec's master is only where a new server starts)."""
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
 import subprocess
 import time
-import urllib.error
-import urllib.request
 
 from conpaas_common.wire import REDIS_DATABASES
 
 from .base import InstanceError, Run, installed, instance_environ, why_it_failed
-from .data import RESTORE_TIMEOUT, DataRecipe, private_file, validate_address
+from .data import RESTORE_TIMEOUT, DataRecipe, download, private_file, validate_address, validate_restore_url
 
 REDIS_SERVER = "/usr/bin/redis-server"
 REDIS_CLI = "/usr/bin/redis-cli"
@@ -33,12 +30,8 @@ class Redis(DataRecipe):
         spec = super().validate(body)
         if body.get("replica_of") is not None:
             spec["replica_of"] = validate_address(body["replica_of"], "replica_of")
-        restore = body.get("restore")
-        if restore is not None:
-            url = restore.get("url") if isinstance(restore, dict) and set(restore) == {"url"} else None
-            if not isinstance(url, str) or not url.startswith(("http://", "https://")) or len(url) > 8192:
-                raise InstanceError("restore must be an object whose url is the http(s) URL of an RDB file", 400)
-            spec["restore"] = {"url": url}
+        if body.get("restore") is not None:
+            spec["restore"] = validate_restore_url(body["restore"], "an RDB file")
         return spec
 
     def start(self, run: Run) -> None:
@@ -49,7 +42,7 @@ class Redis(DataRecipe):
         # A replica takes its master's data whatever it held: no restore.
         restoring = bool(run.spec.get("restore")) and not run.spec.get("replica_of") and not self._holds_data(data)
         if restoring:
-            self._download(run.spec["restore"]["url"], data)
+            download(run.spec["restore"]["url"], os.path.join(data, "dump.rdb"), "the RDB file")
         # Redis 7 ignores an RDB when appendonly is on and no AOF exists: a restore starts
         # without, then turns it on, which writes the loaded keys into a new AOF.
         self._write_config(run, appendonly=not restoring)
@@ -123,23 +116,6 @@ class Redis(DataRecipe):
                 shutil.rmtree(path, ignore_errors=True)
             else:
                 os.unlink(path)
-
-    @staticmethod
-    def _download(url: str, data: str) -> None:
-        """The RDB into ``data`` (dump.rdb, whole or not at all). The URL is signed: never in an
-        answer or a log."""
-        partial = os.path.join(data, "restore.rdb.partial")
-        try:
-            with urllib.request.urlopen(url, timeout=60) as response, open(partial, "wb") as out:
-                shutil.copyfileobj(response, out, 1 << 20)
-        except (urllib.error.URLError, OSError, ValueError) as exc:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(partial)
-            reason = f"HTTP {exc.code} {exc.reason}" if isinstance(exc, urllib.error.HTTPError) else str(exc)
-            if isinstance(exc, urllib.error.URLError) and not isinstance(exc, urllib.error.HTTPError):
-                reason = str(exc.reason)
-            raise InstanceError(f"could not download the RDB file to restore: {reason}") from None
-        os.replace(partial, os.path.join(data, "dump.rdb"))
 
     def _turn_aof_on(self, run: Run, process: subprocess.Popen) -> None:
         deadline = time.monotonic() + RESTORE_TIMEOUT
