@@ -16,6 +16,7 @@ from conpaas_common import archives
 from conpaas_common.php_platform import PHP_EXTENSIONS, extension_name
 from conpaas_common.procs import cmdline, pid_alive
 from conpaas_common.waiting import wait_until
+from services.choices import DATA_RUNTIMES
 from tests.agent.agent_helpers import http_request, instance_body, make_zip
 from tests.apps import java_label_war, static_label_site
 
@@ -27,10 +28,10 @@ def spec(runtime, **fields):
 
 
 def test_every_runtime_the_control_plane_accepts_has_a_recipe():
-    # Code-version runtimes take archives; data services (postgresql, redis, storage) run a server
-    # instead, and a replicated one its router and sentinels too (PARTS).
+    # Code-version runtimes take archives; data services (postgresql, mysql, redis, storage) run a
+    # server instead, and a replicated one its router and sentinels too (PARTS).
     assert {name for name, recipe in RECIPES.items() if recipe.archive} == archives.RUNTIMES
-    servers = {"postgresql", "redis", "storage"}
+    servers = set(DATA_RUNTIMES)
     assert {name for name, recipe in RECIPES.items() if not recipe.archive} == servers | PARTS
 
 

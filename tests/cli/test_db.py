@@ -20,4 +20,4 @@ def test_it_refuses_a_bad_dump_and_a_web_service_in_one_line(cli, logged_in, dat
     web = logged_in.post("/api/v1/services/", json={"name": "notdb", "runtime": "static"}).json()
     logged_in.wait_operation(web["operation"])
     result = cli("db", "notdb")
-    assert result.code != 0 and "not a data service" in result.err
+    assert result.code != 0 and "not a database (postgresql, redis, mysql)" in result.err
