@@ -187,7 +187,7 @@ class Service(models.Model):
         if self.is_data and self.health_check_path != "/":
             errors["health_check_path"] = f"a {self.runtime} service has no router to check it over HTTP"
         if self.synchronous and self.runtime != Runtime.POSTGRESQL:
-            errors["synchronous"] = f"only postgresql services commit synchronously; a {self.runtime} service cannot"
+            errors["synchronous"] = synchronous_problem(self.runtime)
         if self.is_data and self.health_check_status is not None:
             errors["health_check_status"] = f"a {self.runtime} service has no router to check it over HTTP"
         same_name = Service.objects.filter(owner_id=self.owner_id, name=self.name).exclude(pk=self.pk)
@@ -320,6 +320,13 @@ def host_label(service_name: str, username: str) -> str:
     digest = hashlib.sha256(username.encode()).hexdigest()[:10]
     letters = re.sub(r"[^a-z0-9]", "", username.lower())[: room - 1 - len(digest)]
     return f"{service_name}-{letters}x{digest}"
+
+
+def synchronous_problem(runtime: str) -> str:
+    """Why `synchronous` is not for a service of `runtime` (the API and a manifest say the same)."""
+    if runtime == Runtime.MYSQL:
+        return "a mysql service commits synchronously already: Galera certifies each commit on every member"
+    return f"only postgresql services commit synchronously; a {runtime} service cannot"
 
 
 def data_url(runtime: str, address: str, port: int, password: str = "", database: str = "") -> str:

@@ -15,7 +15,7 @@ from conpaas_common.archives import release_command_problem
 from services import replication
 from services.choices import DATA_RUNTIMES, REPLICATED_RUNTIMES, Runtime
 from services.errors import ConpaasError
-from services.models import JAVA_HEAP_MB, Service, slug_validator
+from services.models import JAVA_HEAP_MB, Service, slug_validator, synchronous_problem
 from versions.instances import link_variable
 from versions.models import clean_settings, label_validator
 
@@ -288,7 +288,7 @@ class Checker:
                 spec.health_status = self.option(health["status"], f"{path}.health.status", "health_check_status")
         if "synchronous" in fields:
             if runtime != Runtime.POSTGRESQL:
-                self.error(f"{path}.synchronous", f"not for a {runtime} service: only postgresql commits synchronously")
+                self.error(f"{path}.synchronous", synchronous_problem(runtime))
             elif not isinstance(fields["synchronous"], bool):
                 self.error(f"{path}.synchronous", "must be true or false")
             else:
