@@ -184,7 +184,15 @@ class FakeAgent:
                 answer["replication"] = {"role": None, "detail": "the server has exited", "seqno": seqno}
             else:
                 answer["replication"] = {"role": "synced", "lag_s": 0, "in_sync": True, "cluster": "Primary"}
-                answer["replication"]["seqno"] = seqno
+                cluster = instance["spec"]["galera"]["cluster"]
+                # Galera counts the members it hears from: those of live nodes whose server runs.
+                from services.choices import NodeState as Running
+                from services.models import Node
+
+                live = set(Node.objects.filter(state=Running.RUNNING).values_list("name", flat=True))
+                members = [i for (n, _), i in self.fleet.on_node.items() if i.get("runtime") == "mysql" and n in live]
+                size = sum(i["state"] == "running" and i["spec"]["galera"]["cluster"] == cluster for i in members)
+                answer["replication"].update(seqno=seqno, cluster_size=size)
         elif instance["runtime"] in ("redis", "postgresql"):
             if self._is_primary(self.node.name, instance):
                 answer["replication"] = {"role": "primary", "lag_s": 0}

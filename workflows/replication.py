@@ -32,6 +32,9 @@ from services.replication import DCS, ROUTER, SENTINEL, SERVER
 PRIMARY_WAIT = 30
 ROUTER_WAIT = 30
 SYNC_WAIT = 900
+# How long a converge waits for a Galera cluster's members to drop one that died (its suspect
+# timeout, 3 s, and inactive timeout, 15 s: runtimes/mysql.py).
+MEMBERSHIP_WAIT = 60
 
 
 def converge(service: Service, operation, router_at: Node | None = None) -> str:
@@ -169,6 +172,8 @@ def start_galera(service: Service, servers: list[Node], operation) -> list[Node]
     synced = [node for node in servers if seen.get(node, {}).get("role") == "synced"]
     if not synced:
         synced = [bootstrap_galera(service, servers, seen, operation)]
+    elif any(node not in synced for node in servers):
+        seen = await_galera_membership(service, synced, operation)
     for node in servers:
         if node in synced or seen.get(node, {}).get("role") in ("donor", "joining"):
             continue  # synced, or on its way
@@ -181,6 +186,23 @@ def start_galera(service: Service, servers: list[Node], operation) -> list[Node]
         Event.record(service, "galera.join", message, Outcome.SUCCEEDED, operation=operation)
         synced.append(node)
     return synced
+
+
+def await_galera_membership(service: Service, synced: list[Node], operation) -> dict[Node, dict]:
+    """Until the synced members count only one another (a member that just died is out of their
+    view, Galera's suspect timeout after its death): a member that joins while the others are
+    still dropping the dead one is refused its view, and holds up their commits while it tries."""
+    deadline = time.monotonic() + MEMBERSHIP_WAIT
+    while True:
+        seen = replication.observe(service)
+        sizes = {node.name: seen.get(node, {}).get("cluster_size") for node in synced}
+        if all(size == len(synced) for size in sizes.values()):
+            return seen
+        if time.monotonic() > deadline:
+            said = ", ".join(f"{name} counts {size}" for name, size in sizes.items())
+            raise OperationFailed(f"the Galera members do not agree on their cluster after {MEMBERSHIP_WAIT} s: {said}")
+        operation.set_progress(f"waiting for the Galera members to drop a dead member ({len(synced)} left)")
+        time.sleep(0.5)
 
 
 def bootstrap_galera(service: Service, servers: list[Node], seen: dict[Node, dict], operation) -> Node:
