@@ -225,7 +225,8 @@ def build_parser() -> argparse.ArgumentParser:
         "db",
         data.db,
         "a data service: open its client shell (psql, mariadb, redis-cli) with its credentials; `dump` exports it to "
-        "stdout; `load FILE` loads a dump with a live counter; `backups`, `backup`, `restore` its backups",
+        "stdout; `load FILE` loads a dump with a live counter; `credentials` prints them; `backups`, `backup`, "
+        "`restore` its backups",
         (common, waiting),
     )
     p.add_argument("service", metavar="SERVICE")
@@ -233,9 +234,10 @@ def build_parser() -> argparse.ArgumentParser:
         "action",
         metavar="ACTION",
         nargs="?",
-        choices=["shell", "dump", "load", "backups", "backup", "restore"],
+        choices=["shell", "dump", "load", "credentials", "backups", "backup", "restore"],
         default="shell",
-        help="shell (the default), dump, load FILE; backups (list them, verified or not), backup (take one now, "
+        help="shell (the default), dump, load FILE; credentials (its URL, user and password, as JSON, for "
+        "a client of your own); backups (list them, verified or not), backup (take one now, "
         "verified), restore [BACKUP] [--time T] [--into NAME] [--yes]",
     )
     p.add_argument(

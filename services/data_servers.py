@@ -183,12 +183,13 @@ class SqlRows:
             pos = newline + 1
             if line[:4].upper() == b"COPY" and line.rstrip().upper().endswith(b"FROM STDIN;"):
                 self.in_copy = True
-            elif line[:11].upper() == b"INSERT INTO":
-                self.rows += self.inserted(line)
+            else:
+                self.rows += self.counted(line)
         self.rest = data[pos:]
 
-    def inserted(self, line: bytes) -> int:
-        return 1
+    def counted(self, line: bytes) -> int:
+        """The rows a line outside COPY blocks adds: an INSERT statement counts one."""
+        return 1 if line[:11].upper() == b"INSERT INTO" else 0
 
     def finish(self) -> None:
         """The last line, when the script does not end with a newline."""
@@ -197,11 +198,31 @@ class SqlRows:
 
 
 class MysqlRows(SqlRows):
-    """mysqldump writes many rows per INSERT (`VALUES (…),(…)`): each tuple counts (a value that
-    itself holds `),(` counts as one more, which a progress counter can bear)."""
+    """mysqldump and mariadb-dump write many rows per INSERT, on its line (`VALUES (…),(…);`) or one
+    tuple per line after it (mariadb-dump 10.11): each tuple counts (a value that itself holds
+    `),(` or starts a line with `(` counts as one more, which a progress counter can bear). Whether
+    the dump defines tables is noted too: MariaDB commits at each such statement."""
 
-    def inserted(self, line: bytes) -> int:
-        return 1 + line.count(b"),(")
+    DDL = (b"CREATE", b"DROP", b"ALTER", b"RENAME", b"TRUNCATE")
+
+    def __init__(self):
+        super().__init__()
+        self.in_insert = self.defines_tables = False
+
+    def counted(self, line: bytes) -> int:
+        head = line.lstrip()[:11].upper()
+        if head.startswith(self.DDL):
+            self.defines_tables = True
+        if head == b"INSERT INTO":
+            self.in_insert = True
+            rows = line.count(b"),(") + (b" VALUES (" in line.upper())
+        elif self.in_insert:
+            rows = line.count(b"),(") + line.lstrip().startswith(b"(")
+        else:
+            return 0
+        if line.rstrip().endswith(b";"):
+            self.in_insert = False
+        return rows
 
 
 # --- loading -------------------------------------------------------------------------------
@@ -330,12 +351,17 @@ def load(server: Server, path: str, fmt: str, report: Callable[[str, dict], None
                 f"{first.decode(errors='replace')[:300]}"
             )
     elif code != 0 and fmt == "mysql":
-        report(f"the database refused the dump after {counters['bytes_read']:,} bytes", dict(counters))
-        raise OperationFailed(
-            f"the database refused the dump: {last_words(said)}. MariaDB commits at each CREATE, DROP or ALTER "
-            "statement: what the dump loaded before its last one stays (a data-only dump, mysqldump "
-            "--no-create-info, loads whole or not at all)"
-        )
+        error = next((line for line in said.decode(errors="replace").splitlines() if line.startswith("ERROR")), "")
+        words = f"the database refused the dump: {error[:300] or last_words(said)}"
+        if rows is not None and rows.defines_tables:
+            report(f"the database refused the dump after {counters['bytes_read']:,} bytes", dict(counters))
+            raise OperationFailed(
+                f"{words}. MariaDB commits at each CREATE, DROP or ALTER statement: what the dump loaded before "
+                "its last one stays (a data-only dump, mysqldump --no-create-info, loads whole or not at all)"
+            )
+        counters["items"] = 0  # one transaction, rolled back
+        report(f"nothing loaded: the database refused the dump after {counters['bytes_read']:,} bytes", dict(counters))
+        raise OperationFailed(f"{words}; nothing was loaded")
     elif code != 0:
         # One transaction, rolled back: the rows counted while reading are not in the database.
         counters["items"] = 0

@@ -49,13 +49,18 @@ def cluster_spec(service: Service, node: Node) -> dict | None:
 def servers_problem(runtime: str, nodes: int) -> str:
     """Why a replicated service cannot run `nodes` servers ("" when it can): the scale API and a
     manifest's `nodes` say the same."""
-    if not 1 <= nodes <= MAX_REPLICATED_SERVERS:
-        return f"a {runtime} service runs 1 to {MAX_REPLICATED_SERVERS} servers, not {nodes}"
-    if runtime == Runtime.MYSQL and 1 < nodes < MIN_GALERA_SERVERS:
+    if runtime == Runtime.MYSQL and not (nodes == 1 or MIN_GALERA_SERVERS <= nodes <= MAX_REPLICATED_SERVERS):
+        if not 1 < nodes < MIN_GALERA_SERVERS:
+            return (
+                f"a mysql service runs 1 server or a Galera cluster of {MIN_GALERA_SERVERS} to "
+                f"{MAX_REPLICATED_SERVERS}, not {nodes}"
+            )
         return (
             f"a mysql service runs 1 server or a Galera cluster of {MIN_GALERA_SERVERS} to {MAX_REPLICATED_SERVERS}, "
             f"not {nodes}: a cluster of {nodes} loses its majority, and takes no write, when one member is cut off"
         )
+    if not 1 <= nodes <= MAX_REPLICATED_SERVERS:
+        return f"a {runtime} service runs 1 to {MAX_REPLICATED_SERVERS} servers, not {nodes}"
     return ""
 
 
@@ -210,9 +215,12 @@ def tell_writer_moved(service: Service, now: Node, seen: dict[Node, dict]) -> No
         return
     Node.objects.filter(pk=router.pk).update(replication={**router.replication, "writer": now.name})
     router.replication = {**router.replication, "writer": now.name}
-    if before is None:
+    states = {node.name: state for node, state in seen.items()}
+    if before is None or states.get(before, {}).get("role") == "synced":
+        # Not a failover: the router's checks came up in another order (a new router, a member
+        # added), and `balance first` took the first member up; the one before still serves.
         return
-    why = "it left the cluster" if before not in {node.name for node in seen} else "it is not synced"
+    why = "it left the cluster" if before not in states else "it is not synced"
     message = (
         f"writes go to {now.name} now, in place of {before} ({why}); the service's address is unchanged. "
         "Galera had every commit on every member before it was acknowledged: none is lost"

@@ -93,7 +93,8 @@ def ensure_server_nodes(service: Service, operation) -> list[Node]:
         if primary is not None:
             set_sentinels(service, staying, router, primary, operation)
         for node in going:
-            operation.set_progress(f"removing replica {node.name}")
+            what = "member" if service.runtime == Runtime.MYSQL else "replica"
+            operation.set_progress(f"removing {what} {node.name}")
             if service.runtime == Runtime.MYSQL:
                 leave_galera(node)
             destroy_node(node, operation)

@@ -17,6 +17,10 @@ def test_it_refuses_a_bad_dump_and_a_web_service_in_one_line(cli, logged_in, dat
     assert "neither a plain SQL script nor a pg_dump custom-format archive" in result.err
     assert cli("db", "clidb", "load", tmp_path / "missing.sql").err.startswith("error: ")
 
+    # The credentials, as the API gives them to the owner, for a client of one's own.
+    said = cli("db", "clidb", "credentials")
+    assert said.code == 0 and '"user": "conpaas"' in said.out and '"password": "' in said.out
+
     web = logged_in.post("/api/v1/services/", json={"name": "notdb", "runtime": "static"}).json()
     logged_in.wait_operation(web["operation"])
     result = cli("db", "notdb")

@@ -2,7 +2,7 @@
 
 import pytest
 
-from services.data_servers import DumpRefused, SqlRows, dump_format, pairs_to_resp
+from services.data_servers import DumpRefused, MysqlRows, SqlRows, dump_format, pairs_to_resp
 
 DUMP = (
     b"CREATE TABLE t (x int);\n"
@@ -22,6 +22,24 @@ def test_it_counts_copy_lines_and_inserts_whatever_the_chunks(size):
         rows.feed(DUMP[start : start + size])
     rows.finish()
     assert rows.rows == 7
+
+
+MYSQL_DUMPS = {
+    # mysqldump: a statement's tuples on its line
+    b"INSERT INTO `t` VALUES (1,'a'),(2,'b'),(3,'c');\nINSERT INTO `t` VALUES (4,'d');\n": (4, False),
+    # mariadb-dump 10.11: one tuple per line after the statement's first
+    b"DROP TABLE IF EXISTS `t`;\nCREATE TABLE `t` (x int);\nINSERT INTO `t` VALUES\n(1,'a'),\n(2,'b'),\n(3,'c');\n"
+    b"SET @x = (1);\n": (3, True),
+}
+
+
+@pytest.mark.parametrize(("dump", "expected"), MYSQL_DUMPS.items())
+def test_it_counts_each_tuple_of_a_mysql_dump_and_whether_it_defines_tables(dump, expected):
+    rows = MysqlRows()
+    for start in range(0, len(dump), 5):
+        rows.feed(dump[start : start + 5])
+    rows.finish()
+    assert (rows.rows, rows.defines_tables) == expected
 
 
 @pytest.mark.parametrize(

@@ -9,7 +9,7 @@ from services import data_probes, replication
 from services.choices import BackupKind, BackupState, OperationState
 from services.data_servers import credentials
 from services.errors import Conflict
-from services.models import Event
+from services.models import Event, Node
 from tests.workflows.test_backups import create, heal_due, store  # noqa: F401 (the backup store fixture)
 from tests.workflows.test_replication import members, result, scale, servers
 from workflows import backups
@@ -77,6 +77,25 @@ def test_writes_moving_to_another_member_are_told_and_lose_nothing(shopdb, fleet
     event = Event.objects.filter(service=shopdb, action="failover").get()
     assert f"writes go to {now.name} now, in place of {writer.name} (it is not synced)" in event.message
     assert "none is lost" in event.message
+
+
+def test_writes_moving_while_the_member_before_still_serves_are_no_failover(shopdb, fleet, queue):
+    scale(queue, shopdb, 3)
+    writer = replication.refresh(shopdb)
+    router = shopdb.router_node()
+    other = next(node for node in servers(shopdb) if node != writer)
+    Node.objects.filter(pk=router.pk).update(replication={**router.replication, "writer": other.name})
+
+    assert replication.refresh(shopdb) == writer  # the router's checks came up in another order
+
+    assert not Event.objects.filter(service=shopdb, action="failover").exists()
+    router.refresh_from_db()
+    assert router.replication["writer"] == writer.name
+
+
+def test_six_servers_are_refused_saying_what_a_mysql_service_runs(shopdb, queue):
+    with pytest.raises(Conflict, match="^a mysql service runs 1 server or a Galera cluster of 3 to 5, not 6$"):
+        scale(queue, shopdb, 6)
 
 
 def test_a_cluster_stopped_whole_starts_again_from_its_most_advanced_member(shopdb, fleet, queue):
