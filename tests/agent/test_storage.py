@@ -7,6 +7,7 @@ import os
 import re
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import tempfile
@@ -58,6 +59,10 @@ def test_it_keeps_every_object_on_two_nodes_and_loses_none_with_the_second_dead(
         details = master["details"]
         ps = subprocess.run(["ps", "-o", "user=,args=", "-p", str(master["pid"])], capture_output=True, text=True)
         assert ps.stdout.split()[0] == "nobody" and PASSWORD not in ps.stdout
+        # Its local sockets are its own, not /tmp/seaweedfs-*-<port>.sock, which any node's weed
+        # (another user's) may have left behind with the same port.
+        s3_socket = first.home / "instances" / "server" / "s3.sock"
+        wait_until(lambda: s3_socket.exists() and stat.S_ISSOCK(s3_socket.stat().st_mode), timeout=10)
 
         reply = second.call("PUT", "/v1/instances/server", {"runtime": "storage", "role": "volume", **details})
         assert reply.status == 400 and b"filer" in reply.body  # only the master's address
