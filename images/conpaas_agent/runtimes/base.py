@@ -6,11 +6,13 @@ Standard library only, like the whole agent.
 
 from __future__ import annotations
 
+import hashlib
 import http.client
 import os
 import re
 import signal
 import subprocess
+import tempfile
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
@@ -31,6 +33,7 @@ INSTANCE_LOCALE = "C.UTF-8"
 # own directory; a longer path than a socket address holds (108 bytes with its NUL) goes without.
 SOCKET_NAME = "http.sock"
 MAX_SOCKET_PATH = 107
+MAX_SERVER_SOCKET_PATH = 100
 _TOKEN_RE = re.compile(r"\{\{([a-z_]+)\}\}")
 # Characters no config language we write can take inside a quoted value without escaping
 # (nginx expands `$` even in quotes; `;`, braces, quotes, `&`, `<` end or break the value).
@@ -65,6 +68,17 @@ def socket_path(instance_dir: str) -> str:
     for a socket address or could not sit in a config."""
     path = os.path.join(instance_dir, SOCKET_NAME)
     return path if len(path.encode()) <= MAX_SOCKET_PATH and not _UNQUOTABLE_RE.search(path) else ""
+
+
+def server_socket(directory: str, name: str) -> str:
+    """A unix socket a server of the instance listens on (a runtime API, a database's, weed's):
+    `name` in its directory, or, when that path is too long for a socket address, a file of
+    the temporary directory named after the directory."""
+    path = os.path.join(directory, name)
+    if len(path.encode()) <= MAX_SERVER_SOCKET_PATH:
+        return path
+    digest = hashlib.sha256(os.path.abspath(directory).encode()).hexdigest()[:16]
+    return os.path.join(tempfile.gettempdir(), f"conpaas-{digest}-{name}")
 
 
 def private_dir(path: str) -> str:

@@ -15,7 +15,6 @@ node's own user (unix_socket authentication, which mariadb-install-db gives the 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import pwd
@@ -23,13 +22,12 @@ import re
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 
 from conpaas_common.procs import free_port
 from conpaas_common.wire import MYSQL_DATABASE, MYSQL_USER
 
-from .base import InstanceError, Run, installed, instance_environ, why_it_failed
+from .base import InstanceError, Run, installed, instance_environ, server_socket, why_it_failed
 from .data import RESTORE_TIMEOUT, DataRecipe, download, private_file, validate_address, validate_restore_url
 
 MARIADBD = "/usr/sbin/mariadbd"
@@ -37,7 +35,6 @@ INSTALL_DB = "/usr/bin/mariadb-install-db"
 CLIENT = "/usr/bin/mariadb"
 GALERA = "/usr/lib/galera/libgalera_smm.so"
 CHECK = os.path.join(os.path.dirname(os.path.abspath(__file__)), "galera_check.py")
-MAX_SOCKET_PATH = 100
 MAX_PEERS = 8
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 # Galera's states (wsrep_local_state_comment) as the platform names a member's part.
@@ -72,12 +69,7 @@ def validate_galera(body: dict) -> dict:
 
 
 def socket_of(directory: str) -> str:
-    """The server's unix socket: in its directory unless that path is too long for a socket."""
-    path = os.path.join(directory, "mysqld.sock")
-    if len(path.encode()) <= MAX_SOCKET_PATH:
-        return path
-    digest = hashlib.sha256(os.path.abspath(directory).encode()).hexdigest()[:16]
-    return os.path.join(tempfile.gettempdir(), f"conpaas-mysql-{digest}.sock")
+    return server_socket(directory, "mysqld.sock")
 
 
 def ports_of(run: Run) -> dict[str, int]:

@@ -18,22 +18,17 @@ are chosen once and kept in ``ports.json``, so that a restarted master keeps its
 
 from __future__ import annotations
 
-import hashlib
 import http.client
 import json
 import os
 import re
-import tempfile
 
 from conpaas_common.procs import free_port
 from conpaas_common.weed import WeedMissing, checked_weed
 from conpaas_common.wire import STORAGE_ACCESS_KEY_RE
 
-from .base import InstanceError, Run
+from .base import InstanceError, Run, server_socket
 from .data import DataRecipe, answers_tcp, private_file
-
-# The longest unix socket path the kernel takes (108 bytes with its NUL), with room to spare.
-MAX_SOCKET_PATH = 100
 
 WEED = os.environ.get("CONPAAS_WEED", "/usr/local/bin/weed")
 # A master's address as volume servers and `weed shell` take it: host:port.grpcPort.
@@ -103,7 +98,7 @@ class Storage(DataRecipe):
         # Its local sockets in its own directory: weed's default, /tmp/seaweedfs-<kind>-<port>.sock,
         # is shared by every node of the machine, and one left by another node's weed with the same
         # port (another user's, which this one may not remove) made the server exit at start.
-        argv += [f"-{kind}.localSocket={local_socket(run.dir, kind)}" for kind in ("filer", "s3")]
+        argv += [f"-{kind}.localSocket={server_socket(run.dir, kind + '.sock')}" for kind in ("filer", "s3")]
         argv += [f"-{name.replace('.grpc', '.port.grpc')}={ports[name]}" for name in names if name.endswith("grpc")]
         argv += [f"-{name}.port={ports[name]}" for name in names if not name.endswith("grpc")]
         run.spawn(argv)
@@ -164,12 +159,3 @@ class Storage(DataRecipe):
 
     def marker(self, run: Run) -> str:
         return run.path("data")
-
-
-def local_socket(directory: str, kind: str) -> str:
-    """A unix socket of the instance's: in its directory unless that path is too long for one."""
-    path = os.path.join(directory, f"{kind}.sock")
-    if len(path.encode()) <= MAX_SOCKET_PATH:
-        return path
-    digest = hashlib.sha256(os.path.abspath(directory).encode()).hexdigest()[:16]
-    return os.path.join(tempfile.gettempdir(), f"conpaas-weed-{digest}-{kind}.sock")

@@ -21,17 +21,15 @@ the primary backend, ``role:slave`` with its link up for the replicas), every 50
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
-import tempfile
 import time
 
 from conpaas_common.procs import free_port
 from conpaas_common.wire import MAX_REPLICATED_SERVERS
 
 from ..router.runtime_api import HAProxyError, RuntimeAPI
-from .base import InstanceError, Recipe, Run, installed
+from .base import InstanceError, Recipe, Run, installed, server_socket
 from .data import _PASSWORD_RE, answers_tcp, private_file, validate_address
 
 HAPROXY = "/usr/sbin/haproxy"
@@ -40,7 +38,6 @@ ENGINES = ("redis", "postgresql", "mysql")
 # Engines whose members answer an HTTP check on their own check_port (Patroni's REST API, galera_check).
 HTTP_CHECKED = ("postgresql", "mysql")
 NAME_RE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
-MAX_SOCKET_PATH = 100
 CHECK = "check inter 500ms downinter 250ms fastinter 250ms fall 2 rise 1 on-marked-down shutdown-sessions"
 # Database connections are long-lived (pools): an idle one is not cut for an hour.
 TIMEOUTS = "timeout connect 3s\n    timeout client 1h\n    timeout server 1h\n    timeout check 2s\n"
@@ -276,10 +273,5 @@ def _harmless(line: str) -> bool:
 
 
 def admin_socket(directory: str) -> str:
-    """The runtime API's socket: in the instance's directory unless that path is too long for a
-    socket address; then a private one named after it."""
-    path = os.path.join(directory, "admin.sock")
-    if len(path.encode()) <= MAX_SOCKET_PATH:
-        return path
-    digest = hashlib.sha256(os.path.abspath(directory).encode()).hexdigest()[:16]
-    return os.path.join(tempfile.gettempdir(), f"conpaas-tcp-{digest}.sock")
+    """The runtime API's socket (base.server_socket)."""
+    return server_socket(directory, "admin.sock")
